@@ -1,0 +1,493 @@
+//! The desktop app: a thin egui layer over the library.
+//!
+//! State is split in two: [`Settings`] persist across restarts (eframe storage);
+//! everything else is runtime state. Panels (one file each) only draw and return
+//! [`Command`]s; [`SlimApp::apply`] carries them out once per frame. Heavy work —
+//! opening, statistics, file dialogs — runs as [`crate::jobs`] on worker threads;
+//! [`SlimApp::poll`] drains their channels without blocking, every frame.
+
+mod histogram;
+mod layers;
+mod summary;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::inspect::{TensorReport, inspect_model};
+use crate::jobs::{JobEvent, JobHandle, spawn_job};
+use crate::model::Model;
+use crate::stats::{DEFAULT_BINS, Histogram, HistogramRange, StatsOptions};
+pub(crate) use crate::units::{group_digits, human_bytes};
+
+/// How many recent files File ▸ Open Recent remembers.
+const RECENT_FILES: usize = 8;
+
+/// What persists across restarts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub recent_files: Vec<PathBuf>,
+    /// Histogram counts on a log scale.
+    pub log_counts: bool,
+    /// Histogram over |w| instead of w.
+    pub abs_values: bool,
+    pub bins: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            recent_files: Vec::new(),
+            log_counts: false,
+            abs_values: false,
+            bins: DEFAULT_BINS,
+        }
+    }
+}
+
+/// Something a panel asks the app to do.
+#[must_use]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    OpenModel(PathBuf),
+    /// Show the file dialog (off the UI thread).
+    OpenDialog,
+    CancelLoading,
+    SelectTensor(usize),
+    DismissError,
+}
+
+/// A model with every tensor's statistics, as the loading job produces it.
+pub struct LoadedModel {
+    pub model: Arc<Model>,
+    pub reports: Vec<TensorReport>,
+}
+
+/// A model being opened in the background.
+struct Loading {
+    path: PathBuf,
+    job: JobHandle<LoadedModel>,
+    done: usize,
+    total: usize,
+}
+
+/// A histogram being computed for a (tensor, bins, range) not computed at load time.
+struct HistogramJob {
+    key: HistogramKey,
+    job: JobHandle<Histogram>,
+}
+
+type HistogramKey = (usize, usize, HistogramRange);
+
+/// The whole app state.
+pub struct SlimApp {
+    pub settings: Settings,
+    pub loaded: Option<LoadedModel>,
+    pub selected: Option<usize>,
+    /// The last error, shown until dismissed; names the file.
+    pub error: Option<String>,
+    pub table: layers::TableState,
+    loading: Option<Loading>,
+    dialog: Option<JobHandle<Option<PathBuf>>>,
+    histograms: HashMap<HistogramKey, Histogram>,
+    histogram_job: Option<HistogramJob>,
+    ctx: Option<egui::Context>,
+}
+
+impl SlimApp {
+    pub fn new(settings: Settings) -> Self {
+        SlimApp {
+            settings,
+            loaded: None,
+            selected: None,
+            error: None,
+            table: layers::TableState::default(),
+            loading: None,
+            dialog: None,
+            histograms: HashMap::new(),
+            histogram_job: None,
+            ctx: None,
+        }
+    }
+
+    /// Whether a model is being opened right now.
+    pub fn is_loading(&self) -> bool {
+        self.loading.is_some()
+    }
+
+    /// Wake the UI from a worker thread.
+    fn notifier(&self) -> impl Fn() + Send + Sync + 'static {
+        let ctx = self.ctx.clone();
+        move || {
+            if let Some(ctx) = &ctx {
+                ctx.request_repaint();
+            }
+        }
+    }
+
+    /// Drain every job channel (never blocks). Call once per frame before drawing.
+    pub fn poll(&mut self) {
+        if let Some(loading) = &mut self.loading {
+            let mut finished = None;
+            while let Ok(event) = loading.job.events.try_recv() {
+                match event {
+                    JobEvent::Progress { done, total } => {
+                        (loading.done, loading.total) = (done, total)
+                    }
+                    end => finished = Some(end),
+                }
+            }
+            if let Some(end) = finished {
+                let path = loading.path.clone();
+                self.loading = None;
+                match end {
+                    JobEvent::Finished(loaded) => self.show_model(loaded, &path),
+                    JobEvent::Failed(message) => self.error = Some(message),
+                    JobEvent::Cancelled | JobEvent::Progress { .. } => {}
+                }
+            }
+        }
+        if let Some(dialog) = &self.dialog {
+            if let Ok(event) = dialog.events.try_recv() {
+                self.dialog = None;
+                if let JobEvent::Finished(Some(path)) = event {
+                    self.apply(Command::OpenModel(path));
+                }
+            }
+        }
+        if let Some(h) = &self.histogram_job {
+            if let Ok(event) = h.job.events.try_recv() {
+                let key = h.key;
+                self.histogram_job = None;
+                match event {
+                    JobEvent::Finished(hist) => {
+                        self.histograms.insert(key, hist);
+                    }
+                    JobEvent::Failed(message) => self.error = Some(message),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn show_model(&mut self, loaded: LoadedModel, path: &Path) {
+        self.histograms.clear();
+        self.histogram_job = None;
+        self.selected = (!loaded.reports.is_empty()).then_some(0);
+        self.table = layers::TableState::default();
+        self.error = None;
+        let recent = &mut self.settings.recent_files;
+        recent.retain(|p| p != path);
+        recent.insert(0, path.to_owned());
+        recent.truncate(RECENT_FILES);
+        self.loaded = Some(loaded);
+    }
+
+    /// Carry out one command.
+    pub fn apply(&mut self, command: Command) {
+        match command {
+            Command::OpenModel(path) => self.open(path),
+            Command::OpenDialog => {
+                if self.dialog.is_none() {
+                    self.dialog = Some(spawn_job("file-dialog", self.notifier(), |_| {
+                        Ok(rfd::FileDialog::new()
+                            .set_title("Open a model")
+                            .add_filter(
+                                "models",
+                                &[
+                                    "safetensors",
+                                    "gguf",
+                                    "pth",
+                                    "pt",
+                                    "bin",
+                                    "npz",
+                                    "npy",
+                                    "onnx",
+                                    "json",
+                                ],
+                            )
+                            .add_filter("all files", &["*"])
+                            .pick_file())
+                    }));
+                }
+            }
+            Command::CancelLoading => self.loading = None,
+            Command::SelectTensor(i) => self.selected = Some(i),
+            Command::DismissError => self.error = None,
+        }
+    }
+
+    /// Open `path` on a worker: parse, then statistics for every tensor. The model on
+    /// screen stays until the new one is ready; a newer open replaces (cancels) an older.
+    fn open(&mut self, path: PathBuf) {
+        let options = StatsOptions {
+            bins: self.settings.bins,
+            range: HistogramRange::Signed,
+        };
+        let job_path = path.clone();
+        let job = spawn_job("open-model", self.notifier(), move |progress| {
+            let model = Model::open(&job_path)?;
+            let reports =
+                inspect_model(&model, &options, |done, total| progress.report(done, total))?;
+            Ok(LoadedModel {
+                model: Arc::new(model),
+                reports,
+            })
+        });
+        self.loading = Some(Loading {
+            path,
+            job,
+            done: 0,
+            total: 0,
+        });
+    }
+
+    /// The histogram to show for tensor `index` under the current settings, starting a
+    /// background computation if it is not at hand (latest request wins).
+    fn histogram_for(&mut self, index: usize) -> Option<&Histogram> {
+        let range = if self.settings.abs_values {
+            HistogramRange::Abs
+        } else {
+            HistogramRange::Signed
+        };
+        let key = (index, self.settings.bins, range);
+        let loaded = self.loaded.as_ref()?;
+        let at_load = loaded
+            .reports
+            .get(index)?
+            .stats
+            .as_ref()?
+            .histogram
+            .as_ref()?;
+        if at_load.range == range && at_load.counts.len() == key.1 {
+            return Some(at_load);
+        }
+        if !self.histograms.contains_key(&key)
+            && self.histogram_job.as_ref().map(|h| h.key) != Some(key)
+        {
+            let model = loaded.model.clone();
+            let options = StatsOptions { bins: key.1, range };
+            let job = spawn_job("histogram", self.notifier(), move |_| {
+                let stats = model.tensor_stats(index, &options)?;
+                stats
+                    .histogram
+                    .ok_or(crate::Error::InvalidSetting("no finite values".into()))
+            });
+            self.histogram_job = Some(HistogramJob { key, job });
+        }
+        self.histograms.get(&key)
+    }
+
+    /// Draw the whole window. Tests call this through egui_kittest; eframe through
+    /// [`eframe::App::ui`].
+    pub fn ui(&mut self, ui: &mut egui::Ui) {
+        if self.ctx.is_none() {
+            self.ctx = Some(ui.ctx().clone());
+        }
+        let mut commands = Vec::new();
+        let dropped: Vec<PathBuf> = ui.ctx().input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_owned())
+                .collect()
+        });
+        commands.extend(dropped.into_iter().take(1).map(Command::OpenModel));
+
+        egui::Panel::top("menu").show(ui, |ui| self.top_bar_ui(ui, &mut commands));
+        egui::Panel::bottom("status").show(ui, |ui| self.status_ui(ui, &mut commands));
+        if self.loaded.is_some() {
+            egui::Panel::right("summary")
+                .default_size(300.0)
+                .show(ui, |ui| summary::ui(ui, self.loaded.as_ref()));
+            egui::Panel::left("layers")
+                .default_size(620.0)
+                .show(ui, |ui| {
+                    if let Some(loaded) = &self.loaded {
+                        commands.extend(self.table.ui(ui, loaded, self.selected));
+                    }
+                });
+        }
+        egui::CentralPanel::default().show(ui, |ui| {
+            if let Some(error) = self.error.clone() {
+                error_ui(ui, &error, &mut commands);
+            }
+            match (self.selected, self.loaded.is_some()) {
+                (Some(index), true) => {
+                    let hist = self.histogram_for(index).cloned();
+                    let waiting = self.histogram_job.is_some();
+                    if let Some(loaded) = &self.loaded {
+                        histogram::ui(
+                            ui,
+                            loaded,
+                            index,
+                            hist.as_ref(),
+                            waiting,
+                            &mut self.settings,
+                        );
+                    }
+                }
+                _ => empty_state_ui(ui, self.loading.is_some()),
+            }
+        });
+        for c in commands {
+            self.apply(c);
+        }
+    }
+
+    fn top_bar_ui(&self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
+        egui::MenuBar::new().ui(ui, |ui| {
+            ui.menu_button("File", |ui| {
+                if ui
+                    .button("Open…")
+                    .on_hover_text("Choose a model file (Ctrl+O)")
+                    .clicked()
+                {
+                    commands.push(Command::OpenDialog);
+                }
+                ui.menu_button("Open Recent", |ui| {
+                    if self.settings.recent_files.is_empty() {
+                        ui.label("(none yet)");
+                    }
+                    for path in &self.settings.recent_files {
+                        if ui.button(path.display().to_string()).clicked() {
+                            commands.push(Command::OpenModel(path.clone()));
+                        }
+                    }
+                });
+            });
+            if ui.input(|i| i.modifiers.command && i.key_pressed(egui::Key::O)) {
+                commands.push(Command::OpenDialog);
+            }
+            if let Some(loaded) = &self.loaded {
+                ui.separator();
+                ui.label(egui::RichText::new(loaded.model.path.display().to_string()).strong());
+            }
+        });
+    }
+
+    fn status_ui(&self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
+        ui.horizontal(|ui| {
+            if let Some(loading) = &self.loading {
+                let name = file_name(&loading.path);
+                let fraction = if loading.total == 0 {
+                    0.0
+                } else {
+                    loading.done as f32 / loading.total as f32
+                };
+                ui.spinner();
+                ui.add(
+                    egui::ProgressBar::new(fraction)
+                        .desired_width(260.0)
+                        .text(format!(
+                            "Opening {name}: {}/{} tensors",
+                            loading.done, loading.total
+                        )),
+                );
+                if ui
+                    .button("Cancel")
+                    .on_hover_text("Stop opening this file")
+                    .clicked()
+                {
+                    commands.push(Command::CancelLoading);
+                }
+            } else if let Some(loaded) = &self.loaded {
+                let t = loaded.model.totals();
+                ui.label(format!(
+                    "{} · {} tensors · {} parameters · {}",
+                    loaded.model.format.name(),
+                    t.tensors,
+                    group_digits(t.params),
+                    human_bytes(t.size_bytes)
+                ));
+            } else {
+                ui.label("No model open");
+            }
+        });
+    }
+}
+
+fn error_ui(ui: &mut egui::Ui, error: &str, commands: &mut Vec<Command>) {
+    egui::Frame::group(ui.style())
+        .fill(ui.visuals().extreme_bg_color)
+        .stroke(egui::Stroke::new(1.5, ui.visuals().error_fg_color))
+        .show(ui, |ui| {
+            ui.horizontal_wrapped(|ui| {
+                ui.colored_label(
+                    ui.visuals().error_fg_color,
+                    format!("Could not open: {error}"),
+                );
+                if ui.button("Dismiss").clicked() {
+                    commands.push(Command::DismissError);
+                }
+            });
+        });
+    ui.add_space(8.0);
+}
+
+fn empty_state_ui(ui: &mut egui::Ui, loading: bool) {
+    ui.vertical_centered(|ui| {
+        ui.add_space(ui.available_height() * 0.3);
+        if loading {
+            ui.heading("Opening…");
+        } else {
+            ui.heading("Drop a model file here");
+            ui.label("safetensors · GGUF · PyTorch .pth · NumPy .npz/.npy · ONNX");
+            ui.label("or use File ▸ Open… (Ctrl+O), or pass a path: slimscope MODEL");
+        }
+    });
+}
+
+/// A file's name for messages.
+pub(crate) fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// eframe glue: restore settings, poll jobs in `logic`, draw in `ui`, save settings.
+struct EframeApp(SlimApp);
+
+impl eframe::App for EframeApp {
+    fn logic(&mut self, _ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.0.poll();
+    }
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.0.ui(ui);
+    }
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, eframe::APP_KEY, &self.0.settings);
+    }
+}
+
+/// Open the window (blocking until it closes), optionally opening `model` at once.
+pub fn run(model: Option<PathBuf>) -> anyhow::Result<()> {
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("slimscope")
+            .with_inner_size([1400.0, 860.0])
+            .with_drag_and_drop(true),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "slimscope",
+        options,
+        Box::new(move |cc| {
+            let settings: Settings = cc
+                .storage
+                .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
+                .unwrap_or_default();
+            let mut app = SlimApp::new(settings);
+            app.ctx = Some(cc.egui_ctx.clone());
+            if let Some(path) = model {
+                app.apply(Command::OpenModel(path));
+            }
+            Ok(Box::new(EframeApp(app)))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))
+}

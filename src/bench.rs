@@ -1,0 +1,95 @@
+//! `slimscope bench`: speed of slimscope's kernels on the standard workload of
+//! ../shared/perf-anchors.md (64 Mi f32 weights, normal(0, 0.02)), in GB/s of f32
+//! input, median of several runs, beside a memcpy measured in the same run (the
+//! machine is noisy: compare ratios, not absolute times).
+
+use std::time::Instant;
+
+use clap::Args;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+
+use crate::dtype::DType;
+use crate::stats::{self, StatsOptions};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Number of f32 values in the workload (default 64 Mi = 256 MiB).
+    #[arg(long, default_value_t = 64 << 20)]
+    pub elements: usize,
+    /// Timed runs per kernel (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    pub runs: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// The standard workload: seeded normal(0, 0.02) values.
+pub fn workload(elements: usize) -> Vec<f32> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let normal = Normal::new(0.0f32, 0.02).unwrap_or_else(|_| unreachable!("valid parameters"));
+    (0..elements).map(|_| normal.sample(&mut rng)).collect()
+}
+
+/// Median seconds of `runs` calls of `f` (after one warm-up call).
+pub fn median_seconds(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..runs.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let mut builder =
+        rayon::ThreadPoolBuilder::new().thread_name(|i| format!("slimscope-bench-{i}"));
+    if let Some(n) = args.threads {
+        builder = builder.num_threads(n);
+    }
+    let pool = builder.build()?;
+    eprintln!("generating {} normal(0, 0.02) f32 values…", args.elements);
+    let values = workload(args.elements);
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    drop(values);
+    let gb = bytes.len() as f64 / 1e9;
+    println!(
+        "workload: {} f32 ({:.0} MiB), {} threads, median of {} runs",
+        args.elements,
+        bytes.len() as f64 / (1 << 20) as f64,
+        pool.current_num_threads(),
+        args.runs
+    );
+    pool.install(|| -> anyhow::Result<()> {
+        let mut copy = vec![0u8; bytes.len()];
+        let t = median_seconds(args.runs, || copy.copy_from_slice(&bytes));
+        println!(
+            "{:<44} {:>7.2} GB/s",
+            "memcpy, 1 thread (reference)",
+            gb / t
+        );
+        let options = StatsOptions::default();
+        let numel = args.elements as u64;
+        let mut failure = None;
+        let t = median_seconds(args.runs, || {
+            if let Err(e) = stats::compute(DType::F32, &bytes, numel, &options) {
+                failure = Some(e);
+            }
+        });
+        if let Some(e) = failure {
+            anyhow::bail!("statistics failed: {e}");
+        }
+        println!(
+            "{:<44} {:>7.2} GB/s  ({:.1} ms)",
+            "stats + histogram (256 bins, [min,max])",
+            gb / t,
+            t * 1e3
+        );
+        Ok(())
+    })
+}

@@ -1,0 +1,64 @@
+//! The library's one error type. Every variant that concerns a file names it, so a
+//! message printed on its own ("…/model.gguf: tensor `x` lies outside the file") tells
+//! the user which file and what is wrong. Front ends add context; they never re-word.
+
+use std::path::PathBuf;
+
+/// Result alias for the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the library can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The operating system refused (missing file, permissions, …).
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A directory was given where a model file was expected.
+    #[error("{}: is a directory; open a model file (or a sharded model's .index.json) inside it", path.display())]
+    IsDirectory { path: PathBuf },
+    /// A zero-length file.
+    #[error("{}: the file is empty (0 bytes)", path.display())]
+    EmptyFile { path: PathBuf },
+    /// No loader recognised the content.
+    #[error("{}: unknown model format ({hint}); slimscope reads safetensors, GGUF, PyTorch .pth/.pt, NumPy .npz/.npy and ONNX", path.display())]
+    UnknownFormat { path: PathBuf, hint: String },
+    /// A loader recognised the format but the content is broken or hostile.
+    #[error("{}: not a valid {format} file: {problem}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        format: &'static str,
+        problem: String,
+    },
+    /// A tensor's data does not lie inside the file.
+    #[error("{}: tensor `{name}` claims bytes {offset}..{end} but the file holds {file_len} bytes (truncated or corrupt)", path.display())]
+    TensorOutOfBounds {
+        path: PathBuf,
+        name: String,
+        offset: u64,
+        end: u64,
+        file_len: u64,
+    },
+    /// Something valid that slimscope cannot read (yet), e.g. an IQ-quant's values.
+    #[error("{}: {what}", path.display())]
+    Unsupported { path: PathBuf, what: String },
+    /// A caller asked for something impossible (bad option values).
+    #[error("invalid setting: {0}")]
+    InvalidSetting(String),
+    /// A background job was cancelled before it finished.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl Error {
+    /// Build an [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Inspecting a whole model: statistics for every tensor, one tensor at a time (each
+//! on all cores), so peak memory stays near one chunk buffer per thread on top of the
+//! memory-mapped file. Used alike by `slimscope inspect` and the app's loading job.
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::model::{Model, TensorInfo, Totals};
+use crate::stats::{self, StatsError, StatsOptions, TensorStats};
+
+/// One tensor with its statistics, or the reason it has none.
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorReport {
+    #[serde(flatten)]
+    pub info: TensorInfo,
+    /// `None` when the values cannot be decoded (see `note`).
+    pub stats: Option<TensorStats>,
+    /// Why `stats` is missing, or a warning about the values (NaN/Inf).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Model {
+    /// Statistics of tensor `index`. Errors name the file and the tensor.
+    pub fn tensor_stats(&self, index: usize, options: &StatsOptions) -> Result<TensorStats> {
+        let bytes = self.tensor_bytes(index)?;
+        let info = &self.tensors[index];
+        stats::compute(info.dtype, &bytes, info.numel, options).map_err(|e| match e {
+            StatsError::BadBins(_) => Error::InvalidSetting(e.to_string()),
+            other => Error::Unsupported {
+                path: self.path.clone(),
+                what: format!("tensor `{}`: {other}", info.name),
+            },
+        })
+    }
+}
+
+/// Statistics for every tensor, in file order. `progress(done, total)` is called
+/// after each tensor and returns `false` to stop (then [`Error::Cancelled`]).
+/// Tensors whose values cannot be decoded get a note instead of statistics; I/O or
+/// corruption errors abort.
+pub fn inspect_model(
+    model: &Model,
+    options: &StatsOptions,
+    mut progress: impl FnMut(usize, usize) -> bool,
+) -> Result<Vec<TensorReport>> {
+    if options.bins == 0 || options.bins > stats::MAX_BINS {
+        return Err(Error::InvalidSetting(
+            StatsError::BadBins(options.bins).to_string(),
+        ));
+    }
+    let total = model.tensors.len();
+    let mut reports = Vec::with_capacity(total);
+    for (i, info) in model.tensors.iter().enumerate() {
+        let (stats, note) = if info.dtype.can_decode() {
+            let s = model.tensor_stats(i, options)?;
+            let note = (s.nan + s.inf > 0).then(|| {
+                format!(
+                    "{} NaN and {} infinite values (left out of the statistics)",
+                    s.nan, s.inf
+                )
+            });
+            (Some(s), note)
+        } else {
+            (
+                None,
+                Some(format!(
+                    "no decoder for {} values; statistics unavailable",
+                    info.dtype
+                )),
+            )
+        };
+        reports.push(TensorReport {
+            info: info.clone(),
+            stats,
+            note,
+        });
+        if !progress(i + 1, total) {
+            return Err(Error::Cancelled);
+        }
+    }
+    Ok(reports)
+}
+
+/// The JSON document `slimscope inspect --json` prints.
+#[derive(Debug, Serialize)]
+pub struct InspectReport<'a> {
+    pub file: &'a std::path::Path,
+    pub format: crate::model::Format,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub totals: Totals,
+    pub layers: &'a [crate::model::Layer],
+    pub tensors: &'a [TensorReport],
+}
+
+impl<'a> InspectReport<'a> {
+    pub fn new(model: &'a Model, tensors: &'a [TensorReport]) -> Self {
+        InspectReport {
+            file: &model.path,
+            format: model.format,
+            metadata: model.metadata.iter().cloned().collect(),
+            totals: model.totals(),
+            layers: &model.layers,
+            tensors,
+        }
+    }
+}

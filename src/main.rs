@@ -1,0 +1,29 @@
+//! `slimscope` with no arguments (or just a model path) opens the app; otherwise it
+//! runs a CLI subcommand. Errors print one clear line on stderr and exit with code 2.
+
+use clap::Parser;
+use slimscope::cli::Cli;
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(command) => slimscope::cli::run(command),
+        None => open_app(cli.model),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+#[cfg(feature = "gui")]
+fn open_app(model: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    slimscope::app::run(model)
+}
+
+#[cfg(not(feature = "gui"))]
+fn open_app(_model: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this build has no app (built without the `gui` feature); try `slimscope inspect MODEL`"
+    )
+}

@@ -1,0 +1,269 @@
+//! NumPy `.npy` arrays and `.npz` archives of them (plain or `savez_compressed`).
+//! The `.npy` header is a Python dict literal (format spec: numpy's
+//! `numpy/lib/format.py`); we parse the three keys it always has. Stored npz members
+//! are memory-mapped in place; deflated ones are inflated when their data is asked for.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use bytes::Bytes;
+use zip::CompressionMethod;
+
+use super::{Ctx, Data, Loaded, Origin, TensorInfo, checked_numel};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+
+/// What an `.npy` header says.
+struct Header {
+    dtype: DType,
+    shape: Vec<u64>,
+    fortran_order: bool,
+    /// Bytes before the data (magic + lengths + dict).
+    data_offset: u64,
+}
+
+/// Parse an `.npy` header from the first bytes of the array; `what` names it in errors.
+fn parse_header(ctx: &Ctx, head: &[u8], what: &str) -> Result<Header> {
+    let bad = |m: String| ctx.corrupt(format!("{what}: {m}"));
+    if !head.starts_with(b"\x93NUMPY") || head.len() < 10 {
+        return Err(bad("missing the \\x93NUMPY magic".into()));
+    }
+    let (dict_len, dict_start) = match head[6] {
+        1 => (u64::from(u16::from_le_bytes([head[8], head[9]])), 10u64),
+        2 | 3 if head.len() >= 12 => (
+            u64::from(u32::from_le_bytes([head[8], head[9], head[10], head[11]])),
+            12u64,
+        ),
+        v => return Err(bad(format!("unknown .npy format version {v}"))),
+    };
+    let end = dict_start + dict_len;
+    let Some(dict) = head.get(dict_start as usize..end as usize) else {
+        return Err(bad(format!(
+            "the header claims {dict_len} bytes but only {} are there",
+            head.len() as u64 - dict_start.min(head.len() as u64)
+        )));
+    };
+    let dict = std::str::from_utf8(dict).map_err(|_| bad("the header is not text".into()))?;
+    let descr = dict_value(dict, "descr")
+        .and_then(|v| v.strip_prefix('\'').and_then(|v| v.split('\'').next()))
+        .ok_or_else(|| bad(format!("no 'descr' in header {dict:?}")))?;
+    let fortran_order = match dict_value(dict, "fortran_order") {
+        Some(v) if v.starts_with("True") => true,
+        Some(v) if v.starts_with("False") => false,
+        _ => return Err(bad(format!("no 'fortran_order' in header {dict:?}"))),
+    };
+    let shape_text = dict_value(dict, "shape")
+        .and_then(|v| v.strip_prefix('('))
+        .and_then(|v| v.split(')').next())
+        .ok_or_else(|| bad(format!("no 'shape' in header {dict:?}")))?;
+    let shape = shape_text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<u64>()
+                .map_err(|_| bad(format!("bad dimension `{s}` in shape")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Header {
+        dtype: npy_dtype(ctx, descr, what)?,
+        shape,
+        fortran_order,
+        data_offset: end,
+    })
+}
+
+/// The text after `'key':` in the header dict.
+fn dict_value<'a>(dict: &'a str, key: &str) -> Option<&'a str> {
+    let at = dict.find(&format!("'{key}'"))?;
+    let rest = &dict[at + key.len() + 2..];
+    Some(rest.trim_start().strip_prefix(':')?.trim_start())
+}
+
+fn npy_dtype(ctx: &Ctx, descr: &str, what: &str) -> Result<DType> {
+    let (order, code) = descr.split_at(descr.len().min(1));
+    if order == ">" && !matches!(code, "i1" | "u1" | "b1") {
+        return Err(ctx.unsupported(format!(
+            "{what}: big-endian arrays ({descr}) are not supported"
+        )));
+    }
+    Ok(match code {
+        "f8" => DType::F64,
+        "f4" => DType::F32,
+        "f2" => DType::F16,
+        "i8" => DType::I64,
+        "i4" => DType::I32,
+        "i2" => DType::I16,
+        "i1" => DType::I8,
+        "u8" => DType::U64,
+        "u4" => DType::U32,
+        "u2" => DType::U16,
+        "u1" => DType::U8,
+        "b1" => DType::Bool,
+        _ => return Err(ctx.unsupported(format!("{what}: NumPy dtype `{descr}` is not supported"))),
+    })
+}
+
+fn info(
+    ctx: &Ctx,
+    name: String,
+    header: &Header,
+    offset: Option<u64>,
+    member: Option<String>,
+) -> Result<TensorInfo> {
+    let numel = checked_numel(&header.shape)
+        .ok_or_else(|| ctx.corrupt(format!("`{name}` has an absurd shape {:?}", header.shape)))?;
+    let size_bytes = header
+        .dtype
+        .size_bytes(numel)
+        .ok_or_else(|| ctx.corrupt(format!("`{name}` has an absurd size")))?;
+    Ok(TensorInfo {
+        name,
+        shape: header.shape.clone(),
+        dtype: header.dtype,
+        numel,
+        size_bytes,
+        origin: Origin {
+            file: ctx.path.to_owned(),
+            offset,
+            member,
+        },
+    })
+}
+
+/// Plain data as stored, reordered to row-major if the array is Fortran-ordered.
+fn data_for(header: &Header, bytes: Bytes) -> Data {
+    if !header.fortran_order || header.shape.len() < 2 {
+        return Data::Bytes(bytes);
+    }
+    let shape: Vec<usize> = header.shape.iter().map(|&d| d as usize).collect();
+    Data::Strided {
+        base: bytes,
+        elem_bytes: elem_bytes(header),
+        strides: fortran_strides(&shape),
+        shape,
+        offset: 0,
+    }
+}
+
+fn elem_bytes(header: &Header) -> usize {
+    header.dtype.block().map_or(1, |b| b.1 as usize)
+}
+
+/// Element strides of a column-major (Fortran-ordered) array of `shape`.
+pub(crate) fn fortran_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1usize; shape.len()];
+    for d in 1..shape.len() {
+        strides[d] = strides[d - 1] * shape[d - 1];
+    }
+    strides
+}
+
+/// Open a single `.npy` file: one tensor, named after the file.
+pub(crate) fn open_npy(ctx: &Ctx) -> Result<Loaded> {
+    let file = ctx.map()?;
+    let header = parse_header(ctx, &file, "array")?;
+    let name = ctx
+        .path
+        .file_stem()
+        .map_or_else(|| "array".to_owned(), |s| s.to_string_lossy().into_owned());
+    let info = info(ctx, name, &header, Some(header.data_offset), None)?;
+    let bytes = ctx.slice(&file, &info.name, header.data_offset, info.size_bytes)?;
+    let data = data_for(&header, bytes);
+    Ok(Loaded {
+        metadata: vec![("fortran_order".into(), header.fortran_order.into())],
+        tensors: vec![(info, data)],
+        layers: None,
+    })
+}
+
+/// Open an `.npz` archive: one tensor per `.npy` member.
+pub(crate) fn open_npz(ctx: &Ctx) -> Result<Loaded> {
+    let file = ctx.map()?;
+    let zip_err = |e: zip::result::ZipError| ctx.corrupt(e.to_string());
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(file.clone())).map_err(zip_err)?;
+    let mut tensors = Vec::new();
+    let mut compressed = 0usize;
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(zip_err)?;
+        let member = entry.name().map_err(zip_err)?.into_owned();
+        let Some(name) = member.strip_suffix(".npy") else {
+            continue;
+        };
+        let name = name.to_owned();
+        let what = format!("member `{member}`");
+        let method = entry.compression();
+        let size = entry.size();
+        let start = entry
+            .data_start()
+            .ok_or_else(|| ctx.corrupt(format!("{what}: no data offset")))?;
+        // The header is at most a few KB; read up to 64 KiB of the (inflated) member.
+        let mut head = Vec::new();
+        (&mut entry)
+            .take(65536)
+            .read_to_end(&mut head)
+            .map_err(|e| ctx.corrupt(format!("{what}: {e}")))?;
+        let header = parse_header(ctx, &head, &what)?;
+        let offset = (method == CompressionMethod::Stored).then_some(start + header.data_offset);
+        let info = info(ctx, name, &header, offset, Some(member.clone()))?;
+        if header.data_offset.saturating_add(info.size_bytes) > size {
+            return Err(ctx.out_of_bounds(&info.name, header.data_offset, info.size_bytes, size));
+        }
+        let data = match offset {
+            Some(at) => data_for(&header, ctx.slice(&file, &info.name, at, info.size_bytes)?),
+            None => {
+                compressed += 1;
+                let fortran = (header.fortran_order && header.shape.len() > 1).then(|| {
+                    (
+                        header.shape.iter().map(|&d| d as usize).collect(),
+                        elem_bytes(&header),
+                    )
+                });
+                Data::Deflated {
+                    archive: ctx.path.to_owned(),
+                    member,
+                    skip: header.data_offset,
+                    len: info.size_bytes,
+                    fortran,
+                }
+            }
+        };
+        tensors.push((info, data));
+    }
+    if tensors.is_empty() {
+        return Err(ctx.corrupt("the archive holds no .npy arrays"));
+    }
+    Ok(Loaded {
+        metadata: vec![("compressed_members".into(), compressed.into())],
+        tensors,
+        layers: None,
+    })
+}
+
+/// Inflate `len` bytes after `skip` bytes of zip member `member` of `archive`.
+pub(crate) fn inflate_member(archive: &Path, member: &str, skip: u64, len: u64) -> Result<Bytes> {
+    let corrupt = |problem: String| Error::Corrupt {
+        path: archive.to_owned(),
+        format: "NumPy .npz",
+        problem: format!("member `{member}`: {problem}"),
+    };
+    let file = File::open(archive).map_err(|e| Error::io(archive, e))?;
+    let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| corrupt(e.to_string()))?;
+    let mut entry = zip.by_name(member).map_err(|e| corrupt(e.to_string()))?;
+    std::io::copy(&mut (&mut entry).take(skip), &mut std::io::sink())
+        .map_err(|e| corrupt(e.to_string()))?;
+    // `len` was checked against the member's declared size when the archive was opened.
+    let mut out = Vec::with_capacity(len as usize);
+    (&mut entry)
+        .take(len)
+        .read_to_end(&mut out)
+        .map_err(|e| corrupt(e.to_string()))?;
+    if out.len() as u64 != len {
+        return Err(corrupt(format!(
+            "ends after {} of {len} data bytes",
+            out.len()
+        )));
+    }
+    Ok(Bytes::from(out))
+}
