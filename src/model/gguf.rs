@@ -215,6 +215,7 @@ pub(crate) fn open(ctx: &Ctx) -> Result<Loaded> {
         infos.push((name, ne, type_id, offset));
     }
     let data_start = (r.pos as u64).div_ceil(alignment) * alignment;
+    metadata.push(("gguf.alignment".to_owned(), json!(alignment)));
     metadata.push(("gguf.data_offset".to_owned(), json!(data_start)));
     let tensors = infos
         .into_iter()

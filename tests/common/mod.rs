@@ -1,0 +1,62 @@
+//! Shared helpers for the integration tests: the real fixtures (fetched once per
+//! machine by tests/fixtures/fetch.py, under a file lock so parallel test binaries
+//! wait for one another) and their independent reference facts.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset of the helpers"
+)]
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The fixture cache directory, fetching the fixtures first if needed.
+pub fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = std::env::var_os("SLIMSCOPE_FIXTURES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target").join("fixtures"));
+        std::fs::create_dir_all(&dir).expect("create the fixture directory");
+        let lock = File::create(dir.join(".lock")).expect("create the fixture lock");
+        lock.lock().expect("lock the fixture directory");
+        let status = Command::new("python3")
+            .arg(root.join("tests/fixtures/fetch.py"))
+            .env("SLIMSCOPE_FIXTURES", &dir)
+            .status()
+            .expect("run python3 tests/fixtures/fetch.py");
+        assert!(status.success(), "fetching the fixtures failed ({status})");
+        dir
+    })
+}
+
+/// A fixture file's path.
+pub fn fixture(name: &str) -> PathBuf {
+    fixtures().join(name)
+}
+
+/// reference.json: facts computed by numpy / gguf-py / onnx.
+pub fn reference() -> &'static serde_json::Value {
+    static REF: OnceLock<serde_json::Value> = OnceLock::new();
+    REF.get_or_init(|| {
+        let text = std::fs::read_to_string(fixtures().join("reference.json"))
+            .expect("read reference.json");
+        serde_json::from_str(&text).expect("parse reference.json")
+    })
+}
+
+/// Run the `slimscope` binary; returns (exit code, stdout, stderr).
+pub fn slimscope(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_slimscope"))
+        .args(args)
+        .output()
+        .expect("run slimscope");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
