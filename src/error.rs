@@ -10,12 +10,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything the library can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The operating system refused (missing file, permissions, …).
-    #[error("{}: {source}", path.display())]
+    /// The operating system refused (missing file, permissions, …). The OS error is
+    /// part of the message (not a `source`), so front ends print it once.
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A directory was given where a model file was expected.
     #[error("{}: is a directory; open a model file (or a sharded model's .index.json) inside it", path.display())]
@@ -58,7 +58,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 }
