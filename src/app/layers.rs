@@ -87,8 +87,8 @@ impl TableState {
             ui.horizontal(|ui| {
                 for (c, (title, width, tip)) in COLUMNS.iter().enumerate() {
                     let arrow = match (self.sort == Some(c), self.descending) {
-                        (true, false) => " ⏶",
-                        (true, true) => " ⏷",
+                        (true, false) => " ^",
+                        (true, true) => " v",
                         _ => "",
                     };
                     let button =

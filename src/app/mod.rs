@@ -22,7 +22,7 @@ use crate::model::Model;
 use crate::stats::{DEFAULT_BINS, Histogram, HistogramRange, StatsOptions};
 pub(crate) use crate::units::{group_digits, human_bytes};
 
-/// How many recent files File ▸ Open Recent remembers.
+/// How many recent files File > Open Recent remembers.
 const RECENT_FILES: usize = 8;
 
 /// What persists across restarts.
@@ -245,40 +245,68 @@ impl SlimApp {
         });
     }
 
-    /// The histogram to show for tensor `index` under the current settings, starting a
-    /// background computation if it is not at hand (latest request wins).
-    fn histogram_for(&mut self, index: usize) -> Option<&Histogram> {
+    /// The (tensor, bins, range) the current settings ask to see for tensor `index`.
+    fn histogram_key(&self, index: usize) -> HistogramKey {
         let range = if self.settings.abs_values {
             HistogramRange::Abs
         } else {
             HistogramRange::Signed
         };
-        let key = (index, self.settings.bins, range);
-        let loaded = self.loaded.as_ref()?;
-        let at_load = loaded
+        (index, self.settings.bins, range)
+    }
+
+    /// The histogram for tensor `index` under the current settings, if computed.
+    pub fn cached_histogram(&self, index: usize) -> Option<&Histogram> {
+        let key = self.histogram_key(index);
+        let at_load = self
+            .loaded
+            .as_ref()?
             .reports
             .get(index)?
             .stats
             .as_ref()?
             .histogram
-            .as_ref()?;
-        if at_load.range == range && at_load.counts.len() == key.1 {
-            return Some(at_load);
-        }
-        if !self.histograms.contains_key(&key)
-            && self.histogram_job.as_ref().map(|h| h.key) != Some(key)
+            .as_ref();
+        at_load
+            .filter(|h| h.range == key.2 && h.counts.len() == key.1)
+            .or_else(|| self.histograms.get(&key))
+    }
+
+    /// Whether the histogram for the selection, under the current settings, is at hand.
+    pub fn has_histogram_for_selection(&self) -> bool {
+        self.selected
+            .is_some_and(|i| self.cached_histogram(i).is_some())
+    }
+
+    /// Start computing the histogram for tensor `index` in the background unless it is
+    /// at hand or already being computed (a newer request replaces an older one).
+    fn request_histogram(&mut self, index: usize) {
+        let key = self.histogram_key(index);
+        let has_stats = self
+            .loaded
+            .as_ref()
+            .and_then(|l| l.reports.get(index)?.stats.as_ref())
+            .is_some();
+        if !has_stats
+            || self.cached_histogram(index).is_some()
+            || self.histogram_job.as_ref().map(|h| h.key) == Some(key)
         {
-            let model = loaded.model.clone();
-            let options = StatsOptions { bins: key.1, range };
-            let job = spawn_job("histogram", self.notifier(), move |_| {
-                let stats = model.tensor_stats(index, &options)?;
-                stats
-                    .histogram
-                    .ok_or(crate::Error::InvalidSetting("no finite values".into()))
-            });
-            self.histogram_job = Some(HistogramJob { key, job });
+            return;
         }
-        self.histograms.get(&key)
+        let Some(model) = self.loaded.as_ref().map(|l| l.model.clone()) else {
+            return;
+        };
+        let options = StatsOptions {
+            bins: key.1,
+            range: key.2,
+        };
+        let job = spawn_job("histogram", self.notifier(), move |_| {
+            let stats = model.tensor_stats(index, &options)?;
+            stats
+                .histogram
+                .ok_or(crate::Error::InvalidSetting("no finite values".into()))
+        });
+        self.histogram_job = Some(HistogramJob { key, job });
     }
 
     /// Draw the whole window. Tests call this through egui_kittest; eframe through
@@ -317,7 +345,8 @@ impl SlimApp {
             }
             match (self.selected, self.loaded.is_some()) {
                 (Some(index), true) => {
-                    let hist = self.histogram_for(index).cloned();
+                    self.request_histogram(index);
+                    let hist = self.cached_histogram(index).cloned();
                     let waiting = self.histogram_job.is_some();
                     if let Some(loaded) = &self.loaded {
                         histogram::ui(
@@ -436,7 +465,7 @@ fn empty_state_ui(ui: &mut egui::Ui, loading: bool) {
         } else {
             ui.heading("Drop a model file here");
             ui.label("safetensors · GGUF · PyTorch .pth · NumPy .npz/.npy · ONNX");
-            ui.label("or use File ▸ Open… (Ctrl+O), or pass a path: slimscope MODEL");
+            ui.label("or use File > Open… (Ctrl+O), or pass a path: slimscope MODEL");
         }
     });
 }

@@ -1,0 +1,177 @@
+//! The app, driven headless through egui_kittest exactly as a user drives it: files
+//! arrive through the same drop path a real drag-and-drop uses, tensors are selected
+//! by clicking their row, and what the window shows is read back by label.
+
+#![cfg(feature = "gui")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::fixture;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use slimscope::app::{Settings, SlimApp};
+
+/// A file dropped on the window.
+#[derive(Debug)]
+struct Dropped(PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+fn harness() -> Harness<'static, SlimApp> {
+    Harness::builder()
+        .with_size(egui::vec2(1400.0, 860.0))
+        .build_ui_state(
+            |ui, app: &mut SlimApp| {
+                app.poll();
+                app.ui(ui);
+            },
+            SlimApp::new(Settings::default()),
+        )
+}
+
+fn drop_file(h: &mut Harness<'_, SlimApp>, path: &Path) {
+    h.input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(path.to_owned())));
+    h.step();
+}
+
+/// Step frames until `done` holds (workers finish in the background).
+fn step_until(h: &mut Harness<'_, SlimApp>, what: &str, done: impl Fn(&SlimApp) -> bool) {
+    let start = Instant::now();
+    while !done(h.state()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    h.run_steps(3);
+}
+
+#[test]
+fn first_start_says_what_to_drop() {
+    let mut h = harness();
+    h.run_steps(2);
+    h.get_by_label("Drop a model file here");
+    h.get_by_label_contains("safetensors · GGUF");
+}
+
+#[test]
+fn dropping_a_model_shows_its_tensors_histogram_and_statistics() {
+    let mut h = harness();
+    let path = fixture("digit_cnn.pth");
+    drop_file(&mut h, &path);
+    step_until(&mut h, "the model to load", |a| {
+        a.loaded.is_some() && !a.is_loading()
+    });
+    // The first tensor is selected and its histogram shown.
+    h.get_by_label("Histogram of conv_layers.0.weight");
+    h.get_by_label_contains("390,410 parameters");
+    // Select another tensor by clicking its row.
+    h.get_by_label("fc_layers.0.weight").click();
+    h.run_steps(3);
+    h.get_by_label("Histogram of fc_layers.0.weight");
+    h.get_by_label_contains("[256, 1152] · F32 · 294,912 values");
+    let app = h.state();
+    let index = app.selected.expect("a selection");
+    let stats = app
+        .loaded
+        .as_ref()
+        .and_then(|l| l.reports[index].stats.clone())
+        .expect("stats");
+    h.get_by_label(&format!("{:.6}", stats.std));
+    assert_eq!(app.settings.recent_files, vec![path]);
+}
+
+#[test]
+fn the_magnitude_histogram_is_computed_in_the_background() {
+    let mut h = harness();
+    drop_file(&mut h, &fixture("digit_cnn.pth"));
+    step_until(&mut h, "the model to load", |a| {
+        a.loaded.is_some() && !a.is_loading()
+    });
+    h.get_by_label("|w|").click();
+    h.run_steps(2);
+    assert!(h.state().settings.abs_values);
+    step_until(&mut h, "the |w| histogram", |a| {
+        a.has_histogram_for_selection()
+    });
+    h.get_by_label("|w|");
+    assert!(h.state().error.is_none());
+}
+
+#[test]
+fn a_bad_file_shows_an_error_and_the_app_keeps_working() {
+    let mut h = harness();
+    drop_file(&mut h, &fixture("digit_cnn.pth"));
+    step_until(&mut h, "the model to load", |a| {
+        a.loaded.is_some() && !a.is_loading()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("broken.gguf");
+    std::fs::write(&bad, b"GGUF\x03\x00\x00\x00garbage").expect("write");
+    drop_file(&mut h, &bad);
+    step_until(&mut h, "the error", |a| a.error.is_some());
+    h.get_by_label_contains("broken.gguf");
+    h.get_by_label_contains("not a valid GGUF file");
+    // The model that was open stays open and usable.
+    h.get_by_label("Histogram of conv_layers.0.weight");
+    h.get_by_label("Dismiss").click();
+    h.run_steps(2);
+    assert!(h.state().error.is_none());
+    // And the next good file opens.
+    drop_file(&mut h, &fixture("sample.npz"));
+    step_until(&mut h, "the second model", |a| {
+        a.loaded
+            .as_ref()
+            .is_some_and(|l| l.model.path.ends_with("sample.npz"))
+    });
+    h.get_by_label("Histogram of dense.weight");
+}
+
+#[test]
+fn the_table_filters_and_sorts() {
+    let mut h = harness();
+    drop_file(&mut h, &fixture("digit_cnn.pth"));
+    step_until(&mut h, "the model to load", |a| {
+        a.loaded.is_some() && !a.is_loading()
+    });
+    h.get_by_label("Params").click();
+    h.run_steps(2);
+    let app = h.state();
+    let loaded = app.loaded.as_ref().expect("loaded");
+    let rows = app.table.rows(&loaded.reports);
+    assert_eq!(
+        loaded.reports[rows[0]].info.name, "fc_layers.0.weight",
+        "largest first"
+    );
+    h.state_mut().table.filter = "fc_".into();
+    h.run_steps(2);
+    assert!(h.query_by_label("conv_layers.3.weight").is_none());
+    h.get_by_label("fc_layers.2.bias");
+}
+
+#[test]
+fn a_large_gguf_loads_with_every_block_listed() {
+    let mut h = harness();
+    drop_file(&mut h, &fixture("smollm2_q4_1.gguf"));
+    step_until(&mut h, "SmolLM2 to load", |a| {
+        a.loaded.is_some() && !a.is_loading()
+    });
+    h.get_by_label("Histogram of token_embd.weight");
+    h.get_by_label_contains("272 tensors");
+    h.get_by_label("general.architecture");
+}
