@@ -9,15 +9,35 @@ use crate::model::{Model, TensorInfo, Totals};
 use crate::stats::{self, StatsError, StatsOptions, TensorStats};
 
 /// One tensor with its statistics, or the reason it has none.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct TensorReport {
-    #[serde(flatten)]
     pub info: TensorInfo,
     /// `None` when the values cannot be decoded (see `note`).
     pub stats: Option<TensorStats>,
     /// Why `stats` is missing, or a warning about the values (NaN/Inf).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+/// JSON shape of a report: the tensor's fields, `stats`, then `histogram` beside them.
+impl Serialize for TensorReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            #[serde(flatten)]
+            info: &'a TensorInfo,
+            stats: Option<&'a TensorStats>,
+            histogram: Option<&'a crate::stats::Histogram>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            note: Option<&'a String>,
+        }
+        Out {
+            info: &self.info,
+            stats: self.stats.as_ref(),
+            histogram: self.stats.as_ref().and_then(|st| st.histogram.as_ref()),
+            note: self.note.as_ref(),
+        }
+        .serialize(s)
+    }
 }
 
 impl Model {

@@ -99,7 +99,9 @@ pub struct TensorStats {
     /// Elements with |w − mean| > 6·std (heavy outliers, which hurt quantization).
     pub beyond_6_sigma: u64,
     pub beyond_6_sigma_fraction: f64,
-    /// `None` when there is nothing to bin (no finite values).
+    /// `None` when there is nothing to bin (no finite values). Reports serialise it
+    /// beside the statistics rather than inside them.
+    #[serde(skip)]
     pub histogram: Option<Histogram>,
 }
 

@@ -77,8 +77,10 @@ pub struct TensorInfo {
     pub shape: Vec<u64>,
     pub dtype: DType,
     /// Number of elements (parameters).
+    #[serde(rename = "params")]
     pub numel: u64,
     /// Bytes the tensor takes in the file.
+    #[serde(rename = "bytes")]
     pub size_bytes: u64,
     pub origin: Origin,
 }
