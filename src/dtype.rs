@@ -173,7 +173,7 @@ impl DType {
     /// blocks, the layout is unknown, or the size overflows.
     pub fn size_bytes(self, numel: u64) -> Option<u64> {
         let (len, bytes) = self.block()?;
-        if numel % len != 0 {
+        if !numel.is_multiple_of(len) {
             return None;
         }
         (numel / len).checked_mul(bytes)
@@ -294,7 +294,7 @@ fn blocks<B: kq::GgmlType>(bytes: &[u8], out: &mut [f32]) {
     let size = std::mem::size_of::<B>();
     let n = bytes.len() / size;
     debug_assert_eq!(n * size, bytes.len());
-    if (bytes.as_ptr() as usize) % std::mem::align_of::<B>() == 0 {
+    if (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<B>()) {
         // SAFETY: the block types are plain `#[repr(C)]` structs of f16/f32/ints and
         // byte arrays (every bit pattern is valid); the pointer is aligned for `B` and
         // `n * size_of::<B>()` bytes are in bounds.

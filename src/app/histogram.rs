@@ -87,44 +87,29 @@ pub fn ui(
 
 fn stats_grid(ui: &mut egui::Ui, s: &TensorStats) {
     ui.add_space(6.0);
-    egui::Grid::new("stats")
-        .num_columns(6)
-        .striped(true)
-        .show(ui, |ui| {
-            let cell = |ui: &mut egui::Ui, k: &str, v: String, tip: &str| {
-                ui.label(k).on_hover_text(tip);
-                ui.monospace(v);
-            };
-            cell(ui, "min", format!("{:.6}", s.min), "Smallest finite value");
-            cell(ui, "max", format!("{:.6}", s.max), "Largest finite value");
-            cell(
-                ui,
-                "mean",
-                format!("{:.6}", s.mean),
-                "Mean of finite values",
-            );
-            ui.end_row();
-            cell(
-                ui,
+    let rows: [[(&str, String, &str); 2]; 5] = [
+        [
+            ("min", format!("{:.6}", s.min), "Smallest finite value"),
+            ("max", format!("{:.6}", s.max), "Largest finite value"),
+        ],
+        [
+            ("mean", format!("{:.6}", s.mean), "Mean of finite values"),
+            (
                 "std",
                 format!("{:.6}", s.std),
                 "Population standard deviation",
-            );
-            cell(
-                ui,
-                "mean |w|",
-                format!("{:.6}", s.mean_abs),
-                "Mean magnitude",
-            );
-            cell(
-                ui,
+            ),
+        ],
+        [
+            ("mean |w|", format!("{:.6}", s.mean_abs), "Mean magnitude"),
+            (
                 "zeros",
                 format!("{} ({:.2}%)", s.zeros, 100.0 * s.zero_fraction),
                 "Exact zeros (existing sparsity)",
-            );
-            ui.end_row();
-            cell(
-                ui,
+            ),
+        ],
+        [
+            (
                 ">3σ",
                 format!(
                     "{} ({:.3}%)",
@@ -132,23 +117,40 @@ fn stats_grid(ui: &mut egui::Ui, s: &TensorStats) {
                     100.0 * s.beyond_3_sigma_fraction
                 ),
                 "Values more than 3σ from the mean",
-            );
-            cell(
-                ui,
+            ),
+            (
                 ">6σ",
                 format!(
                     "{} ({:.4}%)",
                     s.beyond_6_sigma,
                     100.0 * s.beyond_6_sigma_fraction
                 ),
-                "Heavy outliers, more than 6σ from the mean: these stretch a quantization grid",
-            );
-            cell(
-                ui,
-                "NaN / Inf",
-                format!("{} / {}", s.nan, s.inf),
-                "Non-finite values, left out of every other figure",
-            );
-            ui.end_row();
+                "Heavy outliers, more than 6σ from the mean: they stretch a quantization grid",
+            ),
+        ],
+        [
+            (
+                "NaN",
+                s.nan.to_string(),
+                "Not-a-number values, left out of every other figure",
+            ),
+            (
+                "Inf",
+                s.inf.to_string(),
+                "Infinite values, left out of every other figure",
+            ),
+        ],
+    ];
+    egui::Grid::new("stats")
+        .num_columns(4)
+        .striped(true)
+        .show(ui, |ui| {
+            for row in rows {
+                for (k, v, tip) in row {
+                    ui.label(k).on_hover_text(tip);
+                    ui.monospace(v);
+                }
+                ui.end_row();
+            }
         });
 }

@@ -150,25 +150,25 @@ impl SlimApp {
                 }
             }
         }
-        if let Some(dialog) = &self.dialog {
-            if let Ok(event) = dialog.events.try_recv() {
-                self.dialog = None;
-                if let JobEvent::Finished(Some(path)) = event {
-                    self.apply(Command::OpenModel(path));
-                }
+        if let Some(dialog) = &self.dialog
+            && let Ok(event) = dialog.events.try_recv()
+        {
+            self.dialog = None;
+            if let JobEvent::Finished(Some(path)) = event {
+                self.apply(Command::OpenModel(path));
             }
         }
-        if let Some(h) = &self.histogram_job {
-            if let Ok(event) = h.job.events.try_recv() {
-                let key = h.key;
-                self.histogram_job = None;
-                match event {
-                    JobEvent::Finished(hist) => {
-                        self.histograms.insert(key, hist);
-                    }
-                    JobEvent::Failed(message) => self.error = Some(message),
-                    _ => {}
+        if let Some(h) = &self.histogram_job
+            && let Ok(event) = h.job.events.try_recv()
+        {
+            let key = h.key;
+            self.histogram_job = None;
+            match event {
+                JobEvent::Finished(hist) => {
+                    self.histograms.insert(key, hist);
                 }
+                JobEvent::Failed(message) => self.error = Some(message),
+                _ => {}
             }
         }
     }
@@ -329,10 +329,10 @@ impl SlimApp {
         egui::Panel::bottom("status").show(ui, |ui| self.status_ui(ui, &mut commands));
         if self.loaded.is_some() {
             egui::Panel::right("summary")
-                .default_size(300.0)
+                .default_size(270.0)
                 .show(ui, |ui| summary::ui(ui, self.loaded.as_ref()));
             egui::Panel::left("layers")
-                .default_size(620.0)
+                .default_size(layers::width())
                 .show(ui, |ui| {
                     if let Some(loaded) = &self.loaded {
                         commands.extend(self.table.ui(ui, loaded, self.selected));

@@ -42,10 +42,10 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
             HistogramRange::Signed
         },
     };
-    if let Some(name) = &args.histogram {
-        if model.tensor_index(name).is_none() {
-            anyhow::bail!("{}: no tensor named `{name}`", args.model.display());
-        }
+    if let Some(name) = &args.histogram
+        && model.tensor_index(name).is_none()
+    {
+        anyhow::bail!("{}: no tensor named `{name}`", args.model.display());
     }
     let reports = inspect_model(&model, &options, |_, _| true)?;
     for r in &reports {
@@ -65,10 +65,10 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     } else {
         print_table(&mut out, &model, &reports)?;
     }
-    if let Some(name) = &args.histogram {
-        if let Some(r) = reports.iter().find(|r| &r.info.name == name) {
-            print_histogram(&mut out, r, args.log)?;
-        }
+    if let Some(name) = &args.histogram
+        && let Some(r) = reports.iter().find(|r| &r.info.name == name)
+    {
+        print_histogram(&mut out, r, args.log)?;
     }
     Ok(())
 }

@@ -57,12 +57,11 @@ pub(crate) fn group_by_name(format: Format, tensors: &[TensorInfo]) -> Vec<Layer
 }
 
 fn layer_key(format: Format, name: &str) -> &str {
-    if format == Format::Gguf {
-        if let Some(rest) = name.strip_prefix("blk.") {
-            if let Some(dot) = rest.find('.') {
-                return &name[..4 + dot];
-            }
-        }
+    if format == Format::Gguf
+        && let Some(rest) = name.strip_prefix("blk.")
+        && let Some(dot) = rest.find('.')
+    {
+        return &name[..4 + dot];
     }
     match name.rfind('.') {
         Some(dot) if dot > 0 => &name[..dot],
