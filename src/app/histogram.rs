@@ -1,6 +1,6 @@
 //! The selected tensor: its histogram (log-count and |w| toggles) and statistics.
 
-use egui_plot::{Bar, BarChart, Plot};
+use egui_plot::{AxisHints, Bar, BarChart, GridInput, GridMark, Plot};
 
 use super::{LoadedModel, Settings, group_digits};
 use crate::stats::{Histogram, TensorStats};
@@ -20,6 +20,33 @@ pub fn bars(h: &Histogram, log: bool) -> Vec<Bar> {
             Bar::new(0.5 * (edges[i] + edges[i + 1]), height)
                 .width(edges[i + 1] - edges[i])
                 .name(format!("[{:.5}, {:.5}): {c}", edges[i], edges[i + 1]))
+        })
+        .collect()
+}
+
+/// Grid marks at 1-2-5 steps, about five labelled ones across the visible range
+/// (egui_plot's default steps by powers of ten, which leaves a narrow plot with a
+/// single label), each with four unlabelled minor marks.
+pub fn nice_grid(input: GridInput) -> Vec<GridMark> {
+    let (lo, hi) = input.bounds;
+    let span = hi - lo;
+    if !(span.is_finite() && span > 0.0) {
+        return Vec::new();
+    }
+    let rough = span / 5.0;
+    let magnitude = 10f64.powf(rough.log10().floor());
+    let major = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|&s| s >= rough)
+        .unwrap_or(10.0 * magnitude);
+    let minor = major / 5.0;
+    let first = (lo / minor).floor() as i64;
+    let last = (hi / minor).ceil() as i64;
+    (first..=last)
+        .map(|k| GridMark {
+            value: k as f64 * minor,
+            step_size: if k.rem_euclid(5) == 0 { major } else { minor },
         })
         .collect()
 }
@@ -68,7 +95,11 @@ pub fn ui(
             let x_label = if settings.abs_values { "|w|" } else { "w" };
             Plot::new("histogram")
                 .height((ui.available_height() - 190.0).max(160.0))
-                .x_axis_label(x_label)
+                .custom_x_axes(vec![
+                    // The plot is often narrow: allow tick labels closer than egui_plot's 60 px.
+                    AxisHints::new_x().label(x_label).label_spacing(30.0..=45.0),
+                ])
+                .x_grid_spacer(nice_grid)
                 .y_axis_label(y_label)
                 .allow_scroll(false)
                 .show(ui, |plot| plot.bar_chart(chart));
@@ -153,4 +184,39 @@ fn stats_grid(ui: &mut egui::Ui, s: &TensorStats) {
                 ui.end_row();
             }
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_labels_land_on_1_2_5_steps() {
+        let marks = nice_grid(GridInput {
+            bounds: (-4.8, 5.3),
+            base_step_size: 0.01,
+        });
+        let majors: Vec<f64> = marks
+            .iter()
+            .filter(|m| m.step_size == 5.0)
+            .map(|m| m.value)
+            .collect();
+        assert_eq!(majors, vec![-5.0, 0.0, 5.0]);
+        let marks = nice_grid(GridInput {
+            bounds: (0.0, 0.9),
+            base_step_size: 0.001,
+        });
+        assert!(
+            marks
+                .iter()
+                .any(|m| m.step_size == 0.2 && (m.value - 0.4).abs() < 1e-12)
+        );
+        assert!(
+            nice_grid(GridInput {
+                bounds: (1.0, 1.0),
+                base_step_size: 1.0
+            })
+            .is_empty()
+        );
+    }
 }
