@@ -46,6 +46,24 @@ pub fn median_seconds(runs: usize, mut f: impl FnMut()) -> f64 {
     times[times.len() / 2]
 }
 
+/// Sum of the bytes read as f32: one streaming read on all threads, the memory
+/// bandwidth ceiling a single-pass kernel could reach on this machine.
+fn read_only_sum(bytes: &[u8]) -> f32 {
+    use rayon::prelude::*;
+    bytes
+        .par_chunks(1 << 18)
+        .map(|c| {
+            let mut acc = [0f32; 16];
+            for w in c.chunks_exact(64) {
+                for (a, b) in acc.iter_mut().zip(w.chunks_exact(4)) {
+                    *a += f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+            acc.iter().sum::<f32>()
+        })
+        .sum()
+}
+
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut builder =
         rayon::ThreadPoolBuilder::new().thread_name(|i| format!("slimscope-bench-{i}"));
@@ -71,6 +89,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         println!(
             "{:<44} {:>7.2} GB/s",
             "memcpy, 1 thread (reference)",
+            gb / t
+        );
+        drop(copy);
+        let t = median_seconds(args.runs, || {
+            std::hint::black_box(read_only_sum(&bytes));
+        });
+        println!(
+            "{:<44} {:>7.2} GB/s",
+            "read-only sum, all threads (ceiling)",
             gb / t
         );
         let options = StatsOptions::default();

@@ -17,6 +17,9 @@ use serde::Serialize;
 
 use crate::dtype::{self, DType};
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
 /// Elements per chunk: 256 KiB of f32, a multiple of every ggml block (32, 256).
 pub const CHUNK: usize = 1 << 16;
 /// Default histogram resolution.
@@ -348,24 +351,30 @@ impl Moments {
 /// Lanes of independent accumulators: lets the compiler vectorise and hides latency.
 const LANES: usize = 8;
 
+/// Whether the explicit AVX2 kernels can run on this CPU (checked once, cached by std).
+fn use_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 fn moments(xs: &[f32]) -> Moments {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features `moments_avx2` is compiled for.
-        return unsafe { moments_avx2(xs) };
+    if use_avx2() {
+        // SAFETY: the CPU supports the features the AVX2 kernel is compiled for.
+        return unsafe { avx2::moments(xs) };
     }
     moments_kernel(xs)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn moments_avx2(xs: &[f32]) -> Moments {
-    moments_kernel(xs)
-}
-
-/// The first pass over one chunk. Fast path assumes finite values and checks that
-/// assumption with an integer test; a chunk holding NaN/Inf is redone value by value.
-#[inline(always)]
+/// The first pass over one chunk, plain Rust: the portable path and the reference the
+/// AVX2 kernel is tested against. The fast path assumes finite values and checks that
+/// with an integer test; a chunk holding NaN/Inf is redone value by value.
 fn moments_kernel(xs: &[f32]) -> Moments {
     let mut min = [f32::INFINITY; LANES];
     let mut max = [f32::NEG_INFINITY; LANES];
@@ -458,6 +467,27 @@ impl Tally {
             scratch: vec![0; bins * SPLIT],
         }
     }
+    /// Clear the per-chunk counters.
+    fn start_chunk(&mut self) {
+        self.scratch.iter_mut().for_each(|c| *c = 0);
+    }
+
+    /// Fold the per-chunk counters into the totals.
+    fn end_chunk(&mut self, beyond: [u32; 2]) {
+        let bins = self.counts.len();
+        for s in 0..SPLIT {
+            for (c, &n) in self
+                .counts
+                .iter_mut()
+                .zip(&self.scratch[s * bins..(s + 1) * bins])
+            {
+                *c += u64::from(n);
+            }
+        }
+        self.beyond[0] += u64::from(beyond[0]);
+        self.beyond[1] += u64::from(beyond[1]);
+    }
+
     fn merge(mut self, o: Tally) -> Tally {
         for (a, b) in self.counts.iter_mut().zip(&o.counts) {
             *a += b;
@@ -521,53 +551,57 @@ impl Binner {
         i
     }
 
-    fn tally(&self, xs: &[f32], t: &mut Tally) {
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features `tally_avx2` is compiled for.
-            unsafe { self.tally_avx2(xs, t) };
-            return;
+    /// The bin of one value, or `None` for NaN/Inf (which are not binned).
+    #[inline]
+    fn bin_of(&self, x: f32) -> Option<usize> {
+        if !x.is_finite() {
+            return None;
         }
-        self.tally_kernel(xs, t);
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    fn tally_avx2(&self, xs: &[f32], t: &mut Tally) {
-        self.tally_kernel(xs, t);
-    }
-
-    #[inline(always)]
-    fn tally_kernel(&self, xs: &[f32], t: &mut Tally) {
-        let bins = self.bins;
-        let scratch = &mut t.scratch;
-        scratch.iter_mut().for_each(|c| *c = 0);
-        let mut beyond = [0u32; 2];
-        for (k, &x) in xs.iter().enumerate() {
-            if !x.is_finite() {
-                continue;
-            }
-            beyond[0] += u32::from(x > self.hi[0] || x < self.lo[0]);
-            beyond[1] += u32::from(x > self.hi[1] || x < self.lo[1]);
-            let v = if self.abs { x.abs() } else { x };
-            let f = (v - self.first) * self.scale;
-            let guess = f as usize; // saturating: negatives become 0
-            let frac = f - guess as f32;
-            let bin = if guess < bins && frac > EDGE_MARGIN && frac < 1.0 - EDGE_MARGIN {
+        let v = if self.abs { x.abs() } else { x };
+        let f = (v - self.first) * self.scale;
+        let guess = f as usize; // saturating: negatives become 0
+        let frac = f - guess as f32;
+        Some(
+            if guess < self.bins && frac > EDGE_MARGIN && frac < 1.0 - EDGE_MARGIN {
                 guess
             } else {
                 self.exact_bin(v, guess)
-            };
-            scratch[(k % SPLIT) * bins + bin] += 1;
-        }
-        for s in 0..SPLIT {
-            for (c, &n) in t.counts.iter_mut().zip(&scratch[s * bins..(s + 1) * bins]) {
-                *c += u64::from(n);
-            }
-        }
-        t.beyond[0] += u64::from(beyond[0]);
-        t.beyond[1] += u64::from(beyond[1]);
+            },
+        )
     }
+
+    /// Whether one value lies beyond 3σ and beyond 6σ (never for NaN/Inf).
+    #[inline]
+    fn beyond(&self, x: f32) -> [u32; 2] {
+        let finite = x.is_finite();
+        [0, 1].map(|k| u32::from(finite && (x > self.hi[k] || x < self.lo[k])))
+    }
+
+    fn tally(&self, xs: &[f32], t: &mut Tally) {
+        #[cfg(target_arch = "x86_64")]
+        if use_avx2() {
+            // SAFETY: the CPU supports the features the AVX2 kernel is compiled for.
+            unsafe { avx2::tally(self, xs, t) };
+            return;
+        }
+        tally_kernel(self, xs, t);
+    }
+}
+
+/// The second pass over one chunk, plain Rust (portable path and test reference).
+fn tally_kernel(b: &Binner, xs: &[f32], t: &mut Tally) {
+    t.start_chunk();
+    let bins = b.bins;
+    let mut beyond = [0u32; 2];
+    for (k, &x) in xs.iter().enumerate() {
+        let [b3, b6] = b.beyond(x);
+        beyond[0] += b3;
+        beyond[1] += b6;
+        if let Some(bin) = b.bin_of(x) {
+            t.scratch[(k % SPLIT) * bins + bin] += 1;
+        }
+    }
+    t.end_chunk(beyond);
 }
 
 #[cfg(test)]
