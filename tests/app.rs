@@ -149,11 +149,20 @@ fn the_table_filters_and_sorts() {
     step_until(&mut h, "the model to load", |a| {
         a.loaded.is_some() && !a.is_loading()
     });
+    // Layers first: each a header row with its tensors beneath.
+    h.get_by_label("conv_layers.0  (conv)");
+    h.get_by_label("fc_layers.0  (linear)");
+    h.get_by_label("Group by layer").click();
+    h.run_steps(2);
+    assert!(
+        h.query_by_label("conv_layers.0  (conv)").is_none(),
+        "flat after ungrouping"
+    );
     h.get_by_label("Params").click();
     h.run_steps(2);
     let app = h.state();
     let loaded = app.loaded.as_ref().expect("loaded");
-    let rows = app.table.rows(&loaded.reports);
+    let rows = app.table.tensor_rows(&loaded.reports);
     assert_eq!(
         loaded.reports[rows[0]].info.name, "fc_layers.0.weight",
         "largest first"
@@ -162,6 +171,11 @@ fn the_table_filters_and_sorts() {
     h.run_steps(2);
     assert!(h.query_by_label("conv_layers.3.weight").is_none());
     h.get_by_label("fc_layers.2.bias");
+    // Grouped again, the filter keeps only the matching layers.
+    h.state_mut().table.group_by_layer = true;
+    h.run_steps(2);
+    h.get_by_label("fc_layers.2  (linear)");
+    assert!(h.query_by_label("conv_layers.3  (conv)").is_none());
 }
 
 #[test]

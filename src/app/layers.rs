@@ -28,16 +28,39 @@ const COLUMNS: [(&str, f32, &str); 8] = [
 
 /// Width the table needs (columns plus item spacing), for the panel's default size.
 pub fn width() -> f32 {
-    COLUMNS.iter().map(|c| c.1 + 8.0).sum::<f32>() + 16.0
+    // + margins and the vertical scroll bar, so it never covers the last column.
+    COLUMNS.iter().map(|c| c.1 + 8.0).sum::<f32>() + 32.0
 }
 
-/// Sorting and filtering of the table (runtime state).
-#[derive(Debug, Clone, Default)]
+/// Sorting, filtering and grouping of the table (runtime state).
+#[derive(Debug, Clone)]
 pub struct TableState {
     pub filter: String,
     /// Column index to sort by; `None` keeps file order.
     pub sort: Option<usize>,
     pub descending: bool,
+    /// Show each layer as a header row with its tensors beneath (sorted within it).
+    pub group_by_layer: bool,
+}
+
+impl Default for TableState {
+    fn default() -> Self {
+        TableState {
+            filter: String::new(),
+            sort: None,
+            descending: false,
+            group_by_layer: true,
+        }
+    }
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Row {
+    /// A layer header: index into `Model::layers`.
+    Layer(usize),
+    /// A tensor: index into the reports / `Model::tensors`.
+    Tensor(usize),
 }
 
 /// A statistic for sorting; tensors without statistics sort first.
@@ -46,8 +69,39 @@ fn stat(r: &TensorReport, f: fn(&TensorStats) -> f64) -> f64 {
 }
 
 impl TableState {
-    /// Row order after filtering and sorting.
-    pub fn rows(&self, reports: &[TensorReport]) -> Vec<usize> {
+    /// The rows to show: tensors filtered and sorted, under their layers when grouped.
+    /// A layer is shown when its name or any of its tensors' names match the filter.
+    pub fn rows(&self, loaded: &LoadedModel) -> Vec<Row> {
+        let tensors = self.tensor_rows(&loaded.reports);
+        if !self.group_by_layer {
+            return tensors.into_iter().map(Row::Tensor).collect();
+        }
+        let needle = self.filter.to_lowercase();
+        let mut rank = vec![usize::MAX; loaded.reports.len()];
+        for (r, &t) in tensors.iter().enumerate() {
+            rank[t] = r;
+        }
+        let mut rows = Vec::new();
+        for (l, layer) in loaded.model.layers.iter().enumerate() {
+            let layer_matches = !needle.is_empty() && layer.name.to_lowercase().contains(&needle);
+            let mut members: Vec<usize> = layer
+                .tensors
+                .iter()
+                .copied()
+                .filter(|&t| layer_matches || rank.get(t).is_some_and(|&r| r != usize::MAX))
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            members.sort_by_key(|&t| rank.get(t).copied().unwrap_or(usize::MAX));
+            rows.push(Row::Layer(l));
+            rows.extend(members.into_iter().map(Row::Tensor));
+        }
+        rows
+    }
+
+    /// Tensor order after filtering and sorting (no grouping).
+    pub fn tensor_rows(&self, reports: &[TensorReport]) -> Vec<usize> {
         let needle = self.filter.to_lowercase();
         let mut rows: Vec<usize> = (0..reports.len())
             .filter(|&i| needle.is_empty() || reports[i].info.name.to_lowercase().contains(&needle))
@@ -82,21 +136,26 @@ impl TableState {
         let mut commands = Vec::new();
         ui.horizontal(|ui| {
             ui.heading("Tensors");
-            ui.add(
-                egui::TextEdit::singleline(&mut self.filter)
-                    .hint_text("filter by name")
-                    .desired_width(180.0),
-            )
-            .on_hover_text("Show only tensors whose name contains this text");
             ui.label(format!(
                 "{} tensors in {} layers",
                 loaded.reports.len(),
                 loaded.model.layers.len()
             ));
         });
+        ui.horizontal(|ui| {
+            ui.add(
+                egui::TextEdit::singleline(&mut self.filter)
+                    .hint_text("filter by name")
+                    .desired_width(180.0),
+            )
+            .on_hover_text("Show only tensors (or layers) whose name contains this text");
+            ui.checkbox(&mut self.group_by_layer, "Group by layer")
+                .on_hover_text(
+                    "Show each layer (a weight with its bias, a GGUF block, an ONNX node) with its \
+                 tensors beneath; sorting then orders tensors within each layer",
+                );
+        });
         ui.separator();
-        let left = egui::Layout::left_to_right(egui::Align::Center);
-        let right = egui::Layout::right_to_left(egui::Align::Center);
         egui::ScrollArea::horizontal().show(ui, |ui| {
             ui.horizontal(|ui| {
                 for (c, (title, width, tip)) in COLUMNS.iter().enumerate() {
@@ -108,7 +167,7 @@ impl TableState {
                     let header =
                         egui::Button::new(egui::RichText::new(format!("{title}{arrow}")).strong())
                             .frame(false);
-                    let layout = if c < 3 { left } else { right };
+                    let layout = if c < 3 { left() } else { right() };
                     let clicked = cell(ui, *width, 18.0, layout, |ui| {
                         ui.add(header)
                             .on_hover_text(format!("{tip}. Click to sort."))
@@ -124,53 +183,123 @@ impl TableState {
                     }
                 }
             });
-            let rows = self.rows(&loaded.reports);
+            let rows = self.rows(loaded);
             let row_height = ui.text_style_height(&egui::TextStyle::Body) + 4.0;
             egui::ScrollArea::vertical().auto_shrink(false).show_rows(
                 ui,
                 row_height,
                 rows.len(),
                 |ui, visible| {
-                    for &i in &rows[visible] {
-                        let r = &loaded.reports[i];
-                        ui.horizontal(|ui| {
-                            let name = egui::Button::selectable(selected == Some(i), &r.info.name)
-                                .truncate();
-                            if cell(ui, COLUMNS[0].1, row_height, left, |ui| ui.add(name)).clicked()
-                            {
-                                commands.push(Command::SelectTensor(i));
+                    for row in &rows[visible] {
+                        match *row {
+                            Row::Layer(l) => layer_row_ui(ui, loaded, l, row_height),
+                            Row::Tensor(i) => {
+                                let indent = if self.group_by_layer { 14.0 } else { 0.0 };
+                                if tensor_row_ui(
+                                    ui,
+                                    &loaded.reports[i],
+                                    selected == Some(i),
+                                    row_height,
+                                    indent,
+                                ) {
+                                    commands.push(Command::SelectTensor(i));
+                                }
                             }
-                            let s = r.stats.as_ref();
-                            let pct = |v: Option<f64>| {
-                                v.filter(|v| v.is_finite())
-                                    .map_or("–".to_owned(), |v| format!("{:.2}", 100.0 * v))
-                            };
-                            let cells = [
-                                format!("{:?}", r.info.shape),
-                                r.info.dtype.name().to_owned(),
-                                group_digits(r.info.numel),
-                                human_bytes(r.info.size_bytes),
-                                pct(s.map(|s| s.zero_fraction)),
-                                s.filter(|s| s.std.is_finite())
-                                    .map_or("–".to_owned(), |s| format!("{:.4}", s.std)),
-                                pct(s.map(|s| s.beyond_3_sigma_fraction)),
-                            ];
-                            for (k, (text, (_, width, _))) in
-                                cells.iter().zip(&COLUMNS[1..]).enumerate()
-                            {
-                                // Shape and dtype read left to right; numbers align on the right.
-                                let layout = if k < 2 { left } else { right };
-                                cell(ui, *width, row_height, layout, |ui| {
-                                    ui.add(egui::Label::new(text).truncate())
-                                });
-                            }
-                        });
+                        }
                     }
                 },
             );
         });
         commands
     }
+}
+
+fn left() -> egui::Layout {
+    egui::Layout::left_to_right(egui::Align::Center)
+}
+
+fn right() -> egui::Layout {
+    egui::Layout::right_to_left(egui::Align::Center)
+}
+
+/// A layer's header row: name and kind, total parameters and bytes.
+fn layer_row_ui(ui: &mut egui::Ui, loaded: &LoadedModel, l: usize, height: f32) {
+    let Some(layer) = loaded.model.layers.get(l) else {
+        return;
+    };
+    let tensors = || {
+        layer
+            .tensors
+            .iter()
+            .filter_map(|&t| loaded.model.tensors.get(t))
+    };
+    let params: u64 = tensors().map(|t| t.numel).sum();
+    let bytes: u64 = tensors().map(|t| t.size_bytes).sum();
+    let kind = layer
+        .op
+        .clone()
+        .unwrap_or_else(|| format!("{:?}", layer.kind).to_lowercase());
+    ui.horizontal(|ui| {
+        let title = COLUMNS[0].1 + COLUMNS[1].1 + COLUMNS[2].1 + 16.0;
+        cell(ui, title, height, left(), |ui| {
+            ui.add(
+                egui::Label::new(egui::RichText::new(format!("{}  ({kind})", layer.name)).strong())
+                    .truncate(),
+            )
+            .on_hover_text(format!(
+                "layer {} with {} tensors",
+                layer.name,
+                layer.tensors.len()
+            ));
+        });
+        cell(ui, COLUMNS[3].1, height, right(), |ui| {
+            ui.strong(group_digits(params))
+        });
+        cell(ui, COLUMNS[4].1, height, right(), |ui| {
+            ui.strong(human_bytes(bytes))
+        });
+    });
+}
+
+/// A tensor's row; returns whether its name was clicked.
+fn tensor_row_ui(
+    ui: &mut egui::Ui,
+    r: &TensorReport,
+    selected: bool,
+    height: f32,
+    indent: f32,
+) -> bool {
+    ui.horizontal(|ui| {
+        let name = egui::Button::selectable(selected, &r.info.name).truncate();
+        let clicked = cell(ui, COLUMNS[0].1, height, left(), |ui| {
+            ui.add_space(indent);
+            ui.add(name).clicked()
+        });
+        let s = r.stats.as_ref();
+        let pct = |v: Option<f64>| {
+            v.filter(|v| v.is_finite())
+                .map_or("–".to_owned(), |v| format!("{:.2}", 100.0 * v))
+        };
+        let cells = [
+            format!("{:?}", r.info.shape),
+            r.info.dtype.name().to_owned(),
+            group_digits(r.info.numel),
+            human_bytes(r.info.size_bytes),
+            pct(s.map(|s| s.zero_fraction)),
+            s.filter(|s| s.std.is_finite())
+                .map_or("–".to_owned(), |s| format!("{:.4}", s.std)),
+            pct(s.map(|s| s.beyond_3_sigma_fraction)),
+        ];
+        for (k, (text, (_, width, _))) in cells.iter().zip(&COLUMNS[1..]).enumerate() {
+            // Shape and dtype read left to right; numbers align on the right.
+            let layout = if k < 2 { left() } else { right() };
+            cell(ui, *width, height, layout, |ui| {
+                ui.add(egui::Label::new(text).truncate())
+            });
+        }
+        clicked
+    })
+    .inner
 }
 
 /// A cell of fixed `width`, its content placed by `layout`.

@@ -176,7 +176,10 @@ impl SlimApp {
     fn show_model(&mut self, loaded: LoadedModel, path: &Path) {
         self.histograms.clear();
         self.histogram_job = None;
-        self.selected = (!loaded.reports.is_empty()).then_some(0);
+        // The first tensor shown: the first of the first layer (file order for most
+        // formats, graph order for ONNX).
+        let first_shown = loaded.model.layers.first().and_then(|l| l.tensors.first().copied());
+        self.selected = first_shown.or((!loaded.reports.is_empty()).then_some(0));
         self.table = layers::TableState::default();
         self.error = None;
         let recent = &mut self.settings.recent_files;
