@@ -9,7 +9,8 @@ use clap::Args;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
-use crate::dtype::DType;
+use crate::compress::gguf_blocks;
+use crate::dtype::{DType, GgmlQuant};
 use crate::stats::{self, StatsOptions};
 
 #[derive(Debug, Args)]
@@ -117,6 +118,23 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             gb / t,
             t * 1e3
         );
+        let values: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        for q in [GgmlQuant::Q8_0, GgmlQuant::Q4_0, GgmlQuant::Q4_1] {
+            let mut failure = None;
+            let t = median_seconds(args.runs, || {
+                if let Err(e) = gguf_blocks::quantize(q, &values) {
+                    failure = Some(e);
+                }
+            });
+            if let Some(e) = failure {
+                anyhow::bail!("{} quantization failed: {e}", q.name());
+            }
+            let label = format!("{} quantize (llama.cpp reference, exact)", q.name());
+            println!("{label:<44} {:>7.2} GB/s  ({:.1} ms)", gb / t, t * 1e3);
+        }
         Ok(())
     })
 }

@@ -16,6 +16,7 @@
 //!              cli/ (slimscope inspect, bench)      app/ (egui window)
 //! ```
 
+pub mod compress;
 pub mod dtype;
 pub mod error;
 pub mod inspect;

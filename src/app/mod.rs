@@ -178,7 +178,11 @@ impl SlimApp {
         self.histogram_job = None;
         // The first tensor shown: the first of the first layer (file order for most
         // formats, graph order for ONNX).
-        let first_shown = loaded.model.layers.first().and_then(|l| l.tensors.first().copied());
+        let first_shown = loaded
+            .model
+            .layers
+            .first()
+            .and_then(|l| l.tensors.first().copied());
         self.selected = first_shown.or((!loaded.reports.is_empty()).then_some(0));
         self.table = layers::TableState::default();
         self.error = None;

@@ -1,0 +1,242 @@
+//! llama.cpp's reference block quantizers for Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 —
+//! byte for byte what `llama-quantize` writes without an importance matrix
+//! (ggml-quants.c `quantize_row_*_ref`, mirrored by gguf-py's `gguf.quants`, which the
+//! tests compare against). Dequantization is [`crate::dtype::decode`].
+//!
+//! The arithmetic is float32 exactly as in C: the scale from the block's extreme
+//! value, `id = 1/d` (0 when d is 0), and float→int conversions that truncate. C
+//! converts through x86's `cvttss2si`, which turns NaN and out-of-range values
+//! (e.g. `0·∞` in a block of subnormals whose `1/d` overflows) into `0x8000_0000`
+//! and keeps the low byte; [`c_cast_low_byte`] reproduces that, where Rust's `as`
+//! would saturate instead.
+
+use half::f16;
+use rayon::prelude::*;
+
+use crate::dtype::GgmlQuant;
+
+/// Values per block for every type here.
+pub const BLOCK: usize = 32;
+/// Blocks per parallel work item (8 KiB of f32 input).
+const BLOCKS_PER_TASK: usize = 64;
+
+/// Why a quantization request cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuantizeError {
+    #[error("{0} quantization is not implemented (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 are)")]
+    Unsupported(&'static str),
+    #[error("{len} values are not a whole number of {block}-value blocks")]
+    NotWholeBlocks { len: usize, block: usize },
+}
+
+/// Whether [`quantize`] supports `q`.
+pub fn supports(q: GgmlQuant) -> bool {
+    matches!(
+        q,
+        GgmlQuant::Q8_0 | GgmlQuant::Q4_0 | GgmlQuant::Q4_1 | GgmlQuant::Q5_0 | GgmlQuant::Q5_1
+    )
+}
+
+/// Quantize `xs` into ggml blocks of type `q`, on all cores. Deterministic: the
+/// bytes do not depend on the thread count.
+pub fn quantize(q: GgmlQuant, xs: &[f32]) -> Result<Vec<u8>, QuantizeError> {
+    if !supports(q) {
+        return Err(QuantizeError::Unsupported(q.name()));
+    }
+    if xs.len() % BLOCK != 0 {
+        return Err(QuantizeError::NotWholeBlocks {
+            len: xs.len(),
+            block: BLOCK,
+        });
+    }
+    let block_bytes = q.block_bytes() as usize;
+    let mut out = vec![0u8; xs.len() / BLOCK * block_bytes];
+    let block_fn: fn(&[f32], &mut [u8]) = match q {
+        GgmlQuant::Q8_0 => q8_0,
+        GgmlQuant::Q4_0 => q4_0,
+        GgmlQuant::Q4_1 => q4_1,
+        GgmlQuant::Q5_0 => q5_0,
+        _ => q5_1,
+    };
+    out.par_chunks_mut(block_bytes * BLOCKS_PER_TASK)
+        .zip(xs.par_chunks(BLOCK * BLOCKS_PER_TASK))
+        .for_each(|(out, xs)| {
+            for (o, x) in out
+                .chunks_exact_mut(block_bytes)
+                .zip(xs.chunks_exact(BLOCK))
+            {
+                block_fn(x, o);
+            }
+        });
+    Ok(out)
+}
+
+/// `(int)v` as C compiles it on x86 (`cvttss2si`: truncation; NaN and values outside
+/// the i32 range become `i32::MIN`), then the low byte — what `(int8_t)v`, `(uint8_t)v`
+/// and numpy's `astype(np.uint8)` store.
+#[inline]
+pub fn c_cast_low_byte(v: f32) -> u8 {
+    let i = if v.is_nan() || !(-2_147_483_648.0..2_147_483_648.0).contains(&v) {
+        i32::MIN
+    } else {
+        v as i32
+    };
+    i as u8
+}
+
+/// The value of largest magnitude, keeping its sign; the first one wins ties.
+#[inline]
+fn signed_absmax(x: &[f32]) -> f32 {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    max
+}
+
+#[inline]
+fn min_max(x: &[f32]) -> (f32, f32) {
+    let (mut min, mut max) = (f32::MAX, -f32::MAX);
+    for &v in x {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    (min, max)
+}
+
+#[inline]
+fn inverse(d: f32) -> f32 {
+    if d != 0.0 { 1.0 / d } else { 0.0 }
+}
+
+/// Q8_0: `d = amax/127`, `q = round(x/d)` (half away from zero). 2 + 32 bytes.
+fn q8_0(x: &[f32], out: &mut [u8]) {
+    let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let d = amax / 127.0;
+    let id = inverse(d);
+    out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    for (o, &v) in out[2..].iter_mut().zip(x) {
+        *o = c_cast_low_byte((v * id).round());
+    }
+}
+
+/// Q4_0: `d = max/-8` with `max` the signed extreme, `q = min(15, trunc(x/d + 8.5))`;
+/// value `j` in the low nibble of byte `j`, value `j + 16` in its high nibble.
+fn q4_0(x: &[f32], out: &mut [u8]) {
+    let d = signed_absmax(x) / -8.0;
+    let id = inverse(d);
+    out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    for j in 0..BLOCK / 2 {
+        let lo = c_cast_low_byte(x[j] * id + 8.5).min(15);
+        let hi = c_cast_low_byte(x[j + BLOCK / 2] * id + 8.5).min(15);
+        out[2 + j] = lo | (hi << 4);
+    }
+}
+
+/// Q4_1: `d = (max − min)/15`, `m = min`, `q = min(15, trunc((x − min)/d + 0.5))`.
+fn q4_1(x: &[f32], out: &mut [u8]) {
+    let (min, max) = min_max(x);
+    let d = (max - min) / 15.0;
+    let id = inverse(d);
+    out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    out[2..4].copy_from_slice(&f16::from_f32(min).to_le_bytes());
+    for j in 0..BLOCK / 2 {
+        let lo = c_cast_low_byte((x[j] - min) * id + 0.5).min(15);
+        let hi = c_cast_low_byte((x[j + BLOCK / 2] - min) * id + 0.5).min(15);
+        out[4 + j] = lo | (hi << 4);
+    }
+}
+
+/// Five-bit packing shared by Q5_0/Q5_1: low nibbles as in Q4, the fifth bits of all
+/// 32 values in a little-endian u32 `qh` (bit j for value j).
+fn pack5(q: &[u8; BLOCK], qh: &mut [u8], qs: &mut [u8]) {
+    let mut bits = 0u32;
+    for (j, &v) in q.iter().enumerate() {
+        bits |= u32::from((v >> 4) & 1) << j;
+    }
+    qh.copy_from_slice(&bits.to_le_bytes());
+    for j in 0..BLOCK / 2 {
+        qs[j] = (q[j] & 0x0f) | ((q[j + BLOCK / 2] & 0x0f) << 4);
+    }
+}
+
+/// Q5_0: `d = max/-16`, `q = min(31, trunc(x/d + 16.5))`. 2 + 4 + 16 bytes.
+fn q5_0(x: &[f32], out: &mut [u8]) {
+    let d = signed_absmax(x) / -16.0;
+    let id = inverse(d);
+    out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    let q: [u8; BLOCK] = std::array::from_fn(|j| c_cast_low_byte(x[j] * id + 16.5).min(31));
+    let (qh, qs) = out[2..].split_at_mut(4);
+    pack5(&q, qh, qs);
+}
+
+/// Q5_1: `d = (max − min)/31`, `m = min`, `q = min(31, trunc((x − min)/d + 0.5))`.
+fn q5_1(x: &[f32], out: &mut [u8]) {
+    let (min, max) = min_max(x);
+    let d = (max - min) / 31.0;
+    let id = inverse(d);
+    out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    out[2..4].copy_from_slice(&f16::from_f32(min).to_le_bytes());
+    let q: [u8; BLOCK] = std::array::from_fn(|j| c_cast_low_byte((x[j] - min) * id + 0.5).min(31));
+    let (qh, qs) = out[4..].split_at_mut(4);
+    pack5(&q, qh, qs);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c_casts_truncate_and_wrap_like_x86() {
+        assert_eq!(c_cast_low_byte(15.9), 15);
+        assert_eq!(c_cast_low_byte(-1.5), 0xff);
+        assert_eq!(c_cast_low_byte(f32::INFINITY), 0);
+        assert_eq!(c_cast_low_byte(f32::NAN), 0);
+        assert_eq!(c_cast_low_byte(300.0), 44);
+    }
+
+    #[test]
+    fn q8_0_block_by_hand() {
+        // amax 127 → d = 1, q = round(x): 2.5 → 3 (half away from zero), -2.5 → -3.
+        let mut x = [0f32; BLOCK];
+        x[0] = 127.0;
+        x[1] = 2.5;
+        x[2] = -2.5;
+        x[3] = -0.4;
+        let q = quantize(GgmlQuant::Q8_0, &x).unwrap_or_default();
+        assert_eq!(&q[..2], &f16::from_f32(1.0).to_le_bytes());
+        assert_eq!(&q[2..6], &[127, 3, (-3i8) as u8, 0]);
+    }
+
+    #[test]
+    fn q4_0_block_by_hand() {
+        // max = -8 → d = 1: q = min(15, trunc(x + 8.5)); x = -8 → 0, x = 7 → 15.
+        let mut x = [0f32; BLOCK];
+        x[0] = -8.0;
+        x[16] = 7.0;
+        x[1] = 1.4;
+        let q = quantize(GgmlQuant::Q4_0, &x).unwrap_or_default();
+        assert_eq!(&q[..2], &f16::from_f32(1.0).to_le_bytes());
+        assert_eq!(q[2], 0 | (15 << 4));
+        assert_eq!(q[3], 9 | (8 << 4));
+    }
+
+    #[test]
+    fn bad_requests_are_errors() {
+        assert_eq!(
+            quantize(GgmlQuant::Q4_K, &[0.0; 256]),
+            Err(QuantizeError::Unsupported("Q4_K"))
+        );
+        assert!(matches!(
+            quantize(GgmlQuant::Q8_0, &[0.0; 33]),
+            Err(QuantizeError::NotWholeBlocks { .. })
+        ));
+    }
+}

@@ -1,0 +1,99 @@
+//! llama.cpp's block formats, byte for byte: our quantizers against gguf-py's
+//! `gguf.quants.quantize` (identical to ggml's reference quantizer for these types)
+//! on an input with awkward blocks (zeros, constants, ties, an outlier, subnormals),
+//! and our dequantization against gguf-py's.
+
+mod common;
+
+use common::{fixture, reference};
+use slimscope::Model;
+use slimscope::compress::gguf_blocks::quantize;
+use slimscope::dtype::{DType, GgmlQuant, decode};
+
+fn f32s_of_npy(name: &str) -> Vec<f32> {
+    let model = Model::open(fixture(name)).unwrap_or_else(|e| panic!("{e}"));
+    let bytes = model.tensor_bytes(0).unwrap_or_else(|e| panic!("{e}"));
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+const TYPES: [GgmlQuant; 5] = [
+    GgmlQuant::Q8_0,
+    GgmlQuant::Q4_0,
+    GgmlQuant::Q4_1,
+    GgmlQuant::Q5_0,
+    GgmlQuant::Q5_1,
+];
+
+#[test]
+fn quantized_bytes_equal_gguf_py() {
+    let x = f32s_of_npy("quant/input.npy");
+    for q in TYPES {
+        let ours = quantize(q, &x).unwrap_or_else(|e| panic!("{e}"));
+        let theirs =
+            std::fs::read(fixture(&format!("quant/{}.bin", q.name()))).expect("reference bytes");
+        assert_eq!(ours.len(), theirs.len(), "{}", q.name());
+        let block = q.block_bytes() as usize;
+        for (b, (o, t)) in ours.chunks(block).zip(theirs.chunks(block)).enumerate() {
+            assert_eq!(o, t, "{}: block {b} differs from gguf-py", q.name());
+        }
+    }
+}
+
+#[test]
+fn dequantized_values_equal_gguf_py_and_errors_order_by_bits() {
+    let x = f32s_of_npy("quant/input.npy");
+    let mut rmse = Vec::new();
+    for q in TYPES {
+        let bytes = quantize(q, &x).unwrap_or_else(|e| panic!("{e}"));
+        let mut ours = vec![0f32; x.len()];
+        decode(DType::Quant(q), &bytes, &mut ours);
+        let theirs = f32s_of_npy(&format!("quant/{}.dequantized.npy", q.name()));
+        for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+            assert!(
+                a == b || (a.is_nan() && b.is_nan()),
+                "{}: value {i}: {a} vs {b}",
+                q.name()
+            );
+        }
+        let err = (ours
+            .iter()
+            .zip(&x)
+            .map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2))
+            .sum::<f64>()
+            / x.len() as f64)
+            .sqrt();
+        let published = reference()["gguf_quant"][q.name()]["rmse"]
+            .as_f64()
+            .expect("rmse");
+        assert!(
+            (err - published).abs() <= 1e-9 * published,
+            "{}: rmse {err} vs {published}",
+            q.name()
+        );
+        rmse.push(err);
+    }
+    // Property: more bits, less error (Q8_0 < Q5_x < Q4_x).
+    let [q8, q4_0, q4_1, q5_0, q5_1] = rmse[..] else {
+        unreachable!()
+    };
+    assert!(
+        q8 < q5_0 && q8 < q5_1 && q5_0 < q4_0 && q5_1 < q4_1,
+        "{rmse:?}"
+    );
+}
+
+#[test]
+fn bytes_do_not_depend_on_thread_count() {
+    let x = f32s_of_npy("quant/input.npy");
+    let run = |threads| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        pool.install(|| quantize(GgmlQuant::Q4_1, &x).unwrap_or_else(|e| panic!("{e}")))
+    };
+    assert_eq!(run(1), run(2));
+}
