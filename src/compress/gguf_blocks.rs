@@ -43,7 +43,7 @@ pub fn quantize(q: GgmlQuant, xs: &[f32]) -> Result<Vec<u8>, QuantizeError> {
     if !supports(q) {
         return Err(QuantizeError::Unsupported(q.name()));
     }
-    if xs.len() % BLOCK != 0 {
+    if !xs.len().is_multiple_of(BLOCK) {
         return Err(QuantizeError::NotWholeBlocks {
             len: xs.len(),
             block: BLOCK,
@@ -224,7 +224,7 @@ mod tests {
         x[1] = 1.4;
         let q = quantize(GgmlQuant::Q4_0, &x).unwrap_or_default();
         assert_eq!(&q[..2], &f16::from_f32(1.0).to_le_bytes());
-        assert_eq!(q[2], 0 | (15 << 4));
+        assert_eq!(q[2], 15 << 4, "x[0] = -8 → 0 (low), x[16] = 7 → 15 (high)");
         assert_eq!(q[3], 9 | (8 << 4));
     }
 
