@@ -9,7 +9,7 @@ use clap::Args;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
-use crate::compress::gguf_blocks;
+use crate::compress::{gguf_blocks, prune};
 use crate::dtype::{DType, GgmlQuant};
 use crate::stats::{self, StatsOptions};
 
@@ -122,6 +122,19 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
+        for target in [0.5, 0.9] {
+            let mut failure = None;
+            let t = median_seconds(args.runs, || {
+                if let Err(e) = prune::magnitude_global(&[&values], target) {
+                    failure = Some(e);
+                }
+            });
+            if let Some(e) = failure {
+                anyhow::bail!("pruning failed: {e}");
+            }
+            let label = format!("global magnitude prune {:.0}% (exact mask)", target * 100.0);
+            println!("{label:<44} {:>7.2} GB/s  ({:.1} ms)", gb / t, t * 1e3);
+        }
         for q in [GgmlQuant::Q8_0, GgmlQuant::Q4_0, GgmlQuant::Q4_1] {
             let mut failure = None;
             let t = median_seconds(args.runs, || {

@@ -1,6 +1,7 @@
-//! Compression: turning weights into smaller ones. So far, ggml's block quantizers
-//! ([`gguf_blocks`]); pruning, integer/float quantization, size accounting, recipes
-//! and export grow here. Everything in this module works on `f32` slices and byte
-//! buffers: it knows nothing about files (see `model/`) or any UI.
+//! Compression: turning weights into smaller ones. So far: ggml's block quantizers
+//! ([`gguf_blocks`]) and pruning masks ([`prune`]). Integer/float quantization, size
+//! accounting, recipes and export grow here. Everything in this module works on `f32`
+//! slices and byte buffers: it knows nothing about files (see `model/`) or any UI.
 
 pub mod gguf_blocks;
+pub mod prune;
