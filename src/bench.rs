@@ -9,7 +9,7 @@ use clap::Args;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
-use crate::compress::{gguf_blocks, prune};
+use crate::compress::{gguf_blocks, prune, quant};
 use crate::dtype::{DType, GgmlQuant};
 use crate::stats::{self, StatsOptions};
 
@@ -133,6 +133,26 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 anyhow::bail!("pruning failed: {e}");
             }
             let label = format!("global magnitude prune {:.0}% (exact mask)", target * 100.0);
+            println!("{label:<44} {:>7.2} GB/s  ({:.1} ms)", gb / t, t * 1e3);
+        }
+        // The anchors' layout: 4096 rows (output channels) of the workload.
+        let row_len = (args.elements / 4096).max(1);
+        if args.elements.is_multiple_of(row_len) {
+            let scheme = quant::IntScheme {
+                bits: 8,
+                symmetric: true,
+                granularity: quant::Granularity::PerChannel,
+            };
+            let mut failure = None;
+            let t = median_seconds(args.runs, || {
+                if let Err(e) = quant::fake_quant_int(&values, row_len, &scheme) {
+                    failure = Some(e);
+                }
+            });
+            if let Some(e) = failure {
+                anyhow::bail!("int8 fake-quant failed: {e}");
+            }
+            let label = "int8 per-channel symmetric fake-quant";
             println!("{label:<44} {:>7.2} GB/s  ({:.1} ms)", gb / t, t * 1e3);
         }
         for q in [GgmlQuant::Q8_0, GgmlQuant::Q4_0, GgmlQuant::Q4_1] {

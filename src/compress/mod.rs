@@ -5,3 +5,4 @@
 
 pub mod gguf_blocks;
 pub mod prune;
+pub mod quant;
