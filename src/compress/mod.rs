@@ -1,8 +1,10 @@
 //! Compression: turning weights into smaller ones. So far: ggml's block quantizers
-//! ([`gguf_blocks`]) and pruning masks ([`prune`]). Integer/float quantization, size
-//! accounting, recipes and export grow here. Everything in this module works on `f32`
-//! slices and byte buffers: it knows nothing about files (see `model/`) or any UI.
+//! ([`gguf_blocks`]), integer and float fake-quantization ([`quant`], [`float`]) and
+//! pruning masks ([`prune`]). Size accounting, recipes and export grow here.
+//! Everything in this module works on `f32` slices and byte buffers: it knows nothing
+//! about files (see `model/`) or any UI.
 
+pub mod float;
 pub mod gguf_blocks;
 pub mod prune;
 pub mod quant;
