@@ -6,17 +6,11 @@
 mod common;
 
 use common::{fixture, reference};
-use slimscope::Model;
 use slimscope::compress::gguf_blocks::quantize;
 use slimscope::dtype::{DType, GgmlQuant, decode};
 
 fn f32s_of_npy(name: &str) -> Vec<f32> {
-    let model = Model::open(fixture(name)).unwrap_or_else(|e| panic!("{e}"));
-    let bytes = model.tensor_bytes(0).unwrap_or_else(|e| panic!("{e}"));
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    common::fixture_f32s(name, 0)
 }
 
 const TYPES: [GgmlQuant; 5] = [

@@ -13,12 +13,7 @@ use slimscope::compress::prune::{
 
 fn weights(name: &str) -> Vec<f32> {
     let model = Model::open(fixture("digit_cnn.pth")).unwrap_or_else(|e| panic!("{e}"));
-    let i = model.tensor_index(name).expect("tensor");
-    let bytes = model.tensor_bytes(i).unwrap_or_else(|e| panic!("{e}"));
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    common::fixture_f32s("digit_cnn.pth", model.tensor_index(name).expect("tensor"))
 }
 
 /// Positions pruned by the reference: ascending (|w|, position), first k.

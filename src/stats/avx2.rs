@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Binner, Moments, SPLIT, Tally, add_finite, moments_slow};
+use super::{Binner, Moments, SPLIT, Tally, add_finite, moments_slow, tally_values};
 use crate::stats::EDGE_MARGIN;
 
 /// Horizontal sum of 8 i32 lanes.
@@ -161,14 +161,7 @@ pub(super) fn tally(b: &Binner, xs: &[f32], t: &mut Tally) {
         i += 8;
     }
     let mut beyond = [hsum_epi32(beyond3) as u32, hsum_epi32(beyond6) as u32];
-    for (j, &x) in xs[body..].iter().enumerate() {
-        let [b3, b6] = b.beyond(x);
-        beyond[0] += b3;
-        beyond[1] += b6;
-        if let Some(bin) = b.bin_of(x) {
-            t.scratch[(j % SPLIT) * bins + bin] += 1;
-        }
-    }
+    tally_values(b, &xs[body..], &mut t.scratch, &mut beyond);
     t.end_chunk(beyond);
 }
 

@@ -591,17 +591,22 @@ impl Binner {
 /// The second pass over one chunk, plain Rust (portable path and test reference).
 fn tally_kernel(b: &Binner, xs: &[f32], t: &mut Tally) {
     t.start_chunk();
-    let bins = b.bins;
     let mut beyond = [0u32; 2];
+    tally_values(b, xs, &mut t.scratch, &mut beyond);
+    t.end_chunk(beyond);
+}
+
+/// Bin `xs` into the per-chunk sub-histograms and count their outliers, value by
+/// value (the plain kernel, and the AVX2 kernel's tail).
+fn tally_values(b: &Binner, xs: &[f32], scratch: &mut [u32], beyond: &mut [u32; 2]) {
     for (k, &x) in xs.iter().enumerate() {
         let [b3, b6] = b.beyond(x);
         beyond[0] += b3;
         beyond[1] += b6;
         if let Some(bin) = b.bin_of(x) {
-            t.scratch[(k % SPLIT) * bins + bin] += 1;
+            scratch[(k % SPLIT) * b.bins + bin] += 1;
         }
     }
-    t.end_chunk(beyond);
 }
 
 #[cfg(test)]
