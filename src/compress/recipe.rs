@@ -1,0 +1,455 @@
+//! Recipes: the compression configuration, as a versioned TOML document that the CLI,
+//! sweeps and the app all exchange.
+//!
+//! ```toml
+//! version = 1
+//!
+//! [source]                        # optional: the model this recipe was made for
+//! file = "handwriting_model.pth"
+//! sha256 = "325e0773…"
+//!
+//! [[rule]]                        # rules apply in order; a later rule overrides the
+//! match = "*.weight"              # prune and/or quant of earlier ones it matches
+//! prune = { method = "magnitude", sparsity = 0.5, scope = "global" }
+//! quant = { format = "int", bits = 8, granularity = "channel" }
+//!
+//! [[rule]]
+//! regex = '^conv_layers\.0\.'     # a regex instead of a glob
+//! prune = { method = "none" }
+//! ```
+//!
+//! Prune methods: `none`; `magnitude` (`sparsity`, `scope` = `tensor`|`global`);
+//! `random` (`sparsity`, `seed`); `nm` (`n`, `m`); `structured` (`sparsity`, `axis` 0|1,
+//! `norm` = `l1`|`l2`). Pruning skips 1-D tensors (biases, norms) unless the rule sets
+//! `include_vectors = true`. Quant formats: `none`; `int` (`bits` 2–8, `symmetric`,
+//! `granularity` = `tensor`|`channel`|`group`, `group_size`); `f16`, `bf16`,
+//! `fp8_e4m3`, `fp8_e5m2`; `gguf` (`type` = Q8_0|Q4_0|Q4_1|Q5_0|Q5_1).
+//!
+//! Every error names the recipe file and the line: unknown keys, bad values
+//! (sparsity 1.5, bits 0), and patterns that match no tensor of the model.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::quant::Granularity;
+use crate::dtype::GgmlQuant;
+
+/// The recipe format version this build reads and writes.
+pub const VERSION: u32 = 1;
+
+/// A recipe error: the file, the line (when known) and what is wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct RecipeError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// A whole recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Rule>,
+}
+
+/// The model a recipe was made for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// One rule: which tensors, and what to do to them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Glob over tensor names (`*`, `?`, `[...]`, `{a,b}`).
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub glob: Option<toml::Spanned<String>>,
+    /// Regular expression over tensor names (instead of `match`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<toml::Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<PruneSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quant: Option<QuantSpec>,
+}
+
+/// A fraction in [0, 1], checked while parsing so the error carries the line.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct Fraction(f64);
+
+impl Fraction {
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl TryFrom<f64> for Fraction {
+    type Error = String;
+    fn try_from(v: f64) -> Result<Self, String> {
+        if (0.0..=1.0).contains(&v) {
+            Ok(Fraction(v))
+        } else {
+            Err(format!("sparsity must be between 0 and 1, got {v}"))
+        }
+    }
+}
+
+impl From<Fraction> for f64 {
+    fn from(f: Fraction) -> f64 {
+        f.0
+    }
+}
+
+/// Integer bit width, 2 to 8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub struct Bits(u8);
+
+impl Bits {
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl TryFrom<u8> for Bits {
+    type Error = String;
+    fn try_from(v: u8) -> Result<Self, String> {
+        if (2..=8).contains(&v) {
+            Ok(Bits(v))
+        } else {
+            Err(format!("bits must be between 2 and 8, got {v}"))
+        }
+    }
+}
+
+impl From<Bits> for u8 {
+    fn from(b: Bits) -> u8 {
+        b.0
+    }
+}
+
+/// Where a magnitude threshold is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    #[default]
+    Tensor,
+    /// One threshold across every tensor this rule prunes.
+    Global,
+}
+
+/// Norm for structured pruning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormName {
+    #[default]
+    L1,
+    L2,
+}
+
+/// How to prune.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PruneSpec {
+    None,
+    Magnitude {
+        sparsity: Fraction,
+        #[serde(default)]
+        scope: Scope,
+        #[serde(default)]
+        include_vectors: bool,
+    },
+    Random {
+        sparsity: Fraction,
+        #[serde(default)]
+        seed: u64,
+        #[serde(default)]
+        include_vectors: bool,
+    },
+    Nm {
+        n: usize,
+        m: usize,
+    },
+    Structured {
+        sparsity: Fraction,
+        #[serde(default)]
+        axis: usize,
+        #[serde(default)]
+        norm: NormName,
+    },
+}
+
+/// Scale granularity names in recipes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GranularityName {
+    Tensor,
+    Channel,
+    Group,
+}
+
+/// How to quantize.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "format", rename_all = "snake_case", deny_unknown_fields)]
+pub enum QuantSpec {
+    None,
+    Int {
+        bits: Bits,
+        #[serde(default = "yes")]
+        symmetric: bool,
+        granularity: GranularityName,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group_size: Option<usize>,
+    },
+    F16,
+    Bf16,
+    Fp8E4m3,
+    Fp8E5m2,
+    Gguf {
+        #[serde(rename = "type")]
+        block_type: String,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl QuantSpec {
+    /// The integer granularity this spec asks for (`None` for non-integer formats).
+    pub fn granularity(&self) -> Option<Granularity> {
+        match self {
+            QuantSpec::Int {
+                granularity: GranularityName::Tensor,
+                ..
+            } => Some(Granularity::PerTensor),
+            QuantSpec::Int {
+                granularity: GranularityName::Channel,
+                ..
+            } => Some(Granularity::PerChannel),
+            QuantSpec::Int {
+                granularity: GranularityName::Group,
+                group_size,
+                ..
+            } => Some(Granularity::Group(group_size.unwrap_or(128))),
+            _ => None,
+        }
+    }
+    /// The ggml block type of a `gguf` spec.
+    pub fn gguf_type(&self) -> Option<GgmlQuant> {
+        match self {
+            QuantSpec::Gguf { block_type } => (0..=39)
+                .filter_map(GgmlQuant::from_type_id)
+                .find(|q| q.name() == block_type),
+            _ => None,
+        }
+    }
+}
+
+/// What the recipe says for one tensor.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TensorPlan {
+    /// The prune spec and the index of the rule that set it (global scopes group by it).
+    pub prune: Option<(PruneSpec, usize)>,
+    pub quant: Option<QuantSpec>,
+}
+
+/// 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+impl Recipe {
+    /// Parse recipe `text` (read from `path`, named in errors) and check what can be
+    /// checked without a model.
+    pub fn parse(text: &str, path: &Path) -> Result<Recipe, RecipeError> {
+        let err = |line: Option<usize>, message: String| RecipeError {
+            path: path.to_owned(),
+            line,
+            message,
+        };
+        let recipe: Recipe = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            err(line, e.message().trim().to_owned())
+        })?;
+        if recipe.version != VERSION {
+            return Err(err(
+                None,
+                format!(
+                    "recipe version {} is not supported (this slimscope reads version {VERSION})",
+                    recipe.version
+                ),
+            ));
+        }
+        for (i, rule) in recipe.rules.iter().enumerate() {
+            let at = rule
+                .glob
+                .as_ref()
+                .or(rule.regex.as_ref())
+                .map(|s| line_of(text, s.span().start));
+            match (&rule.glob, &rule.regex) {
+                (Some(_), Some(_)) => {
+                    return Err(err(
+                        at,
+                        format!("rule {} has both `match` and `regex`; use one", i + 1),
+                    ));
+                }
+                (None, None) => {
+                    return Err(err(
+                        None,
+                        format!("rule {} has neither `match` nor `regex`", i + 1),
+                    ));
+                }
+                _ => {}
+            }
+            rule.matcher().map_err(|m| err(at, m))?;
+            if let Some(PruneSpec::Nm { n, m }) = &rule.prune
+                && (*n == 0 || n > m)
+            {
+                return Err(err(
+                    at,
+                    format!("rule {}: N:M needs 0 < N <= M, got {n}:{m}", i + 1),
+                ));
+            }
+            if let Some(q @ QuantSpec::Gguf { block_type }) = &rule.quant
+                && q.gguf_type()
+                    .is_none_or(|t| !super::gguf_blocks::supports(t))
+            {
+                return Err(err(
+                    at,
+                    format!(
+                        "rule {}: GGUF type `{block_type}` is not supported (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 are)",
+                        i + 1
+                    ),
+                ));
+            }
+            if let Some(QuantSpec::Int {
+                granularity: GranularityName::Group,
+                group_size: Some(0),
+                ..
+            }) = &rule.quant
+            {
+                return Err(err(
+                    at,
+                    format!("rule {}: group_size must be positive", i + 1),
+                ));
+            }
+        }
+        Ok(recipe)
+    }
+
+    /// Read and parse a recipe file.
+    pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RecipeError {
+            path: path.to_owned(),
+            line: None,
+            message: e.to_string(),
+        })?;
+        Recipe::parse(&text, path)
+    }
+
+    /// The recipe as TOML text.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
+
+    /// What applies to each tensor (`(name, rank)` pairs, in model order). A rule
+    /// that matches no tensor is an error naming its line (`text` is the recipe's
+    /// source, for line numbers).
+    pub fn resolve(
+        &self,
+        tensors: &[(&str, usize)],
+        text: &str,
+        path: &Path,
+    ) -> Result<Vec<TensorPlan>, RecipeError> {
+        let mut plans = vec![TensorPlan::default(); tensors.len()];
+        for (r, rule) in self.rules.iter().enumerate() {
+            let matcher = rule.matcher().map_err(|m| RecipeError {
+                path: path.to_owned(),
+                line: None,
+                message: m,
+            })?;
+            let mut matched = false;
+            for ((name, rank), plan) in tensors.iter().zip(&mut plans) {
+                if !matcher.is_match(name) {
+                    continue;
+                }
+                matched = true;
+                if let Some(p) = &rule.prune {
+                    let vectors_ok = matches!(
+                        p,
+                        PruneSpec::Magnitude {
+                            include_vectors: true,
+                            ..
+                        } | PruneSpec::Random {
+                            include_vectors: true,
+                            ..
+                        }
+                    );
+                    if *rank >= 2 || vectors_ok || *p == PruneSpec::None {
+                        plan.prune = Some((p.clone(), r));
+                    }
+                }
+                if let Some(q) = &rule.quant {
+                    plan.quant = Some(q.clone());
+                }
+            }
+            if !matched {
+                let pattern = rule.glob.as_ref().or(rule.regex.as_ref());
+                return Err(RecipeError {
+                    path: path.to_owned(),
+                    line: pattern.map(|p| line_of(text, p.span().start)),
+                    message: format!(
+                        "rule {} (`{}`) matches no tensor of the model",
+                        r + 1,
+                        pattern.map_or("", |p| p.get_ref().as_str())
+                    ),
+                });
+            }
+        }
+        Ok(plans)
+    }
+}
+
+/// A compiled name pattern.
+pub enum Matcher {
+    Glob(globset::GlobMatcher),
+    Regex(regex::Regex),
+}
+
+impl Matcher {
+    pub fn is_match(&self, name: &str) -> bool {
+        match self {
+            Matcher::Glob(g) => g.is_match(name),
+            Matcher::Regex(r) => r.is_match(name),
+        }
+    }
+}
+
+impl Rule {
+    /// The rule's pattern, compiled; the message says what is wrong with it.
+    pub fn matcher(&self) -> Result<Matcher, String> {
+        match (&self.glob, &self.regex) {
+            (Some(g), _) => globset::GlobBuilder::new(g.get_ref())
+                .literal_separator(false)
+                .build()
+                .map(|g| Matcher::Glob(g.compile_matcher()))
+                .map_err(|e| format!("bad glob `{}`: {e}", g.get_ref())),
+            (None, Some(r)) => regex::Regex::new(r.get_ref())
+                .map(Matcher::Regex)
+                .map_err(|e| format!("bad regex `{}`: {e}", r.get_ref())),
+            (None, None) => Err("a rule needs `match` or `regex`".into()),
+        }
+    }
+}
