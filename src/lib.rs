@@ -19,6 +19,7 @@
 pub mod compress;
 pub mod dtype;
 pub mod error;
+pub mod export;
 pub mod inspect;
 pub mod jobs;
 pub mod model;

@@ -11,6 +11,14 @@ fn main() {
         None => open_app(cli.model),
     };
     if let Err(e) = result {
+        // A reader that went away (`slimscope inspect … | head`) is not an error.
+        let broken_pipe = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if broken_pipe {
+            return;
+        }
         eprintln!("error: {e:#}");
         std::process::exit(2);
     }

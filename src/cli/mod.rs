@@ -1,6 +1,7 @@
 //! The command line: a thin layer over the library. One file per subcommand.
 //! With no subcommand, `slimscope [MODEL]` opens the app.
 
+mod apply;
 mod inspect;
 
 use std::path::PathBuf;
@@ -26,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// List a model's tensors and layers with exact statistics.
     Inspect(inspect::InspectArgs),
+    /// Compress a model with a recipe and write the result (safetensors).
+    Apply(apply::ApplyArgs),
     /// Measure slimscope's kernels on the standard workload (see perf-anchors).
     Bench(crate::bench::BenchArgs),
 }
@@ -34,6 +37,7 @@ pub enum Command {
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Inspect(args) => inspect::run(&args),
+        Command::Apply(args) => apply::run(&args),
         Command::Bench(args) => crate::bench::run(&args),
     }
 }

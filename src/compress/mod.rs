@@ -5,6 +5,7 @@
 //! `f32` slices, byte buffers and recipe text: it knows nothing about model files
 //! (see `model/`) or any UI.
 
+pub mod apply;
 pub mod float;
 pub mod gguf_blocks;
 pub mod prune;

@@ -1,0 +1,282 @@
+//! Applying a recipe to a model's tensors: prune, then quantize, then re-apply the
+//! mask (so pruned weights stay exactly zero even where a format has no exact zero,
+//! e.g. Q4_1's offset), producing f32 "fake-quant" values and a per-tensor report.
+//! Tensors no rule touches are left as they are. Deterministic for any thread count.
+
+use serde::Serialize;
+
+use super::float::{FloatFormat, fake_quant_float};
+use super::gguf_blocks;
+use super::prune::{self, Mask, Norm};
+use super::quant::{self, Fidelity, IntScheme, fidelity};
+use super::recipe::{NormName, PruneSpec, QuantSpec, Scope, TensorPlan};
+use super::size::{self, Layout, Storage};
+use crate::dtype::{DType, decode};
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+/// One compressed tensor.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppliedTensor {
+    pub name: String,
+    pub shape: Vec<u64>,
+    /// The compressed values (dequantized to f32).
+    #[serde(skip)]
+    pub values: Vec<f32>,
+    /// Fraction of exact zeros after compression.
+    pub sparsity: f64,
+    /// The recipe's words for what was done, e.g. `magnitude 50% (global) + int8 channel`.
+    pub scheme: String,
+    pub bytes_before: u64,
+    /// Bytes in the smallest storage that holds the result (see [`size`]).
+    pub bytes_after: u64,
+    pub storage: Storage,
+    /// Weight fidelity (not accuracy).
+    pub fidelity: Fidelity,
+}
+
+/// The compressed tensors (in model order), by index into `model.tensors`.
+pub fn apply(model: &Model, plans: &[TensorPlan]) -> Result<Vec<(usize, AppliedTensor)>> {
+    let bad = |name: &str, what: String| Error::InvalidSetting(format!("tensor `{name}`: {what}"));
+    let mut originals: Vec<(usize, Vec<f32>)> = Vec::new();
+    for (i, plan) in plans.iter().enumerate() {
+        let touched = matches!(&plan.prune, Some((p, _)) if *p != PruneSpec::None)
+            || matches!(&plan.quant, Some(q) if *q != QuantSpec::None);
+        if !touched {
+            continue;
+        }
+        let info = &model.tensors[i];
+        if !info.dtype.is_float() || !info.dtype.can_decode() {
+            return Err(bad(
+                &info.name,
+                format!("{} values cannot be compressed", info.dtype),
+            ));
+        }
+        let bytes = model.tensor_bytes(i)?;
+        let mut values = vec![0f32; info.numel as usize];
+        decode(info.dtype, &bytes, &mut values);
+        originals.push((i, values));
+    }
+    // Masks: global magnitude rules prune their tensors together.
+    let mut masks: Vec<Option<Mask>> = vec![None; originals.len()];
+    let mut global: Vec<(usize, f64, Vec<usize>)> = Vec::new(); // (rule, sparsity, positions)
+    for (k, (i, values)) in originals.iter().enumerate() {
+        let info = &model.tensors[*i];
+        let shape: Vec<usize> = info.shape.iter().map(|&d| d as usize).collect();
+        let row_len = shape.last().copied().unwrap_or(1).max(1);
+        let err = |e: prune::PruneError| bad(&info.name, e.to_string());
+        masks[k] = match &plans[*i].prune {
+            Some((
+                PruneSpec::Magnitude {
+                    sparsity,
+                    scope: Scope::Global,
+                    ..
+                },
+                rule,
+            )) => {
+                match global.iter_mut().find(|g| g.0 == *rule) {
+                    Some(g) => g.2.push(k),
+                    None => global.push((*rule, sparsity.get(), vec![k])),
+                }
+                None
+            }
+            Some((PruneSpec::Magnitude { sparsity, .. }, _)) => {
+                Some(prune::magnitude(values, sparsity.get()).map_err(err)?)
+            }
+            Some((PruneSpec::Random { sparsity, seed, .. }, _)) => {
+                Some(prune::random(values.len(), sparsity.get(), *seed).map_err(err)?)
+            }
+            Some((PruneSpec::Nm { n, m }, _)) => {
+                Some(prune::n_m(values, row_len, *n, *m).map_err(err)?)
+            }
+            Some((
+                PruneSpec::Structured {
+                    sparsity,
+                    axis,
+                    norm,
+                },
+                _,
+            )) => {
+                let norm = if *norm == NormName::L1 {
+                    Norm::L1
+                } else {
+                    Norm::L2
+                };
+                Some(
+                    prune::structured(values, &shape, *axis, sparsity.get(), norm)
+                        .map_err(err)?
+                        .mask,
+                )
+            }
+            _ => None,
+        };
+    }
+    for (_, sparsity, members) in &global {
+        let slices: Vec<&[f32]> = members.iter().map(|&k| originals[k].1.as_slice()).collect();
+        let group = prune::magnitude_global(&slices, *sparsity)
+            .map_err(|e| Error::InvalidSetting(e.to_string()))?;
+        for (&k, m) in members.iter().zip(group) {
+            masks[k] = Some(m);
+        }
+    }
+    let mut out = Vec::with_capacity(originals.len());
+    for ((i, original), mask) in originals.into_iter().zip(masks) {
+        let info = &model.tensors[i];
+        let plan = &plans[i];
+        let rows = info.shape.first().copied().unwrap_or(1).max(1);
+        let row_len = (info.numel / rows).max(1);
+        let mut values = original.clone();
+        if let Some(m) = &mask {
+            m.apply(&mut values);
+        }
+        let (mut values, storage, quant_words) = quantize(
+            &values,
+            plan.quant.as_ref(),
+            info.dtype,
+            row_len,
+            &info.name,
+        )?;
+        if let Some(m) = &mask {
+            m.apply(&mut values);
+        }
+        let nnz = values.iter().filter(|&&x| x != 0.0).count() as u64;
+        let layout = Layout { rows, row_len, nnz };
+        let mut candidates = vec![storage];
+        if let (Some(_), Storage::Dense { bits }) = (&mask, storage) {
+            candidates.push(Storage::SparseBitmask { value_bits: bits });
+            candidates.push(Storage::Csr { value_bits: bits });
+        }
+        let (storage, bytes_after) = size::smallest(&candidates, layout)
+            .ok_or_else(|| bad(&info.name, "no storage format holds it".into()))?;
+        let prune_words = plan
+            .prune
+            .as_ref()
+            .map(|(p, _)| describe_prune(p))
+            .filter(|w| !w.is_empty());
+        let scheme = [prune_words, quant_words]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" + ");
+        out.push((
+            i,
+            AppliedTensor {
+                name: info.name.clone(),
+                shape: info.shape.clone(),
+                sparsity: 1.0 - nnz as f64 / values.len().max(1) as f64,
+                scheme,
+                bytes_before: info.size_bytes,
+                bytes_after,
+                storage,
+                fidelity: fidelity(&original, &values),
+                values,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// Fake-quantize per the spec; returns the values, their storage and a description.
+fn quantize(
+    values: &[f32],
+    spec: Option<&QuantSpec>,
+    dtype: DType,
+    row_len: u64,
+    name: &str,
+) -> Result<(Vec<f32>, Storage, Option<String>)> {
+    let bad = |what: String| Error::InvalidSetting(format!("tensor `{name}`: {what}"));
+    let dense_bits = dtype
+        .block()
+        .map_or(32, |(len, bytes)| (bytes * 8 / len) as u32)
+        .max(8);
+    Ok(match spec {
+        None | Some(QuantSpec::None) => {
+            (values.to_vec(), Storage::Dense { bits: dense_bits }, None)
+        }
+        Some(
+            q @ QuantSpec::Int {
+                bits, symmetric, ..
+            },
+        ) => {
+            let granularity = q.granularity().unwrap_or(quant::Granularity::PerTensor);
+            let scheme = IntScheme {
+                bits: bits.get(),
+                symmetric: *symmetric,
+                granularity,
+            };
+            let y = quant::fake_quant_int(values, row_len as usize, &scheme)
+                .map_err(|e| bad(e.to_string()))?;
+            let storage = Storage::Int {
+                bits: u32::from(bits.get()),
+                granularity,
+                asymmetric: !symmetric,
+                scale_bits: 16,
+            };
+            let scope = match granularity {
+                quant::Granularity::PerTensor => "per-tensor".to_owned(),
+                quant::Granularity::PerChannel => "per-channel".to_owned(),
+                quant::Granularity::Group(g) => format!("group {g}"),
+            };
+            let words = format!(
+                "int{} {}{scope}",
+                bits.get(),
+                if *symmetric { "" } else { "asym " }
+            );
+            (y, storage, Some(words))
+        }
+        Some(q @ QuantSpec::Gguf { block_type }) => {
+            let t = q
+                .gguf_type()
+                .ok_or_else(|| bad(format!("unknown GGUF type {block_type}")))?;
+            if !row_len.is_multiple_of(t.block_len()) {
+                return Err(bad(format!(
+                    "rows of {row_len} values are not whole {} blocks",
+                    t.name()
+                )));
+            }
+            let bytes = gguf_blocks::quantize(t, values).map_err(|e| bad(e.to_string()))?;
+            let mut y = vec![0f32; values.len()];
+            decode(DType::Quant(t), &bytes, &mut y);
+            (y, Storage::Gguf { quant: t }, Some(t.name().to_owned()))
+        }
+        Some(other) => {
+            let format = match other {
+                QuantSpec::F16 => FloatFormat::F16,
+                QuantSpec::Bf16 => FloatFormat::BF16,
+                QuantSpec::Fp8E4m3 => FloatFormat::F8E4M3,
+                _ => FloatFormat::F8E5M2,
+            };
+            (
+                fake_quant_float(values, format),
+                Storage::Dense {
+                    bits: format.bits(),
+                },
+                Some(format!("{format:?}").to_lowercase()),
+            )
+        }
+    })
+}
+
+fn describe_prune(p: &PruneSpec) -> String {
+    match p {
+        PruneSpec::None => String::new(),
+        PruneSpec::Magnitude {
+            sparsity, scope, ..
+        } => format!(
+            "magnitude {:.0}%{}",
+            100.0 * sparsity.get(),
+            if *scope == Scope::Global {
+                " (global)"
+            } else {
+                ""
+            }
+        ),
+        PruneSpec::Random { sparsity, seed, .. } => {
+            format!("random {:.0}% (seed {seed})", 100.0 * sparsity.get())
+        }
+        PruneSpec::Nm { n, m } => format!("{n}:{m}"),
+        PruneSpec::Structured { sparsity, axis, .. } => {
+            format!("structured {:.0}% (axis {axis})", 100.0 * sparsity.get())
+        }
+    }
+}
