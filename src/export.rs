@@ -9,7 +9,7 @@ use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
 use crate::compress::apply::AppliedTensor;
-use crate::dtype::{DType, decode};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::Model;
 
@@ -77,9 +77,7 @@ pub fn write_safetensors(
             ),
             (None, Some(d)) => (d, model.tensor_bytes(i)?.to_vec()),
             (None, None) if info.dtype.can_decode() => {
-                let raw = model.tensor_bytes(i)?;
-                let mut values = vec![0f32; info.numel as usize];
-                decode(info.dtype, &raw, &mut values);
+                let values = model.tensor_f32(i)?;
                 (
                     Dtype::F32,
                     values.iter().flat_map(|v| v.to_le_bytes()).collect(),

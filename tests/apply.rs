@@ -48,10 +48,12 @@ fn run_apply(dir: &Path) -> (Model, serde_json::Value) {
 
 fn values(model: &Model, name: &str) -> Vec<f32> {
     let i = model.tensor_index(name).expect("tensor");
-    let b = model.tensor_bytes(i).unwrap_or_else(|e| panic!("{e}"));
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    assert_eq!(
+        model.tensors[i].dtype,
+        slimscope::DType::F32,
+        "{name}: written as f32"
+    );
+    model.tensor_f32(i).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn original(name: &str) -> Vec<f32> {

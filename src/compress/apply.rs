@@ -52,10 +52,7 @@ pub fn apply(model: &Model, plans: &[TensorPlan]) -> Result<Vec<(usize, AppliedT
                 format!("{} values cannot be compressed", info.dtype),
             ));
         }
-        let bytes = model.tensor_bytes(i)?;
-        let mut values = vec![0f32; info.numel as usize];
-        decode(info.dtype, &bytes, &mut values);
-        originals.push((i, values));
+        originals.push((i, model.tensor_f32(i)?));
     }
     // Masks: global magnitude rules prune their tensors together.
     let mut masks: Vec<Option<Mask>> = vec![None; originals.len()];

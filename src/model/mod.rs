@@ -310,6 +310,25 @@ impl Model {
         Ok(bytes)
     }
 
+    /// The values of tensor `index` decoded to f32 (integers converted, ggml blocks
+    /// dequantized). Errors name the file and the tensor when its type has no decoder.
+    pub fn tensor_f32(&self, index: usize) -> Result<Vec<f32>> {
+        let bytes = self.tensor_bytes(index)?;
+        let info = &self.tensors[index];
+        if !info.dtype.can_decode() {
+            return Err(Error::Unsupported {
+                path: self.path.clone(),
+                what: format!(
+                    "tensor `{}`: no decoder for {} values",
+                    info.name, info.dtype
+                ),
+            });
+        }
+        let mut values = vec![0f32; info.numel as usize];
+        crate::dtype::decode(info.dtype, &bytes, &mut values);
+        Ok(values)
+    }
+
     /// Parameter and byte totals, overall and per element type.
     pub fn totals(&self) -> Totals {
         let mut by_dtype: Vec<DTypeTotal> = Vec::new();

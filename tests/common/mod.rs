@@ -41,16 +41,12 @@ pub fn fixture(name: &str) -> PathBuf {
 /// The values of tensor `index` of fixture `file`, as f32 (for F32 tensors).
 pub fn fixture_f32s(file: &str, index: usize) -> Vec<f32> {
     let model = slimscope::Model::open(fixture(file)).unwrap_or_else(|e| panic!("{e}"));
-    let bytes = model.tensor_bytes(index).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         model.tensors[index].dtype,
         slimscope::DType::F32,
         "{file}: not an F32 tensor"
     );
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    model.tensor_f32(index).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// reference.json: facts computed by numpy / gguf-py / onnx.
