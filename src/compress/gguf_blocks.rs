@@ -1,7 +1,8 @@
 //! llama.cpp's reference block quantizers for Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 —
 //! byte for byte what `llama-quantize` writes without an importance matrix
 //! (ggml-quants.c `quantize_row_*_ref`, mirrored by gguf-py's `gguf.quants`, which the
-//! tests compare against). Dequantization is [`crate::dtype::decode`].
+//! tests compare against) — and the entry point for the K-quants of
+//! [`super::k_quants`]. Dequantization is [`crate::dtype::decode`].
 //!
 //! The arithmetic is float32 exactly as in C: the scale from the block's extreme
 //! value, `id = 1/d` (0 when d is 0), and float→int conversions that truncate. C
@@ -13,17 +14,20 @@
 use half::f16;
 use rayon::prelude::*;
 
+use super::k_quants;
 use crate::dtype::GgmlQuant;
 
-/// Values per block for every type here.
+/// Values per block of the legacy types (Q8_0 … Q5_1).
 pub const BLOCK: usize = 32;
-/// Blocks per parallel work item (8 KiB of f32 input).
-const BLOCKS_PER_TASK: usize = 64;
+/// Values per parallel work item (8 KiB of f32 input).
+const VALUES_PER_TASK: usize = 2048;
 
 /// Why a quantization request cannot be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuantizeError {
-    #[error("{0} quantization is not implemented (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 are)")]
+    #[error(
+        "{0} quantization is not implemented (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K are)"
+    )]
     Unsupported(&'static str),
     #[error("{len} values are not a whole number of {block}-value blocks")]
     NotWholeBlocks { len: usize, block: usize },
@@ -33,7 +37,16 @@ pub enum QuantizeError {
 pub fn supports(q: GgmlQuant) -> bool {
     matches!(
         q,
-        GgmlQuant::Q8_0 | GgmlQuant::Q4_0 | GgmlQuant::Q4_1 | GgmlQuant::Q5_0 | GgmlQuant::Q5_1
+        GgmlQuant::Q8_0
+            | GgmlQuant::Q4_0
+            | GgmlQuant::Q4_1
+            | GgmlQuant::Q5_0
+            | GgmlQuant::Q5_1
+            | GgmlQuant::Q2_K
+            | GgmlQuant::Q3_K
+            | GgmlQuant::Q4_K
+            | GgmlQuant::Q5_K
+            | GgmlQuant::Q6_K
     )
 }
 
@@ -43,27 +56,34 @@ pub fn quantize(q: GgmlQuant, xs: &[f32]) -> Result<Vec<u8>, QuantizeError> {
     if !supports(q) {
         return Err(QuantizeError::Unsupported(q.name()));
     }
-    if !xs.len().is_multiple_of(BLOCK) {
+    let block = q.block_len() as usize;
+    if !xs.len().is_multiple_of(block) {
         return Err(QuantizeError::NotWholeBlocks {
             len: xs.len(),
-            block: BLOCK,
+            block,
         });
     }
     let block_bytes = q.block_bytes() as usize;
-    let mut out = vec![0u8; xs.len() / BLOCK * block_bytes];
+    let mut out = vec![0u8; xs.len() / block * block_bytes];
     let block_fn: fn(&[f32], &mut [u8]) = match q {
         GgmlQuant::Q8_0 => q8_0,
         GgmlQuant::Q4_0 => q4_0,
         GgmlQuant::Q4_1 => q4_1,
         GgmlQuant::Q5_0 => q5_0,
-        _ => q5_1,
+        GgmlQuant::Q5_1 => q5_1,
+        GgmlQuant::Q2_K => k_quants::q2_k,
+        GgmlQuant::Q3_K => k_quants::q3_k,
+        GgmlQuant::Q4_K => k_quants::q4_k,
+        GgmlQuant::Q5_K => k_quants::q5_k,
+        _ => k_quants::q6_k,
     };
-    out.par_chunks_mut(block_bytes * BLOCKS_PER_TASK)
-        .zip(xs.par_chunks(BLOCK * BLOCKS_PER_TASK))
+    let blocks_per_task = VALUES_PER_TASK / block;
+    out.par_chunks_mut(block_bytes * blocks_per_task)
+        .zip(xs.par_chunks(block * blocks_per_task))
         .for_each(|(out, xs)| {
             for (o, x) in out
                 .chunks_exact_mut(block_bytes)
-                .zip(xs.chunks_exact(BLOCK))
+                .zip(xs.chunks_exact(block))
             {
                 block_fn(x, o);
             }
@@ -231,9 +251,13 @@ mod tests {
     #[test]
     fn bad_requests_are_errors() {
         assert_eq!(
-            quantize(GgmlQuant::Q4_K, &[0.0; 256]),
-            Err(QuantizeError::Unsupported("Q4_K"))
+            quantize(GgmlQuant::IQ2_XXS, &[0.0; 256]),
+            Err(QuantizeError::Unsupported("IQ2_XXS"))
         );
+        assert!(matches!(
+            quantize(GgmlQuant::Q4_K, &[0.0; 32]),
+            Err(QuantizeError::NotWholeBlocks { block: 256, .. })
+        ));
         assert!(matches!(
             quantize(GgmlQuant::Q8_0, &[0.0; 33]),
             Err(QuantizeError::NotWholeBlocks { .. })
