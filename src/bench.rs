@@ -142,6 +142,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 bits: 8,
                 symmetric: true,
                 granularity: quant::Granularity::PerChannel,
+                clip: quant::Clip::None,
             };
             let mut failure = None;
             let t = median_seconds(args.runs, || {
@@ -155,7 +156,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             let label = "int8 per-channel symmetric fake-quant";
             println!("{label:<44} {:>7.2} GB/s  ({:.1} ms)", gb / t, t * 1e3);
         }
-        for q in [GgmlQuant::Q8_0, GgmlQuant::Q4_0, GgmlQuant::Q4_1] {
+        for q in [
+            GgmlQuant::Q8_0,
+            GgmlQuant::Q4_0,
+            GgmlQuant::Q4_1,
+            GgmlQuant::Q4_K,
+            GgmlQuant::Q6_K,
+        ] {
             let mut failure = None;
             let t = median_seconds(args.runs, || {
                 if let Err(e) = gguf_blocks::quantize(q, &values) {

@@ -16,6 +16,7 @@
 //!              cli/ (slimscope inspect, bench)      app/ (egui window)
 //! ```
 
+pub mod checksum;
 pub mod compress;
 pub mod dtype;
 pub mod error;

@@ -192,3 +192,39 @@ fn a_bad_recipe_names_its_file_and_line() {
     );
     assert!(!out.exists(), "nothing written on error");
 }
+
+#[test]
+fn a_recipe_made_for_another_model_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recipe = dir.path().join("r.toml");
+    let run = |sha: &str| {
+        std::fs::write(
+            &recipe,
+            format!("version = 1\n\n[source]\nfile = \"handwriting_model.pth\"\nsha256 = \"{sha}\"\n\n[[rule]]\nmatch = \"fc_layers.0.weight\"\nquant = {{ format = \"f16\" }}\n"),
+        )
+        .expect("write");
+        let out = dir.path().join("o.safetensors");
+        let _ = std::fs::remove_file(&out);
+        let result = slimscope(&[
+            "apply",
+            fixture("digit_cnn.pth").to_str().expect("p"),
+            "--recipe",
+            recipe.to_str().expect("p"),
+            "-o",
+            out.to_str().expect("p"),
+        ]);
+        (result, out.exists())
+    };
+    // The pinned sha256 of the fixture (fixtures.md), and one digit off.
+    let right = "325e0773529babe8ebb6adf35a82c64e57c5f3518c2adb975865355c74bc4786";
+    let ((code, _, stderr), written) = run(right);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(written);
+    let ((code, _, stderr), written) = run(&right.replace("325e", "325f"));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("made for `handwriting_model.pth`") && stderr.contains(right),
+        "{stderr}"
+    );
+    assert!(!written, "nothing written on error");
+}

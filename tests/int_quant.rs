@@ -5,7 +5,7 @@
 mod common;
 
 use common::reference;
-use slimscope::compress::quant::{Granularity, IntScheme, fake_quant_int, fidelity};
+use slimscope::compress::quant::{Clip, Granularity, IntScheme, fake_quant_int, fidelity};
 
 /// Fidelity figures are float64 sums in a different order: this close.
 const FIDELITY_TOL: f64 = 1e-9;
@@ -33,6 +33,7 @@ fn fake_quant_equals_numpy_bit_for_bit_and_fidelity_agrees() {
                     bits,
                     symmetric,
                     granularity,
+                    clip: Clip::None,
                 };
                 let ours = fake_quant_int(&x, 256, &scheme).unwrap_or_else(|e| panic!("{e}"));
                 let theirs = f32s_of_npy(&format!("quant/{key}.npy"));
@@ -74,6 +75,7 @@ fn finer_scales_and_more_bits_are_more_faithful() {
                 bits,
                 symmetric: true,
                 granularity,
+                clip: Clip::None,
             },
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -94,5 +96,81 @@ fn finer_scales_and_more_bits_are_more_faithful() {
     for bits in [8, 4, 3] {
         assert!(sqnr(bits, Granularity::Group(32)) > sqnr(bits, Granularity::PerChannel));
         assert!(sqnr(bits, Granularity::PerChannel) > sqnr(bits, Granularity::PerTensor));
+    }
+}
+
+/// MSE clipping, against a float64 brute force written here: for every row, the
+/// squared error of all 80 candidate ranges p·[min, max] (p = 1, 0.99, …, 0.21); ours
+/// must reach the least of them, and never do worse than no clipping.
+#[test]
+fn mse_clipping_finds_the_best_range_per_channel() {
+    let x = f32s_of_npy("quant/k_input.npy");
+    let row_len = 256;
+    for bits in [4u8, 3] {
+        for symmetric in [true, false] {
+            let scheme = |clip| IntScheme {
+                bits,
+                symmetric,
+                granularity: Granularity::PerChannel,
+                clip,
+            };
+            let clipped = fake_quant_int(&x, row_len, &scheme(Clip::Mse)).expect("quant");
+            let plain = fake_quant_int(&x, row_len, &scheme(Clip::None)).expect("quant");
+            for (r, row) in x.chunks(row_len).enumerate() {
+                let sse = |y: &[f32]| -> f64 {
+                    row.iter()
+                        .zip(y)
+                        .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+                        .sum()
+                };
+                let ours = sse(&clipped[r * row_len..(r + 1) * row_len]);
+                let none = sse(&plain[r * row_len..(r + 1) * row_len]);
+                let (min, max) = row.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| {
+                    (a.min(f64::from(v)), b.max(f64::from(v)))
+                });
+                let best = (0..80)
+                    .map(|i| {
+                        let p = 1.0 - f64::from(i) / 100.0;
+                        let (lo, hi) = (p * min, p * max);
+                        row.iter()
+                            .map(|&v| {
+                                let v = f64::from(v);
+                                let y = if symmetric {
+                                    let qmax = f64::from((1u32 << (bits - 1)) - 1);
+                                    let s = lo.abs().max(hi.abs()) / qmax;
+                                    if s == 0.0 {
+                                        0.0
+                                    } else {
+                                        (v / s).round_ties_even().clamp(-qmax, qmax) * s
+                                    }
+                                } else {
+                                    let levels = f64::from((1u32 << bits) - 1);
+                                    let s = (hi - lo) / levels;
+                                    if s == 0.0 {
+                                        lo
+                                    } else {
+                                        let zp = (-lo / s).round_ties_even().clamp(0.0, levels);
+                                        ((v / s).round_ties_even() + zp).clamp(0.0, levels) * s
+                                            - zp * s
+                                    }
+                                };
+                                (v - y).powi(2)
+                            })
+                            .sum::<f64>()
+                    })
+                    .fold(f64::MAX, f64::min);
+                assert!(
+                    ours <= none * (1.0 + 1e-9),
+                    "row {r}: clipping made it worse"
+                );
+                assert!(
+                    (ours - best).abs() <= 1e-4 * best.max(1e-30),
+                    "int{bits} sym={symmetric} row {r}: {ours} vs the best candidate {best}"
+                );
+            }
+            // On heavy-tailed rows clipping pays: the whole tensor gains SQNR.
+            let gain = fidelity(&x, &clipped).sqnr_db - fidelity(&x, &plain).sqnr_db;
+            assert!(gain > 0.5, "int{bits} sym={symmetric}: gain {gain} dB");
+        }
     }
 }

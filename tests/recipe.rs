@@ -80,15 +80,13 @@ fn rules_apply_in_order_and_later_rules_override() {
             0
         ))
     ));
-    // fc_layers.2.*: quant overridden to Q8_0, for the weight and the bias.
+    // fc_layers.2.*: quant overridden to Q8_0 for the weight; the 1-D bias gets no
+    // quant, because (as in llama.cpp) block types are for matrices only.
     assert!(matches!(
         plan("fc_layers.2.weight").quant,
         Some(QuantSpec::Gguf { .. })
     ));
-    assert!(matches!(
-        plan("fc_layers.2.bias").quant,
-        Some(QuantSpec::Gguf { .. })
-    ));
+    assert_eq!(plan("fc_layers.2.bias").quant, None);
     // Biases are 1-D: not pruned unless the rule asks with include_vectors.
     assert_eq!(plan("fc_layers.0.bias").prune, None);
 }
@@ -166,9 +164,9 @@ fn bad_recipes_name_the_line() {
         "N:M",
     );
     assert_bad(
-        &rule("match = \"*\"\nquant = { format = \"gguf\", type = \"Q4_K\" }"),
+        &rule("match = \"*\"\nquant = { format = \"gguf\", type = \"IQ2_XXS\" }"),
         Some(4),
-        "Q4_K",
+        "IQ2_XXS",
     );
     assert_bad("version = 2\n", None, "version 2 is not supported");
     assert_bad(

@@ -1,4 +1,4 @@
-//! `slimscope apply MODEL --recipe R.toml -o OUT.safetensors [--json] [--force]`.
+//! `slimscope apply MODEL --recipe R.toml -o OUT.{safetensors,gguf} [--json] [--force]`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -9,7 +9,7 @@ use clap::Args;
 
 use crate::compress::apply::apply;
 use crate::compress::recipe::Recipe;
-use crate::export::{check_output, write_safetensors};
+use crate::export::{check_output, write_gguf, write_safetensors};
 use crate::model::Model;
 use crate::units::human_bytes;
 
@@ -20,7 +20,8 @@ pub struct ApplyArgs {
     /// The recipe (TOML; see `slimscope::compress::recipe`).
     #[arg(long)]
     pub recipe: PathBuf,
-    /// Where to write the compressed model (safetensors, f32 fake-quant values).
+    /// Where to write the compressed model: `.safetensors` (f32 fake-quant values) or
+    /// `.gguf` (real ggml block types; a GGUF source keeps all its metadata).
     #[arg(short, long)]
     pub output: PathBuf,
     /// Print the per-tensor report as JSON.
@@ -32,21 +33,20 @@ pub struct ApplyArgs {
 }
 
 pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
-    if args
-        .output
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-    {
-        anyhow::bail!(
-            "{}: GGUF export is not implemented yet; write a .safetensors file",
-            args.output.display()
-        );
-    }
     let model = Model::open(&args.model)?;
     check_output(&model, &args.output, args.force)?;
+    let gguf = match args.output.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("gguf") => true,
+        Some(e) if e.eq_ignore_ascii_case("safetensors") => false,
+        _ => anyhow::bail!(
+            "{}: the output must end in .safetensors or .gguf",
+            args.output.display()
+        ),
+    };
     let text = std::fs::read_to_string(&args.recipe)
         .with_context(|| format!("{}", args.recipe.display()))?;
     let recipe = Recipe::parse(&text, &args.recipe)?;
+    recipe.check_source(&args.model, &args.recipe)?;
     let tensors: Vec<(&str, usize)> = model
         .tensors
         .iter()
@@ -60,12 +60,20 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
         + applied.iter().map(|(_, t)| t.bytes_after).sum::<u64>();
     let summary =
         serde_json::json!({ "bytes_before": before, "bytes_after": after, "tensors": report });
-    let metadata = HashMap::from([
-        ("format".to_owned(), "pt".to_owned()),
-        ("slimscope_recipe".to_owned(), text.clone()),
-        ("slimscope_summary".to_owned(), summary.to_string()),
-    ]);
-    write_safetensors(&model, &applied, metadata, &args.output, args.force)?;
+    if gguf {
+        let extra = [
+            ("slimscope.recipe", text.clone()),
+            ("slimscope.summary", summary.to_string()),
+        ];
+        write_gguf(&model, &applied, &extra, &args.output, args.force)?;
+    } else {
+        let metadata = HashMap::from([
+            ("format".to_owned(), "pt".to_owned()),
+            ("slimscope_recipe".to_owned(), text.clone()),
+            ("slimscope_summary".to_owned(), summary.to_string()),
+        ]);
+        write_safetensors(&model, &applied, metadata, &args.output, args.force)?;
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &summary)?;

@@ -1,7 +1,11 @@
 //! Applying a recipe to a model's tensors: prune, then quantize, then re-apply the
-//! mask (so pruned weights stay exactly zero even where a format has no exact zero,
-//! e.g. Q4_1's offset), producing f32 "fake-quant" values and a per-tensor report.
-//! Tensors no rule touches are left as they are. Deterministic for any thread count.
+//! mask (so pruned weights stay exactly zero after an int or float grid), producing
+//! f32 "fake-quant" values and a per-tensor report. GGUF block types are the
+//! exception: their values are exactly what the blocks decode to, because the blocks
+//! are what a GGUF export stores (a block's min, as in Q4_1 or Q4_K, can turn a pruned
+//! zero into a small value; the reported sparsity says so). A pruned tensor with no
+//! quant rule keeps a block-quantized source's type. Tensors no rule touches are left
+//! as they are. Deterministic for any thread count.
 
 use serde::Serialize;
 
@@ -11,7 +15,7 @@ use super::prune::{self, Mask, Norm};
 use super::quant::{self, Fidelity, IntScheme, fidelity};
 use super::recipe::{NormName, PruneSpec, QuantSpec, Scope, TensorPlan};
 use super::size::{self, Layout, Storage};
-use crate::dtype::{DType, decode};
+use crate::dtype::{DType, GgmlQuant, decode};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
@@ -33,6 +37,26 @@ pub struct AppliedTensor {
     pub storage: Storage,
     /// Weight fidelity (not accuracy).
     pub fidelity: Fidelity,
+    /// The element type that holds `values` exactly and that exports store: a GGUF
+    /// block type, F16 or BF16 for those grids, F32 otherwise.
+    #[serde(serialize_with = "display")]
+    pub stored: DType,
+    /// The ggml blocks when `stored` is a block type.
+    #[serde(skip)]
+    pub packed: Option<Vec<u8>>,
+}
+
+fn display<S: serde::Serializer>(d: &DType, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(d)
+}
+
+/// What quantizing one tensor produced.
+struct Quantized {
+    values: Vec<f32>,
+    storage: Storage,
+    words: Option<String>,
+    stored: DType,
+    packed: Option<Vec<u8>>,
 }
 
 /// The compressed tensors (in model order), by index into `model.tensors`.
@@ -126,14 +150,21 @@ pub fn apply(model: &Model, plans: &[TensorPlan]) -> Result<Vec<(usize, AppliedT
         if let Some(m) = &mask {
             m.apply(&mut values);
         }
-        let (mut values, storage, quant_words) = quantize(
+        let last_dim = info.shape.last().copied().unwrap_or(1).max(1);
+        let Quantized {
+            mut values,
+            storage,
+            words: quant_words,
+            stored,
+            packed,
+        } = quantize(
             &values,
             plan.quant.as_ref(),
             info.dtype,
-            row_len,
+            (row_len, last_dim),
             &info.name,
         )?;
-        if let Some(m) = &mask {
+        if let (Some(m), None) = (&mask, &packed) {
             m.apply(&mut values);
         }
         let nnz = values.iter().filter(|&&x| x != 0.0).count() as u64;
@@ -167,32 +198,91 @@ pub fn apply(model: &Model, plans: &[TensorPlan]) -> Result<Vec<(usize, AppliedT
                 storage,
                 fidelity: fidelity(&original, &values),
                 values,
+                stored,
+                packed,
             },
         ));
     }
     Ok(out)
 }
 
-/// Fake-quantize per the spec; returns the values, their storage and a description.
+/// ggml's fallback when rows are not whole 256-value super-blocks (llama.cpp's
+/// `llama_tensor_get_type`): Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0. For Q2_K and
+/// Q3_K llama.cpp falls back to IQ4_NL, which slimscope does not write; Q4_0 is the
+/// nearest type it does.
+pub fn k_quant_fallback(t: GgmlQuant) -> Option<GgmlQuant> {
+    Some(match t {
+        GgmlQuant::Q2_K | GgmlQuant::Q3_K => GgmlQuant::Q4_0,
+        GgmlQuant::Q4_K => GgmlQuant::Q5_0,
+        GgmlQuant::Q5_K => GgmlQuant::Q5_1,
+        GgmlQuant::Q6_K => GgmlQuant::Q8_0,
+        _ => return None,
+    })
+}
+
+/// Fake-quantize per the spec. `rows` is (values per output row, values per
+/// innermost dimension): integer grids work per output row, ggml blocks along the
+/// innermost dimension.
 fn quantize(
     values: &[f32],
     spec: Option<&QuantSpec>,
     dtype: DType,
-    row_len: u64,
+    (row_len, last_dim): (u64, u64),
     name: &str,
-) -> Result<(Vec<f32>, Storage, Option<String>)> {
+) -> Result<Quantized> {
     let bad = |what: String| Error::InvalidSetting(format!("tensor `{name}`: {what}"));
-    let dense_bits = dtype
-        .block()
-        .map_or(32, |(len, bytes)| (bytes * 8 / len) as u32)
-        .max(8);
+    let plain = |values: Vec<f32>, storage, words, stored| Quantized {
+        values,
+        storage,
+        words,
+        stored,
+        packed: None,
+    };
+    let blocks = |t: GgmlQuant, words: String| -> Result<Quantized> {
+        let bytes = gguf_blocks::quantize(t, values).map_err(|e| bad(e.to_string()))?;
+        let mut y = vec![0f32; values.len()];
+        decode(DType::Quant(t), &bytes, &mut y);
+        Ok(Quantized {
+            values: y,
+            storage: Storage::Gguf { quant: t },
+            words: Some(words),
+            stored: DType::Quant(t),
+            packed: Some(bytes),
+        })
+    };
     Ok(match spec {
-        None | Some(QuantSpec::None) => {
-            (values.to_vec(), Storage::Dense { bits: dense_bits }, None)
-        }
+        None | Some(QuantSpec::None) => match dtype {
+            DType::Quant(t)
+                if gguf_blocks::supports(t) && last_dim.is_multiple_of(t.block_len()) =>
+            {
+                blocks(t, format!("{} (kept)", t.name()))?
+            }
+            DType::F16 | DType::BF16 => plain(
+                fake_quant_float(
+                    values,
+                    if dtype == DType::F16 {
+                        FloatFormat::F16
+                    } else {
+                        FloatFormat::BF16
+                    },
+                ),
+                Storage::Dense { bits: 16 },
+                None,
+                dtype,
+            ),
+            _ => plain(
+                values.to_vec(),
+                Storage::Dense { bits: 32 },
+                None,
+                DType::F32,
+            ),
+        },
         Some(
             q @ QuantSpec::Int {
-                bits, symmetric, ..
+                bits,
+                symmetric,
+                clip,
+                ..
             },
         ) => {
             let granularity = q.granularity().unwrap_or(quant::Granularity::PerTensor);
@@ -200,6 +290,7 @@ fn quantize(
                 bits: bits.get(),
                 symmetric: *symmetric,
                 granularity,
+                clip: *clip,
             };
             let y = quant::fake_quant_int(values, row_len as usize, &scheme)
                 .map_err(|e| bad(e.to_string()))?;
@@ -215,26 +306,42 @@ fn quantize(
                 quant::Granularity::Group(g) => format!("group {g}"),
             };
             let words = format!(
-                "int{} {}{scope}",
+                "int{} {}{scope}{}",
                 bits.get(),
-                if *symmetric { "" } else { "asym " }
+                if *symmetric { "" } else { "asym " },
+                if *clip == quant::Clip::Mse {
+                    ", MSE clip"
+                } else {
+                    ""
+                }
             );
-            (y, storage, Some(words))
+            plain(y, storage, Some(words), DType::F32)
         }
         Some(q @ QuantSpec::Gguf { block_type }) => {
             let t = q
                 .gguf_type()
                 .ok_or_else(|| bad(format!("unknown GGUF type {block_type}")))?;
-            if !row_len.is_multiple_of(t.block_len()) {
+            if last_dim.is_multiple_of(t.block_len()) {
+                blocks(t, t.name().to_owned())?
+            } else if let Some(f) =
+                k_quant_fallback(t).filter(|f| last_dim.is_multiple_of(f.block_len()))
+            {
+                blocks(
+                    f,
+                    format!(
+                        "{} ({} needs rows of {})",
+                        f.name(),
+                        t.name(),
+                        t.block_len()
+                    ),
+                )?
+            } else {
                 return Err(bad(format!(
-                    "rows of {row_len} values are not whole {} blocks",
+                    "rows of {last_dim} values are not whole {}-value {} blocks",
+                    t.block_len(),
                     t.name()
                 )));
             }
-            let bytes = gguf_blocks::quantize(t, values).map_err(|e| bad(e.to_string()))?;
-            let mut y = vec![0f32; values.len()];
-            decode(DType::Quant(t), &bytes, &mut y);
-            (y, Storage::Gguf { quant: t }, Some(t.name().to_owned()))
         }
         Some(other) => {
             let format = match other {
@@ -243,12 +350,18 @@ fn quantize(
                 QuantSpec::Fp8E4m3 => FloatFormat::F8E4M3,
                 _ => FloatFormat::F8E5M2,
             };
-            (
+            let stored = match format {
+                FloatFormat::F16 => DType::F16,
+                FloatFormat::BF16 => DType::BF16,
+                _ => DType::F32,
+            };
+            plain(
                 fake_quant_float(values, format),
                 Storage::Dense {
                     bits: format.bits(),
                 },
                 Some(format!("{format:?}").to_lowercase()),
+                stored,
             )
         }
     })

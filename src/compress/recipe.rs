@@ -22,8 +22,12 @@
 //! `random` (`sparsity`, `seed`); `nm` (`n`, `m`); `structured` (`sparsity`, `axis` 0|1,
 //! `norm` = `l1`|`l2`). Pruning skips 1-D tensors (biases, norms) unless the rule sets
 //! `include_vectors = true`. Quant formats: `none`; `int` (`bits` 2–8, `symmetric`,
-//! `granularity` = `tensor`|`channel`|`group`, `group_size`); `f16`, `bf16`,
-//! `fp8_e4m3`, `fp8_e5m2`; `gguf` (`type` = Q8_0|Q4_0|Q4_1|Q5_0|Q5_1).
+//! `granularity` = `tensor`|`channel`|`group`, `group_size`, `clip` = `none`|`mse`);
+//! `f16`, `bf16`,
+//! `fp8_e4m3`, `fp8_e5m2`; `gguf` (`type` = Q8_0|Q4_0|Q4_1|Q5_0|Q5_1|Q2_K|Q3_K|Q4_K|
+//! Q5_K|Q6_K; like llama.cpp, only tensors of rank ≥ 2 take a block type, and a
+//! K-quant on rows that are not whole 256-value super-blocks falls back as llama.cpp
+//! does, see `apply::k_quant_fallback`).
 //!
 //! Every error names the recipe file and the line: unknown keys, bad values
 //! (sparsity 1.5, bits 0), and patterns that match no tensor of the model.
@@ -32,7 +36,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::quant::Granularity;
+use super::quant::{Clip, Granularity};
 use crate::dtype::GgmlQuant;
 
 /// The recipe format version this build reads and writes.
@@ -211,6 +215,8 @@ pub enum QuantSpec {
         granularity: GranularityName,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         group_size: Option<usize>,
+        #[serde(default, skip_serializing_if = "is_default")]
+        clip: Clip,
     },
     F16,
     Bf16,
@@ -224,6 +230,10 @@ pub enum QuantSpec {
 
 fn yes() -> bool {
     true
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 impl QuantSpec {
@@ -329,7 +339,7 @@ impl Recipe {
                 return Err(err(
                     at,
                     format!(
-                        "rule {}: GGUF type `{block_type}` is not supported (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 are)",
+                        "rule {}: GGUF type `{block_type}` is not supported (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K are)",
                         i + 1
                     ),
                 ));
@@ -362,6 +372,28 @@ impl Recipe {
     /// The recipe as TOML text.
     pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
         toml::to_string(self)
+    }
+
+    /// Check that `model` is the file this recipe was made for, when the recipe
+    /// records its sha256 (a recipe tuned on one checkpoint says little about another).
+    pub fn check_source(&self, model: &Path, recipe_path: &Path) -> crate::error::Result<()> {
+        let Some(Source {
+            file,
+            sha256: Some(want),
+        }) = &self.source
+        else {
+            return Ok(());
+        };
+        let got = crate::checksum::sha256_file(model)?;
+        if !got.eq_ignore_ascii_case(want.trim()) {
+            return Err(crate::error::Error::InvalidSetting(format!(
+                "{}: this recipe was made for `{file}` (sha256 {want}), but {} has sha256 {got}; \
+                 remove `sha256` from [source] to apply it to this model anyway",
+                recipe_path.display(),
+                model.display()
+            )));
+        }
+        Ok(())
     }
 
     /// What applies to each tensor (`(name, rank)` pairs, in model order). A rule
@@ -401,7 +433,12 @@ impl Recipe {
                         plan.prune = Some((p.clone(), r));
                     }
                 }
-                if let Some(q) = &rule.quant {
+                // As llama.cpp: ggml block types are for matrices, never norms or biases.
+                if let Some(q) = rule
+                    .quant
+                    .as_ref()
+                    .filter(|q| *rank >= 2 || !matches!(q, QuantSpec::Gguf { .. }))
+                {
                     plan.quant = Some(q.clone());
                 }
             }

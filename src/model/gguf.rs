@@ -153,6 +153,73 @@ fn ggml_dtype(id: u32) -> Option<DType> {
     })
 }
 
+/// One metadata entry as stored: its key, GGUF value type and the value's bytes.
+#[derive(Debug, Clone)]
+pub struct RawEntry {
+    pub key: String,
+    pub value_type: u32,
+    pub value: Vec<u8>,
+}
+
+/// Every metadata entry of the GGUF file at `path`, byte for byte, in file order:
+/// what a writer copies so that a re-quantized model keeps its tokenizer, chat
+/// template and hyper-parameters untouched.
+pub fn raw_metadata(path: &std::path::Path) -> Result<Vec<RawEntry>> {
+    let ctx = Ctx {
+        path,
+        format: "GGUF",
+    };
+    let file = ctx.map()?;
+    let mut r = Reader {
+        ctx: &ctx,
+        buf: &file,
+        pos: 0,
+    };
+    let (_, _, kv_count) = r.preamble()?;
+    let mut out = Vec::with_capacity(kv_count as usize);
+    for _ in 0..kv_count {
+        let key = r.string("metadata key")?;
+        let value_type = r.u32(&key)?;
+        let start = r.pos;
+        r.value(value_type, &key, 0)?;
+        out.push(RawEntry {
+            key,
+            value_type,
+            value: file[start..r.pos].to_vec(),
+        });
+    }
+    Ok(out)
+}
+
+impl Reader<'_> {
+    /// Magic, version and the two counts (bounded by the file's size).
+    fn preamble(&mut self) -> Result<(u32, u64, u64)> {
+        let ctx = self.ctx;
+        self.take(4, "magic")?;
+        let version = self.u32("version")?;
+        if version == 1 {
+            return Err(ctx.unsupported(
+                "GGUF version 1 (2023) is not supported; re-convert the model with a current llama.cpp",
+            ));
+        }
+        if version != 2 && version != 3 {
+            return Err(ctx.corrupt(format!("unknown GGUF version {version}")));
+        }
+        let tensor_count = self.u64("tensor count")?;
+        let kv_count = self.u64("metadata count")?;
+        // A tensor info takes at least 24 bytes, a key/value at least 13: bound the counts.
+        if tensor_count.saturating_mul(24) > self.remaining()
+            || kv_count.saturating_mul(13) > self.remaining()
+        {
+            return Err(ctx.corrupt(format!(
+                "the header claims {tensor_count} tensors and {kv_count} metadata keys, more than a {}-byte file can hold",
+                self.buf.len()
+            )));
+        }
+        Ok((version, tensor_count, kv_count))
+    }
+}
+
 pub(crate) fn open(ctx: &Ctx) -> Result<Loaded> {
     let file = ctx.map()?;
     let mut r = Reader {
@@ -160,27 +227,7 @@ pub(crate) fn open(ctx: &Ctx) -> Result<Loaded> {
         buf: &file,
         pos: 0,
     };
-    r.take(4, "magic")?;
-    let version = r.u32("version")?;
-    if version == 1 {
-        return Err(ctx.unsupported(
-            "GGUF version 1 (2023) is not supported; re-convert the model with a current llama.cpp",
-        ));
-    }
-    if version != 2 && version != 3 {
-        return Err(ctx.corrupt(format!("unknown GGUF version {version}")));
-    }
-    let tensor_count = r.u64("tensor count")?;
-    let kv_count = r.u64("metadata count")?;
-    // A tensor info takes at least 24 bytes, a key/value at least 13: bound the counts.
-    if tensor_count.saturating_mul(24) > r.remaining()
-        || kv_count.saturating_mul(13) > r.remaining()
-    {
-        return Err(ctx.corrupt(format!(
-            "the header claims {tensor_count} tensors and {kv_count} metadata keys, more than a {}-byte file can hold",
-            file.len()
-        )));
-    }
+    let (version, tensor_count, kv_count) = r.preamble()?;
     let mut metadata = vec![("gguf.version".to_owned(), json!(version))];
     let mut alignment = DEFAULT_ALIGNMENT;
     for _ in 0..kv_count {

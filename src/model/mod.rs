@@ -9,6 +9,7 @@
 //! This module knows nothing about statistics, compression or any UI.
 
 mod gguf;
+pub use gguf::{RawEntry, raw_metadata};
 mod layers;
 mod npy;
 mod onnx;

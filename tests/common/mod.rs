@@ -71,3 +71,24 @@ pub fn slimscope(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Run one of the fixture step's reference scripts (`tests/fixtures/NAME`) in the
+/// pinned reference virtualenv and parse the JSON it prints.
+#[allow(dead_code)]
+pub fn reference_script(name: &str, args: &[&str]) -> serde_json::Value {
+    let python = fixtures().join("venv/bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let out = Command::new(&python)
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
+    assert!(
+        out.status.success(),
+        "{name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{name} output: {e}"))
+}

@@ -1,6 +1,5 @@
-//! Writing results. Every write is atomic (a temporary file in the destination's
-//! directory, then a rename), never touches the input, and refuses to replace an
-//! existing file unless asked to.
+//! safetensors output: dequantized ("fake-quant") f32 values that any framework
+//! loads, with the recipe and a summary in `__metadata__`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,27 +12,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::Model;
 
-/// Refuse to write `out` over the model's own file, or over an existing file unless
-/// `force`.
-pub fn check_output(model: &Model, out: &Path, force: bool) -> Result<()> {
-    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if same(&model.path, out) {
-        return Err(Error::InvalidSetting(format!(
-            "{}: refusing to overwrite the input model",
-            out.display()
-        )));
-    }
-    if out.exists() && !force {
-        return Err(Error::InvalidSetting(format!(
-            "{}: already exists (use --force to replace it)",
-            out.display()
-        )));
-    }
-    Ok(())
-}
+use super::{check_output, persist};
 
 fn safetensors_dtype(d: DType) -> Option<Dtype> {
     Some(match d {
@@ -103,19 +82,8 @@ pub fn write_safetensors(
             .map_err(|e| Error::InvalidSetting(format!("tensor `{}`: {e}", info.name)))?;
         views.push((info.name.clone(), view));
     }
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = super::temp_file_beside(out)?;
     safetensors::tensor::serialize_to_file(views, Some(metadata), tmp.path())
         .map_err(|e| Error::InvalidSetting(format!("{}: {e}", out.display())))?;
-    if out.exists() && !force {
-        return Err(Error::InvalidSetting(format!(
-            "{}: appeared while writing; not replaced",
-            out.display()
-        )));
-    }
-    tmp.persist(out).map_err(|e| Error::io(out, e.error))?;
-    Ok(())
+    persist(tmp, out, force)
 }
