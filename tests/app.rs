@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::fixture;
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use slimscope::app::{Settings, SlimApp};
 
 /// A file dropped on the window.
@@ -188,4 +188,127 @@ fn a_large_gguf_loads_with_every_block_listed() {
     h.get_by_label("Histogram of token_embd.weight");
     h.get_by_label("272 tensors in 32 layers");
     h.get_by_label("general.architecture");
+}
+
+/// The "Model size" figure as shown.
+fn shown_size(h: &Harness<'_, SlimApp>) -> String {
+    let node = h.get_by_label_contains("smaller)");
+    let ak = node.accesskit_node();
+    ak.label()
+        .or_else(|| ak.value())
+        .unwrap_or_else(|| format!("{node:?}"))
+}
+
+#[test]
+fn moving_the_global_slider_changes_the_model_size_shown() {
+    let mut h = harness();
+    drop_file(&mut h, &fixture("digit_cnn.pth"));
+    step_until(&mut h, "the model to load", |a| {
+        a.loaded.is_some() && !a.is_loading()
+    });
+    // Nothing compressed yet: no size figure.
+    assert!(h.query_by_label_contains("smaller)").is_none());
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "Sparsity")
+        .set_value_accesskit(50.0);
+    h.run_steps(2);
+    assert_eq!(h.state().config.sparsity_pct, 50.0);
+    step_until(&mut h, "the 50% evaluation", |a| {
+        a.evaluation_is_current() && a.evaluation.is_some()
+    });
+    let at_50 = shown_size(&h);
+    let e = h.state().evaluation.clone().expect("evaluation");
+    // Independent arithmetic: f32 weights pruned to half need a sparse layout; the
+    // figure shown is the evaluation's, and it is smaller than the original.
+    assert!(e.bytes_after < e.bytes_before, "{at_50}");
+    assert!(
+        at_50.contains(&slimscope::units::human_bytes(e.bytes_after)),
+        "{at_50}"
+    );
+    // The selected tensor's histogram shows the compressed overlay and what was zeroed.
+    h.get_by_label_contains("weights zeroed");
+    // int4 on top: smaller still, and the figure on screen follows.
+    h.get_by_value("as stored").click();
+    h.run_steps(2);
+    h.get_by_label("int4").click();
+    h.run_steps(2);
+    step_until(&mut h, "the int4 evaluation", |a| {
+        a.evaluation_is_current() && a.evaluation.is_some()
+    });
+    let at_int4 = shown_size(&h);
+    assert_ne!(at_50, at_int4);
+    let e4 = h.state().evaluation.clone().expect("evaluation");
+    assert!(e4.bytes_after < e.bytes_after);
+    assert!(e4.sqnr_db < e.sqnr_db, "int4 on top loses fidelity");
+    // Back to 0% and "as stored": nothing to show again.
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "Sparsity")
+        .set_value_accesskit(0.0);
+    h.get_by_value("int4").click();
+    h.run_steps(2);
+    h.get_by_label("as stored").click();
+    step_until(&mut h, "the identity", |a| a.evaluation.is_none());
+    assert!(h.query_by_label_contains("smaller)").is_none());
+}
+
+#[test]
+fn an_export_writes_a_recipe_that_slimscope_apply_reproduces() {
+    let mut h = harness();
+    let model = fixture("digit_cnn.pth");
+    drop_file(&mut h, &model);
+    step_until(&mut h, "the model to load", |a| {
+        a.loaded.is_some() && !a.is_loading()
+    });
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "Sparsity")
+        .set_value_accesskit(70.0);
+    h.get_by_label("global").click();
+    h.run_steps(2);
+    // Give the selected tensor (conv_layers.0.weight) its own settings: Q8_0 is not
+    // possible on rows of 3, so f16.
+    h.get_by_label_contains("Own settings for conv_layers.0.weight")
+        .click();
+    h.run_steps(2);
+    assert!(
+        h.state()
+            .config
+            .overrides
+            .contains_key("conv_layers.0.weight")
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("cnn.slim.safetensors");
+    // The file dialog's answer arrives as this command.
+    h.state_mut()
+        .apply(slimscope::app::Command::Export(out.clone()));
+    step_until(&mut h, "the export", |a| !a.is_exporting());
+    assert!(h.state().error.is_none(), "{:?}", h.state().error);
+    h.get_by_label_contains("Exported");
+    let recipe = dir.path().join("cnn.slim.recipe.toml");
+    let text = std::fs::read_to_string(&recipe).expect("recipe written");
+    assert!(text.contains("sha256 = \"325e0773"), "{text}");
+    assert!(text.contains("scope = \"global\""), "{text}");
+    // slimscope apply with that recipe writes the same values.
+    let again = dir.path().join("again.safetensors");
+    let (code, _, stderr) = common::slimscope(&[
+        "apply",
+        model.to_str().expect("path"),
+        "--recipe",
+        recipe.to_str().expect("path"),
+        "-o",
+        again.to_str().expect("path"),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let a = slimscope::Model::open(&out).expect("export re-opens");
+    let b = slimscope::Model::open(&again).expect("apply output");
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for i in 0..a.tensors.len() {
+        assert_eq!(a.tensors[i].name, b.tensors[i].name);
+        assert_eq!(
+            a.tensor_f32(i).expect("values"),
+            b.tensor_f32(i).expect("values"),
+            "{}",
+            a.tensors[i].name
+        );
+    }
+    // 70% of the weights outside the override are zero.
+    let fc = a.tensor_index("fc_layers.0.weight").expect("tensor");
+    let v = a.tensor_f32(fc).expect("values");
+    assert!(v.iter().filter(|&&x| x == 0.0).count() > v.len() / 2);
 }

@@ -1,14 +1,20 @@
-//! The selected tensor: its histogram (log-count and |w| toggles) and statistics.
+//! The selected tensor: its histogram (log-count and |w| toggles) and statistics,
+//! with the compressed tensor's histogram overlaid, the pruning threshold, the
+//! quantization grid and the grid's reach drawn on it.
 
-use egui_plot::{AxisHints, Bar, BarChart, GridInput, GridMark, Plot};
+use egui_plot::{AxisHints, Bar, BarChart, GridInput, GridMark, Legend, LineStyle, Plot, VLine};
 
-use super::{LoadedModel, Settings, group_digits};
-use crate::stats::{Histogram, TensorStats};
+use super::compress::{Overlay, TensorResult};
+use super::{LoadedModel, Settings, group_digits, human_bytes};
+use crate::stats::{Histogram, TensorStats, linspace_edges};
 
 /// Bars for a histogram; heights are log10(1 + count) when `log` is set.
 pub fn bars(h: &Histogram, log: bool) -> Vec<Bar> {
-    let edges = h.edges();
-    h.counts
+    bars_of(&h.counts, &h.edges(), log)
+}
+
+fn bars_of(counts: &[u64], edges: &[f64], log: bool) -> Vec<Bar> {
+    counts
         .iter()
         .enumerate()
         .map(|(i, &c)| {
@@ -51,11 +57,40 @@ pub fn nice_grid(input: GridInput) -> Vec<GridMark> {
         .collect()
 }
 
+fn overlay_bars(o: &Overlay, log: bool) -> Vec<Bar> {
+    bars_of(
+        &o.counts,
+        &linspace_edges(o.min, o.max, o.counts.len()),
+        log,
+    )
+}
+
+/// A tick label with as many decimals as its step needs (0.5 → "0.5", not "0").
+pub fn tick_label(value: f64, step: f64) -> String {
+    let decimals = if step > 0.0 && step.is_finite() {
+        (-step.log10().floor()).max(0.0) as usize
+    } else {
+        0
+    };
+    let text = format!("{value:.decimals$}");
+    // No "-0" for a mark at zero.
+    if text
+        .trim_start_matches('-')
+        .chars()
+        .all(|c| c == '0' || c == '.')
+    {
+        text.trim_start_matches('-').to_owned()
+    } else {
+        text
+    }
+}
+
 pub fn ui(
     ui: &mut egui::Ui,
     loaded: &LoadedModel,
     index: usize,
     hist: Option<&Histogram>,
+    compressed: Option<&TensorResult>,
     computing: bool,
     settings: &mut Settings,
 ) {
@@ -85,8 +120,52 @@ pub fn ui(
     }
     match hist {
         Some(h) => {
-            let chart = BarChart::new("counts", bars(h, settings.log_counts))
+            let abs = settings.abs_values;
+            let chart = BarChart::new("original", bars(h, settings.log_counts))
                 .color(egui::Color32::from_rgb(90, 140, 220));
+            let overlay = compressed.map(|c| {
+                let o = if abs { &c.abs } else { &c.signed };
+                BarChart::new(
+                    "compressed (zeroed left out)",
+                    overlay_bars(o, settings.log_counts),
+                )
+                .color(egui::Color32::from_rgba_unmultiplied(235, 140, 50, 150))
+            });
+            let mut lines = Vec::new();
+            if let Some(c) = compressed {
+                if let Some(t) = c.threshold {
+                    let red = egui::Color32::from_rgb(220, 60, 60);
+                    let xs: &[f64] = if abs { &[t] } else { &[-t, t] };
+                    for &x in xs {
+                        lines.push(
+                            VLine::new("pruning threshold", x)
+                                .color(red)
+                                .style(LineStyle::dashed_loose()),
+                        );
+                    }
+                }
+                for &g in &c.grid {
+                    if !abs || g >= 0.0 {
+                        lines.push(
+                            VLine::new("quantization grid", g.abs())
+                                .color(egui::Color32::from_gray(150))
+                                .width(0.5),
+                        );
+                    }
+                }
+                let (lo, hi) = c.range;
+                if c.quantized && lo.is_finite() && hi.is_finite() {
+                    let green = egui::Color32::from_rgb(60, 170, 90);
+                    let reach: Vec<f64> = if abs {
+                        vec![lo.abs().max(hi.abs())]
+                    } else {
+                        vec![lo, hi]
+                    };
+                    for x in reach {
+                        lines.push(VLine::new("grid reach", x).color(green).width(1.5));
+                    }
+                }
+            }
             let y_label = if settings.log_counts {
                 "log10(1 + count)"
             } else {
@@ -97,12 +176,27 @@ pub fn ui(
                 .height((ui.available_height() - 190.0).max(160.0))
                 .custom_x_axes(vec![
                     // The plot is often narrow: allow tick labels closer than egui_plot's 60 px.
-                    AxisHints::new_x().label(x_label).label_spacing(30.0..=45.0),
+                    AxisHints::new_x()
+                        .label(x_label)
+                        .label_spacing(30.0..=45.0)
+                        .formatter(|mark, _| tick_label(mark.value, mark.step_size)),
                 ])
                 .x_grid_spacer(nice_grid)
                 .y_axis_label(y_label)
                 .allow_scroll(false)
-                .show(ui, |plot| plot.bar_chart(chart));
+                .legend(Legend::default())
+                .show(ui, |plot| {
+                    plot.bar_chart(chart);
+                    if let Some(o) = overlay {
+                        plot.bar_chart(o);
+                    }
+                    for l in lines {
+                        plot.vline(l);
+                    }
+                });
+            if let Some(c) = compressed {
+                compressed_line(ui, c);
+            }
         }
         None if computing => {
             ui.label("Computing histogram…");
@@ -114,6 +208,27 @@ pub fn ui(
     if let Some(s) = &report.stats {
         stats_grid(ui, s);
     }
+}
+
+/// One line on what compression did to this tensor.
+fn compressed_line(ui: &mut egui::Ui, c: &TensorResult) {
+    let threshold = c
+        .threshold
+        .map_or(String::new(), |t| format!(" (largest |w| zeroed {t:.5})"));
+    let sqnr = if c.sqnr_db.is_finite() {
+        format!("{:.1} dB", c.sqnr_db)
+    } else {
+        "exact".to_owned()
+    };
+    ui.label(format!(
+        "Compressed: {} · {} · {:.1}% zeros · {} weights zeroed{threshold} · {} -> {} · SQNR {sqnr} (weight fidelity, not accuracy)",
+        c.scheme,
+        c.storage,
+        100.0 * c.sparsity,
+        group_digits(c.zeroed),
+        human_bytes(c.bytes_before),
+        human_bytes(c.bytes_after),
+    ));
 }
 
 fn stats_grid(ui: &mut egui::Ui, s: &TensorStats) {
@@ -189,6 +304,16 @@ fn stats_grid(ui: &mut egui::Ui, s: &TensorStats) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tick_labels_keep_the_decimals_their_step_needs() {
+        assert_eq!(tick_label(0.5, 0.5), "0.5");
+        assert_eq!(tick_label(-0.5, 0.5), "-0.5");
+        assert_eq!(tick_label(0.0, 0.5), "0.0");
+        assert_eq!(tick_label(-0.0, 0.1), "0.0");
+        assert_eq!(tick_label(10.0, 5.0), "10");
+        assert_eq!(tick_label(0.004, 0.002), "0.004");
+    }
 
     #[test]
     fn grid_labels_land_on_1_2_5_steps() {

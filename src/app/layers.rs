@@ -2,12 +2,14 @@
 //! sortable by any column, filtered by name, virtualised (only visible rows are laid
 //! out, so models with thousands of tensors scroll smoothly).
 
+use super::compress::Evaluation;
 use super::{Command, LoadedModel, group_digits, human_bytes};
 use crate::inspect::TensorReport;
 use crate::stats::TensorStats;
 
-/// Columns, in display order: (title, width, tooltip).
-const COLUMNS: [(&str, f32, &str); 8] = [
+/// Columns, in display order: (title, width, tooltip). The last two show the current
+/// compression and do not sort.
+const COLUMNS: [(&str, f32, &str); 10] = [
     (
         "Name",
         200.0,
@@ -24,7 +26,19 @@ const COLUMNS: [(&str, f32, &str); 8] = [
         48.0,
         "Fraction of values more than 3 standard deviations from the mean, %",
     ),
+    (
+        "After",
+        68.0,
+        "Bytes after compression, in the smallest storage that holds the result",
+    ),
+    (
+        "SQNR dB",
+        56.0,
+        "Weight SQNR after compression (fidelity, not accuracy)",
+    ),
 ];
+/// Columns that can sort the table.
+const SORTABLE: usize = 8;
 
 /// Width the table needs (columns plus item spacing), for the panel's default size.
 pub fn width() -> f32 {
@@ -132,6 +146,7 @@ impl TableState {
         ui: &mut egui::Ui,
         loaded: &LoadedModel,
         selected: Option<usize>,
+        evaluation: Option<&Evaluation>,
     ) -> Vec<Command> {
         let mut commands = Vec::new();
         ui.horizontal(|ui| {
@@ -169,11 +184,14 @@ impl TableState {
                             .frame(false);
                     let layout = if c < 3 { left() } else { right() };
                     let clicked = cell(ui, *width, 18.0, layout, |ui| {
-                        ui.add(header)
-                            .on_hover_text(format!("{tip}. Click to sort."))
-                            .clicked()
+                        let tip = if c < SORTABLE {
+                            format!("{tip}. Click to sort.")
+                        } else {
+                            tip.to_string()
+                        };
+                        ui.add(header).on_hover_text(tip).clicked()
                     });
-                    if clicked {
+                    if clicked && c < SORTABLE {
                         if self.sort == Some(c) {
                             self.descending = !self.descending;
                         } else {
@@ -195,9 +213,13 @@ impl TableState {
                             Row::Layer(l) => layer_row_ui(ui, loaded, l, row_height),
                             Row::Tensor(i) => {
                                 let indent = if self.group_by_layer { 14.0 } else { 0.0 };
+                                let result = evaluation
+                                    .and_then(|e| e.tensors.get(i)?.as_ref())
+                                    .map(|r| (r.bytes_after, r.sqnr_db));
                                 if tensor_row_ui(
                                     ui,
                                     &loaded.reports[i],
+                                    result,
                                     selected == Some(i),
                                     row_height,
                                     indent,
@@ -265,6 +287,7 @@ fn layer_row_ui(ui: &mut egui::Ui, loaded: &LoadedModel, l: usize, height: f32) 
 fn tensor_row_ui(
     ui: &mut egui::Ui,
     r: &TensorReport,
+    compressed: Option<(u64, f64)>,
     selected: bool,
     height: f32,
     indent: f32,
@@ -289,6 +312,14 @@ fn tensor_row_ui(
             s.filter(|s| s.std.is_finite())
                 .map_or("–".to_owned(), |s| format!("{:.4}", s.std)),
             pct(s.map(|s| s.beyond_3_sigma_fraction)),
+            compressed.map_or(String::new(), |(b, _)| human_bytes(b)),
+            compressed.map_or(String::new(), |(_, q)| {
+                if q.is_finite() {
+                    format!("{q:.1}")
+                } else {
+                    "exact".to_owned()
+                }
+            }),
         ];
         for (k, (text, (_, width, _))) in cells.iter().zip(&COLUMNS[1..]).enumerate() {
             // Shape and dtype read left to right; numbers align on the right.

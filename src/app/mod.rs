@@ -6,6 +6,7 @@
 //! opening, statistics, file dialogs — runs as [`crate::jobs`] on worker threads;
 //! [`SlimApp::poll`] drains their channels without blocking, every frame.
 
+pub mod compress;
 mod histogram;
 mod layers;
 mod summary;
@@ -16,6 +17,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::compress::apply::apply as apply_recipe;
+use crate::compress::recipe::Recipe;
 use crate::inspect::{TensorReport, inspect_model};
 use crate::jobs::{JobEvent, JobHandle, spawn_job};
 use crate::model::Model;
@@ -58,6 +61,11 @@ pub enum Command {
     CancelLoading,
     SelectTensor(usize),
     DismissError,
+    /// Ask where to export (off the UI thread).
+    ExportDialog,
+    /// Write the compressed model to this path (.safetensors or .gguf) and its recipe
+    /// beside it (`NAME.recipe.toml`).
+    Export(PathBuf),
 }
 
 /// A model with every tensor's statistics, as the loading job produces it.
@@ -82,6 +90,12 @@ struct HistogramJob {
 
 type HistogramKey = (usize, usize, HistogramRange);
 
+/// A compression evaluation running for (configuration, histogram bins).
+struct Evaluating {
+    key: (compress::Config, usize),
+    job: JobHandle<compress::Evaluation>,
+}
+
 /// The whole app state.
 pub struct SlimApp {
     pub settings: Settings,
@@ -94,6 +108,16 @@ pub struct SlimApp {
     dialog: Option<JobHandle<Option<PathBuf>>>,
     histograms: HashMap<HistogramKey, Histogram>,
     histogram_job: Option<HistogramJob>,
+    /// What the compression controls are set to.
+    pub config: compress::Config,
+    /// The latest finished evaluation (possibly of an older configuration while a
+    /// newer one is computed).
+    pub evaluation: Option<Arc<compress::Evaluation>>,
+    evaluating: Option<Evaluating>,
+    export_dialog: Option<JobHandle<Option<PathBuf>>>,
+    export: Option<JobHandle<String>>,
+    /// The last success message (an export), shown until dismissed.
+    pub notice: Option<String>,
     ctx: Option<egui::Context>,
 }
 
@@ -109,8 +133,95 @@ impl SlimApp {
             dialog: None,
             histograms: HashMap::new(),
             histogram_job: None,
+            config: compress::Config::default(),
+            evaluation: None,
+            evaluating: None,
+            export_dialog: None,
+            export: None,
+            notice: None,
             ctx: None,
         }
+    }
+
+    /// Whether the evaluation on screen is of the current configuration.
+    pub fn evaluation_is_current(&self) -> bool {
+        self.config.is_identity() && self.evaluation.is_none()
+            || self
+                .evaluation
+                .as_ref()
+                .is_some_and(|e| e.config == self.config && e.bins == self.settings.bins)
+    }
+
+    /// Whether an export is being written.
+    pub fn is_exporting(&self) -> bool {
+        self.export.is_some()
+    }
+
+    /// Start evaluating the current configuration unless it is on screen or running.
+    /// At most one evaluation runs: a stale one is cancelled and the current
+    /// configuration starts when it has ended (latest wins).
+    fn schedule_evaluation(&mut self) {
+        let Some(loaded) = &self.loaded else {
+            return;
+        };
+        let key = (self.config.clone(), self.settings.bins);
+        if let Some(running) = &self.evaluating {
+            if running.key != key {
+                running.job.cancel();
+            }
+            return;
+        }
+        if self.config.is_identity() {
+            self.evaluation = None;
+            return;
+        }
+        if self.evaluation_is_current() {
+            return;
+        }
+        let model = loaded.model.clone();
+        let reports = loaded.reports.clone();
+        let (config, bins) = key.clone();
+        let job = spawn_job("compress", self.notifier(), move |progress| {
+            compress::evaluate(&model, &reports, &config, bins, || progress.is_cancelled())
+        });
+        self.evaluating = Some(Evaluating { key, job });
+    }
+
+    /// Export on a worker: the recipe (with the model's name and sha256) and the model.
+    fn export(&mut self, out: PathBuf) {
+        let Some(loaded) = &self.loaded else {
+            return;
+        };
+        if self.export.is_some() {
+            return;
+        }
+        let model = loaded.model.clone();
+        let config = self.config.clone();
+        self.export = Some(spawn_job("export", self.notifier(), move |_| {
+            crate::export::OutputFormat::of(&out)?;
+            crate::export::check_output(&model, &out, true)?;
+            let sha = crate::checksum::sha256_file(&model.path)?;
+            let text = config.recipe_text(Some((&file_name(&model.path), Some(&sha))));
+            let recipe_path = out.with_extension("recipe.toml");
+            let recipe = Recipe::parse(&text, &recipe_path)
+                .map_err(|e| crate::Error::InvalidSetting(e.to_string()))?;
+            let names: Vec<(&str, usize)> = model
+                .tensors
+                .iter()
+                .map(|t| (t.name.as_str(), t.shape.len()))
+                .collect();
+            let plans = recipe
+                .resolve(&names, &text, &recipe_path)
+                .map_err(|e| crate::Error::InvalidSetting(e.to_string()))?;
+            let applied = apply_recipe(&model, &plans)?;
+            crate::export::write_model(&model, &applied, &text, &out, true)?;
+            crate::export::write_text(&recipe_path, &text, true)?;
+            Ok(format!(
+                "Exported {} and its recipe {}",
+                out.display(),
+                file_name(&recipe_path)
+            ))
+        }));
     }
 
     /// Whether a model is being opened right now.
@@ -158,6 +269,38 @@ impl SlimApp {
                 self.apply(Command::OpenModel(path));
             }
         }
+        if let Some(running) = &self.evaluating
+            && let Ok(event) = running.job.events.try_recv()
+        {
+            if !matches!(event, JobEvent::Progress { .. }) {
+                self.evaluating = None;
+            }
+            match event {
+                JobEvent::Finished(e) => self.evaluation = Some(Arc::new(e)),
+                JobEvent::Failed(message) => self.error = Some(message),
+                _ => {}
+            }
+        }
+        if let Some(dialog) = &self.export_dialog
+            && let Ok(event) = dialog.events.try_recv()
+        {
+            self.export_dialog = None;
+            if let JobEvent::Finished(Some(path)) = event {
+                self.apply(Command::Export(path));
+            }
+        }
+        if let Some(export) = &self.export
+            && let Ok(event) = export.events.try_recv()
+            && !matches!(event, JobEvent::Progress { .. })
+        {
+            self.export = None;
+            match event {
+                JobEvent::Finished(message) => self.notice = Some(message),
+                JobEvent::Failed(message) => self.error = Some(message),
+                _ => {}
+            }
+        }
+        self.schedule_evaluation();
         if let Some(h) = &self.histogram_job
             && let Ok(event) = h.job.events.try_recv()
         {
@@ -186,6 +329,9 @@ impl SlimApp {
         self.selected = first_shown.or((!loaded.reports.is_empty()).then_some(0));
         self.table = layers::TableState::default();
         self.error = None;
+        self.config = compress::Config::default();
+        self.evaluation = None;
+        self.evaluating = None;
         let recent = &mut self.settings.recent_files;
         recent.retain(|p| p != path);
         recent.insert(0, path.to_owned());
@@ -223,7 +369,46 @@ impl SlimApp {
             }
             Command::CancelLoading => self.loading = None,
             Command::SelectTensor(i) => self.selected = Some(i),
-            Command::DismissError => self.error = None,
+            Command::DismissError => {
+                self.error = None;
+                self.notice = None;
+            }
+            Command::ExportDialog => {
+                if self.export_dialog.is_none()
+                    && let Some(loaded) = &self.loaded
+                {
+                    let stem = loaded
+                        .model
+                        .path
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let gguf = loaded.model.format == crate::model::Format::Gguf;
+                    self.export_dialog =
+                        Some(spawn_job("file-dialog", self.notifier(), move |_| {
+                            let (name, first, second) = if gguf {
+                                (
+                                    format!("{stem}.slim.gguf"),
+                                    ("GGUF", "gguf"),
+                                    ("safetensors", "safetensors"),
+                                )
+                            } else {
+                                (
+                                    format!("{stem}.slim.safetensors"),
+                                    ("safetensors", "safetensors"),
+                                    ("GGUF", "gguf"),
+                                )
+                            };
+                            Ok(rfd::FileDialog::new()
+                                .set_title("Export the compressed model")
+                                .set_file_name(name)
+                                .add_filter(first.0, &[first.1])
+                                .add_filter(second.0, &[second.1])
+                                .save_file())
+                        }));
+                }
+            }
+            Command::Export(path) => self.export(path),
         }
     }
 
@@ -335,32 +520,66 @@ impl SlimApp {
         egui::Panel::top("menu").show(ui, |ui| self.top_bar_ui(ui, &mut commands));
         egui::Panel::bottom("status").show(ui, |ui| self.status_ui(ui, &mut commands));
         if self.loaded.is_some() {
+            let busy = self.evaluating.is_some();
+            let selected_name = self
+                .selected
+                .and_then(|i| self.loaded.as_ref()?.model.tensors.get(i))
+                .filter(|t| t.shape.len() >= 2)
+                .map(|t| t.name.clone());
             egui::Panel::right("summary")
-                .default_size(270.0)
-                .show(ui, |ui| summary::ui(ui, self.loaded.as_ref()));
+                .default_size(330.0)
+                .show(ui, |ui| {
+                    egui::ScrollArea::vertical()
+                        .id_salt("right")
+                        .show(ui, |ui| {
+                            compress::controls_ui(
+                                ui,
+                                &mut self.config,
+                                selected_name.as_deref(),
+                                self.evaluation.as_deref(),
+                                busy,
+                            );
+                            ui.separator();
+                            summary::ui(ui, self.loaded.as_ref());
+                        });
+                });
+            // The table scrolls sideways: leave the histogram room on small screens.
+            let table_width = layers::width().min(0.42 * ui.available_width());
             egui::Panel::left("layers")
-                .default_size(layers::width())
+                .default_size(table_width)
                 .show(ui, |ui| {
                     if let Some(loaded) = &self.loaded {
-                        commands.extend(self.table.ui(ui, loaded, self.selected));
+                        commands.extend(self.table.ui(
+                            ui,
+                            loaded,
+                            self.selected,
+                            self.evaluation.as_deref(),
+                        ));
                     }
                 });
         }
         egui::CentralPanel::default().show(ui, |ui| {
             if let Some(error) = self.error.clone() {
                 error_ui(ui, &error, &mut commands);
+            } else if let Some(notice) = self.notice.clone() {
+                notice_ui(ui, &notice, &mut commands);
             }
             match (self.selected, self.loaded.is_some()) {
                 (Some(index), true) => {
                     self.request_histogram(index);
                     let hist = self.cached_histogram(index).cloned();
                     let waiting = self.histogram_job.is_some();
+                    let overlay = self
+                        .evaluation
+                        .as_ref()
+                        .and_then(|e| e.tensors.get(index)?.as_ref());
                     if let Some(loaded) = &self.loaded {
                         histogram::ui(
                             ui,
                             loaded,
                             index,
                             hist.as_ref(),
+                            overlay,
                             waiting,
                             &mut self.settings,
                         );
@@ -372,6 +591,7 @@ impl SlimApp {
         for c in commands {
             self.apply(c);
         }
+        self.schedule_evaluation();
     }
 
     fn top_bar_ui(&self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
@@ -383,6 +603,15 @@ impl SlimApp {
                     .clicked()
                 {
                     commands.push(Command::OpenDialog);
+                }
+                if ui
+                    .add_enabled(self.loaded.is_some(), egui::Button::new("Export…"))
+                    .on_hover_text(
+                        "Write the compressed model (.safetensors or .gguf) and its recipe (Ctrl+E)",
+                    )
+                    .clicked()
+                {
+                    commands.push(Command::ExportDialog);
                 }
                 ui.menu_button("Open Recent", |ui| {
                     if self.settings.recent_files.is_empty() {
@@ -397,6 +626,11 @@ impl SlimApp {
             });
             if ui.input(|i| i.modifiers.command && i.key_pressed(egui::Key::O)) {
                 commands.push(Command::OpenDialog);
+            }
+            if self.loaded.is_some()
+                && ui.input(|i| i.modifiers.command && i.key_pressed(egui::Key::E))
+            {
+                commands.push(Command::ExportDialog);
             }
             if let Some(loaded) = &self.loaded {
                 ui.separator();
@@ -430,6 +664,9 @@ impl SlimApp {
                 {
                     commands.push(Command::CancelLoading);
                 }
+            } else if self.export.is_some() {
+                ui.spinner();
+                ui.label("Exporting…");
             } else if let Some(loaded) = &self.loaded {
                 let t = loaded.model.totals();
                 ui.label(format!(
@@ -452,15 +689,24 @@ fn error_ui(ui: &mut egui::Ui, error: &str, commands: &mut Vec<Command>) {
         .stroke(egui::Stroke::new(1.5, ui.visuals().error_fg_color))
         .show(ui, |ui| {
             ui.horizontal_wrapped(|ui| {
-                ui.colored_label(
-                    ui.visuals().error_fg_color,
-                    format!("Could not open: {error}"),
-                );
+                ui.colored_label(ui.visuals().error_fg_color, error);
                 if ui.button("Dismiss").clicked() {
                     commands.push(Command::DismissError);
                 }
             });
         });
+    ui.add_space(8.0);
+}
+
+fn notice_ui(ui: &mut egui::Ui, notice: &str, commands: &mut Vec<Command>) {
+    egui::Frame::group(ui.style()).show(ui, |ui| {
+        ui.horizontal_wrapped(|ui| {
+            ui.label(notice);
+            if ui.button("Dismiss").clicked() {
+                commands.push(Command::DismissError);
+            }
+        });
+    });
     ui.add_space(8.0);
 }
 

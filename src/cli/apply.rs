@@ -1,6 +1,5 @@
 //! `slimscope apply MODEL --recipe R.toml -o OUT.{safetensors,gguf} [--json] [--force]`.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -9,7 +8,7 @@ use clap::Args;
 
 use crate::compress::apply::apply;
 use crate::compress::recipe::Recipe;
-use crate::export::{check_output, write_gguf, write_safetensors};
+use crate::export::{OutputFormat, check_output, summary, write_model};
 use crate::model::Model;
 use crate::units::human_bytes;
 
@@ -35,14 +34,7 @@ pub struct ApplyArgs {
 pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
     let model = Model::open(&args.model)?;
     check_output(&model, &args.output, args.force)?;
-    let gguf = match args.output.extension().and_then(|e| e.to_str()) {
-        Some(e) if e.eq_ignore_ascii_case("gguf") => true,
-        Some(e) if e.eq_ignore_ascii_case("safetensors") => false,
-        _ => anyhow::bail!(
-            "{}: the output must end in .safetensors or .gguf",
-            args.output.display()
-        ),
-    };
+    OutputFormat::of(&args.output)?;
     let text = std::fs::read_to_string(&args.recipe)
         .with_context(|| format!("{}", args.recipe.display()))?;
     let recipe = Recipe::parse(&text, &args.recipe)?;
@@ -54,26 +46,11 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
         .collect();
     let plans = recipe.resolve(&tensors, &text, &args.recipe)?;
     let applied = apply(&model, &plans)?;
+    write_model(&model, &applied, &text, &args.output, args.force)?;
+    let summary = summary(&model, &applied);
     let report: Vec<_> = applied.iter().map(|(_, t)| t).collect();
-    let before: u64 = model.tensors.iter().map(|t| t.size_bytes).sum();
-    let after: u64 = before - applied.iter().map(|(_, t)| t.bytes_before).sum::<u64>()
-        + applied.iter().map(|(_, t)| t.bytes_after).sum::<u64>();
-    let summary =
-        serde_json::json!({ "bytes_before": before, "bytes_after": after, "tensors": report });
-    if gguf {
-        let extra = [
-            ("slimscope.recipe", text.clone()),
-            ("slimscope.summary", summary.to_string()),
-        ];
-        write_gguf(&model, &applied, &extra, &args.output, args.force)?;
-    } else {
-        let metadata = HashMap::from([
-            ("format".to_owned(), "pt".to_owned()),
-            ("slimscope_recipe".to_owned(), text.clone()),
-            ("slimscope_summary".to_owned(), summary.to_string()),
-        ]);
-        write_safetensors(&model, &applied, metadata, &args.output, args.force)?;
-    }
+    let before = summary["bytes_before"].as_u64().unwrap_or_default();
+    let after = summary["bytes_after"].as_u64().unwrap_or_default();
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &summary)?;

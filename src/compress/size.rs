@@ -43,6 +43,33 @@ fn ggml_name<S: serde::Serializer>(q: &GgmlQuant, s: S) -> Result<S::Ok, S::Erro
     s.serialize_str(q.name())
 }
 
+impl std::fmt::Display for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Storage::Dense { bits } => write!(f, "dense {bits}-bit"),
+            Storage::Int {
+                bits,
+                granularity,
+                asymmetric,
+                scale_bits,
+            } => {
+                let scope = match granularity {
+                    Granularity::PerTensor => "per tensor".to_owned(),
+                    Granularity::PerChannel => "per channel".to_owned(),
+                    Granularity::Group(g) => format!("groups of {g}"),
+                };
+                let zp = if asymmetric { " + zero points" } else { "" };
+                write!(f, "int{bits}, {scope} ({scale_bits}-bit scales{zp})")
+            }
+            Storage::Gguf { quant } => write!(f, "GGUF {}", quant.name()),
+            Storage::SparseBitmask { value_bits } => {
+                write!(f, "bitmask + {value_bits}-bit non-zeros")
+            }
+            Storage::Csr { value_bits } => write!(f, "CSR, {value_bits}-bit non-zeros"),
+        }
+    }
+}
+
 /// Why a size cannot be computed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SizeError {

@@ -226,7 +226,7 @@ pub fn compute(
 
 /// numpy's `linspace(first, last, bins + 1)` in float64: `i * step + first`, the last
 /// edge set to `last` exactly.
-fn linspace_edges(first: f64, last: f64, bins: usize) -> Vec<f64> {
+pub fn linspace_edges(first: f64, last: f64, bins: usize) -> Vec<f64> {
     let step = (last - first) / bins as f64;
     let mut edges: Vec<f64> = (0..=bins).map(|i| i as f64 * step + first).collect();
     if let Some(e) = edges.last_mut() {

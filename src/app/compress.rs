@@ -1,0 +1,737 @@
+//! Compression in the app: the controls (global sparsity, method, scope, format,
+//! per-tensor overrides), the recipe they stand for, and the evaluation a worker
+//! computes from it — sizes, sparsity, weight fidelity and overlay histograms for
+//! every compressed tensor.
+//!
+//! The configuration is always turned into recipe *text* and run through the same
+//! parser, resolver and `apply` as `slimscope apply`, so what the app shows is what
+//! an exported recipe reproduces.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use super::{group_digits, human_bytes};
+use crate::compress::apply::{AppliedTensor, apply};
+use crate::compress::recipe::Recipe;
+use crate::dtype::GgmlQuant;
+use crate::error::{Error, Result};
+use crate::inspect::TensorReport;
+use crate::model::Model;
+
+/// Where the app's recipes say they come from, in error messages.
+pub const RECIPE_ORIGIN: &str = "(app settings)";
+/// Grids with at most this many distinct values are drawn on the histogram.
+const MAX_GRID_LINES: usize = 64;
+
+/// How weights are chosen for pruning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Smallest |w| first.
+    Magnitude,
+    /// Uniformly at random (seeded): the baseline.
+    Random,
+    /// 2 of every 4 consecutive weights along a row (sparse tensor cores).
+    TwoFour,
+    /// Whole output rows (neurons / filters) by L2 norm.
+    Structured,
+}
+
+impl Method {
+    pub const ALL: [Method; 4] = [
+        Method::Magnitude,
+        Method::Random,
+        Method::TwoFour,
+        Method::Structured,
+    ];
+    pub fn label(self) -> &'static str {
+        match self {
+            Method::Magnitude => "Magnitude",
+            Method::Random => "Random",
+            Method::TwoFour => "2:4 (N:M)",
+            Method::Structured => "Structured rows",
+        }
+    }
+    fn tip(self) -> &'static str {
+        match self {
+            Method::Magnitude => "Zero the weights of smallest |w| (torch's l1_unstructured)",
+            Method::Random => {
+                "Zero weights at random (seed 0): the baseline methods are compared to"
+            }
+            Method::TwoFour => {
+                "Keep the 2 largest of every 4 consecutive weights along a row: 50%, what sparse tensor cores run fast"
+            }
+            Method::Structured => {
+                "Remove whole output rows (neurons, conv filters) of smallest L2 norm: the layer physically shrinks"
+            }
+        }
+    }
+}
+
+/// Integer scale granularity in the app's picker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntGranularity {
+    Tensor,
+    Channel,
+    Group128,
+}
+
+impl IntGranularity {
+    pub fn label(self) -> &'static str {
+        match self {
+            IntGranularity::Tensor => "per tensor",
+            IntGranularity::Channel => "per channel",
+            IntGranularity::Group128 => "groups of 128",
+        }
+    }
+}
+
+/// The number format weights are stored in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Keep the stored type.
+    Keep,
+    Int {
+        bits: u8,
+        granularity: IntGranularity,
+        mse_clip: bool,
+    },
+    F16,
+    Bf16,
+    Fp8E4m3,
+    Fp8E5m2,
+    Gguf(GgmlQuant),
+}
+
+/// The GGUF types the picker offers, most bits first.
+const GGUF_CHOICES: [GgmlQuant; 10] = [
+    GgmlQuant::Q8_0,
+    GgmlQuant::Q6_K,
+    GgmlQuant::Q5_K,
+    GgmlQuant::Q5_1,
+    GgmlQuant::Q5_0,
+    GgmlQuant::Q4_K,
+    GgmlQuant::Q4_1,
+    GgmlQuant::Q4_0,
+    GgmlQuant::Q3_K,
+    GgmlQuant::Q2_K,
+];
+
+impl Format {
+    /// Every choice the picker offers (int ones with the default granularity).
+    pub fn choices() -> Vec<Format> {
+        let mut all = vec![Format::Keep];
+        all.extend((2..=8).rev().map(|bits| Format::Int {
+            bits,
+            granularity: IntGranularity::Channel,
+            mse_clip: false,
+        }));
+        all.extend([Format::F16, Format::Bf16, Format::Fp8E4m3, Format::Fp8E5m2]);
+        all.extend(GGUF_CHOICES.map(Format::Gguf));
+        all
+    }
+
+    pub fn label(self) -> String {
+        match self {
+            Format::Keep => "as stored".into(),
+            Format::Int { bits, .. } => format!("int{bits}"),
+            Format::F16 => "f16".into(),
+            Format::Bf16 => "bf16".into(),
+            Format::Fp8E4m3 => "fp8 e4m3".into(),
+            Format::Fp8E5m2 => "fp8 e5m2".into(),
+            Format::Gguf(q) => format!("GGUF {}", q.name()),
+        }
+    }
+
+    /// Whether two formats are the same choice in the picker (int granularity aside).
+    fn same_choice(self, other: Format) -> bool {
+        match (self, other) {
+            (Format::Int { bits: a, .. }, Format::Int { bits: b, .. }) => a == b,
+            (a, b) => a == b,
+        }
+    }
+
+    /// The recipe's inline table for this format.
+    fn recipe(self) -> String {
+        match self {
+            Format::Keep => "{ format = \"none\" }".into(),
+            Format::Int {
+                bits,
+                granularity,
+                mse_clip,
+            } => {
+                let g = match granularity {
+                    IntGranularity::Tensor => "granularity = \"tensor\"",
+                    IntGranularity::Channel => "granularity = \"channel\"",
+                    IntGranularity::Group128 => "granularity = \"group\", group_size = 128",
+                };
+                let clip = if mse_clip { ", clip = \"mse\"" } else { "" };
+                format!("{{ format = \"int\", bits = {bits}, {g}{clip} }}")
+            }
+            Format::F16 => "{ format = \"f16\" }".into(),
+            Format::Bf16 => "{ format = \"bf16\" }".into(),
+            Format::Fp8E4m3 => "{ format = \"fp8_e4m3\" }".into(),
+            Format::Fp8E5m2 => "{ format = \"fp8_e5m2\" }".into(),
+            Format::Gguf(q) => format!("{{ format = \"gguf\", type = \"{}\" }}", q.name()),
+        }
+    }
+}
+
+/// One tensor's own settings, replacing the global ones.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Override {
+    /// Magnitude sparsity of this tensor alone, in percent.
+    pub sparsity_pct: f64,
+    pub format: Format,
+}
+
+/// The whole compression configuration the controls edit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Target sparsity in percent, 0–99.
+    pub sparsity_pct: f64,
+    pub method: Method,
+    /// One magnitude threshold across all tensors instead of one per tensor.
+    pub global_scope: bool,
+    pub format: Format,
+    /// Per-tensor overrides, by tensor name.
+    pub overrides: BTreeMap<String, Override>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            sparsity_pct: 0.0,
+            method: Method::Magnitude,
+            global_scope: false,
+            format: Format::Keep,
+            overrides: BTreeMap::new(),
+        }
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+fn prune_table(method: Method, sparsity_pct: f64, global: bool) -> String {
+    let fraction = (sparsity_pct / 100.0).clamp(0.0, 0.99);
+    if method != Method::TwoFour && fraction == 0.0 {
+        return "{ method = \"none\" }".into();
+    }
+    match method {
+        Method::Magnitude => format!(
+            "{{ method = \"magnitude\", sparsity = {fraction}, scope = \"{}\" }}",
+            if global { "global" } else { "tensor" }
+        ),
+        Method::Random => format!("{{ method = \"random\", sparsity = {fraction}, seed = 0 }}"),
+        Method::TwoFour => "{ method = \"nm\", n = 2, m = 4 }".into(),
+        Method::Structured => {
+            format!("{{ method = \"structured\", sparsity = {fraction}, axis = 0, norm = \"l2\" }}")
+        }
+    }
+}
+
+impl Config {
+    /// Whether this configuration changes anything at all.
+    pub fn is_identity(&self) -> bool {
+        let prunes = self.method == Method::TwoFour || self.sparsity_pct > 0.0;
+        !prunes
+            && self.format == Format::Keep
+            && self
+                .overrides
+                .values()
+                .all(|o| o.sparsity_pct == 0.0 && o.format == Format::Keep)
+    }
+
+    /// The recipe this configuration stands for. `source` is the model's file name
+    /// and, for exports, its sha256.
+    pub fn recipe_text(&self, source: Option<(&str, Option<&str>)>) -> String {
+        let mut text = String::from(
+            "# Written by slimscope's app: one global rule, then one rule per tensor override.\nversion = 1\n",
+        );
+        if let Some((file, sha)) = source {
+            text += &format!("\n[source]\nfile = {}\n", toml_string(file));
+            if let Some(sha) = sha {
+                text += &format!("sha256 = \"{sha}\"\n");
+            }
+        }
+        text += &format!(
+            "\n[[rule]]\nmatch = \"*\"\nprune = {}\nquant = {}\n",
+            prune_table(self.method, self.sparsity_pct, self.global_scope),
+            self.format.recipe()
+        );
+        for (name, o) in &self.overrides {
+            let pattern = format!("^{}$", regex::escape(name));
+            text += &format!(
+                "\n[[rule]]\nregex = {}\nprune = {}\nquant = {}\n",
+                toml_string(&pattern),
+                prune_table(Method::Magnitude, o.sparsity_pct, false),
+                o.format.recipe()
+            );
+        }
+        text
+    }
+}
+
+/// One compressed tensor as the app shows it.
+#[derive(Debug, Clone)]
+pub struct TensorResult {
+    pub scheme: String,
+    pub storage: String,
+    pub sparsity: f64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub sqnr_db: f64,
+    /// Weights that were non-zero and are zero now.
+    pub zeroed: u64,
+    /// The largest |w| that became zero (the effective pruning threshold).
+    pub threshold: Option<f64>,
+    /// Smallest and largest compressed value (the grid's reach).
+    pub range: (f64, f64),
+    /// Whether some kept value changed (a quantization grid, not only pruning).
+    pub quantized: bool,
+    /// The compressed values, when there are few enough distinct ones to draw.
+    pub grid: Vec<f64>,
+    /// Histograms of the compressed values (newly zeroed ones left out) on the
+    /// original's signed and |w| ranges.
+    pub signed: Overlay,
+    pub abs: Overlay,
+}
+
+/// Counts of compressed values in bins over `[min, max]`.
+#[derive(Debug, Clone, Default)]
+pub struct Overlay {
+    pub min: f64,
+    pub max: f64,
+    pub counts: Vec<u64>,
+}
+
+/// What a configuration does to the whole model.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub config: Config,
+    pub bins: usize,
+    pub recipe: String,
+    /// By tensor index; `None` for tensors the configuration leaves alone.
+    pub tensors: Vec<Option<TensorResult>>,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub params: u64,
+    pub nonzero_after: u64,
+    /// Model-wide weight SQNR over the compressed tensors (∞ if none changed).
+    pub sqnr_db: f64,
+}
+
+impl Evaluation {
+    pub fn bits_per_weight(&self) -> (f64, f64) {
+        let p = self.params.max(1) as f64;
+        (
+            8.0 * self.bytes_before as f64 / p,
+            8.0 * self.bytes_after as f64 / p,
+        )
+    }
+}
+
+fn overlay(values: &[f32], min: f64, max: f64, bins: usize, abs: bool) -> Overlay {
+    let mut counts = vec![0u64; bins];
+    let width = max - min;
+    if bins > 0 && width.is_finite() && width > 0.0 {
+        for &v in values {
+            let v = if abs { v.abs() } else { v };
+            if v.is_finite() {
+                let b = ((f64::from(v) - min) / width * bins as f64).floor();
+                counts[(b.max(0.0) as usize).min(bins - 1)] += 1;
+            }
+        }
+    }
+    Overlay { min, max, counts }
+}
+
+fn tensor_result(
+    original: &[f32],
+    t: &AppliedTensor,
+    report: &TensorReport,
+    bins: usize,
+) -> (TensorResult, f64, f64) {
+    let (mut zeroed, mut threshold) = (0u64, None::<f64>);
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    let (mut signal, mut noise) = (0f64, 0f64);
+    let mut grid: Vec<f64> = Vec::new();
+    let mut grid_ok = true;
+    let mut quantized = false;
+    let mut kept: Vec<f32> = Vec::with_capacity(t.values.len());
+    for (&x, &y) in original.iter().zip(&t.values) {
+        if y == 0.0 && x != 0.0 {
+            zeroed += 1;
+            let a = f64::from(x.abs());
+            threshold = Some(threshold.map_or(a, |t: f64| t.max(a)));
+        } else {
+            kept.push(y);
+            quantized |= x != y;
+        }
+        let (x, y) = (f64::from(x), f64::from(y));
+        if y.is_finite() {
+            lo = lo.min(y);
+            hi = hi.max(y);
+        }
+        signal += x * x;
+        noise += (x - y) * (x - y);
+        if grid_ok && let Err(at) = grid.binary_search_by(|g| g.total_cmp(&y)) {
+            if grid.len() == MAX_GRID_LINES {
+                grid_ok = false;
+                grid.clear();
+            } else {
+                grid.insert(at, y);
+            }
+        }
+    }
+    let (smin, smax) = report.stats.as_ref().map_or((lo, hi), |s| (s.min, s.max));
+    let amax = smin.abs().max(smax.abs());
+    let result = TensorResult {
+        scheme: t.scheme.clone(),
+        storage: t.storage.to_string(),
+        sparsity: t.sparsity,
+        bytes_before: t.bytes_before,
+        bytes_after: t.bytes_after,
+        sqnr_db: t.fidelity.sqnr_db,
+        zeroed,
+        threshold,
+        range: (lo, hi),
+        quantized,
+        grid: if quantized { grid } else { Vec::new() },
+        // Newly zeroed weights are left out: their spike at 0 would flatten the rest.
+        signed: overlay(&kept, smin, smax, bins, false),
+        abs: overlay(&kept, 0.0, amax, bins, true),
+    };
+    (result, signal, noise)
+}
+
+/// Compress `model` as `config` says and measure the result (run on a worker).
+pub fn evaluate(
+    model: &Model,
+    reports: &[TensorReport],
+    config: &Config,
+    bins: usize,
+    cancelled: impl Fn() -> bool,
+) -> Result<Evaluation> {
+    let text = config.recipe_text(None);
+    let origin = Path::new(RECIPE_ORIGIN);
+    let recipe = Recipe::parse(&text, origin).map_err(|e| Error::InvalidSetting(e.to_string()))?;
+    let names: Vec<(&str, usize)> = model
+        .tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t.shape.len()))
+        .collect();
+    let plans = recipe
+        .resolve(&names, &text, origin)
+        .map_err(|e| Error::InvalidSetting(e.to_string()))?;
+    let applied = apply(model, &plans)?;
+    if cancelled() {
+        return Err(Error::Cancelled);
+    }
+    let measured: Vec<(usize, TensorResult, f64, f64)> = applied
+        .par_iter()
+        .map(|(i, t)| {
+            let original = model.tensor_f32(*i)?;
+            let (r, s, n) = tensor_result(&original, t, &reports[*i], bins);
+            Ok((*i, r, s, n))
+        })
+        .collect::<Result<_>>()?;
+    let bytes_before: u64 = model.tensors.iter().map(|t| t.size_bytes).sum();
+    let params: u64 = model.tensors.iter().map(|t| t.numel).sum();
+    let mut tensors: Vec<Option<TensorResult>> = vec![None; model.tensors.len()];
+    let (mut signal, mut noise) = (0f64, 0f64);
+    let mut bytes_after = bytes_before;
+    let mut nonzero_after: u64 = reports
+        .iter()
+        .map(|r| r.info.numel - r.stats.as_ref().map_or(0, |s| s.zeros))
+        .sum();
+    for ((i, r, s, n), (_, t)) in measured.into_iter().zip(&applied) {
+        signal += s;
+        noise += n;
+        bytes_after = bytes_after - t.bytes_before + t.bytes_after;
+        let before_nz = reports[i].info.numel - reports[i].stats.as_ref().map_or(0, |s| s.zeros);
+        let after_nz = ((1.0 - t.sparsity) * t.values.len() as f64).round() as u64;
+        nonzero_after = nonzero_after - before_nz + after_nz;
+        tensors[i] = Some(r);
+    }
+    let sqnr_db = if noise == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (signal / noise).log10()
+    };
+    Ok(Evaluation {
+        config: config.clone(),
+        bins,
+        recipe: text,
+        tensors,
+        bytes_before,
+        bytes_after,
+        params,
+        nonzero_after,
+        sqnr_db,
+    })
+}
+
+/// A format picker; returns whether the choice changed.
+fn format_picker(ui: &mut egui::Ui, id: &str, format: &mut Format) -> bool {
+    let before = *format;
+    egui::ComboBox::from_id_salt(id)
+        .selected_text(format.label())
+        .show_ui(ui, |ui| {
+            for choice in Format::choices() {
+                let selected = format.same_choice(choice);
+                if ui.selectable_label(selected, choice.label()).clicked() && !selected {
+                    *format = match (choice, before) {
+                        // Keep the granularity and clipping when only the bits change.
+                        (
+                            Format::Int { bits, .. },
+                            Format::Int {
+                                granularity,
+                                mse_clip,
+                                ..
+                            },
+                        ) => Format::Int {
+                            bits,
+                            granularity,
+                            mse_clip,
+                        },
+                        (c, _) => c,
+                    };
+                }
+            }
+        })
+        .response
+        .on_hover_text(
+            "Number format of the weights: integers with scales, narrower floats, or llama.cpp's GGUF block types",
+        );
+    if let Format::Int {
+        granularity,
+        mse_clip,
+        ..
+    } = format
+    {
+        ui.horizontal(|ui| {
+            egui::ComboBox::from_id_salt(format!("{id}-granularity"))
+                .selected_text(granularity.label())
+                .show_ui(ui, |ui| {
+                    for g in [
+                        IntGranularity::Channel,
+                        IntGranularity::Group128,
+                        IntGranularity::Tensor,
+                    ] {
+                        ui.selectable_value(granularity, g, g.label());
+                    }
+                })
+                .response
+                .on_hover_text("Which weights share one scale: finer scales, smaller error, more bytes");
+            ui.checkbox(mse_clip, "MSE clip").on_hover_text(
+                "Shrink each scale's range to the one with the least squared error (clips outliers)",
+            );
+        });
+    }
+    *format != before
+}
+
+/// The compression controls and the model-wide figures. Edits `config` in place.
+pub fn controls_ui(
+    ui: &mut egui::Ui,
+    config: &mut Config,
+    selected: Option<&str>,
+    evaluation: Option<&Evaluation>,
+    busy: bool,
+) {
+    ui.horizontal(|ui| {
+        ui.heading("Compress");
+        if busy {
+            ui.spinner()
+                .on_hover_text("Computing the compressed model…");
+        }
+    });
+    egui::Grid::new("compress_controls")
+        .num_columns(2)
+        .show(ui, |ui| {
+            ui.label("Method").on_hover_text("How weights are chosen for pruning");
+            egui::ComboBox::from_id_salt("method")
+                .selected_text(config.method.label())
+                .show_ui(ui, |ui| {
+                    for m in Method::ALL {
+                        ui.selectable_value(&mut config.method, m, m.label())
+                            .on_hover_text(m.tip());
+                    }
+                });
+            ui.end_row();
+            let label = ui
+                .label("Sparsity")
+                .on_hover_text("Fraction of weights set to zero");
+            ui.add_enabled(
+                config.method != Method::TwoFour,
+                egui::Slider::new(&mut config.sparsity_pct, 0.0..=99.0)
+                    .step_by(1.0)
+                    .fixed_decimals(0)
+                    .suffix(" %"),
+            )
+            .labelled_by(label.id)
+            .on_hover_text(
+                "Target sparsity of every matrix (biases and norms are never pruned); 2:4 is always 50%",
+            );
+            ui.end_row();
+            if config.method == Method::Magnitude {
+                ui.label("Scope");
+                ui.horizontal(|ui| {
+                    ui.selectable_value(&mut config.global_scope, false, "per tensor")
+                        .on_hover_text("Every tensor loses the same fraction of its weights");
+                    ui.selectable_value(&mut config.global_scope, true, "global")
+                        .on_hover_text(
+                            "One |w| threshold across all tensors: layers with small weights lose more",
+                        );
+                });
+                ui.end_row();
+            }
+            ui.label("Format");
+            ui.vertical(|ui| {
+                format_picker(ui, "format", &mut config.format);
+            });
+            ui.end_row();
+        });
+    if let Some(name) = selected {
+        ui.add_space(4.0);
+        let mut on = config.overrides.contains_key(name);
+        let label = format!("Own settings for {name}");
+        if ui
+            .checkbox(&mut on, egui::RichText::new(label))
+            .on_hover_text("Give this tensor its own sparsity (magnitude) and format")
+            .changed()
+        {
+            if on {
+                config.overrides.insert(
+                    name.to_owned(),
+                    Override {
+                        sparsity_pct: 0.0,
+                        format: Format::Keep,
+                    },
+                );
+            } else {
+                config.overrides.remove(name);
+            }
+        }
+        if let Some(o) = config.overrides.get_mut(name) {
+            ui.indent("override", |ui| {
+                ui.add(
+                    egui::Slider::new(&mut o.sparsity_pct, 0.0..=99.0)
+                        .step_by(1.0)
+                        .fixed_decimals(0)
+                        .suffix(" %")
+                        .text("sparsity"),
+                )
+                .on_hover_text("Magnitude sparsity of this tensor alone");
+                format_picker(ui, "override-format", &mut o.format);
+            });
+        }
+        if !config.overrides.is_empty() {
+            ui.label(format!(
+                "{} tensor(s) with their own settings",
+                config.overrides.len()
+            ));
+        }
+    }
+    ui.add_space(6.0);
+    match evaluation {
+        Some(e) => figures_ui(ui, e),
+        None if busy => {
+            ui.label("Computing…");
+        }
+        None => {}
+    }
+}
+
+fn figures_ui(ui: &mut egui::Ui, e: &Evaluation) {
+    let (bpw_before, bpw_after) = e.bits_per_weight();
+    let ratio = e.bytes_before as f64 / e.bytes_after.max(1) as f64;
+    egui::Grid::new("compress_figures")
+        .num_columns(2)
+        .striped(true)
+        .show(ui, |ui| {
+            ui.label("Model size")
+                .on_hover_text("Bytes of all tensors in the smallest storage that holds each");
+            ui.label(format!(
+                "{} -> {} ({ratio:.2}x smaller)",
+                human_bytes(e.bytes_before),
+                human_bytes(e.bytes_after)
+            ));
+            ui.end_row();
+            ui.label("Bits per weight");
+            ui.label(format!("{bpw_before:.2} -> {bpw_after:.2}"));
+            ui.end_row();
+            ui.label("Non-zero weights");
+            ui.label(format!(
+                "{} of {} ({:.1}% sparse)",
+                group_digits(e.nonzero_after),
+                group_digits(e.params),
+                100.0 * (1.0 - e.nonzero_after as f64 / e.params.max(1) as f64)
+            ));
+            ui.end_row();
+            ui.label("Weight SQNR").on_hover_text(
+                "Signal-to-noise of the compressed weights, all compressed tensors together. \
+                 A weight-fidelity figure, not accuracy.",
+            );
+            ui.label(if e.sqnr_db.is_finite() {
+                format!("{:.1} dB (fidelity, not accuracy)", e.sqnr_db)
+            } else {
+                "unchanged".to_owned()
+            });
+            ui.end_row();
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_configuration_changes_nothing_and_parses() {
+        let c = Config::default();
+        assert!(c.is_identity());
+        let text = c.recipe_text(Some(("m.pth", Some("ab"))));
+        let r = Recipe::parse(&text, Path::new("x")).expect("parses");
+        assert_eq!(r.rules.len(), 1);
+    }
+
+    #[test]
+    fn overrides_become_anchored_regex_rules_after_the_global_one() {
+        let mut c = Config {
+            sparsity_pct: 50.0,
+            global_scope: true,
+            format: Format::Int {
+                bits: 4,
+                granularity: IntGranularity::Group128,
+                mse_clip: true,
+            },
+            ..Config::default()
+        };
+        c.overrides.insert(
+            "fc.0.weight".into(),
+            Override {
+                sparsity_pct: 0.0,
+                format: Format::Gguf(GgmlQuant::Q8_0),
+            },
+        );
+        let text = c.recipe_text(None);
+        let r = Recipe::parse(&text, Path::new("x")).expect("parses");
+        assert_eq!(r.rules.len(), 2);
+        let names = [("fc.0.weight", 2), ("fc.10.weight", 2)];
+        let plans = r.resolve(&names, &text, Path::new("x")).expect("resolves");
+        // The override hits its tensor only (the dot is escaped, the end anchored).
+        assert!(text.contains(r#"regex = "^fc\\.0\\.weight$""#), "{text}");
+        assert!(matches!(
+            plans[0].quant,
+            Some(crate::compress::recipe::QuantSpec::Gguf { .. })
+        ));
+        assert!(matches!(
+            plans[1].quant,
+            Some(crate::compress::recipe::QuantSpec::Int { .. })
+        ));
+    }
+}
