@@ -724,7 +724,7 @@ mod tests {
         let names = [("fc.0.weight", 2), ("fc.10.weight", 2)];
         let plans = r.resolve(&names, &text, Path::new("x")).expect("resolves");
         // The override hits its tensor only (the dot is escaped, the end anchored).
-        assert!(text.contains(r#"regex = "^fc\\.0\\.weight$""#), "{text}");
+        assert!(text.contains(r"regex = '^fc\.0\.weight$'"), "{text}");
         assert!(matches!(
             plans[0].quant,
             Some(crate::compress::recipe::QuantSpec::Gguf { .. })
