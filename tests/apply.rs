@@ -228,3 +228,50 @@ fn a_recipe_made_for_another_model_is_refused() {
     );
     assert!(!written, "nothing written on error");
 }
+
+#[test]
+fn structured_and_n_m_pruning_report_smaller_shapes_and_flops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(
+        &recipe,
+        "version = 1\n\n[[rule]]\nmatch = \"fc_layers.0.weight\"\nprune = { method = \"structured\", sparsity = 0.6, axis = 0 }\n\n[[rule]]\nmatch = \"fc_layers.2.weight\"\nprune = { method = \"nm\", n = 2, m = 4 }\n",
+    )
+    .expect("write");
+    let out = dir.path().join("o.safetensors");
+    let (code, stdout, stderr) = slimscope(&[
+        "apply",
+        fixture("digit_cnn.pth").to_str().expect("p"),
+        "--recipe",
+        recipe.to_str().expect("p"),
+        "-o",
+        out.to_str().expect("p"),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let tensor = |name: &str| {
+        report["tensors"]
+            .as_array()
+            .and_then(|ts| ts.iter().find(|t| t["name"] == name).cloned())
+            .expect("tensor")
+    };
+    // 256 neurons, round(0.6 · 256) = 154 removed: 102 remain, over 1152 inputs.
+    let fc0 = tensor("fc_layers.0.weight");
+    assert_eq!(fc0["shape_after"], serde_json::json!([102, 1152]));
+    assert_eq!(
+        fc0["flops"],
+        serde_json::json!([2 * 256 * 1152, 2 * 102 * 1152])
+    );
+    // 2:4 halves the multiplies of [10, 256]; it does not change the shape.
+    let fc2 = tensor("fc_layers.2.weight");
+    assert!(fc2.get("shape_after").is_none());
+    assert_eq!(fc2["flops"], serde_json::json!([2 * 10 * 256, 10 * 256]));
+    let model = Model::open(&out).expect("output");
+    let v = values(&model, "fc_layers.0.weight");
+    let zero_rows = v
+        .chunks(1152)
+        .filter(|r| r.iter().all(|&x| x == 0.0))
+        .count();
+    assert_eq!(zero_rows, 154);
+}

@@ -62,7 +62,7 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
         "{:<28} {:<36} {:>9} {:>10} {:>10} {:>9}",
         "tensor", "scheme", "sparsity", "before", "after", "SQNR dB"
     )?;
-    for t in report {
+    for t in &report {
         writeln!(
             out,
             "{:<28} {:<36} {:>8.2}% {:>10} {:>10} {:>9.2}",
@@ -73,6 +73,15 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
             human_bytes(t.bytes_after),
             t.fidelity.sqnr_db
         )?;
+    }
+    for t in &report {
+        if let (Some(after), Some((f0, f1))) = (&t.shape_after, t.flops) {
+            writeln!(
+                out,
+                "{}: structured pruning allows shape {:?} -> {after:?} ({f0} -> {f1} FLOPs per sample or position)",
+                t.name, t.shape
+            )?;
+        }
     }
     writeln!(
         out,

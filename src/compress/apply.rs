@@ -37,6 +37,13 @@ pub struct AppliedTensor {
     pub storage: Storage,
     /// Weight fidelity (not accuracy).
     pub fidelity: Fidelity,
+    /// The physically smaller shape structured pruning allows (rows or columns gone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shape_after: Option<Vec<u64>>,
+    /// FLOPs per sample (linear) or per output position (conv), dense and after what
+    /// structured or N:M pruning really removes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flops: Option<(u64, u64)>,
     /// The element type that holds `values` exactly and that exports store: a GGUF
     /// block type, F16 or BF16 for those grids, F32 otherwise.
     #[serde(serialize_with = "display")]
@@ -80,6 +87,7 @@ pub fn apply(model: &Model, plans: &[TensorPlan]) -> Result<Vec<(usize, AppliedT
     }
     // Masks: global magnitude rules prune their tensors together.
     let mut masks: Vec<Option<Mask>> = vec![None; originals.len()];
+    let mut shapes_after: Vec<Option<Vec<u64>>> = vec![None; originals.len()];
     let mut global: Vec<(usize, f64, Vec<usize>)> = Vec::new(); // (rule, sparsity, positions)
     for (k, (i, values)) in originals.iter().enumerate() {
         let info = &model.tensors[*i];
@@ -123,11 +131,10 @@ pub fn apply(model: &Model, plans: &[TensorPlan]) -> Result<Vec<(usize, AppliedT
                 } else {
                     Norm::L2
                 };
-                Some(
-                    prune::structured(values, &shape, *axis, sparsity.get(), norm)
-                        .map_err(err)?
-                        .mask,
-                )
+                let s =
+                    prune::structured(values, &shape, *axis, sparsity.get(), norm).map_err(err)?;
+                shapes_after[k] = Some(s.shape.iter().map(|&d| d as u64).collect());
+                Some(s.mask)
             }
             _ => None,
         };
@@ -141,7 +148,7 @@ pub fn apply(model: &Model, plans: &[TensorPlan]) -> Result<Vec<(usize, AppliedT
         }
     }
     let mut out = Vec::with_capacity(originals.len());
-    for ((i, original), mask) in originals.into_iter().zip(masks) {
+    for (((i, original), mask), shape_after) in originals.into_iter().zip(masks).zip(shapes_after) {
         let info = &model.tensors[i];
         let plan = &plans[i];
         let rows = info.shape.first().copied().unwrap_or(1).max(1);
@@ -197,6 +204,15 @@ pub fn apply(model: &Model, plans: &[TensorPlan]) -> Result<Vec<(usize, AppliedT
                 bytes_after,
                 storage,
                 fidelity: fidelity(&original, &values),
+                flops: size::weight_flops(
+                    &info.shape,
+                    shape_after.as_deref(),
+                    match &plan.prune {
+                        Some((PruneSpec::Nm { n, m }, _)) => Some((*n, *m)),
+                        _ => None,
+                    },
+                ),
+                shape_after,
                 values,
                 stored,
                 packed,

@@ -201,9 +201,46 @@ pub fn conv_flops_per_position(shape: [u64; 4]) -> u64 {
     2 * shape.iter().product::<u64>()
 }
 
+/// FLOPs per sample (linear `[out, in]`) or per output position (conv
+/// `[out, in/groups, kh, kw]`) of a weight of `shape`, before and after pruning:
+/// structured pruning computes with the smaller `shape_after`, N:M with `n/m` of the
+/// multiplies (sparse tensor cores); unstructured sparsity buys nothing on dense
+/// kernels and is not counted. `None` for tensors that are not linear or conv weights.
+pub fn weight_flops(
+    shape: &[u64],
+    shape_after: Option<&[u64]>,
+    n_of_m: Option<(usize, usize)>,
+) -> Option<(u64, u64)> {
+    let flops = |s: &[u64]| match *s {
+        [out, inp] => Some(linear_flops(out, inp)),
+        [o, i, h, w] => Some(conv_flops_per_position([o, i, h, w])),
+        _ => None,
+    };
+    let before = flops(shape)?;
+    let mut after = shape_after.and_then(flops).unwrap_or(before);
+    if let Some((n, m)) = n_of_m.filter(|&(_, m)| m > 0) {
+        after = after * n as u64 / m as u64;
+    }
+    Some((before, after))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flops_count_what_pruning_really_removes() {
+        // A 1024-neuron layer over 512 inputs pruned 60% structurally: 410 neurons.
+        assert_eq!(
+            weight_flops(&[1024, 512], Some(&[410, 512]), None),
+            Some((2 * 1024 * 512, 2 * 410 * 512))
+        );
+        assert_eq!(
+            weight_flops(&[64, 32, 3, 3], None, Some((2, 4))),
+            Some((2 * 64 * 32 * 9, 64 * 32 * 9))
+        );
+        assert_eq!(weight_flops(&[256], None, None), None);
+    }
 
     /// The anchors' workload: 4096 × 16384 weights.
     const BIG: Layout = Layout {
