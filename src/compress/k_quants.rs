@@ -36,6 +36,7 @@ fn half(v: f32) -> ([u8; 2], f32) {
 /// Symmetric levels `L ∈ [0, 2·nmax)` with an x²-weighted least-squares scale,
 /// searching 19 candidate scales around `-nmax/max` (`make_qx_quants`, rmse_type 1,
 /// no importance weights).
+#[inline]
 fn make_qx_quants(nmax: i32, x: &[f32], levels: &mut [i8]) -> f32 {
     let (mut max, mut amax) = (0f32, 0f32);
     for &v in x {
@@ -82,6 +83,7 @@ fn make_qx_quants(nmax: i32, x: &[f32], levels: &mut [i8]) -> f32 {
 
 /// Symmetric levels with coordinate-descent refinement of single levels
 /// (`make_q3_quants` with `do_rmse`). Levels come back offset by `nmax`.
+#[inline]
 fn make_q3_quants(nmax: i32, x: &[f32], levels: &mut [i8]) -> f32 {
     let (mut max, mut amax) = (0f32, 0f32);
     for &v in x {
@@ -138,6 +140,7 @@ fn make_q3_quants(nmax: i32, x: &[f32], levels: &mut [i8]) -> f32 {
 /// least squares over `nstep + 1` candidate scales (`make_qkx2_quants`). Returns
 /// `(scale, min)`; the search moves `min` as it goes, exactly as ggml does.
 #[allow(clippy::too_many_arguments)]
+#[inline]
 fn make_qkx2_quants(
     nmax: i32,
     x: &[f32],
@@ -211,6 +214,7 @@ fn make_qkx2_quants(
 
 /// Two bits per value (and a 4-bit scale and min per 16 values): `scales[16]`,
 /// `qs[64]`, `d`, `dmin` — 84 bytes.
+#[inline]
 pub fn q2_k(x: &[f32], out: &mut [u8]) {
     let mut levels = [0u8; QK_K];
     let mut scales = [0f32; 16];
@@ -279,6 +283,7 @@ pub fn q2_k(x: &[f32], out: &mut [u8]) {
 }
 
 /// Four 2-bit values per byte: value `j + 32·k` of each 128 in bits `2k..2k+2` of byte j.
+#[inline]
 fn pack_2bit(levels: &[u8; QK_K], qs: &mut [u8]) {
     for j in (0..QK_K).step_by(128) {
         for l in 0..32 {
@@ -292,6 +297,7 @@ fn pack_2bit(levels: &[u8; QK_K], qs: &mut [u8]) {
 
 /// Three bits per value (2 low bits + a high-bit mask) and a 6-bit signed scale per
 /// 16 values: `hmask[32]`, `qs[64]`, `scales[12]`, `d` — 110 bytes.
+#[inline]
 pub fn q3_k(x: &[f32], out: &mut [u8]) {
     let mut levels = [0i8; QK_K];
     let mut scales = [0f32; 16];
@@ -351,6 +357,7 @@ pub fn q3_k(x: &[f32], out: &mut [u8]) {
 }
 
 /// ggml's 12-byte packing of eight 6-bit scales and eight 6-bit mins.
+#[inline]
 fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8], sb: &mut [u8]) {
     for j in 0..8 {
         if j < 4 {
@@ -365,6 +372,7 @@ fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8], sb: &mut [u8]) {
 }
 
 /// Scale and min of sub-block j from the 12-byte packing (`get_scale_min_k4`).
+#[inline]
 fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
@@ -379,6 +387,7 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 /// The shared part of Q4_K and Q5_K: per 32 values an asymmetric fit weighted by
 /// `rms + |x|`, 6-bit scales and mins, then levels re-rounded against the decoded
 /// scales. Writes `d`, `dmin`, `scales[12]` to `head` and returns the levels.
+#[inline]
 fn qkx_levels(x: &[f32], nmax: i32, rmin: f32, nstep: i32, head: &mut [u8]) -> [u8; QK_K] {
     let mut levels = [0u8; QK_K];
     let mut scales = [0f32; 8];
@@ -441,6 +450,7 @@ fn qkx_levels(x: &[f32], nmax: i32, rmin: f32, nstep: i32, head: &mut [u8]) -> [
 
 /// Four bits per value, 6-bit scale and min per 32 values: `d`, `dmin`,
 /// `scales[12]`, `qs[128]` — 144 bytes.
+#[inline]
 pub fn q4_k(x: &[f32], out: &mut [u8]) {
     let (head, qs) = out.split_at_mut(16);
     let levels = qkx_levels(x, 15, -1.0, 20, head);
@@ -453,6 +463,7 @@ pub fn q4_k(x: &[f32], out: &mut [u8]) {
 
 /// Five bits per value (4 low bits + a high-bit plane), 6-bit scale and min per 32
 /// values: `d`, `dmin`, `scales[12]`, `qh[32]`, `qs[128]` — 176 bytes.
+#[inline]
 pub fn q5_k(x: &[f32], out: &mut [u8]) {
     let (head, rest) = out.split_at_mut(16);
     let levels = qkx_levels(x, 31, -0.5, 15, head);
@@ -481,6 +492,7 @@ pub fn q5_k(x: &[f32], out: &mut [u8]) {
 
 /// Six bits per value (4 low + 2 high), 8-bit signed scale per 16 values:
 /// `ql[128]`, `qh[64]`, `scales[16]`, `d` — 210 bytes.
+#[inline]
 pub fn q6_k(x: &[f32], out: &mut [u8]) {
     let mut levels = [0i8; QK_K];
     let mut scales = [0f32; 16];

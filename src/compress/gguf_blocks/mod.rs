@@ -14,6 +14,9 @@
 use half::f16;
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
 use super::k_quants;
 use crate::dtype::GgmlQuant;
 
@@ -65,30 +68,64 @@ pub fn quantize(q: GgmlQuant, xs: &[f32]) -> Result<Vec<u8>, QuantizeError> {
     }
     let block_bytes = q.block_bytes() as usize;
     let mut out = vec![0u8; xs.len() / block * block_bytes];
-    let block_fn: fn(&[f32], &mut [u8]) = match q {
-        GgmlQuant::Q8_0 => q8_0,
-        GgmlQuant::Q4_0 => q4_0,
-        GgmlQuant::Q4_1 => q4_1,
-        GgmlQuant::Q5_0 => q5_0,
-        GgmlQuant::Q5_1 => q5_1,
-        GgmlQuant::Q2_K => k_quants::q2_k,
-        GgmlQuant::Q3_K => k_quants::q3_k,
-        GgmlQuant::Q4_K => k_quants::q4_k,
-        GgmlQuant::Q5_K => k_quants::q5_k,
-        _ => k_quants::q6_k,
-    };
     let blocks_per_task = VALUES_PER_TASK / block;
     out.par_chunks_mut(block_bytes * blocks_per_task)
         .zip(xs.par_chunks(block * blocks_per_task))
         .for_each(|(out, xs)| {
-            for (o, x) in out
-                .chunks_exact_mut(block_bytes)
-                .zip(xs.chunks_exact(block))
-            {
-                block_fn(x, o);
+            #[cfg(target_arch = "x86_64")]
+            if is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2.
+                return unsafe { blocks_avx2(q, xs, out) };
             }
+            blocks(q, xs, out);
         });
     Ok(out)
+}
+
+/// The block loop compiled for AVX2: the same IEEE arithmetic (bytes are identical),
+/// but `round`/`trunc` become single instructions instead of libm calls and the
+/// per-block loops vectorize.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn blocks_avx2(q: GgmlQuant, xs: &[f32], out: &mut [u8]) {
+    let (len, bytes) = (q.block_len() as usize, q.block_bytes() as usize);
+    let each = |f: fn(&[f32], &mut [u8]), xs: &[f32], out: &mut [u8]| {
+        for (o, x) in out.chunks_exact_mut(bytes).zip(xs.chunks_exact(len)) {
+            f(x, o);
+        }
+    };
+    match q {
+        // SAFETY (both): the caller checked that the CPU has AVX2.
+        GgmlQuant::Q8_0 => each(|x, o| unsafe { avx2::q8_0(x, o) }, xs, out),
+        GgmlQuant::Q4_0 => each(|x, o| unsafe { avx2::q4_0(x, o) }, xs, out),
+        _ => blocks(q, xs, out),
+    }
+}
+
+#[inline(always)]
+fn blocks(q: GgmlQuant, xs: &[f32], out: &mut [u8]) {
+    let (len, bytes) = (q.block_len() as usize, q.block_bytes() as usize);
+    // A direct call per arm (no fn pointer, no closure shim), so each quantizer is
+    // inlined into the AVX2 copy of this loop.
+    macro_rules! each {
+        ($f:path) => {
+            for (o, x) in out.chunks_exact_mut(bytes).zip(xs.chunks_exact(len)) {
+                $f(x, o);
+            }
+        };
+    }
+    match q {
+        GgmlQuant::Q8_0 => each!(q8_0_plain),
+        GgmlQuant::Q4_0 => each!(q4_0_plain),
+        GgmlQuant::Q4_1 => each!(q4_1),
+        GgmlQuant::Q5_0 => each!(q5_0),
+        GgmlQuant::Q5_1 => each!(q5_1),
+        GgmlQuant::Q2_K => each!(k_quants::q2_k),
+        GgmlQuant::Q3_K => each!(k_quants::q3_k),
+        GgmlQuant::Q4_K => each!(k_quants::q4_k),
+        GgmlQuant::Q5_K => each!(k_quants::q5_k),
+        _ => each!(k_quants::q6_k),
+    }
 }
 
 /// `(int)v` as C compiles it on x86 (`cvttss2si`: truncation; NaN and values outside
@@ -96,12 +133,10 @@ pub fn quantize(q: GgmlQuant, xs: &[f32]) -> Result<Vec<u8>, QuantizeError> {
 /// and numpy's `astype(np.uint8)` store.
 #[inline]
 pub fn c_cast_low_byte(v: f32) -> u8 {
-    let i = if v.is_nan() || !(-2_147_483_648.0..2_147_483_648.0).contains(&v) {
-        i32::MIN
-    } else {
-        v as i32
-    };
-    i as u8
+    // Rust's `as` saturates (NaN → 0, which has the same low byte as i32::MIN); only
+    // values ≥ 2³¹ need fixing. Branch-free, so block loops vectorize.
+    let i = v as i32;
+    (if v >= 2_147_483_648.0 { i32::MIN } else { i }) as u8
 }
 
 /// The value of largest magnitude, keeping its sign; the first one wins ties.
@@ -137,8 +172,14 @@ fn inverse(d: f32) -> f32 {
 }
 
 /// Q8_0: `d = amax/127`, `q = round(x/d)` (half away from zero). 2 + 32 bytes.
-fn q8_0(x: &[f32], out: &mut [u8]) {
-    let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+#[inline(always)]
+fn q8_0_plain(x: &[f32], out: &mut [u8]) {
+    // max |v| ignoring NaN, over the bit patterns (ordered like the values for
+    // non-negative floats): an integer max, which vectorizes.
+    let amax = f32::from_bits(x.iter().fold(0u32, |m, v| {
+        let b = v.to_bits() & 0x7fff_ffff;
+        m.max(if b > 0x7f80_0000 { 0 } else { b })
+    }));
     let d = amax / 127.0;
     let id = inverse(d);
     out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
@@ -149,7 +190,8 @@ fn q8_0(x: &[f32], out: &mut [u8]) {
 
 /// Q4_0: `d = max/-8` with `max` the signed extreme, `q = min(15, trunc(x/d + 8.5))`;
 /// value `j` in the low nibble of byte `j`, value `j + 16` in its high nibble.
-fn q4_0(x: &[f32], out: &mut [u8]) {
+#[inline(always)]
+fn q4_0_plain(x: &[f32], out: &mut [u8]) {
     let d = signed_absmax(x) / -8.0;
     let id = inverse(d);
     out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
@@ -161,6 +203,7 @@ fn q4_0(x: &[f32], out: &mut [u8]) {
 }
 
 /// Q4_1: `d = (max − min)/15`, `m = min`, `q = min(15, trunc((x − min)/d + 0.5))`.
+#[inline(always)]
 fn q4_1(x: &[f32], out: &mut [u8]) {
     let (min, max) = min_max(x);
     let d = (max - min) / 15.0;
@@ -176,6 +219,7 @@ fn q4_1(x: &[f32], out: &mut [u8]) {
 
 /// Five-bit packing shared by Q5_0/Q5_1: low nibbles as in Q4, the fifth bits of all
 /// 32 values in a little-endian u32 `qh` (bit j for value j).
+#[inline(always)]
 fn pack5(q: &[u8; BLOCK], qh: &mut [u8], qs: &mut [u8]) {
     let mut bits = 0u32;
     for (j, &v) in q.iter().enumerate() {
@@ -188,6 +232,7 @@ fn pack5(q: &[u8; BLOCK], qh: &mut [u8], qs: &mut [u8]) {
 }
 
 /// Q5_0: `d = max/-16`, `q = min(31, trunc(x/d + 16.5))`. 2 + 4 + 16 bytes.
+#[inline(always)]
 fn q5_0(x: &[f32], out: &mut [u8]) {
     let d = signed_absmax(x) / -16.0;
     let id = inverse(d);
@@ -198,6 +243,7 @@ fn q5_0(x: &[f32], out: &mut [u8]) {
 }
 
 /// Q5_1: `d = (max − min)/31`, `m = min`, `q = min(31, trunc((x − min)/d + 0.5))`.
+#[inline(always)]
 fn q5_1(x: &[f32], out: &mut [u8]) {
     let (min, max) = min_max(x);
     let d = (max - min) / 31.0;
