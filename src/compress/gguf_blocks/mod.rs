@@ -95,9 +95,9 @@ fn blocks_avx2(q: GgmlQuant, xs: &[f32], out: &mut [u8]) {
         }
     };
     match q {
-        // SAFETY (both): the caller checked that the CPU has AVX2.
-        GgmlQuant::Q8_0 => each(|x, o| unsafe { avx2::q8_0(x, o) }, xs, out),
-        GgmlQuant::Q4_0 => each(|x, o| unsafe { avx2::q4_0(x, o) }, xs, out),
+        // Safe to call: this function only runs where AVX2 is present.
+        GgmlQuant::Q8_0 => each(|x, o| avx2::q8_0(x, o), xs, out),
+        GgmlQuant::Q4_0 => each(|x, o| avx2::q4_0(x, o), xs, out),
         _ => blocks(q, xs, out),
     }
 }

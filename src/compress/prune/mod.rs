@@ -6,9 +6,14 @@
 //! one goes first. Existing zeros have the smallest magnitude and count toward the
 //! target; NaN ranks above every number (never pruned by magnitude).
 //!
-//! Magnitude pruning selects the threshold with a two-level radix select over the bit
-//! patterns of |w| (monotone for non-negative floats), O(n) on all cores, instead of a
-//! sort.
+//! Magnitude pruning selects the threshold over the bit patterns of |w| (monotone for
+//! non-negative floats), O(n) on all cores, instead of a sort: for large inputs a
+//! sample brackets the threshold and two passes settle it exactly (see
+//! `select_by_sample`); otherwise, or when the sample misleads, a two-level radix
+//! select.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 
 use rand::SeedableRng;
 use rand::seq::index::sample;
@@ -127,44 +132,231 @@ pub fn magnitude_global(tensors: &[&[f32]], target_sparsity: f64) -> Result<Vec<
     if k == 0 {
         return Ok(masks);
     }
+    if let Some(masks) = select_by_sample(tensors, total, k) {
+        return Ok(masks);
+    }
     // Level 1: the high 16 bits. Level 2: the low 16 bits among keys in the crossing bucket.
     let high = histogram(tensors, |key| Some(key >> 16));
     let (bucket, below_bucket) = crossing(&high, k);
     let low = histogram(tensors, |key| (key >> 16 == bucket).then_some(key & 0xffff));
     let (low_bits, below_low) = crossing(&low, k - below_bucket);
     let threshold = (bucket << 16) | low_bits;
-    // Everything below the threshold goes, plus the first `ties` weights equal to it.
+    // Everything below the threshold goes, plus the first `ties` weights equal to it
+    // (in tensor order, then position). `equal` weights equal it in all.
     let mut ties = k - below_bucket - below_low;
+    let equal = low[low_bits as usize] as usize;
+    let (all_ties, no_ties) = (ties == equal, ties == 0);
     for (t, mask) in tensors.iter().zip(&mut masks) {
-        let equal_per_chunk: Vec<usize> = t
-            .par_chunks(CHUNK)
-            .map(|c| c.iter().filter(|&&x| key(x) == threshold).count())
-            .collect();
-        let mut budgets = Vec::with_capacity(equal_per_chunk.len());
-        for &e in &equal_per_chunk {
-            let take = e.min(ties);
-            budgets.push(take);
-            ties -= take;
-        }
+        // Per chunk: how many of its threshold-equal weights go. Only counted when some
+        // but not all ties go (rare); otherwise every chunk takes none or all of them.
+        let budgets: Vec<Option<usize>> = if all_ties || no_ties {
+            vec![if all_ties { None } else { Some(0) }; t.len().div_ceil(CHUNK)]
+        } else {
+            let equal_per_chunk: Vec<usize> = t
+                .par_chunks(CHUNK)
+                .map(|c| c.iter().filter(|&&x| key(x) == threshold).count())
+                .collect();
+            equal_per_chunk
+                .iter()
+                .map(|&e| {
+                    let take = e.min(ties);
+                    ties -= take;
+                    Some(take)
+                })
+                .collect()
+        };
         mask.words
             .par_chunks_mut(CHUNK / 64)
             .zip(t.par_chunks(CHUNK))
             .zip(budgets)
-            .for_each(|((words, values), mut budget)| {
-                for (i, &x) in values.iter().enumerate() {
-                    let kx = key(x);
-                    let prune = kx < threshold
-                        || (kx == threshold && budget > 0 && {
-                            budget -= 1;
-                            true
-                        });
-                    if prune {
-                        words[i / 64] &= !(1u64 << (i % 64));
+            .for_each(|((words, values), budget)| match budget {
+                // Keep strictly above (all ties go) or at and above (none go).
+                None => keep_words(words, values, |k| k > threshold),
+                Some(0) => keep_words(words, values, |k| k >= threshold),
+                Some(mut budget) => {
+                    for (i, &x) in values.iter().enumerate() {
+                        let kx = key(x);
+                        let prune = kx < threshold
+                            || (kx == threshold && budget > 0 && {
+                                budget -= 1;
+                                true
+                            });
+                        if prune {
+                            words[i / 64] &= !(1u64 << (i % 64));
+                        }
                     }
                 }
             });
     }
     Ok(masks)
+}
+
+/// Weights per sampled weight when estimating the threshold.
+const SAMPLE_STRIDE: usize = 251;
+
+/// The fast path of [`magnitude_global`] for large inputs, exact all the same: a
+/// deterministic sample brackets the threshold key in a window; one pass counts the
+/// keys below the window and histograms those inside it; a second pass writes the
+/// masks, pruning everything below the crossing bucket and collecting the few
+/// weights inside it, which are then ranked exactly by (|w|, tensor, position).
+/// `None` when the input is small or the k-th key falls outside the window (then the
+/// two-level radix select runs).
+fn select_by_sample(tensors: &[&[f32]], total: usize, k: usize) -> Option<Vec<Mask>> {
+    if total < 1 << 20 {
+        return None;
+    }
+    let mut sample: Vec<u32> = tensors
+        .iter()
+        .flat_map(|t| t.iter().step_by(SAMPLE_STRIDE).map(|&x| key(x)))
+        .collect();
+    sample.sort_unstable();
+    let m = sample.len() as f64;
+    let q = k as f64 / total as f64;
+    // Six standard deviations of the sample quantile, plus slack for ties.
+    let margin = 6.0 * (m * q * (1.0 - q)).sqrt() + 64.0;
+    let lo = sample[((q * m - margin).floor().max(0.0) as usize).min(sample.len() - 1)];
+    let hi = sample[((q * m + margin).ceil() as usize).min(sample.len() - 1)];
+    let span = u64::from(hi - lo) + 1;
+    let shift = (64 - (span - 1).leading_zeros()).saturating_sub(16);
+    let buckets = ((span - 1) >> shift) as usize + 1;
+    let chunks: Vec<&[f32]> = tensors.iter().flat_map(|t| t.chunks(CHUNK)).collect();
+    let (below, hist) = chunks
+        .par_iter()
+        .fold(
+            || (0u64, vec![0u32; buckets]),
+            |(below, mut h), chunk| {
+                let window = Window {
+                    lo,
+                    width: hi - lo,
+                    shift,
+                };
+                (below + window.count(chunk, &mut h), h)
+            },
+        )
+        .map(|(b, h)| (b, h.into_iter().map(u64::from).collect::<Vec<u64>>()))
+        .reduce(
+            || (0, vec![0u64; buckets]),
+            |(b1, mut h1), (b2, h2)| {
+                h1.iter_mut().zip(h2).for_each(|(x, y)| *x += y);
+                (b1 + b2, h1)
+            },
+        );
+    let (below, inside) = (below as usize, hist.iter().sum::<u64>() as usize);
+    if k <= below || k > below + inside {
+        return None;
+    }
+    let (b, below_bucket) = crossing(&hist, k - below);
+    let b_lo = lo + (b << shift);
+    let b_hi = b_lo.saturating_add((1 << shift) - 1).min(hi);
+    let need = k - below - below_bucket;
+    // Masks: below the bucket pruned, the bucket's members kept for now and listed.
+    let mut masks: Vec<Mask> = tensors.iter().map(|t| Mask::keep_all(t.len())).collect();
+    let mut members: Vec<(u32, usize, usize)> = Vec::new();
+    let bucket = Window {
+        lo: b_lo,
+        width: b_hi - b_lo,
+        shift: 0,
+    };
+    for (ti, (t, mask)) in tensors.iter().zip(&mut masks).enumerate() {
+        let found: Vec<Vec<(u32, usize)>> = mask
+            .words
+            .par_chunks_mut(CHUNK / 64)
+            .zip(t.par_chunks(CHUNK))
+            .enumerate()
+            .map(|(c, (words, values))| {
+                let mut found = Vec::new();
+                bucket.mask(values, words, c * CHUNK, &mut found);
+                found
+            })
+            .collect();
+        members.extend(found.into_iter().flatten().map(|(kx, i)| (kx, ti, i)));
+    }
+    members.sort_unstable();
+    for &(_, ti, i) in &members[..need] {
+        masks[ti].prune(i);
+    }
+    Some(masks)
+}
+
+/// Mask words from a keep test on each weight's key, 64 weights per word, without
+/// branches.
+#[inline]
+fn keep_words(words: &mut [u64], values: &[f32], keep: impl Fn(u32) -> bool) {
+    for (word, group) in words.iter_mut().zip(values.chunks(64)) {
+        let mut w = 0u64;
+        for (j, &x) in group.iter().enumerate() {
+            w |= u64::from(keep(key(x))) << j;
+        }
+        *word = w;
+    }
+}
+
+/// A window of keys `[lo, lo + width]`, bucketed by `(key − lo) >> shift`: the two
+/// passes of [`select_by_sample`], with AVX2 versions chosen at run time. Tests are
+/// written as one unsigned compare of `key − lo` (wrapping), never as two compares:
+/// at 50% sparsity `key < lo` is a coin flip a branch predictor cannot learn.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    lo: u32,
+    width: u32,
+    shift: u32,
+}
+
+impl Window {
+    /// Count the keys below the window and histogram those inside it.
+    fn count(&self, values: &[f32], hist: &mut [u32]) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2.
+            return unsafe { avx2::count(self, values, hist) };
+        }
+        self.count_plain(values, hist)
+    }
+
+    fn count_plain(&self, values: &[f32], hist: &mut [u32]) -> u64 {
+        let mut below = 0u64;
+        for &x in values {
+            let kx = key(x);
+            below += u64::from(kx < self.lo);
+            let d = kx.wrapping_sub(self.lo);
+            if d <= self.width {
+                hist[(d >> self.shift) as usize] += 1;
+            }
+        }
+        below
+    }
+
+    /// Mask words keeping keys ≥ `lo` (everything below is pruned), and the keys and
+    /// positions (`offset` + index) of the weights inside the window.
+    fn mask(
+        &self,
+        values: &[f32],
+        words: &mut [u64],
+        offset: usize,
+        found: &mut Vec<(u32, usize)>,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2.
+            return unsafe { avx2::mask(self, values, words, offset, found) };
+        }
+        self.mask_plain(values, words, offset, found);
+    }
+
+    fn mask_plain(
+        &self,
+        values: &[f32],
+        words: &mut [u64],
+        offset: usize,
+        found: &mut Vec<(u32, usize)>,
+    ) {
+        keep_words(words, values, |kx| kx >= self.lo);
+        for (i, &x) in values.iter().enumerate() {
+            if key(x).wrapping_sub(self.lo) <= self.width {
+                found.push((key(x), offset + i));
+            }
+        }
+    }
 }
 
 /// Counts of `bucket(key)` over all weights, in parallel.
@@ -320,6 +512,66 @@ pub fn structured(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reference: sort (|w| bits, tensor, position) and prune the first k.
+    fn by_sorting(tensors: &[&[f32]], k: usize) -> Vec<Vec<bool>> {
+        let mut all: Vec<(u32, usize, usize)> = tensors
+            .iter()
+            .enumerate()
+            .flat_map(|(t, xs)| xs.iter().enumerate().map(move |(i, &x)| (key(x), t, i)))
+            .collect();
+        all.sort_unstable();
+        let mut kept: Vec<Vec<bool>> = tensors.iter().map(|t| vec![true; t.len()]).collect();
+        for &(_, t, i) in &all[..k] {
+            kept[t][i] = false;
+        }
+        kept
+    }
+
+    fn assert_same(masks: &[Mask], kept: &[Vec<bool>]) {
+        for (m, k) in masks.iter().zip(kept) {
+            assert_eq!(m.len(), k.len());
+            let differ = (0..k.len()).filter(|&i| m.keeps(i) != k[i]).count();
+            assert_eq!(differ, 0, "weights ranked differently from the sort");
+        }
+    }
+
+    /// The sampled select on a large input with heavy ties (values on a coarse grid)
+    /// across two tensors, and on an input whose every sampled weight is an outlier
+    /// (the window misses, the radix select runs): both equal a full sort.
+    #[test]
+    fn the_sampled_select_equals_sorting() {
+        let mut state = 0x853c_49e6_748f_ea9bu64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let a: Vec<f32> = (0..900_000)
+            .map(|_| (next() * 512.0).round() / 512.0)
+            .collect();
+        let b: Vec<f32> = (0..700_001)
+            .map(|_| (next() * 256.0).round() / 1024.0)
+            .collect();
+        for sparsity in [0.5, 0.9, 0.123] {
+            let k = count_to_prune(a.len() + b.len(), sparsity).expect("k");
+            let masks = select_by_sample(&[&a, &b], a.len() + b.len(), k).expect("window hit");
+            assert_same(&masks, &by_sorting(&[&a, &b], k));
+            let public = magnitude_global(&[&a, &b], sparsity).expect("masks");
+            assert_same(&public, &by_sorting(&[&a, &b], k));
+        }
+        let skewed: Vec<f32> = (0..1_200_000)
+            .map(|i| if i % SAMPLE_STRIDE == 0 { 9.0 } else { next() })
+            .collect();
+        let k = count_to_prune(skewed.len(), 0.5).expect("k");
+        assert!(
+            select_by_sample(&[&skewed], skewed.len(), k).is_none(),
+            "window misses"
+        );
+        let masks = magnitude_global(&[&skewed], 0.5).expect("masks");
+        assert_same(&masks, &by_sorting(&[&skewed], k));
+    }
 
     #[test]
     fn torch_counts_and_bad_targets() {
