@@ -144,9 +144,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 granularity: quant::Granularity::PerChannel,
                 clip: quant::Clip::None,
             };
+            // One output buffer for all runs: a fresh 256 MiB costs 20-165 ms of page
+            // faults (perf-anchors.md), which would be measured instead of the kernel.
+            let mut out = vec![0f32; values.len()];
             let mut failure = None;
             let t = median_seconds(args.runs, || {
-                if let Err(e) = quant::fake_quant_int(&values, row_len, &scheme) {
+                if let Err(e) = quant::fake_quant_int_into(&values, row_len, &scheme, &mut out) {
                     failure = Some(e);
                 }
             });
