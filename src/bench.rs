@@ -166,9 +166,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             GgmlQuant::Q4_K,
             GgmlQuant::Q6_K,
         ] {
+            let mut out =
+                vec![0u8; values.len() / q.block_len() as usize * q.block_bytes() as usize];
             let mut failure = None;
             let t = median_seconds(args.runs, || {
-                if let Err(e) = gguf_blocks::quantize(q, &values) {
+                if let Err(e) = gguf_blocks::quantize_into(q, &values, &mut out) {
                     failure = Some(e);
                 }
             });

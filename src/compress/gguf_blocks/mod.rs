@@ -56,6 +56,15 @@ pub fn supports(q: GgmlQuant) -> bool {
 /// Quantize `xs` into ggml blocks of type `q`, on all cores. Deterministic: the
 /// bytes do not depend on the thread count.
 pub fn quantize(q: GgmlQuant, xs: &[f32]) -> Result<Vec<u8>, QuantizeError> {
+    let block = q.block_len() as usize;
+    let mut out = vec![0u8; xs.len() / block * q.block_bytes() as usize];
+    quantize_into(q, xs, &mut out)?;
+    Ok(out)
+}
+
+/// [`quantize`] into a caller's buffer of exactly `xs.len() / block_len · block_bytes`
+/// bytes (hot loops reuse one buffer instead of paying fresh page faults).
+pub fn quantize_into(q: GgmlQuant, xs: &[f32], out: &mut [u8]) -> Result<(), QuantizeError> {
     if !supports(q) {
         return Err(QuantizeError::Unsupported(q.name()));
     }
@@ -67,7 +76,11 @@ pub fn quantize(q: GgmlQuant, xs: &[f32]) -> Result<Vec<u8>, QuantizeError> {
         });
     }
     let block_bytes = q.block_bytes() as usize;
-    let mut out = vec![0u8; xs.len() / block * block_bytes];
+    assert_eq!(
+        out.len(),
+        xs.len() / block * block_bytes,
+        "output buffer of the wrong length"
+    );
     let blocks_per_task = VALUES_PER_TASK / block;
     out.par_chunks_mut(block_bytes * blocks_per_task)
         .zip(xs.par_chunks(block * blocks_per_task))
@@ -79,7 +92,7 @@ pub fn quantize(q: GgmlQuant, xs: &[f32]) -> Result<Vec<u8>, QuantizeError> {
             }
             blocks(q, xs, out);
         });
-    Ok(out)
+    Ok(())
 }
 
 /// The block loop compiled for AVX2: the same IEEE arithmetic (bytes are identical),
