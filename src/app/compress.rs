@@ -286,7 +286,8 @@ pub struct TensorResult {
     pub sqnr_db: f64,
     /// Weights that were non-zero and are zero now.
     pub zeroed: u64,
-    /// The largest |w| that became zero (the effective pruning threshold).
+    /// The largest |w| that became zero, when a pruning mask was applied (the
+    /// effective pruning threshold).
     pub threshold: Option<f64>,
     /// Smallest and largest compressed value (the grid's reach).
     pub range: (f64, f64),
@@ -397,7 +398,7 @@ fn tensor_result(
         bytes_after: t.bytes_after,
         sqnr_db: t.fidelity.sqnr_db,
         zeroed,
-        threshold,
+        threshold: threshold.filter(|_| t.pruned),
         range: (lo, hi),
         quantized,
         grid: if quantized { grid } else { Vec::new() },

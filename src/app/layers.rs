@@ -2,7 +2,7 @@
 //! sortable by any column, filtered by name, virtualised (only visible rows are laid
 //! out, so models with thousands of tensors scroll smoothly).
 
-use super::compress::Evaluation;
+use super::compress::{Config, Evaluation};
 use super::{Command, LoadedModel, group_digits, human_bytes};
 use crate::inspect::TensorReport;
 use crate::stats::TensorStats;
@@ -147,6 +147,7 @@ impl TableState {
         loaded: &LoadedModel,
         selected: Option<usize>,
         evaluation: Option<&Evaluation>,
+        config: &Config,
     ) -> Vec<Command> {
         let mut commands = Vec::new();
         ui.horizontal(|ui| {
@@ -216,9 +217,12 @@ impl TableState {
                                 let result = evaluation
                                     .and_then(|e| e.tensors.get(i)?.as_ref())
                                     .map(|r| (r.bytes_after, r.sqnr_db));
+                                let own =
+                                    config.overrides.contains_key(&loaded.reports[i].info.name);
                                 if tensor_row_ui(
                                     ui,
                                     &loaded.reports[i],
+                                    own,
                                     result,
                                     selected == Some(i),
                                     row_height,
@@ -287,16 +291,28 @@ fn layer_row_ui(ui: &mut egui::Ui, loaded: &LoadedModel, l: usize, height: f32) 
 fn tensor_row_ui(
     ui: &mut egui::Ui,
     r: &TensorReport,
+    own_settings: bool,
     compressed: Option<(u64, f64)>,
     selected: bool,
     height: f32,
     indent: f32,
 ) -> bool {
     ui.horizontal(|ui| {
-        let name = egui::Button::selectable(selected, &r.info.name).truncate();
+        let text = if own_settings {
+            format!("{} *", r.info.name)
+        } else {
+            r.info.name.clone()
+        };
+        let name = egui::Button::selectable(selected, text).truncate();
         let clicked = cell(ui, COLUMNS[0].1, height, left(), |ui| {
             ui.add_space(indent);
-            ui.add(name).clicked()
+            let response = ui.add(name);
+            if own_settings {
+                response
+                    .clone()
+                    .on_hover_text("* has its own compression settings");
+            }
+            response.clicked()
         });
         let s = r.stats.as_ref();
         let pct = |v: Option<f64>| {

@@ -554,6 +554,7 @@ impl SlimApp {
                             loaded,
                             self.selected,
                             self.evaluation.as_deref(),
+                            &self.config,
                         ));
                     }
                 });

@@ -29,6 +29,8 @@ pub struct AppliedTensor {
     pub values: Vec<f32>,
     /// Fraction of exact zeros after compression.
     pub sparsity: f64,
+    /// Whether a pruning mask was applied (zeros can also come from rounding).
+    pub pruned: bool,
     /// The recipe's words for what was done, e.g. `magnitude 50% (global) + int8 channel`.
     pub scheme: String,
     pub bytes_before: u64,
@@ -199,6 +201,7 @@ pub fn apply(model: &Model, plans: &[TensorPlan]) -> Result<Vec<(usize, AppliedT
                 name: info.name.clone(),
                 shape: info.shape.clone(),
                 sparsity: 1.0 - nnz as f64 / values.len().max(1) as f64,
+                pruned: mask.is_some(),
                 scheme,
                 bytes_before: info.size_bytes,
                 bytes_after,
