@@ -157,7 +157,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 anyhow::bail!("int8 fake-quant failed: {e}");
             }
             let label = "int8 per-channel symmetric fake-quant";
-            println!("{label:<44} {:>7.2} GB/s  ({:.1} ms)", gb / t, t * 1e3);
+            println!(
+                "{label:<44} {:>7.2} GB/s  ({:.1} ms)  RMSE {:.3e}",
+                gb / t,
+                t * 1e3,
+                rmse(&values, &out)
+            );
         }
         for q in [
             GgmlQuant::Q8_0,
@@ -177,9 +182,26 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             if let Some(e) = failure {
                 anyhow::bail!("{} quantization failed: {e}", q.name());
             }
+            let mut decoded = vec![0f32; values.len()];
+            crate::dtype::decode(DType::Quant(q), &out, &mut decoded);
             let label = format!("{} quantize (llama.cpp reference, exact)", q.name());
-            println!("{label:<44} {:>7.2} GB/s  ({:.1} ms)", gb / t, t * 1e3);
+            println!(
+                "{label:<44} {:>7.2} GB/s  ({:.1} ms)  RMSE {:.3e}",
+                gb / t,
+                t * 1e3,
+                rmse(&values, &decoded)
+            );
         }
         Ok(())
     })
+}
+
+/// Root-mean-square error of `y` against `x`, in float64 (the anchors report it).
+fn rmse(x: &[f32], y: &[f32]) -> f64 {
+    let sum: f64 = x
+        .iter()
+        .zip(y)
+        .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+        .sum();
+    (sum / x.len().max(1) as f64).sqrt()
 }
