@@ -20,6 +20,7 @@ pub mod checksum;
 pub mod compress;
 pub mod dtype;
 pub mod error;
+pub mod eval;
 pub mod export;
 pub mod inspect;
 pub mod jobs;

@@ -2,6 +2,7 @@
 //! With no subcommand, `slimscope [MODEL]` opens the app.
 
 mod apply;
+mod eval;
 mod inspect;
 
 use std::path::PathBuf;
@@ -27,8 +28,10 @@ pub struct Cli {
 pub enum Command {
     /// List a model's tensors and layers with exact statistics.
     Inspect(inspect::InspectArgs),
-    /// Compress a model with a recipe and write the result (safetensors).
+    /// Compress a model with a recipe and write the result (safetensors or GGUF).
     Apply(apply::ApplyArgs),
+    /// Accuracy and loss on a labelled data set, before and after a recipe.
+    Eval(eval::EvalArgs),
     /// Measure slimscope's kernels on the standard workload (see perf-anchors).
     Bench(crate::bench::BenchArgs),
 }
@@ -38,6 +41,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Inspect(args) => inspect::run(&args),
         Command::Apply(args) => apply::run(&args),
+        Command::Eval(args) => eval::run(&args),
         Command::Bench(args) => crate::bench::run(&args),
     }
 }

@@ -1,0 +1,188 @@
+//! Accuracy on real data: model runners, data sets and the evaluation loop.
+//!
+//! A [`Runner`] turns a batch of samples into class scores; every model kind (the
+//! sequential networks of [`sequential`], later ONNX graphs and transformers)
+//! implements it. [`evaluate`] runs a data set through a runner in fixed-size
+//! batches and reports top-1 / top-5 accuracy and mean cross-entropy. Compressed
+//! weights reach a runner through [`sequential::WeightSource`], so the same network is
+//! evaluated before and after a recipe.
+
+pub mod arch;
+pub mod data;
+pub mod sequential;
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::compress::apply::AppliedTensor;
+use crate::error::{Error, Result};
+use crate::model::Model;
+use data::Dataset;
+use sequential::WeightSource;
+
+/// Samples per forward pass (results do not depend on it).
+pub const DEFAULT_BATCH: usize = 256;
+
+/// Anything that maps a batch of samples to class scores.
+pub trait Runner: Send + Sync {
+    /// One sample's shape.
+    fn input_shape(&self) -> &[usize];
+    /// Scores per sample.
+    fn classes(&self) -> usize;
+    /// Scores (logits) for `n` samples laid out row-major in `batch`: `n × classes`.
+    fn logits(&self, batch: &[f32], n: usize) -> Result<Vec<f32>>;
+}
+
+/// What a model gets right on a data set.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Metrics {
+    pub samples: usize,
+    /// Fraction whose highest score is the label.
+    pub top1: f64,
+    /// Fraction whose label is among the five highest scores (more than 5 classes only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top5: Option<f64>,
+    /// Mean cross-entropy of softmax(scores) against the labels, nats.
+    pub loss: f64,
+    /// Wall-clock throughput of the forward passes.
+    pub samples_per_second: f64,
+}
+
+/// Check that `data` fits `runner` before anything runs: feature count and labels.
+pub fn check_fit(runner: &dyn Runner, data: &Dataset) -> Result<()> {
+    let want: usize = runner.input_shape().iter().product();
+    if data.sample_len() != want {
+        return Err(Error::InvalidSetting(format!(
+            "{}: samples have {} values ({:?}) but the model takes {want} ({:?})",
+            data.source.display(),
+            data.sample_len(),
+            data.sample_shape,
+            runner.input_shape()
+        )));
+    }
+    if let Some((i, &l)) = data
+        .labels
+        .iter()
+        .enumerate()
+        .find(|&(_, &l)| l as usize >= runner.classes())
+    {
+        return Err(Error::InvalidSetting(format!(
+            "{}: sample {i} has label {l}, but the model has {} classes (0–{})",
+            data.source.display(),
+            runner.classes(),
+            runner.classes().saturating_sub(1)
+        )));
+    }
+    Ok(())
+}
+
+/// Run `data` through `runner` in batches of `batch`. Sums are float64 in sample
+/// order, so the figures do not depend on the batch size or the thread count.
+/// `progress(done, total)` returns false to cancel.
+pub fn evaluate(
+    runner: &dyn Runner,
+    data: &Dataset,
+    batch: usize,
+    mut progress: impl FnMut(usize, usize) -> bool,
+) -> Result<Metrics> {
+    check_fit(runner, data)?;
+    let (n, len, classes) = (data.len(), data.sample_len(), runner.classes());
+    let batch = batch.max(1);
+    let (mut top1, mut top5, mut loss) = (0usize, 0usize, 0f64);
+    let start = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let m = batch.min(n - done);
+        let scores = runner.logits(&data.x[done * len..(done + m) * len], m)?;
+        if scores.len() != m * classes {
+            return Err(Error::InvalidSetting(format!(
+                "the model returned {} scores for {m} samples of {classes} classes",
+                scores.len()
+            )));
+        }
+        for (s, &label) in scores.chunks(classes).zip(&data.labels[done..done + m]) {
+            let y = s[label as usize];
+            // Rank = how many scores beat the label's (ties count for the label).
+            let rank = s.iter().filter(|&&v| v > y).count();
+            top1 += usize::from(rank == 0);
+            top5 += usize::from(rank < 5);
+            let max = s
+                .iter()
+                .fold(f64::NEG_INFINITY, |a, &v| a.max(f64::from(v)));
+            let lse = max
+                + s.iter()
+                    .map(|&v| (f64::from(v) - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            loss += lse - f64::from(y);
+        }
+        done += m;
+        if !progress(done, n) {
+            return Err(Error::Cancelled);
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let nf = n.max(1) as f64;
+    Ok(Metrics {
+        samples: n,
+        top1: top1 as f64 / nf,
+        top5: (classes > 5).then_some(top5 as f64 / nf),
+        loss: loss / nf,
+        samples_per_second: n as f64 / seconds.max(1e-9),
+    })
+}
+
+/// A model's own tensors, with compressed ones (from `apply`) taking their place.
+pub struct ModelWeights<'a> {
+    pub model: &'a Model,
+    pub replaced: HashMap<&'a str, &'a AppliedTensor>,
+}
+
+impl<'a> ModelWeights<'a> {
+    pub fn new(model: &'a Model, applied: &'a [(usize, AppliedTensor)]) -> Self {
+        ModelWeights {
+            model,
+            replaced: applied.iter().map(|(_, t)| (t.name.as_str(), t)).collect(),
+        }
+    }
+}
+
+impl WeightSource for ModelWeights<'_> {
+    fn weight(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        if let Some(t) = self.replaced.get(name) {
+            return Ok((
+                t.values.clone(),
+                t.shape.iter().map(|&d| d as usize).collect(),
+            ));
+        }
+        let i = self.model.tensor_index(name).ok_or_else(|| {
+            Error::InvalidSetting(format!(
+                "{}: no tensor named `{name}`",
+                self.model.path.display()
+            ))
+        })?;
+        let shape = self.model.tensors[i]
+            .shape
+            .iter()
+            .map(|&d| d as usize)
+            .collect();
+        Ok((self.model.tensor_f32(i)?, shape))
+    }
+}
+
+/// The sequential network of `arch` with `model`'s weights, compressed ones from
+/// `applied` in their place.
+pub fn build_runner(
+    model: &Model,
+    arch: &arch::ArchSpec,
+    applied: &[(usize, AppliedTensor)],
+) -> Result<sequential::Sequential> {
+    sequential::Sequential::build(arch, &ModelWeights::new(model, applied)).map_err(|e| {
+        Error::InvalidSetting(format!(
+            "{}: the architecture does not fit the weights: {e}",
+            model.path.display()
+        ))
+    })
+}
