@@ -192,8 +192,84 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 rmse(&values, &decoded)
             );
         }
-        Ok(())
+        forward_benchmarks(args.runs)
     })
+}
+
+/// The anchors' evaluation workloads: 10,000 inputs in batches of 1,000 through an
+/// MLP 784-512-256-10 and a LeNet-5-like CNN with random weights, forward + argmax.
+fn forward_benchmarks(runs: usize) -> anyhow::Result<()> {
+    use std::collections::HashMap;
+
+    use crate::eval::arch::ArchSpec;
+    use crate::eval::data::Dataset;
+    use crate::eval::sequential::Sequential;
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let normal = Normal::new(0.0f32, 0.05).unwrap_or_else(|_| unreachable!("valid parameters"));
+    let mut weights: HashMap<String, (Vec<f32>, Vec<usize>)> = HashMap::new();
+    let mut add = |name: &str, shape: &[usize]| {
+        let n = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| normal.sample(&mut rng)).collect();
+        weights.insert(name.to_owned(), (v, shape.to_vec()));
+    };
+    for (i, (o, inp)) in [(512, 784), (256, 512), (10, 256)].into_iter().enumerate() {
+        add(&format!("mlp{i}.weight"), &[o, inp]);
+        add(&format!("mlp{i}.bias"), &[o]);
+    }
+    add("c1.weight", &[6, 1, 5, 5]);
+    add("c1.bias", &[6]);
+    add("c2.weight", &[16, 6, 5, 5]);
+    add("c2.bias", &[16]);
+    for (i, (o, inp)) in [(120, 400), (84, 120), (10, 84)].into_iter().enumerate() {
+        add(&format!("fc{i}.weight"), &[o, inp]);
+        add(&format!("fc{i}.bias"), &[o]);
+    }
+    let linear = |name: &str| {
+        format!("[[layer]]\nop = \"linear\"\nweight = \"{name}.weight\"\nbias = \"{name}.bias\"\n")
+    };
+    let relu = "[[layer]]\nop = \"relu\"\n";
+    let mlp = format!(
+        "version = 1\ninput = [784]\n{}{relu}{}{relu}{}",
+        linear("mlp0"),
+        linear("mlp1"),
+        linear("mlp2")
+    );
+    let lenet = format!(
+        "version = 1\ninput = [1, 28, 28]\n\
+         [[layer]]\nop = \"conv2d\"\nweight = \"c1.weight\"\nbias = \"c1.bias\"\npadding = 2\n{relu}\
+         [[layer]]\nop = \"maxpool\"\nkernel = 2\n\
+         [[layer]]\nop = \"conv2d\"\nweight = \"c2.weight\"\nbias = \"c2.bias\"\n{relu}\
+         [[layer]]\nop = \"maxpool\"\nkernel = 2\n[[layer]]\nop = \"flatten\"\n{}{relu}{}{relu}{}",
+        linear("fc0"),
+        linear("fc1"),
+        linear("fc2")
+    );
+    let inputs: Vec<f32> = (0..10_000 * 784).map(|_| normal.sample(&mut rng)).collect();
+    let data = Dataset {
+        source: "random inputs".into(),
+        x: inputs,
+        labels: (0..10_000u32).map(|i| i % 10).collect(),
+        sample_shape: vec![784],
+    };
+    for (label, text) in [
+        ("MLP 784-512-256-10, 10k inputs, batch 1000", mlp),
+        ("LeNet-5-like CNN, 10k inputs, batch 1000", lenet),
+    ] {
+        let spec = ArchSpec::parse(&text, std::path::Path::new("(bench)"))?;
+        let runner = Sequential::build(&spec, &weights)?;
+        let mut failure = None;
+        let t = median_seconds(runs, || {
+            if let Err(e) = crate::eval::evaluate(&runner, &data, 1000, |_, _| true) {
+                failure = Some(e);
+            }
+        });
+        if let Some(e) = failure {
+            anyhow::bail!("{label}: {e}");
+        }
+        println!("{label:<44} {:>7.1}k samples/s", 10.0 / t);
+    }
+    Ok(())
 }
 
 /// Root-mean-square error of `y` against `x`, in float64 (the anchors report it).

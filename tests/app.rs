@@ -312,3 +312,38 @@ fn an_export_writes_a_recipe_that_slimscope_apply_reproduces() {
     let v = a.tensor_f32(fc).expect("values");
     assert!(v.iter().filter(|&&x| x == 0.0).count() > v.len() / 2);
 }
+
+#[test]
+fn the_demo_opens_evaluated_and_95_percent_sparsity_costs_accuracy() {
+    let mut h = harness();
+    h.state_mut().apply(slimscope::app::Command::OpenDemo);
+    step_until(&mut h, "the demo and its baseline", |a| {
+        a.attached.is_some() && !a.is_attaching() && !a.is_loading()
+    });
+    h.get_by_label("Histogram of conv_layers.0.weight");
+    h.get_by_label_contains("mnist_5k.toml · 5,000 samples · 10 classes");
+    // The published figure for this model on these images (fixtures.md): 0.9970.
+    h.get_by_label_contains("top-1 99.70%");
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "Sparsity")
+        .set_value_accesskit(95.0);
+    h.run_steps(2);
+    step_until(&mut h, "the 95% evaluation with accuracy", |a| {
+        a.evaluation_is_current() && a.evaluation.as_ref().is_some_and(|e| e.accuracy.is_some())
+    });
+    let (_, m) = h
+        .state()
+        .evaluation
+        .as_ref()
+        .and_then(|e| e.accuracy)
+        .expect("accuracy");
+    assert!(
+        m.top1 < 0.9,
+        "95% per-tensor magnitude pruning should cost accuracy: {m:?}"
+    );
+    let shown = format!("top-1 {:.2}%", 100.0 * m.top1);
+    let node = h.get_by_label_contains(&shown);
+    let ak = node.accesskit_node();
+    let text = ak.label().or_else(|| ak.value()).unwrap_or_default();
+    assert!(text.contains("pts)"), "{text}");
+    assert!(text.contains('-'), "accuracy fell: {text}");
+}

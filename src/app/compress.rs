@@ -17,6 +17,9 @@ use crate::compress::apply::{AppliedTensor, apply};
 use crate::compress::recipe::Recipe;
 use crate::dtype::GgmlQuant;
 use crate::error::{Error, Result};
+use crate::eval::Metrics;
+use crate::eval::arch::ArchSpec;
+use crate::eval::data::Dataset;
 use crate::inspect::TensorReport;
 use crate::model::Model;
 
@@ -323,6 +326,9 @@ pub struct Evaluation {
     pub nonzero_after: u64,
     /// Model-wide weight SQNR over the compressed tensors (∞ if none changed).
     pub sqnr_db: f64,
+    /// Accuracy of the compressed model on the attached data set, if one is attached
+    /// (with the attachment's version, so a newer data set triggers a new evaluation).
+    pub accuracy: Option<(u64, Metrics)>,
 }
 
 impl Evaluation {
@@ -409,12 +415,21 @@ fn tensor_result(
     (result, signal, noise)
 }
 
-/// Compress `model` as `config` says and measure the result (run on a worker).
+/// A data set and network to measure accuracy with, and its version.
+pub struct AccuracyContext<'a> {
+    pub version: u64,
+    pub data: &'a Dataset,
+    pub arch: &'a ArchSpec,
+}
+
+/// Compress `model` as `config` says and measure the result (run on a worker): sizes
+/// and fidelity always, accuracy when a data set is attached.
 pub fn evaluate(
     model: &Model,
     reports: &[TensorReport],
     config: &Config,
     bins: usize,
+    accuracy: Option<AccuracyContext>,
     cancelled: impl Fn() -> bool,
 ) -> Result<Evaluation> {
     let text = config.recipe_text(None);
@@ -463,6 +478,17 @@ pub fn evaluate(
     } else {
         10.0 * (signal / noise).log10()
     };
+    let accuracy = match accuracy {
+        Some(ctx) => {
+            let runner = crate::eval::build_runner(model, ctx.arch, &applied)?;
+            let m =
+                crate::eval::evaluate(&runner, ctx.data, crate::eval::DEFAULT_BATCH, |_, _| {
+                    !cancelled()
+                })?;
+            Some((ctx.version, m))
+        }
+        None => None,
+    };
     Ok(Evaluation {
         config: config.clone(),
         bins,
@@ -473,6 +499,7 @@ pub fn evaluate(
         params,
         nonzero_after,
         sqnr_db,
+        accuracy,
     })
 }
 

@@ -6,7 +6,9 @@
 //! opening, statistics, file dialogs — runs as [`crate::jobs`] on worker threads;
 //! [`SlimApp::poll`] drains their channels without blocking, every frame.
 
+pub mod accuracy;
 pub mod compress;
+pub mod demo;
 mod histogram;
 mod layers;
 mod summary;
@@ -66,6 +68,14 @@ pub enum Command {
     /// Write the compressed model to this path (.safetensors or .gguf) and its recipe
     /// beside it (`NAME.recipe.toml`).
     Export(PathBuf),
+    /// Open the bundled demo: the digit CNN with 5,000 MNIST images attached.
+    OpenDemo,
+    /// Attach a labelled data set (file or TOML data spec) to the open model.
+    AttachData(PathBuf),
+    /// Use this architecture spec for the open model (re-attaching its data).
+    AttachArch(PathBuf),
+    /// Ask for a data set to attach (off the UI thread).
+    AttachDataDialog,
 }
 
 /// A model with every tensor's statistics, as the loading job produces it.
@@ -90,10 +100,20 @@ struct HistogramJob {
 
 type HistogramKey = (usize, usize, HistogramRange);
 
-/// A compression evaluation running for (configuration, histogram bins).
+/// What an evaluation is computed for: configuration, histogram bins, data version.
+type EvalKey = (compress::Config, usize, u64);
+
+/// A compression evaluation running for its key.
 struct Evaluating {
-    key: (compress::Config, usize),
+    key: EvalKey,
     job: JobHandle<compress::Evaluation>,
+}
+
+/// A data set being attached: loading, then the baseline evaluation.
+struct Attaching {
+    job: JobHandle<accuracy::Attached>,
+    done: usize,
+    total: usize,
 }
 
 /// The whole app state.
@@ -118,6 +138,13 @@ pub struct SlimApp {
     export: Option<JobHandle<String>>,
     /// The last success message (an export), shown until dismissed.
     pub notice: Option<String>,
+    /// The data set attached to the open model, with its baseline.
+    pub attached: Option<accuracy::Attached>,
+    attaching: Option<Attaching>,
+    /// Data (and architecture) to attach once the model being opened has loaded.
+    pending_attach: Option<(PathBuf, Option<PathBuf>)>,
+    data_dialog: Option<JobHandle<Option<PathBuf>>>,
+    data_version: u64,
     ctx: Option<egui::Context>,
 }
 
@@ -139,8 +166,47 @@ impl SlimApp {
             export_dialog: None,
             export: None,
             notice: None,
+            attached: None,
+            attaching: None,
+            pending_attach: None,
+            data_dialog: None,
+            data_version: 0,
             ctx: None,
         }
+    }
+
+    /// Whether a data set is being attached (loaded and evaluated).
+    pub fn is_attaching(&self) -> bool {
+        self.attaching.is_some() || self.pending_attach.is_some()
+    }
+
+    /// The key the current settings ask an evaluation for.
+    fn eval_key(&self) -> EvalKey {
+        (
+            self.config.clone(),
+            self.settings.bins,
+            self.attached.as_ref().map_or(0, |a| a.version),
+        )
+    }
+
+    /// Attach `data` (and `arch`) to the open model on a worker.
+    fn attach(&mut self, data: PathBuf, arch: Option<PathBuf>) {
+        let Some(model) = self.loaded.as_ref().map(|l| l.model.clone()) else {
+            self.pending_attach = Some((data, arch));
+            return;
+        };
+        // Keep an explicitly given architecture when only the data changes.
+        let arch = arch.or_else(|| self.attached.as_ref().and_then(|a| a.arch_path.clone()));
+        self.data_version += 1;
+        let version = self.data_version;
+        let job = spawn_job("attach-data", self.notifier(), move |progress| {
+            accuracy::attach(&model, &data, arch.as_deref(), version, progress)
+        });
+        self.attaching = Some(Attaching {
+            job,
+            done: 0,
+            total: 0,
+        });
     }
 
     /// Whether the evaluation on screen is of the current configuration.
@@ -164,7 +230,7 @@ impl SlimApp {
         let Some(loaded) = &self.loaded else {
             return;
         };
-        let key = (self.config.clone(), self.settings.bins);
+        let key = self.eval_key();
         if let Some(running) = &self.evaluating {
             if running.key != key {
                 running.job.cancel();
@@ -180,9 +246,20 @@ impl SlimApp {
         }
         let model = loaded.model.clone();
         let reports = loaded.reports.clone();
-        let (config, bins) = key.clone();
+        let (config, bins, version) = key.clone();
+        let data = self
+            .attached
+            .as_ref()
+            .map(|a| (a.data.clone(), a.arch.clone()));
         let job = spawn_job("compress", self.notifier(), move |progress| {
-            compress::evaluate(&model, &reports, &config, bins, || progress.is_cancelled())
+            let accuracy = data.as_ref().map(|(d, a)| compress::AccuracyContext {
+                version,
+                data: d,
+                arch: a,
+            });
+            compress::evaluate(&model, &reports, &config, bins, accuracy, || {
+                progress.is_cancelled()
+            })
         });
         self.evaluating = Some(Evaluating { key, job });
     }
@@ -300,6 +377,33 @@ impl SlimApp {
                 _ => {}
             }
         }
+        if let Some(attaching) = &mut self.attaching {
+            let mut end = None;
+            while let Ok(event) = attaching.job.events.try_recv() {
+                match event {
+                    JobEvent::Progress { done, total } => {
+                        (attaching.done, attaching.total) = (done, total)
+                    }
+                    other => end = Some(other),
+                }
+            }
+            if let Some(end) = end {
+                self.attaching = None;
+                match end {
+                    JobEvent::Finished(a) => self.attached = Some(a),
+                    JobEvent::Failed(message) => self.error = Some(message),
+                    _ => {}
+                }
+            }
+        }
+        if let Some(dialog) = &self.data_dialog
+            && let Ok(event) = dialog.events.try_recv()
+        {
+            self.data_dialog = None;
+            if let JobEvent::Finished(Some(path)) = event {
+                self.apply(Command::AttachData(path));
+            }
+        }
         self.schedule_evaluation();
         if let Some(h) = &self.histogram_job
             && let Ok(event) = h.job.events.try_recv()
@@ -332,11 +436,16 @@ impl SlimApp {
         self.config = compress::Config::default();
         self.evaluation = None;
         self.evaluating = None;
+        self.attached = None;
+        self.attaching = None;
         let recent = &mut self.settings.recent_files;
         recent.retain(|p| p != path);
         recent.insert(0, path.to_owned());
         recent.truncate(RECENT_FILES);
         self.loaded = Some(loaded);
+        if let Some((data, arch)) = self.pending_attach.take() {
+            self.attach(data, arch);
+        }
     }
 
     /// Carry out one command.
@@ -409,6 +518,37 @@ impl SlimApp {
                 }
             }
             Command::Export(path) => self.export(path),
+            Command::OpenDemo => match demo::files() {
+                Ok(d) => {
+                    self.pending_attach = Some((d.data, Some(d.arch)));
+                    self.open(d.model);
+                }
+                Err(e) => self.error = Some(format!("The bundled demo: {e}")),
+            },
+            Command::AttachData(path) => self.attach(path, None),
+            Command::AttachArch(path) => match &self.attached {
+                Some(a) => {
+                    let data = a.data_path.clone();
+                    self.attach(data, Some(path));
+                }
+                None => {
+                    self.error = Some(format!(
+                        "{}: attach a data set first; the architecture is checked against it",
+                        path.display()
+                    ))
+                }
+            },
+            Command::AttachDataDialog => {
+                if self.data_dialog.is_none() {
+                    self.data_dialog = Some(spawn_job("file-dialog", self.notifier(), |_| {
+                        Ok(rfd::FileDialog::new()
+                            .set_title("Attach a labelled data set")
+                            .add_filter("data", &["csv", "gz", "npz", "toml", "ubyte"])
+                            .add_filter("all files", &["*"])
+                            .pick_file())
+                    }));
+                }
+            }
         }
     }
 
@@ -515,7 +655,13 @@ impl SlimApp {
                 .map(|f| f.path().to_owned())
                 .collect()
         });
-        commands.extend(dropped.into_iter().take(1).map(Command::OpenModel));
+        let model_open = self.loaded.is_some();
+        commands.extend(
+            dropped
+                .into_iter()
+                .take(1)
+                .map(|p| classify_drop(p, model_open)),
+        );
 
         egui::Panel::top("menu").show(ui, |ui| self.top_bar_ui(ui, &mut commands));
         egui::Panel::bottom("status").show(ui, |ui| self.status_ui(ui, &mut commands));
@@ -538,6 +684,15 @@ impl SlimApp {
                                 selected_name.as_deref(),
                                 self.evaluation.as_deref(),
                                 busy,
+                            );
+                            ui.separator();
+                            accuracy::ui(
+                                ui,
+                                self.attached.as_ref(),
+                                self.attaching.as_ref().map(|a| (a.done, a.total)),
+                                self.evaluation.as_deref(),
+                                busy,
+                                &mut commands,
                             );
                             ui.separator();
                             summary::ui(ui, self.loaded.as_ref());
@@ -724,6 +879,30 @@ fn empty_state_ui(ui: &mut egui::Ui, loading: bool) {
     });
 }
 
+/// What a dropped file is for: with a model open, data sets and architecture specs
+/// attach to it; anything else opens as a model.
+fn classify_drop(path: PathBuf, model_open: bool) -> Command {
+    let name = file_name(&path).to_lowercase();
+    if model_open {
+        if name.ends_with(".csv") || name.ends_with(".csv.gz") || name.contains("ubyte") {
+            return Command::AttachData(path);
+        }
+        if name.ends_with(".toml") {
+            // A spec is a few hundred bytes: reading its head does not stall a frame.
+            let mut head = String::new();
+            if let Ok(f) = std::fs::File::open(&path) {
+                use std::io::Read;
+                let _ = f.take(16 << 10).read_to_string(&mut head);
+            }
+            if head.contains("[[layer]]") {
+                return Command::AttachArch(path);
+            }
+            return Command::AttachData(path);
+        }
+    }
+    Command::OpenModel(path)
+}
+
 /// A file's name for messages.
 pub(crate) fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(
@@ -766,9 +945,8 @@ pub fn run(model: Option<PathBuf>) -> anyhow::Result<()> {
                 .unwrap_or_default();
             let mut app = SlimApp::new(settings);
             app.ctx = Some(cc.egui_ctx.clone());
-            if let Some(path) = model {
-                app.apply(Command::OpenModel(path));
-            }
+            // With no model named, open on the bundled demo.
+            app.apply(model.map_or(Command::OpenDemo, Command::OpenModel));
             Ok(Box::new(EframeApp(app)))
         }),
     )

@@ -245,3 +245,12 @@ impl Runner for Sequential {
             .map_err(candle)
     }
 }
+
+/// Named tensors held in memory (generated weights, tests).
+impl WeightSource for std::collections::HashMap<String, (Vec<f32>, Vec<usize>)> {
+    fn weight(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        self.get(name)
+            .cloned()
+            .ok_or_else(|| Error::InvalidSetting(format!("no tensor named `{name}`")))
+    }
+}

@@ -1,0 +1,158 @@
+//! Accuracy in the app: a labelled data set (and the network's architecture)
+//! attached to the open model, its baseline, and what the current compression keeps.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::compress::Evaluation;
+use super::{Command, file_name, group_digits};
+use crate::error::Result;
+use crate::eval::arch::{ArchSpec, propose};
+use crate::eval::data::{self, Dataset};
+use crate::eval::{DEFAULT_BATCH, Metrics, build_runner, evaluate};
+use crate::jobs::Progress;
+use crate::model::Model;
+
+/// A data set attached to the open model, with the uncompressed model's figures.
+pub struct Attached {
+    pub data_path: PathBuf,
+    /// The architecture spec given, if one was (else it was proposed).
+    pub arch_path: Option<PathBuf>,
+    pub data: Arc<Dataset>,
+    pub arch: Arc<ArchSpec>,
+    /// What was assumed to propose the architecture (empty for a given spec).
+    pub notes: Vec<String>,
+    pub baseline: Metrics,
+    /// Increases with every attachment, so evaluations know which data they used.
+    pub version: u64,
+}
+
+/// Load the data, take or propose the architecture, and evaluate the model as it is
+/// (run on a worker; progress counts samples).
+pub fn attach(
+    model: &Model,
+    data_path: &Path,
+    arch_path: Option<&Path>,
+    version: u64,
+    progress: &Progress<Attached>,
+) -> Result<Attached> {
+    let data = data::load(data_path)?;
+    let (arch, notes) = match arch_path {
+        Some(p) => (ArchSpec::load(p)?, Vec::new()),
+        None => {
+            let p = propose(model, data.sample_len())?;
+            (p.spec, p.notes)
+        }
+    };
+    let runner = build_runner(model, &arch, &[])?;
+    let baseline = evaluate(&runner, &data, DEFAULT_BATCH, |done, total| {
+        progress.report(done, total)
+    })?;
+    Ok(Attached {
+        data_path: data_path.to_owned(),
+        arch_path: arch_path.map(Path::to_owned),
+        data: Arc::new(data),
+        arch: Arc::new(arch),
+        notes,
+        baseline,
+        version,
+    })
+}
+
+fn percent(v: f64) -> String {
+    format!("{:.2}%", 100.0 * v)
+}
+
+/// The accuracy section of the right panel.
+pub fn ui(
+    ui: &mut egui::Ui,
+    attached: Option<&Attached>,
+    attaching: Option<(usize, usize)>,
+    evaluation: Option<&Evaluation>,
+    evaluating: bool,
+    commands: &mut Vec<Command>,
+) {
+    ui.horizontal(|ui| {
+        ui.heading("Accuracy");
+        if ui
+            .button("Attach data…")
+            .on_hover_text(
+                "A labelled data set (CSV/CSV.gz, IDX, .npz, or a TOML data spec) to measure accuracy on; \
+                 you can also drop it on the window",
+            )
+            .clicked()
+        {
+            commands.push(Command::AttachDataDialog);
+        }
+    });
+    if let Some((done, total)) = attaching {
+        let fraction = if total == 0 {
+            0.0
+        } else {
+            done as f32 / total as f32
+        };
+        ui.add(
+            egui::ProgressBar::new(fraction)
+                .text(format!("Evaluating the original: {done}/{total} samples")),
+        );
+    }
+    let Some(a) = attached else {
+        if attaching.is_none() {
+            ui.label("No data attached: sizes and SQNR above are weight figures only.");
+        }
+        return;
+    };
+    egui::Grid::new("accuracy")
+        .num_columns(2)
+        .striped(true)
+        .show(ui, |ui| {
+            ui.label("Data");
+            ui.label(format!(
+                "{} · {} samples · {} classes",
+                file_name(&a.data_path),
+                group_digits(a.data.len() as u64),
+                a.data.classes()
+            ))
+            .on_hover_text(a.data_path.display().to_string());
+            ui.end_row();
+            ui.label("Original").on_hover_text("The model as stored");
+            ui.label(format!(
+                "top-1 {} · loss {:.4}",
+                percent(a.baseline.top1),
+                a.baseline.loss
+            ));
+            ui.end_row();
+            let current = evaluation
+                .and_then(|e| e.accuracy)
+                .filter(|(v, _)| *v == a.version)
+                .map(|(_, m)| m);
+            ui.label("Compressed")
+                .on_hover_text("The current configuration, measured on the same data");
+            match current {
+                Some(m) => {
+                    let delta = 100.0 * (m.top1 - a.baseline.top1);
+                    ui.label(format!(
+                        "top-1 {} ({delta:+.2} pts) · loss {:.4}",
+                        percent(m.top1),
+                        m.loss
+                    ));
+                }
+                None if evaluating => {
+                    ui.spinner();
+                }
+                None => {
+                    ui.label("same as the original");
+                }
+            }
+            ui.end_row();
+        });
+    if !a.notes.is_empty() {
+        egui::CollapsingHeader::new("Architecture (proposed)")
+            .default_open(false)
+            .show(ui, |ui| {
+                for n in &a.notes {
+                    ui.label(n);
+                }
+            });
+    }
+}
