@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use common::{fixture, slimscope};
 use slimscope::Model;
-use slimscope::compress::apply::apply;
+use slimscope::compress::apply::apply_recipe;
 use slimscope::compress::recipe::Recipe;
 use slimscope::eval::arch::{ArchSpec, propose};
 use slimscope::eval::{Metrics, build_runner, data, evaluate};
@@ -91,13 +91,7 @@ fn evaluate_with(
     let applied = match recipe {
         Some(text) => {
             let r = Recipe::parse(text, Path::new("r.toml")).expect("recipe");
-            let names: Vec<(&str, usize)> = model
-                .tensors
-                .iter()
-                .map(|t| (t.name.as_str(), t.shape.len()))
-                .collect();
-            let plans = r.resolve(&names, text, Path::new("r.toml")).expect("plans");
-            apply(model, &plans).expect("apply")
+            apply_recipe(model, &r, text, Path::new("r.toml")).expect("apply")
         }
         None => Vec::new(),
     };

@@ -13,7 +13,7 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::{group_digits, human_bytes};
-use crate::compress::apply::{AppliedTensor, apply};
+use crate::compress::apply::{AppliedTensor, apply_recipe};
 use crate::compress::recipe::Recipe;
 use crate::dtype::GgmlQuant;
 use crate::error::{Error, Result};
@@ -435,15 +435,7 @@ pub fn evaluate(
     let text = config.recipe_text(None);
     let origin = Path::new(RECIPE_ORIGIN);
     let recipe = Recipe::parse(&text, origin).map_err(|e| Error::InvalidSetting(e.to_string()))?;
-    let names: Vec<(&str, usize)> = model
-        .tensors
-        .iter()
-        .map(|t| (t.name.as_str(), t.shape.len()))
-        .collect();
-    let plans = recipe
-        .resolve(&names, &text, origin)
-        .map_err(|e| Error::InvalidSetting(e.to_string()))?;
-    let applied = apply(model, &plans)?;
+    let applied = apply_recipe(model, &recipe, &text, origin)?;
     if cancelled() {
         return Err(Error::Cancelled);
     }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::compress::apply::apply as apply_recipe;
+use crate::compress::apply::apply_recipe;
 use crate::compress::recipe::Recipe;
 use crate::inspect::{TensorReport, inspect_model};
 use crate::jobs::{JobEvent, JobHandle, spawn_job};
@@ -282,15 +282,7 @@ impl SlimApp {
             let recipe_path = out.with_extension("recipe.toml");
             let recipe = Recipe::parse(&text, &recipe_path)
                 .map_err(|e| crate::Error::InvalidSetting(e.to_string()))?;
-            let names: Vec<(&str, usize)> = model
-                .tensors
-                .iter()
-                .map(|t| (t.name.as_str(), t.shape.len()))
-                .collect();
-            let plans = recipe
-                .resolve(&names, &text, &recipe_path)
-                .map_err(|e| crate::Error::InvalidSetting(e.to_string()))?;
-            let applied = apply_recipe(&model, &plans)?;
+            let applied = apply_recipe(&model, &recipe, &text, &recipe_path)?;
             crate::export::write_model(&model, &applied, &text, &out, true)?;
             crate::export::write_text(&recipe_path, &text, true)?;
             Ok(format!(

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use crate::compress::apply::apply;
+use crate::compress::apply::apply_recipe;
 use crate::compress::recipe::Recipe;
 use crate::export::{OutputFormat, check_output, summary, write_model};
 use crate::model::Model;
@@ -39,13 +39,7 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
         .with_context(|| format!("{}", args.recipe.display()))?;
     let recipe = Recipe::parse(&text, &args.recipe)?;
     recipe.check_source(&args.model, &args.recipe)?;
-    let tensors: Vec<(&str, usize)> = model
-        .tensors
-        .iter()
-        .map(|t| (t.name.as_str(), t.shape.len()))
-        .collect();
-    let plans = recipe.resolve(&tensors, &text, &args.recipe)?;
-    let applied = apply(&model, &plans)?;
+    let applied = apply_recipe(&model, &recipe, &text, &args.recipe)?;
     write_model(&model, &applied, &text, &args.output, args.force)?;
     let summary = summary(&model, &applied);
     let report: Vec<_> = applied.iter().map(|(_, t)| t).collect();

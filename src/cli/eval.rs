@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use crate::compress::apply::apply;
+use crate::compress::apply::apply_recipe;
 use crate::compress::recipe::Recipe;
 use crate::eval::arch::{ArchSpec, propose};
 use crate::eval::{DEFAULT_BATCH, Metrics, build_runner, data, evaluate};
@@ -58,13 +58,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
                 std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
             let recipe = Recipe::parse(&text, path)?;
             recipe.check_source(&args.model, path)?;
-            let names: Vec<(&str, usize)> = model
-                .tensors
-                .iter()
-                .map(|t| (t.name.as_str(), t.shape.len()))
-                .collect();
-            let plans = recipe.resolve(&names, &text, path)?;
-            let applied = apply(&model, &plans)?;
+            let applied = apply_recipe(&model, &recipe, &text, path)?;
             let runner = build_runner(&model, &arch, &applied)?;
             Some(evaluate(&runner, &data, args.batch, |_, _| true)?)
         }

@@ -13,7 +13,7 @@ use super::float::{FloatFormat, fake_quant_float};
 use super::gguf_blocks;
 use super::prune::{self, Mask, Norm};
 use super::quant::{self, Fidelity, IntScheme, fidelity};
-use super::recipe::{NormName, PruneSpec, QuantSpec, Scope, TensorPlan};
+use super::recipe::{NormName, PruneSpec, QuantSpec, Recipe, Scope, TensorPlan};
 use super::size::{self, Layout, Storage};
 use crate::dtype::{DType, GgmlQuant, decode};
 use crate::error::{Error, Result};
@@ -66,6 +66,26 @@ struct Quantized {
     words: Option<String>,
     stored: DType,
     packed: Option<Vec<u8>>,
+}
+
+/// Resolve `recipe` (whose source is `text`, read from `path`, for line numbers)
+/// against `model`'s tensors and apply it: what `slimscope apply`, `eval` and the
+/// app all do with a recipe.
+pub fn apply_recipe(
+    model: &Model,
+    recipe: &Recipe,
+    text: &str,
+    path: &std::path::Path,
+) -> Result<Vec<(usize, AppliedTensor)>> {
+    let names: Vec<(&str, usize)> = model
+        .tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t.shape.len()))
+        .collect();
+    let plans = recipe
+        .resolve(&names, text, path)
+        .map_err(|e| Error::InvalidSetting(e.to_string()))?;
+    apply(model, &plans)
 }
 
 /// The compressed tensors (in model order), by index into `model.tensors`.

@@ -26,6 +26,19 @@ fn nearest_int(v: f32) -> i32 {
     (bits & 0x007f_ffff) - 0x0040_0000
 }
 
+/// The value of largest magnitude (sign kept; the first wins ties) and the magnitude.
+#[inline]
+fn signed_max(x: &[f32]) -> (f32, f32) {
+    let (mut max, mut amax) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    (max, amax)
+}
+
 /// f32 → f16 bits and the f32 the decoder will see.
 #[inline]
 fn half(v: f32) -> ([u8; 2], f32) {
@@ -38,13 +51,7 @@ fn half(v: f32) -> ([u8; 2], f32) {
 /// no importance weights).
 #[inline]
 fn make_qx_quants(nmax: i32, x: &[f32], levels: &mut [i8]) -> f32 {
-    let (mut max, mut amax) = (0f32, 0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    let (max, amax) = signed_max(x);
     if amax < GROUP_MAX_EPS {
         levels.fill(0);
         return 0.0;
@@ -85,13 +92,7 @@ fn make_qx_quants(nmax: i32, x: &[f32], levels: &mut [i8]) -> f32 {
 /// (`make_q3_quants` with `do_rmse`). Levels come back offset by `nmax`.
 #[inline]
 fn make_q3_quants(nmax: i32, x: &[f32], levels: &mut [i8]) -> f32 {
-    let (mut max, mut amax) = (0f32, 0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    let (max, amax) = signed_max(x);
     if amax < GROUP_MAX_EPS {
         levels.fill(0);
         return 0.0;
