@@ -321,3 +321,43 @@ fn idx_and_headed_csv_files_load() {
     assert_eq!(d.labels, vec![2, 0]);
     assert_eq!(d.x, vec![0.0, 0.5, 1.0, 1.5]);
 }
+
+#[test]
+fn an_npz_data_set_loads_x_and_y() {
+    // An .npz written by hand: x float32 [3, 2], y int64 [3] (numpy's .npy v1 format).
+    fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+        let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend((header.len() as u16).to_le_bytes());
+        out.extend(header.as_bytes());
+        out.extend(data);
+        out
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("d.npz");
+    let x: Vec<u8> = [0.5f32, 1.5, 2.5, 3.5, 4.5, 5.5]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let y: Vec<u8> = [2i64, 0, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let file = std::fs::File::create(&path).expect("create");
+    let mut zip = zip::ZipWriter::new(file);
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored);
+    for (name, bytes) in [
+        ("x.npy", npy("<f4", "(3, 2)", &x)),
+        ("y.npy", npy("<i8", "(3,)", &y)),
+    ] {
+        zip.start_file(name, options).expect("member");
+        std::io::Write::write_all(&mut zip, &bytes).expect("write");
+    }
+    zip.finish().expect("finish");
+    let d = data::load(&path).expect("npz");
+    assert_eq!(d.sample_shape, vec![2]);
+    assert_eq!(d.labels, vec![2, 0, 1]);
+    assert_eq!(d.x, vec![0.5, 1.5, 2.5, 3.5, 4.5, 5.5]);
+}
