@@ -326,7 +326,8 @@ fn idx_and_headed_csv_files_load() {
 fn an_npz_data_set_loads_x_and_y() {
     // An .npz written by hand: x float32 [3, 2], y int64 [3] (numpy's .npy v1 format).
     fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
-        let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
         while (10 + header.len() + 1) % 64 != 0 {
             header.push(' ');
         }
@@ -346,8 +347,8 @@ fn an_npz_data_set_loads_x_and_y() {
     let y: Vec<u8> = [2i64, 0, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
     let file = std::fs::File::create(&path).expect("create");
     let mut zip = zip::ZipWriter::new(file);
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored);
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for (name, bytes) in [
         ("x.npy", npy("<f4", "(3, 2)", &x)),
         ("y.npy", npy("<i8", "(3,)", &y)),
