@@ -347,3 +347,35 @@ fn the_demo_opens_evaluated_and_95_percent_sparsity_costs_accuracy() {
     assert!(text.contains("pts)"), "{text}");
     assert!(text.contains('-'), "accuracy fell: {text}");
 }
+
+#[test]
+fn dropping_a_data_spec_on_an_open_model_attaches_and_evaluates_it() {
+    let mut h = harness();
+    drop_file(&mut h, &fixture("digit_cnn.pth"));
+    step_until(&mut h, "the model to load", |a| {
+        a.loaded.is_some() && !a.is_loading()
+    });
+    h.get_by_label_contains("No data attached");
+    // The same spec the demo ships, pointing at the fixture copy of the images; no
+    // architecture given, so the app proposes one from the weights.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = dir.path().join("mnist.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "file = {:?}\nlabel = \"last\"\ndivide = 255.0\nmean = [0.1307]\nstd = [0.3081]\nshape = [1, 28, 28]\n",
+            fixture("mnist_5k.csv.gz")
+        ),
+    )
+    .expect("write");
+    drop_file(&mut h, &spec);
+    step_until(&mut h, "the data to attach", |a| {
+        a.attached.is_some() && !a.is_attaching()
+    });
+    assert!(h.state().error.is_none(), "{:?}", h.state().error);
+    // Still the same model: the drop attached data instead of opening a file.
+    h.get_by_label("Histogram of conv_layers.0.weight");
+    h.get_by_label_contains("mnist.toml · 5,000 samples · 10 classes");
+    h.get_by_label_contains("top-1 99.70%");
+    h.get_by_label("Architecture (proposed)");
+}
