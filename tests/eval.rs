@@ -13,7 +13,7 @@ use slimscope::Model;
 use slimscope::compress::apply::apply_recipe;
 use slimscope::compress::recipe::Recipe;
 use slimscope::eval::arch::{ArchSpec, propose};
-use slimscope::eval::{Metrics, build_runner, data, evaluate};
+use slimscope::eval::{Metrics, Network, build_runner, data, evaluate};
 
 /// A data spec for mnist_5k with the model's preprocessing (fixtures.md).
 fn mnist_spec(dir: &Path) -> PathBuf {
@@ -361,4 +361,188 @@ fn an_npz_data_set_loads_x_and_y() {
     assert_eq!(d.sample_shape, vec![2]);
     assert_eq!(d.labels, vec![2, 0, 1]);
     assert_eq!(d.x, vec![0.5, 1.5, 2.5, 3.5, 4.5, 5.5]);
+}
+
+// --- the ONNX runner ----------------------------------------------------------------
+
+/// The digit CNN exported to ONNX by the fixture step (onnx.helper, from the .pth).
+fn onnx_cnn() -> Model {
+    Model::open(fixture("digit_cnn.onnx")).expect("onnx model")
+}
+
+#[test]
+fn the_onnx_export_scores_the_published_accuracy_and_matches_onnx_reference_logits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = data::load(&mnist_spec(dir.path())).expect("data");
+    let model = onnx_cnn();
+    let (network, notes) = Network::resolve(&model, None, &data).expect("network");
+    assert!(network.spec().is_none() && notes.is_empty());
+    let runner = network.runner(&model, &[]).expect("runner");
+    assert_eq!(runner.input_shape(), [1, 28, 28]);
+    assert_eq!(runner.classes(), 10);
+    let m = evaluate(runner.as_ref(), &data, 256, |_, _| true).expect("evaluate");
+    assert_eq!((m.top1 * 5000.0).round() as usize, 4985, "{m:?}");
+    // onnx.reference.ReferenceEvaluator's logits for 64 images spread over the classes.
+    let r = &common::reference()["digit_cnn_onnx"];
+    let index: Vec<usize> = r["index"]
+        .as_array()
+        .expect("index")
+        .iter()
+        .map(|v| v.as_u64().expect("u64") as usize)
+        .collect();
+    let want: Vec<f64> = r["logits"]
+        .as_array()
+        .expect("logits")
+        .iter()
+        .map(|v| v.as_f64().expect("f64"))
+        .collect();
+    let mut batch = Vec::new();
+    for (k, &i) in index.iter().enumerate() {
+        batch.extend_from_slice(&data.x[i * 784..(i + 1) * 784]);
+        assert_eq!(
+            u64::from(data.labels[i]),
+            r["labels"][k].as_u64().expect("label")
+        );
+    }
+    let got = runner.logits(&batch, index.len()).expect("logits");
+    assert_eq!(got.len(), want.len());
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(&g, &w)| (f64::from(g) - w).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-4, "max |Δlogit| {worst}");
+}
+
+#[test]
+fn compressed_weights_reach_the_onnx_graph() {
+    // The same recipe through the ONNX graph (tract) and the sequential runner
+    // (candle): two engines, one set of compressed weights, the same figures.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut data = data::load(&mnist_spec(dir.path())).expect("data");
+    // Every 5th image: all classes, a fifth of the time.
+    let keep: Vec<usize> = (0..data.len()).step_by(5).collect();
+    data.x = keep
+        .iter()
+        .flat_map(|&i| data.x[i * 784..(i + 1) * 784].to_vec())
+        .collect();
+    data.labels = keep.iter().map(|&i| data.labels[i]).collect();
+    let onnx = onnx_cnn();
+    let pth = Model::open(fixture("digit_cnn.pth")).expect("pth");
+    let arch = ArchSpec::parse(CNN_ARCH, Path::new("cnn.toml")).expect("spec");
+    let (network, _) = Network::resolve(&onnx, None, &data).expect("network");
+    let original = network.runner(&onnx, &[]).expect("runner");
+    let base = evaluate(original.as_ref(), &data, 100, |_, _| true).expect("evaluate");
+    for recipe in [
+        "version = 1\n[[rule]]\nmatch = \"*.weight\"\nprune = { method = \"magnitude\", sparsity = 0.95, scope = \"global\" }\n",
+        "version = 1\n[[rule]]\nmatch = \"*.weight\"\nquant = { format = \"int\", bits = 2, granularity = \"tensor\" }\n",
+    ] {
+        let r = Recipe::parse(recipe, Path::new("r.toml")).expect("recipe");
+        let applied = apply_recipe(&onnx, &r, recipe, Path::new("r.toml")).expect("apply");
+        let runner = network.runner(&onnx, &applied).expect("runner");
+        let via_onnx = evaluate(runner.as_ref(), &data, 100, |_, _| true).expect("evaluate");
+        let via_candle = evaluate_with(&pth, &arch, Some(recipe), &data);
+        assert!(
+            via_onnx.loss > 2.0 * base.loss,
+            "{recipe}: not compressed? {via_onnx:?} vs {base:?}"
+        );
+        assert_eq!(via_onnx.top1, via_candle.top1, "{recipe}");
+        assert!(
+            (via_onnx.loss - via_candle.loss).abs() < 1e-4 * via_candle.loss,
+            "{recipe}: {via_onnx:?} vs {via_candle:?}"
+        );
+    }
+}
+
+#[test]
+fn onnx_figures_do_not_depend_on_batch_size_or_threads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut data = data::load(&mnist_spec(dir.path())).expect("data");
+    data.x.truncate(333 * 784);
+    data.labels.truncate(333);
+    let model = onnx_cnn();
+    let (network, _) = Network::resolve(&model, None, &data).expect("network");
+    let runner = network.runner(&model, &[]).expect("runner");
+    let run = |batch: usize, threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        pool.install(|| evaluate(runner.as_ref(), &data, batch, |_, _| true).expect("evaluate"))
+    };
+    let a = run(256, 2);
+    for (batch, threads) in [(1, 2), (77, 1), (333, 2)] {
+        let b = run(batch, threads);
+        assert_eq!(a.top1, b.top1, "batch {batch}, {threads} threads");
+        assert_eq!(a.loss, b.loss, "batch {batch}, {threads} threads");
+    }
+}
+
+#[test]
+fn onnx_graphs_that_are_not_classifiers_of_the_data_are_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = mnist_spec(dir.path());
+    let run = |model: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            model.to_str().expect("p"),
+            "--data",
+            spec.to_str().expect("p"),
+        ];
+        args.extend(extra);
+        let (code, _, stderr) = slimscope(&args);
+        assert_eq!(code, 2, "{stderr}");
+        stderr
+    };
+    // A sentence encoder: three int64 inputs.
+    let err = run(&fixture("minilm_int8.onnx"), &[]);
+    assert!(
+        err.contains("minilm_int8.onnx") && err.contains("input_ids") && err.contains("one input"),
+        "{err}"
+    );
+    // A 3×48×192 text-angle classifier given 1×28×28 digits.
+    let err = run(&fixture("ppocr_cls.onnx"), &[]);
+    assert!(
+        err.contains("ppocr_cls.onnx") && err.contains("[1, 28, 28]"),
+        "{err}"
+    );
+    // An architecture spec does not apply to an ONNX graph.
+    let arch = dir.path().join("cnn.toml");
+    std::fs::write(&arch, CNN_ARCH).expect("write");
+    let err = run(
+        &fixture("digit_cnn.onnx"),
+        &["--arch", arch.to_str().expect("p")],
+    );
+    assert!(
+        err.contains("digit_cnn.onnx") && err.contains("own graph"),
+        "{err}"
+    );
+    // A truncated copy.
+    let bytes = std::fs::read(fixture("digit_cnn.onnx")).expect("read");
+    let cut = dir.path().join("cut.onnx");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+    let err = run(&cut, &[]);
+    assert!(err.contains("cut.onnx"), "{err}");
+}
+
+#[test]
+fn the_cli_evaluates_an_onnx_model_with_a_recipe() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = mnist_spec(dir.path());
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(&recipe, "version = 1\n[[rule]]\nmatch = \"*.weight\"\nquant = { format = \"int\", bits = 8, granularity = \"channel\" }\n").expect("write");
+    let (code, stdout, stderr) = slimscope(&[
+        "eval",
+        fixture("digit_cnn.onnx").to_str().expect("p"),
+        "--data",
+        spec.to_str().expect("p"),
+        "--recipe",
+        recipe.to_str().expect("p"),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(report["original"]["top1"].as_f64(), Some(0.997));
+    let int8 = report["compressed"]["top1"].as_f64().expect("compressed");
+    assert!((int8 - 0.997).abs() <= 0.002, "{int8}");
 }

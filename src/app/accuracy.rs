@@ -7,9 +7,8 @@ use std::sync::Arc;
 use super::compress::Evaluation;
 use super::{Command, file_name, group_digits};
 use crate::error::Result;
-use crate::eval::arch::{ArchSpec, propose};
 use crate::eval::data::{self, Dataset};
-use crate::eval::{DEFAULT_BATCH, Metrics, build_runner, evaluate};
+use crate::eval::{DEFAULT_BATCH, Metrics, Network, evaluate};
 use crate::jobs::Progress;
 use crate::model::Model;
 
@@ -19,7 +18,8 @@ pub struct Attached {
     /// The architecture spec given, if one was (else it was proposed).
     pub arch_path: Option<PathBuf>,
     pub data: Arc<Dataset>,
-    pub arch: Arc<ArchSpec>,
+    /// The forward pass: the given or proposed spec, or an ONNX model's own graph.
+    pub network: Arc<Network>,
     /// What was assumed to propose the architecture (empty for a given spec).
     pub notes: Vec<String>,
     pub baseline: Metrics,
@@ -27,7 +27,7 @@ pub struct Attached {
     pub version: u64,
 }
 
-/// Load the data, take or propose the architecture, and evaluate the model as it is
+/// Load the data, take or propose the architecture (or use an ONNX model's graph), and evaluate the model as it is
 /// (run on a worker; progress counts samples).
 pub fn attach(
     model: &Model,
@@ -37,22 +37,16 @@ pub fn attach(
     progress: &Progress<Attached>,
 ) -> Result<Attached> {
     let data = data::load(data_path)?;
-    let (arch, notes) = match arch_path {
-        Some(p) => (ArchSpec::load(p)?, Vec::new()),
-        None => {
-            let p = propose(model, data.sample_len())?;
-            (p.spec, p.notes)
-        }
-    };
-    let runner = build_runner(model, &arch, &[])?;
-    let baseline = evaluate(&runner, &data, DEFAULT_BATCH, |done, total| {
+    let (network, notes) = Network::resolve(model, arch_path, &data)?;
+    let runner = network.runner(model, &[])?;
+    let baseline = evaluate(runner.as_ref(), &data, DEFAULT_BATCH, |done, total| {
         progress.report(done, total)
     })?;
     Ok(Attached {
         data_path: data_path.to_owned(),
         arch_path: arch_path.map(Path::to_owned),
         data: Arc::new(data),
-        arch: Arc::new(arch),
+        network: Arc::new(network),
         notes,
         baseline,
         version,

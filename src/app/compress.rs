@@ -18,7 +18,7 @@ use crate::compress::recipe::Recipe;
 use crate::dtype::GgmlQuant;
 use crate::error::{Error, Result};
 use crate::eval::Metrics;
-use crate::eval::arch::ArchSpec;
+use crate::eval::Network;
 use crate::eval::data::Dataset;
 use crate::inspect::TensorReport;
 use crate::model::Model;
@@ -419,7 +419,7 @@ fn tensor_result(
 pub struct AccuracyContext<'a> {
     pub version: u64,
     pub data: &'a Dataset,
-    pub arch: &'a ArchSpec,
+    pub network: &'a Network,
 }
 
 /// Compress `model` as `config` says and measure the result (run on a worker): sizes
@@ -472,11 +472,13 @@ pub fn evaluate(
     };
     let accuracy = match accuracy {
         Some(ctx) => {
-            let runner = crate::eval::build_runner(model, ctx.arch, &applied)?;
-            let m =
-                crate::eval::evaluate(&runner, ctx.data, crate::eval::DEFAULT_BATCH, |_, _| {
-                    !cancelled()
-                })?;
+            let runner = ctx.network.runner(model, &applied)?;
+            let m = crate::eval::evaluate(
+                runner.as_ref(),
+                ctx.data,
+                crate::eval::DEFAULT_BATCH,
+                |_, _| !cancelled(),
+            )?;
             Some((ctx.version, m))
         }
         None => None,

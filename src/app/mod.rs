@@ -250,12 +250,12 @@ impl SlimApp {
         let data = self
             .attached
             .as_ref()
-            .map(|a| (a.data.clone(), a.arch.clone()));
+            .map(|a| (a.data.clone(), a.network.clone()));
         let job = spawn_job("compress", self.notifier(), move |progress| {
             let accuracy = data.as_ref().map(|(d, a)| compress::AccuracyContext {
                 version,
                 data: d,
-                arch: a,
+                network: a,
             });
             compress::evaluate(&model, &reports, &config, bins, accuracy, || {
                 progress.is_cancelled()

@@ -9,18 +9,18 @@ use clap::Args;
 
 use crate::compress::apply::apply_recipe;
 use crate::compress::recipe::Recipe;
-use crate::eval::arch::{ArchSpec, propose};
-use crate::eval::{DEFAULT_BATCH, Metrics, build_runner, data, evaluate};
+use crate::eval::{DEFAULT_BATCH, Metrics, Network, data, evaluate};
 use crate::model::Model;
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// The model file (a state_dict: safetensors, .pth, .npz).
+    /// The model file: a state_dict (safetensors, .pth, .npz) or an ONNX graph.
     pub model: PathBuf,
     /// The labelled data: a CSV/CSV.gz, IDX or .npz file, or a TOML data spec.
     #[arg(long)]
     pub data: PathBuf,
-    /// The architecture spec (TOML); proposed from the weights when left out.
+    /// The architecture spec (TOML) of a state_dict; proposed from the weights when
+    /// left out. ONNX models run their own graph.
     #[arg(long)]
     pub arch: Option<PathBuf>,
     /// Also evaluate the model compressed with this recipe.
@@ -40,18 +40,18 @@ pub struct EvalArgs {
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let model = Model::open(&args.model)?;
     let data = data::load(&args.data)?;
-    let (arch, notes) = match &args.arch {
-        Some(path) => (ArchSpec::load(path)?, Vec::new()),
-        None => {
-            let p = propose(&model, data.sample_len())?;
-            (p.spec, p.notes)
-        }
-    };
+    let (network, notes) = Network::resolve(&model, args.arch.as_deref(), &data)?;
     if let Some(path) = &args.write_arch {
-        crate::export::write_text(path, &arch.to_toml(), true)?;
+        let Some(spec) = network.spec() else {
+            anyhow::bail!(
+                "{}: an ONNX model has no architecture spec to write",
+                args.model.display()
+            );
+        };
+        crate::export::write_text(path, &spec.to_toml(), true)?;
     }
-    let original = build_runner(&model, &arch, &[])?;
-    let base = evaluate(&original, &data, args.batch, |_, _| true)?;
+    let original = network.runner(&model, &[])?;
+    let base = evaluate(original.as_ref(), &data, args.batch, |_, _| true)?;
     let compressed = match &args.recipe {
         Some(path) => {
             let text =
@@ -59,8 +59,8 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             let recipe = Recipe::parse(&text, path)?;
             recipe.check_source(&args.model, path)?;
             let applied = apply_recipe(&model, &recipe, &text, path)?;
-            let runner = build_runner(&model, &arch, &applied)?;
-            Some(evaluate(&runner, &data, args.batch, |_, _| true)?)
+            let runner = network.runner(&model, &applied)?;
+            Some(evaluate(runner.as_ref(), &data, args.batch, |_, _| true)?)
         }
         None => None,
     };

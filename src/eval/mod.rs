@@ -9,16 +9,18 @@
 
 pub mod arch;
 pub mod data;
+pub mod onnx;
 pub mod sequential;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::compress::apply::AppliedTensor;
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Format, Model};
 use data::Dataset;
 use sequential::WeightSource;
 
@@ -169,6 +171,64 @@ impl WeightSource for ModelWeights<'_> {
             .map(|&d| d as usize)
             .collect();
         Ok((self.model.tensor_f32(i)?, shape))
+    }
+}
+
+/// How a model's weights become a forward pass.
+pub enum Network {
+    /// A sequential network described by an architecture spec (given or proposed).
+    Sequential(arch::ArchSpec),
+    /// The model's own ONNX graph.
+    Onnx(onnx::OnnxGraph),
+}
+
+impl Network {
+    /// The network for `model` on `data`: the ONNX graph of an ONNX model, else the
+    /// spec at `arch`, else one proposed from the tensor names and shapes. The notes
+    /// say what a proposal assumed.
+    pub fn resolve(
+        model: &Model,
+        arch: Option<&Path>,
+        data: &data::Dataset,
+    ) -> Result<(Network, Vec<String>)> {
+        if model.format == Format::Onnx {
+            if let Some(a) = arch {
+                return Err(Error::InvalidSetting(format!(
+                    "{}: an ONNX model runs its own graph; the architecture spec {} does not apply",
+                    model.path.display(),
+                    a.display()
+                )));
+            }
+            let graph = onnx::OnnxGraph::load(model, &data.sample_shape)?;
+            return Ok((Network::Onnx(graph), Vec::new()));
+        }
+        Ok(match arch {
+            Some(p) => (Network::Sequential(arch::ArchSpec::load(p)?), Vec::new()),
+            None => {
+                let p = arch::propose(model, data.sample_len())?;
+                (Network::Sequential(p.spec), p.notes)
+            }
+        })
+    }
+
+    /// A runner with `model`'s weights, compressed ones from `applied` in their place.
+    pub fn runner(
+        &self,
+        model: &Model,
+        applied: &[(usize, AppliedTensor)],
+    ) -> Result<Box<dyn Runner>> {
+        Ok(match self {
+            Network::Sequential(spec) => Box::new(build_runner(model, spec, applied)?),
+            Network::Onnx(graph) => Box::new(graph.runner(applied)?),
+        })
+    }
+
+    /// The sequential spec, if this is one (to show or save it).
+    pub fn spec(&self) -> Option<&arch::ArchSpec> {
+        match self {
+            Network::Sequential(spec) => Some(spec),
+            Network::Onnx(_) => None,
+        }
     }
 }
 
