@@ -201,8 +201,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 fn forward_benchmarks(runs: usize) -> anyhow::Result<()> {
     use std::collections::HashMap;
 
+    use crate::eval::Runner;
     use crate::eval::arch::ArchSpec;
     use crate::eval::data::Dataset;
+    use crate::eval::onnx::OnnxGraph;
     use crate::eval::sequential::Sequential;
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
@@ -256,18 +258,30 @@ fn forward_benchmarks(runs: usize) -> anyhow::Result<()> {
         ("MLP 784-512-256-10, 10k inputs, batch 1000", mlp),
         ("LeNet-5-like CNN, 10k inputs, batch 1000", lenet),
     ] {
-        let spec = ArchSpec::parse(&text, std::path::Path::new("(bench)"))?;
-        let runner = Sequential::build(&spec, &weights)?;
-        let mut failure = None;
-        let t = median_seconds(runs, || {
-            if let Err(e) = crate::eval::evaluate(&runner, &data, 1000, |_, _| true) {
-                failure = Some(e);
+        let origin = std::path::Path::new("(bench)");
+        let spec = ArchSpec::parse(&text, origin)?;
+        // Evaluation runs on tract; the candle network is what training will use.
+        let tract = OnnxGraph::from_spec(&spec, &weights, origin)?.runner(&[])?;
+        let candle = Sequential::build(&spec, &weights)?;
+        for (engine, runner) in [
+            ("eval, tract", &tract as &dyn Runner),
+            ("candle", &candle as &dyn Runner),
+        ] {
+            let mut failure = None;
+            let t = median_seconds(runs, || {
+                if let Err(e) = crate::eval::evaluate(runner, &data, 1000, |_, _| true) {
+                    failure = Some(e);
+                }
+            });
+            if let Some(e) = failure {
+                anyhow::bail!("{label}: {e}");
             }
-        });
-        if let Some(e) = failure {
-            anyhow::bail!("{label}: {e}");
+            println!(
+                "{:<56} {:>7.1}k samples/s",
+                format!("{label} ({engine})"),
+                10.0 / t
+            );
         }
-        println!("{label:<44} {:>7.1}k samples/s", 10.0 / t);
     }
     Ok(())
 }

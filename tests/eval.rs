@@ -95,8 +95,11 @@ fn evaluate_with(
         }
         None => Vec::new(),
     };
-    let runner = build_runner(model, arch, &applied).expect("runner");
-    evaluate(&runner, data, 256, |_, _| true).expect("evaluate")
+    // What `slimscope eval` runs: the spec checked by candle, run by tract.
+    let runner = Network::Sequential(arch.clone())
+        .runner(model, &applied)
+        .expect("runner");
+    evaluate(runner.as_ref(), data, 256, |_, _| true).expect("evaluate")
 }
 
 #[test]
@@ -441,7 +444,8 @@ fn compressed_weights_reach_the_onnx_graph() {
         let applied = apply_recipe(&onnx, &r, recipe, Path::new("r.toml")).expect("apply");
         let runner = network.runner(&onnx, &applied).expect("runner");
         let via_onnx = evaluate(runner.as_ref(), &data, 100, |_, _| true).expect("evaluate");
-        let via_candle = evaluate_with(&pth, &arch, Some(recipe), &data);
+        let runner = build_runner(&pth, &arch, &applied).expect("candle runner");
+        let via_candle = evaluate(&runner, &data, 100, |_, _| true).expect("evaluate");
         assert!(
             via_onnx.loss > 2.0 * base.loss,
             "{recipe}: not compressed? {via_onnx:?} vs {base:?}"

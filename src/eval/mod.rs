@@ -218,7 +218,13 @@ impl Network {
         applied: &[(usize, AppliedTensor)],
     ) -> Result<Box<dyn Runner>> {
         Ok(match self {
-            Network::Sequential(spec) => Box::new(build_runner(model, spec, applied)?),
+            Network::Sequential(spec) => {
+                // Candle checks the spec against the weights, naming the layer of any
+                // mismatch; tract runs it (see `OnnxGraph::from_spec`).
+                build_runner(model, spec, applied)?;
+                let weights = ModelWeights::new(model, applied);
+                Box::new(onnx::OnnxGraph::from_spec(spec, &weights, &model.path)?.runner(&[])?)
+            }
             Network::Onnx(graph) => Box::new(graph.runner(applied)?),
         })
     }

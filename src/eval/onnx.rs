@@ -9,25 +9,35 @@ use std::sync::Arc;
 
 use prost::Message;
 use rayon::prelude::*;
+use tract_onnx::pb::attribute_proto::AttributeType;
 use tract_onnx::pb::tensor_proto::DataType;
+use tract_onnx::pb::tensor_shape_proto::Dimension;
 use tract_onnx::pb::tensor_shape_proto::dimension::Value as Dim;
-use tract_onnx::pb::type_proto::Value as TypeValue;
-use tract_onnx::pb::{ModelProto, TensorProto};
+use tract_onnx::pb::type_proto::{self, Value as TypeValue};
+use tract_onnx::pb::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
+};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::internal::DimLike;
 
 use super::Runner;
+use super::arch::{ArchSpec, LayerSpec};
+use super::sequential::{WeightSource, batchnorm_affine};
 use crate::compress::apply::AppliedTensor;
 use crate::error::{Error, Result};
 use crate::model::Model;
 
 /// Samples per planned forward pass when the graph's batch dimension is free: large
 /// enough for tract's matrix kernels, small enough to spread a batch over all cores.
-const MICRO_BATCH: usize = 32;
+const MICRO_BATCH: usize = 64;
 
 /// A model's ONNX graph and its one input, ready to be bound to weights.
 pub struct OnnxGraph {
+    /// What errors name: the model file, or the architecture spec's source.
     path: PathBuf,
+    /// Where external data lives (the model's folder); none for generated graphs.
+    dir: Option<PathBuf>,
     proto: Arc<ModelProto>,
     /// One sample's shape (the input's dimensions after the batch dimension).
     sample: Vec<usize>,
@@ -132,6 +142,7 @@ impl OnnxGraph {
         };
         Ok(OnnxGraph {
             path: path.clone(),
+            dir: path.parent().map(Path::to_owned),
             sample,
             micro: batch.unwrap_or(MICRO_BATCH),
             proto: Arc::new(proto),
@@ -140,6 +151,165 @@ impl OnnxGraph {
 
     pub fn input_shape(&self) -> &[usize] {
         &self.sample
+    }
+
+    /// The sequential network of `spec` as an ONNX graph with `source`'s weights, so
+    /// that evaluation runs on tract's kernels (3× candle's on convolutions here; see
+    /// `slimscope bench`). The spec must already fit the weights ([`Sequential::build`]
+    /// checks that, naming the layer); the graph computes exactly what it does.
+    ///
+    /// [`Sequential::build`]: super::sequential::Sequential::build
+    pub fn from_spec(
+        spec: &ArchSpec,
+        source: &dyn WeightSource,
+        origin: &Path,
+    ) -> Result<OnnxGraph> {
+        let mut b = GraphBuilder::default();
+        let mut x = "input".to_owned();
+        let mut rank = spec.input.len();
+        for (n, layer) in spec.layers.iter().enumerate() {
+            let out = format!("l{n}");
+            match layer {
+                LayerSpec::Linear { weight, bias } => {
+                    let mut inputs = vec![x.clone(), b.weight(source, weight)?];
+                    inputs.extend(bias.as_deref().map(|n| b.weight(source, n)).transpose()?);
+                    b.node("Gemm", inputs, &out, vec![int("transB", 1)]);
+                    rank = 1;
+                }
+                LayerSpec::Conv2d {
+                    weight,
+                    bias,
+                    stride,
+                    padding,
+                    groups,
+                } => {
+                    let mut inputs = vec![x.clone(), b.weight(source, weight)?];
+                    inputs.extend(bias.as_deref().map(|n| b.weight(source, n)).transpose()?);
+                    let (s, p) = (*stride as i64, *padding as i64);
+                    b.node(
+                        "Conv",
+                        inputs,
+                        &out,
+                        vec![
+                            ints("strides", &[s, s]),
+                            ints("pads", &[p, p, p, p]),
+                            int("group", *groups as i64),
+                        ],
+                    );
+                }
+                LayerSpec::Maxpool { kernel, stride } | LayerSpec::Avgpool { kernel, stride } => {
+                    let (k, s) = (*kernel as i64, stride.unwrap_or(*kernel) as i64);
+                    let op = if matches!(layer, LayerSpec::Maxpool { .. }) {
+                        "MaxPool"
+                    } else {
+                        "AveragePool"
+                    };
+                    b.node(
+                        op,
+                        vec![x.clone()],
+                        &out,
+                        vec![ints("kernel_shape", &[k, k]), ints("strides", &[s, s])],
+                    );
+                }
+                LayerSpec::Batchnorm {
+                    weight,
+                    bias,
+                    mean,
+                    var,
+                    eps,
+                } => {
+                    let get = |name: &str| source.weight(name).map(|(v, _)| v);
+                    let (scale, shift) =
+                        batchnorm_affine(&get(weight)?, &get(bias)?, &get(mean)?, &get(var)?, *eps);
+                    // Per channel: [C] after a flatten, [C, 1, 1] on feature maps.
+                    let mut dims = vec![scale.len() as i64];
+                    dims.extend(std::iter::repeat_n(1, rank.saturating_sub(1)));
+                    let s = b.constant(&format!("{out}.scale"), scale, dims.clone());
+                    let t = b.constant(&format!("{out}.shift"), shift, dims);
+                    b.node("Mul", vec![x.clone(), s], &format!("{out}.scaled"), vec![]);
+                    b.node("Add", vec![format!("{out}.scaled"), t], &out, vec![]);
+                }
+                LayerSpec::Relu => b.node("Relu", vec![x.clone()], &out, vec![]),
+                LayerSpec::Sigmoid => b.node("Sigmoid", vec![x.clone()], &out, vec![]),
+                LayerSpec::Tanh => b.node("Tanh", vec![x.clone()], &out, vec![]),
+                LayerSpec::Gelu => {
+                    // Exact GELU, x·(1 + erf(x/√2))/2, in opset-17 operators.
+                    let r = b.constant("sqrt2", vec![std::f32::consts::SQRT_2], vec![]);
+                    let one = b.constant("one", vec![1.0], vec![]);
+                    let half = b.constant("half", vec![0.5], vec![]);
+                    b.node("Div", vec![x.clone(), r], &format!("{out}.a"), vec![]);
+                    b.node("Erf", vec![format!("{out}.a")], &format!("{out}.b"), vec![]);
+                    b.node(
+                        "Add",
+                        vec![format!("{out}.b"), one],
+                        &format!("{out}.c"),
+                        vec![],
+                    );
+                    b.node(
+                        "Mul",
+                        vec![x.clone(), format!("{out}.c")],
+                        &format!("{out}.d"),
+                        vec![],
+                    );
+                    b.node("Mul", vec![format!("{out}.d"), half], &out, vec![]);
+                }
+                LayerSpec::Softmax => {
+                    b.node("Softmax", vec![x.clone()], &out, vec![int("axis", -1)]);
+                }
+                LayerSpec::Flatten => {
+                    b.node("Flatten", vec![x.clone()], &out, vec![int("axis", 1)]);
+                    rank = 1;
+                }
+                LayerSpec::Dropout => continue,
+            }
+            x = out;
+        }
+        let mut dims = vec![Dimension {
+            value: Some(Dim::DimParam("N".into())),
+            ..Default::default()
+        }];
+        dims.extend(spec.input.iter().map(|&d| Dimension {
+            value: Some(Dim::DimValue(d as i64)),
+            ..Default::default()
+        }));
+        let input = ValueInfoProto {
+            name: "input".into(),
+            r#type: Some(TypeProto {
+                value: Some(TypeValue::TensorType(type_proto::Tensor {
+                    elem_type: DataType::Float as i32,
+                    shape: Some(TensorShapeProto { dim: dims }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let output = ValueInfoProto {
+            name: x,
+            ..Default::default()
+        };
+        let proto = ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
+            graph: Some(GraphProto {
+                name: "sequential".into(),
+                node: b.nodes,
+                initializer: b.initializers,
+                input: vec![input],
+                output: vec![output],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Ok(OnnxGraph {
+            path: origin.to_owned(),
+            dir: None,
+            proto: Arc::new(proto),
+            sample: spec.input.clone(),
+            micro: MICRO_BATCH,
+        })
     }
 
     /// Plan the graph with `applied`'s compressed tensors in place of the stored ones.
@@ -165,7 +335,7 @@ impl OnnxGraph {
             replace_values(slot, &t.values)
                 .map_err(|e| err(format!("tensor `{}`: {e}", t.name)))?;
         }
-        let dir = self.path.parent().and_then(Path::to_str);
+        let dir = self.dir.as_deref().and_then(Path::to_str);
         let planned = (|| -> TractResult<_> {
             let mut model = tract_onnx::onnx().parse(&proto, dir)?.model;
             let mut shape = vec![self.micro];
@@ -193,6 +363,70 @@ impl OnnxGraph {
             micro: self.micro,
             classes,
         })
+    }
+}
+
+/// Nodes and initializers of a graph being written.
+#[derive(Default)]
+struct GraphBuilder {
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+}
+
+impl GraphBuilder {
+    fn node(
+        &mut self,
+        op: &str,
+        inputs: Vec<String>,
+        output: &str,
+        attribute: Vec<AttributeProto>,
+    ) {
+        self.nodes.push(NodeProto {
+            op_type: op.into(),
+            name: output.into(),
+            input: inputs,
+            output: vec![output.into()],
+            attribute,
+            ..Default::default()
+        });
+    }
+
+    /// A float initializer named `name`; returns its name.
+    fn constant(&mut self, name: &str, values: Vec<f32>, dims: Vec<i64>) -> String {
+        if !self.initializers.iter().any(|t| t.name == name) {
+            self.initializers.push(TensorProto {
+                name: name.into(),
+                dims,
+                data_type: DataType::Float as i32,
+                raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ..Default::default()
+            });
+        }
+        name.into()
+    }
+
+    /// The model tensor `name` as an initializer; returns its name.
+    fn weight(&mut self, source: &dyn WeightSource, name: &str) -> Result<String> {
+        let (values, dims) = source.weight(name)?;
+        Ok(self.constant(name, values, dims.iter().map(|&d| d as i64).collect()))
+    }
+}
+
+fn int(name: &str, i: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i,
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, values: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: values.to_vec(),
+        ..Default::default()
     }
 }
 
@@ -280,5 +514,126 @@ impl Runner for OnnxRunner {
             })
             .map_err(|e| Error::InvalidSetting(format!("ONNX forward pass: {e}")))?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::eval::sequential::Sequential;
+
+    /// Every layer kind, through tract (the graph written from the spec) and candle
+    /// (the sequential network): two engines, one spec, the same logits.
+    #[test]
+    fn a_spec_runs_the_same_on_tract_and_candle() {
+        let spec = ArchSpec::parse(
+            r#"version = 1
+input = [4, 9, 9]
+[[layer]]
+op = "conv2d"
+weight = "c1.w"
+bias = "c1.b"
+stride = 2
+padding = 1
+groups = 2
+[[layer]]
+op = "batchnorm"
+weight = "bn1.g"
+bias = "bn1.b"
+mean = "bn1.m"
+var = "bn1.v"
+[[layer]]
+op = "gelu"
+[[layer]]
+op = "avgpool"
+kernel = 2
+stride = 1
+[[layer]]
+op = "maxpool"
+kernel = 2
+[[layer]]
+op = "dropout"
+[[layer]]
+op = "flatten"
+[[layer]]
+op = "linear"
+weight = "fc1.w"
+bias = "fc1.b"
+[[layer]]
+op = "batchnorm"
+weight = "bn2.g"
+bias = "bn2.b"
+mean = "bn2.m"
+var = "bn2.v"
+eps = 0.001
+[[layer]]
+op = "tanh"
+[[layer]]
+op = "linear"
+weight = "fc2.w"
+[[layer]]
+op = "sigmoid"
+[[layer]]
+op = "linear"
+weight = "fc3.w"
+bias = "fc3.b"
+[[layer]]
+op = "relu"
+[[layer]]
+op = "softmax"
+"#,
+            Path::new("all.toml"),
+        )
+        .expect("spec");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut weights: HashMap<String, (Vec<f32>, Vec<usize>)> = HashMap::new();
+        let mut add = |name: &str, shape: &[usize], lo: f32, hi: f32| {
+            let n = shape.iter().product();
+            let v = (0..n).map(|_| rng.random_range(lo..hi)).collect();
+            weights.insert(name.into(), (v, shape.to_vec()));
+        };
+        // 9×9 → conv s2 p1 → 5×5 (6 channels) → avgpool 2/1 → 4×4 → maxpool 2 → 2×2.
+        add("c1.w", &[6, 2, 3, 3], -0.5, 0.5);
+        add("c1.b", &[6], -0.1, 0.1);
+        for (bn, c) in [("bn1", 6), ("bn2", 12)] {
+            add(&format!("{bn}.g"), &[c], 0.5, 1.5);
+            add(&format!("{bn}.b"), &[c], -0.2, 0.2);
+            add(&format!("{bn}.m"), &[c], -0.3, 0.3);
+            add(&format!("{bn}.v"), &[c], 0.5, 2.0);
+        }
+        add("fc1.w", &[12, 24], -0.3, 0.3);
+        add("fc1.b", &[12], -0.1, 0.1);
+        add("fc2.w", &[8, 12], -0.5, 0.5);
+        add("fc3.w", &[5, 8], -1.0, 1.0);
+        add("fc3.b", &[5], -0.1, 0.1);
+        let x: Vec<f32> = (0..70 * 324).map(|_| rng.random_range(-2.0..2.0)).collect();
+
+        let candle = Sequential::build(&spec, &weights).expect("candle");
+        let tract = OnnxGraph::from_spec(&spec, &weights, Path::new("all.toml"))
+            .expect("graph")
+            .runner(&[])
+            .expect("tract");
+        assert_eq!(tract.input_shape(), [4, 9, 9]);
+        assert_eq!(tract.classes(), 5);
+        let a = candle.logits(&x, 70).expect("candle logits");
+        let b = tract.logits(&x, 70).expect("tract logits");
+        assert_eq!(a.len(), 70 * 5);
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "max |Δ| {worst}");
+        // Softmax rows sum to 1 and the ReLU before it made some scores equal: the
+        // outputs are not trivially the same everywhere.
+        assert!(
+            b.chunks(5)
+                .all(|r| (r.iter().sum::<f32>() - 1.0).abs() < 1e-5)
+        );
+        assert!(b.iter().any(|&v| v > 0.3) && b.iter().any(|&v| v < 0.15));
     }
 }

@@ -157,17 +157,8 @@ impl Sequential {
                         }
                         Ok(v)
                     };
-                    let (g, b, m, v) = (get(weight)?, get(bias)?, get(mean)?, get(var)?);
-                    let scale: Vec<f32> = g
-                        .iter()
-                        .zip(&v)
-                        .map(|(&g, &v)| (f64::from(g) / (f64::from(v) + eps).sqrt()) as f32)
-                        .collect();
-                    let shift: Vec<f32> = b
-                        .iter()
-                        .zip(m.iter().zip(&scale))
-                        .map(|(&b, (&m, &s))| b - m * s)
-                        .collect();
+                    let (scale, shift) =
+                        batchnorm_affine(&get(weight)?, &get(bias)?, &get(mean)?, &get(var)?, *eps);
                     let mut dims = vec![1, c];
                     dims.extend(std::iter::repeat_n(1, shape.len() - 1));
                     Op::Affine {
@@ -199,6 +190,27 @@ impl Sequential {
             ops,
         })
     }
+}
+
+/// Inference batch norm γ·(x − μ)/√(σ² + ε) + β as `x·scale + shift` per channel.
+pub(crate) fn batchnorm_affine(
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+) -> (Vec<f32>, Vec<f32>) {
+    let scale: Vec<f32> = gamma
+        .iter()
+        .zip(var)
+        .map(|(&g, &v)| (f64::from(g) / (f64::from(v) + eps).sqrt()) as f32)
+        .collect();
+    let shift = beta
+        .iter()
+        .zip(mean.iter().zip(&scale))
+        .map(|(&b, (&m, &s))| b - m * s)
+        .collect();
+    (scale, shift)
 }
 
 fn describe(l: &LayerSpec) -> String {
