@@ -379,3 +379,97 @@ fn dropping_a_data_spec_on_an_open_model_attaches_and_evaluates_it() {
     h.get_by_label_contains("top-1 99.70%");
     h.get_by_label("Architecture (proposed)");
 }
+
+#[test]
+fn an_onnx_model_is_evaluated_through_its_own_graph_and_a_spec_does_not_apply() {
+    let mut h = harness();
+    drop_file(&mut h, &fixture("digit_cnn.onnx"));
+    step_until(&mut h, "the model to load", |a| {
+        a.loaded.is_some() && !a.is_loading()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = dir.path().join("mnist.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "file = {:?}\nlabel = \"last\"\ndivide = 255.0\nmean = [0.1307]\nstd = [0.3081]\nshape = [1, 28, 28]\n",
+            fixture("mnist_5k.csv.gz")
+        ),
+    )
+    .expect("write");
+    drop_file(&mut h, &spec);
+    step_until(&mut h, "the data to attach", |a| {
+        a.attached.is_some() && !a.is_attaching()
+    });
+    assert!(h.state().error.is_none(), "{:?}", h.state().error);
+    h.get_by_label("the model's ONNX graph");
+    h.get_by_label_contains("top-1 99.70%");
+    // An architecture spec is refused with the reason; the attached data stays.
+    let arch = dir.path().join("cnn.arch.toml");
+    std::fs::write(
+        &arch,
+        "version = 1\ninput = [784]\n[[layer]]\nop = \"flatten\"\n",
+    )
+    .expect("write");
+    drop_file(&mut h, &arch);
+    step_until(&mut h, "the error", |a| {
+        a.error.is_some() && !a.is_attaching()
+    });
+    let error = h.state().error.clone().unwrap_or_default();
+    assert!(
+        error.contains("digit_cnn.onnx") && error.contains("own graph"),
+        "{error}"
+    );
+    h.get_by_label_contains("top-1 99.70%");
+}
+
+#[test]
+fn dropping_an_architecture_spec_replaces_the_proposal_and_a_wrong_one_is_explained() {
+    let mut h = harness();
+    drop_file(&mut h, &fixture("digit_cnn.pth"));
+    step_until(&mut h, "the model to load", |a| {
+        a.loaded.is_some() && !a.is_loading()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = dir.path().join("mnist.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "file = {:?}\nlabel = \"last\"\ndivide = 255.0\nmean = [0.1307]\nstd = [0.3081]\nshape = [1, 28, 28]\n",
+            fixture("mnist_5k.csv.gz")
+        ),
+    )
+    .expect("write");
+    drop_file(&mut h, &spec);
+    step_until(&mut h, "the data to attach", |a| {
+        a.attached.is_some() && !a.is_attaching()
+    });
+    h.get_by_label("proposed from the weights · 13 layers");
+    // The demo's spec (with its ReLUs and pools written out) replaces the proposal.
+    let arch_text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo/digit_cnn.arch.toml"),
+    )
+    .expect("read the demo spec");
+    let arch = dir.path().join("cnn.arch.toml");
+    std::fs::write(&arch, &arch_text).expect("write");
+    drop_file(&mut h, &arch);
+    step_until(&mut h, "the spec to attach", |a| {
+        !a.is_attaching() && a.attached.as_ref().is_some_and(|x| x.arch_path.is_some())
+    });
+    h.get_by_label("cnn.arch.toml · 13 layers");
+    h.get_by_label_contains("top-1 99.70%");
+    // Without padding the first linear layer no longer fits: the error names it, and
+    // the spec that worked stays attached.
+    let bad = dir.path().join("nopad.arch.toml");
+    std::fs::write(&bad, arch_text.replace("padding = 1\n", "")).expect("write");
+    drop_file(&mut h, &bad);
+    step_until(&mut h, "the error", |a| {
+        a.error.is_some() && !a.is_attaching()
+    });
+    let error = h.state().error.clone().unwrap_or_default();
+    assert!(
+        error.contains("fc_layers.0.weight") && error.contains("1152"),
+        "{error}"
+    );
+    h.get_by_label("cnn.arch.toml · 13 layers");
+}

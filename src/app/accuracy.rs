@@ -71,8 +71,8 @@ pub fn ui(
         if ui
             .button("Attach data…")
             .on_hover_text(
-                "A labelled data set (CSV/CSV.gz, IDX, .npz, or a TOML data spec) to measure accuracy on; \
-                 you can also drop it on the window",
+                "A labelled data set (CSV/CSV.gz, IDX, .npz, or a TOML data spec) to measure accuracy on, \
+                 or an architecture spec (TOML with [[layer]]s) for a state_dict; you can also drop them on the window",
             )
             .clicked()
         {
@@ -108,6 +108,22 @@ pub fn ui(
                 a.data.classes()
             ))
             .on_hover_text(a.data_path.display().to_string());
+            ui.end_row();
+            ui.label("Network");
+            match (&*a.network, &a.arch_path) {
+                (Network::Onnx(_), _) => ui
+                    .label("the model's ONNX graph")
+                    .on_hover_text("Run by tract, compressed weights written into the graph"),
+                (Network::Sequential(spec), Some(p)) => ui
+                    .label(format!("{} · {} layers", file_name(p), spec.layers.len()))
+                    .on_hover_text(p.display().to_string()),
+                (Network::Sequential(spec), None) => ui
+                    .label(format!(
+                        "proposed from the weights · {} layers",
+                        spec.layers.len()
+                    ))
+                    .on_hover_text("Drop an architecture spec (TOML) to use your own"),
+            };
             ui.end_row();
             ui.label("Original").on_hover_text("The model as stored");
             ui.label(format!(

@@ -393,7 +393,8 @@ impl SlimApp {
         {
             self.data_dialog = None;
             if let JobEvent::Finished(Some(path)) = event {
-                self.apply(Command::AttachData(path));
+                // A data set or an architecture spec, told apart as a drop is.
+                self.apply(classify_drop(path, true));
             }
         }
         self.schedule_evaluation();
@@ -534,7 +535,7 @@ impl SlimApp {
                 if self.data_dialog.is_none() {
                     self.data_dialog = Some(spawn_job("file-dialog", self.notifier(), |_| {
                         Ok(rfd::FileDialog::new()
-                            .set_title("Attach a labelled data set")
+                            .set_title("Attach a labelled data set or an architecture spec")
                             .add_filter("data", &["csv", "gz", "npz", "toml", "ubyte"])
                             .add_filter("all files", &["*"])
                             .pick_file())
