@@ -314,10 +314,11 @@ impl SlimApp {
             let mut finished = None;
             while let Ok(event) = loading.job.events.try_recv() {
                 match event {
-                    JobEvent::Progress { done, total } => {
+                    JobEvent::Progress { done, total, .. } => {
                         (loading.done, loading.total) = (done, total)
                     }
-                    end => finished = Some(end),
+                    end if end.is_end() => finished = Some(end),
+                    _ => {}
                 }
             }
             if let Some(end) = finished {
@@ -326,7 +327,7 @@ impl SlimApp {
                 match end {
                     JobEvent::Finished(loaded) => self.show_model(loaded, &path),
                     JobEvent::Failed(message) => self.error = Some(message),
-                    JobEvent::Cancelled | JobEvent::Progress { .. } => {}
+                    _ => {}
                 }
             }
         }
@@ -341,7 +342,7 @@ impl SlimApp {
         if let Some(running) = &self.evaluating
             && let Ok(event) = running.job.events.try_recv()
         {
-            if !matches!(event, JobEvent::Progress { .. }) {
+            if event.is_end() {
                 self.evaluating = None;
             }
             match event {
@@ -360,7 +361,7 @@ impl SlimApp {
         }
         if let Some(export) = &self.export
             && let Ok(event) = export.events.try_recv()
-            && !matches!(event, JobEvent::Progress { .. })
+            && event.is_end()
         {
             self.export = None;
             match event {
@@ -373,10 +374,11 @@ impl SlimApp {
             let mut end = None;
             while let Ok(event) = attaching.job.events.try_recv() {
                 match event {
-                    JobEvent::Progress { done, total } => {
+                    JobEvent::Progress { done, total, .. } => {
                         (attaching.done, attaching.total) = (done, total)
                     }
-                    other => end = Some(other),
+                    other if other.is_end() => end = Some(other),
+                    _ => {}
                 }
             }
             if let Some(end) = end {

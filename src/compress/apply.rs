@@ -77,6 +77,18 @@ pub fn apply_recipe(
     text: &str,
     path: &std::path::Path,
 ) -> Result<Vec<(usize, AppliedTensor)>> {
+    apply_recipe_cached(model, recipe, text, path, None)
+}
+
+/// [`apply_recipe`], reusing (and filling) `cache`: sweeps and sliders come back to
+/// the same (tensor, method, level) again and again.
+pub fn apply_recipe_cached(
+    model: &Model,
+    recipe: &Recipe,
+    text: &str,
+    path: &std::path::Path,
+    cache: Option<&TensorCache>,
+) -> Result<Vec<(usize, AppliedTensor)>> {
     let names: Vec<(&str, usize)> = model
         .tensors
         .iter()
@@ -85,17 +97,51 @@ pub fn apply_recipe(
     let plans = recipe
         .resolve(&names, text, path)
         .map_err(|e| Error::InvalidSetting(e.to_string()))?;
-    apply(model, &plans)
+    apply_cached(model, &plans, cache)
 }
 
 /// The compressed tensors (in model order), by index into `model.tensors`.
 pub fn apply(model: &Model, plans: &[TensorPlan]) -> Result<Vec<(usize, AppliedTensor)>> {
+    apply_cached(model, plans, None)
+}
+
+/// What a tensor's result depends on: its plan and, for a global magnitude rule, which
+/// tensors share the threshold.
+fn cache_key(i: usize, plans: &[TensorPlan], touched: &[usize]) -> String {
+    let plan = &plans[i];
+    let group: Vec<usize> = match &plan.prune {
+        Some((
+            PruneSpec::Magnitude {
+                scope: Scope::Global,
+                ..
+            },
+            rule,
+        )) => touched
+            .iter()
+            .copied()
+            .filter(|&j| matches!(&plans[j].prune, Some((_, r)) if r == rule))
+            .collect(),
+        _ => Vec::new(),
+    };
+    format!(
+        "{i}|{:?}|{:?}|{group:?}",
+        plan.prune.as_ref().map(|p| &p.0),
+        plan.quant
+    )
+}
+
+/// [`apply`] with a cache of finished tensors.
+pub fn apply_cached(
+    model: &Model,
+    plans: &[TensorPlan],
+    cache: Option<&TensorCache>,
+) -> Result<Vec<(usize, AppliedTensor)>> {
     let bad = |name: &str, what: String| Error::InvalidSetting(format!("tensor `{name}`: {what}"));
-    let mut originals: Vec<(usize, Vec<f32>)> = Vec::new();
+    let mut touched = Vec::new();
     for (i, plan) in plans.iter().enumerate() {
-        let touched = matches!(&plan.prune, Some((p, _)) if *p != PruneSpec::None)
+        let changes = matches!(&plan.prune, Some((p, _)) if *p != PruneSpec::None)
             || matches!(&plan.quant, Some(q) if *q != QuantSpec::None);
-        if !touched {
+        if !changes {
             continue;
         }
         let info = &model.tensors[i];
@@ -105,7 +151,33 @@ pub fn apply(model: &Model, plans: &[TensorPlan]) -> Result<Vec<(usize, AppliedT
                 format!("{} values cannot be compressed", info.dtype),
             ));
         }
-        originals.push((i, model.tensor_f32(i)?));
+        touched.push(i);
+    }
+    let keys: Vec<String> = touched
+        .iter()
+        .map(|&i| cache_key(i, plans, &touched))
+        .collect();
+    let mut done: Vec<Option<AppliedTensor>> =
+        keys.iter().map(|k| cache.and_then(|c| c.get(k))).collect();
+    // A global threshold needs every member of its group, cached or not.
+    let needed: Vec<bool> = touched
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            done[k].is_none()
+                || matches!(&plans[i].prune, Some((PruneSpec::Magnitude { scope: Scope::Global, .. }, rule))
+                    if touched.iter().zip(&done).any(|(&j, d)| {
+                        d.is_none() && matches!(&plans[j].prune, Some((_, r)) if r == rule)
+                    }))
+        })
+        .collect();
+    let mut originals: Vec<(usize, Vec<f32>)> = Vec::new();
+    let mut slot_of: Vec<usize> = Vec::new(); // index into `touched` of each original
+    for (k, &i) in touched.iter().enumerate() {
+        if needed[k] {
+            originals.push((i, model.tensor_f32(i)?));
+            slot_of.push(k);
+        }
     }
     // Masks: global magnitude rules prune their tensors together.
     let mut masks: Vec<Option<Mask>> = vec![None; originals.len()];
@@ -169,8 +241,15 @@ pub fn apply(model: &Model, plans: &[TensorPlan]) -> Result<Vec<(usize, AppliedT
             masks[k] = Some(m);
         }
     }
-    let mut out = Vec::with_capacity(originals.len());
-    for (((i, original), mask), shape_after) in originals.into_iter().zip(masks).zip(shapes_after) {
+    for ((((i, original), mask), shape_after), &slot) in originals
+        .into_iter()
+        .zip(masks)
+        .zip(shapes_after)
+        .zip(&slot_of)
+    {
+        if done[slot].is_some() {
+            continue; // cached; only here for its group's threshold
+        }
         let info = &model.tensors[i];
         let plan = &plans[i];
         let rows = info.shape.first().copied().unwrap_or(1).max(1);
@@ -215,34 +294,91 @@ pub fn apply(model: &Model, plans: &[TensorPlan]) -> Result<Vec<(usize, AppliedT
             .flatten()
             .collect::<Vec<_>>()
             .join(" + ");
-        out.push((
-            i,
-            AppliedTensor {
-                name: info.name.clone(),
-                shape: info.shape.clone(),
-                sparsity: 1.0 - nnz as f64 / values.len().max(1) as f64,
-                pruned: mask.is_some(),
-                scheme,
-                bytes_before: info.size_bytes,
-                bytes_after,
-                storage,
-                fidelity: fidelity(&original, &values),
-                flops: size::weight_flops(
-                    &info.shape,
-                    shape_after.as_deref(),
-                    match &plan.prune {
-                        Some((PruneSpec::Nm { n, m }, _)) => Some((*n, *m)),
-                        _ => None,
-                    },
-                ),
-                shape_after,
-                values,
-                stored,
-                packed,
-            },
-        ));
+        let tensor = AppliedTensor {
+            name: info.name.clone(),
+            shape: info.shape.clone(),
+            sparsity: 1.0 - nnz as f64 / values.len().max(1) as f64,
+            pruned: mask.is_some(),
+            scheme,
+            bytes_before: info.size_bytes,
+            bytes_after,
+            storage,
+            fidelity: fidelity(&original, &values),
+            flops: size::weight_flops(
+                &info.shape,
+                shape_after.as_deref(),
+                match &plan.prune {
+                    Some((PruneSpec::Nm { n, m }, _)) => Some((*n, *m)),
+                    _ => None,
+                },
+            ),
+            shape_after,
+            values,
+            stored,
+            packed,
+        };
+        if let Some(c) = cache {
+            c.insert(keys[slot].clone(), &tensor);
+        }
+        done[slot] = Some(tensor);
     }
-    Ok(out)
+    Ok(touched
+        .into_iter()
+        .zip(done)
+        .map(|(i, t)| {
+            (
+                i,
+                t.unwrap_or_else(|| unreachable!("every tensor computed or cached")),
+            )
+        })
+        .collect())
+}
+
+/// Finished tensors by (tensor, prune spec, quant spec, global group), bounded in
+/// bytes: when full it starts over (sweeps revisit recent settings, not old ones).
+pub struct TensorCache {
+    map: std::sync::Mutex<(
+        std::collections::HashMap<String, std::sync::Arc<AppliedTensor>>,
+        usize,
+    )>,
+    budget: usize,
+}
+
+impl TensorCache {
+    /// A cache holding up to `budget` bytes of compressed values.
+    pub fn new(budget: usize) -> Self {
+        TensorCache {
+            map: Default::default(),
+            budget,
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<AppliedTensor> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.0.get(key).map(|t| (**t).clone())
+    }
+
+    fn insert(&self, key: String, t: &AppliedTensor) {
+        let bytes = t.values.len() * 4 + t.packed.as_ref().map_or(0, Vec::len);
+        if bytes > self.budget {
+            return;
+        }
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.1 + bytes > self.budget {
+            *map = Default::default();
+        }
+        map.1 += bytes;
+        map.0.insert(key, std::sync::Arc::new(t.clone()));
+    }
+
+    /// Tensors held now.
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// ggml's fallback when rows are not whole 256-value super-blocks (llama.cpp's

@@ -1,11 +1,13 @@
 //! Compression: turning weights into smaller ones: ggml's block quantizers
 //! ([`gguf_blocks`], [`k_quants`]), integer and float fake-quantization ([`quant`], [`float`]),
-//! pruning masks ([`prune`]), size accounting ([`size`]), recipes ([`recipe`]) and
-//! applying a recipe to a model ([`apply`]). Everything in this module works on
+//! pruning masks ([`prune`]), size accounting ([`size`]), recipes ([`recipe`]), the
+//! configurations the app and sweeps turn into recipes ([`config`]) and applying a
+//! recipe to a model ([`apply`]). Everything in this module works on
 //! `f32` slices, byte buffers and recipe text: it knows nothing about model files
 //! (see `model/`) or any UI.
 
 pub mod apply;
+pub mod config;
 pub mod float;
 pub mod gguf_blocks;
 pub mod k_quants;
