@@ -262,6 +262,11 @@ impl Pool {
         self.compute.current_num_threads()
     }
 
+    /// Run `f` here, with its parallel work on the pool's compute threads.
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.compute.install(f)
+    }
+
     /// Jobs running now (not counting queued ones).
     pub fn running(&self) -> usize {
         self.running.load(Ordering::SeqCst)

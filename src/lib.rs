@@ -26,6 +26,7 @@ pub mod inspect;
 pub mod jobs;
 pub mod model;
 pub mod stats;
+pub mod sweep;
 pub mod units;
 
 #[cfg(feature = "gui")]

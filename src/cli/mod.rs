@@ -4,6 +4,7 @@
 mod apply;
 mod eval;
 mod inspect;
+mod sweep;
 
 use std::path::PathBuf;
 
@@ -32,6 +33,9 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// Accuracy and loss on a labelled data set, before and after a recipe.
     Eval(eval::EvalArgs),
+    /// Trade-off curves: accuracy (or weight fidelity) against sparsity and bit-width,
+    /// per-layer sensitivity and the Pareto front.
+    Sweep(sweep::SweepArgs),
     /// Measure slimscope's kernels on the standard workload (see perf-anchors).
     Bench(crate::bench::BenchArgs),
 }
@@ -42,6 +46,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(&args),
         Command::Apply(args) => apply::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Sweep(args) => sweep::run(&args),
         Command::Bench(args) => crate::bench::run(&args),
     }
 }

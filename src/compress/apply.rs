@@ -145,7 +145,10 @@ pub fn apply_cached(
             continue;
         }
         let info = &model.tensors[i];
-        if !info.dtype.is_float() || !info.dtype.can_decode() {
+        if !info.dtype.is_float() {
+            continue; // integer ids, masks, shapes: never weights to compress
+        }
+        if !info.dtype.can_decode() {
             return Err(bad(
                 &info.name,
                 format!("{} values cannot be compressed", info.dtype),
@@ -183,10 +186,11 @@ pub fn apply_cached(
     let mut masks: Vec<Option<Mask>> = vec![None; originals.len()];
     let mut shapes_after: Vec<Option<Vec<u64>>> = vec![None; originals.len()];
     let mut global: Vec<(usize, f64, Vec<usize>)> = Vec::new(); // (rule, sparsity, positions)
+    // N:M notes for tensors whose rows are not whole groups: left dense, as NVIDIA's ASP does.
+    let mut nm_skipped: Vec<Option<String>> = vec![None; originals.len()];
     for (k, (i, values)) in originals.iter().enumerate() {
         let info = &model.tensors[*i];
         let shape: Vec<usize> = info.shape.iter().map(|&d| d as usize).collect();
-        let row_len = shape.last().copied().unwrap_or(1).max(1);
         let err = |e: prune::PruneError| bad(&info.name, e.to_string());
         masks[k] = match &plans[*i].prune {
             Some((
@@ -210,7 +214,17 @@ pub fn apply_cached(
                 Some(prune::random(values.len(), sparsity.get(), *seed).map_err(err)?)
             }
             Some((PruneSpec::Nm { n, m }, _)) => {
-                Some(prune::n_m(values, row_len, *n, *m).map_err(err)?)
+                // Groups of m consecutive weights within each output channel's row
+                // (a linear layer's input features, a conv filter's C×kh×kw).
+                let row = values.len() / shape.first().copied().unwrap_or(1).max(1);
+                if *m > 0 && row.is_multiple_of(*m) {
+                    Some(prune::n_m(values, row, *n, *m).map_err(err)?)
+                } else {
+                    nm_skipped[k] = Some(format!(
+                        "{n}:{m} skipped (rows of {row} are not whole groups of {m})"
+                    ));
+                    None
+                }
             }
             Some((
                 PruneSpec::Structured {
@@ -241,11 +255,12 @@ pub fn apply_cached(
             masks[k] = Some(m);
         }
     }
-    for ((((i, original), mask), shape_after), &slot) in originals
+    for (((((i, original), mask), shape_after), &slot), skipped) in originals
         .into_iter()
         .zip(masks)
         .zip(shapes_after)
         .zip(&slot_of)
+        .zip(nm_skipped)
     {
         if done[slot].is_some() {
             continue; // cached; only here for its group's threshold
@@ -284,10 +299,8 @@ pub fn apply_cached(
         }
         let (storage, bytes_after) = size::smallest(&candidates, layout)
             .ok_or_else(|| bad(&info.name, "no storage format holds it".into()))?;
-        let prune_words = plan
-            .prune
-            .as_ref()
-            .map(|(p, _)| describe_prune(p))
+        let prune_words = skipped
+            .or_else(|| plan.prune.as_ref().map(|(p, _)| describe_prune(p)))
             .filter(|w| !w.is_empty());
         let scheme = [prune_words, quant_words]
             .into_iter()
@@ -308,7 +321,7 @@ pub fn apply_cached(
                 &info.shape,
                 shape_after.as_deref(),
                 match &plan.prune {
-                    Some((PruneSpec::Nm { n, m }, _)) => Some((*n, *m)),
+                    Some((PruneSpec::Nm { n, m }, _)) if mask.is_some() => Some((*n, *m)),
                     _ => None,
                 },
             ),
@@ -511,11 +524,17 @@ fn quantize(
                     ),
                 )?
             } else {
-                return Err(bad(format!(
-                    "rows of {last_dim} values are not whole {}-value {} blocks",
-                    t.block_len(),
-                    t.name()
-                )));
+                // llama.cpp's last resort for rows no block type fits: F16.
+                plain(
+                    fake_quant_float(values, FloatFormat::F16),
+                    Storage::Dense { bits: 16 },
+                    Some(format!(
+                        "f16 ({} needs rows of {}, these have {last_dim})",
+                        t.name(),
+                        t.block_len()
+                    )),
+                    DType::F16,
+                )
             }
         }
         Some(other) => {

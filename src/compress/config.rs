@@ -231,7 +231,7 @@ impl Config {
     /// and, for exports, its sha256.
     pub fn recipe_text(&self, source: Option<(&str, Option<&str>)>) -> String {
         let mut text = String::from(
-            "# Written by slimscope's app: one global rule, then one rule per tensor override.\nversion = 1\n",
+            "# Written by slimscope: one global rule, then one rule per tensor override.\nversion = 1\n",
         );
         if let Some((file, sha)) = source {
             text += &format!("\n[source]\nfile = {}\n", toml_string(file));

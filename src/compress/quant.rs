@@ -310,6 +310,11 @@ pub struct Fidelity {
     pub max_abs_error: f64,
     /// Cosine similarity of x and x̂.
     pub cosine: f64,
+    /// Σx² and Σ(x − x̂)², to combine tensors into model-wide figures.
+    #[serde(skip)]
+    pub signal: f64,
+    #[serde(skip)]
+    pub noise: f64,
 }
 
 /// Fidelity of `compressed` to `original` (same length), in float64.
@@ -343,6 +348,8 @@ pub fn fidelity(original: &[f32], compressed: &[f32]) -> Fidelity {
         relative_error: (ee / xx).sqrt(),
         max_abs_error: max,
         cosine: xy / (xx * yy).sqrt(),
+        signal: xx,
+        noise: ee,
     }
 }
 

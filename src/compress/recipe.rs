@@ -27,7 +27,10 @@
 //! `fp8_e4m3`, `fp8_e5m2`; `gguf` (`type` = Q8_0|Q4_0|Q4_1|Q5_0|Q5_1|Q2_K|Q3_K|Q4_K|
 //! Q5_K|Q6_K; like llama.cpp, only tensors of rank ≥ 2 take a block type, and a
 //! K-quant on rows that are not whole 256-value super-blocks falls back as llama.cpp
-//! does, see `apply::k_quant_fallback`).
+//! does, see `apply::k_quant_fallback`; rows no block type fits are stored as f16,
+//! llama.cpp's last resort). `nm` groups consecutive weights within each output
+//! channel's flattened row and leaves tensors whose rows are not whole groups dense.
+//! Integer tensors (ids, masks) are never compressed, whatever the rules match.
 //!
 //! Every error names the recipe file and the line: unknown keys, bad values
 //! (sparsity 1.5, bits 0), and patterns that match no tensor of the model.

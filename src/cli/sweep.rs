@@ -1,0 +1,335 @@
+//! `slimscope sweep MODEL [--data D] …`: trade-off curves — accuracy (or weight
+//! fidelity, without data) against sparsity and bit-width, per-layer sensitivity, and
+//! the size/quality Pareto front — on a job pool, with a progress bar on a terminal.
+//! Ctrl-C stops the sweep and keeps the points already measured.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::compress::apply::TensorCache;
+use crate::compress::config::{Format, IntGranularity};
+use crate::dtype::GgmlQuant;
+use crate::eval::{DEFAULT_BATCH, Network, data, evaluate};
+use crate::jobs::{JobEvent, Pool};
+use crate::model::Model;
+use crate::sweep::analysis::{pareto_front, quality, sensitivity};
+use crate::sweep::output::Report;
+use crate::sweep::{
+    Point, PointResult, SweepContext, SweepMethod, global_points, parse_levels, per_layer_points,
+    sweepable_layers,
+};
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// The model file.
+    pub model: PathBuf,
+    /// Labelled data (file or TOML data spec) to measure accuracy on; without it the
+    /// curves are weight fidelity (SQNR), not accuracy.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// The architecture spec (TOML) of a state_dict; proposed when left out.
+    #[arg(long)]
+    pub arch: Option<PathBuf>,
+    /// Pruning methods, comma-separated: global, magnitude, random, structured, 2:4.
+    #[arg(long, default_value = "global,magnitude,random,structured,2:4")]
+    pub prune: String,
+    /// Sparsity levels: start:end:step, or a comma list.
+    #[arg(long, default_value = "0:0.95:0.05")]
+    pub sparsity: String,
+    /// Integer widths to quantize to, comma-separated ("" for none).
+    #[arg(long, default_value = "8,6,4,3,2")]
+    pub bits: String,
+    /// Integer scale granularities: tensor, channel, group (of 128), comma-separated.
+    #[arg(long, default_value = "channel")]
+    pub granularity: String,
+    /// GGUF block types to quantize to, comma-separated (e.g. Q8_0,Q4_0,Q4_K).
+    #[arg(long, default_value = "")]
+    pub gguf: String,
+    /// Per-layer sensitivity: each layer alone at each sparsity and bit-width.
+    #[arg(long)]
+    pub per_layer: bool,
+    /// Sparsity levels of the per-layer sweep (start:end:step or a list).
+    #[arg(long, default_value = "0.1:0.9:0.2")]
+    pub layer_sparsity: String,
+    /// Write every point (with its recipe) to this file: .json or .csv.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
+    /// Compute threads (default: one per core). Results do not depend on it.
+    #[arg(long, default_value_t = 0)]
+    pub jobs: usize,
+}
+
+fn list(text: &str) -> impl Iterator<Item = &str> {
+    text.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// The points the arguments ask for.
+fn points(args: &SweepArgs, model: &Model) -> anyhow::Result<Vec<Point>> {
+    let methods = list(&args.prune)
+        .map(SweepMethod::parse)
+        .collect::<crate::error::Result<Vec<_>>>()?;
+    let sparsities = parse_levels(&args.sparsity)?;
+    if let Some(s) = sparsities.iter().find(|s| !(0.0..=0.99).contains(*s)) {
+        anyhow::bail!("--sparsity: {s} is outside 0–0.99");
+    }
+    let bits: Vec<u8> = list(&args.bits)
+        .map(|b| match b.parse::<u8>() {
+            Ok(v) if (2..=8).contains(&v) => Ok(v),
+            _ => anyhow::bail!("--bits: `{b}` is not an integer width from 2 to 8"),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let granularities = list(&args.granularity)
+        .map(|g| match g {
+            "tensor" => Ok(IntGranularity::Tensor),
+            "channel" => Ok(IntGranularity::Channel),
+            "group" => Ok(IntGranularity::Group128),
+            other => anyhow::bail!("--granularity: `{other}` (expected tensor, channel or group)"),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut formats: Vec<Format> = granularities
+        .iter()
+        .flat_map(|&granularity| {
+            bits.iter().map(move |&bits| Format::Int {
+                bits,
+                granularity,
+                mse_clip: false,
+            })
+        })
+        .collect();
+    for name in list(&args.gguf) {
+        let q = (0..=39)
+            .filter_map(GgmlQuant::from_type_id)
+            .find(|q| q.name().eq_ignore_ascii_case(name))
+            .with_context(|| format!("--gguf: `{name}` is not a ggml block type"))?;
+        formats.push(Format::Gguf(q));
+    }
+    let mut points = global_points(&methods, &sparsities, &formats);
+    if args.per_layer {
+        let levels = parse_levels(&args.layer_sparsity)?;
+        points.extend(per_layer_points(&sweepable_layers(model), &levels, &bits));
+    }
+    if points.is_empty() {
+        anyhow::bail!("nothing to sweep: give --prune, --bits or --gguf");
+    }
+    Ok(points)
+}
+
+pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
+    let model = Arc::new(Model::open(&args.model)?);
+    if let Some(out) = &args.output {
+        crate::export::check_output(&model, out, args.force)?;
+        if !matches!(
+            out.extension().and_then(|e| e.to_str()),
+            Some("json" | "csv")
+        ) {
+            anyhow::bail!("{}: the output must end in .json or .csv", out.display());
+        }
+    }
+    let points = points(args, &model)?;
+    let accuracy = match &args.data {
+        Some(path) => {
+            let data = data::load(path)?;
+            let (network, _) = Network::resolve(&model, args.arch.as_deref(), &data)?;
+            Some((Arc::new(network), Arc::new(data)))
+        }
+        None => None,
+    };
+    let pool = Pool::new(1, args.jobs)?;
+    let baseline = match &accuracy {
+        Some((network, data)) => {
+            let runner = network.runner(&model, &[])?;
+            Some(pool.install(|| evaluate(runner.as_ref(), data, DEFAULT_BATCH, |_, _| true))?)
+        }
+        None => None,
+    };
+
+    let total = points.len();
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(total as u64).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {bar:30} {pos}/{len} points · {elapsed} · ETA {eta} · {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        )
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let job = {
+        let model = model.clone();
+        let accuracy = accuracy.clone();
+        let points = points.clone();
+        pool.submit::<(), (usize, PointResult), _>(
+            || {},
+            move |progress| {
+                let cache = TensorCache::new(1 << 30);
+                let ctx = SweepContext {
+                    model: &model,
+                    accuracy: accuracy.as_ref().map(|(n, d)| (n.as_ref(), d.as_ref())),
+                    cache: &cache,
+                };
+                crate::sweep::run(
+                    &ctx,
+                    &points,
+                    progress.token(),
+                    |i, r| {
+                        progress.point((i, r.clone()));
+                    },
+                    |done, total| {
+                        progress.report(done, total);
+                    },
+                )?;
+                if progress.is_cancelled() {
+                    return Err(crate::error::Error::Cancelled);
+                }
+                Ok(())
+            },
+        )
+    };
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let interrupted = interrupted.clone();
+        // Only the first handler can be set; a second sweep in one process has none.
+        let _ = ctrlc::set_handler(move || {
+            interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+    }
+    let mut results: Vec<Option<PointResult>> = vec![None; total];
+    let mut cancelled = false;
+    loop {
+        if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+            job.cancel();
+        }
+        match job
+            .events
+            .recv_timeout(std::time::Duration::from_millis(50))
+        {
+            Ok(JobEvent::Point((i, r))) => {
+                bar.set_message(format!("{} {:.2}", r.point.curve, r.point.level));
+                results[i] = Some(r);
+            }
+            Ok(JobEvent::Progress { done, .. }) => bar.set_position(done as u64),
+            Ok(JobEvent::Finished(())) => break,
+            Ok(JobEvent::Cancelled) => {
+                cancelled = true;
+                break;
+            }
+            Ok(JobEvent::Failed(message)) => {
+                bar.abandon();
+                anyhow::bail!("{message}");
+            }
+            Ok(JobEvent::Started) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("the sweep's worker stopped without a result")
+            }
+        }
+    }
+    bar.finish_and_clear();
+    drop(pool);
+    let done: Vec<PointResult> = results.into_iter().flatten().collect();
+    let ranking = if args.per_layer {
+        sensitivity(&done, "layer magnitude", baseline.map(|b| b.top1))
+    } else {
+        Vec::new()
+    };
+    let report = Report::new(
+        args.model.display().to_string(),
+        args.data.as_ref().map(|d| d.display().to_string()),
+        baseline,
+        cancelled,
+        &done,
+        ranking,
+    );
+    if let Some(out) = &args.output {
+        let text = if out.extension().is_some_and(|e| e == "csv") {
+            report.to_csv()
+        } else {
+            report.to_json()
+        };
+        crate::export::write_text(out, &text, args.force)?;
+    }
+    print_summary(&report)?;
+    if cancelled {
+        eprintln!(
+            "cancelled: kept {} of {total} points{}",
+            done.len(),
+            args.output
+                .as_ref()
+                .map_or(String::new(), |o| format!(" in {}", o.display()))
+        );
+        std::process::exit(130);
+    }
+    Ok(())
+}
+
+fn print_summary(report: &Report) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let measured = report.baseline.is_some();
+    if let Some(b) = report.baseline {
+        writeln!(
+            out,
+            "baseline: top-1 {:.2}% · loss {:.4} · {} samples",
+            100.0 * b.top1,
+            b.loss,
+            b.samples
+        )?;
+    } else {
+        writeln!(
+            out,
+            "no data: quality is weight SQNR (dB), a fidelity proxy, not accuracy"
+        )?;
+    }
+    writeln!(
+        out,
+        "{:<26} {:>7} {:>10} {:>9} {:>10}",
+        "curve",
+        "level",
+        if measured { "top-1" } else { "SQNR dB" },
+        "bits/w",
+        "MB"
+    )?;
+    let front = pareto_front(report.points);
+    for (i, r) in report.points.iter().enumerate() {
+        if r.point.layer.is_some() {
+            continue;
+        }
+        let q = quality(r);
+        writeln!(
+            out,
+            "{:<26} {:>7.3} {:>10} {:>9.3} {:>10.3}{}",
+            r.point.curve,
+            r.point.level,
+            if measured {
+                format!("{:.2}%", 100.0 * q)
+            } else {
+                format!("{q:.1}")
+            },
+            r.bits_per_weight,
+            r.bytes as f64 / 1e6,
+            if front.contains(&i) { "  *pareto" } else { "" }
+        )?;
+    }
+    if !report.sensitivity.is_empty() {
+        writeln!(
+            out,
+            "\nlayer sensitivity (magnitude pruning alone, mean {} drop), most sensitive first:",
+            if measured { "top-1" } else { "weight-SQNR" }
+        )?;
+        for s in &report.sensitivity {
+            writeln!(
+                out,
+                "  {:<40} {:>8.4}{}",
+                s.layer,
+                s.score,
+                if measured { "" } else { " dB" }
+            )?;
+        }
+    }
+    Ok(())
+}

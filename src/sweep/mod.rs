@@ -1,0 +1,401 @@
+//! Trade-off curves: many compression configurations of one model, each applied and
+//! measured — accuracy on data where a runner and a data set exist, weight fidelity
+//! always. A sweep is a list of [`Point`]s (a configuration, the curve it belongs to
+//! and its level); [`run`] evaluates them in parallel, streaming each finished point,
+//! and [`analysis`] turns the results into Pareto fronts, sensitivity rankings and
+//! sensitivity-aware allocations.
+
+pub mod analysis;
+pub mod output;
+
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::compress::apply::{TensorCache, apply_recipe_cached};
+use crate::compress::config::{Config, Format, IntGranularity, Method, Override};
+use crate::compress::recipe::Recipe;
+use crate::error::{Error, Result};
+use crate::eval::data::Dataset;
+use crate::eval::{Metrics, Network, evaluate};
+use crate::jobs::CancelToken;
+use crate::model::Model;
+
+/// Where sweep recipes say they come from, in error messages.
+const ORIGIN: &str = "(sweep)";
+
+/// Samples per forward pass in sweeps: two of the ONNX runner's micro-batches, so a
+/// cancelled sweep stops within one short batch (tens of ms on the digit CNN).
+const SWEEP_BATCH: usize = 128;
+
+/// What a point's level measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Axis {
+    /// Fraction of weights pruned (0–1).
+    Sparsity,
+    /// Nominal bits per weight of the number format.
+    Bits,
+}
+
+/// One configuration to measure.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    /// The curve it belongs to, e.g. `magnitude (global)` or `int per channel`.
+    pub curve: String,
+    pub axis: Axis,
+    pub level: f64,
+    /// For per-layer sensitivity: the one tensor this point changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
+    #[serde(skip)]
+    pub config: Config,
+    /// The recipe `slimscope apply` reproduces this point from.
+    pub recipe: String,
+}
+
+impl Point {
+    fn new(curve: String, axis: Axis, level: f64, layer: Option<String>, config: Config) -> Self {
+        let recipe = config.recipe_text(None);
+        Point {
+            curve,
+            axis,
+            level,
+            layer,
+            config,
+            recipe,
+        }
+    }
+}
+
+/// What one point measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct PointResult {
+    #[serde(flatten)]
+    pub point: Point,
+    /// Model bytes in the smallest storage of each tensor.
+    pub bytes: u64,
+    /// Over every parameter of the model.
+    pub bits_per_weight: f64,
+    /// Fraction of exact zeros in the compressed tensors.
+    pub sparsity: f64,
+    /// Weight fidelity of the compressed tensors (not accuracy): SQNR in dB (+∞ if
+    /// nothing changed) and ‖w − ŵ‖/‖w‖.
+    pub weight_sqnr_db: f64,
+    pub weight_relative_error: f64,
+    /// Accuracy on the data, when a runner and data were given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
+}
+
+/// Pruning methods a sweep can trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SweepMethod {
+    /// Magnitude, one threshold per tensor.
+    Magnitude,
+    /// Magnitude, one threshold across all tensors.
+    Global,
+    Random,
+    /// Whole output rows (neurons / filters) by L2 norm.
+    Structured,
+    /// 2 of every 4: one point at 50%.
+    TwoFour,
+}
+
+impl SweepMethod {
+    pub const ALL: [SweepMethod; 5] = [
+        SweepMethod::Global,
+        SweepMethod::Magnitude,
+        SweepMethod::Random,
+        SweepMethod::Structured,
+        SweepMethod::TwoFour,
+    ];
+
+    /// The name on the command line and in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            SweepMethod::Magnitude => "magnitude",
+            SweepMethod::Global => "global",
+            SweepMethod::Random => "random",
+            SweepMethod::Structured => "structured",
+            SweepMethod::TwoFour => "2:4",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<SweepMethod> {
+        SweepMethod::ALL
+            .into_iter()
+            .find(|m| m.name() == name.trim())
+            .ok_or_else(|| {
+                Error::InvalidSetting(format!(
+                    "unknown pruning method `{name}` (expected one of: {})",
+                    SweepMethod::ALL.map(SweepMethod::name).join(", ")
+                ))
+            })
+    }
+
+    fn curve(self) -> &'static str {
+        match self {
+            SweepMethod::Magnitude => "magnitude (per tensor)",
+            SweepMethod::Global => "magnitude (global)",
+            SweepMethod::Random => "random",
+            SweepMethod::Structured => "structured rows (L2)",
+            SweepMethod::TwoFour => "2:4",
+        }
+    }
+
+    fn config(self, sparsity: f64) -> Config {
+        let (method, global_scope) = match self {
+            SweepMethod::Magnitude => (Method::Magnitude, false),
+            SweepMethod::Global => (Method::Magnitude, true),
+            SweepMethod::Random => (Method::Random, false),
+            SweepMethod::Structured => (Method::Structured, false),
+            SweepMethod::TwoFour => (Method::TwoFour, false),
+        };
+        Config {
+            sparsity_pct: 100.0 * sparsity,
+            method,
+            global_scope,
+            ..Config::default()
+        }
+    }
+}
+
+/// Levels `a:b:step` (inclusive of `b` within rounding), or a comma list.
+pub fn parse_levels(text: &str) -> Result<Vec<f64>> {
+    let bad = |what: &str| Error::InvalidSetting(format!("levels `{text}`: {what}"));
+    let number = |s: &str| {
+        s.trim()
+            .parse::<f64>()
+            .map_err(|_| bad(&format!("`{s}` is not a number")))
+    };
+    let levels: Vec<f64> = match text.split(':').collect::<Vec<_>>().as_slice() {
+        [a, b, step] => {
+            let (a, b, step) = (number(a)?, number(b)?, number(step)?);
+            if step.is_nan() || step <= 0.0 || b < a {
+                return Err(bad("expected start:end:step with end ≥ start and step > 0"));
+            }
+            let n = ((b - a) / step + 1e-9).floor() as usize;
+            // Round to the step's decimals so 0.1 + 0.2 prints as 0.3.
+            (0..=n)
+                .map(|i| ((a + i as f64 * step) * 1e9).round() / 1e9)
+                .collect()
+        }
+        [_] => text.split(',').map(number).collect::<Result<_>>()?,
+        _ => return Err(bad("expected start:end:step or a comma list")),
+    };
+    if levels.is_empty() {
+        return Err(bad("no levels"));
+    }
+    Ok(levels)
+}
+
+/// Nominal bits per weight of a number format (the bits curve's x).
+pub fn nominal_bits(format: Format) -> f64 {
+    match format {
+        Format::Keep => 32.0,
+        Format::Int { bits, .. } => f64::from(bits),
+        Format::F16 | Format::Bf16 => 16.0,
+        Format::Fp8E4m3 | Format::Fp8E5m2 => 8.0,
+        Format::Gguf(q) => q.block_bytes() as f64 * 8.0 / q.block_len() as f64,
+    }
+}
+
+fn format_curve(format: Format) -> String {
+    match format {
+        Format::Int {
+            granularity,
+            mse_clip,
+            ..
+        } => format!(
+            "int {}{}",
+            granularity.label(),
+            if mse_clip { ", MSE clip" } else { "" }
+        ),
+        Format::Gguf(_) => "GGUF".into(),
+        Format::Fp8E4m3 | Format::Fp8E5m2 => "fp8".into(),
+        other => other.label(),
+    }
+}
+
+/// Whole-model curves: every method at every sparsity, then every format alone.
+pub fn global_points(
+    methods: &[SweepMethod],
+    sparsities: &[f64],
+    formats: &[Format],
+) -> Vec<Point> {
+    let mut points = Vec::new();
+    for &m in methods {
+        let levels: &[f64] = if m == SweepMethod::TwoFour {
+            &[0.5]
+        } else {
+            sparsities
+        };
+        for &s in levels {
+            points.push(Point::new(
+                m.curve().into(),
+                Axis::Sparsity,
+                s,
+                None,
+                m.config(s),
+            ));
+        }
+    }
+    for &f in formats {
+        let config = Config {
+            format: f,
+            ..Config::default()
+        };
+        points.push(Point::new(
+            format_curve(f),
+            Axis::Bits,
+            nominal_bits(f),
+            None,
+            config,
+        ));
+    }
+    points
+}
+
+/// The tensors per-layer sensitivity looks at: float matrices and kernels (rank ≥ 2),
+/// as pruning and block quantization touch only those.
+pub fn sweepable_layers(model: &Model) -> Vec<String> {
+    model
+        .tensors
+        .iter()
+        .filter(|t| t.shape.len() >= 2 && t.dtype.is_float() && t.dtype.can_decode())
+        .map(|t| t.name.clone())
+        .collect()
+}
+
+/// Per-layer sensitivity: each layer alone magnitude-pruned to each sparsity, and
+/// alone quantized to each integer width (per channel), every other layer untouched.
+pub fn per_layer_points(layers: &[String], sparsities: &[f64], bits: &[u8]) -> Vec<Point> {
+    let mut points = Vec::new();
+    for layer in layers {
+        let alone = |o: Override| {
+            let mut c = Config::default();
+            c.overrides.insert(layer.clone(), o);
+            c
+        };
+        for &s in sparsities {
+            points.push(Point::new(
+                "layer magnitude".into(),
+                Axis::Sparsity,
+                s,
+                Some(layer.clone()),
+                alone(Override {
+                    sparsity_pct: 100.0 * s,
+                    format: Format::Keep,
+                }),
+            ));
+        }
+        for &b in bits {
+            points.push(Point::new(
+                "layer int per channel".into(),
+                Axis::Bits,
+                f64::from(b),
+                Some(layer.clone()),
+                alone(Override {
+                    sparsity_pct: 0.0,
+                    format: Format::Int {
+                        bits: b,
+                        granularity: IntGranularity::Channel,
+                        mse_clip: false,
+                    },
+                }),
+            ));
+        }
+    }
+    points
+}
+
+/// What the points of a sweep are measured with.
+pub struct SweepContext<'a> {
+    pub model: &'a Model,
+    /// A runner and data, for accuracy; without them points get weight fidelity only.
+    pub accuracy: Option<(&'a Network, &'a Dataset)>,
+    /// Compressed tensors already computed (shared across sweeps of one model).
+    pub cache: &'a TensorCache,
+}
+
+/// Apply `point`'s configuration and measure it.
+pub fn measure(ctx: &SweepContext, point: &Point, cancel: &CancelToken) -> Result<PointResult> {
+    let origin = std::path::Path::new(ORIGIN);
+    let recipe =
+        Recipe::parse(&point.recipe, origin).map_err(|e| Error::InvalidSetting(e.to_string()))?;
+    let applied = apply_recipe_cached(ctx.model, &recipe, &point.recipe, origin, Some(ctx.cache))?;
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    let params: u64 = ctx.model.tensors.iter().map(|t| t.numel).sum();
+    let mut bytes: u64 = ctx.model.tensors.iter().map(|t| t.size_bytes).sum();
+    let (mut signal, mut noise, mut zeros, mut numel) = (0f64, 0f64, 0f64, 0f64);
+    for (_, t) in &applied {
+        bytes = bytes - t.bytes_before + t.bytes_after;
+        signal += t.fidelity.signal;
+        noise += t.fidelity.noise;
+        zeros += t.sparsity * t.values.len() as f64;
+        numel += t.values.len() as f64;
+    }
+    let metrics = match ctx.accuracy {
+        Some((network, data)) => {
+            let runner = network.runner(ctx.model, &applied)?;
+            Some(evaluate(runner.as_ref(), data, SWEEP_BATCH, |_, _| {
+                !cancel.is_cancelled()
+            })?)
+        }
+        None => None,
+    };
+    Ok(PointResult {
+        point: point.clone(),
+        bytes,
+        bits_per_weight: bytes as f64 * 8.0 / params.max(1) as f64,
+        sparsity: if numel > 0.0 { zeros / numel } else { 0.0 },
+        weight_sqnr_db: if noise == 0.0 {
+            f64::INFINITY
+        } else {
+            10.0 * (signal / noise).log10()
+        },
+        weight_relative_error: if signal > 0.0 {
+            (noise / signal).sqrt()
+        } else {
+            0.0
+        },
+        metrics,
+    })
+}
+
+/// Measure every point on the current rayon pool (a [`crate::jobs::Pool`]'s compute
+/// threads when run as a job), calling `on_point(index, result)` as each finishes and
+/// `on_progress(done, total)` after it. Returns the results by index; points not
+/// measured because the sweep was cancelled are `None`. A point that fails fails the
+/// sweep.
+pub fn run(
+    ctx: &SweepContext,
+    points: &[Point],
+    cancel: &CancelToken,
+    on_point: impl Fn(usize, &PointResult) + Sync,
+    on_progress: impl Fn(usize, usize) + Sync,
+) -> Result<Vec<Option<PointResult>>> {
+    let results: Mutex<Vec<Option<PointResult>>> = Mutex::new(vec![None; points.len()]);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let outcome = points.par_iter().enumerate().try_for_each(|(i, p)| {
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let r = measure(ctx, p, cancel)?;
+        on_point(i, &r);
+        results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+        let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        on_progress(n, points.len());
+        Ok(())
+    });
+    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    match outcome {
+        Ok(()) | Err(Error::Cancelled) => Ok(results),
+        Err(e) => Err(e),
+    }
+}

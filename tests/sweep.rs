@@ -1,0 +1,476 @@
+//! Sweeps on the real digit CNN and mnist_5k: the curves behave as the pruning
+//! literature says (accuracy holds, then collapses; 0% is the baseline exactly; a tiny
+//! first convolution is among the most sensitive layers), cancellation keeps what was
+//! done and leaves no work running, a failing job does not stop the next one, results
+//! do not depend on the thread count, and the analyses match hand-derived cases.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{fixture, slimscope};
+use slimscope::Model;
+use slimscope::compress::apply::{TensorCache, apply, apply_cached};
+use slimscope::compress::config::{Config, Format, Override};
+use slimscope::compress::recipe::Recipe;
+use slimscope::eval::data::{self, Dataset};
+use slimscope::eval::{Network, evaluate};
+use slimscope::jobs::{CancelToken, JobEvent, Pool};
+use slimscope::sweep::analysis::{
+    Allocation, LayerSensitivity, allocate, curve, pareto_front, sensitivity,
+};
+use slimscope::sweep::{
+    Axis, PointResult, SweepContext, SweepMethod, global_points, per_layer_points, run,
+    sweepable_layers,
+};
+
+/// mnist_5k with the digit CNN's preprocessing, every `step`-th image (the file is
+/// sorted by class, so a stride keeps all ten).
+fn mnist(step: usize) -> Dataset {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = dir.path().join("mnist.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "file = {:?}\nlabel = \"last\"\ndivide = 255.0\nmean = [0.1307]\nstd = [0.3081]\nshape = [1, 28, 28]\n",
+            fixture("mnist_5k.csv.gz")
+        ),
+    )
+    .expect("write");
+    let mut d = data::load(&spec).expect("data");
+    let keep: Vec<usize> = (0..d.len()).step_by(step).collect();
+    d.x = keep
+        .iter()
+        .flat_map(|&i| d.x[i * 784..(i + 1) * 784].to_vec())
+        .collect();
+    d.labels = keep.iter().map(|&i| d.labels[i]).collect();
+    d
+}
+
+fn measured(results: Vec<Option<PointResult>>) -> Vec<PointResult> {
+    results
+        .into_iter()
+        .map(|r| r.expect("every point measured"))
+        .collect()
+}
+
+#[test]
+fn the_global_magnitude_curve_starts_at_the_baseline_and_falls_and_the_first_conv_is_sensitive() {
+    let model = Model::open(fixture("digit_cnn.pth")).expect("model");
+    let data = mnist(5);
+    let (network, _) = Network::resolve(&model, None, &data).expect("network");
+    let baseline = evaluate(
+        network.runner(&model, &[]).expect("runner").as_ref(),
+        &data,
+        256,
+        |_, _| true,
+    )
+    .expect("baseline");
+    let levels: Vec<f64> = (0..20).map(|i| f64::from(i) * 0.05).collect();
+    let mut points = global_points(&[SweepMethod::Global], &levels, &[]);
+    let layers = sweepable_layers(&model);
+    assert_eq!(layers.len(), 5, "{layers:?}");
+    points.extend(per_layer_points(&layers, &[0.5, 0.7, 0.9], &[]));
+    let cache = TensorCache::new(1 << 28);
+    let ctx = SweepContext {
+        model: &model,
+        accuracy: Some((&network, &data)),
+        cache: &cache,
+    };
+    let results =
+        measured(run(&ctx, &points, &CancelToken::default(), |_, _| {}, |_, _| {}).expect("sweep"));
+
+    let global = curve(&results, "magnitude (global)", Axis::Sparsity);
+    assert_eq!(global.len(), 20);
+    // 0% is the uncompressed model: exactly the baseline, not approximately.
+    let zero = global[0].metrics.expect("metrics");
+    assert_eq!(global[0].point.level, 0.0);
+    assert_eq!((zero.top1, zero.loss), (baseline.top1, baseline.loss));
+    // Monotone within noise (one image in 1,000 either way is 0.1%).
+    let acc: Vec<f64> = global.iter().map(|r| r.metrics.expect("m").top1).collect();
+    for i in 0..acc.len() {
+        for j in i + 1..acc.len() {
+            assert!(acc[j] <= acc[i] + 0.005, "not monotone: {acc:?}");
+        }
+    }
+    // Half the weights cost nothing; 95% costs a lot (the digit CNN is 98% in fc0).
+    assert!(acc[10] >= baseline.top1 - 0.005, "{acc:?}");
+    assert!(acc[19] < baseline.top1 - 0.05, "{acc:?}");
+    // Sizes fall and sparsity follows the level.
+    for w in global.windows(2) {
+        assert!(w[1].bytes <= w[0].bytes);
+    }
+    assert!((global[10].sparsity - 0.5).abs() < 0.01);
+
+    let ranking = sensitivity(&results, "layer magnitude", Some(baseline.top1));
+    assert_eq!(ranking.len(), 5);
+    assert!(ranking.iter().all(|s| s.measured && s.drops.len() == 3));
+    let position = ranking
+        .iter()
+        .position(|s| s.layer == "conv_layers.0.weight")
+        .expect("first conv ranked");
+    assert!(
+        position <= 1,
+        "the 288-weight first conv should be among the two most sensitive: {ranking:#?}"
+    );
+    // fc0 holds 294,912 of the 389,472 weights and shrugs off pruning.
+    let fc0 = ranking
+        .iter()
+        .find(|s| s.layer == "fc_layers.0.weight")
+        .expect("fc0");
+    assert!(fc0.score < ranking[0].score / 4.0, "{ranking:#?}");
+}
+
+#[test]
+fn a_cancelled_sweep_ends_cancelled_keeps_its_points_and_leaves_nothing_running() {
+    let model = Arc::new(Model::open(fixture("digit_cnn.pth")).expect("model"));
+    let data = Arc::new(mnist(1));
+    let (network, _) = Network::resolve(&model, None, &data).expect("network");
+    let network = Arc::new(network);
+    let levels: Vec<f64> = (0..19).map(|i| f64::from(i) * 0.05).collect();
+    let points = global_points(&[SweepMethod::Global, SweepMethod::Random], &levels, &[]);
+    let pool = Pool::new(1, 2).expect("pool");
+    let job = {
+        let (model, data, network, points) =
+            (model.clone(), data.clone(), network.clone(), points.clone());
+        pool.submit::<(), (usize, PointResult), _>(
+            || {},
+            move |progress| {
+                let cache = TensorCache::new(1 << 28);
+                let ctx = SweepContext {
+                    model: &model,
+                    accuracy: Some((&network, &data)),
+                    cache: &cache,
+                };
+                run(
+                    &ctx,
+                    &points,
+                    progress.token(),
+                    |i, r| {
+                        progress.point((i, r.clone()));
+                    },
+                    |d, t| {
+                        progress.report(d, t);
+                    },
+                )?;
+                if progress.is_cancelled() {
+                    return Err(slimscope::Error::Cancelled);
+                }
+                Ok(())
+            },
+        )
+    };
+    let mut got: Vec<(usize, PointResult)> = Vec::new();
+    let mut cancelled_at = None;
+    let last = loop {
+        let event = job
+            .events
+            .recv_timeout(Duration::from_secs(60))
+            .expect("an event within a minute");
+        match event {
+            JobEvent::Point(p) => {
+                got.push(p);
+                if got.len() == 2 {
+                    job.cancel();
+                    cancelled_at = Some(Instant::now());
+                }
+            }
+            e if e.is_end() => break e,
+            _ => {}
+        }
+    };
+    let stopped_in = cancelled_at.expect("cancelled").elapsed();
+    assert!(matches!(last, JobEvent::Cancelled), "{last:?}");
+    // Points in flight when the flag was raised stop at their next batch.
+    assert!(stopped_in < Duration::from_secs(2), "took {stopped_in:?}");
+    assert!(got.len() >= 2 && got.len() < points.len());
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(pool.running(), 0);
+    drop(pool); // joins the worker and compute threads
+    // The points kept are real results: the same as measuring them again.
+    let cache = TensorCache::new(1 << 28);
+    let ctx = SweepContext {
+        model: &model,
+        accuracy: Some((&network, &data)),
+        cache: &cache,
+    };
+    let (i, kept) = &got[0];
+    let again =
+        slimscope::sweep::measure(&ctx, &points[*i], &CancelToken::default()).expect("measure");
+    assert_eq!(
+        kept.metrics,
+        again.metrics.map(|m| slimscope::eval::Metrics {
+            samples_per_second: kept.metrics.expect("m").samples_per_second,
+            ..m
+        })
+    );
+    assert_eq!(kept.bytes, again.bytes);
+}
+
+#[test]
+fn a_failing_sweep_job_reports_failed_and_the_next_job_runs() {
+    let model = Arc::new(Model::open(fixture("digit_cnn.pth")).expect("model"));
+    let pool = Pool::new(1, 2).expect("pool");
+    let sweep = |layer: &str| {
+        let model = model.clone();
+        let mut config = Config::default();
+        config.overrides.insert(
+            layer.to_owned(),
+            Override {
+                sparsity_pct: 50.0,
+                format: Format::Keep,
+            },
+        );
+        let points = per_layer_points(&[layer.to_owned()], &[0.5], &[]);
+        pool.submit::<usize, (), _>(
+            || {},
+            move |_| {
+                let cache = TensorCache::new(1 << 20);
+                let ctx = SweepContext {
+                    model: &model,
+                    accuracy: None,
+                    cache: &cache,
+                };
+                let r = run(&ctx, &points, &CancelToken::default(), |_, _| {}, |_, _| {})?;
+                Ok(r.len())
+            },
+        )
+    };
+    let end = |h: slimscope::jobs::JobHandle<usize>| loop {
+        let e = h
+            .events
+            .recv_timeout(Duration::from_secs(60))
+            .expect("event");
+        if e.is_end() {
+            return e;
+        }
+    };
+    // A recipe rule for a tensor the model does not have is a bad recipe.
+    match end(sweep("no.such.weight")) {
+        JobEvent::Failed(m) => assert!(m.contains("matches no tensor"), "{m}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert!(matches!(
+        end(sweep("fc_layers.2.weight")),
+        JobEvent::Finished(1)
+    ));
+}
+
+#[test]
+fn the_tensor_cache_gives_what_a_fresh_apply_gives() {
+    let model = Model::open(fixture("digit_cnn.pth")).expect("model");
+    let cache = TensorCache::new(1 << 28);
+    let origin = Path::new("r.toml");
+    let global = "version = 1\n[[rule]]\nmatch = \"*.weight\"\nprune = { method = \"magnitude\", sparsity = 0.6, scope = \"global\" }\n";
+    // The same global rule with one member also quantized: the other members' results
+    // come from the cache, the group's threshold is recomputed for the new one.
+    let mixed = format!(
+        "{global}[[rule]]\nmatch = \"fc_layers.2.weight\"\nquant = {{ format = \"int\", bits = 4, granularity = \"channel\" }}\n"
+    );
+    for text in [global, mixed.as_str(), global] {
+        let recipe = Recipe::parse(text, origin).expect("recipe");
+        let names: Vec<(&str, usize)> = model
+            .tensors
+            .iter()
+            .map(|t| (t.name.as_str(), t.shape.len()))
+            .collect();
+        let plans = recipe.resolve(&names, text, origin).expect("plans");
+        let fresh = apply(&model, &plans).expect("apply");
+        let cached = apply_cached(&model, &plans, Some(&cache)).expect("apply cached");
+        assert_eq!(fresh.len(), cached.len());
+        for ((i, a), (j, b)) in fresh.iter().zip(&cached) {
+            assert_eq!(i, j);
+            assert_eq!(a.values, b.values, "{}", a.name);
+            assert_eq!(a.bytes_after, b.bytes_after);
+            assert_eq!(a.scheme, b.scheme);
+        }
+    }
+    // 5 weights of the global rule, plus the quantized fc2 in the second recipe.
+    assert_eq!(cache.len(), 6);
+}
+
+#[test]
+fn the_pareto_front_and_allocations_match_hand_derived_cases() {
+    let model = Model::open(fixture("digit_cnn.pth")).expect("model");
+    let ctx_cache = TensorCache::new(1 << 20);
+    let ctx = SweepContext {
+        model: &model,
+        accuracy: None,
+        cache: &ctx_cache,
+    };
+    let point = global_points(&[SweepMethod::Global], &[0.5], &[]).remove(0);
+    let base = slimscope::sweep::measure(&ctx, &point, &CancelToken::default()).expect("measure");
+    // (bytes, top-1): B and D are dominated (C is smaller and better than D; A ties B's
+    // size with better accuracy), E is the best and the biggest.
+    let mk = |bytes: u64, top1: f64| PointResult {
+        bytes,
+        metrics: Some(slimscope::eval::Metrics {
+            samples: 1,
+            top1,
+            top5: None,
+            loss: 0.0,
+            samples_per_second: 1.0,
+        }),
+        ..base.clone()
+    };
+    let results = [
+        mk(100, 0.90),
+        mk(100, 0.80),
+        mk(50, 0.85),
+        mk(70, 0.84),
+        mk(300, 0.99),
+    ];
+    assert_eq!(pareto_front(&results), [2, 0, 4]);
+
+    // Inverse sensitivity by hand: layers a (100 weights, score 0.1) and b (300
+    // weights, score 0.3) at 30% average: s = c/score, 100·10c + 300·(10/3)c = 120
+    // → c = 0.06, a 60%, b 20%.
+    let rank = |layer: &str, score: f64| LayerSensitivity {
+        layer: layer.into(),
+        curve: "layer magnitude".into(),
+        drops: vec![(0.5, score)],
+        score,
+        measured: true,
+    };
+    let layers = [("a".to_owned(), 100), ("b".to_owned(), 300)];
+    let ranking = [rank("b", 0.3), rank("a", 0.1)];
+    let c = allocate(Allocation::Sensitivity, 0.3, &layers, &ranking);
+    assert_eq!(c.overrides["a"].sparsity_pct, 60.0);
+    assert_eq!(c.overrides["b"].sparsity_pct, 20.0);
+    let u = allocate(Allocation::Uniform, 0.3, &layers, &ranking);
+    assert_eq!(u.overrides["a"].sparsity_pct, 30.0);
+    assert_eq!(u.overrides["b"].sparsity_pct, 30.0);
+    let g = allocate(Allocation::GlobalThreshold, 0.3, &layers, &ranking);
+    assert!(g.global_scope && g.overrides.is_empty() && g.sparsity_pct == 30.0);
+}
+
+#[test]
+fn the_cli_gives_the_same_points_with_one_and_two_threads_and_writes_reappliable_csv() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = dir.path().join("mnist.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "file = {:?}\nlabel = \"last\"\ndivide = 255.0\nmean = [0.1307]\nstd = [0.3081]\nshape = [1, 28, 28]\n",
+            fixture("mnist_5k.csv.gz")
+        ),
+    )
+    .expect("write");
+    let model = fixture("digit_cnn.pth");
+    let sweep = |jobs: &str, out: &Path| {
+        let (code, stdout, stderr) = slimscope(&[
+            "sweep",
+            model.to_str().expect("p"),
+            "--data",
+            spec.to_str().expect("p"),
+            "--prune",
+            "global,2:4",
+            "--sparsity",
+            "0.5,0.9",
+            "--bits",
+            "4",
+            "--gguf",
+            "Q4_0",
+            "--jobs",
+            jobs,
+            "-o",
+            out.to_str().expect("p"),
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        stdout
+    };
+    let (one, two) = (dir.path().join("one.json"), dir.path().join("two.json"));
+    let stdout = sweep("1", &one);
+    sweep("2", &two);
+    assert!(stdout.contains("baseline: top-1 99.70%"), "{stdout}");
+    let read = |p: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).expect("read")).expect("json")
+    };
+    let (a, b) = (read(&one), read(&two));
+    let points = a["points"].as_array().expect("points");
+    assert_eq!(points.len(), 5);
+    for (p, q) in points.iter().zip(b["points"].as_array().expect("points")) {
+        for key in ["curve", "level", "bytes", "sparsity", "recipe"] {
+            assert_eq!(p[key], q[key], "{key}");
+        }
+        assert_eq!(p["metrics"]["top1"], q["metrics"]["top1"]);
+        assert_eq!(p["metrics"]["loss"], q["metrics"]["loss"]);
+    }
+    assert_eq!(a["pareto"], b["pareto"]);
+    // The CSV holds the same points; a point's recipe re-applied by `slimscope apply`
+    // gives the bytes the sweep reported.
+    let csv = dir.path().join("s.csv");
+    let (code, _, stderr) = slimscope(&[
+        "sweep",
+        model.to_str().expect("p"),
+        "--prune",
+        "global",
+        "--sparsity",
+        "0.9",
+        "--bits",
+        "",
+        "-o",
+        csv.to_str().expect("p"),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let text = std::fs::read_to_string(&csv).expect("csv");
+    assert!(text.starts_with("curve,axis,level,layer,bytes,"));
+    let row = text.lines().nth(1).expect("a row");
+    let bytes: u64 = row.split(',').nth(4).expect("bytes").parse().expect("u64");
+    // The last field, RFC 4180-quoted: "" inside stands for ".
+    let quoted = &text[text.find("\"#").expect("quoted recipe") + 1..];
+    let mut recipe_text = String::new();
+    let mut chars = quoted.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('"', Some('"')) => {
+                recipe_text.push('"');
+                chars.next();
+            }
+            ('"', _) => break,
+            (c, _) => recipe_text.push(c),
+        }
+    }
+    assert!(recipe_text.contains("sparsity = 0.9"), "{recipe_text}");
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(&recipe, &recipe_text).expect("write");
+    let out = dir.path().join("out.safetensors");
+    let (code, stdout, stderr) = slimscope(&[
+        "apply",
+        model.to_str().expect("p"),
+        "--recipe",
+        recipe.to_str().expect("p"),
+        "-o",
+        out.to_str().expect("p"),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(report["bytes_after"].as_u64(), Some(bytes), "{report}");
+}
+
+#[test]
+fn without_data_a_sweep_is_labelled_weight_fidelity() {
+    let (code, stdout, stderr) = slimscope(&[
+        "sweep",
+        fixture("minilm.safetensors").to_str().expect("p"),
+        "--prune",
+        "magnitude",
+        "--sparsity",
+        "0.5",
+        "--bits",
+        "8,4",
+        "--per-layer",
+        "--layer-sparsity",
+        "0.5",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("weight SQNR") && stdout.contains("not accuracy"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("layer sensitivity"), "{stdout}");
+    assert!(!stdout.contains("top-1"), "{stdout}");
+}
