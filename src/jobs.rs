@@ -116,6 +116,12 @@ impl<T, P> JobHandle<T, P> {
     pub fn cancel(&self) {
         self.cancel.cancel();
     }
+
+    /// The job's last event if it has arrived, skipping the others (never blocks):
+    /// for callers that only want the result.
+    pub fn try_end(&self) -> Option<JobEvent<T, P>> {
+        self.events.try_iter().find(JobEvent::is_end)
+    }
 }
 
 impl<T, P> Drop for JobHandle<T, P> {

@@ -473,3 +473,38 @@ fn dropping_an_architecture_spec_replaces_the_proposal_and_a_wrong_one_is_explai
     );
     h.get_by_label("cnn.arch.toml · 13 layers");
 }
+
+#[test]
+fn a_sweep_on_the_demo_fills_the_curves_and_can_be_cancelled() {
+    let mut h = harness();
+    h.state_mut().apply(slimscope::app::Command::OpenDemo);
+    step_until(&mut h, "the demo and its baseline", |a| {
+        a.attached.is_some() && !a.is_attaching() && !a.is_loading()
+    });
+    h.get_by_label("Curves").click();
+    h.run_steps(2);
+    h.get_by_label("Run: Sparsity & bit-width curves").click();
+    h.run_steps(2);
+    let points = |a: &SlimApp| {
+        a.curves
+            .as_ref()
+            .map_or(0, |c| c.runs.iter().map(|r| r.results.len()).sum::<usize>())
+    };
+    step_until(&mut h, "three points on the plots", |a| points(a) >= 3);
+    // The points are measured accuracy, and the panel counts them.
+    let first = h.state().curves.as_ref().expect("curves").runs[0].results[0].clone();
+    assert!(first.metrics.is_some());
+    h.get_by_label_contains("points measured");
+    h.get_by_label_contains("running");
+    h.get_by_label("Cancel").click();
+    h.run_steps(2);
+    step_until(&mut h, "the sweep to stop", |a| {
+        a.curves.as_ref().is_some_and(|c| !c.any_running())
+    });
+    let run = &h.state().curves.as_ref().expect("curves").runs[0];
+    assert_eq!(run.state, slimscope::app::curves::RunState::Cancelled);
+    assert!(run.results.len() < run.total, "cancelled before the end");
+    h.get_by_label_contains("cancelled");
+    // The points measured before the cancel stay.
+    assert!(points(h.state()) >= 3);
+}

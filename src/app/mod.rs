@@ -8,6 +8,7 @@
 
 pub mod accuracy;
 pub mod compress;
+pub mod curves;
 pub mod demo;
 mod histogram;
 mod layers;
@@ -146,6 +147,17 @@ pub struct SlimApp {
     data_dialog: Option<JobHandle<Option<PathBuf>>>,
     data_version: u64,
     ctx: Option<egui::Context>,
+    /// Sweeps of the open model and their points.
+    pub curves: Option<curves::Curves>,
+    /// What the central area shows.
+    pub tab: Tab,
+}
+
+/// The central area's views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    Histogram,
+    Curves,
 }
 
 impl SlimApp {
@@ -172,6 +184,11 @@ impl SlimApp {
             data_dialog: None,
             data_version: 0,
             ctx: None,
+            // Sweeps compute on a pool of their own: one per core, two jobs at a time.
+            curves: crate::jobs::Pool::new(2, 0)
+                .ok()
+                .map(|p| curves::Curves::new(Arc::new(p))),
+            tab: Tab::Histogram,
         }
     }
 
@@ -310,6 +327,9 @@ impl SlimApp {
 
     /// Drain every job channel (never blocks). Call once per frame before drawing.
     pub fn poll(&mut self) {
+        if let Some(c) = &mut self.curves {
+            c.poll();
+        }
         if let Some(loading) = &mut self.loading {
             let mut finished = None;
             while let Ok(event) = loading.job.events.try_recv() {
@@ -332,7 +352,7 @@ impl SlimApp {
             }
         }
         if let Some(dialog) = &self.dialog
-            && let Ok(event) = dialog.events.try_recv()
+            && let Some(event) = dialog.try_end()
         {
             self.dialog = None;
             if let JobEvent::Finished(Some(path)) = event {
@@ -340,11 +360,9 @@ impl SlimApp {
             }
         }
         if let Some(running) = &self.evaluating
-            && let Ok(event) = running.job.events.try_recv()
+            && let Some(event) = running.job.try_end()
         {
-            if event.is_end() {
-                self.evaluating = None;
-            }
+            self.evaluating = None;
             match event {
                 JobEvent::Finished(e) => self.evaluation = Some(Arc::new(e)),
                 JobEvent::Failed(message) => self.error = Some(message),
@@ -352,7 +370,7 @@ impl SlimApp {
             }
         }
         if let Some(dialog) = &self.export_dialog
-            && let Ok(event) = dialog.events.try_recv()
+            && let Some(event) = dialog.try_end()
         {
             self.export_dialog = None;
             if let JobEvent::Finished(Some(path)) = event {
@@ -360,8 +378,7 @@ impl SlimApp {
             }
         }
         if let Some(export) = &self.export
-            && let Ok(event) = export.events.try_recv()
-            && event.is_end()
+            && let Some(event) = export.try_end()
         {
             self.export = None;
             match event {
@@ -391,7 +408,7 @@ impl SlimApp {
             }
         }
         if let Some(dialog) = &self.data_dialog
-            && let Ok(event) = dialog.events.try_recv()
+            && let Some(event) = dialog.try_end()
         {
             self.data_dialog = None;
             if let JobEvent::Finished(Some(path)) = event {
@@ -401,7 +418,7 @@ impl SlimApp {
         }
         self.schedule_evaluation();
         if let Some(h) = &self.histogram_job
-            && let Ok(event) = h.job.events.try_recv()
+            && let Some(event) = h.job.try_end()
         {
             let key = h.key;
             self.histogram_job = None;
@@ -433,6 +450,9 @@ impl SlimApp {
         self.evaluating = None;
         self.attached = None;
         self.attaching = None;
+        if let Some(c) = &mut self.curves {
+            c.clear();
+        }
         let recent = &mut self.settings.recent_files;
         recent.retain(|p| p != path);
         recent.insert(0, path.to_owned());
@@ -636,6 +656,21 @@ impl SlimApp {
         self.histogram_job = Some(HistogramJob { key, job });
     }
 
+    /// Start a sweep of the open model (with the attached data, if any).
+    pub fn start_sweep(&mut self, kind: curves::SweepKind) {
+        let Some(model) = self.loaded.as_ref().map(|l| l.model.clone()) else {
+            return;
+        };
+        let accuracy = self
+            .attached
+            .as_ref()
+            .map(|a| (a.network.clone(), a.data.clone()));
+        let notify = self.notifier();
+        if let Some(c) = &mut self.curves {
+            c.start(kind, model, accuracy, notify);
+        }
+    }
+
     /// Draw the whole window. Tests call this through egui_kittest; eframe through
     /// [`eframe::App::ui`].
     pub fn ui(&mut self, ui: &mut egui::Ui) {
@@ -715,7 +750,39 @@ impl SlimApp {
             } else if let Some(notice) = self.notice.clone() {
                 notice_ui(ui, &notice, &mut commands);
             }
+            if self.loaded.is_some() {
+                ui.horizontal(|ui| {
+                    ui.selectable_value(&mut self.tab, Tab::Histogram, "Histogram")
+                        .on_hover_text("The selected tensor's values, before and after compression");
+                    ui.selectable_value(&mut self.tab, Tab::Curves, "Curves")
+                        .on_hover_text("Accuracy against sparsity and bit-width, layer sensitivity, size against accuracy");
+                });
+                ui.separator();
+            }
             match (self.selected, self.loaded.is_some()) {
+                (_, true) if self.tab == Tab::Curves => {
+                    let mut actions = Vec::new();
+                    let baseline = self.attached.as_ref().map(|a| a.baseline.top1);
+                    if let Some(c) = &mut self.curves {
+                        egui::ScrollArea::vertical().id_salt("curves").show(ui, |ui| {
+                            curves::ui(
+                                ui,
+                                c,
+                                self.attached.is_some(),
+                                self.evaluation.as_deref(),
+                                baseline,
+                                &mut actions,
+                            );
+                        });
+                    } else {
+                        ui.label("Sweeps are unavailable: no worker threads could be started.");
+                    }
+                    for a in actions {
+                        match a {
+                            curves::CurvesAction::Start(kind) => self.start_sweep(kind),
+                        }
+                    }
+                }
                 (Some(index), true) => {
                     self.request_histogram(index);
                     let hist = self.cached_histogram(index).cloned();
