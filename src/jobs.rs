@@ -215,9 +215,10 @@ type Task = Box<dyn FnOnce() + Send>;
 /// Parallelism lives in one place, the compute pool: a sweep evaluates its points with
 /// a parallel iterator and each evaluation splits its batches with another, nested in
 /// the same pool. Rayon's work stealing keeps exactly `threads` cores busy whichever
-/// level has work — points in parallel while there are many, batches in parallel for
-/// the last ones — so nothing is oversubscribed. Measured on the digit CNN sweep
-/// (see `slimscope bench`), this beats both points-only and batches-only.
+/// level has work, so nothing is oversubscribed. Measured on 12 digit-CNN points over
+/// mnist_5k: 13.9 s nested, 13.9 s with points one after another (the evaluation
+/// alone fills both cores); sweeps without data have no batches to split, and there
+/// only the points level keeps the cores busy.
 pub struct Pool {
     queue: Option<Sender<Task>>,
     workers: Vec<JoinHandle<()>>,

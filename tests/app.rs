@@ -359,15 +359,7 @@ fn dropping_a_data_spec_on_an_open_model_attaches_and_evaluates_it() {
     // The same spec the demo ships, pointing at the fixture copy of the images; no
     // architecture given, so the app proposes one from the weights.
     let dir = tempfile::tempdir().expect("tempdir");
-    let spec = dir.path().join("mnist.toml");
-    std::fs::write(
-        &spec,
-        format!(
-            "file = {:?}\nlabel = \"last\"\ndivide = 255.0\nmean = [0.1307]\nstd = [0.3081]\nshape = [1, 28, 28]\n",
-            fixture("mnist_5k.csv.gz")
-        ),
-    )
-    .expect("write");
+    let spec = common::mnist_spec(dir.path());
     drop_file(&mut h, &spec);
     step_until(&mut h, "the data to attach", |a| {
         a.attached.is_some() && !a.is_attaching()
@@ -388,15 +380,7 @@ fn an_onnx_model_is_evaluated_through_its_own_graph_and_a_spec_does_not_apply() 
         a.loaded.is_some() && !a.is_loading()
     });
     let dir = tempfile::tempdir().expect("tempdir");
-    let spec = dir.path().join("mnist.toml");
-    std::fs::write(
-        &spec,
-        format!(
-            "file = {:?}\nlabel = \"last\"\ndivide = 255.0\nmean = [0.1307]\nstd = [0.3081]\nshape = [1, 28, 28]\n",
-            fixture("mnist_5k.csv.gz")
-        ),
-    )
-    .expect("write");
+    let spec = common::mnist_spec(dir.path());
     drop_file(&mut h, &spec);
     step_until(&mut h, "the data to attach", |a| {
         a.attached.is_some() && !a.is_attaching()
@@ -431,15 +415,7 @@ fn dropping_an_architecture_spec_replaces_the_proposal_and_a_wrong_one_is_explai
         a.loaded.is_some() && !a.is_loading()
     });
     let dir = tempfile::tempdir().expect("tempdir");
-    let spec = dir.path().join("mnist.toml");
-    std::fs::write(
-        &spec,
-        format!(
-            "file = {:?}\nlabel = \"last\"\ndivide = 255.0\nmean = [0.1307]\nstd = [0.3081]\nshape = [1, 28, 28]\n",
-            fixture("mnist_5k.csv.gz")
-        ),
-    )
-    .expect("write");
+    let spec = common::mnist_spec(dir.path());
     drop_file(&mut h, &spec);
     step_until(&mut h, "the data to attach", |a| {
         a.attached.is_some() && !a.is_attaching()

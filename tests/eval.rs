@@ -6,28 +6,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{fixture, slimscope};
+use common::{fixture, mnist_spec, slimscope};
 use slimscope::Model;
 use slimscope::compress::apply::apply_recipe;
 use slimscope::compress::recipe::Recipe;
 use slimscope::eval::arch::{ArchSpec, propose};
 use slimscope::eval::{Metrics, Network, build_runner, data, evaluate};
-
-/// A data spec for mnist_5k with the model's preprocessing (fixtures.md).
-fn mnist_spec(dir: &Path) -> PathBuf {
-    let spec = dir.join("mnist.toml");
-    std::fs::write(
-        &spec,
-        format!(
-            "file = {:?}\nlabel = \"last\"\ndivide = 255.0\nmean = [0.1307]\nstd = [0.3081]\nshape = [1, 28, 28]\n",
-            fixture("mnist_5k.csv.gz")
-        ),
-    )
-    .expect("write spec");
-    spec
-}
 
 /// The digit CNN as fixtures.md describes it, written by hand.
 const CNN_ARCH: &str = r#"version = 1

@@ -30,15 +30,7 @@ use slimscope::sweep::{
 /// sorted by class, so a stride keeps all ten).
 fn mnist(step: usize) -> Dataset {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spec = dir.path().join("mnist.toml");
-    std::fs::write(
-        &spec,
-        format!(
-            "file = {:?}\nlabel = \"last\"\ndivide = 255.0\nmean = [0.1307]\nstd = [0.3081]\nshape = [1, 28, 28]\n",
-            fixture("mnist_5k.csv.gz")
-        ),
-    )
-    .expect("write");
+    let spec = common::mnist_spec(dir.path());
     let mut d = data::load(&spec).expect("data");
     let keep: Vec<usize> = (0..d.len()).step_by(step).collect();
     d.x = keep
@@ -144,21 +136,7 @@ fn a_cancelled_sweep_ends_cancelled_keeps_its_points_and_leaves_nothing_running(
                     accuracy: Some((&network, &data)),
                     cache: &cache,
                 };
-                run(
-                    &ctx,
-                    &points,
-                    progress.token(),
-                    |i, r| {
-                        progress.point((i, r.clone()));
-                    },
-                    |d, t| {
-                        progress.report(d, t);
-                    },
-                )?;
-                if progress.is_cancelled() {
-                    return Err(slimscope::Error::Cancelled);
-                }
-                Ok(())
+                slimscope::sweep::run_job(&ctx, &points, progress)
             },
         )
     };
@@ -349,15 +327,7 @@ fn the_pareto_front_and_allocations_match_hand_derived_cases() {
 #[test]
 fn the_cli_gives_the_same_points_with_one_and_two_threads_and_writes_reappliable_csv() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spec = dir.path().join("mnist.toml");
-    std::fs::write(
-        &spec,
-        format!(
-            "file = {:?}\nlabel = \"last\"\ndivide = 255.0\nmean = [0.1307]\nstd = [0.3081]\nshape = [1, 28, 28]\n",
-            fixture("mnist_5k.csv.gz")
-        ),
-    )
-    .expect("write");
+    let spec = common::mnist_spec(dir.path());
     let model = fixture("digit_cnn.pth");
     let sweep = |jobs: &str, out: &Path| {
         let (code, stdout, stderr) = slimscope(&[

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use egui_plot::{Legend, Line, LineStyle, Plot, PlotPoints, Points};
+use egui_plot::{AxisHints, Legend, Line, LineStyle, Plot, PlotPoints, Points};
 
 use super::compress::Evaluation;
 use crate::compress::apply::TensorCache;
@@ -132,21 +132,7 @@ impl Curves {
                     accuracy: accuracy.as_ref().map(|(n, d)| (n.as_ref(), d.as_ref())),
                     cache: &cache,
                 };
-                crate::sweep::run(
-                    &ctx,
-                    &points,
-                    progress.token(),
-                    |i, r| {
-                        progress.point((i, r.clone()));
-                    },
-                    |done, total| {
-                        progress.report(done, total);
-                    },
-                )?;
-                if progress.is_cancelled() {
-                    return Err(crate::Error::Cancelled);
-                }
-                Ok(())
+                crate::sweep::run_job(&ctx, &points, progress)
             },
         );
         for r in self
@@ -311,6 +297,20 @@ fn y_of(r: &PointResult, measured: bool) -> f64 {
     }
 }
 
+/// Axes that label every few ticks even on a narrow plot (egui_plot's default
+/// spacing leaves one label).
+fn axis_x(label: &str) -> AxisHints<'static> {
+    AxisHints::new_x()
+        .label(label.to_owned())
+        .label_spacing(25.0..=40.0)
+}
+
+fn axis_y(label: &str) -> AxisHints<'static> {
+    AxisHints::new_y()
+        .label(label.to_owned())
+        .label_spacing(15.0..=25.0)
+}
+
 /// The curves tab.
 pub fn ui(
     ui: &mut egui::Ui,
@@ -358,8 +358,8 @@ pub fn ui(
     Plot::new("vs sparsity")
         .height(height)
         .legend(Legend::default())
-        .x_axis_label("sparsity (%)")
-        .y_axis_label(y_label)
+        .custom_x_axes(vec![axis_x("sparsity (%)")])
+        .custom_y_axes(vec![axis_y(y_label)])
         .allow_scroll(false)
         .show(ui, |plot| {
             for (name, pts) in lines(&results, Axis::Sparsity, measured) {
@@ -393,8 +393,8 @@ pub fn ui(
     Plot::new("vs bits")
         .height(height)
         .legend(Legend::default())
-        .x_axis_label("bits per weight (nominal)")
-        .y_axis_label(y_label)
+        .custom_x_axes(vec![axis_x("bits per weight (nominal)")])
+        .custom_y_axes(vec![axis_y(y_label)])
         .allow_scroll(false)
         .show(ui, |plot| {
             for (name, pts) in lines(&results, Axis::Bits, measured) {
@@ -411,8 +411,8 @@ pub fn ui(
     Plot::new("size vs accuracy")
         .height(height)
         .legend(Legend::default())
-        .x_axis_label("model size (MB)")
-        .y_axis_label(y_label)
+        .custom_x_axes(vec![axis_x("model size (MB)")])
+        .custom_y_axes(vec![axis_y(y_label)])
         .allow_scroll(false)
         .show(ui, |plot| {
             let all: Vec<[f64; 2]> = global

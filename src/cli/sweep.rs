@@ -174,21 +174,7 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
                     accuracy: accuracy.as_ref().map(|(n, d)| (n.as_ref(), d.as_ref())),
                     cache: &cache,
                 };
-                crate::sweep::run(
-                    &ctx,
-                    &points,
-                    progress.token(),
-                    |i, r| {
-                        progress.point((i, r.clone()));
-                    },
-                    |done, total| {
-                        progress.report(done, total);
-                    },
-                )?;
-                if progress.is_cancelled() {
-                    return Err(crate::error::Error::Cancelled);
-                }
-                Ok(())
+                crate::sweep::run_job(&ctx, &points, progress)
             },
         )
     };

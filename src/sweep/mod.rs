@@ -19,14 +19,14 @@ use crate::compress::recipe::Recipe;
 use crate::error::{Error, Result};
 use crate::eval::data::Dataset;
 use crate::eval::{Metrics, Network, evaluate};
-use crate::jobs::CancelToken;
+use crate::jobs::{CancelToken, Progress};
 use crate::model::Model;
 
 /// Where sweep recipes say they come from, in error messages.
 const ORIGIN: &str = "(sweep)";
 
-/// Samples per forward pass in sweeps: two of the ONNX runner's micro-batches, so a
-/// cancelled sweep stops within one short batch (tens of ms on the digit CNN).
+/// Samples per forward pass in sweeps: a cancelled sweep stops within one such batch
+/// (about 50 ms of the digit CNN on one core).
 const SWEEP_BATCH: usize = 128;
 
 /// What a point's level measures.
@@ -398,4 +398,29 @@ pub fn run(
         Ok(()) | Err(Error::Cancelled) => Ok(results),
         Err(e) => Err(e),
     }
+}
+
+/// [`run`] as a pool job's work: each point becomes a `Point((index, result))` event
+/// and progress a `Progress` event; a cancelled sweep ends `Cancelled`, its points
+/// already delivered.
+pub fn run_job(
+    ctx: &SweepContext,
+    points: &[Point],
+    progress: &Progress<(), (usize, PointResult)>,
+) -> Result<()> {
+    run(
+        ctx,
+        points,
+        progress.token(),
+        |i, r| {
+            progress.point((i, r.clone()));
+        },
+        |done, total| {
+            progress.report(done, total);
+        },
+    )?;
+    if progress.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    Ok(())
 }

@@ -38,6 +38,21 @@ pub fn fixture(name: &str) -> PathBuf {
     fixtures().join(name)
 }
 
+/// A data spec in `dir` for the fixture copy of mnist_5k, with the digit CNN's
+/// preprocessing (fixtures.md): x/255, then (x − 0.1307)/0.3081, as 1×28×28.
+pub fn mnist_spec(dir: &Path) -> PathBuf {
+    let spec = dir.join("mnist.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "file = {:?}\nlabel = \"last\"\ndivide = 255.0\nmean = [0.1307]\nstd = [0.3081]\nshape = [1, 28, 28]\n",
+            fixture("mnist_5k.csv.gz")
+        ),
+    )
+    .expect("write the mnist data spec");
+    spec
+}
+
 /// The values of tensor `index` of fixture `file`, as f32 (for F32 tensors).
 pub fn fixture_f32s(file: &str, index: usize) -> Vec<f32> {
     let model = slimscope::Model::open(fixture(file)).unwrap_or_else(|e| panic!("{e}"));
