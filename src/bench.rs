@@ -24,6 +24,10 @@ pub struct BenchArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Only time the sweeps on the bundled demo (the digit CNN and mnist_5k): the full
+    /// global sweep and per-layer sensitivity, as benches/torch_sweep.py does in PyTorch.
+    #[arg(long)]
+    pub sweeps: bool,
 }
 
 /// The standard workload: seeded normal(0, 0.02) values.
@@ -66,6 +70,9 @@ fn read_only_sum(bytes: &[u8]) -> f32 {
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.sweeps {
+        return sweep_benchmarks(args.threads);
+    }
     let mut builder =
         rayon::ThreadPoolBuilder::new().thread_name(|i| format!("slimscope-bench-{i}"));
     if let Some(n) = args.threads {
@@ -193,7 +200,67 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             );
         }
         forward_benchmarks(args.runs)
-    })
+    })?;
+    sweep_benchmarks(args.threads)
+}
+
+/// Wall time of the sweeps benches/torch_sweep.py runs in PyTorch, on the bundled demo:
+/// 4 pruning methods × 20 levels + 2:4 + int8…int2 per channel (86 points), and each
+/// of the 5 layers alone at 10…90 % and 99 % (50 points), all on 5,000 images.
+fn sweep_benchmarks(threads: Option<usize>) -> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    use crate::compress::apply::TensorCache;
+    use crate::compress::config::{Format, IntGranularity};
+    use crate::eval::evaluator::Evaluator;
+    use crate::eval::{Network, arch::ArchSpec, data};
+    use crate::jobs::{CancelToken, Pool};
+    use crate::sweep::{self, SweepContext, SweepMethod};
+
+    let demo = crate::demo::files()?;
+    let model = crate::model::Model::open(&demo.model)?;
+    let data = Arc::new(data::load(&demo.data)?);
+    let network = Arc::new(Network::Sequential(ArchSpec::load(&demo.arch)?));
+    let levels: Vec<f64> = (0..20).map(|i| f64::from(i) * 0.05).collect();
+    let formats: Vec<Format> = [8, 6, 4, 3, 2]
+        .map(|bits| Format::Int {
+            bits,
+            granularity: IntGranularity::Channel,
+            mse_clip: false,
+        })
+        .to_vec();
+    let mut layer_levels: Vec<f64> = (1..10).map(|i| f64::from(i) * 0.1).collect();
+    layer_levels.push(0.99);
+    let pool = Pool::new(1, threads.unwrap_or(0))?;
+    for (label, points) in [
+        (
+            "sweep: global curves (digit CNN, mnist_5k)",
+            sweep::global_points(&SweepMethod::ALL, &levels, &formats),
+        ),
+        (
+            "sweep: per-layer sensitivity (digit CNN, mnist_5k)",
+            sweep::per_layer_points(&sweep::sweepable_layers(&model), &layer_levels, &[]),
+        ),
+    ] {
+        // Each sweep starts cold: nothing cached from the other.
+        let evaluator = Evaluator::new(network.clone(), data.clone());
+        let cache = TensorCache::new(1 << 30);
+        let ctx = SweepContext {
+            model: &model,
+            accuracy: Some(&evaluator),
+            cache: &cache,
+        };
+        let start = Instant::now();
+        pool.install(|| sweep::run(&ctx, &points, &CancelToken::default(), |_, _| {}, |_, _| {}))?;
+        let t = start.elapsed().as_secs_f64();
+        println!(
+            "{label:<56} {:>3} points in {t:>6.1} s ({:.2} s/point, {} evaluated)",
+            points.len(),
+            t / points.len() as f64,
+            evaluator.measured()
+        );
+    }
+    Ok(())
 }
 
 /// The anchors' evaluation workloads: 10,000 inputs in batches of 1,000 through an

@@ -361,7 +361,8 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn drain<T>(h: &JobHandle<T>) -> Vec<JobEvent<T>> {
+    /// Every event of `h` up to and including its end.
+    fn drain<T, P>(h: &JobHandle<T, P>) -> Vec<JobEvent<T, P>> {
         let mut out = Vec::new();
         while let Ok(e) = h.events.recv_timeout(Duration::from_secs(10)) {
             let end = e.is_end();
@@ -415,19 +416,7 @@ mod tests {
         );
         h.cancel();
         let _ = go_tx.send(());
-        assert!(matches!(drain_to_end(&h), Some(JobEvent::Cancelled)));
-    }
-
-    fn drain_all<T, P>(h: &JobHandle<T, P>) -> Vec<JobEvent<T, P>> {
-        let mut out = Vec::new();
-        while let Ok(e) = h.events.recv_timeout(Duration::from_secs(10)) {
-            let end = e.is_end();
-            out.push(e);
-            if end {
-                break;
-            }
-        }
-        out
+        assert!(matches!(drain(&h).pop(), Some(JobEvent::Cancelled)));
     }
 
     #[test]
@@ -443,7 +432,7 @@ mod tests {
                 Ok(3)
             },
         );
-        let events = drain_all(&h);
+        let events = drain(&h);
         assert!(matches!(events[0], JobEvent::Started));
         let points: Vec<usize> = events
             .iter()
@@ -459,14 +448,12 @@ mod tests {
         )));
         assert!(matches!(events.last(), Some(JobEvent::Finished(3))));
         let h = pool.submit::<(), (), _>(|| {}, |_| panic!("boom"));
-        assert!(matches!(drain_all(&h).pop(), Some(JobEvent::Failed(m)) if m.contains("boom")));
+        assert!(matches!(drain(&h).pop(), Some(JobEvent::Failed(m)) if m.contains("boom")));
         let h =
             pool.submit::<(), (), _>(|| {}, |_| Err(Error::InvalidSetting("bad recipe".into())));
-        assert!(
-            matches!(drain_all(&h).pop(), Some(JobEvent::Failed(m)) if m.contains("bad recipe"))
-        );
+        assert!(matches!(drain(&h).pop(), Some(JobEvent::Failed(m)) if m.contains("bad recipe")));
         let h = pool.submit::<u8, (), _>(|| {}, |_| Ok(7));
-        assert!(matches!(drain_all(&h).pop(), Some(JobEvent::Finished(7))));
+        assert!(matches!(drain(&h).pop(), Some(JobEvent::Finished(7))));
     }
 
     #[test]
@@ -485,29 +472,14 @@ mod tests {
         ));
         let start = Instant::now();
         let new = pool.submit_latest::<u32, (), _>("slider", || {}, |_| Ok(2));
-        assert!(matches!(drain_all(&old).pop(), Some(JobEvent::Cancelled)));
+        assert!(matches!(drain(&old).pop(), Some(JobEvent::Cancelled)));
         assert!(start.elapsed() < Duration::from_millis(500));
-        assert!(matches!(drain_all(&new).pop(), Some(JobEvent::Finished(2))));
+        assert!(matches!(drain(&new).pop(), Some(JobEvent::Finished(2))));
         // Another kind is not affected.
         let other = pool.submit_latest::<u32, (), _>("histogram", || {}, |_| Ok(3));
-        assert!(matches!(
-            drain_all(&other).pop(),
-            Some(JobEvent::Finished(3))
-        ));
+        assert!(matches!(drain(&other).pop(), Some(JobEvent::Finished(3))));
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(pool.running(), 0);
         drop(pool); // joins the workers; a hang here fails the test run
-    }
-
-    fn drain_to_end<T>(h: &JobHandle<T>) -> Option<JobEvent<T>> {
-        let mut last = None;
-        while let Ok(e) = h.events.recv_timeout(Duration::from_secs(10)) {
-            let end = e.is_end();
-            last = Some(e);
-            if end {
-                break;
-            }
-        }
-        last
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod checksum;
 pub mod compress;
+pub mod demo;
 pub mod dtype;
 pub mod error;
 pub mod eval;

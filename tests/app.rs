@@ -61,6 +61,14 @@ fn step_until(h: &mut Harness<'_, SlimApp>, what: &str, done: impl Fn(&SlimApp) 
     h.run_steps(3);
 }
 
+/// Open the bundled demo and wait for its data's baseline.
+fn open_demo(h: &mut Harness<'_, SlimApp>) {
+    h.state_mut().apply(slimscope::app::Command::OpenDemo);
+    step_until(h, "the demo and its baseline", |a| {
+        a.attached.is_some() && !a.is_attaching() && !a.is_loading()
+    });
+}
+
 #[test]
 fn first_start_says_what_to_drop() {
     let mut h = harness();
@@ -316,10 +324,7 @@ fn an_export_writes_a_recipe_that_slimscope_apply_reproduces() {
 #[test]
 fn the_demo_opens_evaluated_and_95_percent_sparsity_costs_accuracy() {
     let mut h = harness();
-    h.state_mut().apply(slimscope::app::Command::OpenDemo);
-    step_until(&mut h, "the demo and its baseline", |a| {
-        a.attached.is_some() && !a.is_attaching() && !a.is_loading()
-    });
+    open_demo(&mut h);
     h.get_by_label("Histogram of conv_layers.0.weight");
     h.get_by_label_contains("mnist_5k.toml · 5,000 samples · 10 classes");
     // The published figure for this model on these images (fixtures.md): 0.9970.
@@ -453,10 +458,7 @@ fn dropping_an_architecture_spec_replaces_the_proposal_and_a_wrong_one_is_explai
 #[test]
 fn a_sweep_on_the_demo_fills_the_curves_and_can_be_cancelled() {
     let mut h = harness();
-    h.state_mut().apply(slimscope::app::Command::OpenDemo);
-    step_until(&mut h, "the demo and its baseline", |a| {
-        a.attached.is_some() && !a.is_attaching() && !a.is_loading()
-    });
+    open_demo(&mut h);
     h.get_by_label("Curves").click();
     h.run_steps(2);
     h.get_by_label("Run: Sparsity & bit-width curves").click();
@@ -483,4 +485,78 @@ fn a_sweep_on_the_demo_fills_the_curves_and_can_be_cancelled() {
     h.get_by_label_contains("cancelled");
     // The points measured before the cancel stay.
     assert!(points(h.state()) >= 3);
+}
+
+#[test]
+fn the_layers_view_shows_the_heatmap_and_the_best_measured_allocation_becomes_the_configuration() {
+    let mut h = harness();
+    open_demo(&mut h);
+    h.get_by_label("Curves").click();
+    h.run_steps(2);
+    h.get_by_label("Run: Layer fidelity heatmap").click();
+    h.run_steps(2);
+    step_until(&mut h, "the heatmap sweep", |a| {
+        a.curves
+            .as_ref()
+            .is_some_and(|c| !c.runs.is_empty() && !c.any_running())
+    });
+    let run = &h.state().curves.as_ref().expect("curves").runs[0];
+    assert_eq!(run.state, slimscope::app::curves::RunState::Finished);
+    // 5 layers × (9 sparsities + 5 widths), fidelity only even though data is attached.
+    assert_eq!(run.results.len(), 70);
+    assert!(run.results.iter().all(|r| r.metrics.is_none()));
+    h.get_by_label("Layers").click();
+    h.run_steps(2);
+    h.get_by_label_contains("weight SQNR in dB (a fidelity proxy");
+    for heading in ["10%", "90%", "int8", "int2"] {
+        h.get_by_label(heading);
+    }
+    // A cell names its layer and level and shows the weight SQNR.
+    let cell = h.get_by_label_contains("conv_layers.0.weight 90%: ");
+    let ak = cell.accesskit_node();
+    let text = ak.label().or_else(|| ak.value()).unwrap_or_default();
+    assert!(text.ends_with("dB"), "{text:?} {ak:?}");
+    h.get_by_role_and_label(
+        egui::accesskit::Role::Slider,
+        "Average sparsity to allocate",
+    )
+    .set_value_accesskit(80.0);
+    h.run_steps(2);
+    step_until(&mut h, "three measured allocations", |a| {
+        a.curves.as_ref().is_some_and(|c| {
+            !c.any_running()
+                && c.runs.iter().any(|r| {
+                    r.kind == slimscope::app::curves::SweepKind::Allocation
+                        && r.state == slimscope::app::curves::RunState::Finished
+                })
+        })
+    });
+    let curves = h.state().curves.as_ref().expect("curves");
+    let allocation = curves
+        .runs
+        .iter()
+        .rfind(|r| r.kind == slimscope::app::curves::SweepKind::Allocation)
+        .expect("allocation run");
+    assert_eq!(allocation.results.len(), 3);
+    assert!(allocation.results.iter().all(|r| r.metrics.is_some()));
+    let best = slimscope::sweep::analysis::best_allocation(&allocation.results)
+        .expect("best")
+        .clone();
+    h.get_by_label_contains("(best)");
+    // The best row's "Use" makes its configuration current.
+    let order: Vec<String> = allocation
+        .results
+        .iter()
+        .map(|r| r.point.curve.clone())
+        .collect();
+    let row = order
+        .iter()
+        .position(|c| *c == best.point.curve)
+        .expect("row");
+    h.get_all_by_label("Use")
+        .nth(row)
+        .expect("use button")
+        .click();
+    h.run_steps(2);
+    assert_eq!(h.state().config, best.point.config);
 }

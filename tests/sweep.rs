@@ -16,10 +16,11 @@ use slimscope::compress::apply::{TensorCache, apply, apply_cached};
 use slimscope::compress::config::{Config, Format, Override};
 use slimscope::compress::recipe::Recipe;
 use slimscope::eval::data::{self, Dataset};
+use slimscope::eval::evaluator::Evaluator;
 use slimscope::eval::{Network, evaluate};
 use slimscope::jobs::{CancelToken, JobEvent, Pool};
 use slimscope::sweep::analysis::{
-    Allocation, LayerSensitivity, allocate, curve, pareto_front, sensitivity,
+    Allocation, LayerSensitivity, allocate, curve, heatmap, pareto_front, sensitivity,
 };
 use slimscope::sweep::{
     Axis, PointResult, SweepContext, SweepMethod, global_points, per_layer_points, run,
@@ -66,9 +67,10 @@ fn the_global_magnitude_curve_starts_at_the_baseline_and_falls_and_the_first_con
     assert_eq!(layers.len(), 5, "{layers:?}");
     points.extend(per_layer_points(&layers, &[0.5, 0.7, 0.9], &[]));
     let cache = TensorCache::new(1 << 28);
+    let evaluator = Evaluator::new(Arc::new(network), Arc::new(data));
     let ctx = SweepContext {
         model: &model,
-        accuracy: Some((&network, &data)),
+        accuracy: Some(&evaluator),
         cache: &cache,
     };
     let results =
@@ -115,25 +117,221 @@ fn the_global_magnitude_curve_starts_at_the_baseline_and_falls_and_the_first_con
     assert!(fc0.score < ranking[0].score / 4.0, "{ranking:#?}");
 }
 
+/// An independent evaluation of `model` with `recipe` applied: the whole network
+/// planned afresh, no cache, no reused activations.
+fn evaluate_afresh(
+    model: &Model,
+    network: &Network,
+    data: &Dataset,
+    recipe: &str,
+) -> slimscope::eval::Metrics {
+    let origin = Path::new("(test)");
+    let r = Recipe::parse(recipe, origin).expect("recipe");
+    let applied =
+        slimscope::compress::apply::apply_recipe(model, &r, recipe, origin).expect("apply");
+    evaluate(
+        network.runner(model, &applied).expect("runner").as_ref(),
+        data,
+        100,
+        |_, _| true,
+    )
+    .expect("evaluate")
+}
+
+#[test]
+fn reused_activations_and_repeated_variants_give_the_figures_of_a_fresh_evaluation() {
+    let model = Model::open(fixture("digit_cnn.pth")).expect("model");
+    let data = Arc::new(mnist(4));
+    let (network, _) = Network::resolve(&model, None, &data).expect("network");
+    let network = Arc::new(network);
+    let evaluator = Evaluator::new(network.clone(), data.clone());
+    let cache = TensorCache::new(1 << 28);
+    let ctx = SweepContext {
+        model: &model,
+        accuracy: Some(&evaluator),
+        cache: &cache,
+    };
+    // Every layer alone at 80%: all but the first start from cached activations.
+    let layers = sweepable_layers(&model);
+    let points = per_layer_points(&layers, &[0.8], &[3]);
+    let results =
+        measured(run(&ctx, &points, &CancelToken::default(), |_, _| {}, |_, _| {}).expect("sweep"));
+    assert!(
+        evaluator.prefixes() >= 3,
+        "cached cuts: {}",
+        evaluator.prefixes()
+    );
+    for r in &results {
+        let got = r.metrics.expect("metrics");
+        let want = evaluate_afresh(&model, &network, &data, &r.point.recipe);
+        assert_eq!(got.top1, want.top1, "{}", r.point.recipe);
+        assert!(
+            (got.loss - want.loss).abs() <= 1e-5 * want.loss.abs().max(1e-3),
+            "{}: loss {} vs {}",
+            r.point.recipe,
+            got.loss,
+            want.loss
+        );
+    }
+    // 0% of any method changes nothing: one measurement, the model as it is.
+    let before = evaluator.measured();
+    let zeros = global_points(
+        &[
+            SweepMethod::Global,
+            SweepMethod::Magnitude,
+            SweepMethod::Random,
+            SweepMethod::Structured,
+        ],
+        &[0.0],
+        &[],
+    );
+    let zero =
+        measured(run(&ctx, &zeros, &CancelToken::default(), |_, _| {}, |_, _| {}).expect("sweep"));
+    assert_eq!(evaluator.measured(), before + 1);
+    let baseline = evaluate(
+        network.runner(&model, &[]).expect("runner").as_ref(),
+        &data,
+        100,
+        |_, _| true,
+    )
+    .expect("baseline");
+    for r in &zero {
+        let m = r.metrics.expect("metrics");
+        assert_eq!(
+            (m.top1, m.loss),
+            (baseline.top1, baseline.loss),
+            "{}",
+            r.point.curve
+        );
+    }
+    // Measuring a point again is served from the cache: nothing new is measured.
+    let again =
+        slimscope::sweep::measure(&ctx, &points[1], &CancelToken::default()).expect("again");
+    assert_eq!(again.metrics, results[1].metrics);
+    assert_eq!(evaluator.measured(), before + 1);
+}
+
+#[test]
+fn the_heatmap_holds_each_layers_weight_sqnr_refined_by_measured_drops() {
+    let model = Model::open(fixture("digit_cnn.pth")).expect("model");
+    let layers = sweepable_layers(&model);
+    let points = per_layer_points(&layers, &[0.5, 0.9], &[]);
+    let cache = TensorCache::new(1 << 28);
+    let free = SweepContext {
+        model: &model,
+        accuracy: None,
+        cache: &cache,
+    };
+    let fidelity = measured(
+        run(
+            &free,
+            &points,
+            &CancelToken::default(),
+            |_, _| {},
+            |_, _| {},
+        )
+        .expect("sweep"),
+    );
+    let map = heatmap(&fidelity, None);
+    assert_eq!(map.layers.len(), 5);
+    let headings: Vec<String> = map.columns.iter().map(|c| c.heading()).collect();
+    assert_eq!(headings, ["50%", "90%"]);
+    // Each cell by hand, in float64: magnitude pruning to s zeroes the round(s·n)
+    // smallest |w|, so SQNR = 10·log10(Σw² / Σ of those w²).
+    for (layer, row) in map.layers.iter().zip(&map.cells) {
+        let index = model.tensor_index(layer).expect("tensor");
+        let w: Vec<f64> = model
+            .tensor_f32(index)
+            .expect("values")
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect();
+        let mut sq: Vec<f64> = w.iter().map(|v| v * v).collect();
+        sq.sort_by(f64::total_cmp);
+        let total: f64 = sq.iter().sum();
+        for (col, cell) in map.columns.iter().zip(row) {
+            let k = (col.level * w.len() as f64).round_ties_even() as usize;
+            let want = 10.0 * (total / sq[..k].iter().sum::<f64>()).log10();
+            let got = cell.expect("cell").sqnr_db;
+            assert!(
+                (got - want).abs() < 1e-6,
+                "{layer} {}: {got} vs {want}",
+                col.heading()
+            );
+            assert!(cell.expect("cell").top1_drop.is_none());
+        }
+    }
+    // Data-free, the most damaged layer leads: the smallest SQNR at 90%.
+    let worst = (0..5)
+        .min_by(|&a, &b| {
+            map.cells[a][1]
+                .expect("c")
+                .sqnr_db
+                .total_cmp(&map.cells[b][1].expect("c").sqnr_db)
+        })
+        .expect("rows");
+    assert!(worst <= 1, "{:?}", map.layers);
+
+    // Measured points of one layer refine its cells with the top-1 drop.
+    let data = Arc::new(mnist(5));
+    let (network, _) = Network::resolve(&model, None, &data).expect("network");
+    let evaluator = Evaluator::new(Arc::new(network), data);
+    let baseline = evaluator
+        .measure(&model, &[], 256, |_, _| true)
+        .expect("baseline");
+    let ctx = SweepContext {
+        model: &model,
+        accuracy: Some(&evaluator),
+        cache: &cache,
+    };
+    let conv0: Vec<_> = points
+        .iter()
+        .filter(|p| p.layer.as_deref() == Some("conv_layers.0.weight"))
+        .cloned()
+        .collect();
+    let accuracy =
+        measured(run(&ctx, &conv0, &CancelToken::default(), |_, _| {}, |_, _| {}).expect("sweep"));
+    let mut all = fidelity.clone();
+    all.extend(accuracy.iter().cloned());
+    let refined = heatmap(&all, Some(baseline.top1));
+    // The measured layer now leads (measured rows rank first) and its cells hold drops.
+    assert_eq!(refined.layers[0], "conv_layers.0.weight");
+    for (col, cell) in refined.columns.iter().zip(&refined.cells[0]) {
+        let r = accuracy
+            .iter()
+            .find(|r| r.point.level == col.level)
+            .expect("measured point");
+        let drop = cell.expect("cell").top1_drop.expect("measured");
+        assert_eq!(drop, baseline.top1 - r.metrics.expect("m").top1);
+    }
+    assert!(
+        refined.cells[1..]
+            .iter()
+            .flatten()
+            .flatten()
+            .all(|c| c.top1_drop.is_none())
+    );
+}
+
 #[test]
 fn a_cancelled_sweep_ends_cancelled_keeps_its_points_and_leaves_nothing_running() {
     let model = Arc::new(Model::open(fixture("digit_cnn.pth")).expect("model"));
     let data = Arc::new(mnist(1));
     let (network, _) = Network::resolve(&model, None, &data).expect("network");
     let network = Arc::new(network);
+    let evaluator = Arc::new(Evaluator::new(network.clone(), data.clone()));
     let levels: Vec<f64> = (0..19).map(|i| f64::from(i) * 0.05).collect();
     let points = global_points(&[SweepMethod::Global, SweepMethod::Random], &levels, &[]);
     let pool = Pool::new(1, 2).expect("pool");
     let job = {
-        let (model, data, network, points) =
-            (model.clone(), data.clone(), network.clone(), points.clone());
+        let (model, evaluator, points) = (model.clone(), evaluator.clone(), points.clone());
         pool.submit::<(), (usize, PointResult), _>(
             || {},
             move |progress| {
                 let cache = TensorCache::new(1 << 28);
                 let ctx = SweepContext {
                     model: &model,
-                    accuracy: Some((&network, &data)),
+                    accuracy: Some(&evaluator),
                     cache: &cache,
                 };
                 slimscope::sweep::run_job(&ctx, &points, progress)
@@ -167,11 +365,12 @@ fn a_cancelled_sweep_ends_cancelled_keeps_its_points_and_leaves_nothing_running(
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(pool.running(), 0);
     drop(pool); // joins the worker and compute threads
-    // The points kept are real results: the same as measuring them again.
+    // The points kept are real results: the same as measuring them again, afresh.
     let cache = TensorCache::new(1 << 28);
+    let fresh = Evaluator::new(network, data);
     let ctx = SweepContext {
         model: &model,
-        accuracy: Some((&network, &data)),
+        accuracy: Some(&fresh),
         cache: &cache,
     };
     let (i, kept) = &got[0];
@@ -443,4 +642,74 @@ fn without_data_a_sweep_is_labelled_weight_fidelity() {
     );
     assert!(stdout.contains("layer sensitivity"), "{stdout}");
     assert!(!stdout.contains("top-1"), "{stdout}");
+}
+
+#[test]
+fn the_cli_allocates_one_average_sparsity_three_ways_and_names_the_best_measured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = common::mnist_spec(dir.path());
+    let out = dir.path().join("alloc.json");
+    let (code, stdout, stderr) = slimscope(&[
+        "sweep",
+        fixture("digit_cnn.pth").to_str().expect("p"),
+        "--data",
+        spec.to_str().expect("p"),
+        "--prune",
+        "",
+        "--bits",
+        "",
+        "--per-layer",
+        "--layer-sparsity",
+        "0.5,0.9",
+        "--allocate",
+        "0.8",
+        "-o",
+        out.to_str().expect("p"),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("layer × level: top-1 drop"), "{stdout}");
+    assert!(stdout.contains("← best"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("read")).expect("json");
+    let allocations: Vec<&serde_json::Value> = report["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .filter(|p| {
+            p["curve"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("allocation: "))
+        })
+        .collect();
+    assert_eq!(allocations.len(), 3);
+    let top1 = |curve: &str| {
+        allocations
+            .iter()
+            .find(|p| p["curve"] == curve)
+            .and_then(|p| p["metrics"]["top1"].as_f64())
+            .expect("measured")
+    };
+    for p in &allocations {
+        let s = p["sparsity"].as_f64().expect("sparsity");
+        assert!((s - 0.8).abs() < 0.02, "{p}");
+    }
+    // The first conv (288 weights) cannot take 80%; fc0 (294,912) can take more: the
+    // allocation by measured sensitivity keeps more accuracy than a uniform one.
+    let (by_sensitivity, uniform) = (
+        top1("allocation: by sensitivity"),
+        top1("allocation: uniform"),
+    );
+    assert!(
+        by_sensitivity >= uniform,
+        "sensitivity {by_sensitivity} vs uniform {uniform}"
+    );
+
+    let (code, _, stderr) = slimscope(&[
+        "sweep",
+        fixture("digit_cnn.pth").to_str().expect("p"),
+        "--allocate",
+        "0.8",
+    ]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--per-layer"), "{stderr}");
 }

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use super::compress::Evaluation;
 use super::{Command, file_name, group_digits};
 use crate::error::Result;
-use crate::eval::data::{self, Dataset};
-use crate::eval::{DEFAULT_BATCH, Metrics, Network, evaluate};
+use crate::eval::data;
+use crate::eval::evaluator::Evaluator;
+use crate::eval::{DEFAULT_BATCH, Metrics, Network};
 use crate::jobs::Progress;
 use crate::model::Model;
 
@@ -17,9 +18,9 @@ pub struct Attached {
     pub data_path: PathBuf,
     /// The architecture spec given, if one was (else it was proposed).
     pub arch_path: Option<PathBuf>,
-    pub data: Arc<Dataset>,
-    /// The forward pass: the given or proposed spec, or an ONNX model's own graph.
-    pub network: Arc<Network>,
+    /// The data and the forward pass (the given or proposed spec, or an ONNX model's
+    /// own graph), with every variant measured so far.
+    pub evaluator: Arc<Evaluator>,
     /// What was assumed to propose the architecture (empty for a given spec).
     pub notes: Vec<String>,
     pub baseline: Metrics,
@@ -38,15 +39,14 @@ pub fn attach(
 ) -> Result<Attached> {
     let data = data::load(data_path)?;
     let (network, notes) = Network::resolve(model, arch_path, &data)?;
-    let runner = network.runner(model, &[])?;
-    let baseline = evaluate(runner.as_ref(), &data, DEFAULT_BATCH, |done, total| {
+    let evaluator = Evaluator::new(Arc::new(network), Arc::new(data));
+    let baseline = evaluator.measure(model, &[], DEFAULT_BATCH, |done, total| {
         progress.report(done, total)
     })?;
     Ok(Attached {
         data_path: data_path.to_owned(),
         arch_path: arch_path.map(Path::to_owned),
-        data: Arc::new(data),
-        network: Arc::new(network),
+        evaluator: Arc::new(evaluator),
         notes,
         baseline,
         version,
@@ -104,13 +104,13 @@ pub fn ui(
             ui.label(format!(
                 "{} · {} samples · {} classes",
                 file_name(&a.data_path),
-                group_digits(a.data.len() as u64),
-                a.data.classes()
+                group_digits(a.evaluator.data().len() as u64),
+                a.evaluator.data().classes()
             ))
             .on_hover_text(a.data_path.display().to_string());
             ui.end_row();
             ui.label("Network");
-            match (&*a.network, &a.arch_path) {
+            match (a.evaluator.network(), &a.arch_path) {
                 (Network::Onnx(_), _) => ui
                     .label("the model's ONNX graph")
                     .on_hover_text("Run by tract, compressed weights written into the graph"),

@@ -12,13 +12,12 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::{group_digits, human_bytes};
-use crate::compress::apply::{AppliedTensor, apply_recipe};
+use crate::compress::apply::{AppliedTensor, TensorCache, apply_recipe_cached};
 pub use crate::compress::config::{Config, Format, IntGranularity, Method, Override};
 use crate::compress::recipe::Recipe;
 use crate::error::{Error, Result};
 use crate::eval::Metrics;
-use crate::eval::Network;
-use crate::eval::data::Dataset;
+use crate::eval::evaluator::Evaluator;
 use crate::inspect::TensorReport;
 use crate::model::Model;
 
@@ -164,27 +163,23 @@ fn tensor_result(
     (result, signal, noise)
 }
 
-/// A data set and network to measure accuracy with, and its version.
-pub struct AccuracyContext<'a> {
-    pub version: u64,
-    pub data: &'a Dataset,
-    pub network: &'a Network,
-}
-
 /// Compress `model` as `config` says and measure the result (run on a worker): sizes
-/// and fidelity always, accuracy when a data set is attached.
+/// and fidelity always, accuracy when a data set is attached (`accuracy`: its version
+/// and evaluator). Tensors and accuracy already computed for another configuration
+/// are reused, so returning to a level is instant.
 pub fn evaluate(
     model: &Model,
     reports: &[TensorReport],
     config: &Config,
     bins: usize,
-    accuracy: Option<AccuracyContext>,
+    cache: &TensorCache,
+    accuracy: Option<(u64, &Evaluator)>,
     cancelled: impl Fn() -> bool,
 ) -> Result<Evaluation> {
     let text = config.recipe_text(None);
     let origin = Path::new(RECIPE_ORIGIN);
     let recipe = Recipe::parse(&text, origin).map_err(|e| Error::InvalidSetting(e.to_string()))?;
-    let applied = apply_recipe(model, &recipe, &text, origin)?;
+    let applied = apply_recipe_cached(model, &recipe, &text, origin, Some(cache))?;
     if cancelled() {
         return Err(Error::Cancelled);
     }
@@ -220,15 +215,11 @@ pub fn evaluate(
         10.0 * (signal / noise).log10()
     };
     let accuracy = match accuracy {
-        Some(ctx) => {
-            let runner = ctx.network.runner(model, &applied)?;
-            let m = crate::eval::evaluate(
-                runner.as_ref(),
-                ctx.data,
-                crate::eval::DEFAULT_BATCH,
-                |_, _| !cancelled(),
-            )?;
-            Some((ctx.version, m))
+        Some((version, evaluator)) => {
+            let m = evaluator.measure(model, &applied, crate::eval::DEFAULT_BATCH, |_, _| {
+                !cancelled()
+            })?;
+            Some((version, m))
         }
         None => None,
     };

@@ -10,16 +10,22 @@ use egui_plot::{AxisHints, Legend, Line, LineStyle, Plot, PlotPoints, Points};
 
 use super::compress::Evaluation;
 use crate::compress::apply::TensorCache;
-use crate::compress::config::{Format, IntGranularity};
-use crate::eval::Network;
-use crate::eval::data::Dataset;
+use crate::compress::config::{Config, Format, IntGranularity};
+use crate::eval::evaluator::Evaluator;
 use crate::jobs::{JobEvent, JobHandle, Pool};
 use crate::model::Model;
-use crate::sweep::analysis::{LayerSensitivity, pareto_front, quality, sensitivity};
+use crate::sweep::analysis::{
+    HeatCell, Heatmap, LayerSensitivity, best_allocation, heatmap, pareto_front, quality,
+    sensitivity,
+};
 use crate::sweep::{
     Axis, Point, PointResult, SweepContext, SweepMethod, global_points, per_layer_points,
     sweepable_layers,
 };
+
+/// Per-layer sparsity levels: 10–90%, the same in the heatmap and the measured
+/// sensitivity, so measured cells refine the heatmap's.
+const LAYER_LEVELS: [f64; 9] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
 
 /// Which sweep a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +34,11 @@ pub enum SweepKind {
     Curves,
     /// Each layer alone at 10–90% magnitude sparsity.
     Sensitivity,
+    /// Each layer alone at 10–90% sparsity and int8…int2, weight fidelity only: quick
+    /// on any model, with or without data.
+    Heatmap,
+    /// One average sparsity spread over the layers three ways, measured side by side.
+    Allocation,
 }
 
 impl SweepKind {
@@ -35,10 +46,13 @@ impl SweepKind {
         match self {
             SweepKind::Curves => "Sparsity & bit-width curves",
             SweepKind::Sensitivity => "Layer sensitivity",
+            SweepKind::Heatmap => "Layer fidelity heatmap",
+            SweepKind::Allocation => "Allocation",
         }
     }
 
-    fn points(self, model: &Model) -> Vec<Point> {
+    /// Its points (allocations are built from a sensitivity ranking instead).
+    pub fn points(self, model: &Model) -> Vec<Point> {
         match self {
             SweepKind::Curves => {
                 let levels: Vec<f64> = (0..20).map(|i| f64::from(i) * 0.05).collect();
@@ -52,9 +66,12 @@ impl SweepKind {
                 global_points(&SweepMethod::ALL, &levels, &formats)
             }
             SweepKind::Sensitivity => {
-                let levels: Vec<f64> = (1..10).map(|i| f64::from(i) * 0.1).collect();
-                per_layer_points(&sweepable_layers(model), &levels, &[])
+                per_layer_points(&sweepable_layers(model), &LAYER_LEVELS, &[])
             }
+            SweepKind::Heatmap => {
+                per_layer_points(&sweepable_layers(model), &LAYER_LEVELS, &[8, 6, 4, 3, 2])
+            }
+            SweepKind::Allocation => Vec::new(),
         }
     }
 }
@@ -92,44 +109,56 @@ impl SweepRun {
 /// The sweeps of the open model.
 pub struct Curves {
     pool: Arc<Pool>,
-    cache: Arc<TensorCache>,
     pub runs: Vec<SweepRun>,
+    pub view: CurvesView,
+    /// The allocation slider: average sparsity, percent.
+    pub target_pct: f64,
+}
+
+/// What the curves tab shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CurvesView {
+    /// Accuracy against sparsity and bits, size against accuracy.
+    Plots,
+    /// The layers × levels heatmap and the sparsity allocation.
+    Layers,
 }
 
 impl Curves {
     pub fn new(pool: Arc<Pool>) -> Self {
         Curves {
             pool,
-            cache: Arc::new(TensorCache::new(1 << 30)),
             runs: Vec::new(),
+            view: CurvesView::Plots,
+            target_pct: 70.0,
         }
     }
 
     /// Forget everything (a new model was opened); running sweeps are cancelled.
     pub fn clear(&mut self) {
         self.runs.clear();
-        self.cache = Arc::new(TensorCache::new(1 << 30));
     }
 
-    /// Start a sweep of `kind`; a running one of the same kind is replaced.
+    /// Start a sweep of `kind` over `points`; a running one of the same kind is
+    /// replaced (latest wins).
     pub fn start(
         &mut self,
         kind: SweepKind,
+        points: Vec<Point>,
         model: Arc<Model>,
-        accuracy: Option<(Arc<Network>, Arc<Dataset>)>,
+        cache: Arc<TensorCache>,
+        accuracy: Option<Arc<Evaluator>>,
         notify: impl Fn() + Send + Sync + 'static,
     ) {
-        let points = kind.points(&model);
         let total = points.len();
         let measured = accuracy.is_some();
-        let cache = self.cache.clone();
         let job = self.pool.submit_latest::<(), (usize, PointResult), _>(
             kind.label(),
             notify,
             move |progress| {
                 let ctx = SweepContext {
                     model: &model,
-                    accuracy: accuracy.as_ref().map(|(n, d)| (n.as_ref(), d.as_ref())),
+                    accuracy: accuracy.as_deref(),
                     cache: &cache,
                 };
                 crate::sweep::run_job(&ctx, &points, progress)
@@ -200,7 +229,7 @@ impl Curves {
     }
 
     /// Every point measured so far, newest runs last.
-    fn all_results(&self) -> Vec<PointResult> {
+    pub fn all_results(&self) -> Vec<PointResult> {
         self.runs
             .iter()
             .flat_map(|r| r.results.iter().cloned())
@@ -211,6 +240,10 @@ impl Curves {
 /// What the curves panel asks the app to do.
 pub enum CurvesAction {
     Start(SweepKind),
+    /// Measure the allocations of this average sparsity (a fraction).
+    Allocate(f64),
+    /// Make this the current configuration.
+    Use(Config),
 }
 
 /// The jobs list: progress, ETA and cancel for running sweeps; how the others ended.
@@ -311,6 +344,23 @@ fn axis_y(label: &str) -> AxisHints<'static> {
         .label_spacing(15.0..=25.0)
 }
 
+/// A plot of the curves tab: legend, labelled axes, no scroll-zoom (the tab scrolls).
+fn plot(id: &str, height: f32, x: &str, y: &str) -> Plot<'static> {
+    Plot::new(id.to_owned())
+        .height(height)
+        .legend(Legend::default())
+        .custom_x_axes(vec![axis_x(x)])
+        .custom_y_axes(vec![axis_y(y)])
+        .allow_scroll(false)
+}
+
+/// The current configuration's marker at `at`.
+fn current_marker(at: [f64; 2]) -> Points<'static> {
+    Points::new("current", PlotPoints::from(vec![at]))
+        .radius(6.0)
+        .shape(egui_plot::MarkerShape::Diamond)
+}
+
 /// The curves tab.
 pub fn ui(
     ui: &mut egui::Ui,
@@ -321,10 +371,11 @@ pub fn ui(
     actions: &mut Vec<CurvesAction>,
 ) {
     ui.horizontal(|ui| {
-        for kind in [SweepKind::Curves, SweepKind::Sensitivity] {
+        for kind in [SweepKind::Curves, SweepKind::Sensitivity, SweepKind::Heatmap] {
             let tip = match kind {
                 SweepKind::Curves => "Every pruning method at 0–95% sparsity (global and per-tensor magnitude, random, structured rows, 2:4) and int8…int2 per channel",
-                SweepKind::Sensitivity => "Each layer alone magnitude-pruned to 10–90%, the others untouched: which layers can take it",
+                SweepKind::Sensitivity => "Each layer alone magnitude-pruned to 10–90%, the others untouched: which layers can take it (measured on the data when attached)",
+                _ => "Each layer alone at 10–90% sparsity and int8…int2: weight SQNR, no data needed, seconds for any model; measured sensitivity refines it",
             };
             if ui.button(format!("Run: {}", kind.label())).on_hover_text(tip).clicked() {
                 actions.push(CurvesAction::Start(kind));
@@ -335,9 +386,35 @@ pub fn ui(
         ui.label("No data attached: the curves show weight SQNR (dB), a fidelity proxy, not accuracy. Attach a data set to measure accuracy.");
     }
     jobs_ui(ui, curves);
+    ui.horizontal(|ui| {
+        ui.selectable_value(&mut curves.view, CurvesView::Plots, "Plots")
+            .on_hover_text("Accuracy against sparsity and bits; size against accuracy");
+        ui.selectable_value(&mut curves.view, CurvesView::Layers, "Layers")
+            .on_hover_text(
+                "Layers × levels heatmap; one average sparsity allocated over the layers",
+            );
+    });
     let results = curves.all_results();
-    let measured =
-        curves.runs.iter().any(|r| r.measured) && results.iter().all(|r| r.metrics.is_some());
+    match curves.view {
+        CurvesView::Plots => plots_ui(ui, &results, current, baseline_top1),
+        CurvesView::Layers => layers_ui(ui, curves, &results, baseline_top1, actions),
+    }
+}
+
+/// The three plots. With data, only measured points are drawn (fidelity-only heatmap
+/// points belong to the heatmap).
+fn plots_ui(
+    ui: &mut egui::Ui,
+    all: &[PointResult],
+    current: Option<&Evaluation>,
+    baseline_top1: Option<f64>,
+) {
+    let measured = all.iter().any(|r| r.metrics.is_some());
+    let results: Vec<PointResult> = all
+        .iter()
+        .filter(|r| !measured || r.metrics.is_some())
+        .cloned()
+        .collect();
     ui.label(format!("{} points measured", results.len()));
     if results.is_empty() {
         return;
@@ -355,87 +432,56 @@ pub fn ui(
     // Accuracy vs sparsity: global curves solid, per-layer sensitivity dashed.
     let sensitivity_curves: Vec<LayerSensitivity> =
         sensitivity(&results, "layer magnitude", baseline_top1);
-    Plot::new("vs sparsity")
-        .height(height)
-        .legend(Legend::default())
-        .custom_x_axes(vec![axis_x("sparsity (%)")])
-        .custom_y_axes(vec![axis_y(y_label)])
-        .allow_scroll(false)
-        .show(ui, |plot| {
-            for (name, pts) in lines(&results, Axis::Sparsity, measured) {
-                plot.line(Line::new(name.clone(), PlotPoints::from(pts.clone())));
-                plot.points(Points::new(name, PlotPoints::from(pts)).radius(2.5));
-            }
-            for s in &sensitivity_curves {
-                let pts: Vec<[f64; 2]> = results
-                    .iter()
-                    .filter(|r| r.point.layer.as_deref() == Some(&s.layer))
-                    .map(|r| [x_of(r), y_of(r, measured)])
-                    .collect();
-                let mut pts = pts;
-                pts.sort_by(|a, b| a[0].total_cmp(&b[0]));
-                plot.line(
-                    Line::new(format!("layer {}", s.layer), PlotPoints::from(pts))
-                        .style(LineStyle::dashed_loose()),
-                );
-            }
-            if let (Some(e), Some(y)) = (current, current_top1) {
-                plot.points(
-                    Points::new(
-                        "current",
-                        PlotPoints::from(vec![[e.config.sparsity_pct, y]]),
-                    )
-                    .radius(6.0)
-                    .shape(egui_plot::MarkerShape::Diamond),
-                );
-            }
-        });
-    Plot::new("vs bits")
-        .height(height)
-        .legend(Legend::default())
-        .custom_x_axes(vec![axis_x("bits per weight (nominal)")])
-        .custom_y_axes(vec![axis_y(y_label)])
-        .allow_scroll(false)
-        .show(ui, |plot| {
-            for (name, pts) in lines(&results, Axis::Bits, measured) {
-                plot.line(Line::new(name.clone(), PlotPoints::from(pts.clone())));
-                plot.points(Points::new(name, PlotPoints::from(pts)).radius(2.5));
-            }
-        });
+    plot("vs sparsity", height, "sparsity (%)", y_label).show(ui, |plot| {
+        for (name, pts) in lines(&results, Axis::Sparsity, measured) {
+            plot.line(Line::new(name.clone(), PlotPoints::from(pts.clone())));
+            plot.points(Points::new(name, PlotPoints::from(pts)).radius(2.5));
+        }
+        for s in &sensitivity_curves {
+            let mut pts: Vec<[f64; 2]> = results
+                .iter()
+                .filter(|r| {
+                    r.point.layer.as_deref() == Some(&s.layer) && r.point.axis == Axis::Sparsity
+                })
+                .map(|r| [x_of(r), y_of(r, measured)])
+                .collect();
+            pts.sort_by(|a, b| a[0].total_cmp(&b[0]));
+            plot.line(
+                Line::new(format!("layer {}", s.layer), PlotPoints::from(pts))
+                    .style(LineStyle::dashed_loose()),
+            );
+        }
+        if let (Some(e), Some(y)) = (current, current_top1) {
+            plot.points(current_marker([e.config.sparsity_pct, y]));
+        }
+    });
+    plot("vs bits", height, "bits per weight (nominal)", y_label).show(ui, |plot| {
+        for (name, pts) in lines(&results, Axis::Bits, measured) {
+            plot.line(Line::new(name.clone(), PlotPoints::from(pts.clone())));
+            plot.points(Points::new(name, PlotPoints::from(pts)).radius(2.5));
+        }
+    });
     let global: Vec<PointResult> = results
         .iter()
         .filter(|r| r.point.layer.is_none())
         .cloned()
         .collect();
     let front = pareto_front(&global);
-    Plot::new("size vs accuracy")
-        .height(height)
-        .legend(Legend::default())
-        .custom_x_axes(vec![axis_x("model size (MB)")])
-        .custom_y_axes(vec![axis_y(y_label)])
-        .allow_scroll(false)
-        .show(ui, |plot| {
-            let all: Vec<[f64; 2]> = global
-                .iter()
-                .map(|r| [r.bytes as f64 / 1e6, y_of(r, measured)])
-                .collect();
-            plot.points(Points::new("configurations", PlotPoints::from(all)).radius(2.5));
-            let front_pts: Vec<[f64; 2]> = front
-                .iter()
-                .map(|&i| [global[i].bytes as f64 / 1e6, y_of(&global[i], measured)])
-                .collect();
-            plot.line(Line::new("Pareto front", PlotPoints::from(front_pts)).width(2.0));
-            if let (Some(e), Some(y)) = (current, current_top1) {
-                plot.points(
-                    Points::new(
-                        "current",
-                        PlotPoints::from(vec![[e.bytes_after as f64 / 1e6, y]]),
-                    )
-                    .radius(6.0)
-                    .shape(egui_plot::MarkerShape::Diamond),
-                );
-            }
-        });
+    plot("size vs accuracy", height, "model size (MB)", y_label).show(ui, |plot| {
+        let all: Vec<[f64; 2]> = global
+            .iter()
+            .map(|r| [r.bytes as f64 / 1e6, y_of(r, measured)])
+            .collect();
+        plot.points(Points::new("configurations", PlotPoints::from(all)).radius(2.5));
+        let front_pts: Vec<[f64; 2]> = front
+            .iter()
+            .map(|&i| [global[i].bytes as f64 / 1e6, y_of(&global[i], measured)])
+            .collect();
+        plot.line(Line::new("Pareto front", PlotPoints::from(front_pts)).width(2.0));
+        if let (Some(e), Some(y)) = (current, current_top1) {
+            plot.points(current_marker([e.bytes_after as f64 / 1e6, y]));
+        }
+    });
     if !sensitivity_curves.is_empty() {
         ui.label(format!(
             "Most sensitive layers (mean {} drop over 10–90%): {}",
@@ -453,4 +499,199 @@ pub fn ui(
                 .join(" · ")
         ));
     }
+}
+
+/// Green (harmless) to red (harmful) for `t` in 0–1.
+fn heat_color(t: f64) -> egui::Color32 {
+    let t = t.clamp(0.0, 1.0) as f32;
+    let (g, y, r) = (
+        [70.0, 150.0, 80.0],
+        [210.0, 180.0, 60.0],
+        [200.0, 60.0, 60.0],
+    );
+    let mix = |a: [f32; 3], b: [f32; 3], u: f32| {
+        egui::Color32::from_rgb(
+            (a[0] + (b[0] - a[0]) * u) as u8,
+            (a[1] + (b[1] - a[1]) * u) as u8,
+            (a[2] + (b[2] - a[2]) * u) as u8,
+        )
+    };
+    if t < 0.5 {
+        mix(g, y, 2.0 * t)
+    } else {
+        mix(y, r, 2.0 * t - 1.0)
+    }
+}
+
+/// A cell's text and colour: a measured top-1 drop (5 points or more is red), else
+/// weight SQNR (40 dB or more is green, 5 dB or less red).
+fn cell_look(cell: &HeatCell) -> (String, egui::Color32) {
+    match cell.top1_drop {
+        Some(d) => (format!("{:.1}", 100.0 * d), heat_color(100.0 * d / 5.0)),
+        None if cell.sqnr_db.is_finite() => (
+            format!("{:.0}dB", cell.sqnr_db),
+            heat_color((40.0 - cell.sqnr_db) / 35.0),
+        ),
+        None => ("exact".into(), heat_color(0.0)),
+    }
+}
+
+/// The layers view: the heatmap, then the allocation slider and its measured results.
+fn layers_ui(
+    ui: &mut egui::Ui,
+    curves: &mut Curves,
+    results: &[PointResult],
+    baseline_top1: Option<f64>,
+    actions: &mut Vec<CurvesAction>,
+) {
+    let map = heatmap(results, baseline_top1);
+    if map.is_empty() {
+        ui.label("Run the layer fidelity heatmap (seconds, no data needed) or the layer sensitivity sweep to fill this view.");
+        return;
+    }
+    ui.label("Each layer alone at each level. Cells show the measured top-1 drop in points where measured, else weight SQNR in dB (a fidelity proxy, not accuracy). Most sensitive layers first.");
+    heatmap_ui(ui, &map);
+    ui.separator();
+    allocation_ui(ui, curves, results, baseline_top1, actions);
+}
+
+fn heatmap_ui(ui: &mut egui::Ui, map: &Heatmap) {
+    let (name_w, cell_w, row_h) = (260.0, 52.0, 18.0);
+    let font = egui::FontId::monospace(11.0);
+    ui.horizontal(|ui| {
+        ui.add_space(name_w);
+        for c in &map.columns {
+            ui.add_sized([cell_w, row_h], egui::Label::new(c.heading()));
+        }
+    });
+    egui::ScrollArea::vertical()
+        .id_salt("heatmap")
+        .max_height(360.0)
+        .show_rows(ui, row_h, map.layers.len(), |ui, rows| {
+            for i in rows {
+                ui.horizontal(|ui| {
+                    ui.add_sized([name_w, row_h], egui::Label::new(&map.layers[i]).truncate());
+                    for (c, cell) in map.columns.iter().zip(&map.cells[i]) {
+                        let (rect, response) =
+                            ui.allocate_exact_size(egui::vec2(cell_w, row_h), egui::Sense::hover());
+                        let Some(cell) = cell else {
+                            continue;
+                        };
+                        let (text, color) = cell_look(cell);
+                        response.widget_info(|| {
+                            egui::WidgetInfo::labeled(
+                                egui::Role::Label,
+                                true,
+                                format!("{} {}: {text}", map.layers[i], c.heading()),
+                            )
+                        });
+                        ui.painter().rect_filled(rect.shrink(1.0), 2.0, color);
+                        ui.painter().text(
+                            rect.center(),
+                            egui::Align2::CENTER_CENTER,
+                            &text,
+                            font.clone(),
+                            egui::Color32::BLACK,
+                        );
+                        response.on_hover_text(format!(
+                            "{} alone, {} ({})\nweight SQNR {:.1} dB{}",
+                            map.layers[i],
+                            c.heading(),
+                            c.curve,
+                            cell.sqnr_db,
+                            cell.top1_drop
+                                .map_or(String::from("\naccuracy not measured"), |d| {
+                                    format!("\ntop-1 drop {:.2} points (measured)", 100.0 * d)
+                                })
+                        ));
+                    }
+                });
+            }
+        });
+}
+
+fn allocation_ui(
+    ui: &mut egui::Ui,
+    curves: &mut Curves,
+    results: &[PointResult],
+    baseline_top1: Option<f64>,
+    actions: &mut Vec<CurvesAction>,
+) {
+    let ranking = sensitivity(results, "layer magnitude", baseline_top1);
+    if ranking.is_empty() {
+        ui.label(
+            "Allocation needs per-layer sparsity points: run the heatmap or the sensitivity sweep.",
+        );
+        return;
+    }
+    let measured = ranking.iter().all(|s| s.measured);
+    ui.horizontal(|ui| {
+        let slider = ui
+            .add(
+                egui::Slider::new(&mut curves.target_pct, 0.0..=95.0)
+                    .suffix(" %")
+                    .text("Average sparsity to allocate"),
+            )
+            .on_hover_text(format!(
+                "Spread this average sparsity over the layers three ways — by {} sensitivity, one global magnitude threshold, and uniformly — and measure each",
+                if measured { "measured" } else { "weight-SQNR (proxy)" }
+            ));
+        if slider.changed() {
+            actions.push(CurvesAction::Allocate(curves.target_pct / 100.0));
+        }
+    });
+    let target = curves.target_pct / 100.0;
+    let current: Vec<&PointResult> = curves
+        .runs
+        .iter()
+        .rev()
+        .filter(|r| r.kind == SweepKind::Allocation)
+        .flat_map(|r| r.results.iter())
+        .filter(|r| (r.point.level - target).abs() < 1e-9)
+        .collect();
+    if current.is_empty() {
+        ui.label("Move the slider to measure the allocations at that sparsity.");
+        return;
+    }
+    let mut seen = Vec::new();
+    let rows: Vec<PointResult> = current
+        .into_iter()
+        .filter(|r| {
+            let new = !seen.contains(&r.point.curve);
+            seen.push(r.point.curve.clone());
+            new
+        })
+        .cloned()
+        .collect();
+    let best = best_allocation(&rows).map(|b| b.point.curve.clone());
+    egui::Grid::new("allocations").striped(true).show(ui, |ui| {
+        for h in ["allocation", "sparsity", "quality", "size", ""] {
+            ui.strong(h);
+        }
+        ui.end_row();
+        for r in &rows {
+            let is_best = best.as_ref() == Some(&r.point.curve);
+            ui.label(format!(
+                "{}{}",
+                r.point.curve.trim_start_matches("allocation: "),
+                if is_best { " (best)" } else { "" }
+            ));
+            ui.label(format!("{:.1} %", 100.0 * r.sparsity));
+            ui.label(match r.metrics {
+                Some(m) => format!("top-1 {:.2} %", 100.0 * m.top1),
+                None => format!("SQNR {:.1} dB (fidelity)", r.weight_sqnr_db),
+            });
+            ui.label(format!("{:.3} MB", r.bytes as f64 / 1e6));
+            if ui
+                .button("Use")
+                .on_hover_text(
+                    "Make this allocation the current configuration (per-layer overrides)",
+                )
+                .clicked()
+            {
+                actions.push(CurvesAction::Use(r.point.config.clone()));
+            }
+            ui.end_row();
+        }
+    });
 }

@@ -9,7 +9,6 @@
 pub mod accuracy;
 pub mod compress;
 pub mod curves;
-pub mod demo;
 mod histogram;
 mod layers;
 mod summary;
@@ -20,7 +19,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::compress::apply::apply_recipe;
+use crate::compress::apply::{TensorCache, apply_recipe};
 use crate::compress::recipe::Recipe;
 use crate::inspect::{TensorReport, inspect_model};
 use crate::jobs::{JobEvent, JobHandle, spawn_job};
@@ -151,7 +150,12 @@ pub struct SlimApp {
     pub curves: Option<curves::Curves>,
     /// What the central area shows.
     pub tab: Tab,
+    /// Compressed tensors of the open model, shared by the sliders and the sweeps.
+    tensor_cache: Arc<TensorCache>,
 }
+
+/// Bytes of compressed tensors the app keeps for instant returns to a setting.
+const TENSOR_CACHE_BYTES: usize = 1 << 30;
 
 /// The central area's views.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +193,7 @@ impl SlimApp {
                 .ok()
                 .map(|p| curves::Curves::new(Arc::new(p))),
             tab: Tab::Histogram,
+            tensor_cache: Arc::new(TensorCache::new(TENSOR_CACHE_BYTES)),
         }
     }
 
@@ -264,17 +269,11 @@ impl SlimApp {
         let model = loaded.model.clone();
         let reports = loaded.reports.clone();
         let (config, bins, version) = key.clone();
-        let data = self
-            .attached
-            .as_ref()
-            .map(|a| (a.data.clone(), a.network.clone()));
+        let evaluator = self.attached.as_ref().map(|a| a.evaluator.clone());
+        let cache = self.tensor_cache.clone();
         let job = spawn_job("compress", self.notifier(), move |progress| {
-            let accuracy = data.as_ref().map(|(d, a)| compress::AccuracyContext {
-                version,
-                data: d,
-                network: a,
-            });
-            compress::evaluate(&model, &reports, &config, bins, accuracy, || {
+            let accuracy = evaluator.as_deref().map(|e| (version, e));
+            compress::evaluate(&model, &reports, &config, bins, &cache, accuracy, || {
                 progress.is_cancelled()
             })
         });
@@ -453,6 +452,7 @@ impl SlimApp {
         if let Some(c) = &mut self.curves {
             c.clear();
         }
+        self.tensor_cache = Arc::new(TensorCache::new(TENSOR_CACHE_BYTES));
         let recent = &mut self.settings.recent_files;
         recent.retain(|p| p != path);
         recent.insert(0, path.to_owned());
@@ -533,7 +533,7 @@ impl SlimApp {
                 }
             }
             Command::Export(path) => self.export(path),
-            Command::OpenDemo => match demo::files() {
+            Command::OpenDemo => match crate::demo::files() {
                 Ok(d) => {
                     self.pending_attach = Some((d.data, Some(d.arch)));
                     self.open(d.model);
@@ -661,13 +661,50 @@ impl SlimApp {
         let Some(model) = self.loaded.as_ref().map(|l| l.model.clone()) else {
             return;
         };
+        let points = kind.points(&model);
+        self.start_points(kind, points, model);
+    }
+
+    /// Measure the allocations of `target` average sparsity over the layers, by the
+    /// sensitivity ranking of the per-layer points so far (latest wins).
+    pub fn start_allocation(&mut self, target: f64) {
+        let (Some(model), Some(c)) = (self.loaded.as_ref().map(|l| l.model.clone()), &self.curves)
+        else {
+            return;
+        };
+        let baseline = self.attached.as_ref().map(|a| a.baseline.top1);
+        let ranking =
+            crate::sweep::analysis::sensitivity(&c.all_results(), "layer magnitude", baseline);
+        let points = crate::sweep::analysis::allocation_points(
+            target,
+            &crate::sweep::layer_sizes(&model),
+            &ranking,
+        );
+        self.start_points(curves::SweepKind::Allocation, points, model);
+    }
+
+    fn start_points(
+        &mut self,
+        kind: curves::SweepKind,
+        points: Vec<crate::sweep::Point>,
+        model: Arc<Model>,
+    ) {
+        // The heatmap is weight fidelity only: seconds, whatever the data.
         let accuracy = self
             .attached
             .as_ref()
-            .map(|a| (a.network.clone(), a.data.clone()));
+            .filter(|_| kind != curves::SweepKind::Heatmap)
+            .map(|a| a.evaluator.clone());
         let notify = self.notifier();
         if let Some(c) = &mut self.curves {
-            c.start(kind, model, accuracy, notify);
+            c.start(
+                kind,
+                points,
+                model,
+                self.tensor_cache.clone(),
+                accuracy,
+                notify,
+            );
         }
     }
 
@@ -780,6 +817,10 @@ impl SlimApp {
                     for a in actions {
                         match a {
                             curves::CurvesAction::Start(kind) => self.start_sweep(kind),
+                            curves::CurvesAction::Allocate(target) => {
+                                self.start_allocation(target);
+                            }
+                            curves::CurvesAction::Use(config) => self.config = config,
                         }
                     }
                 }

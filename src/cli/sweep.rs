@@ -13,14 +13,17 @@ use clap::Args;
 use crate::compress::apply::TensorCache;
 use crate::compress::config::{Format, IntGranularity};
 use crate::dtype::GgmlQuant;
-use crate::eval::{DEFAULT_BATCH, Network, data, evaluate};
+use crate::eval::evaluator::Evaluator;
+use crate::eval::{Network, data};
 use crate::jobs::{JobEvent, Pool};
 use crate::model::Model;
-use crate::sweep::analysis::{pareto_front, quality, sensitivity};
+use crate::sweep::analysis::{
+    HeatCell, allocation_points, best_allocation, heatmap, pareto_front, quality, sensitivity,
+};
 use crate::sweep::output::Report;
 use crate::sweep::{
-    Point, PointResult, SweepContext, SweepMethod, global_points, parse_levels, per_layer_points,
-    sweepable_layers,
+    Point, PointResult, SWEEP_BATCH, SweepContext, SweepMethod, global_points, layer_sizes,
+    parse_levels, per_layer_points, sweepable_layers,
 };
 
 #[derive(Debug, Args)]
@@ -55,6 +58,11 @@ pub struct SweepArgs {
     /// Sparsity levels of the per-layer sweep (start:end:step or a list).
     #[arg(long, default_value = "0.1:0.9:0.2")]
     pub layer_sparsity: String,
+    /// Spread this average sparsity (0–0.99) over the layers three ways (uniform, one
+    /// global threshold, inverse to measured sensitivity), measure each and name the
+    /// best. Needs --per-layer (the sensitivities).
+    #[arg(long, requires = "per_layer")]
+    pub allocate: Option<f64>,
     /// Write every point (with its recipe) to this file: .json or .csv.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
@@ -133,51 +141,28 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         }
     }
     let points = points(args, &model)?;
+    if let Some(t) = args.allocate
+        && !(0.0..=0.99).contains(&t)
+    {
+        anyhow::bail!("--allocate: {t} is outside 0–0.99");
+    }
     let accuracy = match &args.data {
         Some(path) => {
             let data = data::load(path)?;
             let (network, _) = Network::resolve(&model, args.arch.as_deref(), &data)?;
-            Some((Arc::new(network), Arc::new(data)))
+            Some(Arc::new(Evaluator::new(Arc::new(network), Arc::new(data))))
         }
         None => None,
     };
     let pool = Pool::new(1, args.jobs)?;
     let baseline = match &accuracy {
-        Some((network, data)) => {
-            let runner = network.runner(&model, &[])?;
-            Some(pool.install(|| evaluate(runner.as_ref(), data, DEFAULT_BATCH, |_, _| true))?)
+        Some(evaluator) => {
+            Some(pool.install(|| evaluator.measure(&model, &[], SWEEP_BATCH, |_, _| true))?)
         }
         None => None,
     };
 
     let total = points.len();
-    let bar = if std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::new(total as u64).with_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {bar:30} {pos}/{len} points · {elapsed} · ETA {eta} · {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        )
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    let job = {
-        let model = model.clone();
-        let accuracy = accuracy.clone();
-        let points = points.clone();
-        pool.submit::<(), (usize, PointResult), _>(
-            || {},
-            move |progress| {
-                let cache = TensorCache::new(1 << 30);
-                let ctx = SweepContext {
-                    model: &model,
-                    accuracy: accuracy.as_ref().map(|(n, d)| (n.as_ref(), d.as_ref())),
-                    cache: &cache,
-                };
-                crate::sweep::run_job(&ctx, &points, progress)
-            },
-        )
-    };
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
         let interrupted = interrupted.clone();
@@ -186,44 +171,31 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
             interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
         });
     }
-    let mut results: Vec<Option<PointResult>> = vec![None; total];
-    let mut cancelled = false;
-    loop {
-        if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
-            job.cancel();
-        }
-        match job
-            .events
-            .recv_timeout(std::time::Duration::from_millis(50))
-        {
-            Ok(JobEvent::Point((i, r))) => {
-                bar.set_message(format!("{} {:.2}", r.point.curve, r.point.level));
-                results[i] = Some(r);
-            }
-            Ok(JobEvent::Progress { done, .. }) => bar.set_position(done as u64),
-            Ok(JobEvent::Finished(())) => break,
-            Ok(JobEvent::Cancelled) => {
-                cancelled = true;
-                break;
-            }
-            Ok(JobEvent::Failed(message)) => {
-                bar.abandon();
-                anyhow::bail!("{message}");
-            }
-            Ok(JobEvent::Started) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                anyhow::bail!("the sweep's worker stopped without a result")
-            }
-        }
-    }
-    bar.finish_and_clear();
-    drop(pool);
-    let done: Vec<PointResult> = results.into_iter().flatten().collect();
+    let cache = Arc::new(TensorCache::new(1 << 30));
+    let sweep = Sweep {
+        pool: &pool,
+        model: &model,
+        accuracy: &accuracy,
+        cache: &cache,
+        interrupted: &interrupted,
+    };
+    let (mut done, mut cancelled) = sweep.run(&points)?;
     let ranking = if args.per_layer {
         sensitivity(&done, "layer magnitude", baseline.map(|b| b.top1))
     } else {
         Vec::new()
     };
+    let mut total = total;
+    if let Some(target) = args.allocate
+        && !cancelled
+    {
+        let allocations = allocation_points(target, &layer_sizes(&model), &ranking);
+        total += allocations.len();
+        let (more, stopped) = sweep.run(&allocations)?;
+        done.extend(more);
+        cancelled = stopped;
+    }
+    drop(pool);
     let report = Report::new(
         args.model.display().to_string(),
         args.data.as_ref().map(|d| d.display().to_string()),
@@ -240,7 +212,7 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         };
         crate::export::write_text(out, &text, args.force)?;
     }
-    print_summary(&report)?;
+    print_summary(&report, args.allocate.is_some())?;
     if cancelled {
         eprintln!(
             "cancelled: kept {} of {total} points{}",
@@ -254,7 +226,85 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_summary(report: &Report) -> anyhow::Result<()> {
+/// What a batch of points runs with; Ctrl-C (`interrupted`) cancels it.
+struct Sweep<'a> {
+    pool: &'a Pool,
+    model: &'a Arc<Model>,
+    accuracy: &'a Option<Arc<Evaluator>>,
+    cache: &'a Arc<TensorCache>,
+    interrupted: &'a Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Sweep<'_> {
+    /// Measure `points` with a progress bar (on a terminal); returns the points
+    /// finished, in order, and whether Ctrl-C cancelled the rest.
+    fn run(&self, points: &[Point]) -> anyhow::Result<(Vec<PointResult>, bool)> {
+        let total = points.len();
+        let bar = if std::io::stderr().is_terminal() {
+            indicatif::ProgressBar::new(total as u64).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {bar:30} {pos}/{len} points · {elapsed} · ETA {eta} · {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            )
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let job = {
+            let (model, accuracy, cache) = (
+                self.model.clone(),
+                self.accuracy.clone(),
+                self.cache.clone(),
+            );
+            let points = points.to_vec();
+            self.pool.submit::<(), (usize, PointResult), _>(
+                || {},
+                move |progress| {
+                    let ctx = SweepContext {
+                        model: &model,
+                        accuracy: accuracy.as_deref(),
+                        cache: &cache,
+                    };
+                    crate::sweep::run_job(&ctx, &points, progress)
+                },
+            )
+        };
+        let mut results: Vec<Option<PointResult>> = vec![None; total];
+        let mut cancelled = false;
+        loop {
+            if self.interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+                job.cancel();
+            }
+            match job
+                .events
+                .recv_timeout(std::time::Duration::from_millis(50))
+            {
+                Ok(JobEvent::Point((i, r))) => {
+                    bar.set_message(format!("{} {:.2}", r.point.curve, r.point.level));
+                    results[i] = Some(r);
+                }
+                Ok(JobEvent::Progress { done, .. }) => bar.set_position(done as u64),
+                Ok(JobEvent::Finished(())) => break,
+                Ok(JobEvent::Cancelled) => {
+                    cancelled = true;
+                    break;
+                }
+                Ok(JobEvent::Failed(message)) => {
+                    bar.abandon();
+                    anyhow::bail!("{message}");
+                }
+                Ok(JobEvent::Started) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    anyhow::bail!("the sweep's worker stopped without a result")
+                }
+            }
+        }
+        bar.finish_and_clear();
+        Ok((results.into_iter().flatten().collect(), cancelled))
+    }
+}
+
+fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let measured = report.baseline.is_some();
     if let Some(b) = report.baseline {
@@ -314,6 +364,66 @@ fn print_summary(report: &Report) -> anyhow::Result<()> {
                 s.layer,
                 s.score,
                 if measured { "" } else { " dB" }
+            )?;
+        }
+    }
+    let map = heatmap(report.points, report.baseline.map(|b| b.top1));
+    if !map.is_empty() {
+        writeln!(
+            out,
+            "\nlayer × level: {} (each layer alone)",
+            if measured {
+                "top-1 drop in points"
+            } else {
+                "weight SQNR in dB (fidelity)"
+            }
+        )?;
+        write!(out, "  {:<40}", "")?;
+        for c in &map.columns {
+            write!(out, " {:>7}", c.heading())?;
+        }
+        writeln!(out)?;
+        for (layer, row) in map.layers.iter().zip(&map.cells) {
+            write!(out, "  {layer:<40}")?;
+            for cell in row {
+                let text = match cell {
+                    Some(HeatCell {
+                        top1_drop: Some(d), ..
+                    }) => format!("{:.2}", 100.0 * d),
+                    Some(c) if c.sqnr_db.is_finite() => format!("{:.1}dB", c.sqnr_db),
+                    Some(_) => "exact".into(),
+                    None => "-".into(),
+                };
+                write!(out, " {text:>7}")?;
+            }
+            writeln!(out)?;
+        }
+    }
+    if allocated {
+        let best = best_allocation(report.points);
+        writeln!(out, "\nallocations of one average sparsity, measured:")?;
+        for r in report
+            .points
+            .iter()
+            .filter(|r| r.point.curve.starts_with("allocation: "))
+        {
+            let q = quality(r);
+            writeln!(
+                out,
+                "  {:<30} {:>5.1}% → {:>10} · {:.3} MB{}",
+                r.point.curve,
+                100.0 * r.sparsity,
+                if measured {
+                    format!("{:.2}%", 100.0 * q)
+                } else {
+                    format!("{q:.1} dB")
+                },
+                r.bytes as f64 / 1e6,
+                if best.is_some_and(|b| std::ptr::eq(b, r)) {
+                    "  ← best"
+                } else {
+                    ""
+                }
             )?;
         }
     }

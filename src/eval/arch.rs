@@ -114,6 +114,27 @@ pub enum LayerSpec {
     Dropout,
 }
 
+impl LayerSpec {
+    /// The model tensors this layer reads.
+    pub fn tensors(&self) -> Vec<&str> {
+        match self {
+            LayerSpec::Linear { weight, bias } | LayerSpec::Conv2d { weight, bias, .. } => {
+                std::iter::once(weight.as_str())
+                    .chain(bias.as_deref())
+                    .collect()
+            }
+            LayerSpec::Batchnorm {
+                weight,
+                bias,
+                mean,
+                var,
+                ..
+            } => vec![weight, bias, mean, var],
+            _ => Vec::new(),
+        }
+    }
+}
+
 impl ArchSpec {
     /// Read a spec; errors name the file (and the line, from the TOML parser).
     pub fn load(path: &Path) -> Result<ArchSpec> {

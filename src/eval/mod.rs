@@ -9,6 +9,7 @@
 
 pub mod arch;
 pub mod data;
+pub mod evaluator;
 pub mod onnx;
 pub mod sequential;
 

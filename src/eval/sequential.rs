@@ -38,6 +38,8 @@ pub struct Sequential {
     input: Vec<usize>,
     classes: usize,
     ops: Vec<Op>,
+    /// The shape each layer of the spec receives (one sample), in spec order.
+    layer_inputs: Vec<Vec<usize>>,
 }
 
 fn candle(e: candle_core::Error) -> Error {
@@ -50,6 +52,7 @@ impl Sequential {
         let dev = Device::Cpu;
         let mut shape = spec.input.clone();
         let mut ops = Vec::with_capacity(spec.layers.len());
+        let mut layer_inputs = Vec::with_capacity(spec.layers.len());
         let tensor = |name: &str, want: Option<&[usize]>| -> Result<Tensor> {
             let (values, dims) = source.weight(name)?;
             if let Some(w) = want
@@ -62,6 +65,7 @@ impl Sequential {
             Tensor::from_vec(values, dims, &dev).map_err(candle)
         };
         for (n, layer) in spec.layers.iter().enumerate() {
+            layer_inputs.push(shape.clone());
             let at = |what: String| {
                 Error::InvalidSetting(format!("layer {} ({}): {what}", n + 1, describe(layer)))
             };
@@ -188,7 +192,13 @@ impl Sequential {
             input: spec.input.clone(),
             classes,
             ops,
+            layer_inputs,
         })
+    }
+
+    /// The shape layer `n` of the spec receives, for one sample.
+    pub fn layer_input(&self, n: usize) -> Option<&[usize]> {
+        self.layer_inputs.get(n).map(Vec::as_slice)
     }
 }
 

@@ -69,6 +69,11 @@ pub fn sensitivity(
     let mut out: Vec<LayerSensitivity> = by_layer
         .into_iter()
         .map(|(layer, mut points)| {
+            // Measured points, where a layer has any, outrank fidelity-only ones of
+            // another sweep (the heatmap's).
+            if baseline.is_some() && points.iter().any(|p| p.metrics.is_some()) {
+                points.retain(|p| p.metrics.is_some());
+            }
             points.sort_by(|a, b| a.point.level.total_cmp(&b.point.level));
             let measured = baseline.is_some() && points.iter().all(|p| p.metrics.is_some());
             let drops: Vec<(f64, f64)> = points
@@ -95,6 +100,132 @@ pub fn sensitivity(
     out
 }
 
+/// A column of the sensitivity heatmap: one per-layer curve at one level.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeatColumn {
+    pub curve: String,
+    pub axis: Axis,
+    pub level: f64,
+}
+
+impl HeatColumn {
+    /// A short heading: `50%` for sparsity, `int4` for bits.
+    pub fn heading(&self) -> String {
+        match self.axis {
+            Axis::Sparsity => format!("{}%", (100.0 * self.level).round()),
+            Axis::Bits => format!("int{}", self.level),
+        }
+    }
+}
+
+/// What one layer alone, compressed to one level, costs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct HeatCell {
+    /// Weight fidelity of the layer's tensor (a proxy, available for any model).
+    pub sqnr_db: f64,
+    /// Baseline top-1 minus the point's, where accuracy was measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top1_drop: Option<f64>,
+}
+
+/// Layers × levels of the per-layer points: weight SQNR everywhere (data-free, quick
+/// on any model), refined by the measured accuracy drop wherever a point was measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Heatmap {
+    /// Most sensitive first: by mean measured drop where measured, else by SQNR.
+    pub layers: Vec<String>,
+    /// Sparsity columns by level, then bit-width columns from most bits down.
+    pub columns: Vec<HeatColumn>,
+    /// `cells[layer][column]`; `None` where that point was not run.
+    pub cells: Vec<Vec<Option<HeatCell>>>,
+}
+
+impl Heatmap {
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+}
+
+/// The heatmap of the per-layer points among `results` (points of several sweeps
+/// merge: a measured point refines the SQNR-only one of the same layer and level).
+/// `baseline` is the uncompressed top-1, needed for drops.
+pub fn heatmap(results: &[PointResult], baseline: Option<f64>) -> Heatmap {
+    let per_layer: Vec<&PointResult> = results.iter().filter(|r| r.point.layer.is_some()).collect();
+    let mut columns: Vec<HeatColumn> = Vec::new();
+    for r in &per_layer {
+        let c = HeatColumn {
+            curve: r.point.curve.clone(),
+            axis: r.point.axis,
+            level: r.point.level,
+        };
+        if !columns.contains(&c) {
+            columns.push(c);
+        }
+    }
+    columns.sort_by(|a, b| match (a.axis, b.axis) {
+        (Axis::Sparsity, Axis::Bits) => std::cmp::Ordering::Less,
+        (Axis::Bits, Axis::Sparsity) => std::cmp::Ordering::Greater,
+        (Axis::Sparsity, Axis::Sparsity) => a.curve.cmp(&b.curve).then(a.level.total_cmp(&b.level)),
+        (Axis::Bits, Axis::Bits) => a.curve.cmp(&b.curve).then(b.level.total_cmp(&a.level)),
+    });
+    let mut layers: Vec<String> = Vec::new();
+    for r in &per_layer {
+        if let Some(l) = &r.point.layer
+            && !layers.contains(l)
+        {
+            layers.push(l.clone());
+        }
+    }
+    let mut cells = vec![vec![None::<HeatCell>; columns.len()]; layers.len()];
+    for r in &per_layer {
+        let Some(li) = layers
+            .iter()
+            .position(|l| Some(l) == r.point.layer.as_ref())
+        else {
+            continue;
+        };
+        let Some(ci) = columns.iter().position(|c| {
+            c.curve == r.point.curve && c.axis == r.point.axis && c.level == r.point.level
+        }) else {
+            continue;
+        };
+        let drop = match (baseline, r.metrics) {
+            (Some(b), Some(m)) => Some(b - m.top1),
+            _ => None,
+        };
+        let cell = &mut cells[li][ci];
+        *cell = Some(HeatCell {
+            sqnr_db: r.weight_sqnr_db,
+            top1_drop: drop.or(cell.and_then(|c| c.top1_drop)),
+        });
+    }
+    // Rank: mean measured drop first (layers with any), then mean SQNR deficit.
+    let key = |row: &[Option<HeatCell>]| {
+        let drops: Vec<f64> = row.iter().flatten().filter_map(|c| c.top1_drop).collect();
+        let deficits: Vec<f64> = row
+            .iter()
+            .flatten()
+            .map(|c| (60.0 - c.sqnr_db).max(0.0))
+            .collect();
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        (!drops.is_empty(), mean(&drops), mean(&deficits))
+    };
+    let mut order: Vec<usize> = (0..layers.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (ma, da, sa) = key(&cells[a]);
+        let (mb, db, sb) = key(&cells[b]);
+        mb.cmp(&ma)
+            .then(db.total_cmp(&da))
+            .then(sb.total_cmp(&sa))
+            .then(layers[a].cmp(&layers[b]))
+    });
+    Heatmap {
+        layers: order.iter().map(|&i| layers[i].clone()).collect(),
+        cells: order.iter().map(|&i| cells[i].clone()).collect(),
+        columns,
+    }
+}
+
 /// How one average sparsity is spread over layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -105,6 +236,56 @@ pub enum Allocation {
     GlobalThreshold,
     /// Sparsity in inverse proportion to each layer's measured sensitivity.
     Sensitivity,
+}
+
+impl Allocation {
+    pub const ALL: [Allocation; 3] = [
+        Allocation::Sensitivity,
+        Allocation::GlobalThreshold,
+        Allocation::Uniform,
+    ];
+
+    /// The curve name of its points.
+    pub fn curve(self) -> &'static str {
+        match self {
+            Allocation::Uniform => "allocation: uniform",
+            Allocation::GlobalThreshold => "allocation: global threshold",
+            Allocation::Sensitivity => "allocation: by sensitivity",
+        }
+    }
+}
+
+/// One point per allocation of `target` average sparsity over `layers` (name,
+/// parameters), to measure side by side: the user picks the best measured one.
+pub fn allocation_points(
+    target: f64,
+    layers: &[(String, u64)],
+    ranking: &[LayerSensitivity],
+) -> Vec<super::Point> {
+    Allocation::ALL
+        .iter()
+        .map(|&how| {
+            super::Point::new(
+                how.curve().into(),
+                Axis::Sparsity,
+                target,
+                None,
+                allocate(how, target, layers, ranking),
+            )
+        })
+        .collect()
+}
+
+/// Of measured allocation points, the best: highest quality, then fewest bytes.
+pub fn best_allocation(results: &[PointResult]) -> Option<&PointResult> {
+    results
+        .iter()
+        .filter(|r| r.point.curve.starts_with("allocation: "))
+        .max_by(|a, b| {
+            quality(a)
+                .total_cmp(&quality(b))
+                .then(b.bytes.cmp(&a.bytes))
+        })
 }
 
 /// Layers sparser than this are not allocated more: 99% leaves a layer nearly empty.

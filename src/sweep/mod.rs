@@ -17,8 +17,8 @@ use crate::compress::apply::{TensorCache, apply_recipe_cached};
 use crate::compress::config::{Config, Format, IntGranularity, Method, Override};
 use crate::compress::recipe::Recipe;
 use crate::error::{Error, Result};
-use crate::eval::data::Dataset;
-use crate::eval::{Metrics, Network, evaluate};
+use crate::eval::Metrics;
+use crate::eval::evaluator::Evaluator;
 use crate::jobs::{CancelToken, Progress};
 use crate::model::Model;
 
@@ -27,7 +27,7 @@ const ORIGIN: &str = "(sweep)";
 
 /// Samples per forward pass in sweeps: a cancelled sweep stops within one such batch
 /// (about 50 ms of the digit CNN on one core).
-const SWEEP_BATCH: usize = 128;
+pub const SWEEP_BATCH: usize = 128;
 
 /// What a point's level measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -270,6 +270,17 @@ pub fn sweepable_layers(model: &Model) -> Vec<String> {
         .collect()
 }
 
+/// The sweepable layers with their parameter counts (what allocations weigh by).
+pub fn layer_sizes(model: &Model) -> Vec<(String, u64)> {
+    let names = sweepable_layers(model);
+    model
+        .tensors
+        .iter()
+        .filter(|t| names.contains(&t.name))
+        .map(|t| (t.name.clone(), t.numel))
+        .collect()
+}
+
 /// Per-layer sensitivity: each layer alone magnitude-pruned to each sparsity, and
 /// alone quantized to each integer width (per channel), every other layer untouched.
 pub fn per_layer_points(layers: &[String], sparsities: &[f64], bits: &[u8]) -> Vec<Point> {
@@ -315,8 +326,8 @@ pub fn per_layer_points(layers: &[String], sparsities: &[f64], bits: &[u8]) -> V
 /// What the points of a sweep are measured with.
 pub struct SweepContext<'a> {
     pub model: &'a Model,
-    /// A runner and data, for accuracy; without them points get weight fidelity only.
-    pub accuracy: Option<(&'a Network, &'a Dataset)>,
+    /// A network and data, for accuracy; without them points get weight fidelity only.
+    pub accuracy: Option<&'a Evaluator>,
     /// Compressed tensors already computed (shared across sweeps of one model).
     pub cache: &'a TensorCache,
 }
@@ -341,12 +352,9 @@ pub fn measure(ctx: &SweepContext, point: &Point, cancel: &CancelToken) -> Resul
         numel += t.values.len() as f64;
     }
     let metrics = match ctx.accuracy {
-        Some((network, data)) => {
-            let runner = network.runner(ctx.model, &applied)?;
-            Some(evaluate(runner.as_ref(), data, SWEEP_BATCH, |_, _| {
-                !cancel.is_cancelled()
-            })?)
-        }
+        Some(evaluator) => Some(evaluator.measure(ctx.model, &applied, SWEEP_BATCH, |_, _| {
+            !cancel.is_cancelled()
+        })?),
         None => None,
     };
     Ok(PointResult {

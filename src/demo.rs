@@ -9,19 +9,19 @@ use crate::error::{Error, Result};
 const FILES: [(&str, &[u8]); 4] = [
     (
         "digit_cnn.pth",
-        include_bytes!("../../assets/demo/digit_cnn.pth"),
+        include_bytes!("../assets/demo/digit_cnn.pth"),
     ),
     (
         "mnist_5k.csv.gz",
-        include_bytes!("../../assets/demo/mnist_5k.csv.gz"),
+        include_bytes!("../assets/demo/mnist_5k.csv.gz"),
     ),
     (
         "digit_cnn.arch.toml",
-        include_bytes!("../../assets/demo/digit_cnn.arch.toml"),
+        include_bytes!("../assets/demo/digit_cnn.arch.toml"),
     ),
     (
         "mnist_5k.toml",
-        include_bytes!("../../assets/demo/mnist_5k.toml"),
+        include_bytes!("../assets/demo/mnist_5k.toml"),
     ),
 ];
 

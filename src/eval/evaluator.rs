@@ -1,0 +1,265 @@
+//! Evaluating many compressed variants of one model on one data set, reusing what the
+//! variants share. Sweeps and sliders measure dozens of configurations that differ in a
+//! few tensors, so:
+//! - a variant whose changed tensors are exactly those of one measured before (moving
+//!   back to a slider level; 0% of any pruning method) returns its metrics at once;
+//! - a sequential network whose first layers are unchanged starts from their cached
+//!   activations, so a per-layer sensitivity point of a late layer runs only the
+//!   layers from that one on.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::arch::ArchSpec;
+use super::data::Dataset;
+use super::onnx::OnnxGraph;
+use super::{Metrics, ModelWeights, Network, Runner, build_runner, evaluate};
+use crate::compress::apply::AppliedTensor;
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+/// Activations kept per data set and cut, at most: the digit CNN's largest useful cut
+/// (32 × 14 × 14 per image) is 125 MB for 5,000 images.
+const PREFIX_BUDGET: usize = 1 << 30;
+
+/// The activations entering layer `n` of a sequential network.
+enum Prefix {
+    /// One thread is computing them; others run the whole network meanwhile rather
+    /// than wait (waiting inside rayon work could deadlock on nested jobs).
+    Computing,
+    Ready(Arc<Dataset>),
+    /// Over the budget, or not computable: always run the whole network.
+    Unavailable,
+}
+
+/// A network and data set, with the metrics and activations measured so far. It
+/// belongs to one model: every call passes that model.
+pub struct Evaluator {
+    network: Arc<Network>,
+    data: Arc<Dataset>,
+    /// Metrics by the changed tensors' names and values (see [`changed_key`]).
+    results: Mutex<HashMap<u64, Metrics>>,
+    prefixes: Mutex<HashMap<usize, Prefix>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The tensors `applied` really changes (a tensor a recipe matched but left exact,
+/// such as 0% sparsity, is the original).
+fn changed(applied: &[(usize, AppliedTensor)]) -> Vec<&AppliedTensor> {
+    let mut out: Vec<&AppliedTensor> = applied
+        .iter()
+        .map(|(_, t)| t)
+        .filter(|t| t.fidelity.noise != 0.0)
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// A key for the model with `changed` in place of its own tensors: their names and
+/// value bits.
+fn changed_key(changed: &[&AppliedTensor]) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    for t in changed {
+        t.name.hash(&mut h);
+        for chunk in t.values.chunks(1024) {
+            let bytes: Vec<u8> = chunk
+                .iter()
+                .flat_map(|v| v.to_bits().to_le_bytes())
+                .collect();
+            h.write(&bytes);
+        }
+    }
+    h.finish()
+}
+
+impl Evaluator {
+    pub fn new(network: Arc<Network>, data: Arc<Dataset>) -> Self {
+        Evaluator {
+            network,
+            data,
+            results: Mutex::new(HashMap::new()),
+            prefixes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    pub fn data(&self) -> &Dataset {
+        &self.data
+    }
+
+    /// How many distinct variants have been measured.
+    pub fn measured(&self) -> usize {
+        lock(&self.results).len()
+    }
+
+    /// How many layers' input activations are cached.
+    pub fn prefixes(&self) -> usize {
+        lock(&self.prefixes)
+            .values()
+            .filter(|p| matches!(p, Prefix::Ready(_)))
+            .count()
+    }
+
+    /// Metrics of `model` with `applied`'s tensors in place, in batches of `batch`;
+    /// `progress(done, total)` returns false to cancel. Equal to
+    /// `evaluate(network.runner(model, applied), data)` (within float rounding where
+    /// a cached prefix is used), only faster when something is reused.
+    pub fn measure(
+        &self,
+        model: &Model,
+        applied: &[(usize, AppliedTensor)],
+        batch: usize,
+        mut progress: impl FnMut(usize, usize) -> bool,
+    ) -> Result<Metrics> {
+        let changed = changed(applied);
+        let key = changed_key(&changed);
+        if let Some(m) = lock(&self.results).get(&key) {
+            return Ok(*m);
+        }
+        let metrics = match self.network.as_ref() {
+            Network::Sequential(spec) => {
+                // Candle checks the spec against the weights, naming the layer of any
+                // mismatch, and knows every layer's input shape.
+                let checked = build_runner(model, spec, applied)?;
+                let cut = spec
+                    .layers
+                    .iter()
+                    .position(|l| {
+                        l.tensors()
+                            .iter()
+                            .any(|n| changed.iter().any(|t| t.name == *n))
+                    })
+                    .unwrap_or(spec.layers.len());
+                let weights = ModelWeights::new(model, applied);
+                let prefix = match (cut, checked.layer_input(cut)) {
+                    (1.., Some(shape)) => {
+                        self.prefix(model, spec, cut, shape, batch, &mut progress)?
+                    }
+                    _ => None,
+                };
+                match prefix {
+                    Some(activations) => {
+                        let rest = ArchSpec {
+                            version: spec.version,
+                            input: activations.sample_shape.clone(),
+                            layers: spec.layers[cut..].to_vec(),
+                        };
+                        let runner =
+                            OnnxGraph::from_spec(&rest, &weights, &model.path)?.runner(&[])?;
+                        evaluate(&runner, &activations, batch, progress)?
+                    }
+                    None => {
+                        let runner =
+                            OnnxGraph::from_spec(spec, &weights, &model.path)?.runner(&[])?;
+                        evaluate(&runner, &self.data, batch, progress)?
+                    }
+                }
+            }
+            Network::Onnx(graph) => evaluate(&graph.runner(applied)?, &self.data, batch, progress)?,
+        };
+        lock(&self.results).insert(key, metrics);
+        Ok(metrics)
+    }
+
+    /// The data's activations entering layer `cut` (of sample shape `shape`) with the
+    /// model's own weights; `None` while another thread computes them or when they do
+    /// not fit the budget.
+    fn prefix(
+        &self,
+        model: &Model,
+        spec: &ArchSpec,
+        cut: usize,
+        shape: &[usize],
+        batch: usize,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<Option<Arc<Dataset>>> {
+        {
+            let mut prefixes = lock(&self.prefixes);
+            match prefixes.get(&cut) {
+                Some(Prefix::Ready(d)) => return Ok(Some(d.clone())),
+                Some(Prefix::Computing | Prefix::Unavailable) => return Ok(None),
+                None => {}
+            }
+            let bytes = self.data.len() * shape.iter().product::<usize>() * 4;
+            let held: usize = prefixes
+                .values()
+                .map(|p| match p {
+                    Prefix::Ready(d) => d.x.len() * 4,
+                    _ => 0,
+                })
+                .sum();
+            if held + bytes > PREFIX_BUDGET {
+                prefixes.insert(cut, Prefix::Unavailable);
+                return Ok(None);
+            }
+            prefixes.insert(cut, Prefix::Computing);
+        }
+        let computed = self.compute_prefix(model, spec, cut, shape, batch, progress);
+        let mut prefixes = lock(&self.prefixes);
+        match computed {
+            Ok(d) => {
+                let d = Arc::new(d);
+                prefixes.insert(cut, Prefix::Ready(d.clone()));
+                Ok(Some(d))
+            }
+            Err(e) => {
+                prefixes.remove(&cut);
+                Err(e)
+            }
+        }
+    }
+
+    fn compute_prefix(
+        &self,
+        model: &Model,
+        spec: &ArchSpec,
+        cut: usize,
+        shape: &[usize],
+        batch: usize,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<Dataset> {
+        let mut layers = spec.layers[..cut].to_vec();
+        // One row of features per sample, whatever the layout (undone by `shape`).
+        layers.push(super::arch::LayerSpec::Flatten);
+        let head = ArchSpec {
+            version: spec.version,
+            input: spec.input.clone(),
+            layers,
+        };
+        let runner = OnnxGraph::from_spec(&head, &ModelWeights::new(model, &[]), &model.path)
+            .and_then(|g| g.runner(&[]))?;
+        let (n, len) = (self.data.len(), self.data.sample_len());
+        let width: usize = shape.iter().product();
+        let mut x = Vec::with_capacity(n * width);
+        for start in (0..n).step_by(batch.max(1)) {
+            // Checked as evaluation batches are: a cancel stops here too.
+            if !progress(0, n) {
+                return Err(Error::Cancelled);
+            }
+            let m = batch.max(1).min(n - start);
+            let out = runner.logits(&self.data.x[start * len..(start + m) * len], m)?;
+            if out.len() != m * width {
+                return Err(Error::InvalidSetting(format!(
+                    "{}: layer {} receives {} values per sample, expected {shape:?}",
+                    model.path.display(),
+                    cut + 1,
+                    out.len() / m.max(1)
+                )));
+            }
+            x.extend_from_slice(&out);
+        }
+        Ok(Dataset {
+            source: self.data.source.clone(),
+            x,
+            labels: self.data.labels.clone(),
+            sample_shape: shape.to_vec(),
+        })
+    }
+}
