@@ -560,3 +560,28 @@ fn the_layers_view_shows_the_heatmap_and_the_best_measured_allocation_becomes_th
     h.run_steps(2);
     assert_eq!(h.state().config, best.point.config);
 }
+
+#[test]
+fn returning_the_slider_to_a_measured_level_reuses_its_accuracy() {
+    let mut h = harness();
+    open_demo(&mut h);
+    let measured = |a: &SlimApp| a.attached.as_ref().map_or(0, |x| x.evaluator.measured());
+    let at = |h: &mut Harness<'_, SlimApp>, pct: f64| {
+        h.get_by_role_and_label(egui::accesskit::Role::Slider, "Sparsity")
+            .set_value_accesskit(pct);
+        h.run_steps(2);
+        step_until(h, "the evaluation with accuracy", |a| {
+            a.evaluation_is_current() && a.evaluation.as_ref().is_some_and(|e| e.accuracy.is_some())
+        });
+        h.state().evaluation.clone().expect("evaluation")
+    };
+    let before = measured(h.state());
+    let first = at(&mut h, 60.0);
+    at(&mut h, 80.0);
+    assert_eq!(measured(h.state()), before + 2);
+    // Back to 60%: the same figures, and nothing new was run through the network.
+    let again = at(&mut h, 60.0);
+    assert_eq!(measured(h.state()), before + 2);
+    assert_eq!(again.accuracy, first.accuracy);
+    assert_eq!(again.bytes_after, first.bytes_after);
+}

@@ -667,7 +667,10 @@ fn the_cli_allocates_one_average_sparsity_three_ways_and_names_the_best_measured
         out.to_str().expect("p"),
     ]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("layer × level: top-1 drop"), "{stdout}");
+    assert!(
+        stdout.contains("layer × level, each layer alone: top-1 drop"),
+        "{stdout}"
+    );
     assert!(stdout.contains("← best"), "{stdout}");
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).expect("read")).expect("json");

@@ -556,57 +556,79 @@ fn layers_ui(
 }
 
 fn heatmap_ui(ui: &mut egui::Ui, map: &Heatmap) {
-    let (name_w, cell_w, row_h) = (260.0, 52.0, 18.0);
+    let (name_w, cell_w, row_h) = (220.0, 46.0, 18.0);
     let font = egui::FontId::monospace(11.0);
-    ui.horizontal(|ui| {
-        ui.add_space(name_w);
-        for c in &map.columns {
-            ui.add_sized([cell_w, row_h], egui::Label::new(c.heading()));
-        }
-    });
-    egui::ScrollArea::vertical()
-        .id_salt("heatmap")
-        .max_height(360.0)
-        .show_rows(ui, row_h, map.layers.len(), |ui, rows| {
-            for i in rows {
-                ui.horizontal(|ui| {
-                    ui.add_sized([name_w, row_h], egui::Label::new(&map.layers[i]).truncate());
-                    for (c, cell) in map.columns.iter().zip(&map.cells[i]) {
-                        let (rect, response) =
-                            ui.allocate_exact_size(egui::vec2(cell_w, row_h), egui::Sense::hover());
-                        let Some(cell) = cell else {
-                            continue;
-                        };
-                        let (text, color) = cell_look(cell);
-                        response.widget_info(|| {
-                            egui::WidgetInfo::labeled(
-                                egui::Role::Label,
-                                true,
-                                format!("{} {}: {text}", map.layers[i], c.heading()),
-                            )
+    let name = |ui: &mut egui::Ui, text: &str| {
+        ui.allocate_ui_with_layout(
+            egui::vec2(name_w, row_h),
+            egui::Layout::left_to_right(egui::Align::Center),
+            |ui| {
+                ui.set_min_width(name_w);
+                ui.add(egui::Label::new(text).truncate());
+            },
+        );
+    };
+    // Wide maps scroll sideways, header and rows together; long ones scroll down.
+    egui::ScrollArea::horizontal()
+        .id_salt("heatmap columns")
+        .show(ui, |ui| {
+            ui.horizontal(|ui| {
+                name(ui, "");
+                for c in &map.columns {
+                    ui.add_sized([cell_w, row_h], egui::Label::new(c.heading()));
+                }
+            });
+            egui::ScrollArea::vertical()
+                .id_salt("heatmap rows")
+                .max_height(360.0)
+                .show_rows(ui, row_h, map.layers.len(), |ui, rows| {
+                    for i in rows {
+                        ui.horizontal(|ui| {
+                            name(ui, &map.layers[i]);
+                            for (c, cell) in map.columns.iter().zip(&map.cells[i]) {
+                                let (rect, response) = ui.allocate_exact_size(
+                                    egui::vec2(cell_w, row_h),
+                                    egui::Sense::hover(),
+                                );
+                                let Some(cell) = cell else {
+                                    continue;
+                                };
+                                let (text, color) = cell_look(cell);
+                                response.widget_info(|| {
+                                    egui::WidgetInfo::labeled(
+                                        egui::Role::Label,
+                                        true,
+                                        format!("{} {}: {text}", map.layers[i], c.heading()),
+                                    )
+                                });
+                                ui.painter().rect_filled(rect.shrink(1.0), 2.0, color);
+                                ui.painter().text(
+                                    rect.center(),
+                                    egui::Align2::CENTER_CENTER,
+                                    &text,
+                                    font.clone(),
+                                    egui::Color32::BLACK,
+                                );
+                                response.on_hover_text(format!(
+                                    "{} alone, {} ({})\nweight SQNR {:.1} dB{}",
+                                    map.layers[i],
+                                    c.heading(),
+                                    c.curve,
+                                    cell.sqnr_db,
+                                    cell.top1_drop.map_or(
+                                        String::from("\naccuracy not measured"),
+                                        |d| format!(
+                                            "\ntop-1 drop {:.2} points (measured)",
+                                            100.0 * d
+                                        )
+                                    )
+                                ));
+                            }
                         });
-                        ui.painter().rect_filled(rect.shrink(1.0), 2.0, color);
-                        ui.painter().text(
-                            rect.center(),
-                            egui::Align2::CENTER_CENTER,
-                            &text,
-                            font.clone(),
-                            egui::Color32::BLACK,
-                        );
-                        response.on_hover_text(format!(
-                            "{} alone, {} ({})\nweight SQNR {:.1} dB{}",
-                            map.layers[i],
-                            c.heading(),
-                            c.curve,
-                            cell.sqnr_db,
-                            cell.top1_drop
-                                .map_or(String::from("\naccuracy not measured"), |d| {
-                                    format!("\ntop-1 drop {:.2} points (measured)", 100.0 * d)
-                                })
-                        ));
                     }
                 });
-            }
+            // Room for the sideways scroll bar, which would cover the last row.
+            ui.add_space(10.0);
         });
 }
 

@@ -371,11 +371,11 @@ fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
     if !map.is_empty() {
         writeln!(
             out,
-            "\nlayer × level: {} (each layer alone)",
+            "\nlayer × level, each layer alone: {}",
             if measured {
                 "top-1 drop in points"
             } else {
-                "weight SQNR in dB (fidelity)"
+                "weight SQNR in dB (a fidelity proxy)"
             }
         )?;
         write!(out, "  {:<40}", "")?;

@@ -199,14 +199,24 @@ pub fn heatmap(results: &[PointResult], baseline: Option<f64>) -> Heatmap {
             top1_drop: drop.or(cell.and_then(|c| c.top1_drop)),
         });
     }
-    // Rank: mean measured drop first (layers with any), then mean SQNR deficit.
-    let key = |row: &[Option<HeatCell>]| {
-        let drops: Vec<f64> = row.iter().flatten().filter_map(|c| c.top1_drop).collect();
-        let deficits: Vec<f64> = row
+    // Rank as `sensitivity` does, on the pruning columns where there are any: mean
+    // measured drop first (layers with any), then mean SQNR deficit below 60 dB.
+    let ranked: Vec<bool> = {
+        let any = columns.iter().any(|c| c.axis == Axis::Sparsity);
+        columns
             .iter()
-            .flatten()
-            .map(|c| (60.0 - c.sqnr_db).max(0.0))
-            .collect();
+            .map(|c| !any || c.axis == Axis::Sparsity)
+            .collect()
+    };
+    let key = |row: &[Option<HeatCell>]| {
+        let cells = || {
+            row.iter()
+                .zip(&ranked)
+                .filter(|(_, r)| **r)
+                .filter_map(|(c, _)| *c)
+        };
+        let drops: Vec<f64> = cells().filter_map(|c| c.top1_drop).collect();
+        let deficits: Vec<f64> = cells().map(|c| (60.0 - c.sqnr_db).max(0.0)).collect();
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         (!drops.is_empty(), mean(&drops), mean(&deficits))
     };
