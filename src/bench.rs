@@ -327,11 +327,14 @@ fn forward_benchmarks(runs: usize) -> anyhow::Result<()> {
     ] {
         let origin = std::path::Path::new("(bench)");
         let spec = ArchSpec::parse(&text, origin)?;
-        // Evaluation runs on tract; the candle network is what training will use.
+        // Evaluation: a first convolution over few channels computed directly, the
+        // rest on tract; tract alone and candle (what training will use) beside it.
+        let eval = crate::eval::sequential_runner(&spec, &weights, origin)?;
         let tract = OnnxGraph::from_spec(&spec, &weights, origin)?.runner(&[])?;
         let candle = Sequential::build(&spec, &weights)?;
         for (engine, runner) in [
-            ("eval, tract", &tract as &dyn Runner),
+            ("eval", eval.as_ref()),
+            ("tract alone", &tract as &dyn Runner),
             ("candle", &candle as &dyn Runner),
         ] {
             let mut failure = None;

@@ -393,14 +393,24 @@ fn the_onnx_export_scores_the_published_accuracy_and_matches_onnx_reference_logi
             r["labels"][k].as_u64().expect("label")
         );
     }
-    let got = runner.logits(&batch, index.len()).expect("logits");
-    assert_eq!(got.len(), want.len());
-    let worst = got
-        .iter()
-        .zip(&want)
-        .map(|(&g, &w)| (f64::from(g) - w).abs())
-        .fold(0.0, f64::max);
-    assert!(worst < 1e-4, "max |Δlogit| {worst}");
+    // The ONNX graph on tract, and the .pth through its spec (first convolution
+    // computed directly, the rest on tract): both give onnx's reference logits.
+    let pth = Model::open(fixture("digit_cnn.pth")).expect("pth");
+    let spec = ArchSpec::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo/digit_cnn.arch.toml"),
+    )
+    .expect("spec");
+    let sequential = Network::Sequential(spec).runner(&pth, &[]).expect("runner");
+    for (name, runner) in [("onnx", runner.as_ref()), ("spec", sequential.as_ref())] {
+        let got = runner.logits(&batch, index.len()).expect("logits");
+        assert_eq!(got.len(), want.len());
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(&g, &w)| (f64::from(g) - w).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-4, "{name}: max |Δlogit| {worst}");
+    }
 }
 
 #[test]

@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::arch::ArchSpec;
 use super::data::Dataset;
-use super::onnx::OnnxGraph;
-use super::{Metrics, ModelWeights, Network, Runner, build_runner, evaluate};
+use super::{Metrics, ModelWeights, Network, build_runner, evaluate, sequential_runner};
 use crate::compress::apply::AppliedTensor;
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -151,14 +150,12 @@ impl Evaluator {
                             input: activations.sample_shape.clone(),
                             layers: spec.layers[cut..].to_vec(),
                         };
-                        let runner =
-                            OnnxGraph::from_spec(&rest, &weights, &model.path)?.runner(&[])?;
-                        evaluate(&runner, &activations, batch, progress)?
+                        let runner = sequential_runner(&rest, &weights, &model.path)?;
+                        evaluate(runner.as_ref(), &activations, batch, progress)?
                     }
                     None => {
-                        let runner =
-                            OnnxGraph::from_spec(spec, &weights, &model.path)?.runner(&[])?;
-                        evaluate(&runner, &self.data, batch, progress)?
+                        let runner = sequential_runner(spec, &weights, &model.path)?;
+                        evaluate(runner.as_ref(), &self.data, batch, progress)?
                     }
                 }
             }
@@ -233,8 +230,7 @@ impl Evaluator {
             input: spec.input.clone(),
             layers,
         };
-        let runner = OnnxGraph::from_spec(&head, &ModelWeights::new(model, &[]), &model.path)
-            .and_then(|g| g.runner(&[]))?;
+        let runner = sequential_runner(&head, &ModelWeights::new(model, &[]), &model.path)?;
         let (n, len) = (self.data.len(), self.data.sample_len());
         let width: usize = shape.iter().product();
         let mut x = Vec::with_capacity(n * width);

@@ -10,6 +10,7 @@
 pub mod arch;
 pub mod data;
 pub mod evaluator;
+pub mod first_conv;
 pub mod onnx;
 pub mod sequential;
 
@@ -223,8 +224,7 @@ impl Network {
                 // Candle checks the spec against the weights, naming the layer of any
                 // mismatch; tract runs it (see `OnnxGraph::from_spec`).
                 build_runner(model, spec, applied)?;
-                let weights = ModelWeights::new(model, applied);
-                Box::new(onnx::OnnxGraph::from_spec(spec, &weights, &model.path)?.runner(&[])?)
+                sequential_runner(spec, &ModelWeights::new(model, applied), &model.path)?
             }
             Network::Onnx(graph) => Box::new(graph.runner(applied)?),
         })
@@ -237,6 +237,31 @@ impl Network {
             Network::Onnx(_) => None,
         }
     }
+}
+
+/// The forward pass of a sequential spec that fits `weights` (see [`build_runner`]):
+/// a first convolution over few channels computed directly ([`first_conv`]), the
+/// rest on tract (see [`onnx::OnnxGraph::from_spec`]). `origin` is what errors name.
+pub fn sequential_runner(
+    spec: &arch::ArchSpec,
+    weights: &dyn WeightSource,
+    origin: &Path,
+) -> Result<Box<dyn Runner>> {
+    Ok(match first_conv::FirstConv::from_spec(spec, weights)? {
+        Some(head) => {
+            let rest = arch::ArchSpec {
+                version: spec.version,
+                input: head.output_shape().to_vec(),
+                layers: spec.layers[head.layers()..].to_vec(),
+            };
+            Box::new(first_conv::FirstConvRunner {
+                rest: onnx::OnnxGraph::from_spec(&rest, weights, origin)?.runner(&[])?,
+                input: spec.input.clone(),
+                head,
+            })
+        }
+        None => Box::new(onnx::OnnxGraph::from_spec(spec, weights, origin)?.runner(&[])?),
+    })
 }
 
 /// The sequential network of `arch` with `model`'s weights, compressed ones from
