@@ -211,31 +211,22 @@ fn sweep_benchmarks(threads: Option<usize>) -> anyhow::Result<()> {
     use std::sync::Arc;
 
     use crate::compress::apply::TensorCache;
-    use crate::compress::config::{Format, IntGranularity};
     use crate::eval::evaluator::Evaluator;
     use crate::eval::{Network, arch::ArchSpec, data};
     use crate::jobs::{CancelToken, Pool};
-    use crate::sweep::{self, SweepContext, SweepMethod};
+    use crate::sweep::{self, SweepContext};
 
     let demo = crate::demo::files()?;
     let model = crate::model::Model::open(&demo.model)?;
     let data = Arc::new(data::load(&demo.data)?);
     let network = Arc::new(Network::Sequential(ArchSpec::load(&demo.arch)?));
-    let levels: Vec<f64> = (0..20).map(|i| f64::from(i) * 0.05).collect();
-    let formats: Vec<Format> = [8, 6, 4, 3, 2]
-        .map(|bits| Format::Int {
-            bits,
-            granularity: IntGranularity::Channel,
-            mse_clip: false,
-        })
-        .to_vec();
     let mut layer_levels: Vec<f64> = (1..10).map(|i| f64::from(i) * 0.1).collect();
     layer_levels.push(0.99);
     let pool = Pool::new(1, threads.unwrap_or(0))?;
     for (label, points) in [
         (
             "sweep: global curves (digit CNN, mnist_5k)",
-            sweep::global_points(&SweepMethod::ALL, &levels, &formats),
+            sweep::full_global_points(),
         ),
         (
             "sweep: per-layer sensitivity (digit CNN, mnist_5k)",

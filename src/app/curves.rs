@@ -10,7 +10,7 @@ use egui_plot::{AxisHints, Legend, Line, LineStyle, Plot, PlotPoints, Points};
 
 use super::compress::Evaluation;
 use crate::compress::apply::TensorCache;
-use crate::compress::config::{Config, Format, IntGranularity};
+use crate::compress::config::Config;
 use crate::eval::evaluator::Evaluator;
 use crate::jobs::{JobEvent, JobHandle, Pool};
 use crate::model::Model;
@@ -19,8 +19,7 @@ use crate::sweep::analysis::{
     sensitivity,
 };
 use crate::sweep::{
-    Axis, Point, PointResult, SweepContext, SweepMethod, global_points, per_layer_points,
-    sweepable_layers,
+    Axis, Point, PointResult, SweepContext, full_global_points, per_layer_points, sweepable_layers,
 };
 
 /// Per-layer sparsity levels: 10–90%, the same in the heatmap and the measured
@@ -54,17 +53,7 @@ impl SweepKind {
     /// Its points (allocations are built from a sensitivity ranking instead).
     pub fn points(self, model: &Model) -> Vec<Point> {
         match self {
-            SweepKind::Curves => {
-                let levels: Vec<f64> = (0..20).map(|i| f64::from(i) * 0.05).collect();
-                let formats: Vec<Format> = [8, 6, 4, 3, 2]
-                    .map(|bits| Format::Int {
-                        bits,
-                        granularity: IntGranularity::Channel,
-                        mse_clip: false,
-                    })
-                    .to_vec();
-                global_points(&SweepMethod::ALL, &levels, &formats)
-            }
+            SweepKind::Curves => full_global_points(),
             SweepKind::Sensitivity => {
                 per_layer_points(&sweepable_layers(model), &LAYER_LEVELS, &[])
             }

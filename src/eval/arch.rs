@@ -162,6 +162,16 @@ impl ArchSpec {
         Ok(spec)
     }
 
+    /// The network from layer `n` on, which receives samples of shape `input` (the
+    /// activations entering layer `n`).
+    pub fn from_layer(&self, n: usize, input: Vec<usize>) -> ArchSpec {
+        ArchSpec {
+            version: self.version,
+            input,
+            layers: self.layers[n..].to_vec(),
+        }
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_default()
     }

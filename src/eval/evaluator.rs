@@ -145,11 +145,7 @@ impl Evaluator {
                 };
                 match prefix {
                     Some(activations) => {
-                        let rest = ArchSpec {
-                            version: spec.version,
-                            input: activations.sample_shape.clone(),
-                            layers: spec.layers[cut..].to_vec(),
-                        };
+                        let rest = spec.from_layer(cut, activations.sample_shape.clone());
                         let runner = sequential_runner(&rest, &weights, &model.path)?;
                         evaluate(runner.as_ref(), &activations, batch, progress)?
                     }

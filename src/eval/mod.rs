@@ -249,11 +249,7 @@ pub fn sequential_runner(
 ) -> Result<Box<dyn Runner>> {
     Ok(match first_conv::FirstConv::from_spec(spec, weights)? {
         Some(head) => {
-            let rest = arch::ArchSpec {
-                version: spec.version,
-                input: head.output_shape().to_vec(),
-                layers: spec.layers[head.layers()..].to_vec(),
-            };
+            let rest = spec.from_layer(head.layers(), head.output_shape().to_vec());
             Box::new(first_conv::FirstConvRunner {
                 rest: onnx::OnnxGraph::from_spec(&rest, weights, origin)?.runner(&[])?,
                 input: spec.input.clone(),

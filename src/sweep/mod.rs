@@ -259,6 +259,20 @@ pub fn global_points(
     points
 }
 
+/// The full global sweep: every method at 0, 5, …, 95% and int8…int2 per channel
+/// (the app's curves, and what `slimscope bench --sweeps` times against PyTorch).
+pub fn full_global_points() -> Vec<Point> {
+    let levels: Vec<f64> = (0..20).map(|i| f64::from(i) * 0.05).collect();
+    let formats: Vec<Format> = [8, 6, 4, 3, 2]
+        .map(|bits| Format::Int {
+            bits,
+            granularity: IntGranularity::Channel,
+            mse_clip: false,
+        })
+        .to_vec();
+    global_points(&SweepMethod::ALL, &levels, &formats)
+}
+
 /// The tensors per-layer sensitivity looks at: float matrices and kernels (rank ≥ 2),
 /// as pruning and block quantization touch only those.
 pub fn sweepable_layers(model: &Model) -> Vec<String> {
