@@ -5,6 +5,7 @@ mod apply;
 mod eval;
 mod inspect;
 mod sweep;
+mod train;
 
 use std::path::PathBuf;
 
@@ -36,6 +37,14 @@ pub enum Command {
     /// Trade-off curves: accuracy (or weight fidelity) against sparsity and bit-width,
     /// per-layer sensitivity and the Pareto front.
     Sweep(sweep::SweepArgs),
+    /// Recover accuracy under a recipe: fine-tune with its pruning masks fixed and
+    /// its quantization simulated, then write the compressed result.
+    Finetune(train::FinetuneArgs),
+    /// Train a small student from a teacher's soft targets (knowledge distillation),
+    /// and the same student from labels alone for comparison.
+    Distill(train::DistillArgs),
+    /// Train a network from labels (fresh weights or --init).
+    Train(train::FitArgs),
     /// Measure slimscope's kernels on the standard workload (see perf-anchors).
     Bench(crate::bench::BenchArgs),
 }
@@ -47,6 +56,9 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Apply(args) => apply::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Sweep(args) => sweep::run(&args),
+        Command::Finetune(args) => train::finetune(&args),
+        Command::Distill(args) => train::distill(&args),
+        Command::Train(args) => train::fit(&args),
         Command::Bench(args) => crate::bench::run(&args),
     }
 }

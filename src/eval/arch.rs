@@ -75,11 +75,20 @@ pub enum LayerSpec {
         weight: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bias: Option<String>,
+        /// Output features: needed only to create the layer (training from scratch).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        out: Option<usize>,
     },
     Conv2d {
         weight: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bias: Option<String>,
+        /// Output channels and the (square) kernel size: needed only to create the
+        /// layer (training from scratch).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        out: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kernel: Option<usize>,
         #[serde(default = "one", skip_serializing_if = "is_one")]
         stride: usize,
         #[serde(default, skip_serializing_if = "is_zero")]
@@ -118,7 +127,7 @@ impl LayerSpec {
     /// The model tensors this layer reads.
     pub fn tensors(&self) -> Vec<&str> {
         match self {
-            LayerSpec::Linear { weight, bias } | LayerSpec::Conv2d { weight, bias, .. } => {
+            LayerSpec::Linear { weight, bias, .. } | LayerSpec::Conv2d { weight, bias, .. } => {
                 std::iter::once(weight.as_str())
                     .chain(bias.as_deref())
                     .collect()
@@ -370,6 +379,8 @@ pub fn propose(model: &Model, sample_len: usize) -> Result<Proposal> {
                     stride: 1,
                     padding: if choice.0 { shape[2] / 2 } else { 0 },
                     groups: 1,
+                    out: None,
+                    kernel: None,
                 });
                 if n != last {
                     layers.push(LayerSpec::Relu);
@@ -386,7 +397,11 @@ pub fn propose(model: &Model, sample_len: usize) -> Result<Proposal> {
                     layers.push(LayerSpec::Flatten);
                     flattened = true;
                 }
-                layers.push(LayerSpec::Linear { weight, bias });
+                layers.push(LayerSpec::Linear {
+                    weight,
+                    bias,
+                    out: None,
+                });
                 if n != last {
                     layers.push(LayerSpec::Relu);
                 }

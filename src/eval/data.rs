@@ -10,7 +10,8 @@
 //! std = [0.3081]
 //! shape = [1, 28, 28]         # one sample's shape (the model's input)
 //! # labels = "t10k-labels-idx1-ubyte.gz"   # IDX only: the label file
-//! # limit = 1000                           # the first N samples only
+//! # skip = 1000                            # leave out the first N samples
+//! # limit = 1000                           # then keep the first N only
 //! ```
 
 use std::io::Read;
@@ -78,6 +79,8 @@ pub struct DataSpec {
     #[serde(default)]
     pub shape: Option<Vec<usize>>,
     #[serde(default)]
+    pub skip: Option<usize>,
+    #[serde(default)]
     pub limit: Option<usize>,
 }
 
@@ -99,6 +102,20 @@ pub fn load(path: &Path) -> Result<Dataset> {
     let file = dir.join(&spec.file);
     let labels = spec.labels.as_ref().map(|l| dir.join(l));
     let mut data = load_file(&file, labels.as_deref(), &spec.label)?;
+    if let Some(skip) = spec.skip {
+        if skip >= data.len() {
+            return Err(bad(
+                path,
+                format!(
+                    "skip = {skip} leaves no samples ({} has {})",
+                    file.display(),
+                    data.len()
+                ),
+            ));
+        }
+        data.x.drain(..skip * data.sample_len());
+        data.labels.drain(..skip);
+    }
     if let Some(limit) = spec.limit {
         let n = limit.min(data.len());
         data.x.truncate(n * data.sample_len());

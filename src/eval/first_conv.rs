@@ -54,6 +54,7 @@ impl FirstConv {
             stride,
             padding,
             groups: 1,
+            ..
         }) = spec.layers.first()
         else {
             return Ok(None);
@@ -365,6 +366,8 @@ mod tests {
                 stride,
                 padding,
                 groups: 1,
+                out: None,
+                kernel: None,
             }];
             for t in tail.split(',').filter(|t| !t.is_empty()) {
                 layers.push(match t {
@@ -421,6 +424,8 @@ mod tests {
                 stride: 1,
                 padding: 1,
                 groups,
+                out: None,
+                kernel: None,
             }],
         };
         // 4 channels × 3 × 3 = 36 taps: an ordinary GEMM, tract's job.

@@ -188,7 +188,7 @@ impl OnnxGraph {
         for (n, layer) in spec.layers.iter().enumerate() {
             let out = format!("l{n}");
             match layer {
-                LayerSpec::Linear { weight, bias } => {
+                LayerSpec::Linear { weight, bias, .. } => {
                     let mut inputs = vec![x.clone(), b.weight(source, weight)?];
                     inputs.extend(bias.as_deref().map(|n| b.weight(source, n)).transpose()?);
                     b.node("Gemm", inputs, &out, vec![int("transB", 1)]);
@@ -200,6 +200,7 @@ impl OnnxGraph {
                     stride,
                     padding,
                     groups,
+                    ..
                 } => {
                     let mut inputs = vec![x.clone(), b.weight(source, weight)?];
                     inputs.extend(bias.as_deref().map(|n| b.weight(source, n)).transpose()?);

@@ -70,9 +70,19 @@ impl Sequential {
                 Error::InvalidSetting(format!("layer {} ({}): {what}", n + 1, describe(layer)))
             };
             let op = match layer {
-                LayerSpec::Linear { weight, bias } => {
+                LayerSpec::Linear {
+                    weight,
+                    bias,
+                    out: declared,
+                } => {
                     let w = tensor(weight, None)?;
                     let (out, inp) = w.dims2().map_err(|_| at("the weight is not 2-D".into()))?;
+                    if declared.is_some_and(|d| d != out) {
+                        return Err(at(format!(
+                            "declares out = {} but `{weight}` has {out} outputs",
+                            declared.unwrap_or_default()
+                        )));
+                    }
                     if shape != [inp] {
                         return Err(at(format!(
                             "takes {inp} inputs but receives {shape:?} (a flatten, padding or pooling may be missing)"
@@ -91,10 +101,19 @@ impl Sequential {
                     stride,
                     padding,
                     groups,
+                    out: declared,
+                    kernel,
                 } => {
                     let w = tensor(weight, None)?;
                     let (out, inp, kh, kw) =
                         w.dims4().map_err(|_| at("the weight is not 4-D".into()))?;
+                    if declared.is_some_and(|d| d != out)
+                        || kernel.is_some_and(|k| k != kh || k != kw)
+                    {
+                        return Err(at(format!(
+                            "declares out = {declared:?}, kernel = {kernel:?} but `{weight}` is {out}×{inp}×{kh}×{kw}"
+                        )));
+                    }
                     let [c, h, wd] = shape[..] else {
                         return Err(at(format!("needs a [C, H, W] input, receives {shape:?}")));
                     };

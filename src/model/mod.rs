@@ -164,6 +164,30 @@ impl Ctx<'_> {
     }
 }
 
+fn f32_info(name: String, shape: &[usize], numel: usize, path: &Path) -> TensorInfo {
+    TensorInfo {
+        name,
+        shape: shape.iter().map(|&d| d as u64).collect(),
+        dtype: DType::F32,
+        numel: numel as u64,
+        size_bytes: 4 * numel as u64,
+        origin: Origin {
+            file: path.to_owned(),
+            offset: None,
+            member: None,
+        },
+    }
+}
+
+fn f32_bytes(values: &[f32]) -> Bytes {
+    Bytes::from(
+        values
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    )
+}
+
 /// Memory-map `path` read-only as shared bytes.
 pub(crate) fn map_file(path: &Path) -> Result<Bytes> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -250,6 +274,63 @@ impl Model {
             metadata: loaded.metadata,
             tensors,
             layers,
+            data,
+        })
+    }
+
+    /// A model held in memory: F32 tensors `(name, shape, values)` in order, as if
+    /// read from a safetensors file at `path` (a trained student network).
+    pub fn from_f32(
+        path: impl Into<PathBuf>,
+        tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    ) -> Model {
+        let path = path.into();
+        let (infos, data): (Vec<_>, Vec<_>) = tensors
+            .into_iter()
+            .map(|(name, shape, values)| {
+                let info = f32_info(name, &shape, values.len(), &path);
+                (info, Data::Bytes(f32_bytes(&values)))
+            })
+            .unzip();
+        let format = Format::Safetensors;
+        Model {
+            layers: layers::group_by_name(format, &infos),
+            path,
+            format,
+            metadata: Vec::new(),
+            tensors: infos,
+            data,
+        }
+    }
+
+    /// This model with some tensors' values replaced by F32 values held in memory
+    /// (trained weights), so compression and export treat them like any others.
+    /// Names not in the model, or values of the wrong length, are refused.
+    pub fn with_values(
+        &self,
+        values: &std::collections::HashMap<String, Vec<f32>>,
+    ) -> Result<Model> {
+        let (mut tensors, mut data) = (self.tensors.clone(), self.data.clone());
+        for (name, v) in values {
+            let i = self.tensor_index(name).ok_or_else(|| {
+                Error::InvalidSetting(format!("{}: no tensor named `{name}`", self.path.display()))
+            })?;
+            let shape: Vec<usize> = tensors[i].shape.iter().map(|&d| d as usize).collect();
+            if v.len() as u64 != tensors[i].numel {
+                return Err(Error::InvalidSetting(format!(
+                    "tensor `{name}`: {} values for shape {shape:?}",
+                    v.len()
+                )));
+            }
+            tensors[i] = f32_info(name.clone(), &shape, v.len(), &self.path);
+            data[i] = Data::Bytes(f32_bytes(v));
+        }
+        Ok(Model {
+            path: self.path.clone(),
+            format: self.format,
+            metadata: self.metadata.clone(),
+            tensors,
+            layers: self.layers.clone(),
             data,
         })
     }

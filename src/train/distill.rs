@@ -1,0 +1,160 @@
+//! Knowledge distillation (Hinton, Vinyals and Dean, "Distilling the Knowledge in a
+//! Neural Network", 2015): a small student learns from a teacher's softened class
+//! probabilities as well as from the labels,
+//!
+//! loss = α·T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)) + (1 − α)·CE(y, z_s),
+//!
+//! with the KL divergence averaged over the batch (PyTorch's `batchmean`). The T²
+//! keeps the soft term's gradients on the scale of the hard one's. With α = 0 the
+//! same loop trains the student from labels alone: the baseline that shows what the
+//! teacher adds.
+
+use candle_core::{D, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::net::{TrainNet, Weights, candle};
+use super::{Fitted, Hooks, Soft, TrainEvent, TrainOptions, fit, split};
+use crate::error::{Error, Result};
+use crate::eval::arch::ArchSpec;
+use crate::eval::data::Dataset;
+use crate::eval::{DEFAULT_BATCH, Metrics, Runner, check_fit, evaluate, sequential_runner};
+
+/// Temperature and mix of the distillation loss.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Distillation {
+    /// T: above 1 softens both distributions, exposing the teacher's "dark knowledge".
+    pub temperature: f64,
+    /// α: weight of the soft term (0 = labels only, 1 = teacher only).
+    pub alpha: f64,
+}
+
+impl Default for Distillation {
+    fn default() -> Self {
+        Distillation {
+            temperature: 4.0,
+            alpha: 0.9,
+        }
+    }
+}
+
+impl Distillation {
+    pub fn check(&self) -> Result<()> {
+        let temperature_ok = self.temperature > 0.0 && self.temperature.is_finite();
+        if !temperature_ok || !(0.0..=1.0).contains(&self.alpha) {
+            return Err(Error::InvalidSetting(format!(
+                "distillation needs a temperature > 0 and 0 ≤ α ≤ 1 (got T = {}, α = {})",
+                self.temperature, self.alpha
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The distillation loss for a batch of student logits `z_s`, teacher logits `z_t`
+/// (both [N, classes]) and labels `y` [N].
+pub fn loss(z_s: &Tensor, z_t: &Tensor, y: &Tensor, d: Distillation) -> Result<Tensor> {
+    let ce = candle_nn::loss::cross_entropy(z_s, y).map_err(candle)?;
+    if d.alpha == 0.0 {
+        return Ok(ce);
+    }
+    let t = d.temperature;
+    let n = z_s.dim(0).map_err(candle)? as f64;
+    let kl = (|| {
+        let log_ps = candle_nn::ops::log_softmax(&(z_s / t)?, D::Minus1)?;
+        let log_pt = candle_nn::ops::log_softmax(&(z_t / t)?, D::Minus1)?;
+        let pt = log_pt.exp()?;
+        (pt * (log_pt - log_ps)?)?.sum_all()? / n
+    })()
+    .map_err(candle)?;
+    (|| (kl * (d.alpha * t * t))? + (ce * (1.0 - d.alpha))?)().map_err(candle)
+}
+
+/// The teacher's logits for every sample of `data`, row-major.
+pub fn teacher_logits(teacher: &dyn Runner, data: &Dataset) -> Result<Vec<f32>> {
+    check_fit(teacher, data)?;
+    let len = data.sample_len();
+    let mut out = Vec::with_capacity(data.len() * teacher.classes());
+    for (k, chunk) in data.x.chunks(DEFAULT_BATCH * len).enumerate() {
+        let n = chunk.len() / len;
+        let scores = teacher.logits(chunk, n)?;
+        if scores.len() != n * teacher.classes() {
+            return Err(Error::InvalidSetting(format!(
+                "the teacher returned {} scores for {n} samples (batch {k})",
+                scores.len()
+            )));
+        }
+        out.extend(scores);
+    }
+    Ok(out)
+}
+
+/// Validation of a plain (uncompressed) network through the evaluation path.
+struct Plain<'a> {
+    spec: &'a ArchSpec,
+}
+
+impl Hooks for Plain<'_> {
+    fn validate(
+        &mut self,
+        net: &TrainNet,
+        validation: &Dataset,
+        _step: usize,
+    ) -> Result<(Metrics, bool)> {
+        let runner = sequential_runner(self.spec, &net.weights()?, &validation.source)?;
+        let metrics = evaluate(runner.as_ref(), validation, DEFAULT_BATCH, |_, _| true)?;
+        Ok((metrics, true))
+    }
+}
+
+/// Train the network of `spec`, starting from `start` (see
+/// [`super::net::initialise`] for fresh weights), on `train`: from the labels alone,
+/// or with `teacher`'s soft targets. A validation split of `train` picks the best
+/// epoch.
+pub fn train(
+    spec: &ArchSpec,
+    start: &Weights,
+    train: &Dataset,
+    teacher: Option<(&dyn Runner, Distillation)>,
+    options: &TrainOptions,
+    progress: &mut dyn FnMut(TrainEvent) -> bool,
+) -> Result<Fitted> {
+    let net = TrainNet::new(spec, start)?;
+    let (fit_set, validation) = split(train, options.validation, options.seed)?;
+    check_fit(
+        &crate::eval::sequential::Sequential::build(spec, start)?,
+        train,
+    )?;
+    let soft_logits = match teacher {
+        Some((runner, settings)) => {
+            settings.check()?;
+            if runner.classes() != net.classes() {
+                return Err(Error::InvalidSetting(format!(
+                    "the teacher has {} classes but the student {}",
+                    runner.classes(),
+                    net.classes()
+                )));
+            }
+            Some((teacher_logits(runner, &fit_set)?, settings))
+        }
+        None => None,
+    };
+    let soft = soft_logits.as_ref().map(|(logits, settings)| Soft {
+        logits,
+        settings: *settings,
+    });
+    fit(
+        &net,
+        &fit_set,
+        &validation,
+        soft,
+        options,
+        &mut Plain { spec },
+        progress,
+    )
+}
+
+/// Parameters and f32 bytes of a set of weights.
+pub fn size_of(weights: &Weights) -> (usize, u64) {
+    let params: usize = weights.values().map(|(v, _)| v.len()).sum();
+    (params, 4 * params as u64)
+}

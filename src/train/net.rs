@@ -1,0 +1,320 @@
+//! A sequential spec as a trainable candle network: weights and biases of linear and
+//! convolution layers and batch-norm γ/β are `Var`s; batch-norm running statistics
+//! stay frozen (usual when fine-tuning with small batches) and dropout is off, so a
+//! step is deterministic. A trailing softmax is left out: the losses take logits.
+
+use std::collections::HashMap;
+
+use candle_core::{D, DType, Device, Module, Tensor, Var};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::error::{Error, Result};
+use crate::eval::arch::{ArchSpec, LayerSpec};
+use crate::eval::sequential::{Sequential, WeightSource};
+
+/// Named tensors as plain values: what a trained network hands back.
+pub type Weights = HashMap<String, (Vec<f32>, Vec<usize>)>;
+
+pub(crate) fn candle(e: candle_core::Error) -> Error {
+    Error::InvalidSetting(format!("training: {e}"))
+}
+
+/// A spec bound to trainable variables.
+pub struct TrainNet {
+    spec: ArchSpec,
+    /// Trainable tensors, in spec order.
+    vars: Vec<(String, Var)>,
+    /// Frozen batch-norm statistics.
+    frozen: HashMap<String, Tensor>,
+    classes: usize,
+}
+
+impl TrainNet {
+    /// Bind `spec` to starting values from `source` (every shape is checked first, as
+    /// for evaluation).
+    pub fn new(spec: &ArchSpec, source: &dyn WeightSource) -> Result<TrainNet> {
+        let built = Sequential::build(spec, source)?;
+        let classes = crate::eval::Runner::classes(&built);
+        let mut spec = spec.clone();
+        if matches!(spec.layers.last(), Some(LayerSpec::Softmax)) {
+            spec.layers.pop();
+        }
+        let (mut vars, mut frozen) = (Vec::new(), HashMap::new());
+        for layer in &spec.layers {
+            let (trained, fixed): (Vec<&str>, Vec<&str>) = match layer {
+                LayerSpec::Batchnorm {
+                    weight,
+                    bias,
+                    mean,
+                    var,
+                    ..
+                } => (vec![weight, bias], vec![mean, var]),
+                other => (other.tensors(), Vec::new()),
+            };
+            for name in trained {
+                if vars.iter().any(|(n, _)| n == name) {
+                    continue; // a tensor shared by two layers trains once
+                }
+                let (values, dims) = source.weight(name)?;
+                let t = Tensor::from_vec(values, dims, &Device::Cpu).map_err(candle)?;
+                vars.push((name.to_owned(), Var::from_tensor(&t).map_err(candle)?));
+            }
+            for name in fixed {
+                let (values, dims) = source.weight(name)?;
+                let t = Tensor::from_vec(values, dims, &Device::Cpu).map_err(candle)?;
+                frozen.insert(name.to_owned(), t);
+            }
+        }
+        Ok(TrainNet {
+            spec,
+            vars,
+            frozen,
+            classes,
+        })
+    }
+
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// The trainable tensors, in spec order.
+    pub fn vars(&self) -> &[(String, Var)] {
+        &self.vars
+    }
+
+    pub fn var(&self, name: &str) -> Option<&Var> {
+        self.vars.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// Trainable parameters.
+    pub fn params(&self) -> usize {
+        self.vars.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// Logits for a batch `x` ([N, …input]); `replace` gives the tensor a layer uses
+    /// instead of its variable (fake-quantized weights), by name.
+    pub fn forward(&self, x: &Tensor, replace: &HashMap<String, Tensor>) -> Result<Tensor> {
+        let get = |name: &str| -> Result<Tensor> {
+            if let Some(t) = replace.get(name) {
+                return Ok(t.clone());
+            }
+            if let Some(v) = self.var(name) {
+                return Ok(v.as_tensor().clone());
+            }
+            self.frozen
+                .get(name)
+                .cloned()
+                .ok_or_else(|| Error::InvalidSetting(format!("no tensor named `{name}`")))
+        };
+        let mut x = x.clone();
+        for layer in &self.spec.layers {
+            x = match layer {
+                LayerSpec::Linear { weight, bias, .. } => {
+                    candle_nn::Linear::new(get(weight)?, bias.as_deref().map(get).transpose()?)
+                        .forward(&x)
+                }
+                LayerSpec::Conv2d {
+                    weight,
+                    bias,
+                    stride,
+                    padding,
+                    groups,
+                    ..
+                } => {
+                    let y = x
+                        .conv2d(&get(weight)?, *padding, *stride, 1, *groups)
+                        .map_err(candle)?;
+                    match bias {
+                        Some(b) => get(b)?
+                            .reshape((1, (), 1, 1))
+                            .and_then(|b| y.broadcast_add(&b)),
+                        None => Ok(y),
+                    }
+                }
+                LayerSpec::Maxpool { kernel, stride } => {
+                    x.max_pool2d_with_stride(*kernel, stride.unwrap_or(*kernel))
+                }
+                LayerSpec::Avgpool { kernel, stride } => {
+                    x.avg_pool2d_with_stride(*kernel, stride.unwrap_or(*kernel))
+                }
+                LayerSpec::Batchnorm {
+                    weight,
+                    bias,
+                    mean,
+                    var,
+                    eps,
+                } => {
+                    let mut dims = vec![1, x.dim(1).map_err(candle)?];
+                    dims.extend(std::iter::repeat_n(1, x.rank() - 2));
+                    let shaped = |name: &str| {
+                        get(name).and_then(|t| t.reshape(dims.clone()).map_err(candle))
+                    };
+                    let inv_std = (shaped(var)? + *eps)
+                        .and_then(|v| v.sqrt())
+                        .and_then(|s| s.recip())
+                        .map_err(candle)?;
+                    let (mean, gamma, beta) = (shaped(mean)?, shaped(weight)?, shaped(bias)?);
+                    x.broadcast_sub(&mean)
+                        .and_then(|y| y.broadcast_mul(&inv_std))
+                        .and_then(|y| y.broadcast_mul(&gamma))
+                        .and_then(|y| y.broadcast_add(&beta))
+                }
+                LayerSpec::Relu => x.relu(),
+                LayerSpec::Gelu => x.gelu_erf(),
+                LayerSpec::Sigmoid => candle_nn::ops::sigmoid(&x),
+                LayerSpec::Tanh => x.tanh(),
+                LayerSpec::Softmax => candle_nn::ops::softmax(&x, D::Minus1),
+                LayerSpec::Flatten => x.flatten_from(1),
+                LayerSpec::Dropout => Ok(x),
+            }
+            .map_err(candle)?;
+        }
+        Ok(x)
+    }
+
+    /// The current values of one variable.
+    pub fn values_of(&self, name: &str) -> Result<Vec<f32>> {
+        let v = self
+            .var(name)
+            .ok_or_else(|| Error::InvalidSetting(format!("no trainable tensor `{name}`")))?;
+        v.as_tensor()
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(candle)
+    }
+
+    /// Every tensor the spec uses (trained and frozen), as plain values.
+    pub fn weights(&self) -> Result<Weights> {
+        let mut out = Weights::new();
+        let plain = |t: &Tensor| -> Result<(Vec<f32>, Vec<usize>)> {
+            Ok((
+                t.flatten_all()
+                    .and_then(|t| t.to_dtype(DType::F32))
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .map_err(candle)?,
+                t.dims().to_vec(),
+            ))
+        };
+        for (name, v) in &self.vars {
+            out.insert(name.clone(), plain(v.as_tensor())?);
+        }
+        for (name, t) in &self.frozen {
+            out.insert(name.clone(), plain(t)?);
+        }
+        Ok(out)
+    }
+
+    /// Set every variable from `weights` (a kept checkpoint).
+    pub fn load(&self, weights: &Weights) -> Result<()> {
+        for (name, v) in &self.vars {
+            let (values, dims) = weights
+                .get(name)
+                .ok_or_else(|| Error::InvalidSetting(format!("checkpoint lacks `{name}`")))?;
+            let t = Tensor::from_slice(values, dims.as_slice(), &Device::Cpu).map_err(candle)?;
+            v.set(&t).map_err(candle)?;
+        }
+        Ok(())
+    }
+}
+
+/// Fresh weights for `spec`, initialised as PyTorch initialises `nn.Linear` and
+/// `nn.Conv2d` (weights and biases uniform in ±1/√fan_in), batch norm as identity.
+/// Layers whose tensors are created need `out` (and a convolution `kernel`).
+pub fn initialise(spec: &ArchSpec, seed: u64) -> Result<Weights> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut weights = Weights::new();
+    let mut shape = spec.input.clone();
+    for (n, layer) in spec.layers.iter().enumerate() {
+        let at = |what: String| Error::InvalidSetting(format!("layer {}: {what}", n + 1));
+        let mut uniform = |name: &str, dims: Vec<usize>, fan_in: usize| {
+            let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
+            let count = dims.iter().product();
+            let values = (0..count)
+                .map(|_| rng.random_range(-bound..=bound))
+                .collect();
+            weights.insert(name.to_owned(), (values, dims));
+        };
+        match layer {
+            LayerSpec::Linear { weight, bias, out } => {
+                let out = out.ok_or_else(|| {
+                    at(format!(
+                        "linear `{weight}` needs `out` (its output features) to be created"
+                    ))
+                })?;
+                let [inp] = shape[..] else {
+                    return Err(at(format!(
+                        "linear `{weight}` receives {shape:?}, not a vector (a flatten may be missing)"
+                    )));
+                };
+                uniform(weight, vec![out, inp], inp);
+                if let Some(b) = bias {
+                    uniform(b, vec![out], inp);
+                }
+                shape = vec![out];
+            }
+            LayerSpec::Conv2d {
+                weight,
+                bias,
+                stride,
+                padding,
+                groups,
+                out,
+                kernel,
+            } => {
+                let (Some(out), Some(k)) = (*out, *kernel) else {
+                    return Err(at(format!(
+                        "conv2d `{weight}` needs `out` (channels) and `kernel` to be created"
+                    )));
+                };
+                let [c, h, w] = shape[..] else {
+                    return Err(at(format!(
+                        "conv2d `{weight}` receives {shape:?}, not [C, H, W]"
+                    )));
+                };
+                if *groups == 0 || c % groups != 0 || out % groups != 0 || *stride == 0 {
+                    return Err(at(format!(
+                        "conv2d `{weight}`: {c} → {out} channels do not split into {groups} groups"
+                    )));
+                }
+                let fan_in = c / groups * k * k;
+                uniform(weight, vec![out, c / groups, k, k], fan_in);
+                if let Some(b) = bias {
+                    uniform(b, vec![out], fan_in);
+                }
+                let size = |x: usize| (x + 2 * padding).checked_sub(k).map(|v| v / stride + 1);
+                let (Some(oh), Some(ow)) = (size(h), size(w)) else {
+                    return Err(at(format!("a {k}×{k} kernel does not fit {h}×{w}")));
+                };
+                shape = vec![out, oh, ow];
+            }
+            LayerSpec::Maxpool { kernel, stride } | LayerSpec::Avgpool { kernel, stride } => {
+                let s = stride.unwrap_or(*kernel);
+                let [c, h, w] = shape[..] else {
+                    return Err(at(format!("pooling receives {shape:?}, not [C, H, W]")));
+                };
+                if *kernel == 0 || s == 0 || *kernel > h || *kernel > w {
+                    return Err(at(format!(
+                        "a {kernel}×{kernel} window does not fit {h}×{w}"
+                    )));
+                }
+                shape = vec![c, (h - kernel) / s + 1, (w - kernel) / s + 1];
+            }
+            LayerSpec::Batchnorm {
+                weight,
+                bias,
+                mean,
+                var,
+                ..
+            } => {
+                let c = shape[0];
+                for (name, value) in [(weight, 1.0), (bias, 0.0), (mean, 0.0), (var, 1.0)] {
+                    weights.insert(name.clone(), (vec![value; c], vec![c]));
+                }
+            }
+            LayerSpec::Flatten => shape = vec![shape.iter().product()],
+            _ => {}
+        }
+    }
+    Ok(weights)
+}
