@@ -585,3 +585,134 @@ fn returning_the_slider_to_a_measured_level_reuses_its_accuracy() {
     assert_eq!(again.accuracy, first.accuracy);
     assert_eq!(again.bytes_after, first.bytes_after);
 }
+
+/// A digits MLP trained by the library, written with its spec and data specs: a model
+/// small enough to train in seconds inside the app.
+fn digits_model(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use slimscope::eval::arch::ArchSpec;
+    use slimscope::train::{TrainOptions, distill, net};
+    let spec_text = "version = 1\ninput = [64]\n[[layer]]\nop = \"linear\"\nweight = \"fc0.weight\"\nbias = \"fc0.bias\"\nout = 64\n[[layer]]\nop = \"relu\"\n[[layer]]\nop = \"linear\"\nweight = \"fc1.weight\"\nbias = \"fc1.bias\"\nout = 10\n";
+    let spec_path = dir.join("mlp.arch.toml");
+    std::fs::write(&spec_path, spec_text).expect("spec");
+    let data = dir.join("digits.toml");
+    std::fs::write(
+        &data,
+        format!(
+            "file = {:?}\nlabel = \"last\"\ndivide = 16.0\nshape = [64]\n",
+            fixture("digits.csv.gz")
+        ),
+    )
+    .expect("data spec");
+    let spec = ArchSpec::load(&spec_path).expect("spec");
+    let all = slimscope::eval::data::load(&data).expect("data");
+    let start = net::initialise(&spec, 0).expect("init");
+    let options = TrainOptions {
+        epochs: 10,
+        ..TrainOptions::default()
+    };
+    let fitted = distill::train(&spec, &start, &all, None, &options, &mut |_| true).expect("train");
+    let model = dir.join("mlp.safetensors");
+    net::write_weights(
+        &spec,
+        &fitted.weights,
+        &spec_path,
+        &serde_json::json!({}),
+        &model,
+        false,
+    )
+    .expect("write");
+    (model, spec_path, data)
+}
+
+#[test]
+fn recover_and_distill_in_the_training_tab_put_the_recovered_point_on_the_curves() {
+    use slimscope::app::Command;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (model, spec, data) = digits_model(dir.path());
+    let mut h = harness();
+    drop_file(&mut h, &model);
+    step_until(&mut h, "the model", |a| {
+        a.loaded.is_some() && !a.is_loading()
+    });
+    drop_file(&mut h, &data);
+    step_until(&mut h, "the data", |a| {
+        a.attached.is_some() && !a.is_attaching()
+    });
+    drop_file(&mut h, &spec);
+    step_until(&mut h, "the spec", |a| {
+        a.attached.as_ref().is_some_and(|x| x.arch_path.is_some()) && !a.is_attaching()
+    });
+    h.get_by_label("Training").click();
+    h.run_steps(2);
+    h.get_by_label_contains("held out");
+    // Nothing compressed yet: Recover is not offered.
+    h.get_by_label_contains("nothing compressed yet");
+    h.state_mut().config.sparsity_pct = 90.0;
+    h.run_steps(2);
+    h.state_mut().training.recover.epochs = 4;
+    h.get_by_label("Recover").click();
+    h.run_steps(2);
+    assert!(h.state().training.is_running());
+    step_until(&mut h, "the recovery", |a| !a.training.is_running());
+    assert_eq!(h.state().training.status, None);
+    h.get_by_label("recovered");
+    h.get_by_label("one-shot");
+    let r = &h.state().training.recoveries[0];
+    assert!(
+        r.held_out.recovered.top1 > r.held_out.one_shot.top1,
+        "recovery helped"
+    );
+    assert_eq!(r.mask_violations, 0);
+    // The recovered point and its one-shot point go on the curves.
+    let markers = h.state().training.markers();
+    assert_eq!(markers.len(), 1);
+    assert_eq!(markers[0].sparsity_pct, 90.0);
+    assert!(markers[0].recovered_top1 > markers[0].one_shot_top1);
+    h.get_by_label("Curves").click();
+    h.run_steps(2);
+    h.get_by_label("Training").click();
+    h.run_steps(2);
+
+    // Save it (the dialog's answer arrives as this command) and re-open it.
+    let out = dir.path().join("mlp.recovered.safetensors");
+    h.state_mut().apply(Command::SaveRecovered(out.clone()));
+    step_until(&mut h, "the save", |a| {
+        a.notice.is_some() || a.error.is_some()
+    });
+    assert!(h.state().error.is_none(), "{:?}", h.state().error);
+    let saved = slimscope::Model::open(&out).expect("re-open");
+    let w = saved
+        .tensor_f32(saved.tensor_index("fc0.weight").expect("fc0"))
+        .expect("values");
+    let zeros = w.iter().filter(|&&v| v == 0.0).count() as f64 / w.len() as f64;
+    assert!((zeros - 0.9).abs() < 0.01, "sparsity {zeros}");
+    assert!(dir.path().join("mlp.recovered.recipe.toml").exists());
+
+    // Cancelling a run keeps nothing and says so.
+    h.state_mut().training.recover.epochs = 1000;
+    h.get_by_label("Recover").click();
+    h.run_steps(2);
+    h.get_by_label("Cancel").click();
+    step_until(&mut h, "the cancel", |a| !a.training.is_running());
+    h.get_by_label_contains("cancelled");
+    assert_eq!(h.state().training.recoveries.len(), 1);
+
+    // Distil into a 16-unit student.
+    let student = dir.path().join("student.toml");
+    std::fs::write(
+        &student,
+        "version = 1\ninput = [64]\n[[layer]]\nop = \"linear\"\nweight = \"s0.weight\"\nbias = \"s0.bias\"\nout = 16\n[[layer]]\nop = \"relu\"\n[[layer]]\nop = \"linear\"\nweight = \"s1.weight\"\nbias = \"s1.bias\"\nout = 10\n",
+    )
+    .expect("student spec");
+    h.state_mut().apply(Command::ChooseStudent(student));
+    h.state_mut().training.distill.epochs = 3;
+    h.run_steps(2);
+    h.get_by_label("Distill").click();
+    h.run_steps(2);
+    step_until(&mut h, "the distillation", |a| !a.training.is_running());
+    assert_eq!(h.state().training.status, None);
+    h.get_by_label("student (distilled)");
+    h.get_by_label("student (labels only)");
+    // Both students have 64·16 + 16 + 16·10 + 10 parameters.
+    assert_eq!(h.get_all_by_label("1,210").count(), 2);
+}

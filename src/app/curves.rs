@@ -114,6 +114,11 @@ pub enum CurvesView {
 }
 
 impl Curves {
+    /// The worker pool sweeps (and training) run on.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
     pub fn new(pool: Arc<Pool>) -> Self {
         Curves {
             pool,
@@ -333,14 +338,53 @@ fn axis_y(label: &str) -> AxisHints<'static> {
         .label_spacing(15.0..=25.0)
 }
 
-/// A plot of the curves tab: legend, labelled axes, no scroll-zoom (the tab scrolls).
-fn plot(id: &str, height: f32, x: &str, y: &str) -> Plot<'static> {
+/// A plot of the curves tab: legend (in `corner`, where its curves rarely go),
+/// labelled axes, no scroll-zoom (the tab scrolls).
+fn plot(id: &str, height: f32, x: &str, y: &str, corner: egui_plot::Corner) -> Plot<'static> {
     Plot::new(id.to_owned())
         .height(height)
-        .legend(Legend::default())
+        .legend(Legend::default().position(corner))
         .custom_x_axes(vec![axis_x(x)])
         .custom_y_axes(vec![axis_y(y)])
         .allow_scroll(false)
+}
+
+/// A recovered configuration on the curves, beside its one-shot point (top-1 as a
+/// fraction, on the whole attached data).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecoveredMarker {
+    pub sparsity_pct: f64,
+    pub bytes: u64,
+    pub one_shot_top1: f64,
+    pub recovered_top1: f64,
+}
+
+/// Recovered points (up-triangles) and their one-shot points (down-triangles) at the
+/// x each marker gives.
+fn recovered_points(
+    plot: &mut egui_plot::PlotUi<'_>,
+    markers: &[RecoveredMarker],
+    x: impl Fn(&RecoveredMarker) -> f64,
+) {
+    if markers.is_empty() {
+        return;
+    }
+    let at = |y: fn(&RecoveredMarker) -> f64| -> Vec<[f64; 2]> {
+        markers.iter().map(|m| [x(m), 100.0 * y(m)]).collect()
+    };
+    plot.points(
+        Points::new("one-shot", PlotPoints::from(at(|m| m.one_shot_top1)))
+            .radius(6.0)
+            .shape(egui_plot::MarkerShape::Down),
+    );
+    plot.points(
+        Points::new(
+            "recovered (fine-tuned)",
+            PlotPoints::from(at(|m| m.recovered_top1)),
+        )
+        .radius(6.0)
+        .shape(egui_plot::MarkerShape::Up),
+    );
 }
 
 /// The current configuration's marker at `at`.
@@ -357,6 +401,7 @@ pub fn ui(
     can_measure: bool,
     current: Option<&Evaluation>,
     baseline_top1: Option<f64>,
+    recovered: &[RecoveredMarker],
     actions: &mut Vec<CurvesAction>,
 ) {
     ui.horizontal(|ui| {
@@ -385,7 +430,7 @@ pub fn ui(
     });
     let results = curves.all_results();
     match curves.view {
-        CurvesView::Plots => plots_ui(ui, &results, current, baseline_top1),
+        CurvesView::Plots => plots_ui(ui, &results, current, baseline_top1, recovered),
         CurvesView::Layers => layers_ui(ui, curves, &results, baseline_top1, actions),
     }
 }
@@ -397,15 +442,16 @@ fn plots_ui(
     all: &[PointResult],
     current: Option<&Evaluation>,
     baseline_top1: Option<f64>,
+    recovered: &[RecoveredMarker],
 ) {
-    let measured = all.iter().any(|r| r.metrics.is_some());
+    let measured = all.iter().any(|r| r.metrics.is_some()) || !recovered.is_empty();
     let results: Vec<PointResult> = all
         .iter()
         .filter(|r| !measured || r.metrics.is_some())
         .cloned()
         .collect();
     ui.label(format!("{} points measured", results.len()));
-    if results.is_empty() {
+    if results.is_empty() && recovered.is_empty() {
         return;
     }
     let y_label = if measured {
@@ -421,7 +467,14 @@ fn plots_ui(
     // Accuracy vs sparsity: global curves solid, per-layer sensitivity dashed.
     let sensitivity_curves: Vec<LayerSensitivity> =
         sensitivity(&results, "layer magnitude", baseline_top1);
-    plot("vs sparsity", height, "sparsity (%)", y_label).show(ui, |plot| {
+    plot(
+        "vs sparsity",
+        height,
+        "sparsity (%)",
+        y_label,
+        egui_plot::Corner::LeftBottom,
+    )
+    .show(ui, |plot| {
         for (name, pts) in lines(&results, Axis::Sparsity, measured) {
             plot.line(Line::new(name.clone(), PlotPoints::from(pts.clone())));
             plot.points(Points::new(name, PlotPoints::from(pts)).radius(2.5));
@@ -443,8 +496,18 @@ fn plots_ui(
         if let (Some(e), Some(y)) = (current, current_top1) {
             plot.points(current_marker([e.config.sparsity_pct, y]));
         }
+        if measured {
+            recovered_points(plot, recovered, |m| m.sparsity_pct);
+        }
     });
-    plot("vs bits", height, "bits per weight (nominal)", y_label).show(ui, |plot| {
+    plot(
+        "vs bits",
+        height,
+        "bits per weight (nominal)",
+        y_label,
+        egui_plot::Corner::RightBottom,
+    )
+    .show(ui, |plot| {
         for (name, pts) in lines(&results, Axis::Bits, measured) {
             plot.line(Line::new(name.clone(), PlotPoints::from(pts.clone())));
             plot.points(Points::new(name, PlotPoints::from(pts)).radius(2.5));
@@ -456,7 +519,14 @@ fn plots_ui(
         .cloned()
         .collect();
     let front = pareto_front(&global);
-    plot("size vs accuracy", height, "model size (MB)", y_label).show(ui, |plot| {
+    plot(
+        "size vs accuracy",
+        height,
+        "model size (MB)",
+        y_label,
+        egui_plot::Corner::RightBottom,
+    )
+    .show(ui, |plot| {
         let all: Vec<[f64; 2]> = global
             .iter()
             .map(|r| [r.bytes as f64 / 1e6, y_of(r, measured)])
@@ -469,6 +539,9 @@ fn plots_ui(
         plot.line(Line::new("Pareto front", PlotPoints::from(front_pts)).width(2.0));
         if let (Some(e), Some(y)) = (current, current_top1) {
             plot.points(current_marker([e.bytes_after as f64 / 1e6, y]));
+        }
+        if measured {
+            recovered_points(plot, recovered, |m| m.bytes as f64 / 1e6);
         }
     });
     if !sensitivity_curves.is_empty() {

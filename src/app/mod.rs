@@ -12,6 +12,7 @@ pub mod curves;
 mod histogram;
 mod layers;
 mod summary;
+pub mod training;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,12 @@ pub enum Command {
     AttachArch(PathBuf),
     /// Ask for a data set to attach (off the UI thread).
     AttachDataDialog,
+    /// Use this architecture spec as the distillation student.
+    ChooseStudent(PathBuf),
+    /// Write the newest recovered model (and its recipe) here.
+    SaveRecovered(PathBuf),
+    /// Write the distilled student's weights here.
+    SaveStudent(PathBuf),
 }
 
 /// A model with every tensor's statistics, as the loading job produces it.
@@ -152,6 +159,12 @@ pub struct SlimApp {
     pub tab: Tab,
     /// Compressed tensors of the open model, shared by the sliders and the sweeps.
     tensor_cache: Arc<TensorCache>,
+    /// Recovery fine-tuning and distillation of the open model.
+    pub training: training::Training,
+    /// A file dialog whose answer becomes a command (student spec, save targets).
+    training_dialog: Option<JobHandle<Option<Command>>>,
+    /// A training result being written.
+    saving: Option<JobHandle<String>>,
 }
 
 /// Bytes of compressed tensors the app keeps for instant returns to a setting.
@@ -162,6 +175,7 @@ const TENSOR_CACHE_BYTES: usize = 1 << 30;
 pub enum Tab {
     Histogram,
     Curves,
+    Training,
 }
 
 impl SlimApp {
@@ -194,6 +208,9 @@ impl SlimApp {
                 .map(|p| curves::Curves::new(Arc::new(p))),
             tab: Tab::Histogram,
             tensor_cache: Arc::new(TensorCache::new(TENSOR_CACHE_BYTES)),
+            training: training::Training::default(),
+            training_dialog: None,
+            saving: None,
         }
     }
 
@@ -329,6 +346,25 @@ impl SlimApp {
         if let Some(c) = &mut self.curves {
             c.poll();
         }
+        self.training.poll();
+        if let Some(dialog) = &self.training_dialog
+            && let Some(event) = dialog.try_end()
+        {
+            self.training_dialog = None;
+            if let JobEvent::Finished(Some(command)) = event {
+                self.apply(command);
+            }
+        }
+        if let Some(saving) = &self.saving
+            && let Some(event) = saving.try_end()
+        {
+            self.saving = None;
+            match event {
+                JobEvent::Finished(message) => self.notice = Some(message),
+                JobEvent::Failed(message) => self.error = Some(message),
+                _ => {}
+            }
+        }
         if let Some(loading) = &mut self.loading {
             let mut finished = None;
             while let Ok(event) = loading.job.events.try_recv() {
@@ -452,6 +488,7 @@ impl SlimApp {
         if let Some(c) = &mut self.curves {
             c.clear();
         }
+        self.training.clear();
         self.tensor_cache = Arc::new(TensorCache::new(TENSOR_CACHE_BYTES));
         let recent = &mut self.settings.recent_files;
         recent.retain(|p| p != path);
@@ -553,6 +590,15 @@ impl SlimApp {
                     ))
                 }
             },
+            Command::ChooseStudent(path) => self.training.distill.student = Some(path),
+            Command::SaveRecovered(path) => match self.training.save_recovered(path) {
+                Ok(work) => self.save_in_background(work),
+                Err(e) => self.error = Some(e.to_string()),
+            },
+            Command::SaveStudent(path) => match self.training.save_student(path) {
+                Ok(work) => self.save_in_background(work),
+                Err(e) => self.error = Some(e.to_string()),
+            },
             Command::AttachDataDialog => {
                 if self.data_dialog.is_none() {
                     self.data_dialog = Some(spawn_job("file-dialog", self.notifier(), |_| {
@@ -564,6 +610,103 @@ impl SlimApp {
                     }));
                 }
             }
+        }
+    }
+
+    /// Write a training result on a worker; the outcome becomes a notice or an error.
+    fn save_in_background(
+        &mut self,
+        work: impl FnOnce() -> crate::Result<String> + Send + 'static,
+    ) {
+        if self.saving.is_none() {
+            self.saving = Some(spawn_job("save", self.notifier(), move |_| work()));
+        }
+    }
+
+    /// Show a file dialog off the UI thread; `answer` turns the chosen path into a
+    /// command.
+    fn training_dialog(
+        &mut self,
+        title: &'static str,
+        save_as: Option<String>,
+        filters: &'static [(&'static str, &'static [&'static str])],
+        answer: fn(PathBuf) -> Command,
+    ) {
+        if self.training_dialog.is_some() {
+            return;
+        }
+        self.training_dialog = Some(spawn_job("file-dialog", self.notifier(), move |_| {
+            let mut dialog = rfd::FileDialog::new().set_title(title);
+            for (name, extensions) in filters {
+                dialog = dialog.add_filter(*name, extensions);
+            }
+            let path = match save_as {
+                Some(name) => dialog.set_file_name(name).save_file(),
+                None => dialog.pick_file(),
+            };
+            Ok(path.map(answer))
+        }));
+    }
+
+    /// Why training cannot start now (`None`: it can).
+    fn training_blocker(&self) -> Option<&'static str> {
+        match &self.attached {
+            _ if self.loaded.is_none() => Some("Open a model first."),
+            None => Some("Attach a labelled data set first: training needs data."),
+            Some(a) if a.evaluator.network().spec().is_none() => Some(
+                "This model runs as an ONNX graph, which cannot be trained; open a state_dict with an architecture spec.",
+            ),
+            Some(_) => None,
+        }
+    }
+
+    /// Carry out what the training tab asked for.
+    fn training_action(&mut self, action: training::TrainingAction) {
+        use training::TrainingAction as A;
+        let stem = self
+            .loaded
+            .as_ref()
+            .and_then(|l| l.model.path.file_stem())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match action {
+            A::Recover | A::Distill => {
+                let (Some(model), Some(evaluator), Some(pool)) = (
+                    self.loaded.as_ref().map(|l| l.model.clone()),
+                    self.attached.as_ref().map(|a| a.evaluator.clone()),
+                    self.curves.as_ref().map(|c| c.pool().clone()),
+                ) else {
+                    return;
+                };
+                let notify = self.notifier();
+                if action == A::Recover {
+                    let config = self.config.clone();
+                    self.training
+                        .start_recovery(&pool, model, config, evaluator, notify);
+                } else {
+                    self.training
+                        .start_distillation(&pool, model, evaluator, notify);
+                }
+            }
+            A::Cancel => self.training.cancel(),
+            A::ChooseStudentDialog => self.training_dialog(
+                "Choose the student's architecture spec",
+                None,
+                &[("architecture spec", &["toml"])],
+                Command::ChooseStudent,
+            ),
+            A::SaveRecoveredDialog => self.training_dialog(
+                "Save the recovered model",
+                Some(format!("{stem}.recovered.safetensors")),
+                &[("safetensors", &["safetensors"]), ("GGUF", &["gguf"])],
+                Command::SaveRecovered,
+            ),
+            A::SaveStudentDialog => self.training_dialog(
+                "Save the distilled student",
+                Some(format!("{stem}.student.safetensors")),
+                &[("safetensors", &["safetensors"])],
+                Command::SaveStudent,
+            ),
         }
     }
 
@@ -793,13 +936,26 @@ impl SlimApp {
                         .on_hover_text("The selected tensor's values, before and after compression");
                     ui.selectable_value(&mut self.tab, Tab::Curves, "Curves")
                         .on_hover_text("Accuracy against sparsity and bit-width, layer sensitivity, size against accuracy");
+                    ui.selectable_value(&mut self.tab, Tab::Training, "Training")
+                        .on_hover_text("Win accuracy back: fine-tune the current configuration, or distill into a smaller student");
                 });
                 ui.separator();
             }
             match (self.selected, self.loaded.is_some()) {
+                (_, true) if self.tab == Tab::Training => {
+                    let mut actions = Vec::new();
+                    let blocker = self.training_blocker();
+                    egui::ScrollArea::vertical().id_salt("training").show(ui, |ui| {
+                        training::ui(ui, &mut self.training, &self.config, blocker, &mut actions);
+                    });
+                    for a in actions {
+                        self.training_action(a);
+                    }
+                }
                 (_, true) if self.tab == Tab::Curves => {
                     let mut actions = Vec::new();
                     let baseline = self.attached.as_ref().map(|a| a.baseline.top1);
+                    let recovered = self.training.markers();
                     if let Some(c) = &mut self.curves {
                         egui::ScrollArea::vertical().id_salt("curves").show(ui, |ui| {
                             curves::ui(
@@ -808,6 +964,7 @@ impl SlimApp {
                                 self.attached.is_some(),
                                 self.evaluation.as_deref(),
                                 baseline,
+                                &recovered,
                                 &mut actions,
                             );
                         });

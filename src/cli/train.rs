@@ -14,18 +14,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use clap::Args;
 
-use crate::compress::apply::apply;
 use crate::compress::recipe::Recipe;
 use crate::eval::arch::ArchSpec;
 use crate::eval::data::{self, Dataset};
 use crate::eval::{
     DEFAULT_BATCH, Metrics, ModelWeights, Network, Runner, evaluate, sequential_runner,
 };
-use crate::export::{check_output, write_model, write_safetensors};
+use crate::export::{check_output, write_model};
 use crate::model::Model;
-use crate::train::distill::{self, Distillation};
-use crate::train::finetune::recover;
-use crate::train::net::{Weights, initialise};
+use crate::train::distill::{self, Contender, Distillation, distill_and_compare};
+use crate::train::finetune::recover_and_compare;
+use crate::train::net::{Weights, initialise, write_weights};
 use crate::train::{EpochRecord, TrainEvent, TrainOptions};
 use crate::units::human_bytes;
 
@@ -278,27 +277,19 @@ pub fn finetune(args: &FinetuneArgs) -> anyhow::Result<()> {
             args.model.display()
         );
     };
-    let baseline = measure(network.runner(&model, &[])?.as_ref(), &test)?;
-    let one_shot_applied = apply(&model, &plans)?;
-    let one_shot = measure(network.runner(&model, &one_shot_applied)?.as_ref(), &test)?;
     let reporter = Reporter::new("fine-tuning", args.train.json);
-    let recovered = recover(
+    let (recovered, figures) = recover_and_compare(
         &model,
         spec,
         &plans,
         &train,
+        &test,
         &args.train.options(),
         args.gradual_from,
         &mut |e| reporter.event(e),
     )
     .map_err(cancelled)?;
     drop(reporter);
-    let runner = sequential_runner(
-        spec,
-        &ModelWeights::new(&recovered.trained, &recovered.applied),
-        &args.model,
-    )?;
-    let after = measure(runner.as_ref(), &test)?;
     write_model(
         &recovered.trained,
         &recovered.applied,
@@ -312,9 +303,9 @@ pub fn finetune(args: &FinetuneArgs) -> anyhow::Result<()> {
             "model": args.model,
             "recipe": args.recipe,
             "eval_data": args.eval_data,
-            "baseline": baseline,
-            "one_shot": one_shot,
-            "recovered": after,
+            "baseline": figures.baseline,
+            "one_shot": figures.one_shot,
+            "recovered": figures.recovered,
             "training": recovered.report(),
             "options": args.train.options(),
             "gradual_from": args.gradual_from,
@@ -335,9 +326,9 @@ pub fn finetune(args: &FinetuneArgs) -> anyhow::Result<()> {
     )?;
     writeln!(out, "{:<12} {:>8} {:>9}", "model", "top-1", "loss")?;
     for (name, m) in [
-        ("original", &baseline),
-        ("one-shot", &one_shot),
-        ("recovered", &after),
+        ("original", &figures.baseline),
+        ("one-shot", &figures.one_shot),
+        ("recovered", &figures.recovered),
     ] {
         writeln!(out, "{name:<12} {:>7.2}% {:>9.4}", 100.0 * m.top1, m.loss)?;
     }
@@ -348,45 +339,6 @@ pub fn finetune(args: &FinetuneArgs) -> anyhow::Result<()> {
         recovered.history.len(),
         recovered.mask_violations,
         args.output.display()
-    )?;
-    Ok(())
-}
-
-/// The spec's tensors in order, for writing.
-fn ordered(spec: &ArchSpec, weights: &Weights) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let mut out: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-    for layer in &spec.layers {
-        for name in layer.tensors() {
-            if out.iter().any(|(n, _, _)| n == name) {
-                continue;
-            }
-            if let Some((v, dims)) = weights.get(name) {
-                out.push((name.to_owned(), dims.clone(), v.clone()));
-            }
-        }
-    }
-    out
-}
-
-/// Write `weights` (of the spec read from `origin`) as safetensors with a note of
-/// how they were made.
-fn write_weights(
-    (spec, origin): (&ArchSpec, &Path),
-    weights: &Weights,
-    note: serde_json::Value,
-    out: &Path,
-    force: bool,
-) -> anyhow::Result<()> {
-    let model = Model::from_f32(origin, ordered(spec, weights));
-    write_safetensors(
-        &model,
-        &[],
-        std::collections::HashMap::from([
-            ("format".to_owned(), "pt".to_owned()),
-            ("slimscope_training".to_owned(), note.to_string()),
-        ]),
-        out,
-        force,
     )?;
     Ok(())
 }
@@ -408,16 +360,6 @@ fn start_weights(spec: &ArchSpec, init: Option<&Path>, seed: u64) -> anyhow::Res
         }
     }
     Ok(weights)
-}
-
-/// One trained network's figures.
-#[derive(serde::Serialize)]
-struct Contender {
-    name: &'static str,
-    params: u64,
-    bytes: u64,
-    #[serde(flatten)]
-    metrics: Metrics,
 }
 
 fn print_contenders(out: &mut impl Write, data: &Path, rows: &[Contender]) -> anyhow::Result<()> {
@@ -458,42 +400,32 @@ pub fn distill(args: &DistillArgs) -> anyhow::Result<()> {
     let (network, _) = Network::resolve(&teacher_model, args.arch.as_deref(), &train)?;
     let teacher = network.runner(&teacher_model, &[])?;
     let start = start_weights(&student_spec, args.init.as_deref(), options.seed)?;
-    let teacher_totals = teacher_model.totals();
-    let mut rows = vec![Contender {
-        name: "teacher",
-        params: teacher_totals.params,
-        bytes: teacher_totals.size_bytes,
-        metrics: measure(teacher.as_ref(), &test)?,
-    }];
-    let mut run = |name: &'static str, with_teacher: bool| -> anyhow::Result<Weights> {
-        let reporter = Reporter::new(name, args.train.json);
-        let fitted = distill::train(
-            &student_spec,
-            &start,
-            &train,
-            with_teacher.then_some((teacher.as_ref(), settings)),
-            &options,
-            &mut |e| reporter.event(e),
-        )
-        .map_err(cancelled)?;
-        let runner = sequential_runner(&student_spec, &fitted.weights, &args.student)?;
-        let (params, bytes) = distill::size_of(&fitted.weights);
-        rows.push(Contender {
-            name,
-            params: params as u64,
-            bytes,
-            metrics: measure(runner.as_ref(), &test)?,
-        });
-        Ok(fitted.weights)
-    };
-    let student = run("student (distilled)", true)?;
-    if !args.no_baseline {
-        run("student (labels only)", false)?;
-    }
+    let totals = teacher_model.totals();
+    let mut reporters: Vec<Reporter> = Vec::new();
+    let distilled = distill_and_compare(
+        teacher.as_ref(),
+        (totals.params, totals.size_bytes),
+        &student_spec,
+        &start,
+        (&train, &test),
+        settings,
+        &options,
+        !args.no_baseline,
+        &mut |name, e| {
+            if reporters.last().is_none_or(|r| r.label != name) {
+                reporters.push(Reporter::new(name, args.train.json));
+            }
+            reporters.last().is_none_or(|r| r.event(e))
+        },
+    )
+    .map_err(cancelled)?;
+    drop(reporters);
+    let (student, rows) = (distilled.student, distilled.table);
     write_weights(
-        (&student_spec, &args.student),
+        &student_spec,
         &student,
-        serde_json::json!({
+        &args.student,
+        &serde_json::json!({
             "distilled_from": args.teacher,
             "student": args.student,
             "distillation": settings,
@@ -539,15 +471,16 @@ pub fn fit(args: &FitArgs) -> anyhow::Result<()> {
     let runner = sequential_runner(&spec, &fitted.weights, &args.spec)?;
     let (params, bytes) = distill::size_of(&fitted.weights);
     let row = Contender {
-        name: "trained",
+        name: "trained".into(),
         params: params as u64,
         bytes,
         metrics: measure(runner.as_ref(), &test)?,
     };
     write_weights(
-        (&spec, &args.spec),
+        &spec,
         &fitted.weights,
-        serde_json::json!({ "spec": args.spec, "options": options }),
+        &args.spec,
+        &serde_json::json!({ "spec": args.spec, "options": options }),
         &args.output,
         args.train.force,
     )?;

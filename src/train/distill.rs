@@ -153,6 +153,83 @@ pub fn train(
     )
 }
 
+/// One model of a distillation comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Contender {
+    pub name: String,
+    pub params: u64,
+    pub bytes: u64,
+    #[serde(flatten)]
+    pub metrics: Metrics,
+}
+
+/// The distilled student and the comparison table: teacher, distilled student, and
+/// (when asked) the same student trained from labels alone.
+pub struct Distilled {
+    pub student: Weights,
+    pub table: Vec<Contender>,
+}
+
+/// Names of the table's rows.
+pub const TEACHER: &str = "teacher";
+pub const DISTILLED: &str = "student (distilled)";
+pub const LABELS_ONLY: &str = "student (labels only)";
+
+/// Distill `teacher` (of `teacher_size`: parameters and bytes) into the network of
+/// `spec` starting from `start`, on `train`; measure everything on `test`. With
+/// `baseline`, also train the same student from the same start on labels alone.
+/// `progress` hears which row is training.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the inputs of one run, no natural grouping"
+)]
+pub fn distill_and_compare(
+    teacher: &dyn Runner,
+    teacher_size: (u64, u64),
+    spec: &ArchSpec,
+    start: &Weights,
+    (train_set, test): (&Dataset, &Dataset),
+    settings: Distillation,
+    options: &TrainOptions,
+    baseline: bool,
+    progress: &mut dyn FnMut(&str, TrainEvent) -> bool,
+) -> Result<Distilled> {
+    let measure = |runner: &dyn Runner| evaluate(runner, test, DEFAULT_BATCH, |_, _| true);
+    let mut table = vec![Contender {
+        name: TEACHER.into(),
+        params: teacher_size.0,
+        bytes: teacher_size.1,
+        metrics: measure(teacher)?,
+    }];
+    let mut student = None;
+    for (name, with_teacher) in [(DISTILLED, true), (LABELS_ONLY, false)] {
+        if !with_teacher && !baseline {
+            continue;
+        }
+        let fitted = train(
+            spec,
+            start,
+            train_set,
+            with_teacher.then_some((teacher, settings)),
+            options,
+            &mut |e| progress(name, e),
+        )?;
+        let runner = sequential_runner(spec, &fitted.weights, &test.source)?;
+        let (params, bytes) = size_of(&fitted.weights);
+        table.push(Contender {
+            name: name.into(),
+            params: params as u64,
+            bytes,
+            metrics: measure(runner.as_ref())?,
+        });
+        student.get_or_insert(fitted.weights);
+    }
+    Ok(Distilled {
+        student: student.unwrap_or_default(),
+        table,
+    })
+}
+
 /// Parameters and f32 bytes of a set of weights.
 pub fn size_of(weights: &Weights) -> (usize, u64) {
     let params: usize = weights.values().map(|(v, _)| v.len()).sum();

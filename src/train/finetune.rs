@@ -50,6 +50,48 @@ pub struct Recovered {
     pub mask_violations: usize,
 }
 
+/// Figures on held-out data: the model as it was, compressed in one shot, and
+/// compressed after recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Comparison {
+    pub baseline: Metrics,
+    pub one_shot: Metrics,
+    pub recovered: Metrics,
+}
+
+/// [`recover`] on `train`, then the three figures on `test`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the inputs of one run, no natural grouping"
+)]
+pub fn recover_and_compare(
+    model: &Model,
+    spec: &ArchSpec,
+    plans: &[TensorPlan],
+    train: &Dataset,
+    test: &Dataset,
+    options: &TrainOptions,
+    gradual: Option<f64>,
+    progress: &mut dyn FnMut(TrainEvent) -> bool,
+) -> Result<(Recovered, Comparison)> {
+    let measure = |model: &Model, applied: &[(usize, AppliedTensor)]| -> Result<Metrics> {
+        let runner = sequential_runner(spec, &ModelWeights::new(model, applied), &model.path)?;
+        evaluate(runner.as_ref(), test, DEFAULT_BATCH, |_, _| true)
+    };
+    let baseline = measure(model, &[])?;
+    let one_shot = measure(model, &apply(model, plans)?)?;
+    let recovered = recover(model, spec, plans, train, options, gradual, progress)?;
+    let after = measure(&recovered.trained, &recovered.applied)?;
+    Ok((
+        recovered,
+        Comparison {
+            baseline,
+            one_shot,
+            recovered: after,
+        },
+    ))
+}
+
 /// A summary fit for JSON output.
 #[derive(Debug, Clone, Serialize)]
 pub struct RecoveryReport {

@@ -4,6 +4,7 @@
 //! step is deterministic. A trailing softmax is left out: the losses take logits.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use candle_core::{D, DType, Device, Module, Tensor, Var};
 use rand::rngs::StdRng;
@@ -317,4 +318,43 @@ pub fn initialise(spec: &ArchSpec, seed: u64) -> Result<Weights> {
         }
     }
     Ok(weights)
+}
+
+/// The tensors of `spec` in layer order, for writing.
+fn ordered(spec: &ArchSpec, weights: &Weights) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut out: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    for layer in &spec.layers {
+        for name in layer.tensors() {
+            if out.iter().any(|(n, _, _)| n == name) {
+                continue;
+            }
+            if let Some((v, dims)) = weights.get(name) {
+                out.push((name.to_owned(), dims.clone(), v.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Write trained `weights` of `spec` (read from `origin`) to `out` as safetensors
+/// (atomically), with `note` saying how they were made in the metadata.
+pub fn write_weights(
+    spec: &ArchSpec,
+    weights: &Weights,
+    origin: &Path,
+    note: &serde_json::Value,
+    out: &Path,
+    force: bool,
+) -> Result<()> {
+    let model = crate::model::Model::from_f32(origin, ordered(spec, weights));
+    crate::export::write_safetensors(
+        &model,
+        &[],
+        HashMap::from([
+            ("format".to_owned(), "pt".to_owned()),
+            ("slimscope_training".to_owned(), note.to_string()),
+        ]),
+        out,
+        force,
+    )
 }

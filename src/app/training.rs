@@ -1,0 +1,712 @@
+//! Winning accuracy back in the app: *Recover* fine-tunes the current configuration
+//! (masks fixed, quantization-aware) and *Distill* trains a small student from the
+//! open model. Both train on 80% of the attached data and report on the other 20%
+//! (a seeded split), run on the sweeps' worker pool with progress and cancel, and a
+//! recovered configuration appears on the curves beside its one-shot point.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use egui_plot::{Legend, Line, Plot, PlotPoints};
+
+use super::compress::Config;
+use super::{file_name, group_digits, human_bytes};
+use crate::compress::apply::AppliedTensor;
+use crate::compress::recipe::Recipe;
+use crate::error::{Error, Result};
+use crate::eval::arch::ArchSpec;
+use crate::eval::evaluator::Evaluator;
+use crate::eval::{DEFAULT_BATCH, Metrics, ModelWeights, evaluate, sequential_runner};
+use crate::jobs::{JobEvent, JobHandle, Pool, Progress};
+use crate::model::Model;
+use crate::train::distill::{Contender, Distillation, distill_and_compare};
+use crate::train::finetune::{Comparison, recover_and_compare};
+use crate::train::net::{Weights, initialise};
+use crate::train::{EpochRecord, TrainEvent, TrainOptions, split};
+
+/// Share of the attached data held out for the figures the panel reports.
+pub const HELD_OUT: f64 = 0.2;
+/// Seed of the held-out split and of training.
+const SEED: u64 = 0;
+
+/// Settings of *Recover*.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecoverSettings {
+    pub epochs: usize,
+    pub lr: f64,
+    /// Raise magnitude sparsity gradually from `gradual_from_pct` instead of at once.
+    pub gradual: bool,
+    pub gradual_from_pct: f64,
+}
+
+impl Default for RecoverSettings {
+    fn default() -> Self {
+        RecoverSettings {
+            epochs: 2,
+            lr: 1e-3,
+            gradual: false,
+            gradual_from_pct: 0.0,
+        }
+    }
+}
+
+/// Settings of *Distill*.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DistillSettings {
+    /// The student's architecture spec (with `out`/`kernel` for fresh layers).
+    pub student: Option<PathBuf>,
+    pub temperature: f64,
+    pub alpha: f64,
+    pub epochs: usize,
+    pub lr: f64,
+}
+
+impl Default for DistillSettings {
+    fn default() -> Self {
+        let d = Distillation::default();
+        DistillSettings {
+            student: None,
+            temperature: d.temperature,
+            alpha: d.alpha,
+            epochs: 10,
+            lr: 1e-3,
+        }
+    }
+}
+
+/// A finished recovery of one configuration.
+pub struct Recovery {
+    pub config: Config,
+    /// Figures on the held-out 20%.
+    pub held_out: Comparison,
+    /// One-shot and recovered top-1 on the whole attached data (as the curves measure;
+    /// the recovered model trained on 80% of it).
+    pub full: (Metrics, Metrics),
+    pub bytes_after: u64,
+    pub history: Vec<EpochRecord>,
+    pub best_epoch: usize,
+    pub mask_violations: usize,
+    trained: Arc<Model>,
+    applied: Arc<Vec<(usize, AppliedTensor)>>,
+    recipe: String,
+}
+
+/// A finished distillation.
+pub struct Distilled {
+    pub table: Vec<Contender>,
+    student: Weights,
+    spec: ArchSpec,
+    spec_path: PathBuf,
+}
+
+enum Finished {
+    Recovery(Box<Recovery>),
+    Distilled(Box<Distilled>),
+}
+
+/// A training job and what it has reported.
+struct Running {
+    what: &'static str,
+    job: JobHandle<Finished, (String, TrainEvent)>,
+    row: String,
+    step: usize,
+    steps: usize,
+    loss: f64,
+    epochs: Vec<(String, EpochRecord)>,
+}
+
+/// The training tab's state.
+#[derive(Default)]
+pub struct Training {
+    pub recover: RecoverSettings,
+    pub distill: DistillSettings,
+    running: Option<Running>,
+    /// Finished recoveries, newest last.
+    pub recoveries: Vec<Recovery>,
+    pub distilled: Option<Distilled>,
+    /// The last run's failure or cancellation, in words.
+    pub status: Option<String>,
+}
+
+/// What the tab asks the app to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainingAction {
+    Recover,
+    Distill,
+    ChooseStudentDialog,
+    Cancel,
+    /// Ask where to save the newest recovered model, then write it.
+    SaveRecoveredDialog,
+    /// Ask where to save the distilled student, then write it.
+    SaveStudentDialog,
+}
+
+impl Training {
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Forget everything (another model was opened); a running job is cancelled.
+    pub fn clear(&mut self) {
+        self.running = None;
+        self.recoveries.clear();
+        self.distilled = None;
+        self.status = None;
+    }
+
+    /// Start recovering `config` of `model` on the pool.
+    pub fn start_recovery(
+        &mut self,
+        pool: &Pool,
+        model: Arc<Model>,
+        config: Config,
+        evaluator: Arc<Evaluator>,
+        notify: impl Fn() + Send + Sync + 'static,
+    ) {
+        let settings = self.recover.clone();
+        let job = pool.submit(
+            notify,
+            move |progress: &Progress<Finished, (String, TrainEvent)>| {
+                recover_job(&model, config, &evaluator, &settings, progress)
+                    .map(|r| Finished::Recovery(Box::new(r)))
+            },
+        );
+        self.begin("Recovering", job);
+    }
+
+    /// Start distilling `model` (the teacher) into the chosen student on the pool.
+    pub fn start_distillation(
+        &mut self,
+        pool: &Pool,
+        model: Arc<Model>,
+        evaluator: Arc<Evaluator>,
+        notify: impl Fn() + Send + Sync + 'static,
+    ) {
+        let Some(spec_path) = self.distill.student.clone() else {
+            self.status = Some("Choose a student architecture spec first.".into());
+            return;
+        };
+        let settings = self.distill.clone();
+        let job = pool.submit(
+            notify,
+            move |progress: &Progress<Finished, (String, TrainEvent)>| {
+                distill_job(&model, &evaluator, &spec_path, &settings, progress)
+                    .map(|d| Finished::Distilled(Box::new(d)))
+            },
+        );
+        self.begin("Distilling", job);
+    }
+
+    fn begin(&mut self, what: &'static str, job: JobHandle<Finished, (String, TrainEvent)>) {
+        self.status = None;
+        self.running = Some(Running {
+            what,
+            job,
+            row: String::new(),
+            step: 0,
+            steps: 0,
+            loss: f64::NAN,
+            epochs: Vec::new(),
+        });
+    }
+
+    pub fn cancel(&mut self) {
+        if let Some(r) = &self.running {
+            r.job.cancel();
+        }
+    }
+
+    /// Drain the job's events (never blocks).
+    pub fn poll(&mut self) {
+        let Some(running) = &mut self.running else {
+            return;
+        };
+        let mut end = None;
+        while let Ok(event) = running.job.events.try_recv() {
+            match event {
+                JobEvent::Point((row, TrainEvent::Step { step, steps, loss })) => {
+                    (running.row, running.step, running.steps, running.loss) =
+                        (row, step, steps, loss);
+                }
+                JobEvent::Point((row, TrainEvent::Epoch(r))) => running.epochs.push((row, r)),
+                other if other.is_end() => end = Some(other),
+                _ => {}
+            }
+        }
+        let Some(end) = end else {
+            return;
+        };
+        let what = running.what;
+        self.running = None;
+        match end {
+            JobEvent::Finished(Finished::Recovery(r)) => self.recoveries.push(*r),
+            JobEvent::Finished(Finished::Distilled(d)) => self.distilled = Some(*d),
+            JobEvent::Failed(m) => self.status = Some(format!("{what} failed: {m}")),
+            JobEvent::Cancelled => {
+                self.status = Some(format!("{what} was cancelled; nothing was kept."))
+            }
+            _ => {}
+        }
+    }
+
+    /// The work of saving the newest recovery (model and recipe) to `out`, to run
+    /// off the UI thread.
+    pub fn save_recovered(
+        &self,
+        out: PathBuf,
+    ) -> Result<impl FnOnce() -> Result<String> + Send + 'static> {
+        let r = self
+            .recoveries
+            .last()
+            .ok_or_else(|| Error::InvalidSetting("nothing recovered yet".into()))?;
+        let (trained, applied, recipe) = (r.trained.clone(), r.applied.clone(), r.recipe.clone());
+        Ok(move || {
+            crate::export::write_model(&trained, &applied, &recipe, &out, true)?;
+            let recipe_path = out.with_extension("recipe.toml");
+            crate::export::write_text(&recipe_path, &recipe, true)?;
+            Ok(format!(
+                "Saved the recovered model {} and its recipe {}",
+                out.display(),
+                file_name(&recipe_path)
+            ))
+        })
+    }
+
+    /// The work of writing the distilled student's weights (safetensors) to `out`.
+    pub fn save_student(
+        &self,
+        out: PathBuf,
+    ) -> Result<impl FnOnce() -> Result<String> + Send + 'static> {
+        let d = self
+            .distilled
+            .as_ref()
+            .ok_or_else(|| Error::InvalidSetting("nothing distilled yet".into()))?;
+        let (spec, student, spec_path) = (d.spec.clone(), d.student.clone(), d.spec_path.clone());
+        Ok(move || {
+            crate::train::net::write_weights(
+                &spec,
+                &student,
+                &spec_path,
+                &serde_json::json!({ "student": spec_path }),
+                &out,
+                true,
+            )?;
+            Ok(format!(
+                "Saved the student {} (run it with the spec {})",
+                out.display(),
+                file_name(&spec_path)
+            ))
+        })
+    }
+
+    /// Where the curves draw finished recoveries: (sparsity %, bytes, one-shot top-1,
+    /// recovered top-1), on the whole attached data.
+    pub fn markers(&self) -> Vec<super::curves::RecoveredMarker> {
+        self.recoveries
+            .iter()
+            .map(|r| super::curves::RecoveredMarker {
+                sparsity_pct: r.config.sparsity_pct,
+                bytes: r.bytes_after,
+                one_shot_top1: r.full.0.top1,
+                recovered_top1: r.full.1.top1,
+            })
+            .collect()
+    }
+}
+
+/// 80% to train on, 20% to report on.
+fn halves(
+    evaluator: &Evaluator,
+) -> Result<(crate::eval::data::Dataset, crate::eval::data::Dataset)> {
+    split(evaluator.data(), HELD_OUT, SEED)
+}
+
+fn forward(progress: &Progress<Finished, (String, TrainEvent)>, row: &str, e: TrainEvent) -> bool {
+    if let TrainEvent::Step { step, steps, .. } = e {
+        progress.report(step, steps);
+    }
+    progress.point((row.to_owned(), e))
+}
+
+fn recover_job(
+    model: &Model,
+    config: Config,
+    evaluator: &Evaluator,
+    settings: &RecoverSettings,
+    progress: &Progress<Finished, (String, TrainEvent)>,
+) -> Result<Recovery> {
+    let Some(spec) = evaluator.network().spec() else {
+        return Err(Error::InvalidSetting(format!(
+            "{}: an ONNX graph cannot be fine-tuned; open its state_dict with an architecture spec",
+            model.path.display()
+        )));
+    };
+    if config.is_identity() {
+        return Err(Error::InvalidSetting(
+            "the configuration compresses nothing: set a sparsity or a format first".into(),
+        ));
+    }
+    let recipe_text = config.recipe_text(Some((&file_name(&model.path), None)));
+    let origin = Path::new(super::compress::RECIPE_ORIGIN);
+    let recipe =
+        Recipe::parse(&recipe_text, origin).map_err(|e| Error::InvalidSetting(e.to_string()))?;
+    let names: Vec<(&str, usize)> = model
+        .tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t.shape.len()))
+        .collect();
+    let plans = recipe
+        .resolve(&names, &recipe_text, origin)
+        .map_err(|e| Error::InvalidSetting(e.to_string()))?;
+    let (train, test) = halves(evaluator)?;
+    let options = TrainOptions {
+        epochs: settings.epochs,
+        lr: settings.lr,
+        seed: SEED,
+        ..TrainOptions::default()
+    };
+    let gradual = settings
+        .gradual
+        .then_some(settings.gradual_from_pct / 100.0);
+    let (recovered, held_out) = recover_and_compare(
+        model,
+        spec,
+        &plans,
+        &train,
+        &test,
+        &options,
+        gradual,
+        &mut |e| forward(progress, "", e),
+    )?;
+    // On the whole attached data, as the curves measure: the one-shot point through
+    // the shared evaluator (cached), the recovered one directly (other base weights).
+    let one_shot_applied = crate::compress::apply::apply(model, &plans)?;
+    let one_shot_full = evaluator.measure(model, &one_shot_applied, DEFAULT_BATCH, |_, _| {
+        !progress.is_cancelled()
+    })?;
+    let runner = sequential_runner(
+        spec,
+        &ModelWeights::new(&recovered.trained, &recovered.applied),
+        &model.path,
+    )?;
+    let recovered_full = evaluate(runner.as_ref(), evaluator.data(), DEFAULT_BATCH, |_, _| {
+        !progress.is_cancelled()
+    })?;
+    let bytes_after = crate::export::summary(&recovered.trained, &recovered.applied)["bytes_after"]
+        .as_u64()
+        .unwrap_or_default();
+    Ok(Recovery {
+        config,
+        held_out,
+        full: (one_shot_full, recovered_full),
+        bytes_after,
+        history: recovered.history,
+        best_epoch: recovered.best_epoch,
+        mask_violations: recovered.mask_violations,
+        trained: Arc::new(recovered.trained),
+        applied: Arc::new(recovered.applied),
+        recipe: recipe_text,
+    })
+}
+
+fn distill_job(
+    model: &Model,
+    evaluator: &Evaluator,
+    spec_path: &Path,
+    settings: &DistillSettings,
+    progress: &Progress<Finished, (String, TrainEvent)>,
+) -> Result<Distilled> {
+    let spec = ArchSpec::load(spec_path)?;
+    let teacher = evaluator.network().runner(model, &[])?;
+    let (train, test) = halves(evaluator)?;
+    let options = TrainOptions {
+        epochs: settings.epochs,
+        lr: settings.lr,
+        seed: SEED,
+        ..TrainOptions::default()
+    };
+    let start = initialise(&spec, SEED)
+        .map_err(|e| Error::InvalidSetting(format!("{}: {e}", spec_path.display())))?;
+    let totals = model.totals();
+    let distilled = distill_and_compare(
+        teacher.as_ref(),
+        (totals.params, totals.size_bytes),
+        &spec,
+        &start,
+        (&train, &test),
+        Distillation {
+            temperature: settings.temperature,
+            alpha: settings.alpha,
+        },
+        &options,
+        true,
+        &mut |row, e| forward(progress, row, e),
+    )?;
+    Ok(Distilled {
+        table: distilled.table,
+        student: distilled.student,
+        spec,
+        spec_path: spec_path.to_owned(),
+    })
+}
+
+fn percent(v: f64) -> String {
+    format!("{:.2}%", 100.0 * v)
+}
+
+/// The training tab.
+pub fn ui(
+    ui: &mut egui::Ui,
+    training: &mut Training,
+    config: &Config,
+    can_train: Option<&str>,
+    actions: &mut Vec<TrainingAction>,
+) {
+    ui.label(format!(
+        "Training runs on {:.0}% of the attached data; the figures below are measured on the other {:.0}% (held out).",
+        100.0 * (1.0 - HELD_OUT),
+        100.0 * HELD_OUT
+    ));
+    if let Some(why) = can_train {
+        ui.colored_label(ui.visuals().warn_fg_color, why);
+    }
+    let idle = !training.is_running() && can_train.is_none();
+    ui.add_space(6.0);
+    ui.heading("Recover the current configuration");
+    ui.label(format!("Configuration: {}", config_words(config)));
+    ui.horizontal(|ui| {
+        ui.add(egui::Slider::new(&mut training.recover.epochs, 1..=20).text("epochs"))
+            .on_hover_text("Passes over the training part of the data");
+        ui.add(
+            egui::Slider::new(&mut training.recover.lr, 1e-4..=1e-2)
+                .logarithmic(true)
+                .text("learning rate"),
+        )
+        .on_hover_text("AdamW learning rate");
+    });
+    ui.horizontal(|ui| {
+        ui.checkbox(&mut training.recover.gradual, "Gradual pruning from")
+            .on_hover_text("Raise magnitude sparsity from this level to the configuration's over the first two thirds of training (TF-MOT PolynomialDecay), instead of pruning at once");
+        ui.add_enabled(
+            training.recover.gradual,
+            egui::Slider::new(&mut training.recover.gradual_from_pct, 0.0..=90.0).suffix(" %"),
+        );
+    });
+    if ui
+        .add_enabled(idle && !config.is_identity(), egui::Button::new("Recover"))
+        .on_hover_text("Fine-tune with the pruning masks fixed and the quantization simulated, then re-apply the configuration: the result is exactly in its formats")
+        .clicked()
+    {
+        actions.push(TrainingAction::Recover);
+    }
+    progress_ui(ui, training, actions);
+    if let Some(r) = training.recoveries.last() {
+        recovery_ui(ui, r, actions);
+    }
+    ui.separator();
+    ui.heading("Distill into a smaller student");
+    ui.horizontal(|ui| {
+        if ui
+            .button("Student spec…")
+            .on_hover_text("An architecture spec (TOML) for the student; layers it creates give `out` (and `kernel` for convolutions)")
+            .clicked()
+        {
+            actions.push(TrainingAction::ChooseStudentDialog);
+        }
+        ui.label(
+            training
+                .distill
+                .student
+                .as_deref()
+                .map_or("(none chosen)".into(), file_name),
+        );
+    });
+    ui.horizontal(|ui| {
+        ui.add(
+            egui::Slider::new(&mut training.distill.temperature, 1.0..=10.0).text("temperature T"),
+        )
+        .on_hover_text(
+            "Softens both distributions: the teacher's \"dark knowledge\" shows at T > 1",
+        );
+        ui.add(egui::Slider::new(&mut training.distill.alpha, 0.0..=1.0).text("α (soft share)"))
+            .on_hover_text("loss = α·T²·KL(teacher ‖ student) + (1 − α)·cross-entropy");
+    });
+    ui.horizontal(|ui| {
+        ui.add(egui::Slider::new(&mut training.distill.epochs, 1..=100).text("epochs"));
+        ui.add(
+            egui::Slider::new(&mut training.distill.lr, 1e-4..=1e-2)
+                .logarithmic(true)
+                .text("learning rate"),
+        );
+    });
+    if ui
+        .add_enabled(
+            idle && training.distill.student.is_some(),
+            egui::Button::new("Distill"),
+        )
+        .on_hover_text("Train the student from the open model's soft targets, and the same student from labels alone, to measure what the teacher adds")
+        .clicked()
+    {
+        actions.push(TrainingAction::Distill);
+    }
+    if let Some(d) = &training.distilled {
+        distilled_ui(ui, d, actions);
+    }
+}
+
+fn config_words(config: &Config) -> String {
+    if config.is_identity() {
+        return "nothing compressed yet (set a sparsity or format on the right)".into();
+    }
+    let mut words = format!("{} {:.0}%", config.method.label(), config.sparsity_pct);
+    words.push_str(&format!(" · {}", config.format.label()));
+    if !config.overrides.is_empty() {
+        words.push_str(&format!(
+            " · {} per-tensor overrides",
+            config.overrides.len()
+        ));
+    }
+    words
+}
+
+fn progress_ui(ui: &mut egui::Ui, training: &Training, actions: &mut Vec<TrainingAction>) {
+    if let Some(r) = &training.running {
+        ui.horizontal(|ui| {
+            let fraction = if r.steps == 0 {
+                0.0
+            } else {
+                r.step as f32 / r.steps as f32
+            };
+            ui.add(
+                egui::ProgressBar::new(fraction)
+                    .desired_width(320.0)
+                    .text(format!(
+                        "{}{}: step {}/{} · loss {:.4}",
+                        r.what,
+                        if r.row.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" · {}", r.row)
+                        },
+                        r.step,
+                        r.steps,
+                        r.loss
+                    )),
+            );
+            if ui
+                .button("Cancel")
+                .on_hover_text("Stop training; nothing is kept")
+                .clicked()
+            {
+                actions.push(TrainingAction::Cancel);
+            }
+        });
+        if !r.epochs.is_empty() {
+            let pts = |row: &str| -> Vec<[f64; 2]> {
+                r.epochs
+                    .iter()
+                    .filter(|(n, _)| n == row)
+                    .map(|(_, e)| [e.epoch as f64, 100.0 * e.validation.top1])
+                    .collect()
+            };
+            let rows: Vec<String> = r.epochs.iter().fold(Vec::new(), |mut v, (n, _)| {
+                if !v.contains(n) {
+                    v.push(n.clone());
+                }
+                v
+            });
+            Plot::new("training")
+                .height(140.0)
+                .legend(Legend::default())
+                .x_axis_label("epoch")
+                .y_axis_label("validation top-1 (%)")
+                .allow_scroll(false)
+                .show(ui, |plot| {
+                    for row in rows {
+                        let name = if row.is_empty() {
+                            "validation"
+                        } else {
+                            row.as_str()
+                        };
+                        plot.line(Line::new(name.to_owned(), PlotPoints::from(pts(&row))));
+                    }
+                });
+        }
+    }
+    if let Some(s) = &training.status {
+        ui.colored_label(ui.visuals().warn_fg_color, s);
+    }
+}
+
+fn recovery_ui(ui: &mut egui::Ui, r: &Recovery, actions: &mut Vec<TrainingAction>) {
+    ui.label(format!("Recovered: {}", config_words(&r.config)));
+    egui::Grid::new("recovery")
+        .striped(true)
+        .num_columns(3)
+        .show(ui, |ui| {
+            ui.strong("model");
+            ui.strong("top-1 (held out)")
+                .on_hover_text("On the 20% of the data training never saw");
+            ui.strong("loss");
+            ui.end_row();
+            for (name, m) in [
+                ("original", &r.held_out.baseline),
+                ("one-shot", &r.held_out.one_shot),
+                ("recovered", &r.held_out.recovered),
+            ] {
+                ui.label(name);
+                ui.label(percent(m.top1));
+                ui.label(format!("{:.4}", m.loss));
+                ui.end_row();
+            }
+        });
+    ui.label(format!(
+        "Kept epoch {} of {} · {} · pruned weights not exactly zero: {} · on the whole data set: one-shot {}, recovered {} (on the curves)",
+        r.best_epoch,
+        r.history.len(),
+        human_bytes(r.bytes_after),
+        r.mask_violations,
+        percent(r.full.0.top1),
+        percent(r.full.1.top1),
+    ));
+    if ui
+        .button("Save recovered model…")
+        .on_hover_text("Write the recovered model (.safetensors or .gguf) and its recipe")
+        .clicked()
+    {
+        actions.push(TrainingAction::SaveRecoveredDialog);
+    }
+}
+
+fn distilled_ui(ui: &mut egui::Ui, d: &Distilled, actions: &mut Vec<TrainingAction>) {
+    egui::Grid::new("distilled")
+        .striped(true)
+        .num_columns(5)
+        .show(ui, |ui| {
+            for h in [
+                "model",
+                "parameters",
+                "size",
+                "top-1 (held out)",
+                "samples/s",
+            ] {
+                ui.strong(h);
+            }
+            ui.end_row();
+            for c in &d.table {
+                ui.label(&c.name);
+                ui.label(group_digits(c.params));
+                ui.label(human_bytes(c.bytes));
+                ui.label(percent(c.metrics.top1));
+                ui.label(format!("{:.0}", c.metrics.samples_per_second));
+                ui.end_row();
+            }
+        });
+    if ui
+        .button("Save student…")
+        .on_hover_text("Write the distilled student's weights (.safetensors)")
+        .clicked()
+    {
+        actions.push(TrainingAction::SaveStudentDialog);
+    }
+}
