@@ -28,6 +28,11 @@ pub struct BenchArgs {
     /// global sweep and per-layer sensitivity, as benches/torch_sweep.py does in PyTorch.
     #[arg(long)]
     pub sweeps: bool,
+    /// Only time training: the anchors' MLP and LeNet on 10k random samples (one epoch
+    /// of forward, backward and AdamW, batch 64), and one epoch of recovery on the
+    /// bundled demo, as benches/torch_train.py does in PyTorch.
+    #[arg(long)]
+    pub training: bool,
 }
 
 /// The standard workload: seeded normal(0, 0.02) values.
@@ -72,6 +77,9 @@ fn read_only_sum(bytes: &[u8]) -> f32 {
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.sweeps {
         return sweep_benchmarks(args.threads);
+    }
+    if args.training {
+        return training_benchmarks();
     }
     let mut builder =
         rayon::ThreadPoolBuilder::new().thread_name(|i| format!("slimscope-bench-{i}"));
@@ -201,7 +209,93 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
         forward_benchmarks(args.runs)
     })?;
-    sweep_benchmarks(args.threads)
+    sweep_benchmarks(args.threads)?;
+    training_benchmarks()
+}
+
+/// Training throughput: one epoch (10,000 random samples, batch 64, forward +
+/// backward + AdamW, 10% held out to validate) of the anchors' MLP and LeNet, and one
+/// epoch of recovery of the demo CNN at 90% magnitude + int8 per channel on mnist_5k.
+fn training_benchmarks() -> anyhow::Result<()> {
+    use crate::compress::recipe::Recipe;
+    use crate::eval::arch::ArchSpec;
+    use crate::eval::data::{self, Dataset};
+    use crate::train::{TrainOptions, distill, finetune, net};
+
+    let (mlp, lenet) = bench_specs();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    let normal = Normal::new(0.0f32, 1.0).unwrap_or_else(|_| unreachable!("valid parameters"));
+    let options = TrainOptions {
+        epochs: 1,
+        ..TrainOptions::default()
+    };
+    for (label, text) in [
+        ("train: MLP 784-512-256-10, 10k samples, batch 64", mlp),
+        ("train: LeNet-5-like CNN, 10k samples, batch 64", lenet),
+    ] {
+        let spec = ArchSpec::parse(&with_widths(&text), std::path::Path::new("(bench)"))?;
+        let data = Dataset {
+            source: "random inputs".into(),
+            x: (0..10_000 * 784).map(|_| normal.sample(&mut rng)).collect(),
+            labels: (0..10_000u32).map(|i| i % 10).collect(),
+            sample_shape: spec.input.clone(),
+        };
+        let start_weights = net::initialise(&spec, 0)?;
+        let start = Instant::now();
+        distill::train(&spec, &start_weights, &data, None, &options, &mut |_| true)?;
+        let t = start.elapsed().as_secs_f64();
+        println!("{label:<56} {:>7.0} samples/s ({t:.1} s)", 9_000.0 / t);
+    }
+    let demo = crate::demo::files()?;
+    let model = crate::model::Model::open(&demo.model)?;
+    let spec = ArchSpec::load(&demo.arch)?;
+    let train = data::load(&demo.data)?;
+    let text = "version = 1\n[[rule]]\nmatch = \"*.weight\"\nprune = { method = \"magnitude\", sparsity = 0.9 }\nquant = { format = \"int\", bits = 8, granularity = \"channel\" }\n";
+    let origin = std::path::Path::new("(bench)");
+    let recipe = Recipe::parse(text, origin)?;
+    let names: Vec<(&str, usize)> = model
+        .tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t.shape.len()))
+        .collect();
+    let plans = recipe.resolve(&names, text, origin)?;
+    let start = Instant::now();
+    finetune::recover(&model, &spec, &plans, &train, &options, None, &mut |_| true)?;
+    let t = start.elapsed().as_secs_f64();
+    println!(
+        "{:<56} {:>7.0} samples/s ({t:.1} s)",
+        "recover: digit CNN 90% + int8, 1 epoch of mnist_5k",
+        4_500.0 / t
+    );
+    Ok(())
+}
+
+/// Give every linear and convolution layer of a bench spec its `out` (and `kernel`),
+/// read from the tensor shapes the forward benchmarks use.
+fn with_widths(text: &str) -> String {
+    let widths = [
+        ("mlp0", "out = 512"),
+        ("mlp1", "out = 256"),
+        ("mlp2", "out = 10"),
+        ("c1", "out = 6\nkernel = 5"),
+        ("c2", "out = 16\nkernel = 5"),
+        ("fc0", "out = 120"),
+        ("fc1", "out = 84"),
+        ("fc2", "out = 10"),
+    ];
+    let mut out = String::new();
+    for line in text.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if let Some(rest) = line.strip_prefix("bias = \"") {
+            let name = rest.trim_end_matches(".bias\"");
+            if let Some((_, w)) = widths.iter().find(|(n, _)| *n == name) {
+                out.push_str(w);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// Wall time of the sweeps benches/torch_sweep.py runs in PyTorch, on the bundled demo:
@@ -285,26 +379,7 @@ fn forward_benchmarks(runs: usize) -> anyhow::Result<()> {
         add(&format!("fc{i}.weight"), &[o, inp]);
         add(&format!("fc{i}.bias"), &[o]);
     }
-    let linear = |name: &str| {
-        format!("[[layer]]\nop = \"linear\"\nweight = \"{name}.weight\"\nbias = \"{name}.bias\"\n")
-    };
-    let relu = "[[layer]]\nop = \"relu\"\n";
-    let mlp = format!(
-        "version = 1\ninput = [784]\n{}{relu}{}{relu}{}",
-        linear("mlp0"),
-        linear("mlp1"),
-        linear("mlp2")
-    );
-    let lenet = format!(
-        "version = 1\ninput = [1, 28, 28]\n\
-         [[layer]]\nop = \"conv2d\"\nweight = \"c1.weight\"\nbias = \"c1.bias\"\npadding = 2\n{relu}\
-         [[layer]]\nop = \"maxpool\"\nkernel = 2\n\
-         [[layer]]\nop = \"conv2d\"\nweight = \"c2.weight\"\nbias = \"c2.bias\"\n{relu}\
-         [[layer]]\nop = \"maxpool\"\nkernel = 2\n[[layer]]\nop = \"flatten\"\n{}{relu}{}{relu}{}",
-        linear("fc0"),
-        linear("fc1"),
-        linear("fc2")
-    );
+    let (mlp, lenet) = bench_specs();
     let inputs: Vec<f32> = (0..10_000 * 784).map(|_| normal.sample(&mut rng)).collect();
     let data = Dataset {
         source: "random inputs".into(),
@@ -345,6 +420,31 @@ fn forward_benchmarks(runs: usize) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The anchors' MLP 784-512-256-10 and LeNet-5-like CNN as architecture specs.
+fn bench_specs() -> (String, String) {
+    let linear = |name: &str| {
+        format!("[[layer]]\nop = \"linear\"\nweight = \"{name}.weight\"\nbias = \"{name}.bias\"\n")
+    };
+    let relu = "[[layer]]\nop = \"relu\"\n";
+    let mlp = format!(
+        "version = 1\ninput = [784]\n{}{relu}{}{relu}{}",
+        linear("mlp0"),
+        linear("mlp1"),
+        linear("mlp2")
+    );
+    let lenet = format!(
+        "version = 1\ninput = [1, 28, 28]\n\
+         [[layer]]\nop = \"conv2d\"\nweight = \"c1.weight\"\nbias = \"c1.bias\"\npadding = 2\n{relu}\
+         [[layer]]\nop = \"maxpool\"\nkernel = 2\n\
+         [[layer]]\nop = \"conv2d\"\nweight = \"c2.weight\"\nbias = \"c2.bias\"\n{relu}\
+         [[layer]]\nop = \"maxpool\"\nkernel = 2\n[[layer]]\nop = \"flatten\"\n{}{relu}{}{relu}{}",
+        linear("fc0"),
+        linear("fc1"),
+        linear("fc2")
+    );
+    (mlp, lenet)
 }
 
 /// Root-mean-square error of `y` against `x`, in float64 (the anchors report it).

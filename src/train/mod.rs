@@ -8,6 +8,7 @@
 pub mod distill;
 pub mod finetune;
 pub mod net;
+mod ops;
 pub mod schedule;
 
 use std::collections::HashMap;
