@@ -756,6 +756,60 @@ fn the_cli_trains_prunes_recovers_and_distills_and_its_outputs_reopen() {
     ]);
     assert_eq!(evaluated["original"]["top1"].as_f64(), Some(student_top1));
 
+    // A structurally pruned teacher (half of each hidden layer's neurons) as the
+    // starting point: --shrink makes the student physically smaller.
+    std::fs::write(
+        p("rows.toml"),
+        "version = 1\n[[rule]]\nregex = '^fc[01]\\.weight$'\nprune = { method = \"structured\", sparsity = 0.5 }\n",
+    )
+    .expect("recipe");
+    let (code, _, err) = slimscope(&[
+        "apply",
+        &p("teacher.safetensors"),
+        "--recipe",
+        &p("rows.toml"),
+        "-o",
+        &p("rows.safetensors"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let shrunk = json(&[
+        "distill",
+        &p("teacher.safetensors"),
+        "--arch",
+        &p("teacher.toml"),
+        "--student",
+        &p("teacher.toml"),
+        "--init",
+        &p("rows.safetensors"),
+        "--shrink",
+        "--data",
+        &train,
+        "--eval-data",
+        &test,
+        "-o",
+        &p("half.safetensors"),
+        "--epochs",
+        "3",
+        "--no-baseline",
+        "--json",
+    ]);
+    let models = shrunk["models"].as_array().expect("models");
+    assert_eq!(
+        models[1]["params"],
+        64 * 32 + 32 + 32 * 32 + 32 + 32 * 10 + 10,
+        "{shrunk}"
+    );
+    let evaluated = json(&[
+        "eval",
+        &p("half.safetensors"),
+        "--arch",
+        &p("half.arch.toml"),
+        "--data",
+        &test,
+        "--json",
+    ]);
+    assert_eq!(evaluated["original"]["top1"], models[1]["top1"]);
+
     // Refusals name the problem: an existing output, a missing width, gradual N:M.
     let (code, _, err) = slimscope(&[
         "distill",
@@ -792,4 +846,48 @@ fn the_cli_trains_prunes_recovers_and_distills_and_its_outputs_reopen() {
     assert_eq!(code, 2);
     assert!(err.contains("validation"), "{err}");
     assert!(!Path::new(&p("other.safetensors")).exists());
+}
+
+#[test]
+fn shrinking_removes_zeroed_neurons_and_keeps_the_function() {
+    let (spec, weights) = teacher();
+    // Zero 100 of fc0's 256 neurons and 40 of fc1's, weights and biases, by hand: the
+    // network computes the same logits with those neurons removed.
+    let mut zeroed = weights.clone();
+    let mut zero_rows = |name: &str, rows: std::ops::Range<usize>| {
+        let (w, dims) = zeroed.get_mut(&format!("{name}.weight")).expect("weight");
+        let cols = dims[1];
+        for r in rows.clone() {
+            w[r * cols..(r + 1) * cols].fill(0.0);
+        }
+        let (b, _) = zeroed.get_mut(&format!("{name}.bias")).expect("bias");
+        b[rows].fill(0.0);
+    };
+    zero_rows("fc0", 0..100);
+    zero_rows("fc1", 10..50);
+    let shrunk = slimscope::train::net::shrink(spec, &zeroed).expect("shrink");
+    assert_eq!(shrunk.weights["fc0.weight"].1, vec![156, 64]);
+    assert_eq!(shrunk.weights["fc1.weight"].1, vec![216, 156]);
+    assert_eq!(shrunk.weights["fc2.weight"].1, vec![10, 216]);
+    assert_eq!(
+        shrunk.removed,
+        vec![
+            ("fc0.weight".to_owned(), 100),
+            ("fc1.weight".to_owned(), 40)
+        ]
+    );
+    let logits = |spec: &ArchSpec, w: &Weights| {
+        sequential_runner(spec, w, Path::new("t"))
+            .expect("runner")
+            .logits(&digits().1.x[..64 * 64], 64)
+            .expect("logits")
+    };
+    use slimscope::eval::Runner as _;
+    let (a, b) = (logits(spec, &zeroed), logits(&shrunk.spec, &shrunk.weights));
+    for (p, q) in a.iter().zip(&b) {
+        assert!((p - q).abs() < 1e-4, "{p} vs {q}");
+    }
+    // The shrunk spec says the new widths, so fresh weights of it have them too.
+    let fresh = initialise(&shrunk.spec, 0).expect("init");
+    assert_eq!(fresh["fc1.weight"].1, vec![216, 156]);
 }

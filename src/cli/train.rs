@@ -24,7 +24,7 @@ use crate::export::{check_output, write_model};
 use crate::model::Model;
 use crate::train::distill::{self, Contender, Distillation, distill_and_compare};
 use crate::train::finetune::recover_and_compare;
-use crate::train::net::{Weights, initialise, write_weights};
+use crate::train::net::{Weights, initialise, shrink, write_weights};
 use crate::train::{EpochRecord, TrainEvent, TrainOptions};
 use crate::units::human_bytes;
 
@@ -108,6 +108,11 @@ pub struct DistillArgs {
     /// instead of fresh ones.
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Remove the all-zero output neurons and filters of the --init weights (a
+    /// structurally pruned export of the teacher, say) and the inputs that fed on them,
+    /// so the student is physically smaller; its spec is written beside the output.
+    #[arg(long, requires = "init")]
+    pub shrink: bool,
     /// The teacher's architecture spec, for a state_dict teacher.
     #[arg(long)]
     pub arch: Option<PathBuf>,
@@ -399,7 +404,20 @@ pub fn distill(args: &DistillArgs) -> anyhow::Result<()> {
     let test = data::load(&args.eval_data)?;
     let (network, _) = Network::resolve(&teacher_model, args.arch.as_deref(), &train)?;
     let teacher = network.runner(&teacher_model, &[])?;
-    let start = start_weights(&student_spec, args.init.as_deref(), options.seed)?;
+    let mut start = start_weights(&student_spec, args.init.as_deref(), options.seed)?;
+    let mut student_spec = student_spec;
+    let shrunk_spec = if args.shrink {
+        let shrunk = shrink(&student_spec, &start)?;
+        for (weight, n) in &shrunk.removed {
+            eprintln!("shrink: {weight} loses {n} all-zero outputs");
+        }
+        (student_spec, start) = (shrunk.spec, shrunk.weights);
+        let path = args.output.with_extension("arch.toml");
+        crate::export::write_text(&path, &student_spec.to_toml(), args.train.force)?;
+        Some(path)
+    } else {
+        None
+    };
     let totals = teacher_model.totals();
     let mut reporters: Vec<Reporter> = Vec::new();
     let distilled = distill_and_compare(
@@ -427,7 +445,7 @@ pub fn distill(args: &DistillArgs) -> anyhow::Result<()> {
         &args.student,
         &serde_json::json!({
             "distilled_from": args.teacher,
-            "student": args.student,
+            "student": shrunk_spec.as_ref().unwrap_or(&args.student),
             "distillation": settings,
             "options": options,
         }),
@@ -444,13 +462,22 @@ pub fn distill(args: &DistillArgs) -> anyhow::Result<()> {
                 "options": options,
                 "models": rows,
                 "output": args.output,
+                "student_spec": shrunk_spec.as_ref().unwrap_or(&args.student),
             }),
         )?;
         writeln!(out)?;
         return Ok(());
     }
     print_contenders(&mut out, &args.eval_data, &rows)?;
-    writeln!(out, "wrote {}", args.output.display())?;
+    match &shrunk_spec {
+        Some(spec) => writeln!(
+            out,
+            "wrote {} and its spec {}",
+            args.output.display(),
+            spec.display()
+        )?,
+        None => writeln!(out, "wrote {}", args.output.display())?,
+    }
     Ok(())
 }
 
