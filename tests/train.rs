@@ -882,7 +882,6 @@ fn shrinking_removes_zeroed_neurons_and_keeps_the_function() {
             .logits(&digits().1.x[..64 * 64], 64)
             .expect("logits")
     };
-    use slimscope::eval::Runner as _;
     let (a, b) = (logits(spec, &zeroed), logits(&shrunk.spec, &shrunk.weights));
     for (p, q) in a.iter().zip(&b) {
         assert!((p - q).abs() < 1e-4, "{p} vs {q}");
