@@ -692,6 +692,9 @@ fn recover_and_distill_in_the_training_tab_put_the_recovered_point_on_the_curves
     h.state_mut().training.recover.epochs = 1000;
     h.get_by_label("Recover").click();
     h.run_steps(2);
+    // The status bar shows the run from any tab.
+    h.get_by_label("Stop training");
+    assert!(h.get_all_by_label_contains("Recovering").count() >= 1);
     h.get_by_label("Cancel").click();
     step_until(&mut h, "the cancel", |a| !a.training.is_running());
     h.get_by_label_contains("cancelled");

@@ -79,6 +79,8 @@ pub enum Command {
     AttachDataDialog,
     /// Use this architecture spec as the distillation student.
     ChooseStudent(PathBuf),
+    /// Stop the running recovery or distillation.
+    CancelTraining,
     /// Write the newest recovered model (and its recipe) here.
     SaveRecovered(PathBuf),
     /// Write the distilled student's weights here.
@@ -591,6 +593,7 @@ impl SlimApp {
                 }
             },
             Command::ChooseStudent(path) => self.training.distill.student = Some(path),
+            Command::CancelTraining => self.training.cancel(),
             Command::SaveRecovered(path) => match self.training.save_recovered(path) {
                 Ok(work) => self.save_in_background(work),
                 Err(e) => self.error = Some(e.to_string()),
@@ -1083,6 +1086,16 @@ impl SlimApp {
             } else if self.export.is_some() {
                 ui.spinner();
                 ui.label("Exporting…");
+            } else if let Some(line) = self.training.status_line() {
+                ui.spinner();
+                ui.label(line);
+                if ui
+                    .button("Stop training")
+                    .on_hover_text("Cancel the running recovery or distillation; nothing is kept")
+                    .clicked()
+                {
+                    commands.push(Command::CancelTraining);
+                }
             } else if let Some(loaded) = &self.loaded {
                 let t = loaded.model.totals();
                 ui.label(format!(

@@ -146,6 +146,25 @@ impl Training {
         self.running.is_some()
     }
 
+    /// A line on the running job (for the status bar), if one runs.
+    pub fn status_line(&self) -> Option<String> {
+        self.running.as_ref().map(|r| {
+            let row = if r.row.is_empty() {
+                String::new()
+            } else {
+                format!(" · {}", r.row)
+            };
+            if r.steps == 0 {
+                format!("{}{row}: starting…", r.what)
+            } else {
+                format!(
+                    "{}{row}: step {}/{} · loss {:.4}",
+                    r.what, r.step, r.steps, r.loss
+                )
+            }
+        })
+    }
+
     /// Forget everything (another model was opened); a running job is cancelled.
     pub fn clear(&mut self) {
         self.running = None;
@@ -580,18 +599,7 @@ fn progress_ui(ui: &mut egui::Ui, training: &Training, actions: &mut Vec<Trainin
             ui.add(
                 egui::ProgressBar::new(fraction)
                     .desired_width(320.0)
-                    .text(format!(
-                        "{}{}: step {}/{} · loss {:.4}",
-                        r.what,
-                        if r.row.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" · {}", r.row)
-                        },
-                        r.step,
-                        r.steps,
-                        r.loss
-                    )),
+                    .text(training.status_line().unwrap_or_default()),
             );
             if ui
                 .button("Cancel")
