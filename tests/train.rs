@@ -516,7 +516,7 @@ fn gradual_pruning_reaches_the_target_and_training_is_deterministic() {
 }
 
 #[test]
-fn cancelling_stops_training_and_bad_settings_are_refused() {
+fn cancelling_stops_training_keeping_finished_epochs_and_bad_settings_are_refused() {
     let spec = &teacher().0;
     let model = teacher_model();
     let plans90 = plans(&model, PRUNE_90);
@@ -537,6 +537,25 @@ fn cancelling_stops_training_and_bad_settings_are_refused() {
     .expect("cancelled");
     assert!(matches!(err, slimscope::Error::Cancelled), "{err}");
     assert_eq!(seen, 3);
+
+    // Cancelled after the first epoch: that epoch is kept, not lost.
+    let mut epochs = 0;
+    let kept = recover(
+        &model,
+        spec,
+        &plans90,
+        &digits().0,
+        &options(5),
+        None,
+        &mut |e| {
+            epochs += usize::from(matches!(e, TrainEvent::Epoch(_)));
+            epochs < 1
+        },
+    )
+    .expect("the first epoch is kept");
+    assert!(kept.interrupted);
+    assert_eq!((kept.history.len(), kept.best_epoch), (1, 1));
+    assert_eq!(kept.mask_violations, 0);
 
     let nm = plans(
         &model,

@@ -230,10 +230,10 @@ fn epoch_line(r: &EpochRecord) -> String {
     )
 }
 
-/// Turn a cancelled run into a clear message.
+/// Turn a run cancelled before its first epoch ended into a clear message.
 fn cancelled(e: crate::Error) -> anyhow::Error {
     if matches!(e, crate::Error::Cancelled) {
-        anyhow::anyhow!("cancelled: nothing was written")
+        anyhow::anyhow!("cancelled before the first epoch ended: nothing was written")
     } else {
         e.into()
     }
@@ -318,7 +318,11 @@ pub fn finetune(args: &FinetuneArgs) -> anyhow::Result<()> {
         });
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
-        return Ok(());
+        return interrupted(
+            recovered.interrupted,
+            recovered.best_epoch,
+            recovered.history.len(),
+        );
     }
     for n in &notes {
         writeln!(out, "note: {n}")?;
@@ -345,6 +349,19 @@ pub fn finetune(args: &FinetuneArgs) -> anyhow::Result<()> {
         recovered.mask_violations,
         args.output.display()
     )?;
+    interrupted(
+        recovered.interrupted,
+        recovered.best_epoch,
+        recovered.history.len(),
+    )
+}
+
+/// After a Ctrl-C that left finished epochs: say what was kept, exit 130.
+fn interrupted(stopped: bool, best: usize, finished: usize) -> anyhow::Result<()> {
+    if stopped {
+        eprintln!("interrupted: kept the best of {finished} finished epochs (epoch {best})");
+        std::process::exit(130);
+    }
     Ok(())
 }
 
@@ -438,6 +455,7 @@ pub fn distill(args: &DistillArgs) -> anyhow::Result<()> {
     )
     .map_err(cancelled)?;
     drop(reporters);
+    let stopped = distilled.interrupted;
     let (student, rows) = (distilled.student, distilled.table);
     write_weights(
         &student_spec,
@@ -463,10 +481,11 @@ pub fn distill(args: &DistillArgs) -> anyhow::Result<()> {
                 "models": rows,
                 "output": args.output,
                 "student_spec": shrunk_spec.as_ref().unwrap_or(&args.student),
+                "interrupted": stopped,
             }),
         )?;
         writeln!(out)?;
-        return Ok(());
+        return distill_interrupted(stopped);
     }
     print_contenders(&mut out, &args.eval_data, &rows)?;
     match &shrunk_spec {
@@ -477,6 +496,16 @@ pub fn distill(args: &DistillArgs) -> anyhow::Result<()> {
             spec.display()
         )?,
         None => writeln!(out, "wrote {}", args.output.display())?,
+    }
+    distill_interrupted(stopped)
+}
+
+fn distill_interrupted(stopped: bool) -> anyhow::Result<()> {
+    if stopped {
+        eprintln!(
+            "interrupted: the student from its best finished epoch was written; rows not trained are missing"
+        );
+        std::process::exit(130);
     }
     Ok(())
 }
@@ -521,11 +550,12 @@ pub fn fit(args: &FitArgs) -> anyhow::Result<()> {
                 "model": row,
                 "history": fitted.history,
                 "best_epoch": fitted.best_epoch,
+                "interrupted": fitted.interrupted,
                 "output": args.output,
             }),
         )?;
         writeln!(out)?;
-        return Ok(());
+        return interrupted(fitted.interrupted, fitted.best_epoch, fitted.history.len());
     }
     print_contenders(&mut out, &args.eval_data, &[row])?;
     writeln!(
@@ -535,5 +565,5 @@ pub fn fit(args: &FitArgs) -> anyhow::Result<()> {
         fitted.history.len(),
         args.output.display()
     )?;
-    Ok(())
+    interrupted(fitted.interrupted, fitted.best_epoch, fitted.history.len())
 }

@@ -168,6 +168,8 @@ pub struct Contender {
 pub struct Distilled {
     pub student: Weights,
     pub table: Vec<Contender>,
+    /// Cancelled: the rows trained so far, the student from its best finished epoch.
+    pub interrupted: bool,
 }
 
 /// Names of the table's rows.
@@ -202,8 +204,9 @@ pub fn distill_and_compare(
         metrics: measure(teacher)?,
     }];
     let mut student = None;
+    let mut interrupted = false;
     for (name, with_teacher) in [(DISTILLED, true), (LABELS_ONLY, false)] {
-        if !with_teacher && !baseline {
+        if (!with_teacher && !baseline) || interrupted {
             continue;
         }
         let fitted = train(
@@ -222,11 +225,13 @@ pub fn distill_and_compare(
             bytes,
             metrics: measure(runner.as_ref())?,
         });
+        interrupted = fitted.interrupted;
         student.get_or_insert(fitted.weights);
     }
     Ok(Distilled {
         student: student.unwrap_or_default(),
         table,
+        interrupted,
     })
 }
 

@@ -45,6 +45,8 @@ pub struct Recovered {
     pub applied: Vec<(usize, AppliedTensor)>,
     pub history: Vec<EpochRecord>,
     pub best_epoch: usize,
+    /// Cancelled before the last epoch: the best finished one is kept.
+    pub interrupted: bool,
     /// Pruned positions whose exported value is not exactly zero (0 unless a block
     /// type with a minimum, such as Q4_1, stores zeros as small values).
     pub mask_violations: usize,
@@ -97,6 +99,7 @@ pub fn recover_and_compare(
 pub struct RecoveryReport {
     pub history: Vec<EpochRecord>,
     pub best_epoch: usize,
+    pub interrupted: bool,
     pub mask_violations: usize,
 }
 
@@ -105,6 +108,7 @@ impl Recovered {
         RecoveryReport {
             history: self.history.clone(),
             best_epoch: self.best_epoch,
+            interrupted: self.interrupted,
             mask_violations: self.mask_violations,
         }
     }
@@ -410,6 +414,7 @@ pub fn recover(
         applied,
         history: fitted.history,
         best_epoch: fitted.best_epoch,
+        interrupted: fitted.interrupted,
         mask_violations,
     })
 }

@@ -114,6 +114,8 @@ pub struct Fitted {
     pub history: Vec<EpochRecord>,
     /// 1-based epoch whose weights were kept.
     pub best_epoch: usize,
+    /// Cancelled after `history.len()` epochs: the best of those is kept.
+    pub interrupted: bool,
 }
 
 /// Hold out `fraction` of `data` (a seeded shuffle) for validation: (train, validation).
@@ -184,7 +186,8 @@ pub(crate) struct Soft<'a> {
 
 /// Train `net` on `train` (a loss of cross-entropy, or the distillation loss with
 /// `soft`), checking `validation` after every epoch and keeping the best weights.
-/// `progress` returns false to cancel (between steps).
+/// `progress` returns false to cancel (between steps): the best finished epoch is
+/// still returned (`interrupted`), or `Error::Cancelled` if none finished.
 pub(crate) fn fit(
     net: &TrainNet,
     train: &Dataset,
@@ -220,9 +223,10 @@ pub(crate) fn fit(
     let (mut history, mut best): (Vec<EpochRecord>, Option<(Metrics, usize, Weights)>) =
         (Vec::new(), None);
     let mut step = 0;
+    let mut interrupted = false;
     let mut input_dims = vec![0];
     input_dims.extend(&train.sample_shape);
-    for epoch in 1..=options.epochs {
+    'epochs: for epoch in 1..=options.epochs {
         order.shuffle(&mut rng);
         let mut loss_sum = 0.0;
         for rows in order.chunks(options.batch) {
@@ -266,7 +270,8 @@ pub(crate) fn fit(
                 steps,
                 loss: value,
             }) {
-                return Err(Error::Cancelled);
+                interrupted = true;
+                break 'epochs;
             }
         }
         let (metrics, eligible) = hooks.validate(net, validation, step)?;
@@ -284,16 +289,20 @@ pub(crate) fn fit(
             best = Some((metrics, epoch, net.weights()?));
         }
         if !progress(TrainEvent::Epoch(record)) {
-            return Err(Error::Cancelled);
+            interrupted = true;
+            break;
         }
     }
+    // A cancelled run keeps its best finished epoch; with none, nothing is kept.
     let (weights, best_epoch) = match best {
         Some((_, epoch, weights)) => (weights, epoch),
+        None if interrupted => return Err(Error::Cancelled),
         None => (net.weights()?, options.epochs),
     };
     Ok(Fitted {
         weights,
         history,
         best_epoch,
+        interrupted,
     })
 }
