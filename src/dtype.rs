@@ -11,7 +11,9 @@ use half::{bf16, f16};
 use serde::Serialize;
 
 /// ggml's quantized block types, with their on-disk type ids (ggml.h `enum ggml_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[expect(non_camel_case_types, reason = "ggml's own spelling of the type names")]
 pub enum GgmlQuant {
     Q4_0,

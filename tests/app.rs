@@ -719,3 +719,100 @@ fn recover_and_distill_in_the_training_tab_put_the_recovered_point_on_the_curves
     // Both students have 64·16 + 16 + 16·10 + 10 parameters.
     assert_eq!(h.get_all_by_label("1,210").count(), 2);
 }
+
+#[test]
+fn ctrl_z_and_ctrl_shift_z_walk_configuration_changes_and_f1_lists_them() {
+    use egui::{Key, Modifiers};
+    let mut h = harness();
+    drop_file(&mut h, &fixture("digit_cnn.pth"));
+    step_until(&mut h, "the model to load", |a| {
+        a.loaded.is_some() && !a.is_loading()
+    });
+    let sparsity = |h: &Harness<'_, SlimApp>| h.state().config.sparsity_pct;
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "Sparsity")
+        .set_value_accesskit(70.0);
+    h.run_steps(2);
+    h.get_by_label("global").click();
+    h.run_steps(2);
+    assert!(h.state().config.global_scope);
+    // Undo the scope, then the slider; redo both; the Edit menu offers the same.
+    h.key_combination_modifiers(Modifiers::COMMAND, &[Key::Z]);
+    h.run_steps(2);
+    assert!(!h.state().config.global_scope);
+    assert_eq!(sparsity(&h), 70.0);
+    h.key_combination_modifiers(Modifiers::COMMAND, &[Key::Z]);
+    h.run_steps(2);
+    assert_eq!(sparsity(&h), 0.0);
+    h.key_combination_modifiers(Modifiers::COMMAND | Modifiers::SHIFT, &[Key::Z]);
+    h.run_steps(2);
+    assert_eq!(sparsity(&h), 70.0);
+    h.key_combination_modifiers(Modifiers::COMMAND, &[Key::Y]);
+    h.run_steps(2);
+    assert!(h.state().config.global_scope);
+    assert!(!h.state().history.can_redo());
+    h.get_by_label("Edit").click();
+    h.run_steps(2);
+    h.get_by_label("Undo").click();
+    h.run_steps(2);
+    assert!(!h.state().config.global_scope);
+    // F1 opens the shortcuts.
+    h.key_press(Key::F1);
+    h.run_steps(2);
+    h.get_by_label("Keyboard shortcuts");
+    h.get_by_label("Undo the last configuration change");
+    h.key_press(Key::F1);
+    h.run_steps(2);
+    assert!(!h.state().show_help);
+}
+
+#[test]
+fn settings_theme_and_each_models_last_configuration_persist() {
+    let mut h = harness();
+    h.run_steps(1);
+    drop_file(&mut h, &fixture("digit_cnn.pth"));
+    step_until(&mut h, "the model to load", |a| {
+        a.loaded.is_some() && !a.is_loading()
+    });
+    // The hint explains what to try until dismissed.
+    h.get_by_label_contains("drag the Sparsity slider");
+    h.get_by_label("Got it").click();
+    h.run_steps(2);
+    assert!(h.state().settings.hint_dismissed);
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "Sparsity")
+        .set_value_accesskit(60.0);
+    h.run_steps(2);
+    h.get_by_label("View").click();
+    h.run_steps(2);
+    h.get_by_label("Light theme").click();
+    h.run_steps(2);
+    assert_eq!(h.state().settings.theme, slimscope::app::Theme::Light);
+    assert_eq!(h.ctx.theme(), egui::Theme::Light);
+    // What eframe stores at exit, read back by a new app (a restart).
+    let saved = serde_json::to_string(&h.state().settings).expect("settings serialize");
+    let settings: Settings = serde_json::from_str(&saved).expect("settings deserialize");
+    let mut again = Harness::builder()
+        .with_size(egui::vec2(1400.0, 860.0))
+        .build_ui_state(
+            |ui, app: &mut SlimApp| {
+                app.poll();
+                app.ui(ui);
+            },
+            SlimApp::new(settings),
+        );
+    drop_file(&mut again, &fixture("digit_cnn.pth"));
+    step_until(&mut again, "the model to load", |a| {
+        a.loaded.is_some() && !a.is_loading()
+    });
+    assert_eq!(again.state().config.sparsity_pct, 60.0);
+    again.get_by_label_contains("Restored the configuration you last used");
+    assert!(
+        again
+            .query_by_label_contains("drag the Sparsity slider")
+            .is_none()
+    );
+    assert_eq!(again.ctx.theme(), egui::Theme::Light);
+    // The restore is one undo away from none.
+    again.state_mut().apply(slimscope::app::Command::Undo);
+    again.run_steps(2);
+    assert_eq!(again.state().config.sparsity_pct, 0.0);
+}

@@ -9,7 +9,9 @@
 pub mod accuracy;
 pub mod compress;
 pub mod curves;
+mod help;
 mod histogram;
+pub mod history;
 mod layers;
 mod summary;
 pub mod training;
@@ -41,6 +43,11 @@ pub struct Settings {
     /// Histogram over |w| instead of w.
     pub abs_values: bool,
     pub bins: usize,
+    pub theme: Theme,
+    /// The last configuration used with each model, most recent first.
+    pub last_configs: Vec<(PathBuf, compress::Config)>,
+    /// Whether the getting-started hint was dismissed.
+    pub hint_dismissed: bool,
 }
 
 impl Default for Settings {
@@ -50,8 +57,21 @@ impl Default for Settings {
             log_counts: false,
             abs_values: false,
             bins: DEFAULT_BINS,
+            theme: Theme::Dark,
+            last_configs: Vec::new(),
+            hint_dismissed: false,
         }
     }
+}
+
+/// How many models' last configurations are remembered.
+const REMEMBERED_CONFIGS: usize = 32;
+
+/// The colour theme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Theme {
+    Dark,
+    Light,
 }
 
 /// Something a panel asks the app to do.
@@ -85,6 +105,15 @@ pub enum Command {
     SaveRecovered(PathBuf),
     /// Write the distilled student's weights here.
     SaveStudent(PathBuf),
+    /// Go back one configuration change (Ctrl+Z).
+    Undo,
+    /// Go forward again (Ctrl+Shift+Z or Ctrl+Y).
+    Redo,
+    /// Show or hide the keyboard shortcuts (F1).
+    ToggleHelp,
+    /// Hide the getting-started hint for good.
+    DismissHint,
+    SetTheme(Theme),
 }
 
 /// A model with every tensor's statistics, as the loading job produces it.
@@ -167,6 +196,10 @@ pub struct SlimApp {
     training_dialog: Option<JobHandle<Option<Command>>>,
     /// A training result being written.
     saving: Option<JobHandle<String>>,
+    /// Undo and redo of `config`.
+    pub history: history::History,
+    /// Whether the keyboard shortcuts window is open.
+    pub show_help: bool,
 }
 
 /// Bytes of compressed tensors the app keeps for instant returns to a setting.
@@ -213,6 +246,8 @@ impl SlimApp {
             training: training::Training::default(),
             training_dialog: None,
             saving: None,
+            history: history::History::default(),
+            show_help: false,
         }
     }
 
@@ -483,6 +518,17 @@ impl SlimApp {
         self.table = layers::TableState::default();
         self.error = None;
         self.config = compress::Config::default();
+        self.history.reset(&self.config);
+        // The configuration last used with this model comes back (one undo away
+        // from none).
+        if let Some((_, config)) = self.settings.last_configs.iter().find(|(p, _)| p == path) {
+            self.config = config.clone();
+            self.history.observe(&self.config, false);
+            self.notice = Some(format!(
+                "Restored the configuration you last used with {} (Ctrl+Z for none).",
+                file_name(path)
+            ));
+        }
         self.evaluation = None;
         self.evaluating = None;
         self.attached = None;
@@ -594,6 +640,15 @@ impl SlimApp {
             },
             Command::ChooseStudent(path) => self.training.distill.student = Some(path),
             Command::CancelTraining => self.training.cancel(),
+            Command::Undo => {
+                self.history.undo(&mut self.config);
+            }
+            Command::Redo => {
+                self.history.redo(&mut self.config);
+            }
+            Command::ToggleHelp => self.show_help = !self.show_help,
+            Command::DismissHint => self.settings.hint_dismissed = true,
+            Command::SetTheme(theme) => self.settings.theme = theme,
             Command::SaveRecovered(path) => match self.training.save_recovered(path) {
                 Ok(work) => self.save_in_background(work),
                 Err(e) => self.error = Some(e.to_string()),
@@ -860,7 +915,11 @@ impl SlimApp {
         if self.ctx.is_none() {
             self.ctx = Some(ui.ctx().clone());
         }
-        let mut commands = Vec::new();
+        ui.ctx().set_theme(match self.settings.theme {
+            Theme::Dark => egui::Theme::Dark,
+            Theme::Light => egui::Theme::Light,
+        });
+        let mut commands = shortcuts(ui.ctx());
         let dropped: Vec<PathBuf> = ui.ctx().input(|i| {
             i.raw
                 .dropped_files
@@ -932,6 +991,9 @@ impl SlimApp {
                 error_ui(ui, &error, &mut commands);
             } else if let Some(notice) = self.notice.clone() {
                 notice_ui(ui, &notice, &mut commands);
+            }
+            if self.loaded.is_some() && !self.settings.hint_dismissed {
+                help::hint_ui(ui, &mut commands);
             }
             if self.loaded.is_some() {
                 ui.horizontal(|ui| {
@@ -1007,10 +1069,37 @@ impl SlimApp {
                 _ => empty_state_ui(ui, self.loading.is_some()),
             }
         });
+        if self.show_help {
+            help::window(ui.ctx(), &mut self.show_help);
+        }
         for c in commands {
             self.apply(c);
         }
+        let busy = ui.ctx().input(|i| i.pointer.any_down()) || ui.ctx().egui_wants_keyboard_input();
+        self.history.observe(&self.config, busy);
+        if !busy {
+            self.remember_config();
+        }
         self.schedule_evaluation();
+    }
+
+    /// Keep the current configuration as the open model's last one (settings).
+    fn remember_config(&mut self) {
+        let Some(path) = self.loaded.as_ref().map(|l| l.model.path.clone()) else {
+            return;
+        };
+        let saved = &mut self.settings.last_configs;
+        if saved
+            .first()
+            .is_some_and(|(p, c)| *p == path && *c == self.config)
+        {
+            return;
+        }
+        saved.retain(|(p, _)| *p != path);
+        if !self.config.is_identity() {
+            saved.insert(0, (path, self.config.clone()));
+            saved.truncate(REMEMBERED_CONFIGS);
+        }
     }
 
     fn top_bar_ui(&self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
@@ -1042,6 +1131,42 @@ impl SlimApp {
                         }
                     }
                 });
+            });
+            ui.menu_button("Edit", |ui| {
+                if ui
+                    .add_enabled(self.history.can_undo(), egui::Button::new("Undo"))
+                    .on_hover_text("Go back one configuration change (Ctrl+Z)")
+                    .clicked()
+                {
+                    commands.push(Command::Undo);
+                }
+                if ui
+                    .add_enabled(self.history.can_redo(), egui::Button::new("Redo"))
+                    .on_hover_text("Go forward again (Ctrl+Shift+Z or Ctrl+Y)")
+                    .clicked()
+                {
+                    commands.push(Command::Redo);
+                }
+            });
+            ui.menu_button("View", |ui| {
+                for (theme, label) in [(Theme::Dark, "Dark theme"), (Theme::Light, "Light theme")] {
+                    if ui
+                        .radio(self.settings.theme == theme, label)
+                        .on_hover_text("Remembered across restarts")
+                        .clicked()
+                    {
+                        commands.push(Command::SetTheme(theme));
+                    }
+                }
+            });
+            ui.menu_button("Help", |ui| {
+                if ui
+                    .button("Keyboard shortcuts")
+                    .on_hover_text("F1")
+                    .clicked()
+                {
+                    commands.push(Command::ToggleHelp);
+                }
             });
             if ui.input(|i| i.modifiers.command && i.key_pressed(egui::Key::O)) {
                 commands.push(Command::OpenDialog);
@@ -1150,6 +1275,29 @@ fn empty_state_ui(ui: &mut egui::Ui, loading: bool) {
             ui.label("or use File > Open… (Ctrl+O), or pass a path: slimscope MODEL");
         }
     });
+}
+
+/// The app-wide keyboard shortcuts (not while a text field takes the keys: there
+/// Ctrl+Z undoes typing).
+fn shortcuts(ctx: &egui::Context) -> Vec<Command> {
+    use egui::{Key, Modifiers};
+    let mut commands = Vec::new();
+    if ctx.input(|i| i.key_pressed(Key::F1)) {
+        commands.push(Command::ToggleHelp);
+    }
+    if ctx.egui_wants_keyboard_input() {
+        return commands;
+    }
+    ctx.input_mut(|i| {
+        if i.consume_key(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z)
+            || i.consume_key(Modifiers::COMMAND, Key::Y)
+        {
+            commands.push(Command::Redo);
+        } else if i.consume_key(Modifiers::COMMAND, Key::Z) {
+            commands.push(Command::Undo);
+        }
+    });
+    commands
 }
 
 /// What a dropped file is for: with a model open, data sets and architecture specs

@@ -548,7 +548,7 @@ pub fn ui(
             "Softens both distributions: the teacher's \"dark knowledge\" shows at T > 1",
         );
         ui.add(egui::Slider::new(&mut training.distill.alpha, 0.0..=1.0).text("α (soft share)"))
-            .on_hover_text("loss = α·T²·KL(teacher ‖ student) + (1 − α)·cross-entropy");
+            .on_hover_text("loss = α·T²·KL(teacher || student) + (1 − α)·cross-entropy");
     });
     ui.horizontal(|ui| {
         ui.add(egui::Slider::new(&mut training.distill.epochs, 1..=100).text("epochs"));

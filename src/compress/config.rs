@@ -5,10 +5,12 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::dtype::GgmlQuant;
 
 /// How weights are chosen for pruning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Method {
     /// Smallest |w| first.
     Magnitude,
@@ -52,7 +54,7 @@ impl Method {
 }
 
 /// Integer scale granularity in the app's picker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum IntGranularity {
     Tensor,
     Channel,
@@ -70,7 +72,7 @@ impl IntGranularity {
 }
 
 /// The number format weights are stored in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Format {
     /// Keep the stored type.
     Keep,
@@ -161,15 +163,16 @@ impl Format {
 }
 
 /// One tensor's own settings, replacing the global ones.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Override {
     /// Magnitude sparsity of this tensor alone, in percent.
     pub sparsity_pct: f64,
     pub format: Format,
 }
 
-/// The whole compression configuration the controls edit.
-#[derive(Debug, Clone, PartialEq)]
+/// The whole compression configuration the controls edit (saved with the app's
+/// settings, per model).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Config {
     /// Target sparsity in percent, 0–99.
     pub sparsity_pct: f64,
