@@ -485,6 +485,35 @@ fn a_sweep_on_the_demo_fills_the_curves_and_can_be_cancelled() {
     h.get_by_label_contains("cancelled");
     // The points measured before the cancel stay.
     assert!(points(h.state()) >= 3);
+    // Save them (the dialog's answer arrives as this command): JSON and CSV.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let measured = points(h.state());
+    for name in ["sweep.json", "sweep.csv"] {
+        let out = dir.path().join(name);
+        h.state_mut()
+            .apply(slimscope::app::Command::SaveResults(out.clone()));
+        step_until(&mut h, "the results file", |a| {
+            a.notice.is_some() || a.error.is_some()
+        });
+        assert!(h.state().error.is_none(), "{:?}", h.state().error);
+        let text = std::fs::read_to_string(&out).expect("written");
+        if name.ends_with(".json") {
+            let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+            assert_eq!(v["points"].as_array().map(Vec::len), Some(measured), "{v}");
+        } else {
+            // Records end at newlines outside quotes (recipes span lines, quoted).
+            let mut quoted = false;
+            let records = text
+                .chars()
+                .filter(|&c| {
+                    quoted ^= c == '"';
+                    c == '\n' && !quoted
+                })
+                .count();
+            assert_eq!(records, measured + 1, "a header and one row per point");
+        }
+        h.state_mut().apply(slimscope::app::Command::DismissError);
+    }
 }
 
 #[test]

@@ -102,6 +102,8 @@ pub struct Curves {
     pub view: CurvesView,
     /// The allocation slider: average sparsity, percent.
     pub target_pct: f64,
+    /// Where the plots were drawn last frame (points), for saving them as PNG.
+    pub plots_rect: Option<egui::Rect>,
 }
 
 /// What the curves tab shows.
@@ -125,6 +127,7 @@ impl Curves {
             runs: Vec::new(),
             view: CurvesView::Plots,
             target_pct: 70.0,
+            plots_rect: None,
         }
     }
 
@@ -238,6 +241,10 @@ pub enum CurvesAction {
     Allocate(f64),
     /// Make this the current configuration.
     Use(Config),
+    /// Ask where to save every measured point (JSON or CSV), then save.
+    SaveResultsDialog,
+    /// Ask where to save the plots as PNG, then save.
+    SavePlotsDialog,
 }
 
 /// The jobs list: progress, ETA and cancel for running sweeps; how the others ended.
@@ -387,6 +394,34 @@ fn recovered_points(
     );
 }
 
+/// Pixels within which a click picks a point.
+const CLICK_RADIUS: f32 = 10.0;
+
+/// The configuration of the point nearest a click on this plot, if one is close.
+fn clicked_point(plot: &egui_plot::PlotUi<'_>, points: &[([f64; 2], &Config)]) -> Option<Config> {
+    let response = plot.response();
+    if !response.clicked() {
+        return None;
+    }
+    let pointer = response.interact_pointer_pos()?;
+    let on_screen: Vec<egui::Pos2> = points
+        .iter()
+        .map(|(xy, _)| plot.screen_from_plot(egui_plot::PlotPoint::new(xy[0], xy[1])))
+        .collect();
+    nearest(&on_screen, pointer, CLICK_RADIUS).map(|i| points[i].1.clone())
+}
+
+/// The index of the position nearest `pointer`, if within `radius`.
+fn nearest(positions: &[egui::Pos2], pointer: egui::Pos2, radius: f32) -> Option<usize> {
+    positions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i, p.distance(pointer)))
+        .filter(|&(_, d)| d <= radius)
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| i)
+}
+
 /// The current configuration's marker at `at`.
 fn current_marker(at: [f64; 2]) -> Points<'static> {
     Points::new("current", PlotPoints::from(vec![at]))
@@ -420,6 +455,24 @@ pub fn ui(
         ui.label("No data attached: the curves show weight SQNR (dB), a fidelity proxy, not accuracy. Attach a data set to measure accuracy.");
     }
     jobs_ui(ui, curves);
+    let results = curves.all_results();
+    ui.horizontal(|ui| {
+        let any = !results.is_empty();
+        if ui
+            .add_enabled(any, egui::Button::new("Save results…"))
+            .on_hover_text("Every measured point with its recipe, as JSON (.json) or CSV (.csv), as `slimscope sweep -o` writes them")
+            .clicked()
+        {
+            actions.push(CurvesAction::SaveResultsDialog);
+        }
+        if ui
+            .add_enabled(any && curves.view == CurvesView::Plots, egui::Button::new("Save plots as PNG…"))
+            .on_hover_text("The three plots as they are on screen")
+            .clicked()
+        {
+            actions.push(CurvesAction::SavePlotsDialog);
+        }
+    });
     ui.horizontal(|ui| {
         ui.selectable_value(&mut curves.view, CurvesView::Plots, "Plots")
             .on_hover_text("Accuracy against sparsity and bits; size against accuracy");
@@ -428,9 +481,12 @@ pub fn ui(
                 "Layers × levels heatmap; one average sparsity allocated over the layers",
             );
     });
-    let results = curves.all_results();
     match curves.view {
-        CurvesView::Plots => plots_ui(ui, &results, current, baseline_top1, recovered),
+        CurvesView::Plots => {
+            let top = ui.cursor().min;
+            plots_ui(ui, &results, current, baseline_top1, recovered, actions);
+            curves.plots_rect = Some(egui::Rect::from_min_max(top, ui.min_rect().max));
+        }
         CurvesView::Layers => layers_ui(ui, curves, &results, baseline_top1, actions),
     }
 }
@@ -443,6 +499,7 @@ fn plots_ui(
     current: Option<&Evaluation>,
     baseline_top1: Option<f64>,
     recovered: &[RecoveredMarker],
+    actions: &mut Vec<CurvesAction>,
 ) {
     let measured = all.iter().any(|r| r.metrics.is_some()) || !recovered.is_empty();
     let results: Vec<PointResult> = all
@@ -450,10 +507,23 @@ fn plots_ui(
         .filter(|r| !measured || r.metrics.is_some())
         .cloned()
         .collect();
-    ui.label(format!("{} points measured", results.len()));
+    ui.label(format!(
+        "{} points measured · click a point to make its configuration the current one",
+        results.len()
+    ));
     if results.is_empty() && recovered.is_empty() {
         return;
     }
+    // Every drawn point, per plot, as (x, y, its configuration) for clicks.
+    let on_axis = |axis: Axis| -> Vec<([f64; 2], &Config)> {
+        results
+            .iter()
+            .filter(|r| r.point.axis == axis)
+            .map(|r| ([x_of(r), y_of(r, measured)], &r.point.config))
+            .collect()
+    };
+    let (by_sparsity, by_bits) = (on_axis(Axis::Sparsity), on_axis(Axis::Bits));
+    let mut chosen: Option<Config> = None;
     let y_label = if measured {
         "top-1 accuracy (%)"
     } else {
@@ -499,6 +569,7 @@ fn plots_ui(
         if measured {
             recovered_points(plot, recovered, |m| m.sparsity_pct);
         }
+        chosen = chosen.take().or_else(|| clicked_point(plot, &by_sparsity));
     });
     plot(
         "vs bits",
@@ -512,6 +583,7 @@ fn plots_ui(
             plot.line(Line::new(name.clone(), PlotPoints::from(pts.clone())));
             plot.points(Points::new(name, PlotPoints::from(pts)).radius(2.5));
         }
+        chosen = chosen.take().or_else(|| clicked_point(plot, &by_bits));
     });
     let global: Vec<PointResult> = results
         .iter()
@@ -543,7 +615,15 @@ fn plots_ui(
         if measured {
             recovered_points(plot, recovered, |m| m.bytes as f64 / 1e6);
         }
+        let by_size: Vec<([f64; 2], &Config)> = global
+            .iter()
+            .map(|r| ([r.bytes as f64 / 1e6, y_of(r, measured)], &r.point.config))
+            .collect();
+        chosen = chosen.take().or_else(|| clicked_point(plot, &by_size));
     });
+    if let Some(config) = chosen {
+        actions.push(CurvesAction::Use(config));
+    }
     if !sensitivity_curves.is_empty() {
         ui.label(format!(
             "Most sensitive layers (mean {} drop over 10–90%): {}",
@@ -778,4 +858,18 @@ fn allocation_ui(
             ui.end_row();
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use egui::pos2;
+
+    #[test]
+    fn a_click_picks_the_nearest_point_within_reach() {
+        let points = [pos2(10.0, 10.0), pos2(30.0, 10.0), pos2(19.0, 10.0)];
+        assert_eq!(super::nearest(&points, pos2(21.0, 12.0), 10.0), Some(2));
+        assert_eq!(super::nearest(&points, pos2(29.0, 10.0), 10.0), Some(1));
+        assert_eq!(super::nearest(&points, pos2(60.0, 60.0), 10.0), None);
+        assert_eq!(super::nearest(&[], pos2(0.0, 0.0), 10.0), None);
+    }
 }

@@ -13,6 +13,7 @@ mod help;
 mod histogram;
 pub mod history;
 mod layers;
+mod snapshot;
 mod summary;
 pub mod training;
 
@@ -105,6 +106,10 @@ pub enum Command {
     SaveRecovered(PathBuf),
     /// Write the distilled student's weights here.
     SaveStudent(PathBuf),
+    /// Save every measured sweep point here (.json or .csv).
+    SaveResults(PathBuf),
+    /// Save the plots as PNG here (after the next screenshot arrives).
+    SavePlots(PathBuf),
     /// Go back one configuration change (Ctrl+Z).
     Undo,
     /// Go forward again (Ctrl+Shift+Z or Ctrl+Y).
@@ -193,9 +198,16 @@ pub struct SlimApp {
     /// Recovery fine-tuning and distillation of the open model.
     pub training: training::Training,
     /// A file dialog whose answer becomes a command (student spec, save targets).
-    training_dialog: Option<JobHandle<Option<Command>>>,
-    /// A training result being written.
+    answer_dialog: Option<JobHandle<Option<Command>>>,
+    /// A training result, results file or image being written.
     saving: Option<JobHandle<String>>,
+    /// Plots to save once the window's screenshot arrives (with the scale it was
+    /// taken at).
+    pending_shot: Option<(
+        snapshot::PngRequest,
+        crossbeam_channel::Receiver<Arc<egui::ColorImage>>,
+        f32,
+    )>,
     /// Undo and redo of `config`.
     pub history: history::History,
     /// Whether the keyboard shortcuts window is open.
@@ -244,8 +256,9 @@ impl SlimApp {
             tab: Tab::Histogram,
             tensor_cache: Arc::new(TensorCache::new(TENSOR_CACHE_BYTES)),
             training: training::Training::default(),
-            training_dialog: None,
+            answer_dialog: None,
             saving: None,
+            pending_shot: None,
             history: history::History::default(),
             show_help: false,
         }
@@ -384,10 +397,11 @@ impl SlimApp {
             c.poll();
         }
         self.training.poll();
-        if let Some(dialog) = &self.training_dialog
+        self.take_screenshot();
+        if let Some(dialog) = &self.answer_dialog
             && let Some(event) = dialog.try_end()
         {
-            self.training_dialog = None;
+            self.answer_dialog = None;
             if let JobEvent::Finished(Some(command)) = event {
                 self.apply(command);
             }
@@ -640,6 +654,39 @@ impl SlimApp {
             },
             Command::ChooseStudent(path) => self.training.distill.student = Some(path),
             Command::CancelTraining => self.training.cancel(),
+            Command::SaveResults(path) => {
+                let csv = path
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+                let work = self.results_report(csv).map(|text| {
+                    move || {
+                        crate::export::write_text(&path, &text, true)?;
+                        Ok(format!("Saved the sweep results to {}", path.display()))
+                    }
+                });
+                match work {
+                    Some(work) => self.save_in_background(work),
+                    None => self.error = Some("No sweep points to save yet.".into()),
+                }
+            }
+            Command::SavePlots(path) => match (
+                self.curves.as_ref().and_then(|c| c.plots_rect),
+                self.ctx.clone(),
+            ) {
+                (Some(rect), Some(ctx)) => {
+                    let (tx, rx) = crossbeam_channel::bounded(1);
+                    let waker = ctx.clone();
+                    ctx.send_viewport_cmd(egui::ViewportCommand::Screenshot(
+                        egui::ScreenshotCallback::new(move |image| {
+                            let _ = tx.send(image);
+                            waker.request_repaint();
+                        }),
+                    ));
+                    let request = snapshot::PngRequest { path, rect };
+                    self.pending_shot = Some((request, rx, ctx.pixels_per_point()));
+                }
+                _ => self.error = Some("Open the Curves tab's plots to save them.".into()),
+            },
             Command::Undo => {
                 self.history.undo(&mut self.config);
             }
@@ -683,17 +730,17 @@ impl SlimApp {
 
     /// Show a file dialog off the UI thread; `answer` turns the chosen path into a
     /// command.
-    fn training_dialog(
+    fn answer_dialog(
         &mut self,
         title: &'static str,
         save_as: Option<String>,
         filters: &'static [(&'static str, &'static [&'static str])],
         answer: fn(PathBuf) -> Command,
     ) {
-        if self.training_dialog.is_some() {
+        if self.answer_dialog.is_some() {
             return;
         }
-        self.training_dialog = Some(spawn_job("file-dialog", self.notifier(), move |_| {
+        self.answer_dialog = Some(spawn_job("file-dialog", self.notifier(), move |_| {
             let mut dialog = rfd::FileDialog::new().set_title(title);
             for (name, extensions) in filters {
                 dialog = dialog.add_filter(*name, extensions);
@@ -747,19 +794,19 @@ impl SlimApp {
                 }
             }
             A::Cancel => self.training.cancel(),
-            A::ChooseStudentDialog => self.training_dialog(
+            A::ChooseStudentDialog => self.answer_dialog(
                 "Choose the student's architecture spec",
                 None,
                 &[("architecture spec", &["toml"])],
                 Command::ChooseStudent,
             ),
-            A::SaveRecoveredDialog => self.training_dialog(
+            A::SaveRecoveredDialog => self.answer_dialog(
                 "Save the recovered model",
                 Some(format!("{stem}.recovered.safetensors")),
                 &[("safetensors", &["safetensors"]), ("GGUF", &["gguf"])],
                 Command::SaveRecovered,
             ),
-            A::SaveStudentDialog => self.training_dialog(
+            A::SaveStudentDialog => self.answer_dialog(
                 "Save the distilled student",
                 Some(format!("{stem}.student.safetensors")),
                 &[("safetensors", &["safetensors"])],
@@ -1043,6 +1090,18 @@ impl SlimApp {
                                 self.start_allocation(target);
                             }
                             curves::CurvesAction::Use(config) => self.config = config,
+                            curves::CurvesAction::SaveResultsDialog => self.answer_dialog(
+                                "Save the sweep results",
+                                Some("sweep.json".into()),
+                                &[("JSON", &["json"]), ("CSV", &["csv"])],
+                                Command::SaveResults,
+                            ),
+                            curves::CurvesAction::SavePlotsDialog => self.answer_dialog(
+                                "Save the plots as PNG",
+                                Some("curves.png".into()),
+                                &[("PNG image", &["png"])],
+                                Command::SavePlots,
+                            ),
                         }
                     }
                 }
@@ -1081,6 +1140,59 @@ impl SlimApp {
             self.remember_config();
         }
         self.schedule_evaluation();
+    }
+
+    /// Cut the plots out of the screenshot once it has arrived, and write them (on a
+    /// worker).
+    fn take_screenshot(&mut self) {
+        let Some((_, rx, _)) = &self.pending_shot else {
+            return;
+        };
+        let Ok(image) = rx.try_recv() else {
+            return;
+        };
+        let Some((request, _, pixels_per_point)) = self.pending_shot.take() else {
+            return;
+        };
+        self.save_in_background(move || {
+            let bytes = snapshot::crop_png(&image, request.rect, pixels_per_point)?;
+            crate::export::write_bytes(&request.path, &bytes, true)?;
+            Ok(format!("Saved the plots to {}", request.path.display()))
+        });
+    }
+
+    /// Every measured point as `slimscope sweep -o` writes them, as CSV or JSON, or
+    /// `None` with none measured.
+    fn results_report(&self, csv: bool) -> Option<String> {
+        let curves = self.curves.as_ref()?;
+        let results = curves.all_results();
+        if results.is_empty() {
+            return None;
+        }
+        let baseline = self.attached.as_ref().map(|a| a.baseline);
+        let ranking = crate::sweep::analysis::sensitivity(
+            &results,
+            "layer magnitude",
+            baseline.map(|b| b.top1),
+        );
+        let report = crate::sweep::output::Report::new(
+            self.loaded
+                .as_ref()
+                .map(|l| l.model.path.display().to_string())
+                .unwrap_or_default(),
+            self.attached
+                .as_ref()
+                .map(|a| a.data_path.display().to_string()),
+            baseline,
+            false,
+            &results,
+            ranking,
+        );
+        Some(if csv {
+            report.to_csv()
+        } else {
+            report.to_json()
+        })
     }
 
     /// Keep the current configuration as the open model's last one (settings).

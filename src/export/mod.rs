@@ -85,6 +85,11 @@ pub fn write_model(
 
 /// Write `text` to `out` atomically (a recipe beside an export).
 pub fn write_text(out: &Path, text: &str, force: bool) -> Result<()> {
+    write_bytes(out, text.as_bytes(), force)
+}
+
+/// Write `bytes` to `out` atomically (an image, a report).
+pub fn write_bytes(out: &Path, bytes: &[u8], force: bool) -> Result<()> {
     if out.exists() && !force {
         return Err(Error::InvalidSetting(format!(
             "{}: already exists (use --force to replace it)",
@@ -92,7 +97,7 @@ pub fn write_text(out: &Path, text: &str, force: bool) -> Result<()> {
         )));
     }
     let tmp = temp_file_beside(out)?;
-    std::fs::write(tmp.path(), text).map_err(|e| Error::io(out, e))?;
+    std::fs::write(tmp.path(), bytes).map_err(|e| Error::io(out, e))?;
     persist(tmp, out, force)
 }
 
