@@ -845,3 +845,43 @@ fn settings_theme_and_each_models_last_configuration_persist() {
     again.run_steps(2);
     assert_eq!(again.state().config.sparsity_pct, 0.0);
 }
+
+#[test]
+fn pinned_configurations_compare_side_by_side_and_either_can_be_used_again() {
+    let mut h = harness();
+    open_demo(&mut h);
+    let settle = |h: &mut Harness<'_, SlimApp>, pct: f64| {
+        h.get_by_role_and_label(egui::accesskit::Role::Slider, "Sparsity")
+            .set_value_accesskit(pct);
+        h.run_steps(2);
+        step_until(h, "the figures of the configuration", |a| {
+            a.evaluation_is_current() && a.evaluation.as_ref().is_some_and(|e| e.accuracy.is_some())
+        });
+    };
+    settle(&mut h, 50.0);
+    h.get_by_label("Pin for comparison").click();
+    h.run_steps(2);
+    settle(&mut h, 90.0);
+    h.get_by_label("Pin for comparison").click();
+    h.run_steps(3);
+    // The Compare tab opens on the two pins, A = #1 (50%), B = #2 (90%).
+    h.get_by_label("A: #1");
+    h.get_by_label("B: #2");
+    h.get_by_label("Magnitude 50% · as stored");
+    h.get_by_label("Magnitude 90% · as stored");
+    let pinned = &h.state().compare.pinned;
+    let (a, b) = (&pinned[0].evaluation, &pinned[1].evaluation);
+    assert!(b.bytes_after < a.bytes_after);
+    let delta = 100.0 * (b.accuracy.expect("B").1.top1 - a.accuracy.expect("A").1.top1);
+    h.get_by_label(&format!("{delta:+.2} pts"));
+    h.get_by_label("Tensors: 5 compressed by either, 5 compressed differently");
+    // The tensor's row (beside its row in the layer table).
+    assert!(h.get_all_by_label("conv_layers.0.weight").count() >= 2);
+    // Use A again; Ctrl+Z returns to 90%.
+    h.get_by_label("Use A").click();
+    h.run_steps(2);
+    assert_eq!(h.state().config.sparsity_pct, 50.0);
+    h.state_mut().apply(slimscope::app::Command::Undo);
+    h.run_steps(2);
+    assert_eq!(h.state().config.sparsity_pct, 90.0);
+}

@@ -7,6 +7,7 @@
 //! [`SlimApp::poll`] drains their channels without blocking, every frame.
 
 pub mod accuracy;
+pub mod compare;
 pub mod compress;
 pub mod curves;
 mod help;
@@ -114,6 +115,8 @@ pub enum Command {
     Undo,
     /// Go forward again (Ctrl+Shift+Z or Ctrl+Y).
     Redo,
+    /// Keep the current configuration and its figures for comparison.
+    Pin,
     /// Show or hide the keyboard shortcuts (F1).
     ToggleHelp,
     /// Hide the getting-started hint for good.
@@ -212,6 +215,8 @@ pub struct SlimApp {
     pub history: history::History,
     /// Whether the keyboard shortcuts window is open.
     pub show_help: bool,
+    /// Pinned configurations, compared side by side.
+    pub compare: compare::Compare,
 }
 
 /// Bytes of compressed tensors the app keeps for instant returns to a setting.
@@ -223,6 +228,7 @@ pub enum Tab {
     Histogram,
     Curves,
     Training,
+    Compare,
 }
 
 impl SlimApp {
@@ -261,6 +267,7 @@ impl SlimApp {
             pending_shot: None,
             history: history::History::default(),
             show_help: false,
+            compare: compare::Compare::default(),
         }
     }
 
@@ -551,6 +558,7 @@ impl SlimApp {
             c.clear();
         }
         self.training.clear();
+        self.compare.clear();
         self.tensor_cache = Arc::new(TensorCache::new(TENSOR_CACHE_BYTES));
         let recent = &mut self.settings.recent_files;
         recent.retain(|p| p != path);
@@ -694,6 +702,17 @@ impl SlimApp {
                 self.history.redo(&mut self.config);
             }
             Command::ToggleHelp => self.show_help = !self.show_help,
+            Command::Pin => match &self.evaluation {
+                Some(e) if self.evaluation_is_current() => {
+                    self.compare.pin(e.clone());
+                    self.tab = Tab::Compare;
+                }
+                _ => {
+                    self.error = Some(
+                        "Wait for the current configuration's figures before pinning it.".into(),
+                    )
+                }
+            },
             Command::DismissHint => self.settings.hint_dismissed = true,
             Command::SetTheme(theme) => self.settings.theme = theme,
             Command::SaveRecovered(path) => match self.training.save_recovered(path) {
@@ -1004,6 +1023,16 @@ impl SlimApp {
                                 self.evaluation.as_deref(),
                                 busy,
                             );
+                            let can_pin = self.evaluation.is_some()
+                                && self.evaluation_is_current()
+                                && self.evaluating.is_none();
+                            if ui
+                                .add_enabled(can_pin, egui::Button::new("Pin for comparison"))
+                                .on_hover_text("Keep this configuration and its figures; compare pinned ones side by side in the Compare tab")
+                                .clicked()
+                            {
+                                commands.push(Command::Pin);
+                            }
                             ui.separator();
                             accuracy::ui(
                                 ui,
@@ -1050,10 +1079,26 @@ impl SlimApp {
                         .on_hover_text("Accuracy against sparsity and bit-width, layer sensitivity, size against accuracy");
                     ui.selectable_value(&mut self.tab, Tab::Training, "Training")
                         .on_hover_text("Win accuracy back: fine-tune the current configuration, or distill into a smaller student");
+                    ui.selectable_value(&mut self.tab, Tab::Compare, "Compare")
+                        .on_hover_text("Pinned configurations side by side: size, accuracy, what each does per tensor");
                 });
                 ui.separator();
             }
             match (self.selected, self.loaded.is_some()) {
+                (_, true) if self.tab == Tab::Compare => {
+                    let mut actions = Vec::new();
+                    let current = self.evaluation.clone().filter(|_| self.evaluation_is_current());
+                    if let Some(loaded) = &self.loaded {
+                        let names: Vec<&str> =
+                            loaded.model.tensors.iter().map(|t| t.name.as_str()).collect();
+                        compare::ui(ui, &mut self.compare, current.as_ref(), &names, &mut actions);
+                    }
+                    for a in actions {
+                        match a {
+                            compare::CompareAction::Use(config) => self.config = config,
+                        }
+                    }
+                }
                 (_, true) if self.tab == Tab::Training => {
                     let mut actions = Vec::new();
                     let blocker = self.training_blocker();

@@ -577,15 +577,7 @@ fn config_words(config: &Config) -> String {
     if config.is_identity() {
         return "nothing compressed yet (set a sparsity or format on the right)".into();
     }
-    let mut words = format!("{} {:.0}%", config.method.label(), config.sparsity_pct);
-    words.push_str(&format!(" · {}", config.format.label()));
-    if !config.overrides.is_empty() {
-        words.push_str(&format!(
-            " · {} per-tensor overrides",
-            config.overrides.len()
-        ));
-    }
-    words
+    config.summary()
 }
 
 fn progress_ui(ui: &mut egui::Ui, training: &Training, actions: &mut Vec<TrainingAction>) {

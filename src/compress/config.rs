@@ -219,6 +219,27 @@ fn prune_table(method: Method, sparsity_pct: f64, global: bool) -> String {
 }
 
 impl Config {
+    /// A few words for people: "Magnitude 85% (global) · int4 per channel · 2
+    /// per-tensor overrides".
+    pub fn summary(&self) -> String {
+        if self.is_identity() {
+            return "nothing compressed".into();
+        }
+        let mut words = if self.method == Method::TwoFour {
+            self.method.label().to_owned()
+        } else {
+            format!("{} {:.0}%", self.method.label(), self.sparsity_pct)
+        };
+        if self.global_scope && self.method == Method::Magnitude {
+            words.push_str(" (global)");
+        }
+        words.push_str(&format!(" · {}", self.format.label()));
+        if !self.overrides.is_empty() {
+            words.push_str(&format!(" · {} per-tensor overrides", self.overrides.len()));
+        }
+        words
+    }
+
     /// Whether this configuration changes anything at all.
     pub fn is_identity(&self) -> bool {
         let prunes = self.method == Method::TwoFour || self.sparsity_pct > 0.0;
