@@ -233,6 +233,12 @@ fn tensors_ui(ui: &mut egui::Ui, a: &Evaluation, b: Option<&Evaluation>, names: 
                 .num_columns(3)
                 .striped(true)
                 .show(ui, |ui| {
+                    if range.start == 0 {
+                        ui.strong("tensor");
+                        ui.strong("A");
+                        ui.strong("B");
+                        ui.end_row();
+                    }
                     for (i, x, y) in &rows[range] {
                         let name = names.get(*i).copied().unwrap_or("?");
                         if x == y {
