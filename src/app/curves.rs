@@ -104,6 +104,116 @@ pub struct Curves {
     pub target_pct: f64,
     /// Where the plots were drawn last frame (points), for saving them as PNG.
     pub plots_rect: Option<egui::Rect>,
+    /// What the plots and the heatmap draw, derived from the points (see [`Snapshot`]).
+    snapshot: Option<(SnapshotKey, std::time::Instant, Arc<Snapshot>)>,
+}
+
+/// What a snapshot was derived from: runs, points, baseline (bits).
+type SnapshotKey = (usize, usize, Option<u64>);
+
+/// Per-layer sensitivity lines drawn on the sparsity plot (the most sensitive
+/// first); every layer is in the Layers view's heatmap.
+pub const LAYER_LINES: usize = 8;
+
+/// While points stream in, the plots are re-derived at most this often: a sweep of
+/// thousands of points costs the UI a few derivations a second, not one per frame.
+const SNAPSHOT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Everything the curves tab draws, derived once from the points (not every frame).
+pub struct Snapshot {
+    /// The points the plots show (only measured ones when any are).
+    pub results: Vec<PointResult>,
+    pub measured: bool,
+    /// Layers by sensitivity over the points shown.
+    pub ranking: Vec<LayerSensitivity>,
+    /// Layers by sensitivity over every point (measured drops where there are some,
+    /// weight SQNR elsewhere): what allocations use.
+    pub all_ranking: Vec<LayerSensitivity>,
+    sparsity_lines: Vec<(String, Vec<[f64; 2]>)>,
+    bits_lines: Vec<(String, Vec<[f64; 2]>)>,
+    layer_lines: Vec<(String, Vec<[f64; 2]>)>,
+    /// (x, y, index into `results`) of each clickable point, per plot.
+    by_sparsity: Vec<([f64; 2], usize)>,
+    by_bits: Vec<([f64; 2], usize)>,
+    by_size: Vec<([f64; 2], usize)>,
+    front: Vec<[f64; 2]>,
+    /// Every point, measured or not (the heatmap and allocation use them all).
+    pub all: Vec<PointResult>,
+    pub heatmap: Heatmap,
+}
+
+impl Snapshot {
+    fn new(all: Vec<PointResult>, baseline_top1: Option<f64>) -> Snapshot {
+        let measured = all.iter().any(|r| r.metrics.is_some());
+        let results: Vec<PointResult> = all
+            .iter()
+            .filter(|r| !measured || r.metrics.is_some())
+            .cloned()
+            .collect();
+        let ranking = sensitivity(&results, "layer magnitude", baseline_top1);
+        let mut per_layer: std::collections::HashMap<&str, Vec<[f64; 2]>> =
+            std::collections::HashMap::new();
+        let shown: std::collections::HashSet<&str> = ranking
+            .iter()
+            .take(LAYER_LINES)
+            .map(|s| s.layer.as_str())
+            .collect();
+        for r in &results {
+            if let Some(layer) = r.point.layer.as_deref()
+                && r.point.axis == Axis::Sparsity
+                && shown.contains(layer)
+            {
+                per_layer
+                    .entry(layer)
+                    .or_default()
+                    .push([x_of(r), y_of(r, measured)]);
+            }
+        }
+        let layer_lines = ranking
+            .iter()
+            .take(LAYER_LINES)
+            .filter_map(|s| {
+                let mut pts = per_layer.remove(s.layer.as_str())?;
+                pts.sort_by(|a, b| a[0].total_cmp(&b[0]));
+                Some((format!("layer {}", s.layer), pts))
+            })
+            .collect();
+        let on_axis = |axis: Axis| -> Vec<([f64; 2], usize)> {
+            results
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.point.axis == axis)
+                .map(|(i, r)| ([x_of(r), y_of(r, measured)], i))
+                .collect()
+        };
+        let global: Vec<usize> = (0..results.len())
+            .filter(|&i| results[i].point.layer.is_none())
+            .collect();
+        let global_results: Vec<PointResult> = global.iter().map(|&i| results[i].clone()).collect();
+        let size_of = |r: &PointResult| [r.bytes as f64 / 1e6, y_of(r, measured)];
+        let front = pareto_front(&global_results)
+            .into_iter()
+            .map(|k| size_of(&global_results[k]))
+            .collect();
+        let by_size = global.iter().map(|&i| (size_of(&results[i]), i)).collect();
+        let heatmap = heatmap(&all, baseline_top1);
+        let all_ranking = sensitivity(&all, "layer magnitude", baseline_top1);
+        Snapshot {
+            sparsity_lines: lines(&results, Axis::Sparsity, measured),
+            bits_lines: lines(&results, Axis::Bits, measured),
+            layer_lines,
+            by_sparsity: on_axis(Axis::Sparsity),
+            by_bits: on_axis(Axis::Bits),
+            by_size,
+            front,
+            results,
+            measured,
+            ranking,
+            all_ranking,
+            all,
+            heatmap,
+        }
+    }
 }
 
 /// What the curves tab shows.
@@ -128,12 +238,14 @@ impl Curves {
             view: CurvesView::Plots,
             target_pct: 70.0,
             plots_rect: None,
+            snapshot: None,
         }
     }
 
     /// Forget everything (a new model was opened); running sweeps are cancelled.
     pub fn clear(&mut self) {
         self.runs.clear();
+        self.snapshot = None;
     }
 
     /// Start a sweep of `kind` over `points`; a running one of the same kind is
@@ -223,6 +335,29 @@ impl Curves {
 
     pub fn any_running(&self) -> bool {
         self.runs.iter().any(SweepRun::is_running)
+    }
+
+    /// What the tab draws, re-derived when points arrived (at most every
+    /// [`SNAPSHOT_EVERY`] while a sweep streams them in, with a repaint asked for the
+    /// rest; at once when none runs).
+    pub fn snapshot(&mut self, ctx: &egui::Context, baseline_top1: Option<f64>) -> Arc<Snapshot> {
+        let key = (
+            self.runs.len(),
+            self.runs.iter().map(|r| r.results.len()).sum(),
+            baseline_top1.map(f64::to_bits),
+        );
+        let streaming = self.any_running();
+        if let Some((k, at, snap)) = &self.snapshot
+            && (*k == key || (streaming && at.elapsed() < SNAPSHOT_EVERY))
+        {
+            if *k != key {
+                ctx.request_repaint_after(SNAPSHOT_EVERY.saturating_sub(at.elapsed()));
+            }
+            return snap.clone();
+        }
+        let snap = Arc::new(Snapshot::new(self.all_results(), baseline_top1));
+        self.snapshot = Some((key, std::time::Instant::now(), snap.clone()));
+        snap
     }
 
     /// Every point measured so far, newest runs last.
@@ -397,8 +532,8 @@ fn recovered_points(
 /// Pixels within which a click picks a point.
 const CLICK_RADIUS: f32 = 10.0;
 
-/// The configuration of the point nearest a click on this plot, if one is close.
-fn clicked_point(plot: &egui_plot::PlotUi<'_>, points: &[([f64; 2], &Config)]) -> Option<Config> {
+/// The point (its index) nearest a click on this plot, if one is close.
+fn clicked_point(plot: &egui_plot::PlotUi<'_>, points: &[([f64; 2], usize)]) -> Option<usize> {
     let response = plot.response();
     if !response.clicked() {
         return None;
@@ -408,7 +543,7 @@ fn clicked_point(plot: &egui_plot::PlotUi<'_>, points: &[([f64; 2], &Config)]) -
         .iter()
         .map(|(xy, _)| plot.screen_from_plot(egui_plot::PlotPoint::new(xy[0], xy[1])))
         .collect();
-    nearest(&on_screen, pointer, CLICK_RADIUS).map(|i| points[i].1.clone())
+    nearest(&on_screen, pointer, CLICK_RADIUS).map(|i| points[i].1)
 }
 
 /// The index of the position nearest `pointer`, if within `radius`.
@@ -455,9 +590,9 @@ pub fn ui(
         ui.label("No data attached: the curves show weight SQNR (dB), a fidelity proxy, not accuracy. Attach a data set to measure accuracy.");
     }
     jobs_ui(ui, curves);
-    let results = curves.all_results();
+    let snap = curves.snapshot(ui.ctx(), baseline_top1);
     ui.horizontal(|ui| {
-        let any = !results.is_empty();
+        let any = !snap.all.is_empty();
         if ui
             .add_enabled(any, egui::Button::new("Save results…"))
             .on_hover_text("Every measured point with its recipe, as JSON (.json) or CSV (.csv), as `slimscope sweep -o` writes them")
@@ -484,10 +619,10 @@ pub fn ui(
     match curves.view {
         CurvesView::Plots => {
             let top = ui.cursor().min;
-            plots_ui(ui, &results, current, baseline_top1, recovered, actions);
+            plots_ui(ui, &snap, current, recovered, actions);
             curves.plots_rect = Some(egui::Rect::from_min_max(top, ui.min_rect().max));
         }
-        CurvesView::Layers => layers_ui(ui, curves, &results, baseline_top1, actions),
+        CurvesView::Layers => layers_ui(ui, curves, &snap, actions),
     }
 }
 
@@ -495,35 +630,20 @@ pub fn ui(
 /// points belong to the heatmap).
 fn plots_ui(
     ui: &mut egui::Ui,
-    all: &[PointResult],
+    snap: &Snapshot,
     current: Option<&Evaluation>,
-    baseline_top1: Option<f64>,
     recovered: &[RecoveredMarker],
     actions: &mut Vec<CurvesAction>,
 ) {
-    let measured = all.iter().any(|r| r.metrics.is_some()) || !recovered.is_empty();
-    let results: Vec<PointResult> = all
-        .iter()
-        .filter(|r| !measured || r.metrics.is_some())
-        .cloned()
-        .collect();
+    let measured = snap.measured || !recovered.is_empty();
     ui.label(format!(
         "{} points measured · click a point to make its configuration the current one",
-        results.len()
+        snap.results.len()
     ));
-    if results.is_empty() && recovered.is_empty() {
+    if snap.results.is_empty() && recovered.is_empty() {
         return;
     }
-    // Every drawn point, per plot, as (x, y, its configuration) for clicks.
-    let on_axis = |axis: Axis| -> Vec<([f64; 2], &Config)> {
-        results
-            .iter()
-            .filter(|r| r.point.axis == axis)
-            .map(|r| ([x_of(r), y_of(r, measured)], &r.point.config))
-            .collect()
-    };
-    let (by_sparsity, by_bits) = (on_axis(Axis::Sparsity), on_axis(Axis::Bits));
-    let mut chosen: Option<Config> = None;
+    let mut chosen: Option<usize> = None;
     let y_label = if measured {
         "top-1 accuracy (%)"
     } else {
@@ -533,10 +653,12 @@ fn plots_ui(
     let current_top1 = current
         .and_then(|e| e.accuracy)
         .map(|(_, m)| 100.0 * m.top1);
+    let curve = |plot: &mut egui_plot::PlotUi<'_>, name: &str, pts: &[[f64; 2]]| {
+        plot.line(Line::new(name.to_owned(), PlotPoints::from(pts.to_vec())));
+        plot.points(Points::new(name.to_owned(), PlotPoints::from(pts.to_vec())).radius(2.5));
+    };
 
-    // Accuracy vs sparsity: global curves solid, per-layer sensitivity dashed.
-    let sensitivity_curves: Vec<LayerSensitivity> =
-        sensitivity(&results, "layer magnitude", baseline_top1);
+    // Accuracy vs sparsity: global curves solid, the most sensitive layers dashed.
     plot(
         "vs sparsity",
         height,
@@ -545,21 +667,12 @@ fn plots_ui(
         egui_plot::Corner::LeftBottom,
     )
     .show(ui, |plot| {
-        for (name, pts) in lines(&results, Axis::Sparsity, measured) {
-            plot.line(Line::new(name.clone(), PlotPoints::from(pts.clone())));
-            plot.points(Points::new(name, PlotPoints::from(pts)).radius(2.5));
+        for (name, pts) in &snap.sparsity_lines {
+            curve(plot, name, pts);
         }
-        for s in &sensitivity_curves {
-            let mut pts: Vec<[f64; 2]> = results
-                .iter()
-                .filter(|r| {
-                    r.point.layer.as_deref() == Some(&s.layer) && r.point.axis == Axis::Sparsity
-                })
-                .map(|r| [x_of(r), y_of(r, measured)])
-                .collect();
-            pts.sort_by(|a, b| a[0].total_cmp(&b[0]));
+        for (name, pts) in &snap.layer_lines {
             plot.line(
-                Line::new(format!("layer {}", s.layer), PlotPoints::from(pts))
+                Line::new(name.clone(), PlotPoints::from(pts.clone()))
                     .style(LineStyle::dashed_loose()),
             );
         }
@@ -569,8 +682,16 @@ fn plots_ui(
         if measured {
             recovered_points(plot, recovered, |m| m.sparsity_pct);
         }
-        chosen = chosen.take().or_else(|| clicked_point(plot, &by_sparsity));
+        chosen = chosen
+            .take()
+            .or_else(|| clicked_point(plot, &snap.by_sparsity));
     });
+    if snap.ranking.len() > LAYER_LINES {
+        ui.label(format!(
+            "Dashed: the {LAYER_LINES} most sensitive of {} layers alone; all of them are in the Layers view.",
+            snap.ranking.len()
+        ));
+    }
     plot(
         "vs bits",
         height,
@@ -579,18 +700,11 @@ fn plots_ui(
         egui_plot::Corner::RightBottom,
     )
     .show(ui, |plot| {
-        for (name, pts) in lines(&results, Axis::Bits, measured) {
-            plot.line(Line::new(name.clone(), PlotPoints::from(pts.clone())));
-            plot.points(Points::new(name, PlotPoints::from(pts)).radius(2.5));
+        for (name, pts) in &snap.bits_lines {
+            curve(plot, name, pts);
         }
-        chosen = chosen.take().or_else(|| clicked_point(plot, &by_bits));
+        chosen = chosen.take().or_else(|| clicked_point(plot, &snap.by_bits));
     });
-    let global: Vec<PointResult> = results
-        .iter()
-        .filter(|r| r.point.layer.is_none())
-        .cloned()
-        .collect();
-    let front = pareto_front(&global);
     plot(
         "size vs accuracy",
         height,
@@ -599,43 +713,40 @@ fn plots_ui(
         egui_plot::Corner::RightBottom,
     )
     .show(ui, |plot| {
-        let all: Vec<[f64; 2]> = global
-            .iter()
-            .map(|r| [r.bytes as f64 / 1e6, y_of(r, measured)])
-            .collect();
+        let all: Vec<[f64; 2]> = snap.by_size.iter().map(|(xy, _)| *xy).collect();
         plot.points(Points::new("configurations", PlotPoints::from(all)).radius(2.5));
-        let front_pts: Vec<[f64; 2]> = front
-            .iter()
-            .map(|&i| [global[i].bytes as f64 / 1e6, y_of(&global[i], measured)])
-            .collect();
-        plot.line(Line::new("Pareto front", PlotPoints::from(front_pts)).width(2.0));
+        plot.line(Line::new("Pareto front", PlotPoints::from(snap.front.clone())).width(2.0));
         if let (Some(e), Some(y)) = (current, current_top1) {
             plot.points(current_marker([e.bytes_after as f64 / 1e6, y]));
         }
         if measured {
             recovered_points(plot, recovered, |m| m.bytes as f64 / 1e6);
         }
-        let by_size: Vec<([f64; 2], &Config)> = global
-            .iter()
-            .map(|r| ([r.bytes as f64 / 1e6, y_of(r, measured)], &r.point.config))
-            .collect();
-        chosen = chosen.take().or_else(|| clicked_point(plot, &by_size));
+        chosen = chosen.take().or_else(|| clicked_point(plot, &snap.by_size));
     });
-    if let Some(config) = chosen {
-        actions.push(CurvesAction::Use(config));
+    if let Some(i) = chosen {
+        actions.push(CurvesAction::Use(snap.results[i].point.config.clone()));
     }
-    if !sensitivity_curves.is_empty() {
+    if !snap.ranking.is_empty() {
         ui.label(format!(
             "Most sensitive layers (mean {} drop over 10–90%): {}",
-            if measured { "top-1" } else { "weight-SQNR" },
-            sensitivity_curves
+            if snap.measured {
+                "top-1"
+            } else {
+                "weight-SQNR"
+            },
+            snap.ranking
                 .iter()
                 .take(5)
                 .map(|s| format!(
                     "{} {:.2}{}",
                     s.layer,
-                    if measured { 100.0 * s.score } else { s.score },
-                    if measured { " pts" } else { " dB" }
+                    if snap.measured {
+                        100.0 * s.score
+                    } else {
+                        s.score
+                    },
+                    if snap.measured { " pts" } else { " dB" }
                 ))
                 .collect::<Vec<_>>()
                 .join(" · ")
@@ -682,19 +793,18 @@ fn cell_look(cell: &HeatCell) -> (String, egui::Color32) {
 fn layers_ui(
     ui: &mut egui::Ui,
     curves: &mut Curves,
-    results: &[PointResult],
-    baseline_top1: Option<f64>,
+    snap: &Snapshot,
     actions: &mut Vec<CurvesAction>,
 ) {
-    let map = heatmap(results, baseline_top1);
+    let map = &snap.heatmap;
     if map.is_empty() {
         ui.label("Run the layer fidelity heatmap (seconds, no data needed) or the layer sensitivity sweep to fill this view.");
         return;
     }
     ui.label("Each layer alone at each level. Cells show the measured top-1 drop in points where measured, else weight SQNR in dB (a fidelity proxy, not accuracy). Most sensitive layers first.");
-    heatmap_ui(ui, &map);
+    heatmap_ui(ui, map);
     ui.separator();
-    allocation_ui(ui, curves, results, baseline_top1, actions);
+    allocation_ui(ui, curves, snap, actions);
 }
 
 fn heatmap_ui(ui: &mut egui::Ui, map: &Heatmap) {
@@ -777,11 +887,10 @@ fn heatmap_ui(ui: &mut egui::Ui, map: &Heatmap) {
 fn allocation_ui(
     ui: &mut egui::Ui,
     curves: &mut Curves,
-    results: &[PointResult],
-    baseline_top1: Option<f64>,
+    snap: &Snapshot,
     actions: &mut Vec<CurvesAction>,
 ) {
-    let ranking = sensitivity(results, "layer magnitude", baseline_top1);
+    let ranking = &snap.all_ranking;
     if ranking.is_empty() {
         ui.label(
             "Allocation needs per-layer sparsity points: run the heatmap or the sensitivity sweep.",

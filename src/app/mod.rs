@@ -50,6 +50,8 @@ pub struct Settings {
     pub last_configs: Vec<(PathBuf, compress::Config)>,
     /// Whether the getting-started hint was dismissed.
     pub hint_dismissed: bool,
+    /// Show the UI's frame times (median and 99th percentile) in the status bar.
+    pub show_frame_times: bool,
 }
 
 impl Default for Settings {
@@ -62,6 +64,7 @@ impl Default for Settings {
             theme: Theme::Dark,
             last_configs: Vec::new(),
             hint_dismissed: false,
+            show_frame_times: false,
         }
     }
 }
@@ -117,6 +120,8 @@ pub enum Command {
     Redo,
     /// Keep the current configuration and its figures for comparison.
     Pin,
+    /// Show or hide the frame times in the status bar.
+    ToggleFrameTimes,
     /// Show or hide the keyboard shortcuts (F1).
     ToggleHelp,
     /// Hide the getting-started hint for good.
@@ -217,6 +222,37 @@ pub struct SlimApp {
     pub show_help: bool,
     /// Pinned configurations, compared side by side.
     pub compare: compare::Compare,
+    /// CPU time of recent frames (eframe reports them).
+    pub frame_times: FrameTimes,
+}
+
+/// The CPU time of the last frames, to show that the UI never blocks.
+#[derive(Debug, Default)]
+pub struct FrameTimes {
+    seconds: std::collections::VecDeque<f32>,
+}
+
+impl FrameTimes {
+    /// Frames kept.
+    const KEEP: usize = 2000;
+
+    pub fn push(&mut self, seconds: f32) {
+        if self.seconds.len() == Self::KEEP {
+            self.seconds.pop_front();
+        }
+        self.seconds.push_back(seconds);
+    }
+
+    /// (median, 99th percentile) in milliseconds and the frames counted.
+    pub fn percentiles(&self) -> Option<(f64, f64, usize)> {
+        if self.seconds.is_empty() {
+            return None;
+        }
+        let mut v: Vec<f32> = self.seconds.iter().copied().collect();
+        v.sort_by(f32::total_cmp);
+        let at = |q: f64| f64::from(v[((v.len() - 1) as f64 * q).round() as usize]) * 1e3;
+        Some((at(0.5), at(0.99), v.len()))
+    }
 }
 
 /// Bytes of compressed tensors the app keeps for instant returns to a setting.
@@ -268,6 +304,7 @@ impl SlimApp {
             history: history::History::default(),
             show_help: false,
             compare: compare::Compare::default(),
+            frame_times: FrameTimes::default(),
         }
     }
 
@@ -702,6 +739,9 @@ impl SlimApp {
                 self.history.redo(&mut self.config);
             }
             Command::ToggleHelp => self.show_help = !self.show_help,
+            Command::ToggleFrameTimes => {
+                self.settings.show_frame_times = !self.settings.show_frame_times;
+            }
             Command::Pin => match &self.evaluation {
                 Some(e) if self.evaluation_is_current() => {
                     self.compare.pin(e.clone());
@@ -1306,6 +1346,13 @@ impl SlimApp {
                 }
             });
             ui.menu_button("View", |ui| {
+                if ui
+                    .checkbox(&mut self.settings.show_frame_times.clone(), "Frame times")
+                    .on_hover_text("The UI's CPU time per frame (median and 99th percentile over the last 2,000 frames) in the status bar")
+                    .clicked()
+                {
+                    commands.push(Command::ToggleFrameTimes);
+                }
                 for (theme, label) in [(Theme::Dark, "Dark theme"), (Theme::Light, "Light theme")] {
                     if ui
                         .radio(self.settings.theme == theme, label)
@@ -1389,6 +1436,16 @@ impl SlimApp {
                 ));
             } else {
                 ui.label("No model open");
+            }
+            if self.settings.show_frame_times
+                && let Some((p50, p99, n)) = self.frame_times.percentiles()
+            {
+                ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                    ui.label(format!(
+                        "frame CPU time p50 {p50:.1} ms · p99 {p99:.1} ms ({n} frames)"
+                    ))
+                    .on_hover_text("The UI thread's time per frame; heavy work runs on workers");
+                });
             }
         });
     }
@@ -1496,7 +1553,10 @@ impl eframe::App for EframeApp {
     fn logic(&mut self, _ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.0.poll();
     }
-    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        if let Some(seconds) = frame.info().cpu_usage {
+            self.0.frame_times.push(seconds);
+        }
         self.0.ui(ui);
     }
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
@@ -1529,4 +1589,19 @@ pub fn run(model: Option<PathBuf>) -> anyhow::Result<()> {
         }),
     )
     .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn frame_time_percentiles_are_nearest_rank() {
+        let mut f = super::FrameTimes::default();
+        assert_eq!(f.percentiles(), None);
+        for ms in (1..=100).rev() {
+            f.push(ms as f32 / 1e3);
+        }
+        let (p50, p99, n) = f.percentiles().expect("frames");
+        // Sorted 1..=100 ms: index round(99·0.5) = 50 → 51 ms; round(99·0.99) = 98 → 99 ms.
+        assert!((p50 - 51.0).abs() < 1e-3 && (p99 - 99.0).abs() < 1e-3 && n == 100);
+    }
 }
