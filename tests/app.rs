@@ -61,6 +61,13 @@ fn step_until(h: &mut Harness<'_, SlimApp>, what: &str, done: impl Fn(&SlimApp) 
     h.run_steps(3);
 }
 
+/// Whether the curves tab draws every point measured so far (it derives what it
+/// draws on a worker).
+fn curves_settled(a: &SlimApp) -> bool {
+    let baseline = a.attached.as_ref().map(|x| x.baseline.top1);
+    a.curves.as_ref().is_some_and(|c| c.is_settled(baseline))
+}
+
 /// Open the bundled demo and wait for its data's baseline.
 fn open_demo(h: &mut Harness<'_, SlimApp>) {
     h.state_mut().apply(slimscope::app::Command::OpenDemo);
@@ -468,7 +475,9 @@ fn a_sweep_on_the_demo_fills_the_curves_and_can_be_cancelled() {
             .as_ref()
             .map_or(0, |c| c.runs.iter().map(|r| r.results.len()).sum::<usize>())
     };
-    step_until(&mut h, "three points on the plots", |a| points(a) >= 3);
+    step_until(&mut h, "three points on the plots", |a| {
+        points(a) >= 3 && curves_settled(a)
+    });
     // The points are measured accuracy, and the panel counts them.
     let first = h.state().curves.as_ref().expect("curves").runs[0].results[0].clone();
     assert!(first.metrics.is_some());
@@ -477,7 +486,7 @@ fn a_sweep_on_the_demo_fills_the_curves_and_can_be_cancelled() {
     h.get_by_label("Cancel").click();
     h.run_steps(2);
     step_until(&mut h, "the sweep to stop", |a| {
-        a.curves.as_ref().is_some_and(|c| !c.any_running())
+        a.curves.as_ref().is_some_and(|c| !c.any_running()) && curves_settled(a)
     });
     let run = &h.state().curves.as_ref().expect("curves").runs[0];
     assert_eq!(run.state, slimscope::app::curves::RunState::Cancelled);
@@ -528,6 +537,7 @@ fn the_layers_view_shows_the_heatmap_and_the_best_measured_allocation_becomes_th
         a.curves
             .as_ref()
             .is_some_and(|c| !c.runs.is_empty() && !c.any_running())
+            && curves_settled(a)
     });
     let run = &h.state().curves.as_ref().expect("curves").runs[0];
     assert_eq!(run.state, slimscope::app::curves::RunState::Finished);
@@ -558,7 +568,7 @@ fn the_layers_view_shows_the_heatmap_and_the_best_measured_allocation_becomes_th
                     r.kind == slimscope::app::curves::SweepKind::Allocation
                         && r.state == slimscope::app::curves::RunState::Finished
                 })
-        })
+        }) && curves_settled(a)
     });
     let curves = h.state().curves.as_ref().expect("curves");
     let allocation = curves

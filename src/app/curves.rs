@@ -12,7 +12,7 @@ use super::compress::Evaluation;
 use crate::compress::apply::TensorCache;
 use crate::compress::config::Config;
 use crate::eval::evaluator::Evaluator;
-use crate::jobs::{JobEvent, JobHandle, Pool};
+use crate::jobs::{JobEvent, JobHandle, Pool, spawn_job};
 use crate::model::Model;
 use crate::sweep::analysis::{
     HeatCell, Heatmap, LayerSensitivity, best_allocation, heatmap, pareto_front, quality,
@@ -105,7 +105,10 @@ pub struct Curves {
     /// Where the plots were drawn last frame (points), for saving them as PNG.
     pub plots_rect: Option<egui::Rect>,
     /// What the plots and the heatmap draw, derived from the points (see [`Snapshot`]).
-    snapshot: Option<(SnapshotKey, std::time::Instant, Arc<Snapshot>)>,
+    snapshot: Option<(SnapshotKey, Arc<Snapshot>)>,
+    /// A newer snapshot being derived on a worker, and when the last one started.
+    deriving: Option<(SnapshotKey, JobHandle<Snapshot>)>,
+    last_derived: Option<std::time::Instant>,
 }
 
 /// What a snapshot was derived from: runs, points, baseline (bits).
@@ -239,6 +242,8 @@ impl Curves {
             target_pct: 70.0,
             plots_rect: None,
             snapshot: None,
+            deriving: None,
+            last_derived: None,
         }
     }
 
@@ -246,6 +251,7 @@ impl Curves {
     pub fn clear(&mut self) {
         self.runs.clear();
         self.snapshot = None;
+        self.deriving = None;
     }
 
     /// Start a sweep of `kind` over `points`; a running one of the same kind is
@@ -337,27 +343,63 @@ impl Curves {
         self.runs.iter().any(SweepRun::is_running)
     }
 
-    /// What the tab draws, re-derived when points arrived (at most every
-    /// [`SNAPSHOT_EVERY`] while a sweep streams them in, with a repaint asked for the
-    /// rest; at once when none runs).
-    pub fn snapshot(&mut self, ctx: &egui::Context, baseline_top1: Option<f64>) -> Arc<Snapshot> {
-        let key = (
+    fn snapshot_key(&self, baseline_top1: Option<f64>) -> SnapshotKey {
+        (
             self.runs.len(),
             self.runs.iter().map(|r| r.results.len()).sum(),
             baseline_top1.map(f64::to_bits),
-        );
-        let streaming = self.any_running();
-        if let Some((k, at, snap)) = &self.snapshot
-            && (*k == key || (streaming && at.elapsed() < SNAPSHOT_EVERY))
+        )
+    }
+
+    /// Whether what the tab draws is derived from every point there is (tests wait
+    /// for this).
+    pub fn is_settled(&self, baseline_top1: Option<f64>) -> bool {
+        let key = self.snapshot_key(baseline_top1);
+        self.snapshot.as_ref().is_some_and(|(k, _)| *k == key) && self.deriving.is_none()
+    }
+
+    /// What the tab draws. When points have arrived it is re-derived on a worker (at
+    /// most every [`SNAPSHOT_EVERY`] while a sweep streams them in); until then the
+    /// previous one is drawn, so a sweep of thousands of points costs the UI thread
+    /// one copy of the points a few times a second.
+    pub fn snapshot(&mut self, ctx: &egui::Context, baseline_top1: Option<f64>) -> Arc<Snapshot> {
+        if let Some((key, job)) = &self.deriving
+            && let Some(end) = job.try_end()
         {
-            if *k != key {
-                ctx.request_repaint_after(SNAPSHOT_EVERY.saturating_sub(at.elapsed()));
+            if let JobEvent::Finished(snap) = end {
+                self.snapshot = Some((*key, Arc::new(snap)));
             }
-            return snap.clone();
+            self.deriving = None;
         }
-        let snap = Arc::new(Snapshot::new(self.all_results(), baseline_top1));
-        self.snapshot = Some((key, std::time::Instant::now(), snap.clone()));
-        snap
+        let key = self.snapshot_key(baseline_top1);
+        let stale = self.snapshot.as_ref().is_none_or(|(k, _)| *k != key);
+        if stale && self.deriving.is_none() {
+            let wait = self
+                .last_derived
+                .filter(|_| self.any_running())
+                .map_or(std::time::Duration::ZERO, |at| {
+                    SNAPSHOT_EVERY.saturating_sub(at.elapsed())
+                });
+            if wait.is_zero() {
+                let all = self.all_results();
+                let waker = ctx.clone();
+                self.deriving = Some((
+                    key,
+                    spawn_job(
+                        "curves",
+                        move || waker.request_repaint(),
+                        move |_| Ok(Snapshot::new(all, baseline_top1)),
+                    ),
+                ));
+                self.last_derived = Some(std::time::Instant::now());
+            } else {
+                ctx.request_repaint_after(wait);
+            }
+        }
+        match &self.snapshot {
+            Some((_, snap)) => snap.clone(),
+            None => Arc::new(Snapshot::new(Vec::new(), baseline_top1)),
+        }
     }
 
     /// Every point measured so far, newest runs last.
