@@ -895,3 +895,70 @@ fn pinned_configurations_compare_side_by_side_and_either_can_be_used_again() {
     h.run_steps(2);
     assert_eq!(h.state().config.sparsity_pct, 90.0);
 }
+
+/// The whole workflow on the bundled demo, as a new user walks it: explore with the
+/// slider, pin two configurations and compare them, go back with undo, export, meet
+/// a corrupt file on the way without losing anything, then re-open the export and
+/// find it compressed as chosen.
+#[test]
+fn the_whole_workflow_on_the_demo_from_open_to_a_reopened_export() {
+    use slimscope::app::Command;
+    let mut h = harness();
+    open_demo(&mut h);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settle = |h: &mut Harness<'_, SlimApp>, pct: f64| {
+        h.get_by_role_and_label(egui::accesskit::Role::Slider, "Sparsity")
+            .set_value_accesskit(pct);
+        h.run_steps(2);
+        step_until(h, "the configuration's figures", |a| {
+            a.evaluation_is_current() && a.evaluation.as_ref().is_some_and(|e| e.accuracy.is_some())
+        });
+    };
+    // Explore and choose: two pins, compared; A (60%) is kept.
+    settle(&mut h, 60.0);
+    h.get_by_label("Pin for comparison").click();
+    h.run_steps(2);
+    settle(&mut h, 95.0);
+    h.get_by_label("Pin for comparison").click();
+    h.run_steps(3);
+    h.get_by_label("Compare").click();
+    h.run_steps(2);
+    h.get_by_label("Use A").click();
+    h.run_steps(2);
+    assert_eq!(h.state().config.sparsity_pct, 60.0);
+    h.state_mut().apply(Command::Undo);
+    h.run_steps(2);
+    assert_eq!(h.state().config.sparsity_pct, 95.0);
+    h.state_mut().apply(Command::Redo);
+    h.run_steps(2);
+    assert_eq!(h.state().config.sparsity_pct, 60.0);
+
+    // A corrupt file in the middle: an error naming it, nothing lost.
+    let bad = dir.path().join("truncated.safetensors");
+    std::fs::write(&bad, [200u8, 0, 0, 0, 0, 0, 0, 0, b'{']).expect("write");
+    drop_file(&mut h, &bad);
+    step_until(&mut h, "the error", |a| a.error.is_some());
+    h.get_by_label_contains("truncated.safetensors");
+    assert_eq!(h.state().config.sparsity_pct, 60.0);
+    assert!(h.state().attached.is_some());
+    h.get_by_label("Dismiss").click();
+    h.run_steps(2);
+
+    // Export (the dialog's answer arrives as this command), then re-open it.
+    let out = dir.path().join("digits.slim.safetensors");
+    h.state_mut().apply(Command::Export(out.clone()));
+    step_until(&mut h, "the export", |a| !a.is_exporting());
+    assert!(h.state().error.is_none(), "{:?}", h.state().error);
+    drop_file(&mut h, &out);
+    step_until(&mut h, "the export to open", |a| {
+        a.loaded
+            .as_ref()
+            .is_some_and(|l| l.model.path == out && !a.is_loading())
+    });
+    let model = &h.state().loaded.as_ref().expect("model").model;
+    let i = model.tensor_index("fc_layers.0.weight").expect("tensor");
+    let w = model.tensor_f32(i).expect("values");
+    let zeros = w.iter().filter(|&&v| v == 0.0).count() as f64 / w.len() as f64;
+    assert!((zeros - 0.6).abs() < 0.01, "sparsity {zeros}");
+    assert!(dir.path().join("digits.slim.recipe.toml").exists());
+}
