@@ -962,3 +962,33 @@ fn the_whole_workflow_on_the_demo_from_open_to_a_reopened_export() {
     assert!((zeros - 0.6).abs() < 0.01, "sparsity {zeros}");
     assert!(dir.path().join("digits.slim.recipe.toml").exists());
 }
+
+#[test]
+fn a_restored_configuration_is_measured_once_the_data_arrives() {
+    let demo = slimscope::demo::files().expect("demo files");
+    let restored = slimscope::app::compress::Config {
+        sparsity_pct: 70.0,
+        ..Default::default()
+    };
+    let settings = Settings {
+        last_configs: vec![(demo.model.clone(), restored.clone())],
+        ..Settings::default()
+    };
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1400.0, 860.0))
+        .build_ui_state(
+            |ui, app: &mut SlimApp| {
+                app.poll();
+                app.ui(ui);
+            },
+            SlimApp::new(settings),
+        );
+    open_demo(&mut h);
+    assert_eq!(h.state().config, restored);
+    // The configuration was evaluated before the data was attached; it is measured
+    // again on the data, not shown as "same as the original".
+    step_until(&mut h, "accuracy of the restored configuration", |a| {
+        a.evaluation_is_current() && a.evaluation.as_ref().is_some_and(|e| e.accuracy.is_some())
+    });
+    h.get_by_label_contains("pts) · loss");
+}

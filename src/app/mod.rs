@@ -185,6 +185,8 @@ pub struct SlimApp {
     /// newer one is computed).
     pub evaluation: Option<Arc<compress::Evaluation>>,
     evaluating: Option<Evaluating>,
+    /// The settings whose evaluation failed (not retried until they change).
+    evaluation_failed: Option<EvalKey>,
     export_dialog: Option<JobHandle<Option<PathBuf>>>,
     export: Option<JobHandle<String>>,
     /// The last success message (an export), shown until dismissed.
@@ -282,6 +284,7 @@ impl SlimApp {
             config: compress::Config::default(),
             evaluation: None,
             evaluating: None,
+            evaluation_failed: None,
             export_dialog: None,
             export: None,
             notice: None,
@@ -344,11 +347,15 @@ impl SlimApp {
 
     /// Whether the evaluation on screen is of the current configuration.
     pub fn evaluation_is_current(&self) -> bool {
+        // With data attached, an evaluation counts only with accuracy on that data (a
+        // configuration restored before the data arrived is measured again).
+        let data = self.attached.as_ref().map(|a| a.version);
         self.config.is_identity() && self.evaluation.is_none()
-            || self
-                .evaluation
-                .as_ref()
-                .is_some_and(|e| e.config == self.config && e.bins == self.settings.bins)
+            || self.evaluation.as_ref().is_some_and(|e| {
+                e.config == self.config
+                    && e.bins == self.settings.bins
+                    && e.accuracy.map(|(v, _)| v) == data
+            })
     }
 
     /// Whether an export is being written.
@@ -364,6 +371,9 @@ impl SlimApp {
             return;
         };
         let key = self.eval_key();
+        if self.evaluation_failed.as_ref() == Some(&key) {
+            return;
+        }
         if let Some(running) = &self.evaluating {
             if running.key != key {
                 running.job.cancel();
@@ -492,10 +502,15 @@ impl SlimApp {
         if let Some(running) = &self.evaluating
             && let Some(event) = running.job.try_end()
         {
+            let key = running.key.clone();
             self.evaluating = None;
             match event {
                 JobEvent::Finished(e) => self.evaluation = Some(Arc::new(e)),
-                JobEvent::Failed(message) => self.error = Some(message),
+                JobEvent::Failed(message) => {
+                    self.error = Some(message);
+                    // Not again for the same settings: the error stays on screen.
+                    self.evaluation_failed = Some(key);
+                }
                 _ => {}
             }
         }
