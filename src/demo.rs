@@ -1,12 +1,13 @@
 //! The bundled demo (`assets/demo`: the digit CNN, 5,000 MNIST images, their
-//! architecture and data specs). Compiled into the binary and written to a cache
-//! folder on first use, so the app opens on it wherever it runs.
+//! architecture and data specs) and evaluation text (`assets/text`). Compiled into
+//! the binary and written to a cache folder on first use, so the app opens on it
+//! wherever it runs.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-const FILES: [(&str, &[u8]); 4] = [
+const FILES: [(&str, &[u8]); 5] = [
     (
         "digit_cnn.pth",
         include_bytes!("../assets/demo/digit_cnn.pth"),
@@ -23,6 +24,10 @@ const FILES: [(&str, &[u8]); 4] = [
         "mnist_5k.toml",
         include_bytes!("../assets/demo/mnist_5k.toml"),
     ),
+    (
+        "eval_text.txt",
+        include_bytes!("../assets/text/eval_text.txt"),
+    ),
 ];
 
 /// Where the demo's files are on disk.
@@ -31,6 +36,8 @@ pub struct Demo {
     pub model: PathBuf,
     pub data: PathBuf,
     pub arch: PathBuf,
+    /// The text language models are measured on (written for this project).
+    pub text: PathBuf,
 }
 
 /// The demo's files, written (atomically) to a per-version cache folder if missing.
@@ -48,6 +55,7 @@ pub fn files() -> Result<Demo> {
         model: dir.join("digit_cnn.pth"),
         data: dir.join("mnist_5k.toml"),
         arch: dir.join("digit_cnn.arch.toml"),
+        text: dir.join("eval_text.txt"),
     })
 }
 

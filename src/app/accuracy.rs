@@ -7,7 +7,6 @@ use std::sync::Arc;
 use super::compress::Evaluation;
 use super::{Command, file_name, group_digits};
 use crate::error::Result;
-use crate::eval::data;
 use crate::eval::evaluator::Evaluator;
 use crate::eval::{DEFAULT_BATCH, Metrics, Network};
 use crate::jobs::Progress;
@@ -37,7 +36,7 @@ pub fn attach(
     version: u64,
     progress: &Progress<Attached>,
 ) -> Result<Attached> {
-    let data = data::load(data_path)?;
+    let data = crate::eval::load_data(model, data_path)?;
     let (network, notes) = Network::resolve(model, arch_path, &data)?;
     let evaluator = Evaluator::new(Arc::new(network), Arc::new(data));
     let baseline = evaluator.measure(model, &[], DEFAULT_BATCH, |done, total| {
@@ -111,6 +110,9 @@ pub fn ui(
             ui.end_row();
             ui.label("Network");
             match (a.evaluator.network(), &a.arch_path) {
+                (Network::CausalLm(_), _) => ui
+                    .label("candle's quantized llama (next-token prediction)")
+                    .on_hover_text("The compressed model runs as the GGUF an export would write"),
                 (Network::Onnx(_), _) => ui
                     .label("the model's ONNX graph")
                     .on_hover_text("Run by tract, compressed weights written into the graph"),

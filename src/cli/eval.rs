@@ -1,24 +1,31 @@
 //! `slimscope eval MODEL --data D [--arch SPEC] [--recipe R] [--json]`: accuracy of
-//! the model, and of its compressed version, on a labelled data set.
+//! the model, and of its compressed version, on a labelled data set — or, for a
+//! llama GGUF, perplexity on a text and the distance from the original's predictions.
+//! `slimscope generate MODEL --prompt P`: a language model's greedy continuation.
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 
-use crate::compress::apply::apply_recipe;
+use crate::compress::apply::{AppliedTensor, apply_recipe};
 use crate::compress::recipe::Recipe;
-use crate::eval::{DEFAULT_BATCH, Metrics, Network, data, evaluate};
+use crate::eval::causal_lm::{self, is_causal_lm};
+use crate::eval::evaluator::Evaluator;
+use crate::eval::{DEFAULT_BATCH, Metrics, Network, load_data};
 use crate::model::Model;
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// The model file: a state_dict (safetensors, .pth, .npz) or an ONNX graph.
+    /// The model file: a state_dict (safetensors, .pth, .npz), an ONNX graph, or a
+    /// llama-family GGUF.
     pub model: PathBuf,
-    /// The labelled data: a CSV/CSV.gz, IDX or .npz file, or a TOML data spec.
+    /// The labelled data: a CSV/CSV.gz, IDX or .npz file, or a TOML data spec. For a
+    /// llama GGUF, a UTF-8 text (default: the bundled evaluation text).
     #[arg(long)]
-    pub data: PathBuf,
+    pub data: Option<PathBuf>,
     /// The architecture spec (TOML) of a state_dict; proposed from the weights when
     /// left out. ONNX models run their own graph.
     #[arg(long)]
@@ -37,30 +44,55 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// A llama-family GGUF.
+    pub model: PathBuf,
+    #[arg(long)]
+    pub prompt: String,
+    /// Tokens to generate (greedy).
+    #[arg(short = 'n', long, default_value_t = 16)]
+    pub tokens: usize,
+    /// Generate with the model compressed by this recipe.
+    #[arg(long)]
+    pub recipe: Option<PathBuf>,
+}
+
+/// The recipe at `path` applied to `model` (checked against the model's file).
+fn applied(model: &Model, path: &PathBuf) -> anyhow::Result<Vec<(usize, AppliedTensor)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let recipe = Recipe::parse(&text, path)?;
+    recipe.check_source(&model.path, path)?;
+    Ok(apply_recipe(model, &recipe, &text, path)?)
+}
+
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let model = Model::open(&args.model)?;
-    let data = data::load(&args.data)?;
+    let data_path = match (&args.data, is_causal_lm(&model)) {
+        (Some(p), _) => p.clone(),
+        (None, true) => crate::demo::files()?.text,
+        (None, false) => anyhow::bail!(
+            "{}: --data is needed (a labelled data set or data spec)",
+            args.model.display()
+        ),
+    };
+    let data = load_data(&model, &data_path)?;
     let (network, notes) = Network::resolve(&model, args.arch.as_deref(), &data)?;
     if let Some(path) = &args.write_arch {
         let Some(spec) = network.spec() else {
             anyhow::bail!(
-                "{}: an ONNX model has no architecture spec to write",
+                "{}: only a state_dict's network has an architecture spec to write",
                 args.model.display()
             );
         };
         crate::export::write_text(path, &spec.to_toml(), true)?;
     }
-    let original = network.runner(&model, &[])?;
-    let base = evaluate(original.as_ref(), &data, args.batch, |_, _| true)?;
+    let evaluator = Evaluator::new(Arc::new(network), Arc::new(data));
+    let base = evaluator.measure(&model, &[], args.batch, |_, _| true)?;
     let compressed = match &args.recipe {
         Some(path) => {
-            let text =
-                std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-            let recipe = Recipe::parse(&text, path)?;
-            recipe.check_source(&args.model, path)?;
-            let applied = apply_recipe(&model, &recipe, &text, path)?;
-            let runner = network.runner(&model, &applied)?;
-            Some(evaluate(runner.as_ref(), &data, args.batch, |_, _| true)?)
+            let applied = applied(&model, path)?;
+            Some(evaluator.measure(&model, &applied, args.batch, |_, _| true)?)
         }
         None => None,
     };
@@ -68,7 +100,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     if args.json {
         let report = serde_json::json!({
             "model": args.model,
-            "data": args.data,
+            "data": data_path,
             "samples": base.samples,
             "architecture_notes": notes,
             "original": base,
@@ -81,13 +113,39 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     for n in &notes {
         writeln!(out, "note: {n}")?;
     }
-    writeln!(
-        out,
-        "{:<12} {:>8} {:>8} {:>9} {:>9} {:>11}",
-        "model", "top-1", "top-5", "loss", "samples", "samples/s"
-    )?;
-    let row = |out: &mut std::io::StdoutLock, name: &str, m: &Metrics| {
+    if base.language.is_some() {
         writeln!(
+            out,
+            "{} tokens of {} in windows of {} (next-token figures; KL and agreement against the original)",
+            base.samples,
+            data_path.display(),
+            evaluator.data().sample_len()
+        )?;
+        writeln!(
+            out,
+            "{:<12} {:>11} {:>9} {:>9} {:>11} {:>10} {:>8} {:>9}",
+            "model", "perplexity", "loss", "top-1", "KL mean", "KL max", "agree", "tokens/s"
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{:<12} {:>8} {:>8} {:>9} {:>9} {:>11}",
+            "model", "top-1", "top-5", "loss", "samples", "samples/s"
+        )?;
+    }
+    let row = |out: &mut std::io::StdoutLock, name: &str, m: &Metrics| match m.language {
+        Some(l) => writeln!(
+            out,
+            "{name:<12} {:>11.3} {:>9.4} {:>8.2}% {:>11.5} {:>10.4} {:>7.2}% {:>9.1}",
+            l.perplexity,
+            m.loss,
+            100.0 * m.top1,
+            l.kl_divergence,
+            l.kl_max,
+            100.0 * l.top1_agreement,
+            m.samples_per_second
+        ),
+        None => writeln!(
             out,
             "{name:<12} {:>7.2}% {:>8} {:>9.4} {:>9} {:>11.0}",
             100.0 * m.top1,
@@ -95,11 +153,22 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             m.loss,
             m.samples,
             m.samples_per_second
-        )
+        ),
     };
     row(&mut out, "original", &base)?;
     if let Some(c) = &compressed {
         row(&mut out, "compressed", c)?;
     }
+    Ok(())
+}
+
+pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
+    let model = Model::open(&args.model)?;
+    let applied = match &args.recipe {
+        Some(path) => applied(&model, path)?,
+        None => Vec::new(),
+    };
+    let text = causal_lm::generate(&model, &applied, &args.prompt, args.tokens)?;
+    writeln!(std::io::stdout().lock(), "{}{text}", args.prompt)?;
     Ok(())
 }

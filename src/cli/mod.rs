@@ -34,6 +34,8 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// Accuracy and loss on a labelled data set, before and after a recipe.
     Eval(eval::EvalArgs),
+    /// Continue a prompt with a llama-family GGUF (greedy), compressed or not.
+    Generate(eval::GenerateArgs),
     /// Trade-off curves: accuracy (or weight fidelity) against sparsity and bit-width,
     /// per-layer sensitivity and the Pareto front.
     Sweep(sweep::SweepArgs),
@@ -55,6 +57,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(&args),
         Command::Apply(args) => apply::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Generate(args) => eval::generate(&args),
         Command::Sweep(args) => sweep::run(&args),
         Command::Finetune(args) => train::finetune(&args),
         Command::Distill(args) => train::distill(&args),

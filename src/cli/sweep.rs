@@ -13,8 +13,8 @@ use clap::Args;
 use crate::compress::apply::TensorCache;
 use crate::compress::config::{Format, IntGranularity};
 use crate::dtype::GgmlQuant;
+use crate::eval::Network;
 use crate::eval::evaluator::Evaluator;
-use crate::eval::{Network, data};
 use crate::jobs::{JobEvent, Pool};
 use crate::model::Model;
 use crate::sweep::analysis::{
@@ -148,7 +148,7 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
     }
     let accuracy = match &args.data {
         Some(path) => {
-            let data = data::load(path)?;
+            let data = crate::eval::load_data(&model, path)?;
             let (network, _) = Network::resolve(&model, args.arch.as_deref(), &data)?;
             Some(Arc::new(Evaluator::new(Arc::new(network), Arc::new(data))))
         }

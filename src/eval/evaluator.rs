@@ -156,6 +156,9 @@ impl Evaluator {
                 }
             }
             Network::Onnx(graph) => evaluate(&graph.runner(applied)?, &self.data, batch, progress)?,
+            Network::CausalLm(lm) => {
+                lm.measure(model, applied, !changed.is_empty(), &self.data, progress)?
+            }
         };
         lock(&self.results).insert(key, metrics);
         Ok(metrics)

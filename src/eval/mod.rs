@@ -8,6 +8,7 @@
 //! evaluated before and after a recipe.
 
 pub mod arch;
+pub mod causal_lm;
 pub mod data;
 pub mod evaluator;
 pub mod first_conv;
@@ -52,6 +53,10 @@ pub struct Metrics {
     pub loss: f64,
     /// Wall-clock throughput of the forward passes.
     pub samples_per_second: f64,
+    /// For a language model (whose samples are the text's tokens, its classes the
+    /// vocabulary): perplexity, and the distance from the original's predictions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<causal_lm::LanguageMetrics>,
 }
 
 /// Check that `data` fits `runner` before anything runs: feature count and labels.
@@ -135,6 +140,7 @@ pub fn evaluate(
         top5: (classes > 5).then_some(top5 as f64 / nf),
         loss: loss / nf,
         samples_per_second: n as f64 / seconds.max(1e-9),
+        language: None,
     })
 }
 
@@ -182,6 +188,18 @@ pub enum Network {
     Sequential(arch::ArchSpec),
     /// The model's own ONNX graph.
     Onnx(onnx::OnnxGraph),
+    /// A llama-family GGUF measured on a text (see [`causal_lm`]).
+    CausalLm(causal_lm::CausalLm),
+}
+
+/// The data at `path` as `model` reads it: a text cut into token windows for a
+/// language model, else a labelled data set (see [`data::load`]).
+pub fn load_data(model: &Model, path: &Path) -> Result<data::Dataset> {
+    if causal_lm::is_causal_lm(model) {
+        causal_lm::text_dataset(model, path)
+    } else {
+        data::load(path)
+    }
 }
 
 impl Network {
@@ -193,6 +211,19 @@ impl Network {
         arch: Option<&Path>,
         data: &data::Dataset,
     ) -> Result<(Network, Vec<String>)> {
+        if causal_lm::is_causal_lm(model) {
+            if let Some(a) = arch {
+                return Err(Error::InvalidSetting(format!(
+                    "{}: a llama GGUF runs as a language model; the architecture spec {} does not apply",
+                    model.path.display(),
+                    a.display()
+                )));
+            }
+            return Ok((
+                Network::CausalLm(causal_lm::CausalLm::new(model)?),
+                Vec::new(),
+            ));
+        }
         if model.format == Format::Onnx {
             if let Some(a) = arch {
                 return Err(Error::InvalidSetting(format!(
@@ -227,6 +258,12 @@ impl Network {
                 sequential_runner(spec, &ModelWeights::new(model, applied), &model.path)?
             }
             Network::Onnx(graph) => Box::new(graph.runner(applied)?),
+            Network::CausalLm(_) => {
+                return Err(Error::InvalidSetting(format!(
+                    "{}: a language model is measured on a text (perplexity), not sample by sample",
+                    model.path.display()
+                )));
+            }
         })
     }
 
@@ -234,7 +271,7 @@ impl Network {
     pub fn spec(&self) -> Option<&arch::ArchSpec> {
         match self {
             Network::Sequential(spec) => Some(spec),
-            Network::Onnx(_) => None,
+            Network::Onnx(_) | Network::CausalLm(_) => None,
         }
     }
 }

@@ -101,6 +101,25 @@ pub fn write_gguf(
     force: bool,
 ) -> Result<()> {
     check_output(model, out, force)?;
+    let tmp = super::temp_file_beside(out)?;
+    let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+    encode_gguf(model, applied, extra, &mut w).map_err(|e| match e {
+        Error::Io { cause, .. } => Error::io(out, cause),
+        other => other,
+    })?;
+    w.flush().map_err(|e| Error::io(out, e))?;
+    drop(w);
+    persist(tmp, out, force)
+}
+
+/// The GGUF file [`write_gguf`] writes, into `w` (the language-model runner reads
+/// a compressed model this way, exactly as it would be exported).
+pub fn encode_gguf(
+    model: &Model,
+    applied: &[(usize, AppliedTensor)],
+    extra: &[(&str, String)],
+    w: &mut dyn Write,
+) -> Result<()> {
     let unsupported = |what: String| Error::Unsupported {
         path: model.path.clone(),
         what,
@@ -221,9 +240,7 @@ pub fn write_gguf(
         .and_then(|(_, v)| v.as_u64())
         .unwrap_or(DEFAULT_ALIGNMENT);
 
-    let tmp = super::temp_file_beside(out)?;
-    let io = |e| Error::io(out, e);
-    let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+    let io = |e| Error::io(&model.path, e);
     let mut header = Vec::new();
     header.extend_from_slice(b"GGUF");
     header.extend_from_slice(&VERSION.to_le_bytes());
@@ -254,7 +271,5 @@ pub fn write_gguf(
         let pad = (t.bytes.len() as u64).div_ceil(alignment) * alignment - t.bytes.len() as u64;
         w.write_all(&zeros[..pad as usize]).map_err(io)?;
     }
-    w.flush().map_err(io)?;
-    drop(w);
-    persist(tmp, out, force)
+    Ok(())
 }

@@ -8,7 +8,7 @@ mod safetensors;
 use std::collections::HashMap;
 use std::path::Path;
 
-pub use gguf::write_gguf;
+pub use gguf::{encode_gguf, write_gguf};
 pub use safetensors::write_safetensors;
 
 use crate::compress::apply::AppliedTensor;
