@@ -100,13 +100,27 @@ pub fn ui(
         .striped(true)
         .show(ui, |ui| {
             ui.label("Data");
-            ui.label(format!(
-                "{} · {} samples · {} classes",
-                file_name(&a.data_path),
-                group_digits(a.evaluator.data().len() as u64),
-                a.evaluator.data().classes()
-            ))
-            .on_hover_text(a.data_path.display().to_string());
+            let data = a.evaluator.data();
+            if a.baseline.language.is_some() {
+                ui.label(format!(
+                    "{} · {} windows of {} tokens",
+                    file_name(&a.data_path),
+                    data.len(),
+                    data.sample_len()
+                ))
+                .on_hover_text(format!(
+                    "{}\nEach window is scored from its own start; drop another UTF-8 text to use it",
+                    a.data_path.display()
+                ));
+            } else {
+                ui.label(format!(
+                    "{} · {} samples · {} classes",
+                    file_name(&a.data_path),
+                    group_digits(data.len() as u64),
+                    data.classes()
+                ))
+                .on_hover_text(a.data_path.display().to_string());
+            }
             ui.end_row();
             ui.label("Network");
             match (a.evaluator.network(), &a.arch_path) {
@@ -128,11 +142,23 @@ pub fn ui(
             };
             ui.end_row();
             ui.label("Original").on_hover_text("The model as stored");
-            ui.label(format!(
-                "top-1 {} · loss {:.4}",
-                percent(a.baseline.top1),
-                a.baseline.loss
-            ));
+            match a.baseline.language {
+                Some(l) => ui
+                    .label(format!(
+                        "perplexity {:.2} · next-token top-1 {}",
+                        l.perplexity,
+                        percent(a.baseline.top1)
+                    ))
+                    .on_hover_text(format!(
+                        "exp(mean loss) over {} tokens; {:.1} tokens/s",
+                        a.baseline.samples, a.baseline.samples_per_second
+                    )),
+                None => ui.label(format!(
+                    "top-1 {} · loss {:.4}",
+                    percent(a.baseline.top1),
+                    a.baseline.loss
+                )),
+            };
             ui.end_row();
             let current = evaluation
                 .and_then(|e| e.accuracy)
@@ -141,6 +167,20 @@ pub fn ui(
             ui.label("Compressed")
                 .on_hover_text("The current configuration, measured on the same data");
             match current {
+                Some(Metrics {
+                    language: Some(l), ..
+                }) => {
+                    ui.label(format!(
+                        "perplexity {:.2} · KL {:.4} nats/token · top-1 agreement {}",
+                        l.perplexity,
+                        l.kl_divergence,
+                        percent(l.top1_agreement)
+                    ))
+                    .on_hover_text(
+                        "KL divergence of the compressed model's next-token distributions from the original's, mean over the text's tokens; \
+                         agreement: share of tokens whose most likely successor is unchanged",
+                    );
+                }
                 Some(m) => {
                     let delta = 100.0 * (m.top1 - a.baseline.top1);
                     ui.label(format!(

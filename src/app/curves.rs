@@ -11,6 +11,7 @@ use egui_plot::{AxisHints, Legend, Line, LineStyle, Plot, PlotPoints, Points};
 use super::compress::Evaluation;
 use crate::compress::apply::TensorCache;
 use crate::compress::config::Config;
+use crate::eval::causal_lm::LanguageMetrics;
 use crate::eval::evaluator::Evaluator;
 use crate::jobs::{JobEvent, JobHandle, Pool, spawn_job};
 use crate::model::Model;
@@ -53,6 +54,9 @@ impl SweepKind {
     /// Its points (allocations are built from a sensitivity ranking instead).
     pub fn points(self, model: &Model) -> Vec<Point> {
         match self {
+            SweepKind::Curves if crate::eval::causal_lm::is_causal_lm(model) => {
+                crate::sweep::language_points()
+            }
             SweepKind::Curves => full_global_points(),
             SweepKind::Sensitivity => {
                 per_layer_points(&sweepable_layers(model), &LAYER_LEVELS, &[])
@@ -140,6 +144,12 @@ pub struct Snapshot {
     by_bits: Vec<([f64; 2], usize)>,
     by_size: Vec<([f64; 2], usize)>,
     front: Vec<[f64; 2]>,
+    /// A language model's perplexity and KL divergence per curve, against the whole
+    /// model's bits per weight (empty for other models).
+    perplexity_lines: Vec<(String, Vec<[f64; 2]>)>,
+    kl_lines: Vec<(String, Vec<[f64; 2]>)>,
+    /// Whether the quality shown is a language model's top-1 agreement.
+    language: bool,
     /// Every point, measured or not (the heatmap and allocation use them all).
     pub all: Vec<PointResult>,
     pub heatmap: Heatmap,
@@ -201,7 +211,29 @@ impl Snapshot {
         let by_size = global.iter().map(|&i| (size_of(&results[i]), i)).collect();
         let heatmap = heatmap(&all, baseline_top1);
         let all_ranking = sensitivity(&all, "layer magnitude", baseline_top1);
+        let language_line = |value: fn(&LanguageMetrics) -> f64| {
+            let mut by_curve: Vec<(String, Vec<[f64; 2]>)> = Vec::new();
+            for r in global.iter().map(|&i| &results[i]) {
+                let Some(l) = r.metrics.and_then(|m| m.language) else {
+                    continue;
+                };
+                let xy = [r.bits_per_weight, value(&l)];
+                match by_curve.iter_mut().find(|(c, _)| *c == r.point.curve) {
+                    Some((_, pts)) => pts.push(xy),
+                    None => by_curve.push((r.point.curve.clone(), vec![xy])),
+                }
+            }
+            for (_, pts) in &mut by_curve {
+                pts.sort_by(|a, b| a[0].total_cmp(&b[0]));
+            }
+            by_curve
+        };
         Snapshot {
+            perplexity_lines: language_line(|l| l.perplexity),
+            kl_lines: language_line(|l| l.kl_divergence),
+            language: results
+                .iter()
+                .any(|r| r.metrics.is_some_and(|m| m.language.is_some())),
             sparsity_lines: lines(&results, Axis::Sparsity, measured),
             bits_lines: lines(&results, Axis::Bits, measured),
             layer_lines,
@@ -619,7 +651,7 @@ pub fn ui(
     ui.horizontal(|ui| {
         for kind in [SweepKind::Curves, SweepKind::Sensitivity, SweepKind::Heatmap] {
             let tip = match kind {
-                SweepKind::Curves => "Every pruning method at 0–95% sparsity (global and per-tensor magnitude, random, structured rows, 2:4) and int8…int2 per channel",
+                SweepKind::Curves => "Every pruning method at 0–95% sparsity (global and per-tensor magnitude, random, structured rows, 2:4) and int8…int2 per channel. For a llama GGUF: GGUF Q8_0, Q4_0, Q4_K, Q3_K, Q2_K and magnitude 10–50%, each measured on the text (perplexity, KL)",
                 SweepKind::Sensitivity => "Each layer alone magnitude-pruned to 10–90%, the others untouched: which layers can take it (measured on the data when attached)",
                 _ => "Each layer alone at 10–90% sparsity and int8…int2: weight SQNR, no data needed, seconds for any model; measured sensitivity refines it",
             };
@@ -686,15 +718,16 @@ fn plots_ui(
         return;
     }
     let mut chosen: Option<usize> = None;
-    let y_label = if measured {
-        "top-1 accuracy (%)"
-    } else {
-        "weight SQNR (dB, fidelity)"
+    let y_label = match (measured, snap.language) {
+        (true, true) => "top-1 agreement (%)",
+        (true, false) => "top-1 accuracy (%)",
+        _ => "weight SQNR (dB, fidelity)",
     };
-    let height = ((ui.available_height() - 40.0) / 3.0).max(140.0);
+    let rows = if snap.kl_lines.is_empty() { 3.0 } else { 4.0 };
+    let height = ((ui.available_height() - 40.0) / rows).max(140.0);
     let current_top1 = current
         .and_then(|e| e.accuracy)
-        .map(|(_, m)| 100.0 * m.top1);
+        .map(|(_, m)| 100.0 * m.quality());
     let curve = |plot: &mut egui_plot::PlotUi<'_>, name: &str, pts: &[[f64; 2]]| {
         plot.line(Line::new(name.to_owned(), PlotPoints::from(pts.to_vec())));
         plot.points(Points::new(name.to_owned(), PlotPoints::from(pts.to_vec())).radius(2.5));
@@ -766,16 +799,19 @@ fn plots_ui(
         }
         chosen = chosen.take().or_else(|| clicked_point(plot, &snap.by_size));
     });
+    if !snap.kl_lines.is_empty() {
+        language_plots_ui(ui, snap, height);
+    }
     if let Some(i) = chosen {
         actions.push(CurvesAction::Use(snap.results[i].point.config.clone()));
     }
     if !snap.ranking.is_empty() {
         ui.label(format!(
             "Most sensitive layers (mean {} drop over 10–90%): {}",
-            if snap.measured {
-                "top-1"
-            } else {
-                "weight-SQNR"
+            match (snap.measured, snap.language) {
+                (true, true) => "top-1 agreement",
+                (true, false) => "top-1",
+                _ => "weight-SQNR",
             },
             snap.ranking
                 .iter()
@@ -794,6 +830,35 @@ fn plots_ui(
                 .join(" · ")
         ));
     }
+}
+
+/// A language model's perplexity and KL divergence against the whole model's bits
+/// per weight, side by side.
+fn language_plots_ui(ui: &mut egui::Ui, snap: &Snapshot, height: f32) {
+    let x = "bits per weight (whole model)";
+    ui.columns(2, |cols| {
+        for (ui, (id, y, lines)) in cols.iter_mut().zip([
+            (
+                "perplexity",
+                "perplexity of the text",
+                &snap.perplexity_lines,
+            ),
+            (
+                "kl divergence",
+                "KL divergence (nats/token)",
+                &snap.kl_lines,
+            ),
+        ]) {
+            plot(id, height, x, y, egui_plot::Corner::RightTop).show(ui, |plot| {
+                for (name, pts) in lines {
+                    plot.line(Line::new(name.clone(), PlotPoints::from(pts.clone())));
+                    plot.points(
+                        Points::new(name.clone(), PlotPoints::from(pts.clone())).radius(2.5),
+                    );
+                }
+            });
+        }
+    });
 }
 
 /// Green (harmless) to red (harmful) for `t` in 0–1.

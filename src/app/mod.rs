@@ -616,9 +616,16 @@ impl SlimApp {
         recent.retain(|p| p != path);
         recent.insert(0, path.to_owned());
         recent.truncate(RECENT_FILES);
+        let language_model = crate::eval::causal_lm::is_causal_lm(&loaded.model);
         self.loaded = Some(loaded);
         if let Some((data, arch)) = self.pending_attach.take() {
             self.attach(data, arch);
+        } else if language_model {
+            // A llama GGUF is measured on the bundled text until another is dropped.
+            match crate::demo::files() {
+                Ok(d) => self.attach(d.text, None),
+                Err(e) => self.error = Some(format!("The bundled evaluation text: {e}")),
+            }
         }
     }
 
@@ -994,7 +1001,7 @@ impl SlimApp {
         else {
             return;
         };
-        let baseline = self.attached.as_ref().map(|a| a.baseline.top1);
+        let baseline = self.attached.as_ref().map(|a| a.baseline.quality());
         let ranking =
             crate::sweep::analysis::sensitivity(&c.all_results(), "layer magnitude", baseline);
         let points = crate::sweep::analysis::allocation_points(
@@ -1166,7 +1173,7 @@ impl SlimApp {
                 }
                 (_, true) if self.tab == Tab::Curves => {
                     let mut actions = Vec::new();
-                    let baseline = self.attached.as_ref().map(|a| a.baseline.top1);
+                    let baseline = self.attached.as_ref().map(|a| a.baseline.quality());
                     let recovered = self.training.markers();
                     if let Some(c) = &mut self.curves {
                         egui::ScrollArea::vertical().id_salt("curves").show(ui, |ui| {
@@ -1273,7 +1280,7 @@ impl SlimApp {
         let ranking = crate::sweep::analysis::sensitivity(
             &results,
             "layer magnitude",
-            baseline.map(|b| b.top1),
+            baseline.map(|b| b.quality()),
         );
         let report = crate::sweep::output::Report::new(
             self.loaded

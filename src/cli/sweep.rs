@@ -181,7 +181,7 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
     };
     let (mut done, mut cancelled) = sweep.run(&points)?;
     let ranking = if args.per_layer {
-        sensitivity(&done, "layer magnitude", baseline.map(|b| b.top1))
+        sensitivity(&done, "layer magnitude", baseline.map(|b| b.quality()))
     } else {
         Vec::new()
     };
@@ -307,14 +307,25 @@ impl Sweep<'_> {
 fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let measured = report.baseline.is_some();
+    let language = report.baseline.is_some_and(|b| b.language.is_some());
     if let Some(b) = report.baseline {
-        writeln!(
-            out,
-            "baseline: top-1 {:.2}% · loss {:.4} · {} samples",
-            100.0 * b.top1,
-            b.loss,
-            b.samples
-        )?;
+        match b.language {
+            Some(l) => writeln!(
+                out,
+                "baseline: perplexity {:.3} · next-token top-1 {:.2}% · {} tokens; \
+                 quality is top-1 agreement with the original's next tokens",
+                l.perplexity,
+                100.0 * b.top1,
+                b.samples
+            )?,
+            None => writeln!(
+                out,
+                "baseline: top-1 {:.2}% · loss {:.4} · {} samples",
+                100.0 * b.top1,
+                b.loss,
+                b.samples
+            )?,
+        }
     } else {
         writeln!(
             out,
@@ -323,12 +334,21 @@ fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "{:<26} {:>7} {:>10} {:>9} {:>10}",
+        "{:<26} {:>7} {:>10} {:>9} {:>10}{}",
         "curve",
         "level",
-        if measured { "top-1" } else { "SQNR dB" },
+        match (measured, language) {
+            (true, true) => "agreement",
+            (true, false) => "top-1",
+            _ => "SQNR dB",
+        },
         "bits/w",
-        "MB"
+        "MB",
+        if language {
+            format!(" {:>11} {:>9}", "perplexity", "KL mean")
+        } else {
+            String::new()
+        }
     )?;
     let front = pareto_front(report.points);
     for (i, r) in report.points.iter().enumerate() {
@@ -338,7 +358,7 @@ fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
         let q = quality(r);
         writeln!(
             out,
-            "{:<26} {:>7.3} {:>10} {:>9.3} {:>10.3}{}",
+            "{:<26} {:>7.3} {:>10} {:>9.3} {:>10.3}{}{}",
             r.point.curve,
             r.point.level,
             if measured {
@@ -348,6 +368,10 @@ fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
             },
             r.bits_per_weight,
             r.bytes as f64 / 1e6,
+            match r.metrics.and_then(|m| m.language) {
+                Some(l) => format!(" {:>11.3} {:>9.5}", l.perplexity, l.kl_divergence),
+                None => String::new(),
+            },
             if front.contains(&i) { "  *pareto" } else { "" }
         )?;
     }
@@ -355,7 +379,11 @@ fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
         writeln!(
             out,
             "\nlayer sensitivity (magnitude pruning alone, mean {} drop), most sensitive first:",
-            if measured { "top-1" } else { "weight-SQNR" }
+            match (measured, language) {
+                (true, true) => "top-1 agreement",
+                (true, false) => "top-1",
+                _ => "weight-SQNR",
+            }
         )?;
         for s in &report.sensitivity {
             writeln!(
@@ -367,13 +395,17 @@ fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
             )?;
         }
     }
-    let map = heatmap(report.points, report.baseline.map(|b| b.top1));
+    let map = heatmap(report.points, report.baseline.map(|b| b.quality()));
     if !map.is_empty() {
         writeln!(
             out,
             "\nlayer × level, each layer alone: {}",
             if measured {
-                "top-1 drop in points"
+                if language {
+                    "top-1 agreement drop in points"
+                } else {
+                    "top-1 drop in points"
+                }
             } else {
                 "weight SQNR in dB (a fidelity proxy)"
             }

@@ -59,6 +59,25 @@ pub struct Metrics {
     pub language: Option<causal_lm::LanguageMetrics>,
 }
 
+impl Metrics {
+    /// The figure curves, Pareto fronts and sensitivities rank by (higher is better):
+    /// top-1 accuracy, or for a language model the top-1 agreement with the
+    /// original's next tokens (its own top-1 on a short text is noisy, and can even
+    /// rise by chance; agreement measures what compression lost).
+    pub fn quality(&self) -> f64 {
+        self.language.map_or(self.top1, |l| l.top1_agreement)
+    }
+
+    /// What [`Metrics::quality`] is, for labels.
+    pub fn quality_name(&self) -> &'static str {
+        if self.language.is_some() {
+            "top-1 agreement"
+        } else {
+            "top-1"
+        }
+    }
+}
+
 /// Check that `data` fits `runner` before anything runs: feature count and labels.
 pub fn check_fit(runner: &dyn Runner, data: &Dataset) -> Result<()> {
     let want: usize = runner.input_shape().iter().product();

@@ -9,9 +9,10 @@ use serde::Serialize;
 use super::{Axis, PointResult};
 use crate::compress::config::{Config, Format, Override};
 
-/// A point's quality: top-1 accuracy when measured, else weight SQNR (a proxy).
+/// A point's quality: [`crate::eval::Metrics::quality`] (top-1 accuracy, or a
+/// language model's top-1 agreement) when measured, else weight SQNR (a proxy).
 pub fn quality(r: &PointResult) -> f64 {
-    r.metrics.map_or(r.weight_sqnr_db, |m| m.top1)
+    r.metrics.map_or(r.weight_sqnr_db, |m| m.quality())
 }
 
 /// Indices of the results no other result beats on both size (fewer bytes) and
@@ -80,7 +81,7 @@ pub fn sensitivity(
                 .iter()
                 .map(|p| {
                     let drop = match (measured, baseline, p.metrics) {
-                        (true, Some(b), Some(m)) => b - m.top1,
+                        (true, Some(b), Some(m)) => b - m.quality(),
                         _ => (60.0 - p.weight_sqnr_db).max(0.0),
                     };
                     (p.point.level, drop)
@@ -190,7 +191,7 @@ pub fn heatmap(results: &[PointResult], baseline: Option<f64>) -> Heatmap {
             continue;
         };
         let drop = match (baseline, r.metrics) {
-            (Some(b), Some(m)) => Some(b - m.top1),
+            (Some(b), Some(m)) => Some(b - m.quality()),
             _ => None,
         };
         let cell = &mut cells[li][ci];

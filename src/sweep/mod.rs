@@ -273,6 +273,27 @@ pub fn full_global_points() -> Vec<Point> {
     global_points(&SweepMethod::ALL, &levels, &formats)
 }
 
+/// A language model's curves: re-quantization to llama.cpp's block types from
+/// Q8_0 down to Q2_K, and magnitude pruning (per tensor) at 10–50%. Each point is a
+/// full pass over the text, so the set is small.
+pub fn language_points() -> Vec<Point> {
+    use crate::dtype::GgmlQuant;
+    let formats: Vec<Format> = [
+        GgmlQuant::Q8_0,
+        GgmlQuant::Q4_0,
+        GgmlQuant::Q4_K,
+        GgmlQuant::Q3_K,
+        GgmlQuant::Q2_K,
+    ]
+    .map(Format::Gguf)
+    .to_vec();
+    global_points(
+        &[SweepMethod::Magnitude],
+        &[0.1, 0.2, 0.3, 0.4, 0.5],
+        &formats,
+    )
+}
+
 /// The tensors per-layer sensitivity looks at: float matrices and kernels (rank ≥ 2),
 /// as pruning and block quantization touch only those.
 pub fn sweepable_layers(model: &Model) -> Vec<String> {

@@ -60,7 +60,7 @@ impl<'a> Report<'a> {
     /// One row per point; the recipe is the last column (quoted, newlines kept).
     pub fn to_csv(&self) -> String {
         let mut out = String::from(
-            "curve,axis,level,layer,bytes,bits_per_weight,sparsity,weight_sqnr_db,weight_relative_error,top1,top5,loss,pareto,recipe\n",
+            "curve,axis,level,layer,bytes,bits_per_weight,sparsity,weight_sqnr_db,weight_relative_error,top1,top5,loss,perplexity,kl_divergence,top1_agreement,pareto,recipe\n",
         );
         let front = &self.pareto;
         let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
@@ -83,6 +83,9 @@ impl<'a> Report<'a> {
                 opt(m.map(|m| m.top1)),
                 opt(m.and_then(|m| m.top5)),
                 opt(m.map(|m| m.loss)),
+                opt(m.and_then(|m| m.language).map(|l| l.perplexity)),
+                opt(m.and_then(|m| m.language).map(|l| l.kl_divergence)),
+                opt(m.and_then(|m| m.language).map(|l| l.top1_agreement)),
                 front.contains(&i).to_string(),
                 quote(&r.point.recipe),
             ];
