@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-const FILES: [(&str, &[u8]); 5] = [
+const FILES: [(&str, &[u8]); 6] = [
     (
         "digit_cnn.pth",
         include_bytes!("../assets/demo/digit_cnn.pth"),
@@ -28,6 +28,10 @@ const FILES: [(&str, &[u8]); 5] = [
         "eval_text.txt",
         include_bytes!("../assets/text/eval_text.txt"),
     ),
+    (
+        "sentence_pairs.tsv",
+        include_bytes!("../assets/text/sentence_pairs.tsv"),
+    ),
 ];
 
 /// Where the demo's files are on disk.
@@ -38,6 +42,9 @@ pub struct Demo {
     pub arch: PathBuf,
     /// The text language models are measured on (written for this project).
     pub text: PathBuf,
+    /// Sentence pairs scored for similarity, for sentence encoders (written for this
+    /// project).
+    pub sentences: PathBuf,
 }
 
 /// The demo's files, written (atomically) to a per-version cache folder if missing.
@@ -56,6 +63,7 @@ pub fn files() -> Result<Demo> {
         data: dir.join("mnist_5k.toml"),
         arch: dir.join("digit_cnn.arch.toml"),
         text: dir.join("eval_text.txt"),
+        sentences: dir.join("sentence_pairs.tsv"),
     })
 }
 

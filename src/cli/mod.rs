@@ -2,6 +2,7 @@
 //! With no subcommand, `slimscope [MODEL]` opens the app.
 
 mod apply;
+mod embed;
 mod eval;
 mod inspect;
 mod sweep;
@@ -34,6 +35,9 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// Accuracy and loss on a labelled data set, before and after a recipe.
     Eval(eval::EvalArgs),
+    /// Sentence embeddings of a BERT encoder before and after a recipe (and of an ONNX
+    /// export): cosine to the original, similarity changes, Spearman on scored pairs.
+    Embed(embed::EmbedArgs),
     /// Continue a prompt with a llama-family GGUF (greedy), compressed or not.
     Generate(eval::GenerateArgs),
     /// Trade-off curves: accuracy (or weight fidelity) against sparsity and bit-width,
@@ -57,6 +61,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(&args),
         Command::Apply(args) => apply::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Embed(args) => embed::run(&args),
         Command::Generate(args) => eval::generate(&args),
         Command::Sweep(args) => sweep::run(&args),
         Command::Finetune(args) => train::finetune(&args),

@@ -10,6 +10,7 @@
 pub mod arch;
 pub mod causal_lm;
 pub mod data;
+pub mod embeddings;
 pub mod evaluator;
 pub mod first_conv;
 pub mod onnx;
