@@ -170,3 +170,52 @@ fn bad_sentence_files_name_the_line() {
     let e = load_sentences(&path).expect_err("one sentence").to_string();
     assert!(e.contains("at least two"), "{e}");
 }
+
+#[test]
+fn bit_width_curves_of_an_encoder_fall_with_the_bits() {
+    use slimscope::compress::apply::TensorCache;
+    use slimscope::compress::config::Format;
+    use slimscope::eval::evaluator::Evaluator;
+    use slimscope::eval::{Network, load_data};
+    use slimscope::jobs::CancelToken;
+    use slimscope::sweep::{SweepContext, global_points, run};
+    use std::sync::Arc;
+    let model = minilm();
+    let data = load_data(&model, &bundled_pairs()).unwrap_or_else(|e| panic!("{e}"));
+    let (network, _) = Network::resolve(&model, None, &data).unwrap_or_else(|e| panic!("{e}"));
+    let evaluator = Evaluator::new(Arc::new(network), Arc::new(data));
+    let base = evaluator
+        .measure(&model, &[], 64, |_, _| true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((base.top1, base.loss), (1.0, 0.0));
+    let formats: Vec<Format> = [8, 4, 2]
+        .map(|bits| Format::Int {
+            bits,
+            granularity: slimscope::compress::config::IntGranularity::Channel,
+            mse_clip: false,
+        })
+        .to_vec();
+    let points = global_points(&[], &[], &formats);
+    let cache = TensorCache::new(1 << 30);
+    let ctx = SweepContext {
+        model: &model,
+        accuracy: Some(&evaluator),
+        cache: &cache,
+    };
+    let results = run(&ctx, &points, &CancelToken::default(), |_, _| {}, |_, _| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cos: Vec<f64> = results
+        .iter()
+        .map(|r| {
+            r.as_ref()
+                .and_then(|r| r.metrics)
+                .expect("measured")
+                .quality()
+        })
+        .collect();
+    println!("mean cosine at int8/int4/int2: {cos:?}");
+    assert!(
+        cos[0] > 0.999 && cos[0] > cos[1] && cos[1] > cos[2],
+        "{cos:?}"
+    );
+}

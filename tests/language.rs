@@ -226,3 +226,63 @@ fn bad_text_and_settings_are_errors_that_say_what_is_wrong() {
     let e = CausalLm::new(&cnn).err().expect("not llama").to_string();
     assert!(e.contains("digit_cnn.pth"), "{e}");
 }
+
+#[test]
+fn requantization_curves_run_as_a_sweep_and_cancel() {
+    use slimscope::compress::apply::TensorCache;
+    use slimscope::jobs::CancelToken;
+    use slimscope::sweep::{SweepContext, language_points, run};
+    let model = smollm2();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = load_data(&model, &text_file(dir.path(), 300)).unwrap_or_else(|e| panic!("{e}"));
+    let (network, _) = Network::resolve(&model, None, &data).unwrap_or_else(|e| panic!("{e}"));
+    let evaluator = Evaluator::new(Arc::new(network), Arc::new(data));
+    let cache = TensorCache::new(1 << 30);
+    let ctx = SweepContext {
+        model: &model,
+        accuracy: Some(&evaluator),
+        cache: &cache,
+    };
+    let all = language_points();
+    let names: Vec<String> = all.iter().map(|p| p.recipe.clone()).collect();
+    for t in ["Q8_0", "Q4_0", "Q4_K", "Q3_K", "Q2_K"] {
+        assert!(names.iter().any(|r| r.contains(t)), "{t} missing");
+    }
+    assert!(all.iter().any(|p| p.curve.contains("magnitude")));
+    let points: Vec<_> = all
+        .into_iter()
+        .filter(|p| p.recipe.contains("Q8_0") || p.recipe.contains("Q4_0"))
+        .collect();
+    assert_eq!(points.len(), 2);
+    let streamed = std::sync::Mutex::new(0);
+    let results = run(
+        &ctx,
+        &points,
+        &CancelToken::default(),
+        |_, _| *streamed.lock().expect("lock") += 1,
+        |_, _| {},
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(*streamed.lock().expect("lock"), 2);
+    let lang = |i: usize| {
+        results[i]
+            .as_ref()
+            .and_then(|r| r.metrics)
+            .and_then(|m| m.language)
+            .expect("language metrics")
+    };
+    let (q8, q4) = if points[0].recipe.contains("Q8_0") {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    let bits = |i: usize| results[i].as_ref().expect("measured").bits_per_weight;
+    assert!(bits(q4) < bits(q8));
+    assert!(lang(q4).kl_divergence > lang(q8).kl_divergence);
+    // A cancelled sweep returns what it has, without error.
+    let cancel = CancelToken::default();
+    cancel.cancel();
+    let cancelled =
+        run(&ctx, &points, &cancel, |_, _| {}, |_, _| {}).expect("cancel is not an error");
+    assert!(cancelled.iter().all(Option::is_none));
+}

@@ -101,7 +101,18 @@ pub fn ui(
         .show(ui, |ui| {
             ui.label("Data");
             let data = a.evaluator.data();
-            if a.baseline.language.is_some() {
+            if let Network::SentenceEncoder(task) = a.evaluator.network() {
+                ui.label(format!(
+                    "{} · {} sentences · {} scored pairs",
+                    file_name(&a.data_path),
+                    task.set.sentences.len(),
+                    task.set.pairs.len()
+                ))
+                .on_hover_text(format!(
+                    "{}\nTab-separated: sentence, sentence, similarity score; drop another such file to use it",
+                    a.data_path.display()
+                ));
+            } else if a.baseline.language.is_some() {
                 ui.label(format!(
                     "{} · {} windows of {} tokens",
                     file_name(&a.data_path),
@@ -127,6 +138,9 @@ pub fn ui(
                 (Network::CausalLm(_), _) => ui
                     .label("candle's quantized llama (next-token prediction)")
                     .on_hover_text("The compressed model runs as the GGUF an export would write"),
+                (Network::SentenceEncoder(_), _) => ui
+                    .label("candle's BERT (mean-pooled sentence embeddings)")
+                    .on_hover_text("Compared with the original model's embeddings of the same sentences"),
                 (Network::Onnx(_), _) => ui
                     .label("the model's ONNX graph")
                     .on_hover_text("Run by tract, compressed weights written into the graph"),
@@ -142,8 +156,16 @@ pub fn ui(
             };
             ui.end_row();
             ui.label("Original").on_hover_text("The model as stored");
-            match a.baseline.language {
-                Some(l) => ui
+            match (a.baseline.language, a.baseline.embedding) {
+                (_, Some(e)) => ui
+                    .label(format!(
+                        "Spearman {} with the pair scores",
+                        e.spearman.map_or("–".into(), |s| format!("{s:.4}"))
+                    ))
+                    .on_hover_text(
+                        "Rank correlation of the embeddings' cosine similarities with the hand scores",
+                    ),
+                (Some(l), _) => ui
                     .label(format!(
                         "perplexity {:.2} · next-token top-1 {}",
                         l.perplexity,
@@ -153,7 +175,7 @@ pub fn ui(
                         "exp(mean loss) over {} tokens; {:.1} tokens/s",
                         a.baseline.samples, a.baseline.samples_per_second
                     )),
-                None => ui.label(format!(
+                (None, None) => ui.label(format!(
                     "top-1 {} · loss {:.4}",
                     percent(a.baseline.top1),
                     a.baseline.loss
@@ -167,6 +189,23 @@ pub fn ui(
             ui.label("Compressed")
                 .on_hover_text("The current configuration, measured on the same data");
             match current {
+                Some(Metrics {
+                    embedding: Some(e),
+                    top1,
+                    ..
+                }) => {
+                    ui.label(format!(
+                        "mean cosine {:.5} (least {:.4}) · Spearman {} · nearest neighbour kept {}",
+                        e.mean_cosine,
+                        e.min_cosine,
+                        e.spearman.map_or("–".into(), |s| format!("{s:.4}")),
+                        percent(top1)
+                    ))
+                    .on_hover_text(format!(
+                        "Cosine of each sentence's embedding to the original's; pairwise similarities moved by {:.4} on average (at most {:.4})",
+                        e.mean_similarity_change, e.max_similarity_change
+                    ));
+                }
                 Some(Metrics {
                     language: Some(l), ..
                 }) => {

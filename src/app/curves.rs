@@ -148,8 +148,8 @@ pub struct Snapshot {
     /// model's bits per weight (empty for other models).
     perplexity_lines: Vec<(String, Vec<[f64; 2]>)>,
     kl_lines: Vec<(String, Vec<[f64; 2]>)>,
-    /// Whether the quality shown is a language model's top-1 agreement.
-    language: bool,
+    /// What the quality shown is (see [`crate::eval::Metrics::quality_name`]).
+    quality_name: &'static str,
     /// Every point, measured or not (the heatmap and allocation use them all).
     pub all: Vec<PointResult>,
     pub heatmap: Heatmap,
@@ -231,9 +231,10 @@ impl Snapshot {
         Snapshot {
             perplexity_lines: language_line(|l| l.perplexity),
             kl_lines: language_line(|l| l.kl_divergence),
-            language: results
+            quality_name: results
                 .iter()
-                .any(|r| r.metrics.is_some_and(|m| m.language.is_some())),
+                .find_map(|r| r.metrics.map(|m| m.quality_name()))
+                .unwrap_or("top-1"),
             sparsity_lines: lines(&results, Axis::Sparsity, measured),
             bits_lines: lines(&results, Axis::Bits, measured),
             layer_lines,
@@ -718,9 +719,10 @@ fn plots_ui(
         return;
     }
     let mut chosen: Option<usize> = None;
-    let y_label = match (measured, snap.language) {
-        (true, true) => "top-1 agreement (%)",
-        (true, false) => "top-1 accuracy (%)",
+    let y_label = match (measured, snap.quality_name) {
+        (true, "top-1 agreement") => "top-1 agreement (%)",
+        (true, "mean cosine") => "mean cosine to the original (×100)",
+        (true, _) => "top-1 accuracy (%)",
         _ => "weight SQNR (dB, fidelity)",
     };
     let rows = if snap.kl_lines.is_empty() { 3.0 } else { 4.0 };
@@ -808,10 +810,10 @@ fn plots_ui(
     if !snap.ranking.is_empty() {
         ui.label(format!(
             "Most sensitive layers (mean {} drop over 10–90%): {}",
-            match (snap.measured, snap.language) {
-                (true, true) => "top-1 agreement",
-                (true, false) => "top-1",
-                _ => "weight-SQNR",
+            if snap.measured {
+                snap.quality_name
+            } else {
+                "weight-SQNR"
             },
             snap.ranking
                 .iter()

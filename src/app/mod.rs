@@ -617,13 +617,15 @@ impl SlimApp {
         recent.insert(0, path.to_owned());
         recent.truncate(RECENT_FILES);
         let language_model = crate::eval::causal_lm::is_causal_lm(&loaded.model);
+        let sentence_encoder = crate::eval::embeddings::is_sentence_encoder(&loaded.model);
         self.loaded = Some(loaded);
         if let Some((data, arch)) = self.pending_attach.take() {
             self.attach(data, arch);
-        } else if language_model {
-            // A llama GGUF is measured on the bundled text until another is dropped.
+        } else if language_model || sentence_encoder {
+            // Language models are measured on the bundled text, sentence encoders on
+            // the bundled sentence pairs, until the user drops their own.
             match crate::demo::files() {
-                Ok(d) => self.attach(d.text, None),
+                Ok(d) => self.attach(if language_model { d.text } else { d.sentences }, None),
                 Err(e) => self.error = Some(format!("The bundled evaluation text: {e}")),
             }
         }

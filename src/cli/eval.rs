@@ -13,6 +13,7 @@ use clap::Args;
 use crate::compress::apply::{AppliedTensor, apply_recipe};
 use crate::compress::recipe::Recipe;
 use crate::eval::causal_lm::{self, is_causal_lm};
+use crate::eval::embeddings::is_sentence_encoder;
 use crate::eval::evaluator::Evaluator;
 use crate::eval::{DEFAULT_BATCH, Metrics, Network, load_data};
 use crate::model::Model;
@@ -68,10 +69,11 @@ fn applied(model: &Model, path: &PathBuf) -> anyhow::Result<Vec<(usize, AppliedT
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let model = Model::open(&args.model)?;
-    let data_path = match (&args.data, is_causal_lm(&model)) {
-        (Some(p), _) => p.clone(),
-        (None, true) => crate::demo::files()?.text,
-        (None, false) => anyhow::bail!(
+    let data_path = match &args.data {
+        Some(p) => p.clone(),
+        None if is_causal_lm(&model) => crate::demo::files()?.text,
+        None if is_sentence_encoder(&model) => crate::demo::files()?.sentences,
+        None => anyhow::bail!(
             "{}: --data is needed (a labelled data set or data spec)",
             args.model.display()
         ),
@@ -113,7 +115,19 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     for n in &notes {
         writeln!(out, "note: {n}")?;
     }
-    if base.language.is_some() {
+    if base.embedding.is_some() {
+        writeln!(
+            out,
+            "{} sentences of {} (against the original's embeddings; Spearman against the pair scores)",
+            base.samples,
+            data_path.display()
+        )?;
+        writeln!(
+            out,
+            "{:<12} {:>10} {:>10} {:>12} {:>9} {:>11}",
+            "model", "mean cos", "min cos", "mean |Δsim|", "Spearman", "neighbours"
+        )?;
+    } else if base.language.is_some() {
         writeln!(
             out,
             "{} tokens of {} in windows of {} (next-token figures; KL and agreement against the original)",
@@ -133,28 +147,38 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             "model", "top-1", "top-5", "loss", "samples", "samples/s"
         )?;
     }
-    let row = |out: &mut std::io::StdoutLock, name: &str, m: &Metrics| match m.language {
-        Some(l) => writeln!(
-            out,
-            "{name:<12} {:>11.3} {:>9.4} {:>8.2}% {:>11.5} {:>10.4} {:>7.2}% {:>9.1}",
-            l.perplexity,
-            m.loss,
-            100.0 * m.top1,
-            l.kl_divergence,
-            l.kl_max,
-            100.0 * l.top1_agreement,
-            m.samples_per_second
-        ),
-        None => writeln!(
-            out,
-            "{name:<12} {:>7.2}% {:>8} {:>9.4} {:>9} {:>11.0}",
-            100.0 * m.top1,
-            m.top5.map_or("–".into(), |t| format!("{:.2}%", 100.0 * t)),
-            m.loss,
-            m.samples,
-            m.samples_per_second
-        ),
-    };
+    let row =
+        |out: &mut std::io::StdoutLock, name: &str, m: &Metrics| match (m.language, m.embedding) {
+            (_, Some(e)) => writeln!(
+                out,
+                "{name:<12} {:>10.5} {:>10.5} {:>12.5} {:>9} {:>10.2}%",
+                e.mean_cosine,
+                e.min_cosine,
+                e.mean_similarity_change,
+                e.spearman.map_or("–".into(), |s| format!("{s:.4}")),
+                100.0 * m.top1
+            ),
+            (Some(l), _) => writeln!(
+                out,
+                "{name:<12} {:>11.3} {:>9.4} {:>8.2}% {:>11.5} {:>10.4} {:>7.2}% {:>9.1}",
+                l.perplexity,
+                m.loss,
+                100.0 * m.top1,
+                l.kl_divergence,
+                l.kl_max,
+                100.0 * l.top1_agreement,
+                m.samples_per_second
+            ),
+            (None, None) => writeln!(
+                out,
+                "{name:<12} {:>7.2}% {:>8} {:>9.4} {:>9} {:>11.0}",
+                100.0 * m.top1,
+                m.top5.map_or("–".into(), |t| format!("{:.2}%", 100.0 * t)),
+                m.loss,
+                m.samples,
+                m.samples_per_second
+            ),
+        };
     row(&mut out, "original", &base)?;
     if let Some(c) = &compressed {
         row(&mut out, "compressed", c)?;

@@ -308,9 +308,20 @@ fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let measured = report.baseline.is_some();
     let language = report.baseline.is_some_and(|b| b.language.is_some());
+    let quality_name = match report.baseline {
+        Some(b) => b.quality_name(),
+        None => "weight-SQNR",
+    };
     if let Some(b) = report.baseline {
-        match b.language {
-            Some(l) => writeln!(
+        match (b.language, b.embedding) {
+            (_, Some(e)) => writeln!(
+                out,
+                "baseline: {} sentences · Spearman {} with the pair scores; \
+                 quality is the mean cosine to the original's embeddings",
+                b.samples,
+                e.spearman.map_or("–".into(), |s| format!("{s:.4}"))
+            )?,
+            (Some(l), _) => writeln!(
                 out,
                 "baseline: perplexity {:.3} · next-token top-1 {:.2}% · {} tokens; \
                  quality is top-1 agreement with the original's next tokens",
@@ -318,7 +329,7 @@ fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
                 100.0 * b.top1,
                 b.samples
             )?,
-            None => writeln!(
+            (None, None) => writeln!(
                 out,
                 "baseline: top-1 {:.2}% · loss {:.4} · {} samples",
                 100.0 * b.top1,
@@ -337,10 +348,11 @@ fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
         "{:<26} {:>7} {:>10} {:>9} {:>10}{}",
         "curve",
         "level",
-        match (measured, language) {
-            (true, true) => "agreement",
-            (true, false) => "top-1",
-            _ => "SQNR dB",
+        match quality_name {
+            "top-1 agreement" => "agreement",
+            "mean cosine" => "mean cos",
+            "weight-SQNR" => "SQNR dB",
+            other => other,
         },
         "bits/w",
         "MB",
@@ -379,11 +391,7 @@ fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
         writeln!(
             out,
             "\nlayer sensitivity (magnitude pruning alone, mean {} drop), most sensitive first:",
-            match (measured, language) {
-                (true, true) => "top-1 agreement",
-                (true, false) => "top-1",
-                _ => "weight-SQNR",
-            }
+            quality_name
         )?;
         for s in &report.sensitivity {
             writeln!(
@@ -401,13 +409,9 @@ fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
             out,
             "\nlayer × level, each layer alone: {}",
             if measured {
-                if language {
-                    "top-1 agreement drop in points"
-                } else {
-                    "top-1 drop in points"
-                }
+                format!("{quality_name} drop in points")
             } else {
-                "weight SQNR in dB (a fidelity proxy)"
+                "weight SQNR in dB (a fidelity proxy)".into()
             }
         )?;
         write!(out, "  {:<40}", "")?;

@@ -381,6 +381,7 @@ fn score(
             loss,
             samples_per_second: n / seconds.max(1e-9),
             language: Some(language),
+            embedding: None,
         },
         kept,
     ))

@@ -12,6 +12,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use candle_core::{DType as CandleDType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -19,8 +21,9 @@ use candle_transformers::models::bert::{BertModel, Config};
 use serde::Serialize;
 use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
 
-use super::ModelWeights;
+use super::data::Dataset;
 use super::sequential::WeightSource;
+use super::{Metrics, ModelWeights};
 use crate::compress::apply::AppliedTensor;
 use crate::error::{Error, Result};
 use crate::model::{Format, Model};
@@ -411,6 +414,100 @@ pub fn compare(
     }
 }
 
+/// Share of sentences whose nearest other sentence (by cosine) is the original's.
+pub fn neighbour_agreement(original: &[Vec<f32>], embeddings: &[Vec<f32>]) -> f64 {
+    let nearest = |e: &[Vec<f32>], i: usize| {
+        (0..e.len())
+            .filter(|&j| j != i)
+            .map(|j| (j, cosine(&e[i], &e[j])))
+            .fold((usize::MAX, f64::NEG_INFINITY), |b, c| {
+                if c.1 > b.1 { c } else { b }
+            })
+            .0
+    };
+    let n = original.len().min(embeddings.len());
+    let same = (0..n)
+        .filter(|&i| nearest(original, i) == nearest(embeddings, i))
+        .count();
+    same as f64 / n.max(1) as f64
+}
+
+/// The sentence file at `path` as a data set for the evaluator: one sample per
+/// sentence, no values (the text is tokenized by the encoder), labels unused.
+pub fn sentence_dataset(path: &Path) -> Result<Dataset> {
+    let set = load_sentences(path)?;
+    Ok(Dataset {
+        source: path.to_owned(),
+        x: Vec::new(),
+        labels: vec![0; set.sentences.len()],
+        sample_shape: vec![0],
+    })
+}
+
+/// A sentence encoder measured on a sentence set, holding the original's embeddings
+/// once computed.
+pub struct SentenceTask {
+    encoder: SentenceEncoder,
+    pub set: SentenceSet,
+    reference: Mutex<Option<Arc<Vec<Vec<f32>>>>>,
+}
+
+impl SentenceTask {
+    pub fn new(model: &Model, sentences: &Path) -> Result<SentenceTask> {
+        Ok(SentenceTask {
+            encoder: SentenceEncoder::load(model)?,
+            set: load_sentences(sentences)?,
+            reference: Mutex::new(None),
+        })
+    }
+
+    /// [`Metrics`] of `model` with `applied`'s tensors in place: its samples are the
+    /// sentences, `top1` the share whose nearest neighbour is unchanged, `loss` the
+    /// mean cosine distance (1 − cos) to the original's embeddings, and `embedding`
+    /// the full comparison.
+    pub fn measure(
+        &self,
+        model: &Model,
+        applied: &[(usize, AppliedTensor)],
+        mut progress: impl FnMut(usize, usize) -> bool,
+    ) -> Result<Metrics> {
+        let n = self.set.sentences.len();
+        let start = Instant::now();
+        let reference = self
+            .reference
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let reference = match reference {
+            Some(r) => r,
+            None => {
+                let r = Arc::new(self.encoder.embed(model, &[], &self.set.sentences)?);
+                *self.reference.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.clone());
+                r
+            }
+        };
+        if !progress(0, n) {
+            return Err(Error::Cancelled);
+        }
+        let embedded = if applied.is_empty() {
+            reference.as_ref().clone()
+        } else {
+            self.encoder.embed(model, applied, &self.set.sentences)?
+        };
+        progress(n, n);
+        let m = compare(&reference, &embedded, &self.set);
+        Ok(Metrics {
+            samples: n,
+            top1: neighbour_agreement(&reference, &embedded),
+            top5: None,
+            loss: 1.0 - m.mean_cosine,
+            samples_per_second: n as f64 / start.elapsed().as_secs_f64().max(1e-9),
+            language: None,
+            embedding: Some(m),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,6 +522,19 @@ mod tests {
         assert!((rho - 0.8).abs() < 1e-12, "{rho}");
         // Ties share their average rank: [1, 2.5, 2.5, 4].
         assert_eq!(ranks(&[0.0, 5.0, 5.0, 9.0]), [1.0, 2.5, 2.5, 4.0]);
+    }
+
+    #[test]
+    fn neighbours_by_hand() {
+        let e = |v: &[[f32; 2]]| v.iter().map(|x| x.to_vec()).collect::<Vec<_>>();
+        // Nearest neighbours (cosine): 0 → 1 (0.994), 1 → 0, 2 → 1 (0.110 vs 0).
+        let original = e(&[[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]);
+        // 2 turned a little: still 0 → 1, 1 → 0, 2 → 1 (0.209 vs 0.0995).
+        let turned = e(&[[1.0, 0.0], [0.9, 0.1], [0.1, 1.0]]);
+        assert_eq!(neighbour_agreement(&original, &turned), 1.0);
+        // 2 moved next to 0: 0 → 2 (0.99875), 1 → 2 (0.99820), 2 → 0: none kept.
+        let moved = e(&[[1.0, 0.0], [0.9, 0.1], [1.0, 0.05]]);
+        assert_eq!(neighbour_agreement(&original, &moved), 0.0);
     }
 
     #[test]

@@ -159,6 +159,7 @@ impl Evaluator {
             Network::CausalLm(lm) => {
                 lm.measure(model, applied, !changed.is_empty(), &self.data, progress)?
             }
+            Network::SentenceEncoder(task) => task.measure(model, applied, progress)?,
         };
         lock(&self.results).insert(key, metrics);
         Ok(metrics)

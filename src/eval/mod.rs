@@ -58,6 +58,11 @@ pub struct Metrics {
     /// vocabulary): perplexity, and the distance from the original's predictions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub language: Option<causal_lm::LanguageMetrics>,
+    /// For a sentence encoder (whose samples are sentences; `top1` the share whose
+    /// nearest neighbour is unchanged, `loss` the mean cosine distance to the
+    /// original's embeddings): the full comparison.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<embeddings::EmbeddingMetrics>,
 }
 
 impl Metrics {
@@ -65,16 +70,21 @@ impl Metrics {
     /// top-1 accuracy, or for a language model the top-1 agreement with the
     /// original's next tokens (its own top-1 on a short text is noisy, and can even
     /// rise by chance; agreement measures what compression lost).
+    /// For a sentence encoder, the mean cosine similarity to the original's embeddings.
     pub fn quality(&self) -> f64 {
-        self.language.map_or(self.top1, |l| l.top1_agreement)
+        match (self.language, self.embedding) {
+            (Some(l), _) => l.top1_agreement,
+            (_, Some(e)) => e.mean_cosine,
+            _ => self.top1,
+        }
     }
 
     /// What [`Metrics::quality`] is, for labels.
     pub fn quality_name(&self) -> &'static str {
-        if self.language.is_some() {
-            "top-1 agreement"
-        } else {
-            "top-1"
+        match (self.language, self.embedding) {
+            (Some(_), _) => "top-1 agreement",
+            (_, Some(_)) => "mean cosine",
+            _ => "top-1",
         }
     }
 }
@@ -161,6 +171,7 @@ pub fn evaluate(
         loss: loss / nf,
         samples_per_second: n as f64 / seconds.max(1e-9),
         language: None,
+        embedding: None,
     })
 }
 
@@ -210,6 +221,8 @@ pub enum Network {
     Onnx(onnx::OnnxGraph),
     /// A llama-family GGUF measured on a text (see [`causal_lm`]).
     CausalLm(causal_lm::CausalLm),
+    /// A BERT sentence encoder measured on sentence pairs (see [`embeddings`]).
+    SentenceEncoder(Box<embeddings::SentenceTask>),
 }
 
 /// The data at `path` as `model` reads it: a text cut into token windows for a
@@ -217,6 +230,8 @@ pub enum Network {
 pub fn load_data(model: &Model, path: &Path) -> Result<data::Dataset> {
     if causal_lm::is_causal_lm(model) {
         causal_lm::text_dataset(model, path)
+    } else if embeddings::is_sentence_encoder(model) {
+        embeddings::sentence_dataset(path)
     } else {
         data::load(path)
     }
@@ -243,6 +258,10 @@ impl Network {
                 Network::CausalLm(causal_lm::CausalLm::new(model)?),
                 Vec::new(),
             ));
+        }
+        if embeddings::is_sentence_encoder(model) && arch.is_none() {
+            let task = embeddings::SentenceTask::new(model, &data.source)?;
+            return Ok((Network::SentenceEncoder(Box::new(task)), Vec::new()));
         }
         if model.format == Format::Onnx {
             if let Some(a) = arch {
@@ -278,9 +297,9 @@ impl Network {
                 sequential_runner(spec, &ModelWeights::new(model, applied), &model.path)?
             }
             Network::Onnx(graph) => Box::new(graph.runner(applied)?),
-            Network::CausalLm(_) => {
+            Network::CausalLm(_) | Network::SentenceEncoder(_) => {
                 return Err(Error::InvalidSetting(format!(
-                    "{}: a language model is measured on a text (perplexity), not sample by sample",
+                    "{}: a language model or sentence encoder is measured on its text as a whole, not sample by sample",
                     model.path.display()
                 )));
             }
@@ -291,7 +310,7 @@ impl Network {
     pub fn spec(&self) -> Option<&arch::ArchSpec> {
         match self {
             Network::Sequential(spec) => Some(spec),
-            Network::Onnx(_) | Network::CausalLm(_) => None,
+            Network::Onnx(_) | Network::CausalLm(_) | Network::SentenceEncoder(_) => None,
         }
     }
 }
