@@ -64,7 +64,7 @@ fn step_until(h: &mut Harness<'_, SlimApp>, what: &str, done: impl Fn(&SlimApp) 
 /// Whether the curves tab draws every point measured so far (it derives what it
 /// draws on a worker).
 fn curves_settled(a: &SlimApp) -> bool {
-    let baseline = a.attached.as_ref().map(|x| x.baseline.top1);
+    let baseline = a.attached.as_ref().map(|x| x.baseline.quality());
     a.curves.as_ref().is_some_and(|c| c.is_settled(baseline))
 }
 
@@ -991,4 +991,100 @@ fn a_restored_configuration_is_measured_once_the_data_arrives() {
         a.evaluation_is_current() && a.evaluation.as_ref().is_some_and(|e| e.accuracy.is_some())
     });
     h.get_by_label_contains("pts) · loss");
+}
+
+/// The workflow on a real model: all-MiniLM-L6-v2 opens with the bundled sentence
+/// pairs attached, the slider's configurations are measured as embedding fidelity,
+/// pinned, compared, undone and redone, a corrupt file changes nothing, and the
+/// export re-opens as an encoder whose own figures are those the app showed.
+#[test]
+fn the_workflow_on_a_real_sentence_encoder_from_open_to_a_reopened_export() {
+    use slimscope::app::Command;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The export is re-opened from here, with the encoder's config and tokenizer.
+    for f in ["config.json", "tokenizer.json", "sentence_bert_config.json"] {
+        std::fs::copy(fixture("minilm").join(f), dir.path().join(f)).expect("copy");
+    }
+    let mut h = harness();
+    drop_file(&mut h, &fixture("minilm/model.safetensors"));
+    step_until(&mut h, "the encoder and its sentences", |a| {
+        a.attached.is_some() && !a.is_attaching() && !a.is_loading()
+    });
+    h.get_by_label_contains("64 sentences · 32 scored pairs");
+    h.get_by_label_contains("Spearman 0.86");
+    let settle = |h: &mut Harness<'_, SlimApp>, pct: f64| {
+        h.get_by_role_and_label(egui::accesskit::Role::Slider, "Sparsity")
+            .set_value_accesskit(pct);
+        h.run_steps(2);
+        step_until(h, "the configuration's figures", |a| {
+            a.evaluation_is_current() && a.evaluation.as_ref().is_some_and(|e| e.accuracy.is_some())
+        });
+    };
+    settle(&mut h, 30.0);
+    let shown = |h: &Harness<'_, SlimApp>| {
+        h.state()
+            .evaluation
+            .as_ref()
+            .and_then(|e| e.accuracy)
+            .and_then(|(_, m)| m.embedding)
+            .expect("embedding figures")
+    };
+    let at30 = shown(&h);
+    assert!(at30.mean_cosine < 1.0 && at30.mean_cosine > 0.5, "{at30:?}");
+    h.get_by_label_contains("mean cosine 0.");
+    h.get_by_label("Pin for comparison").click();
+    h.run_steps(2);
+    settle(&mut h, 70.0);
+    assert!(shown(&h).mean_cosine < at30.mean_cosine);
+    h.get_by_label("Pin for comparison").click();
+    h.run_steps(3);
+    h.get_by_label("Compare").click();
+    h.run_steps(2);
+    h.get_by_label("Use A").click();
+    h.run_steps(2);
+    assert_eq!(h.state().config.sparsity_pct, 30.0);
+    h.state_mut().apply(Command::Undo);
+    h.run_steps(2);
+    assert_eq!(h.state().config.sparsity_pct, 70.0);
+    h.state_mut().apply(Command::Redo);
+    h.run_steps(2);
+    assert_eq!(h.state().config.sparsity_pct, 30.0);
+    step_until(&mut h, "the 30% figures again", |a| {
+        a.evaluation_is_current()
+    });
+
+    let bad = dir.path().join("cut.safetensors");
+    std::fs::write(&bad, [8u8, 0, 0, 0, 0, 0, 0, 0, b'{', b'"']).expect("write");
+    drop_file(&mut h, &bad);
+    step_until(&mut h, "the error", |a| a.error.is_some());
+    h.get_by_label_contains("cut.safetensors");
+    assert_eq!(h.state().config.sparsity_pct, 30.0);
+    h.get_by_label("Dismiss").click();
+    h.run_steps(2);
+
+    let out = dir.path().join("model.safetensors");
+    h.state_mut().apply(Command::Export(out.clone()));
+    step_until(&mut h, "the export", |a| !a.is_exporting());
+    assert!(h.state().error.is_none(), "{:?}", h.state().error);
+    drop_file(&mut h, &out);
+    step_until(&mut h, "the export to open and be measured", |a| {
+        a.loaded.as_ref().is_some_and(|l| l.model.path == out)
+            && a.attached.is_some()
+            && !a.is_attaching()
+            && !a.is_loading()
+    });
+    let model = &h.state().loaded.as_ref().expect("model").model;
+    let i = model
+        .tensor_index("encoder.layer.0.intermediate.dense.weight")
+        .expect("tensor");
+    let w = model.tensor_f32(i).expect("values");
+    let zeros = w.iter().filter(|&&v| v == 0.0).count() as f64 / w.len() as f64;
+    assert!((zeros - 0.3).abs() < 0.01, "sparsity {zeros}");
+    // The exported model's own Spearman is the one shown for its configuration.
+    let reopened = h.state().attached.as_ref().expect("attached").baseline;
+    let spearman = reopened
+        .embedding
+        .and_then(|e| e.spearman)
+        .expect("spearman");
+    assert!((spearman - at30.spearman.expect("spearman")).abs() < 1e-6);
 }
