@@ -174,9 +174,11 @@ where
     (JobHandle { events, cancel }, run)
 }
 
-/// Run `work` on a new thread named `slimscope-{name}`. Events arrive on the handle's
-/// channel; `notify` is called after each one (e.g. `ctx.request_repaint()`). A panic
-/// inside `work` becomes `Failed`, and `Err(Error::Cancelled)` becomes `Cancelled`.
+/// Run `work` on a new thread named `slimscope-{name}`, at a lower priority than the
+/// caller's (see [`lower_thread_priority`]): jobs are background work. Events arrive
+/// on the handle's channel; `notify` is called after each one (e.g.
+/// `ctx.request_repaint()`). A panic inside `work` becomes `Failed`, and
+/// `Err(Error::Cancelled)` becomes `Cancelled`.
 pub fn spawn_job<T, F>(
     name: &str,
     notify: impl Fn() + Send + Sync + 'static,
@@ -191,7 +193,10 @@ where
     let (handle, run) = prepare(move || n(), work, CancelToken::default());
     if let Err(e) = std::thread::Builder::new()
         .name(format!("slimscope-{name}"))
-        .spawn(run)
+        .spawn(move || {
+            lower_thread_priority();
+            run();
+        })
     {
         // The closure (and its sender) is gone; report through a fresh channel.
         let (tx, events) = unbounded();
@@ -227,12 +232,39 @@ pub struct Pool {
     latest: Mutex<HashMap<String, CancelToken>>,
 }
 
+/// Make the calling thread yield to normal-priority threads (nice +10). On Linux the
+/// nice value belongs to the thread, so an interactive front end's own thread is
+/// scheduled first when the cores are busy with background work; elsewhere, and if
+/// the system refuses, nothing changes.
+pub fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority only reads its integer arguments; who = 0 is the caller.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
 impl Pool {
     /// `workers` jobs at a time, computing on `threads` threads (0: one per core).
     pub fn new(workers: usize, threads: usize) -> Result<Pool> {
+        Pool::build(workers, threads, false)
+    }
+
+    /// [`Pool::new`] whose threads run at a lower priority than the caller's, so the
+    /// app's UI thread gets a core at once however busy the sweeps keep them.
+    pub fn background(workers: usize, threads: usize) -> Result<Pool> {
+        Pool::build(workers, threads, true)
+    }
+
+    fn build(workers: usize, threads: usize, background: bool) -> Result<Pool> {
         let compute = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("slimscope-compute-{i}"))
+            .start_handler(move |_| {
+                if background {
+                    lower_thread_priority();
+                }
+            })
             .build()
             .map_err(|e| Error::InvalidSetting(format!("could not start compute threads: {e}")))?;
         let compute = Arc::new(compute);
@@ -246,6 +278,9 @@ impl Pool {
             let handle = std::thread::Builder::new()
                 .name(format!("slimscope-worker-{i}"))
                 .spawn(move || {
+                    if background {
+                        lower_thread_priority();
+                    }
                     for task in tasks {
                         running.fetch_add(1, Ordering::SeqCst);
                         compute.install(task);

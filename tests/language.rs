@@ -286,3 +286,35 @@ fn requantization_curves_run_as_a_sweep_and_cancel() {
         run(&ctx, &points, &cancel, |_, _| {}, |_, _| {}).expect("cancel is not an error");
     assert!(cancelled.iter().all(Option::is_none));
 }
+
+#[test]
+fn a_gguf_slimscope_wrote_runs_and_keeps_its_answer() {
+    // Q4_K on every block: rows of 576 fall back to Q5_0 as llama.cpp does; ffn_down
+    // (1,536 per row) becomes real Q4_K super-blocks.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recipe = dir.path().join("q4k.toml");
+    std::fs::write(
+        &recipe,
+        "version = 1\n[[rule]]\nmatch = \"blk.*.weight\"\nquant = { format = \"gguf\", type = \"Q4_K\" }\n",
+    )
+    .expect("write");
+    let out = dir.path().join("smollm2.Q4_K.gguf");
+    let source = fixture("smollm2_q4_1.gguf");
+    let (code, _, err) = slimscope(&[
+        "apply",
+        source.to_str().expect("utf-8"),
+        "--recipe",
+        recipe.to_str().expect("utf-8"),
+        "-o",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let written = Model::open(&out).unwrap_or_else(|e| panic!("{e}"));
+    let i = written
+        .tensor_index("blk.0.ffn_down.weight")
+        .expect("tensor");
+    assert_eq!(written.tensors[i].dtype.to_string(), "Q4_K");
+    let text = causal_lm::generate(&written, &[], "The capital of France is", 3)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(text.starts_with(" Paris"), "{text:?}");
+}

@@ -295,7 +295,7 @@ impl SlimApp {
             data_version: 0,
             ctx: None,
             // Sweeps compute on a pool of their own: one per core, two jobs at a time.
-            curves: crate::jobs::Pool::new(2, 0)
+            curves: crate::jobs::Pool::background(2, 0)
                 .ok()
                 .map(|p| curves::Curves::new(Arc::new(p))),
             tab: Tab::Histogram,
