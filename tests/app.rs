@@ -757,6 +757,42 @@ fn recover_and_distill_in_the_training_tab_put_the_recovered_point_on_the_curves
     h.get_by_label("student (labels only)");
     // Both students have 64·16 + 16 + 16·10 + 10 parameters.
     assert_eq!(h.get_all_by_label("1,210").count(), 2);
+
+    // A student made from the model itself: half of the hidden neurons structurally
+    // pruned, then removed (the class layer keeps its 10 outputs).
+    h.state_mut().config = slimscope::compress::config::Config {
+        method: slimscope::compress::config::Method::Structured,
+        sparsity_pct: 50.0,
+        ..Default::default()
+    };
+    h.state_mut().training.distill.from_current = true;
+    h.run_steps(2);
+    h.get_by_label("Distill").click();
+    h.run_steps(2);
+    step_until(&mut h, "the shrunk distillation", |a| {
+        !a.training.is_running()
+    });
+    assert_eq!(h.state().training.status, None);
+    // 64·32 + 32 + 32·10 + 10
+    assert_eq!(h.get_all_by_label("2,410").count(), 2);
+    let out = dir.path().join("shrunk.safetensors");
+    h.state_mut().apply(Command::SaveStudent(out.clone()));
+    step_until(&mut h, "the save", |a| {
+        a.notice.as_deref().is_some_and(|n| n.contains("shrunk")) || a.error.is_some()
+    });
+    assert!(h.state().error.is_none(), "{:?}", h.state().error);
+    let spec = slimscope::eval::arch::ArchSpec::load(&dir.path().join("shrunk.arch.toml"))
+        .expect("the student's spec beside it");
+    let saved = slimscope::Model::open(&out).expect("re-open");
+    let runner = slimscope::eval::sequential_runner(
+        &spec,
+        &slimscope::eval::ModelWeights::new(&saved, &[]),
+        &out,
+    )
+    .expect("the saved student runs with its spec");
+    assert_eq!(runner.classes(), 10);
+    let fc0 = saved.tensor_index("fc0.weight").expect("fc0");
+    assert_eq!(saved.tensors[fc0].shape, [32, 64]);
 }
 
 #[test]

@@ -127,7 +127,9 @@ pub fn ui(
                 for (i, n) in names.iter().enumerate() {
                     ui.selectable_value(&mut compare.a, i, n);
                 }
-            });
+            })
+            .response
+            .on_hover_text("The pinned configuration on the left of every comparison");
         ui.label("B");
         egui::ComboBox::from_id_salt("compare_b")
             .selected_text(compare.b.map_or("current", |b| names[b].as_str()))
@@ -136,7 +138,9 @@ pub fn ui(
                 for (i, n) in names.iter().enumerate() {
                     ui.selectable_value(&mut compare.b, Some(i), n);
                 }
-            });
+            })
+            .response
+            .on_hover_text("Another pin, or the current configuration as you edit it");
     });
     let a = compare.pinned[compare.a].evaluation.clone();
     let b = match compare.b {

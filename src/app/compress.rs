@@ -323,7 +323,9 @@ pub fn controls_ui(
                         ui.selectable_value(&mut config.method, m, m.label())
                             .on_hover_text(m.tip());
                     }
-                });
+                })
+                .response
+                .on_hover_text(config.method.tip());
             ui.end_row();
             let label = ui
                 .label("Sparsity")

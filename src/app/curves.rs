@@ -144,8 +144,9 @@ pub struct Snapshot {
     by_bits: Vec<([f64; 2], usize)>,
     by_size: Vec<([f64; 2], usize)>,
     front: Vec<[f64; 2]>,
-    /// A language model's perplexity and KL divergence per curve, against the whole
-    /// model's bits per weight (empty for other models).
+    /// A language model's perplexity (log10: pruning can multiply it a hundredfold)
+    /// and KL divergence per curve, against the whole model's bits per weight (empty
+    /// for other models).
     perplexity_lines: Vec<(String, Vec<[f64; 2]>)>,
     kl_lines: Vec<(String, Vec<[f64; 2]>)>,
     /// What the quality shown is (see [`crate::eval::Metrics::quality_name`]).
@@ -229,7 +230,7 @@ impl Snapshot {
             by_curve
         };
         Snapshot {
-            perplexity_lines: language_line(|l| l.perplexity),
+            perplexity_lines: language_line(|l| l.perplexity.log10()),
             kl_lines: language_line(|l| l.kl_divergence),
             quality_name: results
                 .iter()
@@ -838,28 +839,51 @@ fn plots_ui(
 /// per weight, side by side.
 fn language_plots_ui(ui: &mut egui::Ui, snap: &Snapshot, height: f32) {
     let x = "bits per weight (whole model)";
-    ui.columns(2, |cols| {
-        for (ui, (id, y, lines)) in cols.iter_mut().zip([
-            (
-                "perplexity",
-                "perplexity of the text",
-                &snap.perplexity_lines,
-            ),
-            (
-                "kl divergence",
-                "KL divergence (nats/token)",
-                &snap.kl_lines,
-            ),
-        ]) {
-            plot(id, height, x, y, egui_plot::Corner::RightTop).show(ui, |plot| {
-                for (name, pts) in lines {
-                    plot.line(Line::new(name.clone(), PlotPoints::from(pts.clone())));
-                    plot.points(
-                        Points::new(name.clone(), PlotPoints::from(pts.clone())).radius(2.5),
-                    );
-                }
-            });
+    let draw = |plot: &mut egui_plot::PlotUi<'_>, lines: &[(String, Vec<[f64; 2]>)]| {
+        for (name, pts) in lines {
+            plot.line(Line::new(name.clone(), PlotPoints::from(pts.clone())));
+            plot.points(Points::new(name.clone(), PlotPoints::from(pts.clone())).radius(2.5));
         }
+    };
+    ui.columns(2, |cols| {
+        let perplexity = |v: f64| {
+            let p = 10f64.powf(v);
+            if p < 100.0 {
+                format!("{p:.1}")
+            } else {
+                format!("{p:.0}")
+            }
+        };
+        Plot::new("perplexity")
+            .height(height)
+            .legend(Legend::default().position(egui_plot::Corner::RightTop))
+            .custom_x_axes(vec![axis_x(x)])
+            .custom_y_axes(vec![
+                axis_y("perplexity of the text (log scale)")
+                    .formatter(move |m, _| perplexity(m.value)),
+            ])
+            .label_formatter(move |hover| match hover {
+                egui_plot::HoverPosition::NearDataPoint {
+                    plot_name,
+                    position,
+                    ..
+                } => Some(format!(
+                    "{plot_name}\n{:.3} bits/weight\nperplexity {}",
+                    position.x,
+                    perplexity(position.y)
+                )),
+                egui_plot::HoverPosition::Elsewhere { .. } => None,
+            })
+            .allow_scroll(false)
+            .show(&mut cols[0], |plot| draw(plot, &snap.perplexity_lines));
+        plot(
+            "kl divergence",
+            height,
+            x,
+            "KL divergence (nats/token)",
+            egui_plot::Corner::RightTop,
+        )
+        .show(&mut cols[1], |plot| draw(plot, &snap.kl_lines));
     });
 }
 

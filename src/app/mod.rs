@@ -872,8 +872,9 @@ impl SlimApp {
                     self.training
                         .start_recovery(&pool, model, config, evaluator, notify);
                 } else {
+                    let config = self.config.clone();
                     self.training
-                        .start_distillation(&pool, model, evaluator, notify);
+                        .start_distillation(&pool, model, config, evaluator, notify);
                 }
             }
             A::Cancel => self.training.cancel(),
@@ -1347,7 +1348,11 @@ impl SlimApp {
                         ui.label("(none yet)");
                     }
                     for path in &self.settings.recent_files {
-                        if ui.button(path.display().to_string()).clicked() {
+                        if ui
+                            .button(path.display().to_string())
+                            .on_hover_text("Open this model again")
+                            .clicked()
+                        {
                             commands.push(Command::OpenModel(path.clone()));
                         }
                     }
@@ -1482,7 +1487,11 @@ fn error_ui(ui: &mut egui::Ui, error: &str, commands: &mut Vec<Command>) {
         .show(ui, |ui| {
             ui.horizontal_wrapped(|ui| {
                 ui.colored_label(ui.visuals().error_fg_color, error);
-                if ui.button("Dismiss").clicked() {
+                if ui
+                    .button("Dismiss")
+                    .on_hover_text("Hide this message (nothing else changes)")
+                    .clicked()
+                {
                     commands.push(Command::DismissError);
                 }
             });
@@ -1494,7 +1503,11 @@ fn notice_ui(ui: &mut egui::Ui, notice: &str, commands: &mut Vec<Command>) {
     egui::Frame::group(ui.style()).show(ui, |ui| {
         ui.horizontal_wrapped(|ui| {
             ui.label(notice);
-            if ui.button("Dismiss").clicked() {
+            if ui
+                .button("Dismiss")
+                .on_hover_text("Hide this message")
+                .clicked()
+            {
                 commands.push(Command::DismissError);
             }
         });

@@ -55,6 +55,10 @@ impl Default for RecoverSettings {
 pub struct DistillSettings {
     /// The student's architecture spec (with `out`/`kernel` for fresh layers).
     pub student: Option<PathBuf>,
+    /// Instead of a spec: the open model under the current configuration, with the
+    /// all-zero neurons and filters of structured pruning removed (`distill --init
+    /// --shrink` on the command line).
+    pub from_current: bool,
     pub temperature: f64,
     pub alpha: f64,
     pub epochs: usize,
@@ -66,6 +70,7 @@ impl Default for DistillSettings {
         let d = Distillation::default();
         DistillSettings {
             student: None,
+            from_current: false,
             temperature: d.temperature,
             alpha: d.alpha,
             epochs: 10,
@@ -96,7 +101,9 @@ pub struct Distilled {
     pub table: Vec<Contender>,
     student: Weights,
     spec: ArchSpec,
-    spec_path: PathBuf,
+    /// The spec file the student was given; `None` for a student shrunk from the
+    /// current configuration, whose spec is saved beside it.
+    spec_path: Option<PathBuf>,
 }
 
 enum Finished {
@@ -193,23 +200,32 @@ impl Training {
         self.begin("Recovering", job);
     }
 
-    /// Start distilling `model` (the teacher) into the chosen student on the pool.
+    /// Start distilling `model` (the teacher) into the chosen student on the pool: the
+    /// spec chosen, or the model itself under `config`, shrunk.
     pub fn start_distillation(
         &mut self,
         pool: &Pool,
         model: Arc<Model>,
+        config: Config,
         evaluator: Arc<Evaluator>,
         notify: impl Fn() + Send + Sync + 'static,
     ) {
-        let Some(spec_path) = self.distill.student.clone() else {
-            self.status = Some("Choose a student architecture spec first.".into());
-            return;
+        let student = if self.distill.from_current {
+            Student::Shrunk(config)
+        } else {
+            match self.distill.student.clone() {
+                Some(p) => Student::Spec(p),
+                None => {
+                    self.status = Some("Choose a student architecture spec first.".into());
+                    return;
+                }
+            }
         };
         let settings = self.distill.clone();
         let job = pool.submit(
             notify,
             move |progress: &Progress<Finished, (String, TrainEvent)>| {
-                distill_job(&model, &evaluator, &spec_path, &settings, progress)
+                distill_job(&model, &evaluator, student, &settings, progress)
                     .map(|d| Finished::Distilled(Box::new(d)))
             },
         );
@@ -300,8 +316,16 @@ impl Training {
             .distilled
             .as_ref()
             .ok_or_else(|| Error::InvalidSetting("nothing distilled yet".into()))?;
-        let (spec, student, spec_path) = (d.spec.clone(), d.student.clone(), d.spec_path.clone());
+        let (spec, student) = (d.spec.clone(), d.student.clone());
+        let write_spec = d.spec_path.is_none();
+        let spec_path = d
+            .spec_path
+            .clone()
+            .unwrap_or_else(|| out.with_extension("arch.toml"));
         Ok(move || {
+            if write_spec {
+                crate::export::write_text(&spec_path, &spec.to_toml(), true)?;
+            }
             crate::train::net::write_weights(
                 &spec,
                 &student,
@@ -428,14 +452,33 @@ fn recover_job(
     })
 }
 
+/// Where a student comes from.
+enum Student {
+    /// An architecture spec file, fresh weights.
+    Spec(PathBuf),
+    /// The open model under this configuration, structurally shrunk.
+    Shrunk(Config),
+}
+
 fn distill_job(
     model: &Model,
     evaluator: &Evaluator,
-    spec_path: &Path,
+    student: Student,
     settings: &DistillSettings,
     progress: &Progress<Finished, (String, TrainEvent)>,
 ) -> Result<Distilled> {
-    let spec = ArchSpec::load(spec_path)?;
+    let (spec, start, spec_path) = match student {
+        Student::Spec(path) => {
+            let spec = ArchSpec::load(&path)?;
+            let start = initialise(&spec, SEED)
+                .map_err(|e| Error::InvalidSetting(format!("{}: {e}", path.display())))?;
+            (spec, start, Some(path))
+        }
+        Student::Shrunk(config) => {
+            let (spec, start) = shrunk_student(model, evaluator, &config)?;
+            (spec, start, None)
+        }
+    };
     let teacher = evaluator.network().runner(model, &[])?;
     let (train, test) = halves(evaluator)?;
     let options = TrainOptions {
@@ -444,8 +487,6 @@ fn distill_job(
         seed: SEED,
         ..TrainOptions::default()
     };
-    let start = initialise(&spec, SEED)
-        .map_err(|e| Error::InvalidSetting(format!("{}: {e}", spec_path.display())))?;
     let totals = model.totals();
     let distilled = distill_and_compare(
         teacher.as_ref(),
@@ -465,8 +506,40 @@ fn distill_job(
         table: distilled.table,
         student: distilled.student,
         spec,
-        spec_path: spec_path.to_owned(),
+        spec_path,
     })
+}
+
+/// The teacher's own network under `config`, its all-zero output neurons and
+/// filters removed (see [`crate::train::net::shrink`]).
+fn shrunk_student(
+    model: &Model,
+    evaluator: &Evaluator,
+    config: &Config,
+) -> Result<(ArchSpec, Weights)> {
+    let Some(spec) = evaluator.network().spec() else {
+        return Err(Error::InvalidSetting(format!(
+            "{}: only a state_dict's network (with its spec) can be shrunk into a student",
+            model.path.display()
+        )));
+    };
+    let recipe_text = config.recipe_text(Some((&file_name(&model.path), None)));
+    let origin = Path::new(super::compress::RECIPE_ORIGIN);
+    let recipe =
+        Recipe::parse(&recipe_text, origin).map_err(|e| Error::InvalidSetting(e.to_string()))?;
+    let applied = crate::compress::apply::apply_recipe(model, &recipe, &recipe_text, origin)?;
+    let source = ModelWeights::new(model, &applied);
+    let mut weights = Weights::new();
+    for layer in &spec.layers {
+        for name in layer.tensors() {
+            weights.insert(
+                name.to_owned(),
+                crate::eval::sequential::WeightSource::weight(&source, name)?,
+            );
+        }
+    }
+    let shrunk = crate::train::net::shrink(spec, &weights)?;
+    Ok((shrunk.spec, shrunk.weights))
 }
 
 fn percent(v: f64) -> String {
@@ -509,7 +582,8 @@ pub fn ui(
         ui.add_enabled(
             training.recover.gradual,
             egui::Slider::new(&mut training.recover.gradual_from_pct, 0.0..=90.0).suffix(" %"),
-        );
+        )
+        .on_hover_text("The sparsity gradual pruning starts from");
     });
     if ui
         .add_enabled(idle && !config.is_identity(), egui::Button::new("Recover"))
@@ -551,16 +625,24 @@ pub fn ui(
             .on_hover_text("loss = α·T²·KL(teacher || student) + (1 − α)·cross-entropy");
     });
     ui.horizontal(|ui| {
-        ui.add(egui::Slider::new(&mut training.distill.epochs, 1..=100).text("epochs"));
+        ui.add(egui::Slider::new(&mut training.distill.epochs, 1..=100).text("epochs"))
+            .on_hover_text("Passes over the training part of the data");
         ui.add(
             egui::Slider::new(&mut training.distill.lr, 1e-4..=1e-2)
                 .logarithmic(true)
                 .text("learning rate"),
         );
     });
+    ui.checkbox(
+        &mut training.distill.from_current,
+        "Student: this model under the current configuration, shrunk",
+    )
+    .on_hover_text(
+        "Instead of a spec: the open network with the current configuration applied and the neurons and filters that structured pruning zeroed removed (set Method to Structured), physically smaller",
+    );
     if ui
         .add_enabled(
-            idle && training.distill.student.is_some(),
+            idle && (training.distill.student.is_some() || training.distill.from_current),
             egui::Button::new("Distill"),
         )
         .on_hover_text("Train the student from the open model's soft targets, and the same student from labels alone, to measure what the teacher adds")
