@@ -67,6 +67,19 @@ fn default_eps() -> f64 {
     1e-5
 }
 
+/// Output length along one axis of a convolution or pooling window (`kernel`,
+/// `stride`, zero `padding` on both sides); `None` when the window does not fit or
+/// `kernel`/`stride` is 0. The one formula the forward pass, initialisation and
+/// shrinking share.
+pub fn window_output(len: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
+    if kernel == 0 || stride == 0 {
+        return None;
+    }
+    (len + 2 * padding)
+        .checked_sub(kernel)
+        .map(|v| v / stride + 1)
+}
+
 /// One operation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]

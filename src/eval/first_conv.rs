@@ -10,7 +10,7 @@
 use rayon::prelude::*;
 
 use super::Runner;
-use super::arch::{ArchSpec, LayerSpec};
+use super::arch::{ArchSpec, LayerSpec, window_output};
 use super::onnx::OnnxRunner;
 use super::sequential::WeightSource;
 use crate::error::Result;
@@ -67,7 +67,10 @@ impl FirstConv {
             return Ok(None);
         };
         let (s, p) = (*stride, *padding);
-        if cin != c || cin * kh * kw > MAX_TAPS || s == 0 || h + 2 * p < kh || w + 2 * p < kw {
+        let (Some(oh), Some(ow)) = (window_output(h, kh, s, p), window_output(w, kw, s, p)) else {
+            return Ok(None);
+        };
+        if cin != c || cin * kh * kw > MAX_TAPS {
             return Ok(None);
         }
         let bias = match bias {
@@ -77,7 +80,7 @@ impl FirstConv {
         if bias.len() != cout {
             return Ok(None);
         }
-        let conv = [(h + 2 * p - kh) / s + 1, (w + 2 * p - kw) / s + 1];
+        let conv = [oh, ow];
         let mut layers = 1;
         let mut relu = false;
         let mut pool = None;

@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear};
 
 use super::Runner;
-use super::arch::{ArchSpec, LayerSpec};
+use super::arch::{ArchSpec, LayerSpec, window_output};
 use crate::error::{Error, Result};
 
 /// Where a runner's weights come from: the model's own tensors, or compressed ones.
@@ -123,9 +123,7 @@ impl Sequential {
                             inp * groups
                         )));
                     }
-                    let size = |x: usize, k: usize| {
-                        (x + 2 * padding).checked_sub(k).map(|v| v / stride + 1)
-                    };
+                    let size = |x: usize, k: usize| window_output(x, k, *stride, *padding);
                     let (Some(oh), Some(ow)) = (size(h, kh), size(wd, kw)) else {
                         return Err(at(format!(
                             "a {kh}×{kw} kernel does not fit a {h}×{wd} input"
@@ -153,12 +151,15 @@ impl Sequential {
                     let [c, h, w] = shape[..] else {
                         return Err(at(format!("needs a [C, H, W] input, receives {shape:?}")));
                     };
-                    if *kernel == 0 || s == 0 || *kernel > h || *kernel > w {
+                    let (Some(oh), Some(ow)) = (
+                        window_output(h, *kernel, s, 0),
+                        window_output(w, *kernel, s, 0),
+                    ) else {
                         return Err(at(format!(
                             "a {kernel}×{kernel} window does not fit {h}×{w}"
                         )));
-                    }
-                    shape = vec![c, (h - kernel) / s + 1, (w - kernel) / s + 1];
+                    };
+                    shape = vec![c, oh, ow];
                     if matches!(layer, LayerSpec::Maxpool { .. }) {
                         Op::MaxPool(*kernel, s)
                     } else {

@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
-use crate::eval::arch::{ArchSpec, LayerSpec};
+use crate::eval::arch::{ArchSpec, LayerSpec, window_output};
 use crate::eval::sequential::{Sequential, WeightSource};
 
 /// Named tensors as plain values: what a trained network hands back.
@@ -343,7 +343,7 @@ pub fn initialise(spec: &ArchSpec, seed: u64) -> Result<Weights> {
                 if let Some(b) = bias {
                     uniform(b, vec![out], fan_in);
                 }
-                let size = |x: usize| (x + 2 * padding).checked_sub(k).map(|v| v / stride + 1);
+                let size = |x: usize| window_output(x, k, *stride, *padding);
                 let (Some(oh), Some(ow)) = (size(h), size(w)) else {
                     return Err(at(format!("a {k}×{k} kernel does not fit {h}×{w}")));
                 };
@@ -354,12 +354,15 @@ pub fn initialise(spec: &ArchSpec, seed: u64) -> Result<Weights> {
                 let [c, h, w] = shape[..] else {
                     return Err(at(format!("pooling receives {shape:?}, not [C, H, W]")));
                 };
-                if *kernel == 0 || s == 0 || *kernel > h || *kernel > w {
+                let (Some(oh), Some(ow)) = (
+                    window_output(h, *kernel, s, 0),
+                    window_output(w, *kernel, s, 0),
+                ) else {
                     return Err(at(format!(
                         "a {kernel}×{kernel} window does not fit {h}×{w}"
                     )));
-                }
-                shape = vec![c, (h - kernel) / s + 1, (w - kernel) / s + 1];
+                };
+                shape = vec![c, oh, ow];
             }
             LayerSpec::Batchnorm {
                 weight,
@@ -520,19 +523,26 @@ fn layer_output(layer: &LayerSpec, shape: &[usize], weights: &Weights) -> Result
             [_, h, w],
         ) => {
             let d = dims(weight)?;
-            let size = |x: usize, k: usize| (x + 2 * padding).saturating_sub(k) / stride + 1;
-            vec![d[0], size(*h, d[2]), size(*w, d[3])]
+            let size = |x: usize, k: usize| {
+                window_output(x, k, *stride, *padding).ok_or_else(|| {
+                    Error::InvalidSetting(format!("`{weight}`: the kernel does not fit {h}×{w}"))
+                })
+            };
+            vec![d[0], size(*h, d[2])?, size(*w, d[3])?]
         }
         (
             LayerSpec::Maxpool { kernel, stride } | LayerSpec::Avgpool { kernel, stride },
             [c, h, w],
         ) => {
-            let s = stride.unwrap_or(*kernel).max(1);
-            vec![
-                *c,
-                h.saturating_sub(*kernel) / s + 1,
-                w.saturating_sub(*kernel) / s + 1,
-            ]
+            let s = stride.unwrap_or(*kernel);
+            let size = |x: usize| {
+                window_output(x, *kernel, s, 0).ok_or_else(|| {
+                    Error::InvalidSetting(format!(
+                        "a {kernel}×{kernel} window does not fit {h}×{w}"
+                    ))
+                })
+            };
+            vec![*c, size(*h)?, size(*w)?]
         }
         (LayerSpec::Flatten, _) => vec![shape.iter().product()],
         _ => shape.to_vec(),
