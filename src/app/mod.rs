@@ -841,10 +841,17 @@ impl SlimApp {
         match &self.attached {
             _ if self.loaded.is_none() => Some("Open a model first."),
             None => Some("Attach a labelled data set first: training needs data."),
-            Some(a) if a.evaluator.network().spec().is_none() => Some(
-                "This model runs as an ONNX graph, which cannot be trained; open a state_dict with an architecture spec.",
-            ),
-            Some(_) => None,
+            Some(a) => match a.evaluator.network() {
+                crate::eval::Network::Sequential(_) => None,
+                crate::eval::Network::Onnx(_) => Some(
+                    "This model runs as an ONNX graph, which cannot be trained; open a state_dict with an architecture spec.",
+                ),
+                crate::eval::Network::CausalLm(_) | crate::eval::Network::SentenceEncoder(_) => {
+                    Some(
+                        "Fine-tuning and distillation here train sequential networks (a state_dict with an architecture spec); language models and sentence encoders are measured, not trained.",
+                    )
+                }
+            },
         }
     }
 

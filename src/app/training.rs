@@ -380,7 +380,7 @@ fn recover_job(
 ) -> Result<Recovery> {
     let Some(spec) = evaluator.network().spec() else {
         return Err(Error::InvalidSetting(format!(
-            "{}: an ONNX graph cannot be fine-tuned; open its state_dict with an architecture spec",
+            "{}: only a sequential network (a state_dict with an architecture spec) can be fine-tuned",
             model.path.display()
         )));
     };

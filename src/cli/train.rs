@@ -278,7 +278,7 @@ pub fn finetune(args: &FinetuneArgs) -> anyhow::Result<()> {
     let (network, notes) = Network::resolve(&model, args.arch.as_deref(), &train)?;
     let Some(spec) = network.spec() else {
         anyhow::bail!(
-            "{}: an ONNX graph cannot be fine-tuned; give a state_dict and its architecture spec",
+            "{}: only a sequential network (a state_dict and its architecture spec) can be fine-tuned; ONNX graphs, language models and sentence encoders cannot",
             args.model.display()
         );
     };

@@ -259,7 +259,14 @@ impl Network {
                 Vec::new(),
             ));
         }
-        if embeddings::is_sentence_encoder(model) && arch.is_none() {
+        if embeddings::is_sentence_encoder(model) {
+            if let Some(a) = arch {
+                return Err(Error::InvalidSetting(format!(
+                    "{}: a BERT sentence encoder runs from its config.json; the architecture spec {} does not apply",
+                    model.path.display(),
+                    a.display()
+                )));
+            }
             let task = embeddings::SentenceTask::new(model, &data.source)?;
             return Ok((Network::SentenceEncoder(Box::new(task)), Vec::new()));
         }
