@@ -275,3 +275,19 @@ fn structured_and_n_m_pruning_report_smaller_shapes_and_flops() {
         .count();
     assert_eq!(zero_rows, 154);
 }
+
+/// Outputs get the mode any new file of the user's gets (0666 less the umask), not
+/// the owner-only 0600 of a temporary file.
+#[cfg(unix)]
+#[test]
+fn outputs_are_as_readable_as_any_new_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ordinary = dir.path().join("ordinary.txt");
+    std::fs::write(&ordinary, "x").expect("write");
+    let out = dir.path().join("recipe.toml");
+    slimscope::export::write_text(&out, "version = 1\n", false).expect("write_text");
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&out), mode(&ordinary));
+}

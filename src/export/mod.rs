@@ -129,7 +129,20 @@ fn temp_file_beside(out: &Path) -> Result<tempfile::NamedTempFile> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))
+    output_temp_file(dir)
+}
+
+/// A temporary file in `dir` that becomes an output: created with the mode an
+/// ordinary new file gets (0666 less the umask), not tempfile's private 0600, so
+/// an export is as readable as anything else the user writes.
+pub(crate) fn output_temp_file(dir: &Path) -> Result<tempfile::NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir).map_err(|e| Error::io(dir, e))
 }
 
 /// Move the finished temporary file to `out` (unless `out` appeared meanwhile and
