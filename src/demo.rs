@@ -70,6 +70,5 @@ pub fn files() -> Result<Demo> {
 fn write(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = crate::export::output_temp_file(dir)?;
     std::fs::write(tmp.path(), bytes).map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    tmp.persist(path)
 }

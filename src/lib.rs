@@ -28,6 +28,7 @@ pub mod jobs;
 pub mod model;
 pub mod stats;
 pub mod sweep;
+pub mod text;
 pub mod train;
 pub mod units;
 

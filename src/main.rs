@@ -22,7 +22,8 @@ fn main() {
         if broken_pipe {
             return;
         }
-        eprintln!("error: {e:#}");
+        // One line, whatever the file names inside it hold.
+        eprintln!("error: {}", slimscope::text::printable(&format!("{e:#}")));
         std::process::exit(2);
     }
 }

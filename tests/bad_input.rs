@@ -444,3 +444,259 @@ fn bad_bins_setting_is_a_clear_error() {
     assert_eq!(code, 2);
     assert!(stderr.contains("bins"), "{stderr}");
 }
+
+// ---- data sets and settings: refused in one line, never reinterpreted -----------------
+
+/// A data spec in `dir` for `file` with the digit CNN's preprocessing and `extra` lines.
+fn digit_spec(dir: &Path, file: &Path, extra: &str) -> PathBuf {
+    let spec = dir.join("data.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "file = {file:?}\nlabel = \"last\"\ndivide = 255.0\nmean = [0.1307]\nstd = [0.3081]\n{extra}\n"
+        ),
+    )
+    .expect("write spec");
+    spec
+}
+
+fn eval_digit_cnn(data: &Path) -> (i32, String, String) {
+    slimscope(&[
+        "eval",
+        fixture("digit_cnn.pth").to_str().expect("path"),
+        "--data",
+        data.to_str().expect("path"),
+    ])
+}
+
+/// CSV rows of 784 pixel values and a label.
+fn digit_rows(rows: &[(Vec<String>, u32)]) -> String {
+    rows.iter()
+        .map(|(pixels, label)| format!("{},{label}\n", pixels.join(",")))
+        .collect()
+}
+
+fn zero_pixels() -> Vec<String> {
+    vec!["0".to_owned(); 784]
+}
+
+#[test]
+fn a_data_shape_that_does_not_match_the_models_input_is_refused() {
+    let dir = tempdir();
+    let csv = write(
+        dir.path(),
+        "two.csv",
+        digit_rows(&[(zero_pixels(), 1), (zero_pixels(), 7)]).as_bytes(),
+    );
+    let spec = digit_spec(dir.path(), &csv, "shape = [1, 14, 56]");
+    let (code, _, stderr) = eval_digit_cnn(&spec);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("shape [1, 14, 56] but the model takes [1, 28, 28]"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn a_data_set_without_samples_is_refused_not_scored_zero() {
+    let dir = tempdir();
+    let header = (0..784)
+        .map(|i| format!("p{i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+        + ",label\n";
+    let csv = write(dir.path(), "header_only.csv", header.as_bytes());
+    let (code, _, stderr) = eval_digit_cnn(&digit_spec(dir.path(), &csv, "shape = [1, 28, 28]"));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("header_only.csv") && stderr.contains("no samples"),
+        "{stderr}"
+    );
+    let csv = write(
+        dir.path(),
+        "two.csv",
+        digit_rows(&[(zero_pixels(), 1), (zero_pixels(), 7)]).as_bytes(),
+    );
+    let (code, _, stderr) = eval_digit_cnn(&digit_spec(
+        dir.path(),
+        &csv,
+        "shape = [1, 28, 28]\nlimit = 0",
+    ));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("limit = 0"), "{stderr}");
+}
+
+#[test]
+fn zero_sized_shapes_are_refused_not_divided_by() {
+    let dir = tempdir();
+    let csv = write(
+        dir.path(),
+        "two.csv",
+        digit_rows(&[(zero_pixels(), 1), (zero_pixels(), 7)]).as_bytes(),
+    );
+    let (code, _, stderr) = eval_digit_cnn(&digit_spec(dir.path(), &csv, "shape = [0, 28, 28]"));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("not a sample shape"), "{stderr}");
+}
+
+#[test]
+fn nan_and_inf_features_are_counted_in_a_warning() {
+    let dir = tempdir();
+    let mut odd = zero_pixels();
+    odd[3] = "nan".into();
+    odd[9] = "inf".into();
+    odd[10] = "-inf".into();
+    let csv = write(
+        dir.path(),
+        "odd.csv",
+        digit_rows(&[(odd, 1), (zero_pixels(), 7)]).as_bytes(),
+    );
+    let (code, _, stderr) = eval_digit_cnn(&digit_spec(dir.path(), &csv, "shape = [1, 28, 28]"));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning: ") && stderr.contains("1 NaN and 2 ±inf feature values"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn idx_files_of_every_element_type_are_read_and_unknown_types_refused() {
+    let dir = tempdir();
+    // Two 2×2 float32 (type 0x0D) images, big-endian, and two u8 labels.
+    let values = [0.5f32, -1.25, 3.0, 255.0, 1.0, 2.0, 4.0, 8.0];
+    let mut images = vec![0, 0, 0x0d, 3];
+    for d in [2u32, 2, 2] {
+        images.extend(d.to_be_bytes());
+    }
+    values.iter().for_each(|v| images.extend(v.to_be_bytes()));
+    let mut labels = vec![0, 0, 0x08, 1];
+    labels.extend(2u32.to_be_bytes());
+    labels.extend([3, 9]);
+    write(dir.path(), "images.idx", &images);
+    write(dir.path(), "labels.idx", &labels);
+    let spec = write(
+        dir.path(),
+        "idx.toml",
+        b"file = \"images.idx\"\nlabels = \"labels.idx\"\n",
+    );
+    let data = slimscope::eval::data::load(&spec).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(data.x, values, "float IDX values, as written");
+    assert_eq!(data.labels, [3, 9]);
+    assert_eq!(data.sample_shape, [2, 2]);
+    images[2] = 0x0a;
+    write(dir.path(), "images.idx", &images);
+    let err = slimscope::eval::data::load(&spec).expect_err("type 0x0a is not IDX");
+    assert!(
+        err.to_string().contains("unknown IDX element type 0x0a"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_data_spec_never_echoes_the_file_it_names() {
+    let dir = tempdir();
+    let secret = write(dir.path(), "secret.txt", b"a,b,c\nhunter2-password,x,y\n");
+    let spec = write(
+        dir.path(),
+        "spec.toml",
+        format!("file = {secret:?}\n").as_bytes(),
+    );
+    let err = slimscope::eval::data::load(&spec).expect_err("not a data set");
+    assert!(
+        !err.to_string().contains("hunter2"),
+        "the error echoes the file: {err}"
+    );
+    assert!(err.to_string().contains("secret.txt"), "{err}");
+}
+
+#[test]
+fn levels_out_of_range_and_absurd_ranges_are_refused_before_measuring() {
+    let model = fixture("digit_cnn.pth");
+    let m = model.to_str().expect("path");
+    for (args, says) in [
+        (
+            vec!["--per-layer", "--layer-sparsity", "5"],
+            "outside 0–0.99",
+        ),
+        (vec!["--sparsity", "0:inf:1"], "finite"),
+        (vec!["--sparsity", "0:0.9:1e-12"], "more than 1000 levels"),
+        (vec!["--sparsity", "nan"], "finite"),
+    ] {
+        let mut all = vec!["sweep", m, "--bits", ""];
+        all.extend(&args);
+        let (code, _, stderr) = slimscope(&all);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn generating_past_the_context_is_refused() {
+    let (code, _, stderr) = slimscope(&[
+        "generate",
+        fixture("smollm2_q4_1.gguf").to_str().expect("path"),
+        "--prompt",
+        "Hello",
+        "-n",
+        "18446744073709551615",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("longer than the 4096 positions"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_huge_match_pattern_is_refused() {
+    let dir = tempdir();
+    let recipe = write(
+        dir.path(),
+        "huge.toml",
+        format!("version = 1\n\n[[rule]]\nmatch = \"{}\"\nprune = {{ method = \"magnitude\", sparsity = 0.5 }}\n", "a*".repeat(500_000)).as_bytes(),
+    );
+    let (code, _, stderr) = slimscope(&[
+        "apply",
+        fixture("digit_cnn.pth").to_str().expect("path"),
+        "--recipe",
+        recipe.to_str().expect("path"),
+        "-o",
+        dir.path().join("out.safetensors").to_str().expect("path"),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("at most 4096"), "{stderr}");
+    assert!(stderr.len() < 2000, "the error echoes the whole pattern");
+}
+
+#[test]
+fn escape_bytes_in_names_never_reach_the_terminal() {
+    let dir = tempdir();
+    // The header spells the control characters as JSON escapes; the name holds them raw.
+    let bytes = safetensors(&[(
+        "evil\\u001b]0;title\\u0007\\u001b[2J",
+        "F32",
+        &[1],
+        &f32s(&[1.0]),
+    )]);
+    let path = write(dir.path(), "evil.safetensors", &bytes);
+    let (code, stdout, stderr) = slimscope(&["inspect", path.to_str().expect("path")]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        !stdout.contains('\u{1b}') && !stdout.contains('\u{7}'),
+        "{stdout:?}"
+    );
+    assert!(
+        stdout.contains("evil\\u{1b}]0;title\\u{7}\\u{1b}[2J"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = slimscope(&[
+        "inspect",
+        path.to_str().expect("path"),
+        "--histogram",
+        "nothing\u{1b}[2J",
+    ]);
+    assert_eq!(code, 2);
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}

@@ -3,12 +3,11 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 
 use crate::compress::apply::apply_recipe;
 use crate::compress::recipe::Recipe;
-use crate::export::{OutputFormat, check_output, summary, write_model};
+use crate::export::{OutputFormat, summary, write_model};
 use crate::model::Model;
 use crate::units::human_bytes;
 
@@ -33,10 +32,9 @@ pub struct ApplyArgs {
 
 pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
     let model = Model::open(&args.model)?;
-    check_output(&model, &args.output, args.force)?;
+    crate::export::check_output_paths(&[&args.model, &args.recipe], &args.output, args.force)?;
     OutputFormat::of(&args.output)?;
-    let text = std::fs::read_to_string(&args.recipe)
-        .with_context(|| format!("{}", args.recipe.display()))?;
+    let text = crate::text::read_settings(&args.recipe)?;
     let recipe = Recipe::parse(&text, &args.recipe)?;
     recipe.check_source(&args.model, &args.recipe)?;
     let applied = apply_recipe(&model, &recipe, &text, &args.recipe)?;

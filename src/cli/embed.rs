@@ -5,7 +5,6 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 
 use crate::compress::apply::apply_recipe;
@@ -52,7 +51,7 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<()> {
     let mut rows: Vec<(String, EmbeddingMetrics)> =
         vec![("original".into(), compare(&original, &original, &set))];
     if let Some(path) = &args.recipe {
-        let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+        let text = crate::text::read_settings(path)?;
         let recipe = Recipe::parse(&text, path)?;
         recipe.check_source(&args.model, path)?;
         let applied = apply_recipe(&model, &recipe, &text, path)?;

@@ -7,7 +7,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Args;
 
 use crate::compress::apply::{AppliedTensor, apply_recipe};
@@ -40,6 +39,9 @@ pub struct EvalArgs {
     /// Write the architecture used (proposed or given) to this file.
     #[arg(long)]
     pub write_arch: Option<PathBuf>,
+    /// Replace the --write-arch file if it exists.
+    #[arg(long)]
+    pub force: bool,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
@@ -60,8 +62,8 @@ pub struct GenerateArgs {
 }
 
 /// The recipe at `path` applied to `model` (checked against the model's file).
-fn applied(model: &Model, path: &PathBuf) -> anyhow::Result<Vec<(usize, AppliedTensor)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+fn applied(model: &Model, path: &std::path::Path) -> anyhow::Result<Vec<(usize, AppliedTensor)>> {
+    let text = crate::text::read_settings(path)?;
     let recipe = Recipe::parse(&text, path)?;
     recipe.check_source(&model.path, path)?;
     Ok(apply_recipe(model, &recipe, &text, path)?)
@@ -78,7 +80,14 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             args.model.display()
         ),
     };
+    if let Some(path) = &args.write_arch {
+        let mut inputs = vec![args.model.as_path(), data_path.as_path()];
+        inputs.extend(args.arch.as_deref());
+        inputs.extend(args.recipe.as_deref());
+        crate::export::check_output_paths(&inputs, path, args.force)?;
+    }
     let data = load_data(&model, &data_path)?;
+    super::warn_about(&data);
     let (network, notes) = Network::resolve(&model, args.arch.as_deref(), &data)?;
     if let Some(path) = &args.write_arch {
         let Some(spec) = network.spec() else {
@@ -87,7 +96,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
                 args.model.display()
             );
         };
-        crate::export::write_text(path, &spec.to_toml(), true)?;
+        crate::export::write_text(path, &spec.to_toml(), args.force)?;
     }
     let evaluator = Evaluator::new(Arc::new(network), Arc::new(data));
     let base = evaluator.measure(&model, &[], args.batch, |_, _| true)?;

@@ -9,6 +9,7 @@ use clap::Args;
 use crate::inspect::{InspectReport, TensorReport, inspect_model};
 use crate::model::Model;
 use crate::stats::{DEFAULT_BINS, HistogramRange, StatsOptions};
+use crate::text::printable;
 use crate::units::human_bytes;
 
 #[derive(Debug, Args)]
@@ -45,15 +46,19 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     if let Some(name) = &args.histogram
         && model.tensor_index(name).is_none()
     {
-        anyhow::bail!("{}: no tensor named `{name}`", args.model.display());
+        anyhow::bail!(
+            "{}: no tensor named `{}`",
+            args.model.display(),
+            printable(name)
+        );
     }
     let reports = inspect_model(&model, &options, |_, _| true)?;
     for r in &reports {
         if let Some(note) = &r.note {
             eprintln!(
                 "warning: {}: tensor `{}`: {note}",
-                args.model.display(),
-                r.info.name
+                printable(&args.model.display().to_string()),
+                printable(&r.info.name)
             );
         }
     }
@@ -79,7 +84,12 @@ fn print_table(
     reports: &[TensorReport],
 ) -> std::io::Result<()> {
     let totals = model.totals();
-    writeln!(out, "{}  ({})", model.path.display(), model.format.name())?;
+    writeln!(
+        out,
+        "{}  ({})",
+        printable(&model.path.display().to_string()),
+        model.format.name()
+    )?;
     writeln!(
         out,
         "{} tensors in {} layers, {} parameters, {}",
@@ -100,7 +110,7 @@ fn print_table(
     }
     let name_w = reports
         .iter()
-        .map(|r| r.info.name.len())
+        .map(|r| printable(&r.info.name).chars().count())
         .max()
         .unwrap_or(4)
         .clamp(4, 60);
@@ -115,7 +125,7 @@ fn print_table(
         write!(
             out,
             "{:<name_w$} {:<18} {:<7} {:>11} {:>10}",
-            t.name,
+            printable(&t.name),
             shape,
             t.dtype.name(),
             t.numel,
@@ -139,12 +149,12 @@ fn print_table(
     if !model.metadata.is_empty() {
         writeln!(out, "\nmetadata:")?;
         for (k, v) in &model.metadata {
-            let mut v = v.to_string();
+            let mut v = printable(&v.to_string()).into_owned();
             if v.len() > 100 {
                 v.truncate(v.floor_char_boundary(97));
                 v.push_str("...");
             }
-            writeln!(out, "  {k} = {v}")?;
+            writeln!(out, "  {} = {v}", printable(k))?;
         }
     }
     Ok(())
@@ -152,7 +162,7 @@ fn print_table(
 
 fn print_histogram(out: &mut impl Write, r: &TensorReport, log: bool) -> std::io::Result<()> {
     let Some(h) = r.stats.as_ref().and_then(|s| s.histogram.as_ref()) else {
-        return writeln!(out, "\n`{}` has no histogram", r.info.name);
+        return writeln!(out, "\n`{}` has no histogram", printable(&r.info.name));
     };
     let scale = |c: u64| if log { (c as f64 + 1.0).ln() } else { c as f64 };
     let top = h
@@ -164,7 +174,7 @@ fn print_histogram(out: &mut impl Write, r: &TensorReport, log: bool) -> std::io
     writeln!(
         out,
         "\nhistogram of `{}` ({:?}, {} bins{}):",
-        r.info.name,
+        printable(&r.info.name),
         h.range,
         h.counts.len(),
         if log { ", log scale" } else { "" }

@@ -5,6 +5,7 @@ mod apply;
 mod embed;
 mod eval;
 mod inspect;
+mod interrupt;
 mod sweep;
 mod train;
 
@@ -55,8 +56,16 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
 }
 
+/// Say on stderr what is odd about a data set that still loads (NaN/±inf features).
+pub(crate) fn warn_about(data: &crate::eval::data::Dataset) {
+    if let Some(w) = data.non_finite_warning() {
+        eprintln!("warning: {}", crate::text::printable(&w));
+    }
+}
+
 /// Run a subcommand. Errors are returned for `main` to print (exit code 2).
 pub fn run(command: Command) -> anyhow::Result<()> {
+    interrupt::install();
     match command {
         Command::Inspect(args) => inspect::run(&args),
         Command::Apply(args) => apply::run(&args),

@@ -121,6 +121,9 @@ fn points(args: &SweepArgs, model: &Model) -> anyhow::Result<Vec<Point>> {
     let mut points = global_points(&methods, &sparsities, &formats);
     if args.per_layer {
         let levels = parse_levels(&args.layer_sparsity)?;
+        if let Some(s) = levels.iter().find(|s| !(0.0..=0.99).contains(*s)) {
+            anyhow::bail!("--layer-sparsity: {s} is outside 0–0.99");
+        }
         points.extend(per_layer_points(&sweepable_layers(model), &levels, &bits));
     }
     if points.is_empty() {
@@ -132,7 +135,10 @@ fn points(args: &SweepArgs, model: &Model) -> anyhow::Result<Vec<Point>> {
 pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
     let model = Arc::new(Model::open(&args.model)?);
     if let Some(out) = &args.output {
-        crate::export::check_output(&model, out, args.force)?;
+        let mut inputs = vec![args.model.as_path()];
+        inputs.extend(args.data.as_deref());
+        inputs.extend(args.arch.as_deref());
+        crate::export::check_output_paths(&inputs, out, args.force)?;
         if !matches!(
             out.extension().and_then(|e| e.to_str()),
             Some("json" | "csv")
@@ -149,6 +155,7 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
     let accuracy = match &args.data {
         Some(path) => {
             let data = crate::eval::load_data(&model, path)?;
+            super::warn_about(&data);
             let (network, _) = Network::resolve(&model, args.arch.as_deref(), &data)?;
             Some(Arc::new(Evaluator::new(Arc::new(network), Arc::new(data))))
         }
@@ -163,14 +170,7 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
     };
 
     let total = points.len();
-    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let interrupted = interrupted.clone();
-        // Only the first handler can be set; a second sweep in one process has none.
-        let _ = ctrlc::set_handler(move || {
-            interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
-        });
-    }
+    let interrupted = super::interrupt::cooperate();
     let cache = Arc::new(TensorCache::new(1 << 30));
     let sweep = Sweep {
         pool: &pool,

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::Context;
 use clap::Args;
 
 use crate::compress::recipe::Recipe;
@@ -20,7 +19,7 @@ use crate::eval::data::{self, Dataset};
 use crate::eval::{
     DEFAULT_BATCH, Metrics, ModelWeights, Network, Runner, evaluate, sequential_runner,
 };
-use crate::export::{check_output, write_model};
+use crate::export::write_model;
 use crate::model::Model;
 use crate::train::distill::{self, Contender, Distillation, distill_and_compare};
 use crate::train::finetune::recover_and_compare;
@@ -168,12 +167,7 @@ struct Reporter {
 
 impl Reporter {
     fn new(label: &str, quiet: bool) -> Reporter {
-        let interrupted = Arc::new(AtomicBool::new(false));
-        {
-            let interrupted = interrupted.clone();
-            // Only the first handler can be set; later runs in one process have none.
-            let _ = ctrlc::set_handler(move || interrupted.store(true, Ordering::SeqCst));
-        }
+        let interrupted = super::interrupt::cooperate();
         let bar = if std::io::stderr().is_terminal() && !quiet {
             indicatif::ProgressBar::new(0).with_style(
                 indicatif::ProgressStyle::with_template(
@@ -243,13 +237,8 @@ fn measure(runner: &dyn Runner, data: &Dataset) -> anyhow::Result<Metrics> {
     Ok(evaluate(runner, data, DEFAULT_BATCH, |_, _| true)?)
 }
 
-fn check_data_output(out: &Path, force: bool) -> anyhow::Result<()> {
-    if out.exists() && !force {
-        anyhow::bail!(
-            "{}: already exists (use --force to replace it)",
-            out.display()
-        );
-    }
+fn check_data_output(inputs: &[&Path], out: &Path, force: bool) -> anyhow::Result<()> {
+    crate::export::check_output_paths(inputs, out, force)?;
     if !out
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
@@ -261,10 +250,16 @@ fn check_data_output(out: &Path, force: bool) -> anyhow::Result<()> {
 
 pub fn finetune(args: &FinetuneArgs) -> anyhow::Result<()> {
     let model = Model::open(&args.model)?;
-    check_output(&model, &args.output, args.train.force)?;
+    let mut inputs = vec![
+        args.model.as_path(),
+        args.recipe.as_path(),
+        args.data.as_path(),
+        args.eval_data.as_path(),
+    ];
+    inputs.extend(args.arch.as_deref());
+    crate::export::check_output_paths(&inputs, &args.output, args.train.force)?;
     crate::export::OutputFormat::of(&args.output)?;
-    let text = std::fs::read_to_string(&args.recipe)
-        .with_context(|| format!("{}", args.recipe.display()))?;
+    let text = crate::text::read_settings(&args.recipe)?;
     let recipe = Recipe::parse(&text, &args.recipe)?;
     recipe.check_source(&args.model, &args.recipe)?;
     let names: Vec<(&str, usize)> = model
@@ -275,6 +270,8 @@ pub fn finetune(args: &FinetuneArgs) -> anyhow::Result<()> {
     let plans = recipe.resolve(&names, &text, &args.recipe)?;
     let train = data::load(&args.data)?;
     let test = data::load(&args.eval_data)?;
+    super::warn_about(&train);
+    super::warn_about(&test);
     let (network, notes) = Network::resolve(&model, args.arch.as_deref(), &train)?;
     let Some(spec) = network.spec() else {
         anyhow::bail!(
@@ -407,7 +404,19 @@ fn print_contenders(out: &mut impl Write, data: &Path, rows: &[Contender]) -> an
 }
 
 pub fn distill(args: &DistillArgs) -> anyhow::Result<()> {
-    check_data_output(&args.output, args.train.force)?;
+    let mut inputs = vec![
+        args.teacher.as_path(),
+        args.student.as_path(),
+        args.data.as_path(),
+        args.eval_data.as_path(),
+    ];
+    inputs.extend(args.init.as_deref());
+    inputs.extend(args.arch.as_deref());
+    check_data_output(&inputs, &args.output, args.train.force)?;
+    if args.shrink {
+        let spec = args.output.with_extension("arch.toml");
+        crate::export::check_output_paths(&inputs, &spec, args.train.force)?;
+    }
     let settings = Distillation {
         temperature: args.temperature,
         alpha: args.alpha,
@@ -419,6 +428,8 @@ pub fn distill(args: &DistillArgs) -> anyhow::Result<()> {
     let student_spec = ArchSpec::load(&args.student)?;
     let train = data::load(&args.data)?;
     let test = data::load(&args.eval_data)?;
+    super::warn_about(&train);
+    super::warn_about(&test);
     let (network, _) = Network::resolve(&teacher_model, args.arch.as_deref(), &train)?;
     let teacher = network.runner(&teacher_model, &[])?;
     let mut start = start_weights(&student_spec, args.init.as_deref(), options.seed)?;
@@ -511,12 +522,20 @@ fn distill_interrupted(stopped: bool) -> anyhow::Result<()> {
 }
 
 pub fn fit(args: &FitArgs) -> anyhow::Result<()> {
-    check_data_output(&args.output, args.train.force)?;
+    let mut inputs = vec![
+        args.spec.as_path(),
+        args.data.as_path(),
+        args.eval_data.as_path(),
+    ];
+    inputs.extend(args.init.as_deref());
+    check_data_output(&inputs, &args.output, args.train.force)?;
     let options = args.train.options();
     options.check()?;
     let spec = ArchSpec::load(&args.spec)?;
     let train = data::load(&args.data)?;
     let test = data::load(&args.eval_data)?;
+    super::warn_about(&train);
+    super::warn_about(&test);
     let start = start_weights(&spec, args.init.as_deref(), options.seed)?;
     let reporter = Reporter::new("training", args.train.json);
     let fitted = distill::train(&spec, &start, &train, None, &options, &mut |e| {

@@ -320,7 +320,9 @@ pub struct Fidelity {
 /// Fidelity of `compressed` to `original` (same length), in float64.
 pub fn fidelity(original: &[f32], compressed: &[f32]) -> Fidelity {
     debug_assert_eq!(original.len(), compressed.len());
-    let (xx, ee, yy, xy, max) = original
+    // Per-chunk sums, added in chunk order: the figures do not depend on the
+    // thread count or on how rayon split the work.
+    let parts: Vec<(f64, f64, f64, f64, f64)> = original
         .par_chunks(CHUNK)
         .zip(compressed.par_chunks(CHUNK))
         .map(|(x, y)| {
@@ -339,10 +341,12 @@ pub fn fidelity(original: &[f32], compressed: &[f32]) -> Fidelity {
                 },
             )
         })
-        .reduce(
-            || (0.0, 0.0, 0.0, 0.0, 0.0),
-            |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3, a.4.max(b.4)),
-        );
+        .collect();
+    let (xx, ee, yy, xy, max) = parts
+        .into_iter()
+        .fold((0f64, 0f64, 0f64, 0f64, 0f64), |a, b| {
+            (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3, a.4.max(b.4))
+        });
     Fidelity {
         sqnr_db: 10.0 * (xx / ee).log10(),
         relative_error: (ee / xx).sqrt(),

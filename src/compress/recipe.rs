@@ -364,10 +364,13 @@ impl Recipe {
 
     /// Read and parse a recipe file.
     pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
-        let text = std::fs::read_to_string(path).map_err(|e| RecipeError {
+        let text = crate::text::read_settings(path).map_err(|e| RecipeError {
             path: path.to_owned(),
             line: None,
-            message: e.to_string(),
+            message: match e {
+                crate::Error::Io { cause, .. } => cause.to_string(),
+                other => other.to_string(),
+            },
         })?;
         Recipe::parse(&text, path)
     }
@@ -480,6 +483,17 @@ impl Matcher {
 impl Rule {
     /// The rule's pattern, compiled; the message says what is wrong with it.
     pub fn matcher(&self) -> Result<Matcher, String> {
+        // globset panics on some huge patterns; no real tensor pattern is this long.
+        const MAX_PATTERN_CHARS: usize = 4096;
+        let pattern = self.glob.as_ref().or(self.regex.as_ref());
+        if let Some(p) = pattern
+            && p.get_ref().chars().count() > MAX_PATTERN_CHARS
+        {
+            return Err(format!(
+                "the pattern is {} characters long; at most {MAX_PATTERN_CHARS} are accepted",
+                p.get_ref().chars().count()
+            ));
+        }
         match (&self.glob, &self.regex) {
             (Some(g), _) => globset::GlobBuilder::new(g.get_ref())
                 .literal_separator(false)

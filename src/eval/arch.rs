@@ -160,13 +160,18 @@ impl LayerSpec {
 impl ArchSpec {
     /// Read a spec; errors name the file (and the line, from the TOML parser).
     pub fn load(path: &Path) -> Result<ArchSpec> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::text::read_settings(path)?;
         Self::parse(&text, path)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<ArchSpec> {
-        let spec: ArchSpec = toml::from_str(text)
-            .map_err(|e| Error::InvalidSetting(format!("{}: {e}", path.display())))?;
+        let spec: ArchSpec = toml::from_str(text).map_err(|e| {
+            Error::InvalidSetting(format!(
+                "{}: {}",
+                path.display(),
+                crate::text::toml_error(text, &e)
+            ))
+        })?;
         if spec.version != VERSION {
             return Err(Error::InvalidSetting(format!(
                 "{}: architecture spec version {} is not supported (this build reads {VERSION})",

@@ -165,6 +165,14 @@ pub fn generate(
     if prompt_ids.is_empty() {
         return Err(Error::InvalidSetting("the prompt is empty".into()));
     }
+    // candle's quantized llama precomputes rotary tables for this many positions.
+    let max = candle_transformers::models::quantized_llama::MAX_SEQ_LEN;
+    if prompt_ids.len().saturating_add(n) > max {
+        return Err(Error::InvalidSetting(format!(
+            "a prompt of {} tokens plus {n} new ones is longer than the {max} positions the model runs",
+            prompt_ids.len()
+        )));
+    }
     let mut weights = load_weights(model, applied)?;
     let fail = |e: candle_core::Error| candle_error(model, "the forward pass failed", e);
     let mut out = Vec::with_capacity(n);

@@ -43,6 +43,21 @@ impl Dataset {
     pub fn sample_len(&self) -> usize {
         self.sample_shape.iter().product()
     }
+    /// A warning naming how many feature values are NaN or ±inf, if any are: they
+    /// pass through every model as NaN, so users must hear of them (as `inspect`
+    /// reports non-finite weights).
+    pub fn non_finite_warning(&self) -> Option<String> {
+        let nan = self.x.iter().filter(|v| v.is_nan()).count();
+        let inf = self.x.iter().filter(|v| v.is_infinite()).count();
+        (nan + inf > 0).then(|| {
+            format!(
+                "{}: {nan} NaN and {inf} ±inf feature values (of {}); they make the model's outputs NaN",
+                self.source.display(),
+                self.x.len()
+            )
+        })
+    }
+
     /// One more than the largest label.
     pub fn classes(&self) -> usize {
         self.labels.iter().max().map_or(0, |&m| m as usize + 1)
@@ -96,8 +111,9 @@ pub fn load(path: &Path) -> Result<Dataset> {
     if !is_spec {
         return load_file(path, None, &LabelColumn::Last);
     }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let spec: DataSpec = toml::from_str(&text).map_err(|e| bad(path, e.to_string()))?;
+    let text = crate::text::read_settings(path)?;
+    let spec: DataSpec =
+        toml::from_str(&text).map_err(|e| bad(path, crate::text::toml_error(&text, &e)))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let file = dir.join(&spec.file);
     let labels = spec.labels.as_ref().map(|l| dir.join(l));
@@ -117,6 +133,9 @@ pub fn load(path: &Path) -> Result<Dataset> {
         data.labels.drain(..skip);
     }
     if let Some(limit) = spec.limit {
+        if limit == 0 {
+            return Err(bad(path, "limit = 0 keeps no samples"));
+        }
         let n = limit.min(data.len());
         data.x.truncate(n * data.sample_len());
         data.labels.truncate(n);
@@ -125,10 +144,31 @@ pub fn load(path: &Path) -> Result<Dataset> {
     Ok(data)
 }
 
+/// A data set with no samples, or samples of no values, measures nothing: refuse it
+/// rather than report 0 %.
+fn check_not_empty(data: &Dataset) -> Result<()> {
+    if data.is_empty() {
+        return Err(bad(&data.source, "holds no samples"));
+    }
+    if data.sample_len() == 0 {
+        return Err(bad(
+            &data.source,
+            "its samples hold no values (only a label column)",
+        ));
+    }
+    Ok(())
+}
+
 /// Apply a spec's reshape, scaling and normalisation.
 fn prepare(data: &mut Dataset, spec: &DataSpec, path: &Path) -> Result<()> {
     if let Some(shape) = &spec.shape {
-        let want: usize = shape.iter().product();
+        if shape.is_empty() || shape.contains(&0) {
+            return Err(bad(path, format!("shape {shape:?} is not a sample shape")));
+        }
+        let want = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| bad(path, format!("shape {shape:?} is absurdly large")))?;
         if want != data.sample_len() {
             return Err(bad(
                 path,
@@ -184,14 +224,37 @@ fn prepare(data: &mut Dataset, spec: &DataSpec, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The largest data file read (after un-gzipping): data sets are held in memory, and
+/// a small gzip "bomb" must not be able to exhaust it.
+const MAX_DATA_BYTES: u64 = 4 << 30;
+
 /// The file's bytes, un-gzipped when they are gzip.
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let too_large = || {
+        bad(
+            path,
+            format!(
+                "holds more than {} GiB of data; keep a data set under that",
+                MAX_DATA_BYTES >> 30
+            ),
+        )
+    };
+    let mut raw = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_DATA_BYTES + 1).read_to_end(&mut raw))
+        .map_err(|e| Error::io(path, e))?;
+    if raw.len() as u64 > MAX_DATA_BYTES {
+        return Err(too_large());
+    }
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(raw.as_slice())
+            .take(MAX_DATA_BYTES + 1)
             .read_to_end(&mut out)
             .map_err(|e| bad(path, format!("not a valid gzip file ({e})")))?;
+        if out.len() as u64 > MAX_DATA_BYTES {
+            return Err(too_large());
+        }
         Ok(out)
     } else {
         Ok(raw)
@@ -199,6 +262,12 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
 }
 
 fn load_file(path: &Path, labels: Option<&Path>, column: &LabelColumn) -> Result<Dataset> {
+    let data = load_any(path, labels, column)?;
+    check_not_empty(&data)?;
+    Ok(data)
+}
+
+fn load_any(path: &Path, labels: Option<&Path>, column: &LabelColumn) -> Result<Dataset> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_lowercase())
@@ -207,7 +276,8 @@ fn load_file(path: &Path, labels: Option<&Path>, column: &LabelColumn) -> Result
         return load_npz(path);
     }
     let bytes = read_maybe_gz(path)?;
-    if bytes.len() >= 4 && bytes[0] == 0 && bytes[1] == 0 && bytes[3] >= 1 && bytes[2] == 0x08 {
+    // IDX starts with two zero bytes, which no text file does.
+    if bytes.len() >= 4 && bytes[0] == 0 && bytes[1] == 0 {
         let labels =
             labels.ok_or_else(|| bad(path, "an IDX image file needs `labels` (the label file)"))?;
         return load_idx(path, &bytes, labels);
@@ -269,17 +339,15 @@ fn load_csv(path: &Path, bytes: &[u8], column: &LabelColumn) -> Result<Dataset> 
             ));
         }
         for (c, f) in fields.iter().enumerate() {
-            let v: f64 = f.parse().map_err(|_| {
-                bad(
-                    path,
-                    format!("row {row}, column {c}: `{f}` is not a number"),
-                )
-            })?;
+            // The field itself is not quoted: the file may not be a data set at all.
+            let v: f64 = f
+                .parse()
+                .map_err(|_| bad(path, format!("row {row}, column {c} is not a number")))?;
             if c == label_at {
                 if v < 0.0 || v.fract() != 0.0 || v > f64::from(u32::MAX) {
                     return Err(bad(
                         path,
-                        format!("row {row}: label `{f}` is not a class number (0, 1, 2, …)"),
+                        format!("row {row}: the label is not a class number (0, 1, 2, …)"),
                     ));
                 }
                 labels.push(v as u32);
@@ -296,50 +364,67 @@ fn load_csv(path: &Path, bytes: &[u8], column: &LabelColumn) -> Result<Dataset> 
     })
 }
 
-/// An IDX file: magic (0, 0, type, dims), big-endian u32 dimensions, then the data.
-fn idx(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<u8>)> {
+/// Bytes per element of IDX type code `code` (LeCun's MNIST page: 0x08 ubyte,
+/// 0x09 byte, 0x0B short, 0x0C int, 0x0D float, 0x0E double; all big-endian).
+fn idx_elem_bytes(code: u8) -> Option<usize> {
+    Some(match code {
+        0x08 | 0x09 => 1,
+        0x0B => 2,
+        0x0C | 0x0D => 4,
+        0x0E => 8,
+        _ => return None,
+    })
+}
+
+/// An IDX file: magic (0, 0, type, dims), big-endian u32 dimensions, then the data,
+/// decoded to f32 values.
+fn idx(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>, u8)> {
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
         return Err(bad(path, "not an IDX file"));
     }
-    if bytes[2] != 0x08 {
-        return Err(bad(
-            path,
-            format!(
-                "IDX element type 0x{:02x} (only unsigned bytes, 0x08)",
-                bytes[2]
-            ),
-        ));
-    }
+    let code = bytes[2];
+    let elem = idx_elem_bytes(code)
+        .ok_or_else(|| bad(path, format!("unknown IDX element type 0x{code:02x}")))?;
     let dims = bytes[3] as usize;
     let head = 4 + 4 * dims;
-    if bytes.len() < head {
+    if dims == 0 || bytes.len() < head {
         return Err(bad(path, "the IDX header ends early"));
     }
-    let shape: Vec<usize> = (0..dims)
-        .map(|d| {
-            let b = &bytes[4 + 4 * d..8 + 4 * d];
-            u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
-        })
+    let shape: Vec<usize> = bytes[4..head]
+        .chunks_exact(4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .collect();
     let n = shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or_else(|| bad(path, "absurd IDX dimensions"))?;
-    if bytes.len() - head != n {
+    let data = &bytes[head..];
+    if n.checked_mul(elem) != Some(data.len()) {
         return Err(bad(
             path,
             format!(
-                "the IDX header says {n} values, the file holds {}",
-                bytes.len() - head
+                "the IDX header says {n} values of {elem} bytes, the file holds {} bytes of data",
+                data.len()
             ),
         ));
     }
-    Ok((shape, bytes[head..].to_vec()))
+    let values = data
+        .chunks_exact(elem)
+        .map(|b| match code {
+            0x08 => f32::from(b[0]),
+            0x09 => f32::from(b[0] as i8),
+            0x0B => f32::from(i16::from_be_bytes([b[0], b[1]])),
+            0x0C => i32::from_be_bytes([b[0], b[1], b[2], b[3]]) as f32,
+            0x0D => f32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+            _ => f64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32,
+        })
+        .collect();
+    Ok((shape, values, code))
 }
 
 fn load_idx(path: &Path, bytes: &[u8], labels: &Path) -> Result<Dataset> {
-    let (shape, data) = idx(path, bytes)?;
-    let (lshape, ldata) = idx(labels, &read_maybe_gz(labels)?)?;
+    let (shape, x, _) = idx(path, bytes)?;
+    let (lshape, lvalues, lcode) = idx(labels, &read_maybe_gz(labels)?)?;
     if lshape.len() != 1 || shape.first() != lshape.first() {
         return Err(bad(
             labels,
@@ -351,10 +436,24 @@ fn load_idx(path: &Path, bytes: &[u8], labels: &Path) -> Result<Dataset> {
             ),
         ));
     }
+    if matches!(lcode, 0x0D | 0x0E) {
+        return Err(bad(labels, "IDX labels must be integers, not floats"));
+    }
+    let labels_out = lvalues
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if v >= 0.0 {
+                Ok(v as u32)
+            } else {
+                Err(bad(labels, format!("label {i} is negative")))
+            }
+        })
+        .collect::<Result<Vec<u32>>>()?;
     Ok(Dataset {
         source: path.to_owned(),
-        x: data.iter().map(|&b| f32::from(b)).collect(),
-        labels: ldata.iter().map(|&b| u32::from(b)).collect(),
+        x,
+        labels: labels_out,
         sample_shape: shape[1..].to_vec(),
     })
 }

@@ -91,7 +91,25 @@ impl Metrics {
 
 /// Check that `data` fits `runner` before anything runs: feature count and labels.
 pub fn check_fit(runner: &dyn Runner, data: &Dataset) -> Result<()> {
-    let want: usize = runner.input_shape().iter().product();
+    if data.is_empty() {
+        return Err(Error::InvalidSetting(format!(
+            "{}: holds no samples to measure on",
+            data.source.display()
+        )));
+    }
+    let input = runner.input_shape();
+    // Flat rows feed any input (and any sample feeds a flat input) in row-major
+    // order; two shaped layouts must agree, or a [1, 14, 56] image would be
+    // silently read as a [1, 28, 28] one.
+    if data.sample_shape.len() > 1 && input.len() > 1 && data.sample_shape != input {
+        return Err(Error::InvalidSetting(format!(
+            "{}: samples have shape {:?} but the model takes {:?}",
+            data.source.display(),
+            data.sample_shape,
+            input
+        )));
+    }
+    let want: usize = input.iter().product();
     if data.sample_len() != want {
         return Err(Error::InvalidSetting(format!(
             "{}: samples have {} values ({:?}) but the model takes {want} ({:?})",

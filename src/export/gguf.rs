@@ -102,7 +102,7 @@ pub fn write_gguf(
 ) -> Result<()> {
     check_output(model, out, force)?;
     let tmp = super::temp_file_beside(out)?;
-    let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+    let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file()?);
     encode_gguf(model, applied, extra, &mut w).map_err(|e| match e {
         Error::Io { cause, .. } => Error::io(out, cause),
         other => other,
@@ -124,6 +124,8 @@ pub fn encode_gguf(
         path: model.path.clone(),
         what,
     };
+    let by_index: std::collections::HashMap<usize, &AppliedTensor> =
+        applied.iter().map(|(i, t)| (*i, t)).collect();
     let mut tensors = Vec::with_capacity(model.tensors.len());
     let mut bytes_by_type: Vec<(DType, u64)> = Vec::new();
     for (i, info) in model.tensors.iter().enumerate() {
@@ -134,7 +136,7 @@ pub fn encode_gguf(
                 info.name.len()
             )));
         }
-        let compressed = applied.iter().find(|(k, _)| *k == i).map(|(_, t)| t);
+        let compressed = by_index.get(&i).copied();
         let (dtype, bytes): (DType, Cow<[u8]>) = match compressed {
             Some(t) => match (t.stored, &t.packed) {
                 (DType::Quant(q), Some(packed)) => (DType::Quant(q), Cow::Borrowed(packed)),

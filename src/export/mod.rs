@@ -5,8 +5,9 @@
 mod gguf;
 mod safetensors;
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 pub use gguf::{encode_gguf, write_gguf};
 pub use safetensors::write_safetensors;
@@ -72,7 +73,7 @@ pub fn write_model(
         OutputFormat::Safetensors => write_safetensors(
             model,
             applied,
-            HashMap::from([
+            BTreeMap::from([
                 ("format".to_owned(), "pt".to_owned()),
                 ("slimscope_recipe".to_owned(), recipe.to_owned()),
                 ("slimscope_summary".to_owned(), summary),
@@ -104,13 +105,26 @@ pub fn write_bytes(out: &Path, bytes: &[u8], force: bool) -> Result<()> {
 /// Refuse to write `out` over the model's own file, or over an existing file unless
 /// `force`.
 pub fn check_output(model: &Model, out: &Path, force: bool) -> Result<()> {
-    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if same(&model.path, out) {
+    check_output_paths(&[&model.path], out, force)
+}
+
+/// The rule every output follows: never one of the command's `inputs` (the model, its
+/// data, recipe or spec; through any link), never an existing file unless `force`.
+pub fn check_output_paths(inputs: &[&Path], out: &Path, force: bool) -> Result<()> {
+    if let Ok(real_out) = out.canonicalize()
+        && let Some(input) = inputs
+            .iter()
+            .find(|i| i.canonicalize().is_ok_and(|i| i == real_out))
+    {
         return Err(Error::InvalidSetting(format!(
-            "{}: refusing to overwrite the input model",
+            "{}: refusing to overwrite the input ({})",
+            out.display(),
+            input.display()
+        )));
+    }
+    if out.is_dir() {
+        return Err(Error::InvalidSetting(format!(
+            "{}: is a directory; give a file name to write",
             out.display()
         )));
     }
@@ -123,37 +137,112 @@ pub fn check_output(model: &Model, out: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
-/// A temporary file in `out`'s directory, so that the final rename is atomic.
-fn temp_file_beside(out: &Path) -> Result<tempfile::NamedTempFile> {
+/// A temporary file in `out`'s directory, so that the final rename is atomic. Its
+/// name says what it is (`model.gguf.slimscope-partial.XXXXXX`), and it is removed
+/// when dropped unfinished, or by [`remove_partial_outputs`] on Ctrl-C.
+fn temp_file_beside(out: &Path) -> Result<PartialFile> {
     let dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    output_temp_file(dir)
+    let name = out
+        .file_name()
+        .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
+    PartialFile::new(dir, &name)
 }
 
 /// A temporary file in `dir` that becomes an output: created with the mode an
 /// ordinary new file gets (0666 less the umask), not tempfile's private 0600, so
 /// an export is as readable as anything else the user writes.
-pub(crate) fn output_temp_file(dir: &Path) -> Result<tempfile::NamedTempFile> {
-    let mut builder = tempfile::Builder::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
+pub(crate) fn output_temp_file(dir: &Path) -> Result<PartialFile> {
+    PartialFile::new(dir, "output")
+}
+
+/// Outputs being written: the temporary files [`remove_partial_outputs`] deletes.
+static PARTIAL: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn partial_list() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    PARTIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Delete every output still being written (for a Ctrl-C handler that is about to
+/// end the process, so an interrupted export leaves nothing behind). Returns how
+/// many there were.
+pub fn remove_partial_outputs() -> usize {
+    let mut list = partial_list();
+    for path in list.iter() {
+        let _ = std::fs::remove_file(path);
     }
-    builder.tempfile_in(dir).map_err(|e| Error::io(dir, e))
+    std::mem::take(&mut *list).len()
+}
+
+/// A temporary output file, registered for [`remove_partial_outputs`] until it is
+/// persisted or dropped.
+pub(crate) struct PartialFile {
+    /// Always `Some` until persisted.
+    tmp: Option<tempfile::NamedTempFile>,
+    path: PathBuf,
+}
+
+impl PartialFile {
+    fn new(dir: &Path, name: &str) -> Result<PartialFile> {
+        let mut builder = tempfile::Builder::new();
+        let prefix = format!("{name}.slimscope-partial.");
+        builder.prefix(&prefix);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let tmp = builder.tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+        let path = tmp.path().to_owned();
+        partial_list().push(path.clone());
+        Ok(PartialFile {
+            tmp: Some(tmp),
+            path,
+        })
+    }
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+    /// The open file, to write into.
+    pub(crate) fn as_file(&self) -> Result<&std::fs::File> {
+        self.tmp
+            .as_ref()
+            .map(|t| t.as_file())
+            .ok_or_else(|| Error::InvalidSetting("the output was already finished".into()))
+    }
+    /// Move the finished file to `out`.
+    pub(crate) fn persist(mut self, out: &Path) -> Result<()> {
+        let tmp = self
+            .tmp
+            .take()
+            .ok_or_else(|| Error::InvalidSetting("the output was already finished".into()))?;
+        let path = self.path.clone();
+        partial_list().retain(|p| *p != path);
+        tmp.persist(out).map_err(|e| Error::io(out, e.error))?;
+        Ok(())
+    }
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        // `tmp` removes the file itself if it was not persisted.
+        let path = &self.path;
+        partial_list().retain(|p| p != path);
+    }
 }
 
 /// Move the finished temporary file to `out` (unless `out` appeared meanwhile and
 /// `force` is off).
-fn persist(tmp: tempfile::NamedTempFile, out: &Path, force: bool) -> Result<()> {
+fn persist(tmp: PartialFile, out: &Path, force: bool) -> Result<()> {
     if out.exists() && !force {
         return Err(Error::InvalidSetting(format!(
             "{}: appeared while writing; not replaced",
             out.display()
         )));
     }
-    tmp.persist(out).map_err(|e| Error::io(out, e.error))?;
-    Ok(())
+    tmp.persist(out)
 }

@@ -1,11 +1,16 @@
 //! safetensors output: dequantized ("fake-quant") f32 values that any framework
 //! loads, with the recipe and a summary in `__metadata__`.
+//!
+//! Written by our own writer rather than the `safetensors` crate's
+//! `serialize_to_file`, which stages the whole file in a private (0600) temporary
+//! file of its own and orders `__metadata__` by a random hash: here the header is
+//! built deterministically (metadata keys sorted, tensors in the model's order,
+//! padded with spaces to 8 bytes as the crate does) and each tensor is streamed into
+//! the one temporary file we own, so two runs write identical bytes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufWriter, Write};
 use std::path::Path;
-
-use safetensors::Dtype;
-use safetensors::tensor::TensorView;
 
 use crate::compress::apply::AppliedTensor;
 use crate::dtype::DType;
@@ -14,25 +19,33 @@ use crate::model::Model;
 
 use super::{check_output, persist};
 
-fn safetensors_dtype(d: DType) -> Option<Dtype> {
+/// The safetensors name of a stored type slimscope can copy as it is.
+fn safetensors_dtype(d: DType) -> Option<&'static str> {
     Some(match d {
-        DType::F64 => Dtype::F64,
-        DType::F32 => Dtype::F32,
-        DType::F16 => Dtype::F16,
-        DType::BF16 => Dtype::BF16,
-        DType::F8E4M3 => Dtype::F8_E4M3,
-        DType::F8E5M2 => Dtype::F8_E5M2,
-        DType::I64 => Dtype::I64,
-        DType::I32 => Dtype::I32,
-        DType::I16 => Dtype::I16,
-        DType::I8 => Dtype::I8,
-        DType::U64 => Dtype::U64,
-        DType::U32 => Dtype::U32,
-        DType::U16 => Dtype::U16,
-        DType::U8 => Dtype::U8,
-        DType::Bool => Dtype::BOOL,
+        DType::F64 => "F64",
+        DType::F32 => "F32",
+        DType::F16 => "F16",
+        DType::BF16 => "BF16",
+        DType::F8E4M3 => "F8_E4M3",
+        DType::F8E5M2 => "F8_E5M2",
+        DType::I64 => "I64",
+        DType::I32 => "I32",
+        DType::I16 => "I16",
+        DType::I8 => "I8",
+        DType::U64 => "U64",
+        DType::U32 => "U32",
+        DType::U16 => "U16",
+        DType::U8 => "U8",
+        DType::Bool => "BOOL",
         DType::Quant(_) | DType::Other(_) => return None,
     })
+}
+
+/// How one tensor is written.
+enum Source<'a> {
+    Compressed(&'a AppliedTensor),
+    Stored,
+    Decoded,
 }
 
 /// Write every tensor of `model` to a safetensors file at `out`: compressed tensors
@@ -41,27 +54,34 @@ fn safetensors_dtype(d: DType) -> Option<Dtype> {
 pub fn write_safetensors(
     model: &Model,
     applied: &[(usize, AppliedTensor)],
-    metadata: HashMap<String, String>,
+    metadata: BTreeMap<String, String>,
     out: &Path,
     force: bool,
 ) -> Result<()> {
     check_output(model, out, force)?;
-    let mut buffers: Vec<(usize, Dtype, Vec<u8>)> = Vec::new();
+    let by_index: HashMap<usize, &AppliedTensor> = applied.iter().map(|(i, t)| (*i, t)).collect();
+    // Plan every tensor (type and byte length) first: the header comes before the data.
+    let mut plan = Vec::with_capacity(model.tensors.len());
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), serde_json::json!(metadata));
+    }
+    let mut offset = 0u64;
     for (i, info) in model.tensors.iter().enumerate() {
-        let compressed = applied.iter().find(|(k, _)| *k == i).map(|(_, t)| t);
-        let (dtype, bytes) = match (compressed, safetensors_dtype(info.dtype)) {
-            (Some(t), _) => (
-                Dtype::F32,
-                t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ),
-            (None, Some(d)) => (d, model.tensor_bytes(i)?.to_vec()),
-            (None, None) if info.dtype.can_decode() => {
-                let values = model.tensor_f32(i)?;
-                (
-                    Dtype::F32,
-                    values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                )
+        let (source, dtype, len) = match (by_index.get(&i), safetensors_dtype(info.dtype)) {
+            (Some(t), _) if t.values.len() as u64 == info.numel => {
+                (Source::Compressed(t), "F32", 4 * info.numel)
             }
+            (Some(t), _) => {
+                return Err(Error::InvalidSetting(format!(
+                    "tensor `{}`: {} compressed values for {} elements",
+                    info.name,
+                    t.values.len(),
+                    info.numel
+                )));
+            }
+            (None, Some(d)) => (Source::Stored, d, info.size_bytes),
+            (None, None) if info.dtype.can_decode() => (Source::Decoded, "F32", 4 * info.numel),
             (None, None) => {
                 return Err(Error::Unsupported {
                     path: model.path.clone(),
@@ -72,18 +92,46 @@ pub fn write_safetensors(
                 });
             }
         };
-        buffers.push((i, dtype, bytes));
+        header.insert(
+            info.name.clone(),
+            serde_json::json!({
+                "dtype": dtype,
+                "shape": info.shape,
+                "data_offsets": [offset, offset + len],
+            }),
+        );
+        offset += len;
+        plan.push((i, source, len));
     }
-    let mut views = Vec::with_capacity(buffers.len());
-    for (i, dtype, bytes) in &buffers {
-        let info = &model.tensors[*i];
-        let shape: Vec<usize> = info.shape.iter().map(|&d| d as usize).collect();
-        let view = TensorView::new(*dtype, shape, bytes)
-            .map_err(|e| Error::InvalidSetting(format!("tensor `{}`: {e}", info.name)))?;
-        views.push((info.name.clone(), view));
-    }
-    let tmp = super::temp_file_beside(out)?;
-    safetensors::tensor::serialize_to_file(views, Some(metadata), tmp.path())
+    // serde_json's map keeps keys sorted; the crate's reader accepts any order of
+    // keys and checks that the offsets tile the data exactly, as they do here.
+    let mut header = serde_json::to_vec(&serde_json::Value::Object(header))
         .map_err(|e| Error::InvalidSetting(format!("{}: {e}", out.display())))?;
+    header.resize(header.len().next_multiple_of(8), b' ');
+
+    let tmp = super::temp_file_beside(out)?;
+    let io = |e| Error::io(out, e);
+    let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file()?);
+    w.write_all(&(header.len() as u64).to_le_bytes())
+        .map_err(io)?;
+    w.write_all(&header).map_err(io)?;
+    for (i, source, len) in plan {
+        let bytes: Vec<u8> = match source {
+            Source::Compressed(t) => f32_bytes(&t.values),
+            Source::Stored => {
+                w.write_all(&model.tensor_bytes(i)?).map_err(io)?;
+                continue;
+            }
+            Source::Decoded => f32_bytes(&model.tensor_f32(i)?),
+        };
+        debug_assert_eq!(bytes.len() as u64, len);
+        w.write_all(&bytes).map_err(io)?;
+    }
+    w.flush().map_err(io)?;
+    drop(w);
     persist(tmp, out, force)
+}
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }

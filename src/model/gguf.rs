@@ -176,7 +176,7 @@ pub fn raw_metadata(path: &std::path::Path) -> Result<Vec<RawEntry>> {
         pos: 0,
     };
     let (_, _, kv_count) = r.preamble()?;
-    let mut out = Vec::with_capacity(kv_count as usize);
+    let mut out = Vec::with_capacity(kv_count.min(4096) as usize);
     for _ in 0..kv_count {
         let key = r.string("metadata key")?;
         let value_type = r.u32(&key)?;
@@ -230,8 +230,13 @@ pub(crate) fn open(ctx: &Ctx) -> Result<Loaded> {
     let (version, tensor_count, kv_count) = r.preamble()?;
     let mut metadata = vec![("gguf.version".to_owned(), json!(version))];
     let mut alignment = DEFAULT_ALIGNMENT;
+    let mut keys = std::collections::HashSet::new();
     for _ in 0..kv_count {
         let key = r.string("metadata key")?;
+        // llama.cpp's gguf_init refuses a file that repeats a key.
+        if !keys.insert(key.clone()) {
+            return Err(ctx.corrupt(format!("the metadata key `{key}` appears twice")));
+        }
         let ty = r.u32(&key)?;
         let value = r.value(ty, &key, 0)?;
         if key == "general.alignment" {
@@ -244,7 +249,7 @@ pub(crate) fn open(ctx: &Ctx) -> Result<Loaded> {
         }
         metadata.push((key, value));
     }
-    let mut infos = Vec::with_capacity(tensor_count as usize);
+    let mut infos = Vec::with_capacity(tensor_count.min(4096) as usize);
     for _ in 0..tensor_count {
         let name = r.string("tensor name")?;
         let n_dims = r.u32(&name)?;
@@ -264,12 +269,32 @@ pub(crate) fn open(ctx: &Ctx) -> Result<Loaded> {
     let data_start = (r.pos as u64).div_ceil(alignment) * alignment;
     metadata.push(("gguf.alignment".to_owned(), json!(alignment)));
     metadata.push(("gguf.data_offset".to_owned(), json!(data_start)));
-    let tensors = infos
-        .into_iter()
-        .map(|(name, ne, type_id, offset)| {
-            tensor(ctx, &file, data_start, name, ne, type_id, offset)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    // llama.cpp (gguf.cpp, gguf_init_from_file_impl) requires each tensor's data to
+    // start exactly where the previous one's, padded to the alignment, ends: data that
+    // is unaligned, overlaps or leaves gaps is refused, and so it is here.
+    let mut expected = 0u64;
+    let mut tensors = Vec::with_capacity(infos.len());
+    for (name, ne, type_id, offset) in infos {
+        // Data outside the file first: that is what a truncated download looks like.
+        let t = tensor(ctx, &file, data_start, name, ne, type_id, offset)?;
+        let name = &t.0.name;
+        if offset % alignment != 0 {
+            return Err(ctx.corrupt(format!(
+                "tensor `{name}` starts at data offset {offset}, not a multiple of the alignment {alignment}"
+            )));
+        }
+        if offset != expected {
+            return Err(ctx.corrupt(format!(
+                "tensor `{name}` starts at data offset {offset} but the previous tensors end at {expected} (overlapping or out-of-order data)"
+            )));
+        }
+        expected =
+            t.0.size_bytes
+                .checked_next_multiple_of(alignment)
+                .and_then(|padded| expected.checked_add(padded))
+                .ok_or_else(|| ctx.corrupt("the tensors' data sizes overflow"))?;
+        tensors.push(t);
+    }
     Ok(Loaded {
         metadata,
         tensors,

@@ -38,16 +38,21 @@ pub struct Layer {
 /// the order of their first tensor.
 pub(crate) fn group_by_name(format: Format, tensors: &[TensorInfo]) -> Vec<Layer> {
     let mut layers: Vec<Layer> = Vec::new();
+    // Layer name → index, so grouping stays linear in the number of tensors.
+    let mut by_name: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for (i, t) in tensors.iter().enumerate() {
         let key = layer_key(format, &t.name);
-        match layers.iter_mut().rev().find(|l| l.name == key) {
-            Some(layer) => layer.tensors.push(i),
-            None => layers.push(Layer {
-                name: key.to_owned(),
-                kind: LayerKind::Other,
-                op: None,
-                tensors: vec![i],
-            }),
+        match by_name.get(key) {
+            Some(&l) => layers[l].tensors.push(i),
+            None => {
+                by_name.insert(key, layers.len());
+                layers.push(Layer {
+                    name: key.to_owned(),
+                    kind: LayerKind::Other,
+                    op: None,
+                    tensors: vec![i],
+                });
+            }
         }
     }
     for layer in &mut layers {

@@ -13,6 +13,7 @@ pub use gguf::{RawEntry, raw_metadata};
 mod layers;
 mod npy;
 mod onnx;
+mod pickle;
 mod pth;
 mod safetensors;
 
@@ -229,6 +230,8 @@ pub struct Model {
     pub tensors: Vec<TensorInfo>,
     pub layers: Vec<Layer>,
     data: Vec<Data>,
+    /// Tensor name → index (names are unique: [`Model::open`] refuses duplicates).
+    index: std::collections::HashMap<String, usize>,
 }
 
 impl Model {
@@ -265,6 +268,7 @@ impl Model {
             Format::Onnx => onnx::open(&ctx)?,
         };
         let (tensors, data): (Vec<_>, Vec<_>) = loaded.tensors.into_iter().unzip();
+        refuse_duplicate_names(&ctx, &tensors)?;
         let layers = loaded
             .layers
             .unwrap_or_else(|| layers::group_by_name(format, &tensors));
@@ -272,6 +276,7 @@ impl Model {
             path: path.to_owned(),
             format,
             metadata: loaded.metadata,
+            index: name_index(&tensors),
             tensors,
             layers,
             data,
@@ -298,6 +303,7 @@ impl Model {
             path,
             format,
             metadata: Vec::new(),
+            index: name_index(&infos),
             tensors: infos,
             data,
         }
@@ -329,6 +335,7 @@ impl Model {
             path: self.path.clone(),
             format: self.format,
             metadata: self.metadata.clone(),
+            index: self.index.clone(),
             tensors,
             layers: self.layers.clone(),
             data,
@@ -337,7 +344,11 @@ impl Model {
 
     /// Index of the tensor called `name`.
     pub fn tensor_index(&self, name: &str) -> Option<usize> {
-        self.tensors.iter().position(|t| t.name == name)
+        self.index
+            .get(name)
+            .copied()
+            .filter(|&i| self.tensors.get(i).is_some_and(|t| t.name == name))
+            .or_else(|| self.tensors.iter().position(|t| t.name == name))
     }
 
     /// The stored bytes of tensor `index` (little-endian, `size_bytes` long), read or
@@ -465,6 +476,57 @@ fn gather_strided(
     Bytes::from(out)
 }
 
+fn name_index(tensors: &[TensorInfo]) -> std::collections::HashMap<String, usize> {
+    tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.clone(), i))
+        .collect()
+}
+
+/// Two tensors of one name make every later lookup ambiguous (which one does a
+/// recipe rule, an export or a runtime mean?); llama.cpp and onnx refuse such files.
+fn refuse_duplicate_names(ctx: &Ctx, tensors: &[TensorInfo]) -> Result<()> {
+    let mut seen = std::collections::HashSet::with_capacity(tensors.len());
+    for t in tensors {
+        if !seen.insert(t.name.as_str()) {
+            return Err(ctx.corrupt(format!("the tensor name `{}` appears twice", t.name)));
+        }
+    }
+    Ok(())
+}
+
+/// `name` (a relative path the model file gives for a file of its own: an ONNX
+/// external-data file, a safetensors shard) as a path inside the model's folder.
+/// Anything that is not a plain relative path, or that resolves (through symlinks)
+/// to a file outside the folder, is refused: a model must never make slimscope read,
+/// and so export, another file on the machine.
+pub(crate) fn file_beside(ctx: &Ctx, name: &str, what: &str) -> Result<PathBuf> {
+    let plain = !name.is_empty()
+        && Path::new(name)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain {
+        return Err(ctx.corrupt(format!(
+            "{what} `{name}` is not a plain file name inside the model's folder"
+        )));
+    }
+    let dir = ctx
+        .path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let path = dir.join(name);
+    let real_dir = std::fs::canonicalize(dir).map_err(|e| ctx.io(e))?;
+    let real = std::fs::canonicalize(&path).map_err(|e| Error::io(&path, e))?;
+    if !real.starts_with(&real_dir) {
+        return Err(ctx.corrupt(format!(
+            "{what} `{name}` leads outside the model's folder (a symlink); refusing to read it"
+        )));
+    }
+    Ok(path)
+}
+
 /// Recognise the format from the first bytes (and, for JSON/ONNX, the name).
 fn sniff(path: &Path, head: &[u8]) -> Result<Format> {
     let ext = path
@@ -493,10 +555,18 @@ fn sniff(path: &Path, head: &[u8]) -> Result<Format> {
     if head.first() == Some(&0x08) || ext == "onnx" {
         return Ok(Format::Onnx);
     }
-    let shown: Vec<String> = head.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    // Say what kind of content it is, never the content itself: the file may be a
+    // private one (a key, a password file) opened by mistake or through a link.
+    let texty = head
+        .iter()
+        .all(|&b| b.is_ascii_graphic() || b.is_ascii_whitespace() || b >= 0x80);
     Err(Error::UnknownFormat {
         path: path.to_owned(),
-        hint: format!("first bytes {}", shown.join(" ")),
+        hint: if texty {
+            "the file starts with text".into()
+        } else {
+            "the file starts with unrecognised binary data".into()
+        },
     })
 }
 

@@ -195,6 +195,19 @@ pub(crate) fn open_npz(ctx: &Ctx) -> Result<Loaded> {
         let what = format!("member `{member}`");
         let method = entry.compression();
         let size = entry.size();
+        // Deflate expands at most ~1032:1; a member claiming more than that lies.
+        if method != CompressionMethod::Stored
+            && size
+                > entry
+                    .compressed_size()
+                    .saturating_mul(1032)
+                    .saturating_add(1024)
+        {
+            return Err(ctx.corrupt(format!(
+                "{what} claims {size} bytes from {} compressed bytes, more than deflate can hold",
+                entry.compressed_size()
+            )));
+        }
         let start = entry
             .data_start()
             .ok_or_else(|| ctx.corrupt(format!("{what}: no data offset")))?;
@@ -254,7 +267,9 @@ pub(crate) fn inflate_member(archive: &Path, member: &str, skip: u64, len: u64) 
     std::io::copy(&mut (&mut entry).take(skip), &mut std::io::sink())
         .map_err(|e| corrupt(e.to_string()))?;
     // `len` was checked against the member's declared size when the archive was opened.
-    let mut out = Vec::with_capacity(len as usize);
+    // Grown as the data arrives, so a member that lies about its size cannot make
+    // one huge allocation up front.
+    let mut out = Vec::with_capacity(len.min(64 << 20) as usize);
     (&mut entry)
         .take(len)
         .read_to_end(&mut out)

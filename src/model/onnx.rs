@@ -6,7 +6,6 @@
 //! Layers are the graph's nodes: each node owns the weights it consumes.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use bytes::Bytes;
 use prost::Message;
@@ -369,14 +368,6 @@ fn external(
     };
     let location = get("location")
         .ok_or_else(|| ctx.corrupt(format!("tensor `{name}` is external but names no file")))?;
-    if Path::new(location)
-        .components()
-        .any(|c| !matches!(c, std::path::Component::Normal(_)))
-    {
-        return Err(ctx.corrupt(format!(
-            "tensor `{name}`: external file `{location}` is not a path beside the model"
-        )));
-    }
     let number = |k: &str| {
         get(k)
             .map(|v| {
@@ -387,7 +378,11 @@ fn external(
     };
     let offset = number("offset")?.unwrap_or(0);
     let length = number("length")?.unwrap_or(size_bytes);
-    let path = ctx.path.parent().unwrap_or(Path::new(".")).join(location);
+    let path = super::file_beside(
+        ctx,
+        location,
+        &format!("tensor `{name}`: external data file"),
+    )?;
     let data = map_file(&path)?;
     let data_ctx = Ctx {
         path: &path,

@@ -148,11 +148,12 @@ pub fn compute(
         bytes,
         numel: numel as usize,
     };
-    let m = source.par_fold(
-        Moments::default,
-        |m, xs| m.merge(moments(xs)),
-        Moments::merge,
-    );
+    // Float sums merged in chunk order, so the statistics are the same bits at
+    // any thread count.
+    let m = source
+        .par_map_chunks(moments)
+        .into_iter()
+        .fold(Moments::default(), Moments::merge);
     let finite = m.finite();
     let count = numel;
     let frac = |k: u64| {
@@ -277,6 +278,23 @@ impl Source<'_> {
             )
             .map(|(acc, _)| acc)
             .reduce(&init, &merge)
+    }
+
+    /// `f` of every chunk's values on all cores, in chunk order.
+    fn par_map_chunks<T, F>(&self, f: F) -> Vec<T>
+    where
+        T: Send,
+        F: Fn(&[f32]) -> T + Sync + Send,
+    {
+        let chunks = self.numel.div_ceil(CHUNK);
+        (0..chunks)
+            .into_par_iter()
+            .map_init(Vec::new, |buf, k| {
+                let start = k * CHUNK;
+                let len = CHUNK.min(self.numel - start);
+                f(self.chunk(start, len, buf))
+            })
+            .collect()
     }
 
     /// Elements `start..start + len` as f32: in place when possible, else decoded.

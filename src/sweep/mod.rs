@@ -163,7 +163,11 @@ impl SweepMethod {
     }
 }
 
-/// Levels `a:b:step` (inclusive of `b` within rounding), or a comma list.
+/// The most levels one range may ask for: each is a measurement.
+pub const MAX_LEVELS: usize = 1000;
+
+/// Levels `a:b:step` (inclusive of `b` within rounding), or a comma list; at most
+/// [`MAX_LEVELS`], every one a finite number.
 pub fn parse_levels(text: &str) -> Result<Vec<f64>> {
     let bad = |what: &str| Error::InvalidSetting(format!("levels `{text}`: {what}"));
     let number = |s: &str| {
@@ -174,10 +178,16 @@ pub fn parse_levels(text: &str) -> Result<Vec<f64>> {
     let levels: Vec<f64> = match text.split(':').collect::<Vec<_>>().as_slice() {
         [a, b, step] => {
             let (a, b, step) = (number(a)?, number(b)?, number(step)?);
-            if step.is_nan() || step <= 0.0 || b < a {
-                return Err(bad("expected start:end:step with end ≥ start and step > 0"));
+            if !(a.is_finite() && b.is_finite() && step.is_finite()) || step <= 0.0 || b < a {
+                return Err(bad(
+                    "expected start:end:step of finite numbers, with end ≥ start and step > 0",
+                ));
             }
-            let n = ((b - a) / step + 1e-9).floor() as usize;
+            let count = ((b - a) / step + 1e-9).floor();
+            if count >= MAX_LEVELS as f64 {
+                return Err(bad(&format!("more than {MAX_LEVELS} levels")));
+            }
+            let n = count as usize;
             // Round to the step's decimals so 0.1 + 0.2 prints as 0.3.
             (0..=n)
                 .map(|i| ((a + i as f64 * step) * 1e9).round() / 1e9)
@@ -188,6 +198,12 @@ pub fn parse_levels(text: &str) -> Result<Vec<f64>> {
     };
     if levels.is_empty() {
         return Err(bad("no levels"));
+    }
+    if levels.len() > MAX_LEVELS {
+        return Err(bad(&format!("more than {MAX_LEVELS} levels")));
+    }
+    if let Some(v) = levels.iter().find(|v| !v.is_finite()) {
+        return Err(bad(&format!("{v} is not a finite number")));
     }
     Ok(levels)
 }

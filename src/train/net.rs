@@ -579,7 +579,7 @@ pub fn write_weights(
     crate::export::write_safetensors(
         &model,
         &[],
-        HashMap::from([
+        std::collections::BTreeMap::from([
             ("format".to_owned(), "pt".to_owned()),
             ("slimscope_training".to_owned(), note.to_string()),
         ]),

@@ -1,0 +1,86 @@
+//! Text that came from a file, made safe to print on a terminal.
+//!
+//! Tensor names, metadata keys and header fragments are chosen by whoever wrote the
+//! file: raw control bytes in them could move the cursor, rewrite the terminal's
+//! title or hide text. Everything the CLI prints from a file goes through
+//! [`printable`], which leaves ordinary text untouched.
+
+use std::borrow::Cow;
+use std::io::Read;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// The largest settings file (recipe, data or architecture spec) read: real ones are
+/// a few kilobytes, and a settings file must never be a way to exhaust memory.
+pub const MAX_SETTINGS_BYTES: u64 = 16 << 20;
+
+/// `s` with control characters (C0, DEL, C1) and bidirectional overrides escaped as
+/// `\u{..}` (`\n`, `\t`, `\r` as themselves, escaped), so it prints on one line
+/// exactly as the characters it holds.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(needs_escape) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if needs_escape(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A small text file (a recipe, a spec), refused in one line if it is larger than
+/// [`MAX_SETTINGS_BYTES`] or not UTF-8 — never echoed.
+pub fn read_settings(path: &Path) -> Result<String> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SETTINGS_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > MAX_SETTINGS_BYTES {
+        return Err(Error::InvalidSetting(format!(
+            "{}: larger than {} MiB; not a settings file",
+            path.display(),
+            MAX_SETTINGS_BYTES >> 20
+        )));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| Error::InvalidSetting(format!("{}: not a text (UTF-8) file", path.display())))
+}
+
+/// A TOML parse error as one line: `line N: message`, without the quoted snippet
+/// (which would echo the file's contents).
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line = text
+                .get(..span.start)
+                .map_or(1, |head| head.matches('\n').count() + 1);
+            format!("line {line}: {message}")
+        }
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_bytes_are_escaped_and_plain_text_is_untouched() {
+        assert!(matches!(printable("conv1.weight"), Cow::Borrowed(_)));
+        assert_eq!(printable("bl\u{1b}[2Jk"), "bl\\u{1b}[2Jk");
+        assert_eq!(printable("a\nb\tc"), "a\\nb\\tc");
+        assert_eq!(printable("x\u{202e}y"), "x\\u{202e}y");
+        assert_eq!(printable("gewichte.ä"), "gewichte.ä");
+    }
+}
