@@ -43,9 +43,28 @@ impl Serialize for TensorReport {
 impl Model {
     /// Statistics of tensor `index`. Errors name the file and the tensor.
     pub fn tensor_stats(&self, index: usize, options: &StatsOptions) -> Result<TensorStats> {
-        let bytes = self.tensor_bytes(index)?;
-        let info = &self.tensors[index];
-        stats::compute(info.dtype, &bytes, info.numel, options).map_err(|e| match e {
+        let info = self.tensors.get(index).ok_or_else(|| {
+            Error::InvalidSetting(format!("tensor index {index} out of range"))
+        })?;
+        let computed = match self.deflated_stream(index) {
+            // A compressed npz member: streamed in bounded memory, read once a pass.
+            Some(first) => {
+                let mut first = Some(first?);
+                stats::compute_streamed(info.dtype, info.numel, options, || match first.take() {
+                    Some(stream) => Ok(stream),
+                    None => match self.deflated_stream(index) {
+                        Some(Ok(stream)) => Ok(stream),
+                        Some(Err(e)) => Err(std::io::Error::other(e.to_string())),
+                        None => Err(std::io::Error::other("the data is no longer a stream")),
+                    },
+                })
+            }
+            None => {
+                let bytes = self.tensor_bytes(index)?;
+                stats::compute(info.dtype, &bytes, info.numel, options)
+            }
+        };
+        computed.map_err(|e| match e {
             StatsError::BadBins(_) => Error::InvalidSetting(e.to_string()),
             other => Error::Unsupported {
                 path: self.path.clone(),

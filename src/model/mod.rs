@@ -95,8 +95,7 @@ pub(crate) enum Data {
     /// A deflate-compressed zip member, inflated on demand; `skip` header bytes first.
     /// `fortran` holds (shape, element bytes) of a column-major array to reorder.
     Deflated {
-        archive: PathBuf,
-        member: String,
+        member: npy::DeflatedMember,
         skip: u64,
         len: u64,
         fortran: Option<(Vec<usize>, usize)>,
@@ -366,13 +365,12 @@ impl Model {
         let bytes = match data {
             Data::Bytes(b) => b.clone(),
             Data::Deflated {
-                archive,
                 member,
                 skip,
                 len,
                 fortran,
             } => {
-                let raw = npy::inflate_member(archive, member, *skip, *len)?;
+                let raw = npy::inflate_member(member, *skip, *len)?;
                 match fortran {
                     Some((shape, elem)) => {
                         gather_strided(&raw, *elem, shape, &npy::fortran_strides(shape), 0)
@@ -401,6 +399,21 @@ impl Model {
             });
         }
         Ok(bytes)
+    }
+
+    /// A reader of tensor `index`'s bytes when they are a deflated npz member, so
+    /// statistics can stream them instead of inflating the whole member into memory;
+    /// `None` for data that is mapped (or must be gathered whole).
+    pub(crate) fn deflated_stream(&self, index: usize) -> Option<Result<impl Read + use<>>> {
+        match self.data.get(index)? {
+            Data::Deflated {
+                member,
+                skip,
+                fortran: None,
+                ..
+            } => Some(npy::MemberStream::open(member, *skip)),
+            _ => None,
+        }
     }
 
     /// The values of tensor `index` decoded to f32 (integers converted, ggml blocks

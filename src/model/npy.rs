@@ -3,9 +3,8 @@
 //! `numpy/lib/format.py`); we parse the three keys it always has. Stored npz members
 //! are memory-mapped in place; deflated ones are inflated when their data is asked for.
 
-use std::fs::File;
-use std::io::{BufReader, Read};
-use std::path::Path;
+use std::io::Read;
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use zip::CompressionMethod;
@@ -195,6 +194,7 @@ pub(crate) fn open_npz(ctx: &Ctx) -> Result<Loaded> {
         let what = format!("member `{member}`");
         let method = entry.compression();
         let size = entry.size();
+        let (compressed_size, crc32) = (entry.compressed_size(), entry.crc32());
         // Deflate expands at most ~1032:1; a member claiming more than that lies.
         if method != CompressionMethod::Stored
             && size
@@ -234,8 +234,13 @@ pub(crate) fn open_npz(ctx: &Ctx) -> Result<Loaded> {
                     )
                 });
                 Data::Deflated {
-                    archive: ctx.path.to_owned(),
-                    member,
+                    member: DeflatedMember {
+                        archive: ctx.path.to_owned(),
+                        member,
+                        compressed: ctx.slice(&file, &info.name, start, compressed_size)?,
+                        size,
+                        crc32,
+                    },
                     skip: header.data_offset,
                     len: info.size_bytes,
                     fortran,
@@ -254,31 +259,96 @@ pub(crate) fn open_npz(ctx: &Ctx) -> Result<Loaded> {
     })
 }
 
-/// Inflate `len` bytes after `skip` bytes of zip member `member` of `archive`.
-pub(crate) fn inflate_member(archive: &Path, member: &str, skip: u64, len: u64) -> Result<Bytes> {
-    let corrupt = |problem: String| Error::Corrupt {
-        path: archive.to_owned(),
-        format: "NumPy .npz",
-        problem: format!("member `{member}`: {problem}"),
-    };
-    let file = File::open(archive).map_err(|e| Error::io(archive, e))?;
-    let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| corrupt(e.to_string()))?;
-    let mut entry = zip.by_name(member).map_err(|e| corrupt(e.to_string()))?;
-    std::io::copy(&mut (&mut entry).take(skip), &mut std::io::sink())
-        .map_err(|e| corrupt(e.to_string()))?;
-    // `len` was checked against the member's declared size when the archive was opened.
+/// A deflated npz member's compressed bytes (a slice of the memory-mapped archive)
+/// and what its zip entry says about them.
+#[derive(Debug, Clone)]
+pub(crate) struct DeflatedMember {
+    pub archive: PathBuf,
+    pub member: String,
+    pub compressed: Bytes,
+    /// Inflated size and CRC-32 the zip entry declares.
+    pub size: u64,
+    pub crc32: u32,
+}
+
+impl DeflatedMember {
+    fn corrupt(&self, problem: impl std::fmt::Display) -> Error {
+        Error::Corrupt {
+            path: self.archive.clone(),
+            format: "NumPy .npz",
+            problem: format!("member `{}`: {problem}", self.member),
+        }
+    }
+}
+
+/// The inflated bytes of a member, read as a stream: memory stays bounded whatever
+/// the member's size, and the CRC-32 is checked when the last declared byte is read.
+pub(crate) struct MemberStream {
+    inflate: flate2::read::DeflateDecoder<std::io::Cursor<Bytes>>,
+    crc: flate2::Crc,
+    /// Bytes inflated so far (flate2's own count is 32-bit).
+    read: u64,
+    member: DeflatedMember,
+}
+
+impl MemberStream {
+    /// The member's bytes after the first `skip` (its .npy header).
+    pub(crate) fn open(member: &DeflatedMember, skip: u64) -> Result<MemberStream> {
+        let mut stream = MemberStream {
+            inflate: flate2::read::DeflateDecoder::new(std::io::Cursor::new(
+                member.compressed.clone(),
+            )),
+            crc: flate2::Crc::new(),
+            read: 0,
+            member: member.clone(),
+        };
+        std::io::copy(&mut (&mut stream).take(skip), &mut std::io::sink())
+            .map_err(|e| member.corrupt(e))?;
+        Ok(stream)
+    }
+}
+
+impl Read for MemberStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.member.size.saturating_sub(self.read);
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.inflate.read(&mut buf[..want])?;
+        self.crc.update(&buf[..n]);
+        self.read += n as u64;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the compressed data ends after {} of its {} bytes",
+                    self.read, self.member.size
+                ),
+            ));
+        }
+        if self.read == self.member.size && self.crc.sum() != self.member.crc32 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the inflated data does not match its CRC-32",
+            ));
+        }
+        Ok(n)
+    }
+}
+
+/// Inflate `len` bytes after `skip` bytes of a deflated member.
+pub(crate) fn inflate_member(member: &DeflatedMember, skip: u64, len: u64) -> Result<Bytes> {
+    let mut stream = MemberStream::open(member, skip)?;
     // Grown as the data arrives, so a member that lies about its size cannot make
     // one huge allocation up front.
     let mut out = Vec::with_capacity(len.min(64 << 20) as usize);
-    (&mut entry)
+    (&mut stream)
         .take(len)
         .read_to_end(&mut out)
-        .map_err(|e| corrupt(e.to_string()))?;
+        .map_err(|e| member.corrupt(e))?;
     if out.len() as u64 != len {
-        return Err(corrupt(format!(
-            "ends after {} of {len} data bytes",
-            out.len()
-        )));
+        return Err(member.corrupt(format!("ends after {} of {len} data bytes", out.len())));
     }
     Ok(Bytes::from(out))
 }

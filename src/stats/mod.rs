@@ -121,6 +121,8 @@ pub enum StatsError {
     },
     #[error("bins must be between 1 and {MAX_BINS}, got {0}")]
     BadBins(usize),
+    #[error("reading the data failed: {0}")]
+    Read(String),
 }
 
 /// Statistics and histogram of `numel` values of `dtype` stored in `bytes`.
@@ -148,12 +150,75 @@ pub fn compute(
         bytes,
         numel: numel as usize,
     };
+    compute_passes(numel, options, &mut |visit| {
+        visit(&source);
+        Ok(())
+    })
+}
+
+/// Elements read per piece by [`compute_streamed`]: 64 chunks (16 MiB as f32).
+const PIECE: usize = 64 * CHUNK;
+
+/// [`compute`] over `numel` values of `dtype` read from a stream (`open` is called once
+/// per pass, twice in all) in pieces of a bounded size, so memory stays bounded
+/// whatever the tensor's size. Chunks fall where they would in memory, so the figures
+/// are bit-identical to [`compute`] on the same bytes.
+pub fn compute_streamed<R: std::io::Read>(
+    dtype: DType,
+    numel: u64,
+    options: &StatsOptions,
+    mut open: impl FnMut() -> std::io::Result<R>,
+) -> Result<TensorStats, StatsError> {
+    if options.bins == 0 || options.bins > MAX_BINS {
+        return Err(StatsError::BadBins(options.bins));
+    }
+    if !dtype.can_decode() {
+        return Err(StatsError::Undecodable(dtype));
+    }
+    let mut buf = Vec::new();
+    compute_passes(numel, options, &mut |visit| {
+        let read = |e: std::io::Error| StatsError::Read(e.to_string());
+        let mut reader = open().map_err(read)?;
+        let mut start = 0u64;
+        while start < numel {
+            let len = (PIECE as u64).min(numel - start);
+            let bytes = dtype.size_bytes(len).ok_or(StatsError::SizeMismatch {
+                dtype,
+                numel,
+                bytes: 0,
+            })?;
+            buf.resize(bytes as usize, 0);
+            reader.read_exact(&mut buf).map_err(read)?;
+            visit(&Source {
+                dtype,
+                bytes: &buf,
+                numel: len as usize,
+            });
+            start += len;
+        }
+        Ok(())
+    })
+}
+
+/// Visits every piece of a tensor's data, in order, once per call.
+type Pieces<'p> =
+    dyn FnMut(&mut dyn FnMut(&Source<'_>)) -> Result<(), StatsError> + 'p;
+
+/// The two passes of [`compute`] over the pieces `pieces` visits.
+fn compute_passes(
+    numel: u64,
+    options: &StatsOptions,
+    pieces: &mut Pieces<'_>,
+) -> Result<TensorStats, StatsError> {
     // Float sums merged in chunk order, so the statistics are the same bits at
     // any thread count.
-    let m = source
-        .par_map_chunks(moments)
-        .into_iter()
-        .fold(Moments::default(), Moments::merge);
+    let mut m = Moments::default();
+    pieces(&mut |source| {
+        m = source
+            .par_map_chunks(moments)
+            .into_iter()
+            .fold(m, Moments::merge);
+    })?;
     let finite = m.finite();
     let count = numel;
     let frac = |k: u64| {
@@ -204,14 +269,18 @@ pub fn compute(
     };
     let binner = Binner::new(first, last, options.bins, options.range, mean, std);
     let bins = options.bins;
-    let tally = source.par_fold(
-        || Tally::new(bins),
-        |mut t, xs| {
-            binner.tally(xs, &mut t);
-            t
-        },
-        Tally::merge,
-    );
+    let mut tally = Tally::new(bins);
+    pieces(&mut |source| {
+        let piece = source.par_fold(
+            || Tally::new(bins),
+            |mut t, xs| {
+                binner.tally(xs, &mut t);
+                t
+            },
+            Tally::merge,
+        );
+        tally = Tally::merge(std::mem::replace(&mut tally, Tally::new(0)), piece);
+    })?;
     stats.beyond_3_sigma = tally.beyond[0];
     stats.beyond_6_sigma = tally.beyond[1];
     stats.beyond_3_sigma_fraction = frac(tally.beyond[0]);
