@@ -43,9 +43,10 @@ impl Serialize for TensorReport {
 impl Model {
     /// Statistics of tensor `index`. Errors name the file and the tensor.
     pub fn tensor_stats(&self, index: usize, options: &StatsOptions) -> Result<TensorStats> {
-        let info = self.tensors.get(index).ok_or_else(|| {
-            Error::InvalidSetting(format!("tensor index {index} out of range"))
-        })?;
+        let info = self
+            .tensors
+            .get(index)
+            .ok_or_else(|| Error::InvalidSetting(format!("tensor index {index} out of range")))?;
         let computed = match self.deflated_stream(index) {
             // A compressed npz member: streamed in bounded memory, read once a pass.
             Some(first) => {

@@ -7,7 +7,7 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use common::{fixture, slimscope};
+use common::{field_bytes, field_varint, fixture, slimscope};
 use slimscope::{Error, Model, StatsOptions};
 
 /// A fresh temporary directory for one test's files.
@@ -96,24 +96,6 @@ fn gguf(tensor_count: u64, infos: &[(&[u8], &[u64], u32, u64)], data: &[u8]) -> 
     out.resize(out.len().div_ceil(32) * 32, 0);
     out.extend(data);
     out
-}
-
-/// Protobuf encoding helpers, for hand-made ONNX files.
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-fn field_bytes(tag: u64, bytes: &[u8], out: &mut Vec<u8>) {
-    varint(tag << 3 | 2, out);
-    varint(bytes.len() as u64, out);
-    out.extend(bytes);
-}
-fn field_varint(tag: u64, v: u64, out: &mut Vec<u8>) {
-    varint(tag << 3, out);
-    varint(v, out);
 }
 
 /// An ONNX model with one FLOAT initializer of `dims` holding `raw` bytes.

@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::fixture;
+use common::{field_bytes, field_varint, fixture};
 
 /// Wall-clock limit of one case (a debug build, two cores shared by two workers).
 const TIME_LIMIT: Duration = Duration::from_secs(30);
@@ -510,24 +510,6 @@ fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
     out.extend(header);
     out.extend(data);
     out
-}
-
-/// Protobuf helpers for hand-made ONNX files.
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-fn field_bytes(tag: u64, bytes: &[u8], out: &mut Vec<u8>) {
-    varint(tag << 3 | 2, out);
-    varint(bytes.len() as u64, out);
-    out.extend(bytes);
-}
-fn field_varint(tag: u64, v: u64, out: &mut Vec<u8>) {
-    varint(tag << 3, out);
-    varint(v, out);
 }
 
 /// A TensorProto: FLOAT `dims`, named `name`, with raw bytes or external data.

@@ -22,6 +22,8 @@ pub struct Attached {
     pub evaluator: Arc<Evaluator>,
     /// What was assumed to propose the architecture (empty for a given spec).
     pub notes: Vec<String>,
+    /// What is odd about the data (NaN/±inf features), shown under the figures.
+    pub warnings: Vec<String>,
     pub baseline: Metrics,
     /// Increases with every attachment, so evaluations know which data they used.
     pub version: u64,
@@ -38,6 +40,8 @@ pub fn attach(
 ) -> Result<Attached> {
     let data = crate::eval::load_data(model, data_path)?;
     let (network, notes) = Network::resolve(model, arch_path, &data)?;
+    // NaN/±inf features make every output NaN: say so where the figures are shown.
+    let warnings = data.non_finite_warning().into_iter().collect();
     let evaluator = Evaluator::new(Arc::new(network), Arc::new(data));
     let baseline = evaluator.measure(model, &[], DEFAULT_BATCH, |done, total| {
         progress.report(done, total)
@@ -47,6 +51,7 @@ pub fn attach(
         arch_path: arch_path.map(Path::to_owned),
         evaluator: Arc::new(evaluator),
         notes,
+        warnings,
         baseline,
         version,
     })
@@ -237,6 +242,9 @@ pub fn ui(
             }
             ui.end_row();
         });
+    for w in &a.warnings {
+        ui.colored_label(ui.visuals().warn_fg_color, format!("⚠ {w}"));
+    }
     if !a.notes.is_empty() {
         egui::CollapsingHeader::new("Architecture (proposed)")
             .default_open(false)

@@ -58,7 +58,7 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
         writeln!(
             out,
             "{:<28} {:<36} {:>8.2}% {:>10} {:>10} {:>9.2}",
-            t.name,
+            crate::text::printable(&t.name),
             t.scheme,
             100.0 * t.sparsity,
             human_bytes(t.bytes_before),
@@ -71,7 +71,8 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
             writeln!(
                 out,
                 "{}: structured pruning allows shape {:?} -> {after:?} ({f0} -> {f1} FLOPs per sample or position)",
-                t.name, t.shape
+                crate::text::printable(&t.name),
+                t.shape
             )?;
         }
     }

@@ -397,7 +397,7 @@ fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
             writeln!(
                 out,
                 "  {:<40} {:>8.4}{}",
-                s.layer,
+                crate::text::printable(&s.layer),
                 s.score,
                 if measured { "" } else { " dB" }
             )?;
@@ -420,7 +420,7 @@ fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
         }
         writeln!(out)?;
         for (layer, row) in map.layers.iter().zip(&map.cells) {
-            write!(out, "  {layer:<40}")?;
+            write!(out, "  {:<40}", crate::text::printable(layer))?;
             for cell in row {
                 let text = match cell {
                     Some(HeatCell {

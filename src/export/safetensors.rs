@@ -19,26 +19,13 @@ use crate::model::Model;
 
 use super::{check_output, persist};
 
-/// The safetensors name of a stored type slimscope can copy as it is.
+/// The safetensors name of a stored type slimscope can copy as it is: [`DType::name`]
+/// spells plain types as safetensors does.
 fn safetensors_dtype(d: DType) -> Option<&'static str> {
-    Some(match d {
-        DType::F64 => "F64",
-        DType::F32 => "F32",
-        DType::F16 => "F16",
-        DType::BF16 => "BF16",
-        DType::F8E4M3 => "F8_E4M3",
-        DType::F8E5M2 => "F8_E5M2",
-        DType::I64 => "I64",
-        DType::I32 => "I32",
-        DType::I16 => "I16",
-        DType::I8 => "I8",
-        DType::U64 => "U64",
-        DType::U32 => "U32",
-        DType::U16 => "U16",
-        DType::U8 => "U8",
-        DType::Bool => "BOOL",
-        DType::Quant(_) | DType::Other(_) => return None,
-    })
+    match d {
+        DType::Quant(_) | DType::Other(_) => None,
+        plain => Some(plain.name()),
+    }
 }
 
 /// How one tensor is written.

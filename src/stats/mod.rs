@@ -201,8 +201,7 @@ pub fn compute_streamed<R: std::io::Read>(
 }
 
 /// Visits every piece of a tensor's data, in order, once per call.
-type Pieces<'p> =
-    dyn FnMut(&mut dyn FnMut(&Source<'_>)) -> Result<(), StatsError> + 'p;
+type Pieces<'p> = dyn FnMut(&mut dyn FnMut(&Source<'_>)) -> Result<(), StatsError> + 'p;
 
 /// The two passes of [`compute`] over the pieces `pieces` visits.
 fn compute_passes(

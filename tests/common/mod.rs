@@ -107,3 +107,25 @@ pub fn reference_script(name: &str, args: &[&str]) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{name} output: {e}"))
 }
+
+/// Protobuf encoding helpers, for hand-made ONNX files.
+pub fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A length-delimited protobuf field.
+pub fn field_bytes(tag: u64, bytes: &[u8], out: &mut Vec<u8>) {
+    varint(tag << 3 | 2, out);
+    varint(bytes.len() as u64, out);
+    out.extend(bytes);
+}
+
+/// A varint protobuf field.
+pub fn field_varint(tag: u64, v: u64, out: &mut Vec<u8>) {
+    varint(tag << 3, out);
+    varint(v, out);
+}
