@@ -46,7 +46,15 @@ fn ties(len: usize) -> Vec<f32> {
 fn magnitude_matches_the_sorted_reference_exactly() {
     let fc = weights("fc_layers.0.weight");
     let tied = ties(3 * 65536 + 77);
-    for (name, w) in [("fc_layers.0.weight", &fc), ("ties", &tied)] {
+    // Small tensors take the sorting path, large ones the radix histograms.
+    let conv = weights("conv_layers.0.weight");
+    let small_ties = ties(1000);
+    for (name, w) in [
+        ("fc_layers.0.weight", &fc),
+        ("ties", &tied),
+        ("conv_layers.0.weight", &conv),
+        ("small ties", &small_ties),
+    ] {
         for s in [0.0, 0.3, 0.5, 0.9, 0.95, 1.0] {
             let m = magnitude(w, s).unwrap_or_else(|e| panic!("{e}"));
             let k = count_to_prune(w.len(), s).unwrap_or_default();

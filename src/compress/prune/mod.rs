@@ -22,6 +22,9 @@ use rayon::prelude::*;
 /// Weights per parallel work item; a multiple of 64 so each item owns whole mask words.
 const CHUNK: usize = 1 << 16;
 const RADIX: usize = 1 << 16;
+/// Up to this many weights in all, magnitude selection sorts instead of using the
+/// radix histograms.
+const SORT_BELOW: usize = 1 << 12;
 
 /// Why a pruning request is impossible.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -130,6 +133,20 @@ pub fn magnitude_global(tensors: &[&[f32]], target_sparsity: f64) -> Result<Vec<
     let k = count_to_prune(total, target_sparsity)?;
     let mut masks: Vec<Mask> = tensors.iter().map(|t| Mask::keep_all(t.len())).collect();
     if k == 0 {
+        return Ok(masks);
+    }
+    if total <= SORT_BELOW {
+        // Small tensors (biases, MoE shards, tiny layers): one sort is exact and far
+        // cheaper than two 65,536-bucket histograms.
+        let mut keys: Vec<(u32, usize, usize)> = tensors
+            .iter()
+            .enumerate()
+            .flat_map(|(t, w)| w.iter().enumerate().map(move |(i, &x)| (key(x), t, i)))
+            .collect();
+        keys.sort_unstable();
+        for &(_, t, i) in &keys[..k] {
+            masks[t].prune(i);
+        }
         return Ok(masks);
     }
     if let Some(masks) = select_by_sample(tensors, total, k) {
