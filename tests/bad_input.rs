@@ -682,3 +682,29 @@ fn escape_bytes_in_names_never_reach_the_terminal() {
     assert_eq!(code, 2);
     assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_sentence_encoders_companion_files_may_not_lead_outside_its_folder() {
+    let dir = tempdir();
+    let model = dir.path().join("model.safetensors");
+    std::os::unix::fs::symlink(fixture("minilm/model.safetensors"), &model).expect("link");
+    std::fs::copy(
+        fixture("minilm/tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .expect("copy");
+    // config.json is a link to a file elsewhere: it must not be read.
+    std::os::unix::fs::symlink(
+        fixture("minilm/config.json"),
+        dir.path().join("config.json"),
+    )
+    .expect("link");
+    let (code, _, stderr) = slimscope(&["embed", model.to_str().expect("path")]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("config.json") && stderr.contains("outside the model's folder"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}

@@ -113,16 +113,45 @@ pub struct SentenceEncoder {
     pub max_len: usize,
 }
 
-fn beside(model: &Model, name: &str) -> PathBuf {
-    model.path.parent().unwrap_or(Path::new(".")).join(name)
+/// The companion file `name` in the model's folder. A companion that resolves
+/// (through a symlink) outside the folder is refused: nothing is read from elsewhere.
+fn beside(model: &Model, name: &str) -> Result<PathBuf> {
+    let dir = model
+        .path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let path = dir.join(name);
+    if let (Ok(real), Ok(real_dir)) = (path.canonicalize(), dir.canonicalize())
+        && !real.starts_with(&real_dir)
+    {
+        return Err(Error::InvalidSetting(format!(
+            "{}: leads outside the model's folder (a symlink); refusing to read it",
+            path.display()
+        )));
+    }
+    Ok(path)
 }
+
+/// The largest tokenizer.json read (real ones are a few megabytes).
+const MAX_TOKENIZER_BYTES: u64 = 256 << 20;
 
 /// Whether `model` is safetensors weights with a BERT `config.json` and a
 /// `tokenizer.json` beside them.
+/// A companion that leads outside the folder counts as there, so that loading it
+/// says why it is refused.
 pub fn is_sentence_encoder(model: &Model) -> bool {
-    model.format == Format::Safetensors
-        && beside(model, "tokenizer.json").is_file()
-        && std::fs::read_to_string(beside(model, "config.json"))
+    if model.format != Format::Safetensors {
+        return false;
+    }
+    let (Ok(tokenizer), Ok(config)) = (
+        beside(model, "tokenizer.json"),
+        beside(model, "config.json"),
+    ) else {
+        return true;
+    };
+    tokenizer.is_file()
+        && crate::text::read_settings(&config)
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
             .is_some_and(|c| c["model_type"] == "bert")
@@ -134,12 +163,11 @@ impl SentenceEncoder {
     /// the latter's `max_seq_length`, else the config's `max_position_embeddings`.
     pub fn load(model: &Model) -> Result<SentenceEncoder> {
         let read = |name: &str| -> Result<(PathBuf, String)> {
-            let path = beside(model, name);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
+            let path = beside(model, name)?;
+            let text = crate::text::read_settings(&path).map_err(|e| {
                 Error::InvalidSetting(format!(
-                    "{}: a sentence encoder needs {name} beside it: {}: {e}",
+                    "{}: a sentence encoder needs {name} beside it: {e}",
                     model.path.display(),
-                    path.display()
                 ))
             })?;
             Ok((path, text))
@@ -155,12 +183,21 @@ impl SentenceEncoder {
             .ok()
             .and_then(|c| c["max_position_embeddings"].as_u64())
             .unwrap_or(512) as usize;
-        let max_len = std::fs::read_to_string(beside(model, "sentence_bert_config.json"))
+        let max_len = crate::text::read_settings(&beside(model, "sentence_bert_config.json")?)
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
             .and_then(|c| c["max_seq_length"].as_u64())
             .map_or(positions, |m| (m as usize).min(positions));
-        let tokenizer_path = beside(model, "tokenizer.json");
+        let tokenizer_path = beside(model, "tokenizer.json")?;
+        let size = std::fs::metadata(&tokenizer_path)
+            .map_err(|e| Error::io(&tokenizer_path, e))?
+            .len();
+        if size > MAX_TOKENIZER_BYTES {
+            return Err(Error::InvalidSetting(format!(
+                "{}: {size} bytes is far larger than any tokenizer",
+                tokenizer_path.display()
+            )));
+        }
         let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
             .map_err(|e| Error::InvalidSetting(format!("{}: {e}", tokenizer_path.display())))?;
         tokenizer
