@@ -20,6 +20,10 @@ pub enum Error {
     /// A directory was given where a model file was expected.
     #[error("{}: is a directory; open a model file (or a sharded model's .index.json) inside it", path.display())]
     IsDirectory { path: PathBuf },
+    /// A device, pipe or socket where a file was expected (reading one could block
+    /// forever or never end).
+    #[error("{}: not a regular file (a device, pipe or socket); give a file", path.display())]
+    NotAFile { path: PathBuf },
     /// A zero-length file.
     #[error("{}: the file is empty (0 bytes)", path.display())]
     EmptyFile { path: PathBuf },
@@ -54,6 +58,24 @@ pub enum Error {
 }
 
 impl Error {
+    /// `path`'s metadata if it is a regular file (following links), else the error
+    /// saying what it is: inputs are read only from files, never from a pipe or a
+    /// device that could block or never end.
+    pub fn regular_file(path: &std::path::Path) -> Result<std::fs::Metadata> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() {
+            return Err(Error::IsDirectory {
+                path: path.to_owned(),
+            });
+        }
+        if !meta.is_file() {
+            return Err(Error::NotAFile {
+                path: path.to_owned(),
+            });
+        }
+        Ok(meta)
+    }
+
     /// Build an [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

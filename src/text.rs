@@ -40,20 +40,32 @@ fn needs_escape(c: char) -> bool {
 /// A small text file (a recipe, a spec), refused in one line if it is larger than
 /// [`MAX_SETTINGS_BYTES`] or not UTF-8 — never echoed.
 pub fn read_settings(path: &Path) -> Result<String> {
+    read_text(path, MAX_SETTINGS_BYTES)
+}
+
+/// A UTF-8 text file of at most `max_bytes`, read only if it is a regular file (a pipe
+/// or device could block or never end); refused in one line otherwise, never echoed.
+pub fn read_text(path: &Path, max_bytes: u64) -> Result<String> {
+    Error::regular_file(path)?;
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut bytes = Vec::new();
-    file.take(MAX_SETTINGS_BYTES + 1)
+    file.take(max_bytes + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| Error::io(path, e))?;
-    if bytes.len() as u64 > MAX_SETTINGS_BYTES {
+    if bytes.len() as u64 > max_bytes {
         return Err(Error::InvalidSetting(format!(
-            "{}: larger than {} MiB; not a settings file",
+            "{}: larger than {} MiB, more than slimscope reads from such a file",
             path.display(),
-            MAX_SETTINGS_BYTES >> 20
+            max_bytes >> 20
         )));
     }
-    String::from_utf8(bytes)
-        .map_err(|_| Error::InvalidSetting(format!("{}: not a text (UTF-8) file", path.display())))
+    String::from_utf8(bytes).map_err(|e| {
+        Error::InvalidSetting(format!(
+            "{}: not a UTF-8 text file (byte {} is not UTF-8)",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })
 }
 
 /// A TOML parse error as one line: `line N: message`, without the quoted snippet

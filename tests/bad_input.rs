@@ -708,3 +708,46 @@ fn a_sentence_encoders_companion_files_may_not_lead_outside_its_folder() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+#[cfg(unix)]
+#[test]
+fn pipes_and_devices_are_refused_without_blocking() {
+    let dir = tempdir();
+    let fifo = dir.path().join("model.safetensors");
+    let c_path = std::ffi::CString::new(fifo.to_str().expect("utf-8")).expect("c path");
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let f = fifo.to_str().expect("utf-8");
+    let cnn = fixture("digit_cnn.pth");
+    let cnn = cnn.to_str().expect("utf-8");
+    for args in [
+        vec!["inspect", f],
+        vec!["inspect", "/dev/zero"],
+        vec!["eval", cnn, "--data", f],
+        vec!["apply", cnn, "--recipe", f, "-o", "/nonexistent/x.gguf"],
+    ] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_slimscope"))
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run slimscope");
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if start.elapsed() > std::time::Duration::from_secs(20) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{args:?} blocked on a pipe or device");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+            .expect("stderr");
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("not a regular file"), "{args:?}: {stderr}");
+    }
+}

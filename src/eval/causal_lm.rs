@@ -115,13 +115,12 @@ pub fn encode(model: &Model, tokenizer: &Tokenizer, text: &str) -> Result<Vec<u3
 /// most [`MAX_TOKENS`] in all): each sample is one window of token ids. A window has
 /// no label of its own (its tokens are their own targets); `labels` holds zeros.
 pub fn text_dataset(model: &Model, path: &Path) -> Result<Dataset> {
-    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let text = String::from_utf8(text).map_err(|e| {
-        Error::InvalidSetting(format!(
-            "{}: a language model is measured on a UTF-8 text file; byte {} is not UTF-8",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        ))
+    // Scoring stops at MAX_TOKENS tokens; 64 MiB of text is far more than that.
+    let text = crate::text::read_text(path, 64 << 20).map_err(|e| match e {
+        Error::InvalidSetting(m) => Error::InvalidSetting(format!(
+            "{m}; a language model is measured on a UTF-8 text file"
+        )),
+        other => other,
     })?;
     let ids = encode(model, &tokenizer(model)?, &text)?;
     if ids.len() < 2 {

@@ -239,6 +239,7 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
             ),
         )
     };
+    Error::regular_file(path)?;
     let mut raw = Vec::new();
     std::fs::File::open(path)
         .and_then(|f| f.take(MAX_DATA_BYTES + 1).read_to_end(&mut raw))

@@ -46,7 +46,7 @@ pub struct SentenceSet {
 /// A tab-separated file of `sentence<TAB>sentence<TAB>score` lines (`#` starts a
 /// comment line). A line with one sentence and no score adds only the sentence.
 pub fn load_sentences(path: &Path) -> Result<SentenceSet> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::text::read_settings(path)?;
     let mut set = SentenceSet {
         source: path.to_owned(),
         sentences: Vec::new(),

@@ -190,6 +190,7 @@ fn f32_bytes(values: &[f32]) -> Bytes {
 
 /// Memory-map `path` read-only as shared bytes.
 pub(crate) fn map_file(path: &Path) -> Result<Bytes> {
+    Error::regular_file(path)?;
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     // SAFETY: the map is read-only and private to this process. As with every mmap,
     // another process truncating the file while it is open would fault; slimscope
@@ -240,6 +241,11 @@ impl Model {
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         if meta.is_dir() {
             return Err(Error::IsDirectory {
+                path: path.to_owned(),
+            });
+        }
+        if !meta.is_file() {
+            return Err(Error::NotAFile {
                 path: path.to_owned(),
             });
         }
