@@ -66,6 +66,11 @@ impl Model {
             }
         };
         computed.map_err(|e| match e {
+            StatsError::Read(problem) => Error::Corrupt {
+                path: self.path.clone(),
+                format: self.format.name(),
+                problem: format!("tensor `{}`: {problem}", info.name),
+            },
             StatsError::BadBins(_) => Error::InvalidSetting(e.to_string()),
             other => Error::Unsupported {
                 path: self.path.clone(),

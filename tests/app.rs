@@ -1124,3 +1124,44 @@ fn the_workflow_on_a_real_sentence_encoder_from_open_to_a_reopened_export() {
         .expect("spearman");
     assert!((spearman - at30.spearman.expect("spearman")).abs() < 1e-6);
 }
+
+/// A restored configuration whose evaluation failed (an override of a tensor the file
+/// no longer has) is measured again, and fails visibly again, when the model is
+/// reopened: a failure belongs to the model as it was opened, not to its path.
+#[test]
+fn reopening_a_model_whose_restored_configuration_failed_measures_it_again() {
+    let path = fixture("digit_cnn.pth");
+    let mut restored = slimscope::app::compress::Config {
+        sparsity_pct: 30.0,
+        ..Default::default()
+    };
+    restored.overrides.insert(
+        "ghost.weight".into(),
+        slimscope::app::compress::Override {
+            sparsity_pct: 50.0,
+            format: slimscope::app::compress::Format::Keep,
+        },
+    );
+    let settings = Settings {
+        last_configs: vec![(path.clone(), restored)],
+        ..Settings::default()
+    };
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1400.0, 860.0))
+        .build_ui_state(
+            |ui, app: &mut SlimApp| {
+                app.poll();
+                app.ui(ui);
+            },
+            SlimApp::new(settings),
+        );
+    for open in ["first", "second"] {
+        drop_file(&mut h, &path);
+        step_until(
+            &mut h,
+            &format!("the {open} open's failed evaluation"),
+            |a| a.error.as_deref().is_some_and(|e| e.contains("ghost")),
+        );
+        h.state_mut().error = None;
+    }
+}

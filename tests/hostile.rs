@@ -883,6 +883,12 @@ fn gguf_cases() -> Vec<Case> {
             3u32.to_le_bytes().to_vec(),
         ),
         (
+            "alignment as a u64",
+            b"general.alignment".to_vec(),
+            10,
+            32u64.to_le_bytes().to_vec(),
+        ),
+        (
             "alignment 0",
             b"general.alignment".to_vec(),
             4,
@@ -1094,6 +1100,76 @@ fn pth_cases() -> Vec<Case> {
             Expect::Refused(what),
         ));
     }
+    // 2,000 names viewing one 1 MiB storage: 2 GB to scan from a 1 MB file.
+    let mib = vec![0u8; 1 << 20];
+    let mut aliased = Pickle::new()
+        .global("collections", "OrderedDict")
+        .op(b")R(");
+    for i in 0..2000 {
+        aliased =
+            aliased
+                .str(&format!("t{i}"))
+                .tensor("FloatStorage", "0", 1 << 18, 0, &[1 << 18], &[1]);
+    }
+    cases.push(Case::one(
+        "pth",
+        "2,000 names viewing one storage",
+        "m.pth",
+        pth(&aliased.op(b"u.").0, &[("0", &mib)]),
+        Expect::Refused("many times over"),
+    ));
+    // One 4 MB key in a memoized storage tuple, loaded 200 times: 800 MB if copied.
+    let mut amplify = Pickle::new()
+        .op(b"(")
+        .str("storage")
+        .global("torch", "FloatStorage")
+        .str(&"k".repeat(4 << 20))
+        .str("cpu")
+        .int(1)
+        .op(b"tq\x05");
+    for _ in 0..200 {
+        amplify = amplify.op(b"h\x05Q0");
+    }
+    cases.push(Case::one(
+        "pth",
+        "memoized 4 MB key loaded 200 times",
+        "m.pth",
+        st(amplify.op(b"}.").0),
+        Expect::Refused("MiB to read"),
+    ));
+    // A hundred dimensions: more than torch allows.
+    let dims: &'static [i64] = Box::leak(vec![1i64; 100].into_boxed_slice());
+    cases.push(Case::one(
+        "pth",
+        "100 dimensions",
+        "m.pth",
+        st(Pickle::state_dict(vec![(
+            "t",
+            one_f32_tensor(0, dims, dims),
+        )])),
+        Expect::Refused("dimensions"),
+    ));
+    // Other torch objects beside the state_dict (a device) are not tensors.
+    let with_device = one_f32_tensor(0, &[2], &[1])(
+        Pickle::new()
+            .op(b"}(")
+            .str("device")
+            .global("torch", "device")
+            .str("cpu")
+            .op(b"\x85R")
+            .str("state_dict")
+            .op(b"}(")
+            .str("t"),
+    )
+    .op(b"uu.")
+    .0;
+    cases.push(Case::one(
+        "pth",
+        "a torch.device beside the state_dict",
+        "m.pth",
+        st(with_device),
+        Expect::Opens,
+    ));
     // 200,000-deep nesting: an iterative unpickler has no stack to overflow.
     let mut deep = b"\x80\x02".to_vec();
     deep.extend(std::iter::repeat_n(b']', 200_000));
@@ -1218,6 +1294,21 @@ fn npz_cases() -> Vec<Case> {
             Expect::Any,
         ));
     }
+    cases.push(Case::one(
+        "npy",
+        "a descr starting with a multi-byte character",
+        "a.npy",
+        npy("é<f4", "(2,)", &f32s(&[1.0, 2.0])),
+        Expect::Refused("not supported"),
+    ));
+    let many_dims = format!("({})", vec!["1"; 100].join(", "));
+    cases.push(Case::one(
+        "npy",
+        "100 dimensions",
+        "a.npy",
+        npy("<f4", &many_dims, &f32s(&[1.0])),
+        Expect::Refused("dimensions"),
+    ));
     // A small deflated member that declares 2^63 bytes in its header (a bomb).
     let bomb = npy("<f4", "(2305843009213693952,)", &[0; 64]);
     cases.push(Case::one(

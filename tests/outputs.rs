@@ -282,3 +282,70 @@ fn no_output_may_replace_an_input_even_with_force() {
             .contains("label")
     );
 }
+
+#[test]
+fn an_export_never_replaces_a_shard_of_its_own_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sharded = dir.path().join("sharded");
+    std::fs::create_dir(&sharded).expect("mkdir");
+    for f in [
+        "model.safetensors.index.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ] {
+        std::fs::copy(fixture("sharded").join(f), sharded.join(f)).expect("copy");
+    }
+    let shard = sharded.join("model-00001-of-00002.safetensors");
+    let before = std::fs::read(&shard).expect("read");
+    let (code, _, stderr) = slimscope(&[
+        "apply",
+        "--force",
+        sharded
+            .join("model.safetensors.index.json")
+            .to_str()
+            .expect("utf-8"),
+        "--recipe",
+        recipe(dir.path()).to_str().expect("utf-8"),
+        "-o",
+        shard.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("refusing to overwrite the input"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&shard).expect("read"), before);
+}
+
+#[test]
+fn a_tensor_named_like_safetensors_metadata_is_refused_not_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A .npy names its one tensor after the file.
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    let mut header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }".to_vec();
+    header.resize(128 - 10 - 1, b' ');
+    header.push(b'\n');
+    npy.extend((header.len() as u16).to_le_bytes());
+    npy.extend(header);
+    npy.extend([0u8; 8]);
+    let model = dir.path().join("__metadata__.npy");
+    std::fs::write(&model, npy).expect("write");
+    let recipe = dir.path().join("none.toml");
+    std::fs::write(
+        &recipe,
+        "version = 1\n\n[[rule]]\nmatch = \"*\"\nprune = { method = \"none\" }\n",
+    )
+    .expect("recipe");
+    let out = dir.path().join("out.safetensors");
+    let (code, _, stderr) = slimscope(&[
+        "apply",
+        model.to_str().expect("utf-8"),
+        "--recipe",
+        recipe.to_str().expect("utf-8"),
+        "-o",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("reserves"), "{stderr}");
+    assert!(!out.exists() && leftovers(dir.path()).is_empty());
+}

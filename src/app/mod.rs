@@ -151,8 +151,9 @@ struct HistogramJob {
 
 type HistogramKey = (usize, usize, HistogramRange);
 
-/// What an evaluation is computed for: configuration, histogram bins, data version.
-type EvalKey = (compress::Config, usize, u64);
+/// What an evaluation is computed for: the model opened (its generation: reopening
+/// the same file is a new one), configuration, histogram bins, data version.
+type EvalKey = (u64, compress::Config, usize, u64);
 
 /// A compression evaluation running for its key.
 struct Evaluating {
@@ -187,6 +188,8 @@ pub struct SlimApp {
     evaluating: Option<Evaluating>,
     /// The settings whose evaluation failed (not retried until they change).
     evaluation_failed: Option<EvalKey>,
+    /// Counts the models shown, so keys of one never match another's.
+    model_generation: u64,
     export_dialog: Option<JobHandle<Option<PathBuf>>>,
     export: Option<JobHandle<String>>,
     /// The last success message (an export), shown until dismissed.
@@ -285,6 +288,7 @@ impl SlimApp {
             evaluation: None,
             evaluating: None,
             evaluation_failed: None,
+            model_generation: 0,
             export_dialog: None,
             export: None,
             notice: None,
@@ -319,6 +323,7 @@ impl SlimApp {
     /// The key the current settings ask an evaluation for.
     fn eval_key(&self) -> EvalKey {
         (
+            self.model_generation,
             self.config.clone(),
             self.settings.bins,
             self.attached.as_ref().map_or(0, |a| a.version),
@@ -389,7 +394,7 @@ impl SlimApp {
         }
         let model = loaded.model.clone();
         let reports = loaded.reports.clone();
-        let (config, bins, version) = key.clone();
+        let (_, config, bins, version) = key.clone();
         let evaluator = self.attached.as_ref().map(|a| a.evaluator.clone());
         let cache = self.tensor_cache.clone();
         let job = spawn_job("compress", self.notifier(), move |progress| {
@@ -602,8 +607,11 @@ impl SlimApp {
                 file_name(path)
             ));
         }
+        self.model_generation += 1;
         self.evaluation = None;
         self.evaluating = None;
+        // A failure belonged to the model as it was opened before: measure afresh.
+        self.evaluation_failed = None;
         self.attached = None;
         self.attaching = None;
         if let Some(c) = &mut self.curves {

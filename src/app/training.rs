@@ -435,9 +435,7 @@ fn recover_job(
     let recovered_full = evaluate(runner.as_ref(), evaluator.data(), DEFAULT_BATCH, |_, _| {
         !progress.is_cancelled()
     })?;
-    let bytes_after = crate::export::summary(&recovered.trained, &recovered.applied)["bytes_after"]
-        .as_u64()
-        .unwrap_or_default();
+    let bytes_after = crate::export::summary(&recovered.trained, &recovered.applied).bytes_after;
     Ok(Recovery {
         config,
         held_out,

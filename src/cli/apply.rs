@@ -40,13 +40,10 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
     let applied = apply_recipe(&model, &recipe, &text, &args.recipe)?;
     write_model(&model, &applied, &text, &args.output, args.force)?;
     let summary = summary(&model, &applied);
-    let report: Vec<_> = applied.iter().map(|(_, t)| t).collect();
-    let before = summary["bytes_before"].as_u64().unwrap_or_default();
-    let after = summary["bytes_after"].as_u64().unwrap_or_default();
+    let (before, after) = (summary.bytes_before, summary.bytes_after);
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &summary)?;
-        writeln!(out)?;
+        writeln!(out, "{}", summary.to_json(true))?;
         return Ok(());
     }
     writeln!(
@@ -54,7 +51,7 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
         "{:<28} {:<36} {:>9} {:>10} {:>10} {:>9}",
         "tensor", "scheme", "sparsity", "before", "after", "SQNR dB"
     )?;
-    for t in &report {
+    for t in &summary.tensors {
         writeln!(
             out,
             "{:<28} {:<36} {:>8.2}% {:>10} {:>10} {:>9.2}",
@@ -66,7 +63,7 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
             t.fidelity.sqnr_db
         )?;
     }
-    for t in &report {
+    for t in &summary.tensors {
         if let (Some(after), Some((f0, f1))) = (&t.shape_after, t.flops) {
             writeln!(
                 out,

@@ -39,12 +39,40 @@ impl OutputFormat {
 
 /// Sizes before and after, and the per-tensor report: what `apply --json` prints and
 /// what exports embed.
-pub fn summary(model: &Model, applied: &[(usize, AppliedTensor)]) -> serde_json::Value {
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary<'a> {
+    /// The model's tensors as stored.
+    pub bytes_before: u64,
+    /// The same with the compressed tensors in their storage formats (an estimate
+    /// for formats not written; see each tensor's report).
+    pub bytes_after: u64,
+    pub tensors: Vec<&'a AppliedTensor>,
+}
+
+impl Summary<'_> {
+    /// The summary as JSON with every object's keys sorted: the bytes exports embed
+    /// (and `apply --json` prints, indented), the same run to run.
+    pub fn to_json(&self, pretty: bool) -> String {
+        // Through a `Value`, whose maps keep keys sorted.
+        let value = serde_json::to_value(self).unwrap_or_default();
+        if pretty {
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        } else {
+            value.to_string()
+        }
+    }
+}
+
+/// The [`Summary`] of `applied` on `model`.
+pub fn summary<'a>(model: &Model, applied: &'a [(usize, AppliedTensor)]) -> Summary<'a> {
     let before: u64 = model.tensors.iter().map(|t| t.size_bytes).sum();
     let after: u64 = before - applied.iter().map(|(_, t)| t.bytes_before).sum::<u64>()
         + applied.iter().map(|(_, t)| t.bytes_after).sum::<u64>();
-    let report: Vec<&AppliedTensor> = applied.iter().map(|(_, t)| t).collect();
-    serde_json::json!({ "bytes_before": before, "bytes_after": after, "tensors": report })
+    Summary {
+        bytes_before: before,
+        bytes_after: after,
+        tensors: applied.iter().map(|(_, t)| t).collect(),
+    }
 }
 
 /// Write the compressed model to `out` in the format its extension names, with the
@@ -58,7 +86,7 @@ pub fn write_model(
 ) -> Result<()> {
     let format = OutputFormat::of(out)?;
     check_output(model, out, force)?;
-    let summary = summary(model, applied).to_string();
+    let summary = summary(model, applied).to_json(false);
     match format {
         OutputFormat::Gguf => write_gguf(
             model,
@@ -105,7 +133,14 @@ pub fn write_bytes(out: &Path, bytes: &[u8], force: bool) -> Result<()> {
 /// Refuse to write `out` over the model's own file, or over an existing file unless
 /// `force`.
 pub fn check_output(model: &Model, out: &Path, force: bool) -> Result<()> {
-    check_output_paths(&[&model.path], out, force)
+    // Every file the model's bytes come from: its shards, its external data.
+    let mut inputs: Vec<&Path> = vec![&model.path];
+    for t in &model.tensors {
+        if !inputs.contains(&t.origin.file.as_path()) {
+            inputs.push(&t.origin.file);
+        }
+    }
+    check_output_paths(&inputs, out, force)
 }
 
 /// The rule every output follows: never one of the command's `inputs` (the model, its
@@ -196,9 +231,11 @@ impl PartialFile {
             use std::os::unix::fs::PermissionsExt;
             builder.permissions(std::fs::Permissions::from_mode(0o666));
         }
+        // Created and registered under the lock, so a Ctrl-C cannot fall between.
+        let mut list = partial_list();
         let tmp = builder.tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
         let path = tmp.path().to_owned();
-        partial_list().push(path.clone());
+        list.push(path.clone());
         Ok(PartialFile {
             tmp: Some(tmp),
             path,
@@ -220,18 +257,25 @@ impl PartialFile {
             .tmp
             .take()
             .ok_or_else(|| Error::InvalidSetting("the output was already finished".into()))?;
+        // Renamed and unregistered under the lock: a Ctrl-C sees either the
+        // temporary file (and removes it) or the finished output, never half of one.
+        let mut list = partial_list();
         let path = self.path.clone();
-        partial_list().retain(|p| *p != path);
-        tmp.persist(out).map_err(|e| Error::io(out, e.error))?;
-        Ok(())
+        let persisted = tmp.persist(out).map_err(|e| Error::io(out, e.error));
+        list.retain(|p| *p != path);
+        // Before `self` drops (its `Drop` takes the lock too).
+        drop(list);
+        persisted.map(|_| ())
     }
 }
 
 impl Drop for PartialFile {
     fn drop(&mut self) {
-        // `tmp` removes the file itself if it was not persisted.
+        // Removed (by `tmp`'s own drop) and unregistered under the lock.
+        let mut list = partial_list();
+        self.tmp = None;
         let path = &self.path;
-        partial_list().retain(|p| p != path);
+        list.retain(|p| p != path);
     }
 }
 

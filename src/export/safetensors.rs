@@ -55,6 +55,13 @@ pub fn write_safetensors(
     }
     let mut offset = 0u64;
     for (i, info) in model.tensors.iter().enumerate() {
+        if info.name == "__metadata__" {
+            return Err(Error::Unsupported {
+                path: model.path.clone(),
+                what: "a tensor named `__metadata__`, a name safetensors reserves for its metadata"
+                    .into(),
+            });
+        }
         let (source, dtype, len) = match (by_index.get(&i), safetensors_dtype(info.dtype)) {
             (Some(t), _) if t.values.len() as u64 == info.numel => {
                 (Source::Compressed(t), "F32", 4 * info.numel)

@@ -240,6 +240,12 @@ pub(crate) fn open(ctx: &Ctx) -> Result<Loaded> {
         let ty = r.u32(&key)?;
         let value = r.value(ty, &key, 0)?;
         if key == "general.alignment" {
+            // llama.cpp reads it only as a u32 (GGUF_TYPE_UINT32).
+            if ty != 4 {
+                return Err(ctx.corrupt(format!(
+                    "general.alignment has value type {ty}; GGUF stores it as a u32 (type 4)"
+                )));
+            }
             alignment = value
                 .as_u64()
                 .filter(|a| a.is_power_of_two())

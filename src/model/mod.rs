@@ -274,6 +274,7 @@ impl Model {
         };
         let (tensors, data): (Vec<_>, Vec<_>) = loaded.tensors.into_iter().unzip();
         refuse_duplicate_names(&ctx, &tensors)?;
+        refuse_amplified_views(&ctx, &tensors, &data)?;
         let layers = loaded
             .layers
             .unwrap_or_else(|| layers::group_by_name(format, &tensors));
@@ -510,6 +511,32 @@ fn refuse_duplicate_names(ctx: &Ctx, tensors: &[TensorInfo]) -> Result<()> {
     for t in tensors {
         if !seen.insert(t.name.as_str()) {
             return Err(ctx.corrupt(format!("the tensor name `{}` appears twice", t.name)));
+        }
+    }
+    Ok(())
+}
+
+/// Tensors may share bytes (tied weights, views of one storage), but tensors that
+/// view a file's bytes many times over would make every pass over the model
+/// (inspect, apply) far longer than the file: refused past 4× the file plus 256 MiB.
+/// Deflated members are bounded by deflate's own ratio instead.
+fn refuse_amplified_views(ctx: &Ctx, tensors: &[TensorInfo], data: &[Data]) -> Result<()> {
+    let mut by_file: std::collections::HashMap<&Path, u64> = std::collections::HashMap::new();
+    for (t, d) in tensors.iter().zip(data) {
+        if !matches!(d, Data::Deflated { .. }) {
+            let sum = by_file.entry(t.origin.file.as_path()).or_default();
+            *sum = sum.saturating_add(t.size_bytes);
+        }
+    }
+    for (file, viewed) in by_file {
+        let len = std::fs::metadata(file)
+            .map_err(|e| Error::io(file, e))?
+            .len();
+        if viewed > len.saturating_mul(4).saturating_add(256 << 20) {
+            return Err(ctx.corrupt(format!(
+                "its tensors view {viewed} bytes of the {len}-byte {}: the same bytes many times over",
+                file.file_name().map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned())
+            )));
         }
     }
     Ok(())

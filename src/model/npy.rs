@@ -65,6 +65,14 @@ fn parse_header(ctx: &Ctx, head: &[u8], what: &str) -> Result<Header> {
                 .map_err(|_| bad(format!("bad dimension `{s}` in shape")))
         })
         .collect::<Result<Vec<_>>>()?;
+    // numpy's NPY_MAXDIMS: no array numpy writes has more.
+    if shape.len() > super::pickle::MAX_DIMS {
+        return Err(bad(format!(
+            "{} dimensions (numpy allows at most {})",
+            shape.len(),
+            super::pickle::MAX_DIMS
+        )));
+    }
     Ok(Header {
         dtype: npy_dtype(ctx, descr, what)?,
         shape,
@@ -81,7 +89,11 @@ fn dict_value<'a>(dict: &'a str, key: &str) -> Option<&'a str> {
 }
 
 fn npy_dtype(ctx: &Ctx, descr: &str, what: &str) -> Result<DType> {
-    let (order, code) = descr.split_at(descr.len().min(1));
+    // By characters: the descr is file text and need not be ASCII.
+    let (order, code) = descr
+        .char_indices()
+        .nth(1)
+        .map_or((descr, ""), |(at, _)| descr.split_at(at));
     if order == ">" && !matches!(code, "i1" | "u1" | "b1") {
         return Err(ctx.unsupported(format!(
             "{what}: big-endian arrays ({descr}) are not supported"

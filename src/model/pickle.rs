@@ -17,9 +17,13 @@
 
 use std::collections::HashMap;
 
-/// The most values one pickle may create. A state_dict entry takes about fifteen, so
-/// this admits several hundred thousand tensors while bounding memory to ~1 GB.
-const MAX_VALUES: usize = 16_000_000;
+/// Memory the reader may hold, as a multiple of the pickle's length plus a constant:
+/// every value, string, list and mark it keeps is charged, so no pickle can make it
+/// hold more than a few times its own size, however it nests, shares or repeats.
+const BUDGET_PER_INPUT_BYTE: u64 = 4;
+const BUDGET_BASE: u64 = 64 << 20;
+/// torch's (and numpy's) limit on dimensions.
+pub(crate) const MAX_DIMS: usize = 64;
 /// The longest text line (`GLOBAL`'s module and name, text `INT`) accepted.
 const MAX_LINE: usize = 4096;
 
@@ -74,8 +78,8 @@ enum Value {
         module: String,
         name: String,
     },
-    Storage(Storage),
-    Tensor(TensorView),
+    Storage(Box<Storage>),
+    Tensor(Box<TensorView>),
     /// The result of calling or instantiating a global slimscope gives no meaning to.
     Object {
         module: String,
@@ -120,6 +124,9 @@ struct Machine<'a> {
     /// Stack lengths at each MARK (CPython's metastack).
     marks: Vec<usize>,
     memo: HashMap<u64, Id>,
+    /// Bytes charged so far, and the most that may be.
+    held: u64,
+    budget: u64,
 }
 
 impl<'a> Machine<'a> {
@@ -131,7 +138,21 @@ impl<'a> Machine<'a> {
             stack: Vec::new(),
             marks: Vec::new(),
             memo: HashMap::new(),
+            held: 0,
+            budget: BUDGET_BASE + BUDGET_PER_INPUT_BYTE * input.len() as u64,
         }
+    }
+
+    /// Account for `bytes` more held memory, refusing the pickle past its budget.
+    fn charge(&mut self, bytes: usize) -> Result<(), String> {
+        self.held += bytes as u64;
+        if self.held > self.budget {
+            return Err(self.err(format!(
+                "the pickle would take more than {} MiB to read (a state_dict takes a fraction of its own size)",
+                self.budget >> 20
+            )));
+        }
+        Ok(())
     }
 
     fn err(&self, what: impl std::fmt::Display) -> String {
@@ -175,8 +196,25 @@ impl<'a> Machine<'a> {
     }
 
     fn alloc(&mut self, v: Value) -> Result<Id, String> {
-        if self.values.len() >= MAX_VALUES {
-            return Err(self.err(format!("more than {MAX_VALUES} objects")));
+        let extra = match &v {
+            Value::Str(s) => s.len(),
+            Value::Tuple(items) | Value::List(items) => 4 * items.len(),
+            Value::Dict(pairs) => 8 * pairs.len(),
+            Value::Global { module, name } | Value::Object { module, name } => {
+                module.len() + name.len()
+            }
+            Value::Storage(st) => size_of::<Storage>() + st.class.len() + st.key.len(),
+            Value::Tensor(t) => {
+                size_of::<TensorView>()
+                    + t.storage.class.len()
+                    + t.storage.key.len()
+                    + 8 * (t.shape.len() + t.stride.len())
+            }
+            _ => 0,
+        };
+        self.charge(size_of::<Value>() + extra + size_of::<Id>())?;
+        if self.values.len() >= Id::MAX as usize {
+            return Err(self.err("too many objects"));
         }
         self.values.push(v);
         Ok((self.values.len() - 1) as Id)
@@ -217,11 +255,13 @@ impl<'a> Machine<'a> {
             .memo
             .get(&key)
             .ok_or_else(|| self.err(format!("memo entry {key} was never stored")))?;
+        self.charge(size_of::<Id>())?;
         self.stack.push(id);
         Ok(())
     }
     fn memo_put(&mut self, key: u64) -> Result<(), String> {
         let id = self.top()?;
+        self.charge(32)?;
         self.memo.insert(key, id);
         Ok(())
     }
@@ -244,7 +284,10 @@ impl<'a> Machine<'a> {
                     let root = self.pop()?;
                     return Ok(root);
                 }
-                b'(' => self.marks.push(self.stack.len()),
+                b'(' => {
+                    self.charge(size_of::<usize>())?;
+                    self.marks.push(self.stack.len());
+                }
                 b'0' => {
                     self.pop()?;
                 }
@@ -253,6 +296,7 @@ impl<'a> Machine<'a> {
                 }
                 b'2' => {
                     let id = self.top()?;
+                    self.charge(size_of::<Id>())?;
                     self.stack.push(id);
                 }
                 b'N' => self.push(Value::None)?,
@@ -439,7 +483,7 @@ impl<'a> Machine<'a> {
                 b'Q' => {
                     let pid = self.pop()?;
                     let storage = self.persistent_load(pid)?;
-                    self.push(Value::Storage(storage))?
+                    self.push(Value::Storage(Box::new(storage)))?
                 }
                 b'R' => {
                     let args = self.pop()?;
@@ -477,6 +521,7 @@ impl<'a> Machine<'a> {
     }
 
     fn extend_list(&mut self, items: Vec<Id>) -> Result<(), String> {
+        self.charge(size_of::<Id>() * items.len())?;
         let top = self.top()?;
         match &mut self.values[top as usize] {
             Value::List(list) => {
@@ -494,6 +539,7 @@ impl<'a> Machine<'a> {
     }
 
     fn extend_dict(&mut self, items: Vec<(Id, Id)>) -> Result<(), String> {
+        self.charge(2 * size_of::<Id>() * items.len())?;
         let top = self.top()?;
         match &mut self.values[top as usize] {
             Value::Dict(dict) => {
@@ -531,8 +577,12 @@ impl<'a> Machine<'a> {
     fn call(&mut self, callable: Id, args: Id, depth: u8) -> Result<Id, String> {
         let (module, name) = self.global(callable)?;
         let (module, name) = (module.to_owned(), name.to_owned());
-        let args = match self.get(args) {
-            Value::Tuple(items) => items.clone(),
+        // Only the first four arguments are ever read: copy those ids, not the tuple.
+        let (count, args) = match self.get(args) {
+            Value::Tuple(items) => (
+                items.len(),
+                items.iter().take(4).copied().collect::<Vec<_>>(),
+            ),
             other => {
                 return Err(self.err(format!(
                     "`{module}.{name}` called with {} as its arguments",
@@ -541,17 +591,14 @@ impl<'a> Machine<'a> {
             }
         };
         let arg = |i: usize| -> Result<Id, String> {
-            args.get(i).copied().ok_or_else(|| {
-                self.err(format!(
-                    "`{module}.{name}` called with {} arguments",
-                    args.len()
-                ))
-            })
+            args.get(i)
+                .copied()
+                .ok_or_else(|| self.err(format!("`{module}.{name}` called with {count} arguments")))
         };
         match (module.as_str(), name.as_str()) {
             ("torch._utils", "_rebuild_tensor" | "_rebuild_tensor_v2") => {
                 let view = self.tensor_view(arg(0)?, arg(1)?, arg(2)?, arg(3)?)?;
-                self.alloc(Value::Tensor(view))
+                self.alloc(Value::Tensor(Box::new(view)))
             }
             // nn.Parameter(data, requires_grad, hooks): the tensor itself.
             ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
@@ -643,6 +690,12 @@ impl<'a> Machine<'a> {
         };
         let shape = self.ints(size, "a tensor dimension")?;
         let stride = self.ints(stride, "a tensor stride")?;
+        if shape.len() > MAX_DIMS {
+            return Err(self.err(format!(
+                "a tensor with {} dimensions (torch allows at most {MAX_DIMS})",
+                shape.len()
+            )));
+        }
         if shape.len() != stride.len() {
             return Err(self.err(format!(
                 "a tensor with {} dimensions and {} strides",
@@ -651,7 +704,7 @@ impl<'a> Machine<'a> {
             )));
         }
         Ok(TensorView {
-            storage: storage.clone(),
+            storage: (**storage).clone(),
             offset: self.count(offset, "a storage offset")?,
             shape,
             stride,
@@ -667,10 +720,7 @@ impl<'a> Machine<'a> {
                 self.get(root).kind()
             ));
         };
-        let tensors = self.tensors(top)?;
-        if !tensors.is_empty() {
-            return Ok(StateDict { key: None, tensors });
-        }
+        let mut candidates = vec![(None, top.as_slice())];
         for &key in keys {
             let found = top
                 .iter()
@@ -678,13 +728,16 @@ impl<'a> Machine<'a> {
             if let Some(&(_, value)) = found
                 && let Value::Dict(inner) = self.get(value)
             {
-                let tensors = self.tensors(inner)?;
-                if !tensors.is_empty() {
-                    return Ok(StateDict {
-                        key: Some(key),
-                        tensors,
-                    });
-                }
+                candidates.push((Some(key), inner.as_slice()));
+            }
+        }
+        // The first dict holding tensors is the state_dict; a tensor in it that
+        // slimscope cannot rebuild is an error, never a silent omission.
+        for (key, dict) in candidates {
+            match self.tensors(dict)? {
+                (_, Some(problem)) => return Err(problem),
+                (tensors, None) if !tensors.is_empty() => return Ok(StateDict { key, tensors }),
+                _ => {}
             }
         }
         Ok(StateDict {
@@ -693,11 +746,17 @@ impl<'a> Machine<'a> {
         })
     }
 
-    /// The tensor entries of one dict. Entries that are no tensor at all (numbers,
-    /// nested dicts of settings) are not weights; a tensor torch rebuilt some way
-    /// slimscope cannot read is an error, never a silent omission.
-    fn tensors(&self, dict: &[(Id, Id)]) -> Result<Vec<(String, TensorView)>, String> {
+    /// The tensor entries of one dict, and the first entry that is a tensor torch
+    /// rebuilds some way slimscope cannot read (quantized, sparse, nested, …).
+    /// Entries that are no tensor at all (numbers, devices, nested dicts of
+    /// settings) are not weights.
+    #[expect(clippy::type_complexity, reason = "a private helper's pair of results")]
+    fn tensors(
+        &self,
+        dict: &[(Id, Id)],
+    ) -> Result<(Vec<(String, TensorView)>, Option<String>), String> {
         let mut out = Vec::new();
+        let mut special = None;
         let mut seen = std::collections::HashSet::new();
         for &(key, value) in dict {
             let name = match self.get(key) {
@@ -709,18 +768,30 @@ impl<'a> Machine<'a> {
                     if !seen.insert(name.as_str()) {
                         return Err(format!("data.pkl: the tensor name `{name}` appears twice"));
                     }
-                    out.push((name.clone(), view.clone()));
+                    out.push((name.clone(), (**view).clone()));
                 }
-                Value::Object { module, name: func } if module.starts_with("torch") => {
-                    return Err(format!(
+                Value::Object { module, name: func }
+                    if special.is_none() && is_tensor_rebuild(module, func) =>
+                {
+                    special = Some(format!(
                         "data.pkl: tensor `{name}` is rebuilt by `{module}.{func}` (a quantized, sparse or other special tensor), which slimscope cannot read"
                     ));
                 }
                 _ => {}
             }
         }
-        Ok(out)
+        Ok((out, special))
     }
+}
+
+/// Whether `module.func` is one of torch's tensor-rebuilding functions
+/// (`torch/_utils.py` `_rebuild_*`, `torch/_tensor.py`), as opposed to other torch
+/// objects a checkpoint may hold (`torch.device`, `torch.Size`).
+fn is_tensor_rebuild(module: &str, func: &str) -> bool {
+    matches!(
+        module,
+        "torch._utils" | "torch._tensor" | "torch.nested._internal.nested_tensor"
+    ) && func.starts_with("_rebuild")
 }
 
 /// Python's `decode_long`: little-endian two's complement.

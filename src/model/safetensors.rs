@@ -133,16 +133,14 @@ pub(crate) fn open_sharded(ctx: &Ctx) -> Result<Loaded> {
             ctx.corrupt("a JSON file without a `weight_map` object (not a safetensors index)")
         );
     };
-    let mut shards: Vec<&str> = Vec::new();
+    let mut distinct = std::collections::BTreeSet::new();
     for (name, shard) in weight_map {
         let Some(shard) = shard.as_str() else {
             return Err(ctx.corrupt(format!("weight_map entry `{name}` is not a file name")));
         };
-        if !shards.contains(&shard) {
-            shards.push(shard);
-        }
+        distinct.insert(shard);
     }
-    shards.sort_unstable();
+    let shards: Vec<&str> = distinct.into_iter().collect();
     let mut tensors = Vec::new();
     for shard in &shards {
         let path = super::file_beside(ctx, shard, "shard")?;
