@@ -3,17 +3,25 @@
 //! Data flow (the library knows nothing of the front ends):
 //!
 //! ```text
-//!  file ──Model::open──▶ Model { tensors, layers, metadata }   (model/, one file per format)
-//!                          │  tensor_bytes(i): memory-mapped, lazy
+//!  file ──Model::open──▶ Model { tensors, layers, metadata }   (model/: one file per format;
+//!                          │  tensor_bytes(i): mapped, lazy      every file checked at the door)
+//!          ┌───────────────┤
+//!          ▼               ▼
+//!   stats::compute    compress: Recipe ─resolve─▶ plans ─apply─▶ AppliedTensor
+//!   (inspect.rs)           │        (prune, quant, ggml blocks, size accounting)
 //!                          ▼
-//!                   stats::compute ──▶ TensorStats + Histogram  (stats.rs, all cores)
-//!                          │
-//!              inspect::inspect_model ──▶ per-tensor reports + totals
-//!                          │
-//!        jobs::spawn_job runs any of it on a named worker thread, streaming
-//!        progress/results over crossbeam channels, cancellable
+//!        eval: Network + data set ─▶ Runner ─▶ Metrics   (the evaluator reuses what
+//!                          │                              variants share)
+//!          ┌───────────────┴───────────────┐
+//!          ▼                               ▼
+//!   sweep/: curves, sensitivity,     train/: recovery fine-tuning,
+//!   Pareto front, allocation         distillation
+//!          └───────────────┬───────────────┘
 //!                          ▼
-//!              cli/ (slimscope inspect, bench)      app/ (egui window)
+//!        export/: safetensors, GGUF, recipe   (atomic, byte-reproducible, never an input)
+//!
+//!  jobs::spawn_job runs any of it on named worker threads, streaming progress and
+//!  results over crossbeam channels, cancellable; cli/ and app/ are thin front ends.
 //! ```
 
 pub mod checksum;
