@@ -1165,3 +1165,36 @@ fn reopening_a_model_whose_restored_configuration_failed_measures_it_again() {
         h.state_mut().error = None;
     }
 }
+
+/// A data set with NaN and ±inf features attaches, and the Accuracy panel says how
+/// many there are (they make the model's outputs NaN).
+#[test]
+fn non_finite_features_are_named_under_the_accuracy_figures() {
+    let mut h = harness();
+    drop_file(&mut h, &fixture("digit_cnn.pth"));
+    step_until(&mut h, "the model to load", |a| {
+        a.loaded.is_some() && !a.is_loading()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let row = |odd: bool, label: u32| {
+        let mut pixels = vec!["0"; 784];
+        if odd {
+            pixels[5] = "nan";
+            pixels[6] = "inf";
+        }
+        format!("{},{label}\n", pixels.join(","))
+    };
+    let csv = dir.path().join("odd.csv");
+    std::fs::write(&csv, row(true, 3) + &row(false, 7)).expect("write csv");
+    let spec = dir.path().join("odd.toml");
+    std::fs::write(
+        &spec,
+        format!("file = {csv:?}\nlabel = \"last\"\ndivide = 255.0\nshape = [1, 28, 28]\n"),
+    )
+    .expect("write spec");
+    drop_file(&mut h, &spec);
+    step_until(&mut h, "the data to attach", |a| {
+        a.attached.is_some() && !a.is_attaching()
+    });
+    h.get_by_label_contains("1 NaN and 1 ±inf feature values");
+}

@@ -243,7 +243,7 @@ pub fn ui(
             ui.end_row();
         });
     for w in &a.warnings {
-        ui.colored_label(ui.visuals().warn_fg_color, format!("⚠ {w}"));
+        ui.colored_label(ui.visuals().warn_fg_color, format!("Warning: {w}"));
     }
     if !a.notes.is_empty() {
         egui::CollapsingHeader::new("Architecture (proposed)")
