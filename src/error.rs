@@ -49,6 +49,12 @@ pub enum Error {
     /// Something valid that slimscope cannot read (yet), e.g. an IQ-quant's values.
     #[error("{}: {what}", path.display())]
     Unsupported { path: PathBuf, what: String },
+    /// A recipe that cannot be read or does not fit the model (file, line, problem).
+    #[error(transparent)]
+    Recipe(#[from] crate::compress::recipe::RecipeError),
+    /// A pruning request that is impossible for its tensor.
+    #[error(transparent)]
+    Prune(#[from] crate::compress::prune::PruneError),
     /// A caller asked for something impossible (bad option values).
     #[error("invalid setting: {0}")]
     InvalidSetting(String),

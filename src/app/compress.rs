@@ -178,7 +178,7 @@ pub fn evaluate(
 ) -> Result<Evaluation> {
     let text = config.recipe_text(None);
     let origin = Path::new(RECIPE_ORIGIN);
-    let recipe = Recipe::parse(&text, origin).map_err(|e| Error::InvalidSetting(e.to_string()))?;
+    let recipe = Recipe::parse(&text, origin)?;
     let applied = apply_recipe_cached(model, &recipe, &text, origin, Some(cache))?;
     if cancelled() {
         return Err(Error::Cancelled);

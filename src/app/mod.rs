@@ -422,8 +422,7 @@ impl SlimApp {
             let sha = crate::checksum::sha256_file(&model.path)?;
             let text = config.recipe_text(Some((&file_name(&model.path), Some(&sha))));
             let recipe_path = out.with_extension("recipe.toml");
-            let recipe = Recipe::parse(&text, &recipe_path)
-                .map_err(|e| crate::Error::InvalidSetting(e.to_string()))?;
+            let recipe = Recipe::parse(&text, &recipe_path)?;
             let applied = apply_recipe(&model, &recipe, &text, &recipe_path)?;
             crate::export::write_model(&model, &applied, &text, &out, true)?;
             crate::export::write_text(&recipe_path, &text, true)?;

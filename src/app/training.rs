@@ -391,16 +391,13 @@ fn recover_job(
     }
     let recipe_text = config.recipe_text(Some((&file_name(&model.path), None)));
     let origin = Path::new(super::compress::RECIPE_ORIGIN);
-    let recipe =
-        Recipe::parse(&recipe_text, origin).map_err(|e| Error::InvalidSetting(e.to_string()))?;
+    let recipe = Recipe::parse(&recipe_text, origin)?;
     let names: Vec<(&str, usize)> = model
         .tensors
         .iter()
         .map(|t| (t.name.as_str(), t.shape.len()))
         .collect();
-    let plans = recipe
-        .resolve(&names, &recipe_text, origin)
-        .map_err(|e| Error::InvalidSetting(e.to_string()))?;
+    let plans = recipe.resolve(&names, &recipe_text, origin)?;
     let (train, test) = halves(evaluator)?;
     let options = TrainOptions {
         epochs: settings.epochs,
@@ -523,8 +520,7 @@ fn shrunk_student(
     };
     let recipe_text = config.recipe_text(Some((&file_name(&model.path), None)));
     let origin = Path::new(super::compress::RECIPE_ORIGIN);
-    let recipe =
-        Recipe::parse(&recipe_text, origin).map_err(|e| Error::InvalidSetting(e.to_string()))?;
+    let recipe = Recipe::parse(&recipe_text, origin)?;
     let applied = crate::compress::apply::apply_recipe(model, &recipe, &recipe_text, origin)?;
     let source = ModelWeights::new(model, &applied);
     let mut weights = Weights::new();

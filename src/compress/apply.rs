@@ -94,9 +94,7 @@ pub fn apply_recipe_cached(
         .iter()
         .map(|t| (t.name.as_str(), t.shape.len()))
         .collect();
-    let plans = recipe
-        .resolve(&names, text, path)
-        .map_err(|e| Error::InvalidSetting(e.to_string()))?;
+    let plans = recipe.resolve(&names, text, path)?;
     apply_cached(model, &plans, cache)
 }
 
@@ -249,8 +247,7 @@ pub fn apply_cached(
     }
     for (_, sparsity, members) in &global {
         let slices: Vec<&[f32]> = members.iter().map(|&k| originals[k].1.as_slice()).collect();
-        let group = prune::magnitude_global(&slices, *sparsity)
-            .map_err(|e| Error::InvalidSetting(e.to_string()))?;
+        let group = prune::magnitude_global(&slices, *sparsity)?;
         for (&k, m) in members.iter().zip(group) {
             masks[k] = Some(m);
         }

@@ -386,8 +386,7 @@ pub struct SweepContext<'a> {
 /// Apply `point`'s configuration and measure it.
 pub fn measure(ctx: &SweepContext, point: &Point, cancel: &CancelToken) -> Result<PointResult> {
     let origin = std::path::Path::new(ORIGIN);
-    let recipe =
-        Recipe::parse(&point.recipe, origin).map_err(|e| Error::InvalidSetting(e.to_string()))?;
+    let recipe = Recipe::parse(&point.recipe, origin)?;
     let applied = apply_recipe_cached(ctx.model, &recipe, &point.recipe, origin, Some(ctx.cache))?;
     if cancel.is_cancelled() {
         return Err(Error::Cancelled);

@@ -173,8 +173,7 @@ impl Recovery<'_> {
                 prune::magnitude_global(&slices, s)
             } else {
                 slices.iter().map(|w| prune::magnitude(w, s)).collect()
-            }
-            .map_err(|e| Error::InvalidSetting(e.to_string()))?;
+            }?;
             for (name, m) in ramp.names.iter().zip(masks) {
                 let keep: Vec<bool> = (0..m.len()).map(|i| m.keeps(i)).collect();
                 let shape = net.var(name).map(|v| v.dims().to_vec()).unwrap_or_default();
