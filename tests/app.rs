@@ -29,6 +29,11 @@ impl egui::DroppedFile for Dropped {
 }
 
 fn harness() -> Harness<'static, SlimApp> {
+    harness_with(Settings::default())
+}
+
+/// The app as it starts with `settings` (as if restored from a previous run).
+fn harness_with(settings: Settings) -> Harness<'static, SlimApp> {
     Harness::builder()
         .with_size(egui::vec2(1400.0, 860.0))
         .build_ui_state(
@@ -36,7 +41,7 @@ fn harness() -> Harness<'static, SlimApp> {
                 app.poll();
                 app.ui(ui);
             },
-            SlimApp::new(Settings::default()),
+            SlimApp::new(settings),
         )
 }
 
@@ -1142,19 +1147,10 @@ fn reopening_a_model_whose_restored_configuration_failed_measures_it_again() {
             format: slimscope::app::compress::Format::Keep,
         },
     );
-    let settings = Settings {
+    let mut h = harness_with(Settings {
         last_configs: vec![(path.clone(), restored)],
         ..Settings::default()
-    };
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1400.0, 860.0))
-        .build_ui_state(
-            |ui, app: &mut SlimApp| {
-                app.poll();
-                app.ui(ui);
-            },
-            SlimApp::new(settings),
-        );
+    });
     for open in ["first", "second"] {
         drop_file(&mut h, &path);
         step_until(

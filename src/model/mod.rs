@@ -238,17 +238,7 @@ impl Model {
     /// Open a model file of any supported format, recognised by its content.
     pub fn open(path: impl AsRef<Path>) -> Result<Model> {
         let path = path.as_ref();
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        if meta.is_dir() {
-            return Err(Error::IsDirectory {
-                path: path.to_owned(),
-            });
-        }
-        if !meta.is_file() {
-            return Err(Error::NotAFile {
-                path: path.to_owned(),
-            });
-        }
+        let meta = Error::regular_file(path)?;
         if meta.len() == 0 {
             return Err(Error::EmptyFile {
                 path: path.to_owned(),
