@@ -605,7 +605,9 @@ fn safetensors_cases() -> Vec<Case> {
     cases
 }
 
-fn sharded_cases() -> Vec<Case> {
+/// `elsewhere` is a folder outside every case's folder, for the targets of links.
+fn sharded_cases(elsewhere: &Path) -> Vec<Case> {
+    let name_outside = "shard.safetensors";
     let shard = safetensors_raw(
         r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
         &f32s(&[1.0]),
@@ -650,11 +652,7 @@ fn sharded_cases() -> Vec<Case> {
     }
     // A shard that is a symlink out of the folder (the target is a real shard, so
     // only the containment rule can refuse it).
-    let outside = tempfile::NamedTempFile::new()
-        .expect("outside file")
-        .into_temp_path()
-        .keep()
-        .expect("keep");
+    let outside = elsewhere.join(name_outside);
     std::fs::write(&outside, &shard).expect("write outside shard");
     cases.push(Case {
         format: "sharded",
@@ -1359,7 +1357,9 @@ fn zeros_npz() -> Vec<u8> {
     zip.finish().expect("zip finish").into_inner()
 }
 
-fn onnx_cases() -> Vec<Case> {
+/// `elsewhere` is a folder outside every case's folder, for the targets of links.
+fn onnx_cases(elsewhere: &Path) -> Vec<Case> {
+    let name_outside = "private.key";
     let raw = f32s(&[1.0, 2.0]);
     let mut cases = vec![Case::one(
         "onnx",
@@ -1406,11 +1406,7 @@ fn onnx_cases() -> Vec<Case> {
             expect: Expect::Refused("external data file"),
         });
     }
-    let outside = tempfile::NamedTempFile::new()
-        .expect("outside file")
-        .into_temp_path()
-        .keep()
-        .expect("keep");
+    let outside = elsewhere.join(name_outside);
     std::fs::write(&outside, b"PRIVATE KEY PRIVATE").expect("write outside");
     cases.push(Case {
         format: "onnx",
@@ -1589,11 +1585,12 @@ fn small_export(ext: &str) -> Vec<u8> {
 fn crafted_hostile_files_end_cleanly() {
     let mut cases = Vec::new();
     cases.extend(safetensors_cases());
-    cases.extend(sharded_cases());
+    let elsewhere = tempfile::tempdir().expect("a folder outside the cases");
+    cases.extend(sharded_cases(elsewhere.path()));
     cases.extend(gguf_cases());
     cases.extend(pth_cases());
     cases.extend(npz_cases());
-    cases.extend(onnx_cases());
+    cases.extend(onnx_cases(elsewhere.path()));
     run_all(cases);
 }
 
