@@ -24,6 +24,7 @@
 //!  results over crossbeam channels, cancellable; cli/ and app/ are thin front ends.
 //! ```
 
+pub mod bounded;
 pub mod checksum;
 pub mod compress;
 pub mod demo;

@@ -6,7 +6,6 @@
 //! [`printable`], which leaves ordinary text untouched.
 
 use std::borrow::Cow;
-use std::io::Read;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -46,19 +45,13 @@ pub fn read_settings(path: &Path) -> Result<String> {
 /// A UTF-8 text file of at most `max_bytes`, read only if it is a regular file (a pipe
 /// or device could block or never end); refused in one line otherwise, never echoed.
 pub fn read_text(path: &Path, max_bytes: u64) -> Result<String> {
-    Error::regular_file(path)?;
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut bytes = Vec::new();
-    file.take(max_bytes + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(path, e))?;
-    if bytes.len() as u64 > max_bytes {
+    let Some(bytes) = crate::bounded::read_file_at_most(path, max_bytes)? else {
         return Err(Error::InvalidSetting(format!(
             "{}: larger than {} MiB, more than slimscope reads from such a file",
             path.display(),
             max_bytes >> 20
         )));
-    }
+    };
     String::from_utf8(bytes).map_err(|e| {
         Error::InvalidSetting(format!(
             "{}: not a UTF-8 text file (byte {} is not UTF-8)",

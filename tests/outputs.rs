@@ -18,6 +18,17 @@ fn recipe(dir: &Path) -> PathBuf {
     path
 }
 
+/// A recipe in `dir` that changes nothing: the model is written as it is.
+fn none_recipe(dir: &Path) -> PathBuf {
+    let path = dir.join("none.toml");
+    std::fs::write(
+        &path,
+        "version = 1\n\n[[rule]]\nmatch = \"*\"\nprune = { method = \"none\" }\n",
+    )
+    .expect("recipe");
+    path
+}
+
 /// `slimscope apply` with `threads` compute threads; panics unless it succeeds.
 fn apply(model: &Path, recipe: &Path, out: &Path, threads: usize) {
     let output = Command::new(env!("CARGO_BIN_EXE_slimscope"))
@@ -156,12 +167,7 @@ fn ctrl_c_during_an_export_leaves_nothing_behind() {
     // SmolLM2 dequantized to f32 safetensors: 538 MB written, long enough to be
     // interrupted in the middle of writing.
     let dir = tempfile::tempdir().expect("tempdir");
-    let recipe = dir.path().join("none.toml");
-    std::fs::write(
-        &recipe,
-        "version = 1\n\n[[rule]]\nmatch = \"*\"\nprune = { method = \"none\" }\n",
-    )
-    .expect("recipe");
+    let recipe = none_recipe(dir.path());
     let model = fixture("smollm2_q4_1.gguf");
     let run = |out: &Path| {
         Command::new(env!("CARGO_BIN_EXE_slimscope"))
@@ -337,12 +343,7 @@ fn a_tensor_named_like_safetensors_metadata_is_refused_not_written() {
     npy.extend([0u8; 8]);
     let model = dir.path().join("__metadata__.npy");
     std::fs::write(&model, npy).expect("write");
-    let recipe = dir.path().join("none.toml");
-    std::fs::write(
-        &recipe,
-        "version = 1\n\n[[rule]]\nmatch = \"*\"\nprune = { method = \"none\" }\n",
-    )
-    .expect("recipe");
+    let recipe = none_recipe(dir.path());
     let out = dir.path().join("out.safetensors");
     let (code, _, stderr) = slimscope(&[
         "apply",

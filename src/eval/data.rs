@@ -14,7 +14,6 @@
 //! # limit = 1000                           # then keep the first N only
 //! ```
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -239,27 +238,16 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
             ),
         )
     };
-    Error::regular_file(path)?;
-    let mut raw = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_DATA_BYTES + 1).read_to_end(&mut raw))
-        .map_err(|e| Error::io(path, e))?;
-    if raw.len() as u64 > MAX_DATA_BYTES {
-        return Err(too_large());
+    let raw = crate::bounded::read_file_at_most(path, MAX_DATA_BYTES)?.ok_or_else(too_large)?;
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
     }
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(raw.as_slice())
-            .take(MAX_DATA_BYTES + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| bad(path, format!("not a valid gzip file ({e})")))?;
-        if out.len() as u64 > MAX_DATA_BYTES {
-            return Err(too_large());
-        }
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
+    crate::bounded::read_at_most(
+        flate2::read::MultiGzDecoder::new(raw.as_slice()),
+        MAX_DATA_BYTES,
+    )
+    .map_err(|e| bad(path, format!("not a valid gzip file ({e})")))?
+    .ok_or_else(too_large)
 }
 
 fn load_file(path: &Path, labels: Option<&Path>, column: &LabelColumn) -> Result<Dataset> {

@@ -15,7 +15,7 @@ use std::path::Path;
 use crate::compress::apply::AppliedTensor;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Model, f32_bytes};
 
 use super::{check_output, persist};
 
@@ -110,7 +110,7 @@ pub fn write_safetensors(
         .map_err(io)?;
     w.write_all(&header).map_err(io)?;
     for (i, source, len) in plan {
-        let bytes: Vec<u8> = match source {
+        let bytes = match source {
             Source::Compressed(t) => f32_bytes(&t.values),
             Source::Stored => {
                 w.write_all(&model.tensor_bytes(i)?).map_err(io)?;
@@ -124,8 +124,4 @@ pub fn write_safetensors(
     w.flush().map_err(io)?;
     drop(w);
     persist(tmp, out, force)
-}
-
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }

@@ -179,7 +179,8 @@ fn f32_info(name: String, shape: &[usize], numel: usize, path: &Path) -> TensorI
     }
 }
 
-fn f32_bytes(values: &[f32]) -> Bytes {
+/// `values` as little-endian bytes, as every format stores f32.
+pub(crate) fn f32_bytes(values: &[f32]) -> Bytes {
     Bytes::from(
         values
             .iter()

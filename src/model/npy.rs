@@ -209,15 +209,10 @@ pub(crate) fn open_npz(ctx: &Ctx) -> Result<Loaded> {
         let (compressed_size, crc32) = (entry.compressed_size(), entry.crc32());
         // Deflate expands at most ~1032:1; a member claiming more than that lies.
         if method != CompressionMethod::Stored
-            && size
-                > entry
-                    .compressed_size()
-                    .saturating_mul(1032)
-                    .saturating_add(1024)
+            && size > compressed_size.saturating_mul(1032).saturating_add(1024)
         {
             return Err(ctx.corrupt(format!(
-                "{what} claims {size} bytes from {} compressed bytes, more than deflate can hold",
-                entry.compressed_size()
+                "{what} claims {size} bytes from {compressed_size} compressed bytes, more than deflate can hold"
             )));
         }
         let start = entry

@@ -64,15 +64,9 @@ pub(crate) fn open(ctx: &Ctx) -> Result<Loaded> {
                 entry.size()
             )));
         }
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry
-            .take(MAX_PICKLE_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| ctx.corrupt(format!("{pickle_name}: {e}")))?;
-        if bytes.len() as u64 > MAX_PICKLE_BYTES {
-            return Err(ctx.corrupt(format!("{pickle_name} is larger than it claims")));
-        }
-        bytes
+        crate::bounded::read_at_most(entry, MAX_PICKLE_BYTES)
+            .map_err(|e| ctx.corrupt(format!("{pickle_name}: {e}")))?
+            .ok_or_else(|| ctx.corrupt(format!("{pickle_name} is larger than it claims")))?
     };
     let state = read_state_dict(&pickle, &STATE_DICT_KEYS).map_err(|e| ctx.corrupt(e))?;
     drop(pickle);
@@ -122,14 +116,14 @@ pub(crate) fn open(ctx: &Ctx) -> Result<Loaded> {
                 start.saturating_add(storage_len),
             ));
         }
-        let first = view.offset;
         let (data, offset) = if numel == 0 {
             (Data::Bytes(bytes::Bytes::new()), None)
         } else if is_contiguous(&view) {
-            let from = (first * elem) as usize;
+            // In bounds: checked against the storage's length just above.
+            let from = view.offset * elem;
             (
-                Data::Bytes(storage.slice(from..from + size_bytes as usize)),
-                Some(start + first * elem),
+                Data::Bytes(storage.slice(from as usize..(from + size_bytes) as usize)),
+                Some(start + from),
             )
         } else {
             if size_bytes > storage_len.max(MAX_REPEATED_VIEW_BYTES) {

@@ -132,12 +132,7 @@ pub fn compute(
     numel: u64,
     options: &StatsOptions,
 ) -> Result<TensorStats, StatsError> {
-    if options.bins == 0 || options.bins > MAX_BINS {
-        return Err(StatsError::BadBins(options.bins));
-    }
-    if !dtype.can_decode() {
-        return Err(StatsError::Undecodable(dtype));
-    }
+    check_request(dtype, options)?;
     if dtype.size_bytes(numel) != Some(bytes.len() as u64) {
         return Err(StatsError::SizeMismatch {
             dtype,
@@ -156,6 +151,17 @@ pub fn compute(
     })
 }
 
+/// Whether statistics of `dtype` values with `options` can be computed at all.
+fn check_request(dtype: DType, options: &StatsOptions) -> Result<(), StatsError> {
+    if options.bins == 0 || options.bins > MAX_BINS {
+        return Err(StatsError::BadBins(options.bins));
+    }
+    if !dtype.can_decode() {
+        return Err(StatsError::Undecodable(dtype));
+    }
+    Ok(())
+}
+
 /// Elements read per piece by [`compute_streamed`]: 64 chunks (16 MiB as f32).
 const PIECE: usize = 64 * CHUNK;
 
@@ -169,12 +175,7 @@ pub fn compute_streamed<R: std::io::Read>(
     options: &StatsOptions,
     mut open: impl FnMut() -> std::io::Result<R>,
 ) -> Result<TensorStats, StatsError> {
-    if options.bins == 0 || options.bins > MAX_BINS {
-        return Err(StatsError::BadBins(options.bins));
-    }
-    if !dtype.can_decode() {
-        return Err(StatsError::Undecodable(dtype));
-    }
+    check_request(dtype, options)?;
     let mut buf = Vec::new();
     compute_passes(numel, options, &mut |visit| {
         let read = |e: std::io::Error| StatsError::Read(e.to_string());
