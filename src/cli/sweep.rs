@@ -78,15 +78,21 @@ fn list(text: &str) -> impl Iterator<Item = &str> {
     text.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
+/// The sparsity levels `text` names for option `flag`, each within 0–0.99.
+fn sparsity_levels(flag: &str, text: &str) -> anyhow::Result<Vec<f64>> {
+    let levels = parse_levels(text)?;
+    if let Some(s) = levels.iter().find(|s| !(0.0..=0.99).contains(*s)) {
+        anyhow::bail!("{flag}: {s} is outside 0–0.99");
+    }
+    Ok(levels)
+}
+
 /// The points the arguments ask for.
 fn points(args: &SweepArgs, model: &Model) -> anyhow::Result<Vec<Point>> {
     let methods = list(&args.prune)
         .map(SweepMethod::parse)
         .collect::<crate::error::Result<Vec<_>>>()?;
-    let sparsities = parse_levels(&args.sparsity)?;
-    if let Some(s) = sparsities.iter().find(|s| !(0.0..=0.99).contains(*s)) {
-        anyhow::bail!("--sparsity: {s} is outside 0–0.99");
-    }
+    let sparsities = sparsity_levels("--sparsity", &args.sparsity)?;
     let bits: Vec<u8> = list(&args.bits)
         .map(|b| match b.parse::<u8>() {
             Ok(v) if (2..=8).contains(&v) => Ok(v),
@@ -120,10 +126,7 @@ fn points(args: &SweepArgs, model: &Model) -> anyhow::Result<Vec<Point>> {
     }
     let mut points = global_points(&methods, &sparsities, &formats);
     if args.per_layer {
-        let levels = parse_levels(&args.layer_sparsity)?;
-        if let Some(s) = levels.iter().find(|s| !(0.0..=0.99).contains(*s)) {
-            anyhow::bail!("--layer-sparsity: {s} is outside 0–0.99");
-        }
+        let levels = sparsity_levels("--layer-sparsity", &args.layer_sparsity)?;
         points.extend(per_layer_points(&sweepable_layers(model), &levels, &bits));
     }
     if points.is_empty() {
