@@ -116,15 +116,10 @@ pub struct SentenceEncoder {
 /// The companion file `name` in the model's folder. A companion that resolves
 /// (through a symlink) outside the folder is refused: nothing is read from elsewhere.
 fn beside(model: &Model, name: &str) -> Result<PathBuf> {
-    let dir = model
-        .path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = crate::model::folder_of(&model.path);
     let path = dir.join(name);
-    if let (Ok(real), Ok(real_dir)) = (path.canonicalize(), dir.canonicalize())
-        && !real.starts_with(&real_dir)
-    {
+    // A companion that is not there is reported when it is read.
+    if crate::model::leads_outside(dir, &path).unwrap_or(false) {
         return Err(Error::InvalidSetting(format!(
             "{}: leads outside the model's folder (a symlink); refusing to read it",
             path.display()

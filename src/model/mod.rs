@@ -548,20 +548,28 @@ pub(crate) fn file_beside(ctx: &Ctx, name: &str, what: &str) -> Result<PathBuf> 
             "{what} `{name}` is not a plain file name inside the model's folder"
         )));
     }
-    let dir = ctx
-        .path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = folder_of(ctx.path);
     let path = dir.join(name);
-    let real_dir = std::fs::canonicalize(dir).map_err(|e| ctx.io(e))?;
-    let real = std::fs::canonicalize(&path).map_err(|e| Error::io(&path, e))?;
-    if !real.starts_with(&real_dir) {
+    if leads_outside(dir, &path).map_err(|e| Error::io(&path, e))? {
         return Err(ctx.corrupt(format!(
             "{what} `{name}` leads outside the model's folder (a symlink); refusing to read it"
         )));
     }
     Ok(path)
+}
+
+/// The folder a model file (as given) lies in: its own files must stay inside it.
+pub(crate) fn folder_of(model: &Path) -> &Path {
+    model
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Whether `path` resolves, through any symlinks, to somewhere outside `dir`; an error
+/// if either does not exist.
+pub(crate) fn leads_outside(dir: &Path, path: &Path) -> std::io::Result<bool> {
+    Ok(!path.canonicalize()?.starts_with(dir.canonicalize()?))
 }
 
 /// Recognise the format from the first bytes (and, for JSON/ONNX, the name).
