@@ -253,12 +253,7 @@ fn training_benchmarks() -> anyhow::Result<()> {
     let text = "version = 1\n[[rule]]\nmatch = \"*.weight\"\nprune = { method = \"magnitude\", sparsity = 0.9 }\nquant = { format = \"int\", bits = 8, granularity = \"channel\" }\n";
     let origin = std::path::Path::new("(bench)");
     let recipe = Recipe::parse(text, origin)?;
-    let names: Vec<(&str, usize)> = model
-        .tensors
-        .iter()
-        .map(|t| (t.name.as_str(), t.shape.len()))
-        .collect();
-    let plans = recipe.resolve(&names, text, origin)?;
+    let plans = recipe.plan(&model)?;
     let start = Instant::now();
     finetune::recover(&model, &spec, &plans, &train, &options, None, &mut |_| true)?;
     let t = start.elapsed().as_secs_f64();

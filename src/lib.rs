@@ -34,6 +34,7 @@ pub mod eval;
 pub mod export;
 pub mod inspect;
 pub mod jobs;
+pub mod measure;
 pub mod model;
 pub mod stats;
 pub mod sweep;

@@ -239,9 +239,9 @@ fn moving_the_global_slider_changes_the_model_size_shown() {
     let e = h.state().evaluation.clone().expect("evaluation");
     // Independent arithmetic: f32 weights pruned to half need a sparse layout; the
     // figure shown is the evaluation's, and it is smaller than the original.
-    assert!(e.bytes_after < e.bytes_before, "{at_50}");
+    assert!(e.totals.bytes_after < e.totals.bytes_before, "{at_50}");
     assert!(
-        at_50.contains(&slimscope::units::human_bytes(e.bytes_after)),
+        at_50.contains(&slimscope::units::human_bytes(e.totals.bytes_after)),
         "{at_50}"
     );
     // The selected tensor's histogram shows the compressed overlay and what was zeroed.
@@ -257,8 +257,11 @@ fn moving_the_global_slider_changes_the_model_size_shown() {
     let at_int4 = shown_size(&h);
     assert_ne!(at_50, at_int4);
     let e4 = h.state().evaluation.clone().expect("evaluation");
-    assert!(e4.bytes_after < e.bytes_after);
-    assert!(e4.sqnr_db < e.sqnr_db, "int4 on top loses fidelity");
+    assert!(e4.totals.bytes_after < e.totals.bytes_after);
+    assert!(
+        e4.totals.weight_sqnr_db() < e.totals.weight_sqnr_db(),
+        "int4 on top loses fidelity"
+    );
     // Back to 0% and "as stored": nothing to show again.
     h.get_by_role_and_label(egui::accesskit::Role::Slider, "Sparsity")
         .set_value_accesskit(0.0);
@@ -315,6 +318,12 @@ fn an_export_writes_a_recipe_that_slimscope_apply_reproduces() {
         again.to_str().expect("path"),
     ]);
     assert_eq!(code, 0, "{stderr}");
+    // The app's typed recipe and the recipe file it wrote are one recipe: the two
+    // exports are the same bytes, embedded recipe and summary included.
+    assert!(
+        std::fs::read(&out).expect("export") == std::fs::read(&again).expect("apply output"),
+        "the app's export and `slimscope apply` of its recipe differ"
+    );
     let a = slimscope::Model::open(&out).expect("export re-opens");
     let b = slimscope::Model::open(&again).expect("apply output");
     assert_eq!(a.tensors.len(), b.tensors.len());
@@ -627,7 +636,7 @@ fn returning_the_slider_to_a_measured_level_reuses_its_accuracy() {
     let again = at(&mut h, 60.0);
     assert_eq!(measured(h.state()), before + 2);
     assert_eq!(again.accuracy, first.accuracy);
-    assert_eq!(again.bytes_after, first.bytes_after);
+    assert_eq!(again.totals.bytes_after, first.totals.bytes_after);
 }
 
 /// A digits MLP trained by the library, written with its spec and data specs: a model
@@ -922,7 +931,7 @@ fn pinned_configurations_compare_side_by_side_and_either_can_be_used_again() {
     h.get_by_label("Magnitude 90% · as stored");
     let pinned = &h.state().compare.pinned;
     let (a, b) = (&pinned[0].evaluation, &pinned[1].evaluation);
-    assert!(b.bytes_after < a.bytes_after);
+    assert!(b.totals.bytes_after < a.totals.bytes_after);
     let delta = 100.0 * (b.accuracy.expect("B").1.top1 - a.accuracy.expect("A").1.top1);
     h.get_by_label(&format!("{delta:+.2} pts"));
     h.get_by_label("Tensors: 5 compressed by either, 5 compressed differently");

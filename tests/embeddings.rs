@@ -76,8 +76,7 @@ fn int8_per_channel_matches_the_int8_onnx_export() {
         .unwrap_or_else(|e| panic!("{e}"));
     let path = std::path::Path::new("int8.toml");
     let recipe = Recipe::parse(INT8_LIKE_ONNX, path).unwrap_or_else(|e| panic!("{e}"));
-    let applied =
-        apply_recipe(&model, &recipe, INT8_LIKE_ONNX, path).unwrap_or_else(|e| panic!("{e}"));
+    let applied = apply_recipe(&model, &recipe).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         applied.len(),
         38,

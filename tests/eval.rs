@@ -77,7 +77,7 @@ fn evaluate_with(
     let applied = match recipe {
         Some(text) => {
             let r = Recipe::parse(text, Path::new("r.toml")).expect("recipe");
-            apply_recipe(model, &r, text, Path::new("r.toml")).expect("apply")
+            apply_recipe(model, &r).expect("apply")
         }
         None => Vec::new(),
     };
@@ -437,7 +437,7 @@ fn compressed_weights_reach_the_onnx_graph() {
         "version = 1\n[[rule]]\nmatch = \"*.weight\"\nquant = { format = \"int\", bits = 2, granularity = \"tensor\" }\n",
     ] {
         let r = Recipe::parse(recipe, Path::new("r.toml")).expect("recipe");
-        let applied = apply_recipe(&onnx, &r, recipe, Path::new("r.toml")).expect("apply");
+        let applied = apply_recipe(&onnx, &r).expect("apply");
         let runner = network.runner(&onnx, &applied).expect("runner");
         let via_onnx = evaluate(runner.as_ref(), &data, 100, |_, _| true).expect("evaluate");
         let runner = build_runner(&pth, &arch, &applied).expect("candle runner");

@@ -30,7 +30,7 @@ fn requantized(
     );
     let path = std::path::Path::new("requantize.toml");
     let recipe = Recipe::parse(&text, path).unwrap_or_else(|e| panic!("{e}"));
-    apply_recipe(model, &recipe, &text, path).unwrap_or_else(|e| panic!("{e}"))
+    apply_recipe(model, &recipe).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]

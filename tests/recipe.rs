@@ -52,7 +52,7 @@ fn resolve(
     let recipe = Recipe::parse(text, path())?;
     let tensors = cnn_tensors();
     let view: Vec<(&str, usize)> = tensors.iter().map(|(n, r)| (n.as_str(), *r)).collect();
-    recipe.resolve(&view, text, path())
+    recipe.resolve(&view)
 }
 
 #[test]

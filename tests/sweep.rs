@@ -127,8 +127,7 @@ fn evaluate_afresh(
 ) -> slimscope::eval::Metrics {
     let origin = Path::new("(test)");
     let r = Recipe::parse(recipe, origin).expect("recipe");
-    let applied =
-        slimscope::compress::apply::apply_recipe(model, &r, recipe, origin).expect("apply");
+    let applied = slimscope::compress::apply::apply_recipe(model, &r).expect("apply");
     evaluate(
         network.runner(model, &applied).expect("runner").as_ref(),
         data,
@@ -453,7 +452,7 @@ fn the_tensor_cache_gives_what_a_fresh_apply_gives() {
             .iter()
             .map(|t| (t.name.as_str(), t.shape.len()))
             .collect();
-        let plans = recipe.resolve(&names, text, origin).expect("plans");
+        let plans = recipe.resolve(&names).expect("plans");
         let fresh = apply(&model, &plans).expect("apply");
         let cached = apply_cached(&model, &plans, Some(&cache)).expect("apply cached");
         assert_eq!(fresh.len(), cached.len());

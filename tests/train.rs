@@ -117,7 +117,7 @@ fn plans(model: &Model, recipe: &str) -> Vec<TensorPlan> {
         .iter()
         .map(|t| (t.name.as_str(), t.shape.len()))
         .collect();
-    recipe_doc.resolve(&names, recipe, path).expect("resolve")
+    recipe_doc.resolve(&names).expect("resolve")
 }
 
 fn measure(spec: &ArchSpec, model: &Model, plans: Option<&[TensorPlan]>) -> Metrics {

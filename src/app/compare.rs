@@ -55,14 +55,14 @@ fn pct(v: f64) -> String {
 
 /// The figures of one column, as (row label, text, value for the difference).
 fn figures(e: &Evaluation) -> Vec<(&'static str, String, Option<f64>)> {
-    let (_, bpw) = e.bits_per_weight();
-    let sparsity = 1.0 - e.nonzero_after as f64 / e.params.max(1) as f64;
+    let (_, bpw) = e.totals.bits_per_weight();
+    let sparsity = 1.0 - e.nonzero_after as f64 / e.totals.params.max(1) as f64;
     let accuracy = e.accuracy.map(|(_, m)| m);
     vec![
         (
             "Model size",
-            human_bytes(e.bytes_after),
-            Some(e.bytes_after as f64 / 1e6),
+            human_bytes(e.totals.bytes_after),
+            Some(e.totals.bytes_after as f64 / 1e6),
         ),
         ("Bits per weight", format!("{bpw:.2}"), Some(bpw)),
         (
@@ -76,12 +76,15 @@ fn figures(e: &Evaluation) -> Vec<(&'static str, String, Option<f64>)> {
         ),
         (
             "Weight SQNR (fidelity)",
-            if e.sqnr_db.is_finite() {
-                format!("{:.1} dB", e.sqnr_db)
+            if e.totals.weight_sqnr_db().is_finite() {
+                format!("{:.1} dB", e.totals.weight_sqnr_db())
             } else {
                 "unchanged".into()
             },
-            e.sqnr_db.is_finite().then_some(e.sqnr_db),
+            e.totals
+                .weight_sqnr_db()
+                .is_finite()
+                .then_some(e.totals.weight_sqnr_db()),
         ),
         (
             "Top-1",

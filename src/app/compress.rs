@@ -3,19 +3,18 @@
 //! computes from it — sizes, sparsity, weight fidelity and overlay histograms for
 //! every compressed tensor.
 //!
-//! The configuration is always turned into recipe *text* and run through the same
-//! parser, resolver and `apply` as `slimscope apply`, so what the app shows is what
-//! an exported recipe reproduces.
+//! The configuration becomes the same typed recipe an export writes, and is measured
+//! by [`crate::measure::measure`] as sweeps and `slimscope apply` are, so what the app
+//! shows is what an exported recipe reproduces.
 
 use std::path::Path;
 
 use rayon::prelude::*;
 
 use super::{group_digits, human_bytes};
-use crate::compress::apply::{AppliedTensor, TensorCache, apply_recipe_cached};
+use crate::compress::apply::{AppliedTensor, TensorCache};
 pub use crate::compress::config::{Config, Format, IntGranularity, Method, Override};
-use crate::compress::recipe::Recipe;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::eval::Metrics;
 use crate::eval::evaluator::Evaluator;
 use crate::inspect::TensorReport;
@@ -68,25 +67,13 @@ pub struct Evaluation {
     pub recipe: String,
     /// By tensor index; `None` for tensors the configuration leaves alone.
     pub tensors: Vec<Option<TensorResult>>,
-    pub bytes_before: u64,
-    pub bytes_after: u64,
-    pub params: u64,
+    /// Bytes, parameters and weight fidelity over the whole model.
+    pub totals: crate::measure::Totals,
+    /// Non-zero weights of the whole model after compression.
     pub nonzero_after: u64,
-    /// Model-wide weight SQNR over the compressed tensors (∞ if none changed).
-    pub sqnr_db: f64,
     /// Accuracy of the compressed model on the attached data set, if one is attached
     /// (with the attachment's version, so a newer data set triggers a new evaluation).
     pub accuracy: Option<(u64, Metrics)>,
-}
-
-impl Evaluation {
-    pub fn bits_per_weight(&self) -> (f64, f64) {
-        let p = self.params.max(1) as f64;
-        (
-            8.0 * self.bytes_before as f64 / p,
-            8.0 * self.bytes_after as f64 / p,
-        )
-    }
 }
 
 fn overlay(values: &[f32], min: f64, max: f64, bins: usize, abs: bool) -> Overlay {
@@ -109,10 +96,9 @@ fn tensor_result(
     t: &AppliedTensor,
     report: &TensorReport,
     bins: usize,
-) -> (TensorResult, f64, f64) {
+) -> TensorResult {
     let (mut zeroed, mut threshold) = (0u64, None::<f64>);
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    let (mut signal, mut noise) = (0f64, 0f64);
     let mut grid: Vec<f64> = Vec::new();
     let mut grid_ok = true;
     let mut quantized = false;
@@ -126,13 +112,11 @@ fn tensor_result(
             kept.push(y);
             quantized |= x != y;
         }
-        let (x, y) = (f64::from(x), f64::from(y));
+        let y = f64::from(y);
         if y.is_finite() {
             lo = lo.min(y);
             hi = hi.max(y);
         }
-        signal += x * x;
-        noise += (x - y) * (x - y);
         if grid_ok && let Err(at) = grid.binary_search_by(|g| g.total_cmp(&y)) {
             if grid.len() == MAX_GRID_LINES {
                 grid_ok = false;
@@ -144,7 +128,7 @@ fn tensor_result(
     }
     let (smin, smax) = report.stats.as_ref().map_or((lo, hi), |s| (s.min, s.max));
     let amax = smin.abs().max(smax.abs());
-    let result = TensorResult {
+    TensorResult {
         scheme: t.scheme.clone(),
         storage: t.storage.to_string(),
         sparsity: t.sparsity,
@@ -159,8 +143,7 @@ fn tensor_result(
         // Newly zeroed weights are left out: their spike at 0 would flatten the rest.
         signed: overlay(&kept, smin, smax, bins, false),
         abs: overlay(&kept, 0.0, amax, bins, true),
-    };
-    (result, signal, noise)
+    }
 }
 
 /// Compress `model` as `config` says and measure the result (run on a worker): sizes
@@ -174,66 +157,42 @@ pub fn evaluate(
     bins: usize,
     cache: &TensorCache,
     accuracy: Option<(u64, &Evaluator)>,
-    cancelled: impl Fn() -> bool,
+    cancelled: impl Fn() -> bool + Sync,
 ) -> Result<Evaluation> {
-    let text = config.recipe_text(None);
-    let origin = Path::new(RECIPE_ORIGIN);
-    let recipe = Recipe::parse(&text, origin)?;
-    let applied = apply_recipe_cached(model, &recipe, &text, origin, Some(cache))?;
-    if cancelled() {
-        return Err(Error::Cancelled);
-    }
-    let measured: Vec<(usize, TensorResult, f64, f64)> = applied
+    let recipe = config.to_recipe(Path::new(RECIPE_ORIGIN))?;
+    let with = crate::measure::With {
+        cache: Some(cache),
+        evaluator: accuracy.map(|(_, e)| e),
+        batch: crate::eval::DEFAULT_BATCH,
+    };
+    let measured = crate::measure::measure(model, &recipe, with, &cancelled)?;
+    let results: Vec<(usize, TensorResult)> = measured
+        .applied
         .par_iter()
         .map(|(i, t)| {
             let original = model.tensor_f32(*i)?;
-            let (r, s, n) = tensor_result(&original, t, &reports[*i], bins);
-            Ok((*i, r, s, n))
+            Ok((*i, tensor_result(&original, t, &reports[*i], bins)))
         })
         .collect::<Result<_>>()?;
-    let bytes_before: u64 = model.tensors.iter().map(|t| t.size_bytes).sum();
-    let params: u64 = model.tensors.iter().map(|t| t.numel).sum();
+    let nonzero = |r: &TensorReport| r.info.numel - r.stats.as_ref().map_or(0, |s| s.zeros);
+    let mut nonzero_after: u64 = reports.iter().map(nonzero).sum();
+    for (i, t) in &measured.applied {
+        let after = ((1.0 - t.sparsity) * t.values.len() as f64).round() as u64;
+        nonzero_after = nonzero_after - nonzero(&reports[*i]) + after;
+    }
     let mut tensors: Vec<Option<TensorResult>> = vec![None; model.tensors.len()];
-    let (mut signal, mut noise) = (0f64, 0f64);
-    let mut bytes_after = bytes_before;
-    let mut nonzero_after: u64 = reports
-        .iter()
-        .map(|r| r.info.numel - r.stats.as_ref().map_or(0, |s| s.zeros))
-        .sum();
-    for ((i, r, s, n), (_, t)) in measured.into_iter().zip(&applied) {
-        signal += s;
-        noise += n;
-        bytes_after = bytes_after - t.bytes_before + t.bytes_after;
-        let before_nz = reports[i].info.numel - reports[i].stats.as_ref().map_or(0, |s| s.zeros);
-        let after_nz = ((1.0 - t.sparsity) * t.values.len() as f64).round() as u64;
-        nonzero_after = nonzero_after - before_nz + after_nz;
+    for (i, r) in results {
         tensors[i] = Some(r);
     }
-    let sqnr_db = if noise == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (signal / noise).log10()
-    };
-    let accuracy = match accuracy {
-        Some((version, evaluator)) => {
-            let m = evaluator.measure(model, &applied, crate::eval::DEFAULT_BATCH, |_, _| {
-                !cancelled()
-            })?;
-            Some((version, m))
-        }
-        None => None,
-    };
+    let totals = measured.totals;
     Ok(Evaluation {
         config: config.clone(),
         bins,
-        recipe: text,
+        recipe: config.recipe_text(None),
         tensors,
-        bytes_before,
-        bytes_after,
-        params,
+        totals,
         nonzero_after,
-        sqnr_db,
-        accuracy,
+        accuracy: accuracy.zip(measured.metrics).map(|((v, _), m)| (v, m)),
     })
 }
 
@@ -412,8 +371,8 @@ pub fn controls_ui(
 }
 
 fn figures_ui(ui: &mut egui::Ui, e: &Evaluation) {
-    let (bpw_before, bpw_after) = e.bits_per_weight();
-    let ratio = e.bytes_before as f64 / e.bytes_after.max(1) as f64;
+    let (bpw_before, bpw_after) = e.totals.bits_per_weight();
+    let ratio = e.totals.bytes_before as f64 / e.totals.bytes_after.max(1) as f64;
     egui::Grid::new("compress_figures")
         .num_columns(2)
         .striped(true)
@@ -422,8 +381,8 @@ fn figures_ui(ui: &mut egui::Ui, e: &Evaluation) {
                 .on_hover_text("Bytes of all tensors in the smallest storage that holds each");
             ui.label(format!(
                 "{} -> {} ({ratio:.2}x smaller)",
-                human_bytes(e.bytes_before),
-                human_bytes(e.bytes_after)
+                human_bytes(e.totals.bytes_before),
+                human_bytes(e.totals.bytes_after)
             ));
             ui.end_row();
             ui.label("Bits per weight");
@@ -433,16 +392,17 @@ fn figures_ui(ui: &mut egui::Ui, e: &Evaluation) {
             ui.label(format!(
                 "{} of {} ({:.1}% sparse)",
                 group_digits(e.nonzero_after),
-                group_digits(e.params),
-                100.0 * (1.0 - e.nonzero_after as f64 / e.params.max(1) as f64)
+                group_digits(e.totals.params),
+                100.0 * (1.0 - e.nonzero_after as f64 / e.totals.params.max(1) as f64)
             ));
             ui.end_row();
             ui.label("Weight SQNR").on_hover_text(
                 "Signal-to-noise of the compressed weights, all compressed tensors together. \
                  A weight-fidelity figure, not accuracy.",
             );
-            ui.label(if e.sqnr_db.is_finite() {
-                format!("{:.1} dB (fidelity, not accuracy)", e.sqnr_db)
+            let sqnr_db = e.totals.weight_sqnr_db();
+            ui.label(if sqnr_db.is_finite() {
+                format!("{:.1} dB (fidelity, not accuracy)", sqnr_db)
             } else {
                 "unchanged".to_owned()
             });

@@ -795,7 +795,7 @@ fn plots_ui(
         plot.points(Points::new("configurations", PlotPoints::from(all)).radius(2.5));
         plot.line(Line::new("Pareto front", PlotPoints::from(snap.front.clone())).width(2.0));
         if let (Some(e), Some(y)) = (current, current_top1) {
-            plot.points(current_marker([e.bytes_after as f64 / 1e6, y]));
+            plot.points(current_marker([e.totals.bytes_after as f64 / 1e6, y]));
         }
         if measured {
             recovered_points(plot, recovered, |m| m.bytes as f64 / 1e6);

@@ -25,7 +25,6 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::compress::apply::{TensorCache, apply_recipe};
-use crate::compress::recipe::Recipe;
 use crate::inspect::{TensorReport, inspect_model};
 use crate::jobs::{JobEvent, JobHandle, spawn_job};
 use crate::model::Model;
@@ -422,8 +421,8 @@ impl SlimApp {
             let sha = crate::checksum::sha256_file(&model.path)?;
             let text = config.recipe_text(Some((&file_name(&model.path), Some(&sha))));
             let recipe_path = out.with_extension("recipe.toml");
-            let recipe = Recipe::parse(&text, &recipe_path)?;
-            let applied = apply_recipe(&model, &recipe, &text, &recipe_path)?;
+            let recipe = config.to_recipe(&recipe_path)?;
+            let applied = apply_recipe(&model, &recipe)?;
             crate::export::write_model(&model, &applied, &text, &out, true)?;
             crate::export::write_text(&recipe_path, &text, true)?;
             Ok(format!(

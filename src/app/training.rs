@@ -12,7 +12,6 @@ use egui_plot::{Legend, Line, Plot, PlotPoints};
 use super::compress::Config;
 use super::{file_name, group_digits, human_bytes};
 use crate::compress::apply::AppliedTensor;
-use crate::compress::recipe::Recipe;
 use crate::error::{Error, Result};
 use crate::eval::arch::ArchSpec;
 use crate::eval::evaluator::Evaluator;
@@ -390,14 +389,9 @@ fn recover_job(
         ));
     }
     let recipe_text = config.recipe_text(Some((&file_name(&model.path), None)));
-    let origin = Path::new(super::compress::RECIPE_ORIGIN);
-    let recipe = Recipe::parse(&recipe_text, origin)?;
-    let names: Vec<(&str, usize)> = model
-        .tensors
-        .iter()
-        .map(|t| (t.name.as_str(), t.shape.len()))
-        .collect();
-    let plans = recipe.resolve(&names, &recipe_text, origin)?;
+    let plans = config
+        .to_recipe(Path::new(super::compress::RECIPE_ORIGIN))?
+        .plan(model)?;
     let (train, test) = halves(evaluator)?;
     let options = TrainOptions {
         epochs: settings.epochs,
@@ -518,10 +512,8 @@ fn shrunk_student(
             model.path.display()
         )));
     };
-    let recipe_text = config.recipe_text(Some((&file_name(&model.path), None)));
-    let origin = Path::new(super::compress::RECIPE_ORIGIN);
-    let recipe = Recipe::parse(&recipe_text, origin)?;
-    let applied = crate::compress::apply::apply_recipe(model, &recipe, &recipe_text, origin)?;
+    let recipe = config.to_recipe(Path::new(super::compress::RECIPE_ORIGIN))?;
+    let applied = crate::compress::apply::apply_recipe(model, &recipe)?;
     let source = ModelWeights::new(model, &applied);
     let mut weights = Weights::new();
     for layer in &spec.layers {

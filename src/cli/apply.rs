@@ -36,8 +36,8 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
     OutputFormat::of(&args.output)?;
     let text = crate::text::read_settings(&args.recipe)?;
     let recipe = Recipe::parse(&text, &args.recipe)?;
-    recipe.check_source(&args.model, &args.recipe)?;
-    let applied = apply_recipe(&model, &recipe, &text, &args.recipe)?;
+    recipe.check_source(&args.model)?;
+    let applied = apply_recipe(&model, &recipe)?;
     write_model(&model, &applied, &text, &args.output, args.force)?;
     let summary = summary(&model, &applied);
     let (before, after) = (summary.bytes_before, summary.bytes_after);

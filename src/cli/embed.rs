@@ -53,8 +53,8 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.recipe {
         let text = crate::text::read_settings(path)?;
         let recipe = Recipe::parse(&text, path)?;
-        recipe.check_source(&args.model, path)?;
-        let applied = apply_recipe(&model, &recipe, &text, path)?;
+        recipe.check_source(&args.model)?;
+        let applied = apply_recipe(&model, &recipe)?;
         let compressed = encoder.embed(&model, &applied, &set.sentences)?;
         rows.push(("compressed".into(), compare(&original, &compressed, &set)));
     }

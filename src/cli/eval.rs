@@ -65,8 +65,8 @@ pub struct GenerateArgs {
 fn applied(model: &Model, path: &std::path::Path) -> anyhow::Result<Vec<(usize, AppliedTensor)>> {
     let text = crate::text::read_settings(path)?;
     let recipe = Recipe::parse(&text, path)?;
-    recipe.check_source(&model.path, path)?;
-    Ok(apply_recipe(model, &recipe, &text, path)?)
+    recipe.check_source(&model.path)?;
+    Ok(apply_recipe(model, &recipe)?)
 }
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {

@@ -261,13 +261,8 @@ pub fn finetune(args: &FinetuneArgs) -> anyhow::Result<()> {
     crate::export::OutputFormat::of(&args.output)?;
     let text = crate::text::read_settings(&args.recipe)?;
     let recipe = Recipe::parse(&text, &args.recipe)?;
-    recipe.check_source(&args.model, &args.recipe)?;
-    let names: Vec<(&str, usize)> = model
-        .tensors
-        .iter()
-        .map(|t| (t.name.as_str(), t.shape.len()))
-        .collect();
-    let plans = recipe.resolve(&names, &text, &args.recipe)?;
+    recipe.check_source(&args.model)?;
+    let plans = recipe.plan(&model)?;
     let train = data::load(&args.data)?;
     let test = data::load(&args.eval_data)?;
     super::warn_about(&train);

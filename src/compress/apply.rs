@@ -68,16 +68,10 @@ struct Quantized {
     packed: Option<Vec<u8>>,
 }
 
-/// Resolve `recipe` (whose source is `text`, read from `path`, for line numbers)
-/// against `model`'s tensors and apply it: what `slimscope apply`, `eval` and the
-/// app all do with a recipe.
-pub fn apply_recipe(
-    model: &Model,
-    recipe: &Recipe,
-    text: &str,
-    path: &std::path::Path,
-) -> Result<Vec<(usize, AppliedTensor)>> {
-    apply_recipe_cached(model, recipe, text, path, None)
+/// Resolve `recipe` against `model`'s tensors and apply it: what `slimscope apply`,
+/// `eval` and the app all do with a recipe.
+pub fn apply_recipe(model: &Model, recipe: &Recipe) -> Result<Vec<(usize, AppliedTensor)>> {
+    apply_recipe_cached(model, recipe, None)
 }
 
 /// [`apply_recipe`], reusing (and filling) `cache`: sweeps and sliders come back to
@@ -85,16 +79,9 @@ pub fn apply_recipe(
 pub fn apply_recipe_cached(
     model: &Model,
     recipe: &Recipe,
-    text: &str,
-    path: &std::path::Path,
     cache: Option<&TensorCache>,
 ) -> Result<Vec<(usize, AppliedTensor)>> {
-    let names: Vec<(&str, usize)> = model
-        .tensors
-        .iter()
-        .map(|t| (t.name.as_str(), t.shape.len()))
-        .collect();
-    let plans = recipe.resolve(&names, text, path)?;
+    let plans = recipe.plan(model)?;
     apply_cached(model, &plans, cache)
 }
 

@@ -1,12 +1,19 @@
 //! A compression configuration as the app's controls and the sweeps set it: one global
-//! setting (pruning method and level, scope, number format) plus per-tensor overrides,
-//! always turned into recipe *text*, so that what is shown or swept is exactly what
-//! `slimscope apply` reproduces from an exported recipe.
+//! setting (pruning method and level, scope, number format) plus per-tensor overrides.
+//! [`Config::to_recipe`] turns it into a typed [`Recipe`] with no text in between, and
+//! [`Config::recipe_text`] into the recipe file an export writes; the two are the
+//! same recipe (a test parses the text and compares), so what is shown or swept is
+//! exactly what `slimscope apply` reproduces from an exported recipe.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::recipe::{
+    Bits, Fraction, GranularityName, NormName, PruneSpec, QuantSpec, Recipe, RecipeError, Rule,
+    Scope, Source,
+};
 use crate::dtype::GgmlQuant;
 
 /// How weights are chosen for pruning.
@@ -136,6 +143,44 @@ impl Format {
         }
     }
 
+    /// The recipe's quant spec for this format (`origin` names the configuration in
+    /// the error for an impossible bit width).
+    pub fn quant_spec(self, origin: &Path) -> Result<QuantSpec, RecipeError> {
+        Ok(match self {
+            Format::Keep => QuantSpec::None,
+            Format::Int {
+                bits,
+                granularity,
+                mse_clip,
+            } => QuantSpec::Int {
+                bits: Bits::try_from(bits).map_err(|message| RecipeError {
+                    path: origin.to_owned(),
+                    line: None,
+                    message,
+                })?,
+                symmetric: true,
+                granularity: match granularity {
+                    IntGranularity::Tensor => GranularityName::Tensor,
+                    IntGranularity::Channel => GranularityName::Channel,
+                    IntGranularity::Group128 => GranularityName::Group,
+                },
+                group_size: (granularity == IntGranularity::Group128).then_some(128),
+                clip: if mse_clip {
+                    super::quant::Clip::Mse
+                } else {
+                    super::quant::Clip::None
+                },
+            },
+            Format::F16 => QuantSpec::F16,
+            Format::Bf16 => QuantSpec::Bf16,
+            Format::Fp8E4m3 => QuantSpec::Fp8E4m3,
+            Format::Fp8E5m2 => QuantSpec::Fp8E5m2,
+            Format::Gguf(q) => QuantSpec::Gguf {
+                block_type: q.name().to_owned(),
+            },
+        })
+    }
+
     /// The recipe's inline table for this format.
     pub fn recipe(self) -> String {
         match self {
@@ -200,6 +245,33 @@ fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
+/// The recipe's prune spec for a method at `sparsity_pct` (what [`prune_table`] writes).
+fn prune_spec(method: Method, sparsity_pct: f64, global: bool) -> PruneSpec {
+    let fraction = (sparsity_pct / 100.0).clamp(0.0, 0.99);
+    if method != Method::TwoFour && fraction == 0.0 {
+        return PruneSpec::None;
+    }
+    let sparsity = Fraction::clamped(fraction);
+    match method {
+        Method::Magnitude => PruneSpec::Magnitude {
+            sparsity,
+            scope: if global { Scope::Global } else { Scope::Tensor },
+            include_vectors: false,
+        },
+        Method::Random => PruneSpec::Random {
+            sparsity,
+            seed: 0,
+            include_vectors: false,
+        },
+        Method::TwoFour => PruneSpec::Nm { n: 2, m: 4 },
+        Method::Structured => PruneSpec::Structured {
+            sparsity,
+            axis: 0,
+            norm: NormName::L2,
+        },
+    }
+}
+
 fn prune_table(method: Method, sparsity_pct: f64, global: bool) -> String {
     let fraction = (sparsity_pct / 100.0).clamp(0.0, 0.99);
     if method != Method::TwoFour && fraction == 0.0 {
@@ -251,8 +323,49 @@ impl Config {
                 .all(|o| o.sparsity_pct == 0.0 && o.format == Format::Keep)
     }
 
-    /// The recipe this configuration stands for. `source` is the model's file name
-    /// and, for exports, its sha256.
+    /// The recipe this configuration stands for, checked as a parsed one is; `origin`
+    /// names it in error messages (`(app settings)`, `(sweep)`).
+    pub fn to_recipe(&self, origin: &Path) -> Result<Recipe, RecipeError> {
+        let mut rules = vec![Rule::glob(
+            "*",
+            prune_spec(self.method, self.sparsity_pct, self.global_scope),
+            self.format.quant_spec(origin)?,
+        )];
+        for (name, o) in &self.overrides {
+            rules.push(Rule::regex(
+                &format!("^{}$", regex::escape(name)),
+                prune_spec(Method::Magnitude, o.sparsity_pct, false),
+                o.format.quant_spec(origin)?,
+            ));
+        }
+        let recipe = Recipe {
+            version: super::recipe::VERSION,
+            source: None,
+            rules,
+            origin: origin.to_owned(),
+        };
+        recipe.check()?;
+        Ok(recipe)
+    }
+
+    /// [`Config::to_recipe`] with the `[source]` an export records: the model's file
+    /// name and, when known, its sha256.
+    pub fn to_recipe_from(
+        &self,
+        origin: &Path,
+        file: &str,
+        sha256: Option<&str>,
+    ) -> Result<Recipe, RecipeError> {
+        let mut recipe = self.to_recipe(origin)?;
+        recipe.source = Some(Source {
+            file: file.to_owned(),
+            sha256: sha256.map(str::to_owned),
+        });
+        Ok(recipe)
+    }
+
+    /// The recipe file this configuration stands for. `source` is the model's file
+    /// name and, for exports, its sha256.
     pub fn recipe_text(&self, source: Option<(&str, Option<&str>)>) -> String {
         let mut text = String::from(
             "# Written by slimscope: one global rule, then one rule per tensor override.\nversion = 1\n",
@@ -283,10 +396,95 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::compress::recipe::Recipe;
+
+    /// `text` parsed, with the lines only a parse knows cleared.
+    fn parsed(text: &str, origin: &Path) -> Recipe {
+        let mut r = Recipe::parse(text, origin).expect("parses");
+        r.rules.iter_mut().for_each(|rule| rule.line = None);
+        r
+    }
+
+    #[test]
+    fn the_typed_recipe_is_the_parsed_recipe_text_for_every_choice() {
+        let origin = Path::new("(test)");
+        let mut configs = Vec::new();
+        for format in Format::choices() {
+            for method in Method::ALL {
+                for (pct, global) in [(0.0, false), (37.5, true), (85.0, false), (99.5, true)] {
+                    configs.push(Config {
+                        sparsity_pct: pct,
+                        method,
+                        global_scope: global,
+                        format,
+                        overrides: BTreeMap::new(),
+                    });
+                }
+            }
+        }
+        for granularity in [
+            IntGranularity::Tensor,
+            IntGranularity::Channel,
+            IntGranularity::Group128,
+        ] {
+            let mut c = Config {
+                sparsity_pct: 12.25,
+                format: Format::Int {
+                    bits: 3,
+                    granularity,
+                    mse_clip: true,
+                },
+                ..Config::default()
+            };
+            c.overrides.insert(
+                "a.b[0]*weight".into(),
+                Override {
+                    sparsity_pct: 60.0,
+                    format: Format::Gguf(GgmlQuant::Q4_K),
+                },
+            );
+            c.overrides.insert(
+                "fc.bias".into(),
+                Override {
+                    sparsity_pct: 0.0,
+                    format: Format::Keep,
+                },
+            );
+            configs.push(c);
+        }
+        for c in &configs {
+            let typed = c.to_recipe(origin).expect("typed");
+            assert_eq!(typed, parsed(&c.recipe_text(None), origin), "{c:?}");
+            let exported = c
+                .to_recipe_from(origin, "m \"q\".pth", Some("ab"))
+                .expect("typed");
+            let text = c.recipe_text(Some(("m \"q\".pth", Some("ab"))));
+            assert_eq!(exported, parsed(&text, origin), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn an_impossible_bit_width_is_refused_as_its_text_is() {
+        let c = Config {
+            format: Format::Int {
+                bits: 9,
+                granularity: IntGranularity::Channel,
+                mse_clip: false,
+            },
+            ..Config::default()
+        };
+        let origin = Path::new("(app settings)");
+        let typed = c.to_recipe(origin).expect_err("bits 9");
+        assert!(
+            typed.message.contains("bits must be between 2 and 8"),
+            "{typed}"
+        );
+        let text = Recipe::parse(&c.recipe_text(None), origin).expect_err("bits 9");
+        assert!(
+            text.message.contains("bits must be between 2 and 8"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn the_default_configuration_changes_nothing_and_parses() {
@@ -320,7 +518,7 @@ mod tests {
         let r = Recipe::parse(&text, Path::new("x")).expect("parses");
         assert_eq!(r.rules.len(), 2);
         let names = [("fc.0.weight", 2), ("fc.10.weight", 2)];
-        let plans = r.resolve(&names, &text, Path::new("x")).expect("resolves");
+        let plans = r.resolve(&names).expect("resolves");
         // The override hits its tensor only (the dot is escaped, the end anchored).
         assert!(text.contains(r"regex = '^fc\.0\.weight$'"), "{text}");
         assert!(matches!(

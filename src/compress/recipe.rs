@@ -54,7 +54,8 @@ pub struct RecipeError {
     pub message: String,
 }
 
-/// A whole recipe.
+/// A whole recipe: parsed from a file, or built from a configuration
+/// ([`super::config::Config::to_recipe`]) with no text in between.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
@@ -63,6 +64,9 @@ pub struct Recipe {
     pub source: Option<Source>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<Rule>,
+    /// Where the recipe came from (a file, or words like `(sweep)`), named in errors.
+    #[serde(skip)]
+    pub origin: PathBuf,
 }
 
 /// The model a recipe was made for.
@@ -88,6 +92,40 @@ pub struct Rule {
     pub prune: Option<PruneSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quant: Option<QuantSpec>,
+    /// The line of the rule's pattern in the recipe's text, kept for error messages
+    /// (`None` for rules built in code).
+    #[serde(skip)]
+    pub line: Option<usize>,
+}
+
+impl Rule {
+    /// A rule over tensors whose names match `glob`.
+    pub fn glob(glob: &str, prune: PruneSpec, quant: QuantSpec) -> Rule {
+        Rule {
+            glob: Some(toml::Spanned::new(0..0, glob.to_owned())),
+            regex: None,
+            prune: Some(prune),
+            quant: Some(quant),
+            line: None,
+        }
+    }
+    /// A rule over tensors whose names match `regex`.
+    pub fn regex(regex: &str, prune: PruneSpec, quant: QuantSpec) -> Rule {
+        Rule {
+            glob: None,
+            regex: Some(toml::Spanned::new(0..0, regex.to_owned())),
+            prune: Some(prune),
+            quant: Some(quant),
+            line: None,
+        }
+    }
+    /// The rule's pattern as written.
+    pub fn pattern(&self) -> &str {
+        self.glob
+            .as_ref()
+            .or(self.regex.as_ref())
+            .map_or("", |p| p.get_ref().as_str())
+    }
 }
 
 /// A fraction in [0, 1], checked while parsing so the error carries the line.
@@ -96,6 +134,10 @@ pub struct Rule {
 pub struct Fraction(f64);
 
 impl Fraction {
+    /// `v` clamped into [0, 1] (NaN becomes 0).
+    pub fn clamped(v: f64) -> Fraction {
+        Fraction(if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) })
+    }
     pub fn get(self) -> f64 {
         self.0
     }
@@ -287,15 +329,32 @@ impl Recipe {
     /// Parse recipe `text` (read from `path`, named in errors) and check what can be
     /// checked without a model.
     pub fn parse(text: &str, path: &Path) -> Result<Recipe, RecipeError> {
-        let err = |line: Option<usize>, message: String| RecipeError {
+        let mut recipe: Recipe = toml::from_str(text).map_err(|e| RecipeError {
             path: path.to_owned(),
+            line: e.span().map(|s| line_of(text, s.start)),
+            message: e.message().trim().to_owned(),
+        })?;
+        recipe.origin = path.to_owned();
+        for rule in &mut recipe.rules {
+            rule.line = rule
+                .glob
+                .as_ref()
+                .or(rule.regex.as_ref())
+                .map(|s| line_of(text, s.span().start));
+        }
+        recipe.check()?;
+        Ok(recipe)
+    }
+
+    /// Check what can be checked without a model (a parsed recipe and one built in
+    /// code pass the same checks).
+    pub fn check(&self) -> Result<(), RecipeError> {
+        let err = |line: Option<usize>, message: String| RecipeError {
+            path: self.origin.clone(),
             line,
             message,
         };
-        let recipe: Recipe = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start));
-            err(line, e.message().trim().to_owned())
-        })?;
+        let recipe = self;
         if recipe.version != VERSION {
             return Err(err(
                 None,
@@ -306,11 +365,7 @@ impl Recipe {
             ));
         }
         for (i, rule) in recipe.rules.iter().enumerate() {
-            let at = rule
-                .glob
-                .as_ref()
-                .or(rule.regex.as_ref())
-                .map(|s| line_of(text, s.span().start));
+            let at = rule.line;
             match (&rule.glob, &rule.regex) {
                 (Some(_), Some(_)) => {
                     return Err(err(
@@ -359,7 +414,7 @@ impl Recipe {
                 ));
             }
         }
-        Ok(recipe)
+        Ok(())
     }
 
     /// Read and parse a recipe file.
@@ -382,7 +437,7 @@ impl Recipe {
 
     /// Check that `model` is the file this recipe was made for, when the recipe
     /// records its sha256 (a recipe tuned on one checkpoint says little about another).
-    pub fn check_source(&self, model: &Path, recipe_path: &Path) -> crate::error::Result<()> {
+    pub fn check_source(&self, model: &Path) -> crate::error::Result<()> {
         let Some(Source {
             file,
             sha256: Some(want),
@@ -395,27 +450,31 @@ impl Recipe {
             return Err(crate::error::Error::InvalidSetting(format!(
                 "{}: this recipe was made for `{file}` (sha256 {want}), but {} has sha256 {got}; \
                  remove `sha256` from [source] to apply it to this model anyway",
-                recipe_path.display(),
+                self.origin.display(),
                 model.display()
             )));
         }
         Ok(())
     }
 
+    /// What applies to each of `model`'s tensors, in model order.
+    pub fn plan(&self, model: &crate::model::Model) -> Result<Vec<TensorPlan>, RecipeError> {
+        let names: Vec<(&str, usize)> = model
+            .tensors
+            .iter()
+            .map(|t| (t.name.as_str(), t.shape.len()))
+            .collect();
+        self.resolve(&names)
+    }
+
     /// What applies to each tensor (`(name, rank)` pairs, in model order). A rule
-    /// that matches no tensor is an error naming its line (`text` is the recipe's
-    /// source, for line numbers).
-    pub fn resolve(
-        &self,
-        tensors: &[(&str, usize)],
-        text: &str,
-        path: &Path,
-    ) -> Result<Vec<TensorPlan>, RecipeError> {
+    /// that matches no tensor is an error naming the recipe and the rule's line.
+    pub fn resolve(&self, tensors: &[(&str, usize)]) -> Result<Vec<TensorPlan>, RecipeError> {
         let mut plans = vec![TensorPlan::default(); tensors.len()];
         for (r, rule) in self.rules.iter().enumerate() {
             let matcher = rule.matcher().map_err(|m| RecipeError {
-                path: path.to_owned(),
-                line: None,
+                path: self.origin.clone(),
+                line: rule.line,
                 message: m,
             })?;
             let mut matched = false;
@@ -449,14 +508,13 @@ impl Recipe {
                 }
             }
             if !matched {
-                let pattern = rule.glob.as_ref().or(rule.regex.as_ref());
                 return Err(RecipeError {
-                    path: path.to_owned(),
-                    line: pattern.map(|p| line_of(text, p.span().start)),
+                    path: self.origin.clone(),
+                    line: rule.line,
                     message: format!(
                         "rule {} (`{}`) matches no tensor of the model",
                         r + 1,
-                        pattern.map_or("", |p| p.get_ref().as_str())
+                        rule.pattern()
                     ),
                 });
             }

@@ -67,6 +67,11 @@ fn default_eps() -> f64 {
     1e-5
 }
 
+/// Input channels × kernel area up to which a network's first convolution is computed
+/// directly (`first_conv`) rather than on tract (3 × 3 × 3): what decides both the
+/// direct path and the batch size tract is planned for (`onnx::micro_batch`).
+pub const DIRECT_CONV_MAX_TAPS: usize = 27;
+
 /// Output length along one axis of a convolution or pooling window (`kernel`,
 /// `stride`, zero `padding` on both sides); `None` when the window does not fit or
 /// `kernel`/`stride` is 0. The one formula the forward pass, initialisation and

@@ -10,13 +10,10 @@
 use rayon::prelude::*;
 
 use super::Runner;
-use super::arch::{ArchSpec, LayerSpec, window_output};
+use super::arch::{ArchSpec, DIRECT_CONV_MAX_TAPS, LayerSpec, window_output};
 use super::onnx::OnnxRunner;
 use super::sequential::WeightSource;
 use crate::error::Result;
-
-/// Input channels × kernel area up to which the direct path is used (3 × 3 × 3).
-pub(crate) const MAX_TAPS: usize = 27;
 
 /// A convolution (groups 1), then optionally ReLU, then optionally a max-pool: the
 /// first layers of a spec, bound to weights.
@@ -70,7 +67,7 @@ impl FirstConv {
         let (Some(oh), Some(ow)) = (window_output(h, kh, s, p), window_output(w, kw, s, p)) else {
             return Ok(None);
         };
-        if cin != c || cin * kh * kw > MAX_TAPS {
+        if cin != c || cin * kh * kw > DIRECT_CONV_MAX_TAPS {
             return Ok(None);
         }
         let bias = match bias {

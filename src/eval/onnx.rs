@@ -37,7 +37,11 @@ use crate::model::Model;
 /// (`first_conv`) and the rest on tract 0.75 s at 1, 0.90 s at 2, 0.87–0.90 s at
 /// 4–32, 0.97 s at 64; all on tract 1.09 s at 1, 0.97 s at 16.
 fn micro_batch(conv_taps: &[usize]) -> usize {
-    if !conv_taps.is_empty() && conv_taps.iter().all(|&t| t > super::first_conv::MAX_TAPS) {
+    if !conv_taps.is_empty()
+        && conv_taps
+            .iter()
+            .all(|&t| t > super::arch::DIRECT_CONV_MAX_TAPS)
+    {
         1
     } else {
         DENSE_MICRO_BATCH

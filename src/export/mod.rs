@@ -65,12 +65,10 @@ impl Summary<'_> {
 
 /// The [`Summary`] of `applied` on `model`.
 pub fn summary<'a>(model: &Model, applied: &'a [(usize, AppliedTensor)]) -> Summary<'a> {
-    let before: u64 = model.tensors.iter().map(|t| t.size_bytes).sum();
-    let after: u64 = before - applied.iter().map(|(_, t)| t.bytes_before).sum::<u64>()
-        + applied.iter().map(|(_, t)| t.bytes_after).sum::<u64>();
+    let totals = crate::measure::Totals::of(model, applied);
     Summary {
-        bytes_before: before,
-        bytes_after: after,
+        bytes_before: totals.bytes_before,
+        bytes_after: totals.bytes_after,
         tensors: applied.iter().map(|(_, t)| t).collect(),
     }
 }

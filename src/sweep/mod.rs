@@ -13,9 +13,8 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::compress::apply::{TensorCache, apply_recipe_cached};
+use crate::compress::apply::TensorCache;
 use crate::compress::config::{Config, Format, IntGranularity, Method, Override};
-use crate::compress::recipe::Recipe;
 use crate::error::{Error, Result};
 use crate::eval::Metrics;
 use crate::eval::evaluator::Evaluator;
@@ -383,46 +382,23 @@ pub struct SweepContext<'a> {
     pub cache: &'a TensorCache,
 }
 
-/// Apply `point`'s configuration and measure it.
+/// Apply `point`'s configuration and measure it ([`crate::measure::measure`]).
 pub fn measure(ctx: &SweepContext, point: &Point, cancel: &CancelToken) -> Result<PointResult> {
-    let origin = std::path::Path::new(ORIGIN);
-    let recipe = Recipe::parse(&point.recipe, origin)?;
-    let applied = apply_recipe_cached(ctx.model, &recipe, &point.recipe, origin, Some(ctx.cache))?;
-    if cancel.is_cancelled() {
-        return Err(Error::Cancelled);
-    }
-    let params: u64 = ctx.model.tensors.iter().map(|t| t.numel).sum();
-    let mut bytes: u64 = ctx.model.tensors.iter().map(|t| t.size_bytes).sum();
-    let (mut signal, mut noise, mut zeros, mut numel) = (0f64, 0f64, 0f64, 0f64);
-    for (_, t) in &applied {
-        bytes = bytes - t.bytes_before + t.bytes_after;
-        signal += t.fidelity.signal;
-        noise += t.fidelity.noise;
-        zeros += t.sparsity * t.values.len() as f64;
-        numel += t.values.len() as f64;
-    }
-    let metrics = match ctx.accuracy {
-        Some(evaluator) => Some(evaluator.measure(ctx.model, &applied, SWEEP_BATCH, |_, _| {
-            !cancel.is_cancelled()
-        })?),
-        None => None,
+    let recipe = point.config.to_recipe(std::path::Path::new(ORIGIN))?;
+    let with = crate::measure::With {
+        cache: Some(ctx.cache),
+        evaluator: ctx.accuracy,
+        batch: SWEEP_BATCH,
     };
+    let m = crate::measure::measure(ctx.model, &recipe, with, &|| cancel.is_cancelled())?;
     Ok(PointResult {
         point: point.clone(),
-        bytes,
-        bits_per_weight: bytes as f64 * 8.0 / params.max(1) as f64,
-        sparsity: if numel > 0.0 { zeros / numel } else { 0.0 },
-        weight_sqnr_db: if noise == 0.0 {
-            f64::INFINITY
-        } else {
-            10.0 * (signal / noise).log10()
-        },
-        weight_relative_error: if signal > 0.0 {
-            (noise / signal).sqrt()
-        } else {
-            0.0
-        },
-        metrics,
+        bytes: m.totals.bytes_after,
+        bits_per_weight: m.totals.bits_per_weight().1,
+        sparsity: m.totals.sparsity(),
+        weight_sqnr_db: m.totals.weight_sqnr_db(),
+        weight_relative_error: m.totals.weight_relative_error(),
+        metrics: m.metrics,
     })
 }
 

@@ -1,0 +1,134 @@
+//! Measuring one compression configuration: apply its recipe, add up what it does to
+//! the whole model (bytes, bits per weight, sparsity, weight fidelity) and, when a
+//! network and data are attached, run the task on the compressed weights. The app's
+//! live figures, every sweep point, export summaries and `slimscope apply` all come
+//! from here, so one configuration gives one set of numbers wherever it is shown.
+
+use crate::compress::apply::{AppliedTensor, TensorCache, apply_recipe_cached};
+use crate::compress::recipe::Recipe;
+use crate::error::{Error, Result};
+use crate::eval::Metrics;
+use crate::eval::evaluator::Evaluator;
+use crate::model::Model;
+
+/// What a set of compressed tensors adds up to over the whole model.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Totals {
+    /// Every tensor as stored.
+    pub bytes_before: u64,
+    /// The same with the compressed tensors in their storage formats (an estimate
+    /// for a format not written; see each tensor's storage).
+    pub bytes_after: u64,
+    /// Parameters of the whole model.
+    pub params: u64,
+    /// Σx² and Σ(x − x̂)² over the compressed tensors (weight fidelity, not accuracy).
+    pub signal: f64,
+    pub noise: f64,
+    /// Exact zeros after compression, and elements, in the compressed tensors.
+    pub zeros: f64,
+    pub compressed_numel: f64,
+}
+
+impl Totals {
+    /// The totals of `applied` (by index into `model.tensors`) on `model`.
+    pub fn of(model: &Model, applied: &[(usize, AppliedTensor)]) -> Totals {
+        let mut totals = Totals {
+            bytes_before: model.tensors.iter().map(|t| t.size_bytes).sum(),
+            params: model.tensors.iter().map(|t| t.numel).sum(),
+            ..Totals::default()
+        };
+        totals.bytes_after = totals.bytes_before;
+        for (_, t) in applied {
+            totals.bytes_after = totals.bytes_after - t.bytes_before + t.bytes_after;
+            totals.signal += t.fidelity.signal;
+            totals.noise += t.fidelity.noise;
+            totals.zeros += t.sparsity * t.values.len() as f64;
+            totals.compressed_numel += t.values.len() as f64;
+        }
+        totals
+    }
+
+    /// Bits per parameter before and after, over the whole model.
+    pub fn bits_per_weight(&self) -> (f64, f64) {
+        let p = self.params.max(1) as f64;
+        (
+            8.0 * self.bytes_before as f64 / p,
+            8.0 * self.bytes_after as f64 / p,
+        )
+    }
+
+    /// Model-wide weight SQNR over the compressed tensors, dB (+∞ if none changed).
+    pub fn weight_sqnr_db(&self) -> f64 {
+        if self.noise == 0.0 {
+            f64::INFINITY
+        } else {
+            10.0 * (self.signal / self.noise).log10()
+        }
+    }
+
+    /// ‖w − ŵ‖/‖w‖ over the compressed tensors.
+    pub fn weight_relative_error(&self) -> f64 {
+        if self.signal > 0.0 {
+            (self.noise / self.signal).sqrt()
+        } else {
+            0.0
+        }
+    }
+
+    /// Fraction of exact zeros in the compressed tensors.
+    pub fn sparsity(&self) -> f64 {
+        if self.compressed_numel > 0.0 {
+            self.zeros / self.compressed_numel
+        } else {
+            0.0
+        }
+    }
+}
+
+/// What measuring a configuration found.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    /// The compressed tensors, by index into the model's tensors.
+    pub applied: Vec<(usize, AppliedTensor)>,
+    pub totals: Totals,
+    /// The task's figures on the attached data, when an evaluator was given.
+    pub metrics: Option<Metrics>,
+}
+
+/// What a configuration is measured with besides the model.
+#[derive(Clone, Copy, Default)]
+pub struct With<'a> {
+    /// Compressed tensors already computed for another configuration of this model.
+    pub cache: Option<&'a TensorCache>,
+    /// A network and data, for task metrics; without one, sizes and fidelity only.
+    pub evaluator: Option<&'a Evaluator>,
+    /// Samples per forward pass: cancellation is noticed between batches.
+    pub batch: usize,
+}
+
+/// Apply `recipe` to `model` and measure the result. `cancelled` is asked between
+/// the steps and between batches; a cancelled measurement is `Error::Cancelled`.
+pub fn measure(
+    model: &Model,
+    recipe: &Recipe,
+    with: With,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<Measurement> {
+    let applied = apply_recipe_cached(model, recipe, with.cache)?;
+    if cancelled() {
+        return Err(Error::Cancelled);
+    }
+    let totals = Totals::of(model, &applied);
+    let metrics = match with.evaluator {
+        Some(evaluator) => {
+            let batch = with.batch.max(1);
+            Some(evaluator.measure(model, &applied, batch, |_, _| !cancelled())?)
+        }
+        None => None,
+    };
+    Ok(Measurement {
+        applied,
+        totals,
+        metrics,
+    })
+}
