@@ -69,7 +69,7 @@ fn step_until(h: &mut Harness<'_, SlimApp>, what: &str, done: impl Fn(&SlimApp) 
 /// Whether the curves tab draws every point measured so far (it derives what it
 /// draws on a worker).
 fn curves_settled(a: &SlimApp) -> bool {
-    let baseline = a.attached.as_ref().map(|x| x.baseline.quality());
+    let baseline = a.attached().map(|x| x.baseline.quality());
     a.curves.as_ref().is_some_and(|c| c.is_settled(baseline))
 }
 
@@ -77,7 +77,7 @@ fn curves_settled(a: &SlimApp) -> bool {
 fn open_demo(h: &mut Harness<'_, SlimApp>) {
     h.state_mut().apply(slimscope::app::Command::OpenDemo);
     step_until(h, "the demo and its baseline", |a| {
-        a.attached.is_some() && !a.is_attaching() && !a.is_loading()
+        a.attached().is_some() && !a.is_attaching() && !a.is_loading()
     });
 }
 
@@ -95,7 +95,7 @@ fn dropping_a_model_shows_its_tensors_histogram_and_statistics() {
     let path = fixture("digit_cnn.pth");
     drop_file(&mut h, &path);
     step_until(&mut h, "the model to load", |a| {
-        a.loaded.is_some() && !a.is_loading()
+        a.loaded().is_some() && !a.is_loading()
     });
     // The first tensor is selected and its histogram shown.
     h.get_by_label("Histogram of conv_layers.0.weight");
@@ -106,10 +106,12 @@ fn dropping_a_model_shows_its_tensors_histogram_and_statistics() {
     h.get_by_label("Histogram of fc_layers.0.weight");
     h.get_by_label_contains("[256, 1152] · F32 · 294,912 values");
     let app = h.state();
-    let index = app.selected.expect("a selection");
+    let index = app
+        .document()
+        .and_then(|d| d.selected)
+        .expect("a selection");
     let stats = app
-        .loaded
-        .as_ref()
+        .loaded()
         .and_then(|l| l.reports[index].stats.clone())
         .expect("stats");
     h.get_by_label(&format!("{:.6}", stats.std));
@@ -121,7 +123,7 @@ fn the_magnitude_histogram_is_computed_in_the_background() {
     let mut h = harness();
     drop_file(&mut h, &fixture("digit_cnn.pth"));
     step_until(&mut h, "the model to load", |a| {
-        a.loaded.is_some() && !a.is_loading()
+        a.loaded().is_some() && !a.is_loading()
     });
     h.get_by_label("|w|").click();
     h.run_steps(2);
@@ -138,7 +140,7 @@ fn a_bad_file_shows_an_error_and_the_app_keeps_working() {
     let mut h = harness();
     drop_file(&mut h, &fixture("digit_cnn.pth"));
     step_until(&mut h, "the model to load", |a| {
-        a.loaded.is_some() && !a.is_loading()
+        a.loaded().is_some() && !a.is_loading()
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("broken.gguf");
@@ -155,8 +157,7 @@ fn a_bad_file_shows_an_error_and_the_app_keeps_working() {
     // And the next good file opens.
     drop_file(&mut h, &fixture("sample.npz"));
     step_until(&mut h, "the second model", |a| {
-        a.loaded
-            .as_ref()
+        a.loaded()
             .is_some_and(|l| l.model.path.ends_with("sample.npz"))
     });
     h.get_by_label("Histogram of dense.weight");
@@ -167,7 +168,7 @@ fn the_table_filters_and_sorts() {
     let mut h = harness();
     drop_file(&mut h, &fixture("digit_cnn.pth"));
     step_until(&mut h, "the model to load", |a| {
-        a.loaded.is_some() && !a.is_loading()
+        a.loaded().is_some() && !a.is_loading()
     });
     // Layers first: each a header row with its tensors beneath.
     h.get_by_label("conv_layers.0  (conv)");
@@ -181,18 +182,26 @@ fn the_table_filters_and_sorts() {
     h.get_by_label("Params").click();
     h.run_steps(2);
     let app = h.state();
-    let loaded = app.loaded.as_ref().expect("loaded");
-    let rows = app.table.tensor_rows(&loaded.reports);
+    let loaded = app.loaded().expect("loaded");
+    let rows = app
+        .document()
+        .expect("a model")
+        .table
+        .tensor_rows(&loaded.reports);
     assert_eq!(
         loaded.reports[rows[0]].info.name, "fc_layers.0.weight",
         "largest first"
     );
-    h.state_mut().table.filter = "fc_".into();
+    h.state_mut().document_mut().expect("a model").table.filter = "fc_".into();
     h.run_steps(2);
     assert!(h.query_by_label("conv_layers.3.weight").is_none());
     h.get_by_label("fc_layers.2.bias");
     // Grouped again, the filter keeps only the matching layers.
-    h.state_mut().table.group_by_layer = true;
+    h.state_mut()
+        .document_mut()
+        .expect("a model")
+        .table
+        .group_by_layer = true;
     h.run_steps(2);
     h.get_by_label("fc_layers.2  (linear)");
     assert!(h.query_by_label("conv_layers.3  (conv)").is_none());
@@ -203,7 +212,7 @@ fn a_large_gguf_loads_with_every_block_listed() {
     let mut h = harness();
     drop_file(&mut h, &fixture("smollm2_q4_1.gguf"));
     step_until(&mut h, "SmolLM2 to load", |a| {
-        a.loaded.is_some() && !a.is_loading()
+        a.loaded().is_some() && !a.is_loading()
     });
     h.get_by_label("Histogram of token_embd.weight");
     h.get_by_label("272 tensors in 32 layers");
@@ -224,19 +233,19 @@ fn moving_the_global_slider_changes_the_model_size_shown() {
     let mut h = harness();
     drop_file(&mut h, &fixture("digit_cnn.pth"));
     step_until(&mut h, "the model to load", |a| {
-        a.loaded.is_some() && !a.is_loading()
+        a.loaded().is_some() && !a.is_loading()
     });
     // Nothing compressed yet: no size figure.
     assert!(h.query_by_label_contains("smaller)").is_none());
     h.get_by_role_and_label(egui::accesskit::Role::Slider, "Sparsity")
         .set_value_accesskit(50.0);
     h.run_steps(2);
-    assert_eq!(h.state().config.sparsity_pct, 50.0);
+    assert_eq!(h.state().config().sparsity_pct, 50.0);
     step_until(&mut h, "the 50% evaluation", |a| {
-        a.evaluation_is_current() && a.evaluation.is_some()
+        a.evaluation_is_current() && a.evaluation().is_some()
     });
     let at_50 = shown_size(&h);
-    let e = h.state().evaluation.clone().expect("evaluation");
+    let e = h.state().evaluation().cloned().expect("evaluation");
     // Independent arithmetic: f32 weights pruned to half need a sparse layout; the
     // figure shown is the evaluation's, and it is smaller than the original.
     assert!(e.totals.bytes_after < e.totals.bytes_before, "{at_50}");
@@ -252,11 +261,11 @@ fn moving_the_global_slider_changes_the_model_size_shown() {
     h.get_by_label("int4").click();
     h.run_steps(2);
     step_until(&mut h, "the int4 evaluation", |a| {
-        a.evaluation_is_current() && a.evaluation.is_some()
+        a.evaluation_is_current() && a.evaluation().is_some()
     });
     let at_int4 = shown_size(&h);
     assert_ne!(at_50, at_int4);
-    let e4 = h.state().evaluation.clone().expect("evaluation");
+    let e4 = h.state().evaluation().cloned().expect("evaluation");
     assert!(e4.totals.bytes_after < e.totals.bytes_after);
     assert!(
         e4.totals.weight_sqnr_db() < e.totals.weight_sqnr_db(),
@@ -268,7 +277,7 @@ fn moving_the_global_slider_changes_the_model_size_shown() {
     h.get_by_value("int4").click();
     h.run_steps(2);
     h.get_by_label("as stored").click();
-    step_until(&mut h, "the identity", |a| a.evaluation.is_none());
+    step_until(&mut h, "the identity", |a| a.evaluation().is_none());
     assert!(h.query_by_label_contains("smaller)").is_none());
 }
 
@@ -278,7 +287,7 @@ fn an_export_writes_a_recipe_that_slimscope_apply_reproduces() {
     let model = fixture("digit_cnn.pth");
     drop_file(&mut h, &model);
     step_until(&mut h, "the model to load", |a| {
-        a.loaded.is_some() && !a.is_loading()
+        a.loaded().is_some() && !a.is_loading()
     });
     h.get_by_role_and_label(egui::accesskit::Role::Slider, "Sparsity")
         .set_value_accesskit(70.0);
@@ -291,7 +300,7 @@ fn an_export_writes_a_recipe_that_slimscope_apply_reproduces() {
     h.run_steps(2);
     assert!(
         h.state()
-            .config
+            .config()
             .overrides
             .contains_key("conv_layers.0.weight")
     );
@@ -354,12 +363,11 @@ fn the_demo_opens_evaluated_and_95_percent_sparsity_costs_accuracy() {
         .set_value_accesskit(95.0);
     h.run_steps(2);
     step_until(&mut h, "the 95% evaluation with accuracy", |a| {
-        a.evaluation_is_current() && a.evaluation.as_ref().is_some_and(|e| e.accuracy.is_some())
+        a.evaluation_is_current() && a.evaluation().is_some_and(|e| e.accuracy.is_some())
     });
     let (_, m) = h
         .state()
-        .evaluation
-        .as_ref()
+        .evaluation()
         .and_then(|e| e.accuracy)
         .expect("accuracy");
     assert!(
@@ -379,7 +387,7 @@ fn dropping_a_data_spec_on_an_open_model_attaches_and_evaluates_it() {
     let mut h = harness();
     drop_file(&mut h, &fixture("digit_cnn.pth"));
     step_until(&mut h, "the model to load", |a| {
-        a.loaded.is_some() && !a.is_loading()
+        a.loaded().is_some() && !a.is_loading()
     });
     h.get_by_label_contains("No data attached");
     // The same spec the demo ships, pointing at the fixture copy of the images; no
@@ -388,7 +396,7 @@ fn dropping_a_data_spec_on_an_open_model_attaches_and_evaluates_it() {
     let spec = common::mnist_spec(dir.path());
     drop_file(&mut h, &spec);
     step_until(&mut h, "the data to attach", |a| {
-        a.attached.is_some() && !a.is_attaching()
+        a.attached().is_some() && !a.is_attaching()
     });
     assert!(h.state().error.is_none(), "{:?}", h.state().error);
     // Still the same model: the drop attached data instead of opening a file.
@@ -403,13 +411,13 @@ fn an_onnx_model_is_evaluated_through_its_own_graph_and_a_spec_does_not_apply() 
     let mut h = harness();
     drop_file(&mut h, &fixture("digit_cnn.onnx"));
     step_until(&mut h, "the model to load", |a| {
-        a.loaded.is_some() && !a.is_loading()
+        a.loaded().is_some() && !a.is_loading()
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = common::mnist_spec(dir.path());
     drop_file(&mut h, &spec);
     step_until(&mut h, "the data to attach", |a| {
-        a.attached.is_some() && !a.is_attaching()
+        a.attached().is_some() && !a.is_attaching()
     });
     assert!(h.state().error.is_none(), "{:?}", h.state().error);
     h.get_by_label("the model's ONNX graph");
@@ -438,13 +446,13 @@ fn dropping_an_architecture_spec_replaces_the_proposal_and_a_wrong_one_is_explai
     let mut h = harness();
     drop_file(&mut h, &fixture("digit_cnn.pth"));
     step_until(&mut h, "the model to load", |a| {
-        a.loaded.is_some() && !a.is_loading()
+        a.loaded().is_some() && !a.is_loading()
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = common::mnist_spec(dir.path());
     drop_file(&mut h, &spec);
     step_until(&mut h, "the data to attach", |a| {
-        a.attached.is_some() && !a.is_attaching()
+        a.attached().is_some() && !a.is_attaching()
     });
     h.get_by_label("proposed from the weights · 13 layers");
     // The demo's spec (with its ReLUs and pools written out) replaces the proposal.
@@ -456,7 +464,7 @@ fn dropping_an_architecture_spec_replaces_the_proposal_and_a_wrong_one_is_explai
     std::fs::write(&arch, &arch_text).expect("write");
     drop_file(&mut h, &arch);
     step_until(&mut h, "the spec to attach", |a| {
-        !a.is_attaching() && a.attached.as_ref().is_some_and(|x| x.arch_path.is_some())
+        !a.is_attaching() && a.attached().is_some_and(|x| x.arch_path.is_some())
     });
     h.get_by_label("cnn.arch.toml · 13 layers");
     h.get_by_label_contains("top-1 99.70%");
@@ -611,22 +619,22 @@ fn the_layers_view_shows_the_heatmap_and_the_best_measured_allocation_becomes_th
         .expect("use button")
         .click();
     h.run_steps(2);
-    assert_eq!(h.state().config, best.point.config);
+    assert_eq!(*h.state().config(), best.point.config);
 }
 
 #[test]
 fn returning_the_slider_to_a_measured_level_reuses_its_accuracy() {
     let mut h = harness();
     open_demo(&mut h);
-    let measured = |a: &SlimApp| a.attached.as_ref().map_or(0, |x| x.evaluator.measured());
+    let measured = |a: &SlimApp| a.attached().map_or(0, |x| x.evaluator.measured());
     let at = |h: &mut Harness<'_, SlimApp>, pct: f64| {
         h.get_by_role_and_label(egui::accesskit::Role::Slider, "Sparsity")
             .set_value_accesskit(pct);
         h.run_steps(2);
         step_until(h, "the evaluation with accuracy", |a| {
-            a.evaluation_is_current() && a.evaluation.as_ref().is_some_and(|e| e.accuracy.is_some())
+            a.evaluation_is_current() && a.evaluation().is_some_and(|e| e.accuracy.is_some())
         });
-        h.state().evaluation.clone().expect("evaluation")
+        h.state().evaluation().cloned().expect("evaluation")
     };
     let before = measured(h.state());
     let first = at(&mut h, 60.0);
@@ -685,22 +693,26 @@ fn recover_and_distill_in_the_training_tab_put_the_recovered_point_on_the_curves
     let mut h = harness();
     drop_file(&mut h, &model);
     step_until(&mut h, "the model", |a| {
-        a.loaded.is_some() && !a.is_loading()
+        a.loaded().is_some() && !a.is_loading()
     });
     drop_file(&mut h, &data);
     step_until(&mut h, "the data", |a| {
-        a.attached.is_some() && !a.is_attaching()
+        a.attached().is_some() && !a.is_attaching()
     });
     drop_file(&mut h, &spec);
     step_until(&mut h, "the spec", |a| {
-        a.attached.as_ref().is_some_and(|x| x.arch_path.is_some()) && !a.is_attaching()
+        a.attached().is_some_and(|x| x.arch_path.is_some()) && !a.is_attaching()
     });
     h.get_by_label("Training").click();
     h.run_steps(2);
     h.get_by_label_contains("held out");
     // Nothing compressed yet: Recover is not offered.
     h.get_by_label_contains("nothing compressed yet");
-    h.state_mut().config.sparsity_pct = 90.0;
+    h.state_mut()
+        .document_mut()
+        .expect("a model")
+        .config
+        .sparsity_pct = 90.0;
     h.run_steps(2);
     h.state_mut().training.recover.epochs = 4;
     h.get_by_label("Recover").click();
@@ -774,7 +786,7 @@ fn recover_and_distill_in_the_training_tab_put_the_recovered_point_on_the_curves
 
     // A student made from the model itself: half of the hidden neurons structurally
     // pruned, then removed (the class layer keeps its 10 outputs).
-    h.state_mut().config = slimscope::compress::config::Config {
+    h.state_mut().document_mut().expect("a model").config = slimscope::compress::config::Config {
         method: slimscope::compress::config::Method::Structured,
         sparsity_pct: 50.0,
         ..Default::default()
@@ -815,19 +827,19 @@ fn ctrl_z_and_ctrl_shift_z_walk_configuration_changes_and_f1_lists_them() {
     let mut h = harness();
     drop_file(&mut h, &fixture("digit_cnn.pth"));
     step_until(&mut h, "the model to load", |a| {
-        a.loaded.is_some() && !a.is_loading()
+        a.loaded().is_some() && !a.is_loading()
     });
-    let sparsity = |h: &Harness<'_, SlimApp>| h.state().config.sparsity_pct;
+    let sparsity = |h: &Harness<'_, SlimApp>| h.state().config().sparsity_pct;
     h.get_by_role_and_label(egui::accesskit::Role::Slider, "Sparsity")
         .set_value_accesskit(70.0);
     h.run_steps(2);
     h.get_by_label("global").click();
     h.run_steps(2);
-    assert!(h.state().config.global_scope);
+    assert!(h.state().config().global_scope);
     // Undo the scope, then the slider; redo both; the Edit menu offers the same.
     h.key_combination_modifiers(Modifiers::COMMAND, &[Key::Z]);
     h.run_steps(2);
-    assert!(!h.state().config.global_scope);
+    assert!(!h.state().config().global_scope);
     assert_eq!(sparsity(&h), 70.0);
     h.key_combination_modifiers(Modifiers::COMMAND, &[Key::Z]);
     h.run_steps(2);
@@ -837,13 +849,13 @@ fn ctrl_z_and_ctrl_shift_z_walk_configuration_changes_and_f1_lists_them() {
     assert_eq!(sparsity(&h), 70.0);
     h.key_combination_modifiers(Modifiers::COMMAND, &[Key::Y]);
     h.run_steps(2);
-    assert!(h.state().config.global_scope);
-    assert!(!h.state().history.can_redo());
+    assert!(h.state().config().global_scope);
+    assert!(!h.state().document().expect("a model").history.can_redo());
     h.get_by_label("Edit").click();
     h.run_steps(2);
     h.get_by_label("Undo").click();
     h.run_steps(2);
-    assert!(!h.state().config.global_scope);
+    assert!(!h.state().config().global_scope);
     // F1 opens the shortcuts.
     h.key_press(Key::F1);
     h.run_steps(2);
@@ -860,7 +872,7 @@ fn settings_theme_and_each_models_last_configuration_persist() {
     h.run_steps(1);
     drop_file(&mut h, &fixture("digit_cnn.pth"));
     step_until(&mut h, "the model to load", |a| {
-        a.loaded.is_some() && !a.is_loading()
+        a.loaded().is_some() && !a.is_loading()
     });
     // The hint explains what to try until dismissed.
     h.get_by_label_contains("drag the Sparsity slider");
@@ -890,9 +902,9 @@ fn settings_theme_and_each_models_last_configuration_persist() {
         );
     drop_file(&mut again, &fixture("digit_cnn.pth"));
     step_until(&mut again, "the model to load", |a| {
-        a.loaded.is_some() && !a.is_loading()
+        a.loaded().is_some() && !a.is_loading()
     });
-    assert_eq!(again.state().config.sparsity_pct, 60.0);
+    assert_eq!(again.state().config().sparsity_pct, 60.0);
     again.get_by_label_contains("Restored the configuration you last used");
     assert!(
         again
@@ -903,7 +915,7 @@ fn settings_theme_and_each_models_last_configuration_persist() {
     // The restore is one undo away from none.
     again.state_mut().apply(slimscope::app::Command::Undo);
     again.run_steps(2);
-    assert_eq!(again.state().config.sparsity_pct, 0.0);
+    assert_eq!(again.state().config().sparsity_pct, 0.0);
 }
 
 #[test]
@@ -915,7 +927,7 @@ fn pinned_configurations_compare_side_by_side_and_either_can_be_used_again() {
             .set_value_accesskit(pct);
         h.run_steps(2);
         step_until(h, "the figures of the configuration", |a| {
-            a.evaluation_is_current() && a.evaluation.as_ref().is_some_and(|e| e.accuracy.is_some())
+            a.evaluation_is_current() && a.evaluation().is_some_and(|e| e.accuracy.is_some())
         });
     };
     settle(&mut h, 50.0);
@@ -929,7 +941,7 @@ fn pinned_configurations_compare_side_by_side_and_either_can_be_used_again() {
     h.get_by_label("B: #2");
     h.get_by_label("Magnitude 50% · as stored");
     h.get_by_label("Magnitude 90% · as stored");
-    let pinned = &h.state().compare.pinned;
+    let pinned = &h.state().document().expect("a model").compare.pinned;
     let (a, b) = (&pinned[0].evaluation, &pinned[1].evaluation);
     assert!(b.totals.bytes_after < a.totals.bytes_after);
     let delta = 100.0 * (b.accuracy.expect("B").1.top1 - a.accuracy.expect("A").1.top1);
@@ -940,10 +952,10 @@ fn pinned_configurations_compare_side_by_side_and_either_can_be_used_again() {
     // Use A again; Ctrl+Z returns to 90%.
     h.get_by_label("Use A").click();
     h.run_steps(2);
-    assert_eq!(h.state().config.sparsity_pct, 50.0);
+    assert_eq!(h.state().config().sparsity_pct, 50.0);
     h.state_mut().apply(slimscope::app::Command::Undo);
     h.run_steps(2);
-    assert_eq!(h.state().config.sparsity_pct, 90.0);
+    assert_eq!(h.state().config().sparsity_pct, 90.0);
 }
 
 /// The whole workflow on the bundled demo, as a new user walks it: explore with the
@@ -961,7 +973,7 @@ fn the_whole_workflow_on_the_demo_from_open_to_a_reopened_export() {
             .set_value_accesskit(pct);
         h.run_steps(2);
         step_until(h, "the configuration's figures", |a| {
-            a.evaluation_is_current() && a.evaluation.as_ref().is_some_and(|e| e.accuracy.is_some())
+            a.evaluation_is_current() && a.evaluation().is_some_and(|e| e.accuracy.is_some())
         });
     };
     // Explore and choose: two pins, compared; A (60%) is kept.
@@ -975,13 +987,13 @@ fn the_whole_workflow_on_the_demo_from_open_to_a_reopened_export() {
     h.run_steps(2);
     h.get_by_label("Use A").click();
     h.run_steps(2);
-    assert_eq!(h.state().config.sparsity_pct, 60.0);
+    assert_eq!(h.state().config().sparsity_pct, 60.0);
     h.state_mut().apply(Command::Undo);
     h.run_steps(2);
-    assert_eq!(h.state().config.sparsity_pct, 95.0);
+    assert_eq!(h.state().config().sparsity_pct, 95.0);
     h.state_mut().apply(Command::Redo);
     h.run_steps(2);
-    assert_eq!(h.state().config.sparsity_pct, 60.0);
+    assert_eq!(h.state().config().sparsity_pct, 60.0);
 
     // A corrupt file in the middle: an error naming it, nothing lost.
     let bad = dir.path().join("truncated.safetensors");
@@ -989,8 +1001,8 @@ fn the_whole_workflow_on_the_demo_from_open_to_a_reopened_export() {
     drop_file(&mut h, &bad);
     step_until(&mut h, "the error", |a| a.error.is_some());
     h.get_by_label_contains("truncated.safetensors");
-    assert_eq!(h.state().config.sparsity_pct, 60.0);
-    assert!(h.state().attached.is_some());
+    assert_eq!(h.state().config().sparsity_pct, 60.0);
+    assert!(h.state().attached().is_some());
     h.get_by_label("Dismiss").click();
     h.run_steps(2);
 
@@ -1001,11 +1013,10 @@ fn the_whole_workflow_on_the_demo_from_open_to_a_reopened_export() {
     assert!(h.state().error.is_none(), "{:?}", h.state().error);
     drop_file(&mut h, &out);
     step_until(&mut h, "the export to open", |a| {
-        a.loaded
-            .as_ref()
+        a.loaded()
             .is_some_and(|l| l.model.path == out && !a.is_loading())
     });
-    let model = &h.state().loaded.as_ref().expect("model").model;
+    let model = &h.state().loaded().expect("model").model;
     let i = model.tensor_index("fc_layers.0.weight").expect("tensor");
     let w = model.tensor_f32(i).expect("values");
     let zeros = w.iter().filter(|&&v| v == 0.0).count() as f64 / w.len() as f64;
@@ -1034,11 +1045,11 @@ fn a_restored_configuration_is_measured_once_the_data_arrives() {
             SlimApp::new(settings),
         );
     open_demo(&mut h);
-    assert_eq!(h.state().config, restored);
+    assert_eq!(*h.state().config(), restored);
     // The configuration was evaluated before the data was attached; it is measured
     // again on the data, not shown as "same as the original".
     step_until(&mut h, "accuracy of the restored configuration", |a| {
-        a.evaluation_is_current() && a.evaluation.as_ref().is_some_and(|e| e.accuracy.is_some())
+        a.evaluation_is_current() && a.evaluation().is_some_and(|e| e.accuracy.is_some())
     });
     h.get_by_label_contains("pts) · loss");
 }
@@ -1058,7 +1069,7 @@ fn the_workflow_on_a_real_sentence_encoder_from_open_to_a_reopened_export() {
     let mut h = harness();
     drop_file(&mut h, &fixture("minilm/model.safetensors"));
     step_until(&mut h, "the encoder and its sentences", |a| {
-        a.attached.is_some() && !a.is_attaching() && !a.is_loading()
+        a.attached().is_some() && !a.is_attaching() && !a.is_loading()
     });
     h.get_by_label_contains("64 sentences · 32 scored pairs");
     h.get_by_label_contains("Spearman 0.86");
@@ -1067,14 +1078,13 @@ fn the_workflow_on_a_real_sentence_encoder_from_open_to_a_reopened_export() {
             .set_value_accesskit(pct);
         h.run_steps(2);
         step_until(h, "the configuration's figures", |a| {
-            a.evaluation_is_current() && a.evaluation.as_ref().is_some_and(|e| e.accuracy.is_some())
+            a.evaluation_is_current() && a.evaluation().is_some_and(|e| e.accuracy.is_some())
         });
     };
     settle(&mut h, 30.0);
     let shown = |h: &Harness<'_, SlimApp>| {
         h.state()
-            .evaluation
-            .as_ref()
+            .evaluation()
             .and_then(|e| e.accuracy)
             .and_then(|(_, m)| m.embedding)
             .expect("embedding figures")
@@ -1092,13 +1102,13 @@ fn the_workflow_on_a_real_sentence_encoder_from_open_to_a_reopened_export() {
     h.run_steps(2);
     h.get_by_label("Use A").click();
     h.run_steps(2);
-    assert_eq!(h.state().config.sparsity_pct, 30.0);
+    assert_eq!(h.state().config().sparsity_pct, 30.0);
     h.state_mut().apply(Command::Undo);
     h.run_steps(2);
-    assert_eq!(h.state().config.sparsity_pct, 70.0);
+    assert_eq!(h.state().config().sparsity_pct, 70.0);
     h.state_mut().apply(Command::Redo);
     h.run_steps(2);
-    assert_eq!(h.state().config.sparsity_pct, 30.0);
+    assert_eq!(h.state().config().sparsity_pct, 30.0);
     step_until(&mut h, "the 30% figures again", |a| {
         a.evaluation_is_current()
     });
@@ -1108,7 +1118,7 @@ fn the_workflow_on_a_real_sentence_encoder_from_open_to_a_reopened_export() {
     drop_file(&mut h, &bad);
     step_until(&mut h, "the error", |a| a.error.is_some());
     h.get_by_label_contains("cut.safetensors");
-    assert_eq!(h.state().config.sparsity_pct, 30.0);
+    assert_eq!(h.state().config().sparsity_pct, 30.0);
     h.get_by_label("Dismiss").click();
     h.run_steps(2);
 
@@ -1118,12 +1128,12 @@ fn the_workflow_on_a_real_sentence_encoder_from_open_to_a_reopened_export() {
     assert!(h.state().error.is_none(), "{:?}", h.state().error);
     drop_file(&mut h, &out);
     step_until(&mut h, "the export to open and be measured", |a| {
-        a.loaded.as_ref().is_some_and(|l| l.model.path == out)
-            && a.attached.is_some()
+        a.loaded().is_some_and(|l| l.model.path == out)
+            && a.attached().is_some()
             && !a.is_attaching()
             && !a.is_loading()
     });
-    let model = &h.state().loaded.as_ref().expect("model").model;
+    let model = &h.state().loaded().expect("model").model;
     let i = model
         .tensor_index("encoder.layer.0.intermediate.dense.weight")
         .expect("tensor");
@@ -1131,7 +1141,7 @@ fn the_workflow_on_a_real_sentence_encoder_from_open_to_a_reopened_export() {
     let zeros = w.iter().filter(|&&v| v == 0.0).count() as f64 / w.len() as f64;
     assert!((zeros - 0.3).abs() < 0.01, "sparsity {zeros}");
     // The exported model's own Spearman is the one shown for its configuration.
-    let reopened = h.state().attached.as_ref().expect("attached").baseline;
+    let reopened = h.state().attached().expect("attached").baseline;
     let spearman = reopened
         .embedding
         .and_then(|e| e.spearman)
@@ -1178,7 +1188,7 @@ fn non_finite_features_are_named_under_the_accuracy_figures() {
     let mut h = harness();
     drop_file(&mut h, &fixture("digit_cnn.pth"));
     step_until(&mut h, "the model to load", |a| {
-        a.loaded.is_some() && !a.is_loading()
+        a.loaded().is_some() && !a.is_loading()
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let row = |odd: bool, label: u32| {
@@ -1199,7 +1209,7 @@ fn non_finite_features_are_named_under_the_accuracy_figures() {
     .expect("write spec");
     drop_file(&mut h, &spec);
     step_until(&mut h, "the data to attach", |a| {
-        a.attached.is_some() && !a.is_attaching()
+        a.attached().is_some() && !a.is_attaching()
     });
     h.get_by_label_contains("1 NaN and 1 ±inf feature values");
 }

@@ -10,6 +10,7 @@ pub mod accuracy;
 pub mod compare;
 pub mod compress;
 pub mod curves;
+mod document;
 mod help;
 mod histogram;
 pub mod history;
@@ -18,18 +19,18 @@ mod snapshot;
 mod summary;
 pub mod training;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::compress::apply::{TensorCache, apply_recipe};
+use crate::compress::apply::apply_recipe;
 use crate::inspect::{TensorReport, inspect_model};
 use crate::jobs::{JobEvent, JobHandle, spawn_job};
 use crate::model::Model;
 use crate::stats::{DEFAULT_BINS, Histogram, HistogramRange, StatsOptions};
 pub(crate) use crate::units::{group_digits, human_bytes};
+pub use document::Document;
 
 /// How many recent files File > Open Recent remembers.
 const RECENT_FILES: usize = 8;
@@ -138,81 +139,58 @@ pub struct LoadedModel {
 struct Loading {
     path: PathBuf,
     job: JobHandle<LoadedModel>,
-    done: usize,
-    total: usize,
+    progress: (usize, usize),
 }
 
-/// A histogram being computed for a (tensor, bins, range) not computed at load time.
-struct HistogramJob {
-    key: HistogramKey,
-    job: JobHandle<Histogram>,
+/// The end of the job in `slot` (reached through `job`), emptying the slot when it
+/// has ended.
+fn take_end<S, T, P>(
+    slot: &mut Option<S>,
+    job: impl Fn(&S) -> &JobHandle<T, P>,
+) -> Option<JobEvent<T, P>> {
+    let event = job(slot.as_ref()?).try_end()?;
+    *slot = None;
+    Some(event)
 }
 
-type HistogramKey = (usize, usize, HistogramRange);
-
-/// What an evaluation is computed for: the model opened (its generation: reopening
-/// the same file is a new one), configuration, histogram bins, data version.
-type EvalKey = (u64, compress::Config, usize, u64);
-
-/// A compression evaluation running for its key.
-struct Evaluating {
-    key: EvalKey,
-    job: JobHandle<compress::Evaluation>,
-}
-
-/// A data set being attached: loading, then the baseline evaluation.
-struct Attaching {
-    job: JobHandle<accuracy::Attached>,
-    done: usize,
-    total: usize,
+/// The job's end, if it has ended, after recording its latest progress.
+fn drain<T>(job: &JobHandle<T>, progress: &mut (usize, usize)) -> Option<JobEvent<T>> {
+    let mut end = None;
+    while let Ok(event) = job.events.try_recv() {
+        match event {
+            JobEvent::Progress { done, total, .. } => *progress = (done, total),
+            other if other.is_end() => end = Some(other),
+            _ => {}
+        }
+    }
+    end
 }
 
 /// The whole app state.
 pub struct SlimApp {
     pub settings: Settings,
-    pub loaded: Option<LoadedModel>,
-    pub selected: Option<usize>,
+    /// The open model and everything that belongs to it.
+    doc: Option<Document>,
     /// The last error, shown until dismissed; names the file.
     pub error: Option<String>,
-    pub table: layers::TableState,
-    loading: Option<Loading>,
-    dialog: Option<JobHandle<Option<PathBuf>>>,
-    histograms: HashMap<HistogramKey, Histogram>,
-    histogram_job: Option<HistogramJob>,
-    /// What the compression controls are set to.
-    pub config: compress::Config,
-    /// The latest finished evaluation (possibly of an older configuration while a
-    /// newer one is computed).
-    pub evaluation: Option<Arc<compress::Evaluation>>,
-    evaluating: Option<Evaluating>,
-    /// The settings whose evaluation failed (not retried until they change).
-    evaluation_failed: Option<EvalKey>,
-    /// Counts the models shown, so keys of one never match another's.
-    model_generation: u64,
-    export_dialog: Option<JobHandle<Option<PathBuf>>>,
-    export: Option<JobHandle<String>>,
     /// The last success message (an export), shown until dismissed.
     pub notice: Option<String>,
-    /// The data set attached to the open model, with its baseline.
-    pub attached: Option<accuracy::Attached>,
-    attaching: Option<Attaching>,
+    loading: Option<Loading>,
     /// Data (and architecture) to attach once the model being opened has loaded.
     pending_attach: Option<(PathBuf, Option<PathBuf>)>,
-    data_dialog: Option<JobHandle<Option<PathBuf>>>,
-    data_version: u64,
+    /// The file dialog on screen; its answer becomes a command.
+    dialog: Option<JobHandle<Option<Command>>>,
+    /// The export being written.
+    export: Option<JobHandle<String>>,
+    /// A training result, results file or image being written.
+    saving: Option<JobHandle<String>>,
     ctx: Option<egui::Context>,
     /// Sweeps of the open model and their points.
     pub curves: Option<curves::Curves>,
     /// What the central area shows.
     pub tab: Tab,
-    /// Compressed tensors of the open model, shared by the sliders and the sweeps.
-    tensor_cache: Arc<TensorCache>,
     /// Recovery fine-tuning and distillation of the open model.
     pub training: training::Training,
-    /// A file dialog whose answer becomes a command (student spec, save targets).
-    answer_dialog: Option<JobHandle<Option<Command>>>,
-    /// A training result, results file or image being written.
-    saving: Option<JobHandle<String>>,
     /// Plots to save once the window's screenshot arrives (with the scale it was
     /// taken at).
     pending_shot: Option<(
@@ -220,12 +198,8 @@ pub struct SlimApp {
         crossbeam_channel::Receiver<Arc<egui::ColorImage>>,
         f32,
     )>,
-    /// Undo and redo of `config`.
-    pub history: history::History,
     /// Whether the keyboard shortcuts window is open.
     pub show_help: bool,
-    /// Pinned configurations, compared side by side.
-    pub compare: compare::Compare,
     /// CPU time of recent frames (eframe reports them).
     pub frame_times: FrameTimes,
 }
@@ -275,91 +249,78 @@ impl SlimApp {
     pub fn new(settings: Settings) -> Self {
         SlimApp {
             settings,
-            loaded: None,
-            selected: None,
+            doc: None,
             error: None,
-            table: layers::TableState::default(),
-            loading: None,
-            dialog: None,
-            histograms: HashMap::new(),
-            histogram_job: None,
-            config: compress::Config::default(),
-            evaluation: None,
-            evaluating: None,
-            evaluation_failed: None,
-            model_generation: 0,
-            export_dialog: None,
-            export: None,
             notice: None,
-            attached: None,
-            attaching: None,
+            loading: None,
             pending_attach: None,
-            data_dialog: None,
-            data_version: 0,
+            dialog: None,
+            export: None,
+            saving: None,
             ctx: None,
             // Sweeps compute on a pool of their own: one per core, two jobs at a time.
             curves: crate::jobs::Pool::background(2, 0)
                 .ok()
                 .map(|p| curves::Curves::new(Arc::new(p))),
             tab: Tab::Histogram,
-            tensor_cache: Arc::new(TensorCache::new(TENSOR_CACHE_BYTES)),
             training: training::Training::default(),
-            answer_dialog: None,
-            saving: None,
             pending_shot: None,
-            history: history::History::default(),
             show_help: false,
-            compare: compare::Compare::default(),
             frame_times: FrameTimes::default(),
         }
     }
 
+    /// The open model's document.
+    pub fn document(&self) -> Option<&Document> {
+        self.doc.as_ref()
+    }
+
+    /// The open model's document, to change.
+    pub fn document_mut(&mut self) -> Option<&mut Document> {
+        self.doc.as_mut()
+    }
+
+    /// The open model with its statistics.
+    pub fn loaded(&self) -> Option<&LoadedModel> {
+        self.doc.as_ref().map(|d| &d.loaded)
+    }
+
+    /// The data set attached to the open model.
+    pub fn attached(&self) -> Option<&accuracy::Attached> {
+        self.doc.as_ref()?.attached.as_ref()
+    }
+
+    /// The latest finished evaluation of the open model.
+    pub fn evaluation(&self) -> Option<&Arc<compress::Evaluation>> {
+        self.doc.as_ref()?.evaluation.as_ref()
+    }
+
+    /// What the compression controls are set to (nothing compressed with no model).
+    pub fn config(&self) -> &compress::Config {
+        static NONE: compress::Config = compress::Config::NONE;
+        self.doc.as_ref().map_or(&NONE, |d| &d.config)
+    }
+
     /// Whether a data set is being attached (loaded and evaluated).
     pub fn is_attaching(&self) -> bool {
-        self.attaching.is_some() || self.pending_attach.is_some()
+        self.doc.as_ref().is_some_and(|d| d.attaching().is_some()) || self.pending_attach.is_some()
     }
 
-    /// The key the current settings ask an evaluation for.
-    fn eval_key(&self) -> EvalKey {
-        (
-            self.model_generation,
-            self.config.clone(),
-            self.settings.bins,
-            self.attached.as_ref().map_or(0, |a| a.version),
-        )
-    }
-
-    /// Attach `data` (and `arch`) to the open model on a worker.
+    /// Attach `data` (and `arch`) to the open model on a worker, or to the model
+    /// being opened once it has loaded.
     fn attach(&mut self, data: PathBuf, arch: Option<PathBuf>) {
-        let Some(model) = self.loaded.as_ref().map(|l| l.model.clone()) else {
-            self.pending_attach = Some((data, arch));
-            return;
-        };
-        // Keep an explicitly given architecture when only the data changes.
-        let arch = arch.or_else(|| self.attached.as_ref().and_then(|a| a.arch_path.clone()));
-        self.data_version += 1;
-        let version = self.data_version;
-        let job = spawn_job("attach-data", self.notifier(), move |progress| {
-            accuracy::attach(&model, &data, arch.as_deref(), version, progress)
-        });
-        self.attaching = Some(Attaching {
-            job,
-            done: 0,
-            total: 0,
-        });
+        let notify = self.notifier();
+        match &mut self.doc {
+            Some(doc) => doc.attach(data, arch, notify),
+            None => self.pending_attach = Some((data, arch)),
+        }
     }
 
     /// Whether the evaluation on screen is of the current configuration.
     pub fn evaluation_is_current(&self) -> bool {
-        // With data attached, an evaluation counts only with accuracy on that data (a
-        // configuration restored before the data arrived is measured again).
-        let data = self.attached.as_ref().map(|a| a.version);
-        self.config.is_identity() && self.evaluation.is_none()
-            || self.evaluation.as_ref().is_some_and(|e| {
-                e.config == self.config
-                    && e.bins == self.settings.bins
-                    && e.accuracy.map(|(v, _)| v) == data
-            })
+        self.doc
+            .as_ref()
+            .is_none_or(|d| d.evaluation_is_current(self.settings.bins))
     }
 
     /// Whether an export is being written.
@@ -367,54 +328,23 @@ impl SlimApp {
         self.export.is_some()
     }
 
-    /// Start evaluating the current configuration unless it is on screen or running.
-    /// At most one evaluation runs: a stale one is cancelled and the current
-    /// configuration starts when it has ended (latest wins).
     fn schedule_evaluation(&mut self) {
-        let Some(loaded) = &self.loaded else {
-            return;
-        };
-        let key = self.eval_key();
-        if self.evaluation_failed.as_ref() == Some(&key) {
-            return;
+        let notify = self.notifier();
+        if let Some(doc) = &mut self.doc {
+            doc.schedule_evaluation(self.settings.bins, notify);
         }
-        if let Some(running) = &self.evaluating {
-            if running.key != key {
-                running.job.cancel();
-            }
-            return;
-        }
-        if self.config.is_identity() {
-            self.evaluation = None;
-            return;
-        }
-        if self.evaluation_is_current() {
-            return;
-        }
-        let model = loaded.model.clone();
-        let reports = loaded.reports.clone();
-        let (_, config, bins, version) = key.clone();
-        let evaluator = self.attached.as_ref().map(|a| a.evaluator.clone());
-        let cache = self.tensor_cache.clone();
-        let job = spawn_job("compress", self.notifier(), move |progress| {
-            let accuracy = evaluator.as_deref().map(|e| (version, e));
-            compress::evaluate(&model, &reports, &config, bins, &cache, accuracy, || {
-                progress.is_cancelled()
-            })
-        });
-        self.evaluating = Some(Evaluating { key, job });
     }
 
     /// Export on a worker: the recipe (with the model's name and sha256) and the model.
     fn export(&mut self, out: PathBuf) {
-        let Some(loaded) = &self.loaded else {
+        let Some(doc) = &self.doc else {
             return;
         };
         if self.export.is_some() {
             return;
         }
-        let model = loaded.model.clone();
-        let config = self.config.clone();
+        let model = doc.loaded.model.clone();
+        let config = doc.config.clone();
         self.export = Some(spawn_job("export", self.notifier(), move |_| {
             crate::export::OutputFormat::of(&out)?;
             crate::export::check_output(&model, &out, true)?;
@@ -455,176 +385,61 @@ impl SlimApp {
         }
         self.training.poll();
         self.take_screenshot();
-        if let Some(dialog) = &self.answer_dialog
-            && let Some(event) = dialog.try_end()
-        {
-            self.answer_dialog = None;
-            if let JobEvent::Finished(Some(command)) = event {
-                self.apply(command);
+        if let Some(JobEvent::Finished(Some(command))) = take_end(&mut self.dialog, |d| d) {
+            self.apply(command);
+        }
+        for slot in [&mut self.saving, &mut self.export] {
+            match take_end(slot, |j| j) {
+                Some(JobEvent::Finished(message)) => self.notice = Some(message),
+                Some(JobEvent::Failed(message)) => self.error = Some(message),
+                _ => {}
             }
         }
-        if let Some(saving) = &self.saving
-            && let Some(event) = saving.try_end()
+        if let Some(loading) = &mut self.loading
+            && let Some(end) = drain(&loading.job, &mut loading.progress)
         {
-            self.saving = None;
-            match event {
-                JobEvent::Finished(message) => self.notice = Some(message),
+            let path = loading.path.clone();
+            self.loading = None;
+            match end {
+                JobEvent::Finished(loaded) => self.show_model(loaded, &path),
                 JobEvent::Failed(message) => self.error = Some(message),
                 _ => {}
             }
         }
-        if let Some(loading) = &mut self.loading {
-            let mut finished = None;
-            while let Ok(event) = loading.job.events.try_recv() {
-                match event {
-                    JobEvent::Progress { done, total, .. } => {
-                        (loading.done, loading.total) = (done, total)
-                    }
-                    end if end.is_end() => finished = Some(end),
-                    _ => {}
-                }
-            }
-            if let Some(end) = finished {
-                let path = loading.path.clone();
-                self.loading = None;
-                match end {
-                    JobEvent::Finished(loaded) => self.show_model(loaded, &path),
-                    JobEvent::Failed(message) => self.error = Some(message),
-                    _ => {}
-                }
-            }
-        }
-        if let Some(dialog) = &self.dialog
-            && let Some(event) = dialog.try_end()
-        {
-            self.dialog = None;
-            if let JobEvent::Finished(Some(path)) = event {
-                self.apply(Command::OpenModel(path));
-            }
-        }
-        if let Some(running) = &self.evaluating
-            && let Some(event) = running.job.try_end()
-        {
-            let key = running.key.clone();
-            self.evaluating = None;
-            match event {
-                JobEvent::Finished(e) => self.evaluation = Some(Arc::new(e)),
-                JobEvent::Failed(message) => {
-                    self.error = Some(message);
-                    // Not again for the same settings: the error stays on screen.
-                    self.evaluation_failed = Some(key);
-                }
-                _ => {}
-            }
-        }
-        if let Some(dialog) = &self.export_dialog
-            && let Some(event) = dialog.try_end()
-        {
-            self.export_dialog = None;
-            if let JobEvent::Finished(Some(path)) = event {
-                self.apply(Command::Export(path));
-            }
-        }
-        if let Some(export) = &self.export
-            && let Some(event) = export.try_end()
-        {
-            self.export = None;
-            match event {
-                JobEvent::Finished(message) => self.notice = Some(message),
-                JobEvent::Failed(message) => self.error = Some(message),
-                _ => {}
-            }
-        }
-        if let Some(attaching) = &mut self.attaching {
-            let mut end = None;
-            while let Ok(event) = attaching.job.events.try_recv() {
-                match event {
-                    JobEvent::Progress { done, total, .. } => {
-                        (attaching.done, attaching.total) = (done, total)
-                    }
-                    other if other.is_end() => end = Some(other),
-                    _ => {}
-                }
-            }
-            if let Some(end) = end {
-                self.attaching = None;
-                match end {
-                    JobEvent::Finished(a) => self.attached = Some(a),
-                    JobEvent::Failed(message) => self.error = Some(message),
-                    _ => {}
-                }
-            }
-        }
-        if let Some(dialog) = &self.data_dialog
-            && let Some(event) = dialog.try_end()
-        {
-            self.data_dialog = None;
-            if let JobEvent::Finished(Some(path)) = event {
-                // A data set or an architecture spec, told apart as a drop is.
-                self.apply(classify_drop(path, true));
-            }
+        if let Some(error) = self.doc.as_mut().and_then(Document::poll) {
+            self.error = Some(error);
         }
         self.schedule_evaluation();
-        if let Some(h) = &self.histogram_job
-            && let Some(event) = h.job.try_end()
-        {
-            let key = h.key;
-            self.histogram_job = None;
-            match event {
-                JobEvent::Finished(hist) => {
-                    self.histograms.insert(key, hist);
-                }
-                JobEvent::Failed(message) => self.error = Some(message),
-                _ => {}
-            }
-        }
     }
 
+    /// Replace the document with the model just loaded from `path`.
     fn show_model(&mut self, loaded: LoadedModel, path: &Path) {
-        self.histograms.clear();
-        self.histogram_job = None;
-        // The first tensor shown: the first of the first layer (file order for most
-        // formats, graph order for ONNX).
-        let first_shown = loaded
-            .model
-            .layers
-            .first()
-            .and_then(|l| l.tensors.first().copied());
-        self.selected = first_shown.or((!loaded.reports.is_empty()).then_some(0));
-        self.table = layers::TableState::default();
         self.error = None;
-        self.config = compress::Config::default();
-        self.history.reset(&self.config);
         // The configuration last used with this model comes back (one undo away
         // from none).
-        if let Some((_, config)) = self.settings.last_configs.iter().find(|(p, _)| p == path) {
-            self.config = config.clone();
-            self.history.observe(&self.config, false);
+        let restored = self
+            .settings
+            .last_configs
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, config)| config.clone());
+        if restored.is_some() {
             self.notice = Some(format!(
                 "Restored the configuration you last used with {} (Ctrl+Z for none).",
                 file_name(path)
             ));
         }
-        self.model_generation += 1;
-        self.evaluation = None;
-        self.evaluating = None;
-        // A failure belonged to the model as it was opened before: measure afresh.
-        self.evaluation_failed = None;
-        self.attached = None;
-        self.attaching = None;
         if let Some(c) = &mut self.curves {
             c.clear();
         }
         self.training.clear();
-        self.compare.clear();
-        self.tensor_cache = Arc::new(TensorCache::new(TENSOR_CACHE_BYTES));
         let recent = &mut self.settings.recent_files;
         recent.retain(|p| p != path);
         recent.insert(0, path.to_owned());
         recent.truncate(RECENT_FILES);
         let language_model = crate::eval::causal_lm::is_causal_lm(&loaded.model);
         let sentence_encoder = crate::eval::embeddings::is_sentence_encoder(&loaded.model);
-        self.loaded = Some(loaded);
+        self.doc = Some(Document::new(loaded, restored));
         if let Some((data, arch)) = self.pending_attach.take() {
             self.attach(data, arch);
         } else if language_model || sentence_encoder {
@@ -641,71 +456,39 @@ impl SlimApp {
     pub fn apply(&mut self, command: Command) {
         match command {
             Command::OpenModel(path) => self.open(path),
-            Command::OpenDialog => {
-                if self.dialog.is_none() {
-                    self.dialog = Some(spawn_job("file-dialog", self.notifier(), |_| {
-                        Ok(rfd::FileDialog::new()
-                            .set_title("Open a model")
-                            .add_filter(
-                                "models",
-                                &[
-                                    "safetensors",
-                                    "gguf",
-                                    "pth",
-                                    "pt",
-                                    "bin",
-                                    "npz",
-                                    "npy",
-                                    "onnx",
-                                    "json",
-                                ],
-                            )
-                            .add_filter("all files", &["*"])
-                            .pick_file())
-                    }));
+            Command::OpenDialog => self.answer_dialog(
+                "Open a model",
+                None,
+                &[
+                    (
+                        "models",
+                        &[
+                            "safetensors",
+                            "gguf",
+                            "pth",
+                            "pt",
+                            "bin",
+                            "npz",
+                            "npy",
+                            "onnx",
+                            "json",
+                        ],
+                    ),
+                    ("all files", &["*"]),
+                ],
+                Command::OpenModel,
+            ),
+            Command::CancelLoading => self.loading = None,
+            Command::SelectTensor(i) => {
+                if let Some(doc) = &mut self.doc {
+                    doc.selected = Some(i);
                 }
             }
-            Command::CancelLoading => self.loading = None,
-            Command::SelectTensor(i) => self.selected = Some(i),
             Command::DismissError => {
                 self.error = None;
                 self.notice = None;
             }
-            Command::ExportDialog => {
-                if self.export_dialog.is_none()
-                    && let Some(loaded) = &self.loaded
-                {
-                    let stem = loaded
-                        .model
-                        .path
-                        .file_stem()
-                        .map(|s| s.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    let gguf = loaded.model.format == crate::model::Format::Gguf;
-                    self.export_dialog =
-                        Some(spawn_job("file-dialog", self.notifier(), move |_| {
-                            let (name, first, second) = if gguf {
-                                (
-                                    format!("{stem}.slim.gguf"),
-                                    ("GGUF", "gguf"),
-                                    ("safetensors", "safetensors"),
-                                )
-                            } else {
-                                (
-                                    format!("{stem}.slim.safetensors"),
-                                    ("safetensors", "safetensors"),
-                                    ("GGUF", "gguf"),
-                                )
-                            };
-                            Ok(rfd::FileDialog::new()
-                                .set_title("Export the compressed model")
-                                .set_file_name(name)
-                                .add_filter(first.0, &[first.1])
-                                .add_filter(second.0, &[second.1])
-                                .save_file())
-                        }));
-                }
-            }
+            Command::ExportDialog => self.export_dialog(),
             Command::Export(path) => self.export(path),
             Command::OpenDemo => match crate::demo::files() {
                 Ok(d) => {
@@ -715,7 +498,7 @@ impl SlimApp {
                 Err(e) => self.error = Some(format!("The bundled demo: {e}")),
             },
             Command::AttachData(path) => self.attach(path, None),
-            Command::AttachArch(path) => match &self.attached {
+            Command::AttachArch(path) => match self.attached() {
                 Some(a) => {
                     let data = a.data_path.clone();
                     self.attach(data, Some(path));
@@ -729,60 +512,23 @@ impl SlimApp {
             },
             Command::ChooseStudent(path) => self.training.distill.student = Some(path),
             Command::CancelTraining => self.training.cancel(),
-            Command::SaveResults(path) => {
-                let csv = path
-                    .extension()
-                    .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-                let work = self.results_report(csv).map(|text| {
-                    move || {
-                        crate::export::write_text(&path, &text, true)?;
-                        Ok(format!("Saved the sweep results to {}", path.display()))
-                    }
-                });
-                match work {
-                    Some(work) => self.save_in_background(work),
-                    None => self.error = Some("No sweep points to save yet.".into()),
-                }
-            }
-            Command::SavePlots(path) => match (
-                self.curves.as_ref().and_then(|c| c.plots_rect),
-                self.ctx.clone(),
-            ) {
-                (Some(rect), Some(ctx)) => {
-                    let (tx, rx) = crossbeam_channel::bounded(1);
-                    let waker = ctx.clone();
-                    ctx.send_viewport_cmd(egui::ViewportCommand::Screenshot(
-                        egui::ScreenshotCallback::new(move |image| {
-                            let _ = tx.send(image);
-                            waker.request_repaint();
-                        }),
-                    ));
-                    let request = snapshot::PngRequest { path, rect };
-                    self.pending_shot = Some((request, rx, ctx.pixels_per_point()));
-                }
-                _ => self.error = Some("Open the Curves tab's plots to save them.".into()),
-            },
+            Command::SaveResults(path) => self.save_results(path),
+            Command::SavePlots(path) => self.save_plots(path),
             Command::Undo => {
-                self.history.undo(&mut self.config);
+                if let Some(doc) = &mut self.doc {
+                    doc.history.undo(&mut doc.config);
+                }
             }
             Command::Redo => {
-                self.history.redo(&mut self.config);
+                if let Some(doc) = &mut self.doc {
+                    doc.history.redo(&mut doc.config);
+                }
             }
             Command::ToggleHelp => self.show_help = !self.show_help,
             Command::ToggleFrameTimes => {
                 self.settings.show_frame_times = !self.settings.show_frame_times;
             }
-            Command::Pin => match &self.evaluation {
-                Some(e) if self.evaluation_is_current() => {
-                    self.compare.pin(e.clone());
-                    self.tab = Tab::Compare;
-                }
-                _ => {
-                    self.error = Some(
-                        "Wait for the current configuration's figures before pinning it.".into(),
-                    )
-                }
-            },
+            Command::Pin => self.pin(),
             Command::DismissHint => self.settings.hint_dismissed = true,
             Command::SetTheme(theme) => self.settings.theme = theme,
             Command::SaveRecovered(path) => match self.training.save_recovered(path) {
@@ -793,18 +539,100 @@ impl SlimApp {
                 Ok(work) => self.save_in_background(work),
                 Err(e) => self.error = Some(e.to_string()),
             },
-            Command::AttachDataDialog => {
-                if self.data_dialog.is_none() {
-                    self.data_dialog = Some(spawn_job("file-dialog", self.notifier(), |_| {
-                        Ok(rfd::FileDialog::new()
-                            .set_title("Attach a labelled data set or an architecture spec")
-                            .add_filter("data", &["csv", "gz", "npz", "toml", "ubyte"])
-                            .add_filter("all files", &["*"])
-                            .pick_file())
-                    }));
+            Command::AttachDataDialog => self.answer_dialog(
+                "Attach a labelled data set or an architecture spec",
+                None,
+                &[
+                    ("data", &["csv", "gz", "npz", "toml", "ubyte"]),
+                    ("all files", &["*"]),
+                ],
+                // A data set or an architecture spec, told apart as a drop is.
+                |path| classify_drop(path, true),
+            ),
+        }
+    }
+
+    /// Ask where to export, offering the open model's own container first.
+    fn export_dialog(&mut self) {
+        const SAFETENSORS_FIRST: &[(&str, &[&str])] =
+            &[("safetensors", &["safetensors"]), ("GGUF", &["gguf"])];
+        const GGUF_FIRST: &[(&str, &[&str])] =
+            &[("GGUF", &["gguf"]), ("safetensors", &["safetensors"])];
+        let Some(model) = self.loaded().map(|l| l.model.clone()) else {
+            return;
+        };
+        let stem = model
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (name, filters) = if model.format == crate::model::Format::Gguf {
+            (format!("{stem}.slim.gguf"), GGUF_FIRST)
+        } else {
+            (format!("{stem}.slim.safetensors"), SAFETENSORS_FIRST)
+        };
+        self.answer_dialog(
+            "Export the compressed model",
+            Some(name),
+            filters,
+            Command::Export,
+        );
+    }
+
+    /// Keep the current configuration and its figures for comparison.
+    fn pin(&mut self) {
+        let current = self.evaluation_is_current();
+        match &mut self.doc {
+            Some(doc) if current && doc.evaluation.is_some() => {
+                if let Some(e) = doc.evaluation.clone() {
+                    doc.compare.pin(e);
                 }
+                self.tab = Tab::Compare;
+            }
+            _ => {
+                self.error =
+                    Some("Wait for the current configuration's figures before pinning it.".into())
             }
         }
+    }
+
+    /// Save every measured sweep point to `path` (.csv or .json) on a worker.
+    fn save_results(&mut self, path: PathBuf) {
+        let csv = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        let work = self.results_report(csv).map(|text| {
+            move || {
+                crate::export::write_text(&path, &text, true)?;
+                Ok(format!("Saved the sweep results to {}", path.display()))
+            }
+        });
+        match work {
+            Some(work) => self.save_in_background(work),
+            None => self.error = Some("No sweep points to save yet.".into()),
+        }
+    }
+
+    /// Ask for a screenshot of the window; the plots are cut out of it and saved to
+    /// `path` when it arrives.
+    fn save_plots(&mut self, path: PathBuf) {
+        let (Some(rect), Some(ctx)) = (
+            self.curves.as_ref().and_then(|c| c.plots_rect),
+            self.ctx.clone(),
+        ) else {
+            self.error = Some("Open the Curves tab's plots to save them.".into());
+            return;
+        };
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let waker = ctx.clone();
+        ctx.send_viewport_cmd(egui::ViewportCommand::Screenshot(
+            egui::ScreenshotCallback::new(move |image| {
+                let _ = tx.send(image);
+                waker.request_repaint();
+            }),
+        ));
+        let request = snapshot::PngRequest { path, rect };
+        self.pending_shot = Some((request, rx, ctx.pixels_per_point()));
     }
 
     /// Write a training result on a worker; the outcome becomes a notice or an error.
@@ -817,8 +645,8 @@ impl SlimApp {
         }
     }
 
-    /// Show a file dialog off the UI thread; `answer` turns the chosen path into a
-    /// command.
+    /// Show a file dialog off the UI thread (one at a time); `answer` turns the
+    /// chosen path into a command.
     fn answer_dialog(
         &mut self,
         title: &'static str,
@@ -826,10 +654,10 @@ impl SlimApp {
         filters: &'static [(&'static str, &'static [&'static str])],
         answer: fn(PathBuf) -> Command,
     ) {
-        if self.answer_dialog.is_some() {
+        if self.dialog.is_some() {
             return;
         }
-        self.answer_dialog = Some(spawn_job("file-dialog", self.notifier(), move |_| {
+        self.dialog = Some(spawn_job("file-dialog", self.notifier(), move |_| {
             let mut dialog = rfd::FileDialog::new().set_title(title);
             for (name, extensions) in filters {
                 dialog = dialog.add_filter(*name, extensions);
@@ -844,8 +672,8 @@ impl SlimApp {
 
     /// Why training cannot start now (`None`: it can).
     fn training_blocker(&self) -> Option<&'static str> {
-        match &self.attached {
-            _ if self.loaded.is_none() => Some("Open a model first."),
+        match self.attached() {
+            _ if self.doc.is_none() => Some("Open a model first."),
             None => Some("Attach a labelled data set first: training needs data."),
             Some(a) => match a.evaluator.network() {
                 crate::eval::Network::Sequential(_) => None,
@@ -865,27 +693,26 @@ impl SlimApp {
     fn training_action(&mut self, action: training::TrainingAction) {
         use training::TrainingAction as A;
         let stem = self
-            .loaded
-            .as_ref()
+            .loaded()
             .and_then(|l| l.model.path.file_stem())
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         match action {
             A::Recover | A::Distill => {
                 let (Some(model), Some(evaluator), Some(pool)) = (
-                    self.loaded.as_ref().map(|l| l.model.clone()),
-                    self.attached.as_ref().map(|a| a.evaluator.clone()),
+                    self.loaded().map(|l| l.model.clone()),
+                    self.attached().map(|a| a.evaluator.clone()),
                     self.curves.as_ref().map(|c| c.pool().clone()),
                 ) else {
                     return;
                 };
                 let notify = self.notifier();
                 if action == A::Recover {
-                    let config = self.config.clone();
+                    let config = self.config().clone();
                     self.training
                         .start_recovery(&pool, model, config, evaluator, notify);
                 } else {
-                    let config = self.config.clone();
+                    let config = self.config().clone();
                     self.training
                         .start_distillation(&pool, model, config, evaluator, notify);
                 }
@@ -932,13 +759,12 @@ impl SlimApp {
         self.loading = Some(Loading {
             path,
             job,
-            done: 0,
-            total: 0,
+            progress: (0, 0),
         });
     }
 
     /// The (tensor, bins, range) the current settings ask to see for tensor `index`.
-    fn histogram_key(&self, index: usize) -> HistogramKey {
+    fn histogram_key(&self, index: usize) -> document::HistogramKey {
         let range = if self.settings.abs_values {
             HistogramRange::Abs
         } else {
@@ -949,61 +775,32 @@ impl SlimApp {
 
     /// The histogram for tensor `index` under the current settings, if computed.
     pub fn cached_histogram(&self, index: usize) -> Option<&Histogram> {
-        let key = self.histogram_key(index);
-        let at_load = self
-            .loaded
+        self.doc
             .as_ref()?
-            .reports
-            .get(index)?
-            .stats
-            .as_ref()?
-            .histogram
-            .as_ref();
-        at_load
-            .filter(|h| h.range == key.2 && h.counts.len() == key.1)
-            .or_else(|| self.histograms.get(&key))
+            .cached_histogram(self.histogram_key(index))
     }
 
     /// Whether the histogram for the selection, under the current settings, is at hand.
     pub fn has_histogram_for_selection(&self) -> bool {
-        self.selected
+        self.doc
+            .as_ref()
+            .and_then(|d| d.selected)
             .is_some_and(|i| self.cached_histogram(i).is_some())
     }
 
     /// Start computing the histogram for tensor `index` in the background unless it is
-    /// at hand or already being computed (a newer request replaces an older one).
+    /// at hand or already being computed.
     fn request_histogram(&mut self, index: usize) {
         let key = self.histogram_key(index);
-        let has_stats = self
-            .loaded
-            .as_ref()
-            .and_then(|l| l.reports.get(index)?.stats.as_ref())
-            .is_some();
-        if !has_stats
-            || self.cached_histogram(index).is_some()
-            || self.histogram_job.as_ref().map(|h| h.key) == Some(key)
-        {
-            return;
+        let notify = self.notifier();
+        if let Some(doc) = &mut self.doc {
+            doc.request_histogram(key, notify);
         }
-        let Some(model) = self.loaded.as_ref().map(|l| l.model.clone()) else {
-            return;
-        };
-        let options = StatsOptions {
-            bins: key.1,
-            range: key.2,
-        };
-        let job = spawn_job("histogram", self.notifier(), move |_| {
-            let stats = model.tensor_stats(index, &options)?;
-            stats
-                .histogram
-                .ok_or(crate::Error::InvalidSetting("no finite values".into()))
-        });
-        self.histogram_job = Some(HistogramJob { key, job });
     }
 
     /// Start a sweep of the open model (with the attached data, if any).
     pub fn start_sweep(&mut self, kind: curves::SweepKind) {
-        let Some(model) = self.loaded.as_ref().map(|l| l.model.clone()) else {
+        let Some(model) = self.loaded().map(|l| l.model.clone()) else {
             return;
         };
         let points = kind.points(&model);
@@ -1013,11 +810,10 @@ impl SlimApp {
     /// Measure the allocations of `target` average sparsity over the layers, by the
     /// sensitivity ranking of the per-layer points so far (latest wins).
     pub fn start_allocation(&mut self, target: f64) {
-        let (Some(model), Some(c)) = (self.loaded.as_ref().map(|l| l.model.clone()), &self.curves)
-        else {
+        let (Some(model), Some(c)) = (self.loaded().map(|l| l.model.clone()), &self.curves) else {
             return;
         };
-        let baseline = self.attached.as_ref().map(|a| a.baseline.quality());
+        let baseline = self.attached().map(|a| a.baseline.quality());
         let ranking =
             crate::sweep::analysis::sensitivity(&c.all_results(), "layer magnitude", baseline);
         let points = crate::sweep::analysis::allocation_points(
@@ -1036,17 +832,16 @@ impl SlimApp {
     ) {
         // The heatmap is weight fidelity only: seconds, whatever the data.
         let accuracy = self
-            .attached
-            .as_ref()
+            .attached()
             .filter(|_| kind != curves::SweepKind::Heatmap)
             .map(|a| a.evaluator.clone());
         let notify = self.notifier();
-        if let Some(c) = &mut self.curves {
+        if let (Some(c), Some(doc)) = (&mut self.curves, &self.doc) {
             c.start(
                 kind,
                 points,
                 model,
-                self.tensor_cache.clone(),
+                doc.tensor_cache.clone(),
                 accuracy,
                 notify,
             );
@@ -1071,186 +866,17 @@ impl SlimApp {
                 .map(|f| f.path().to_owned())
                 .collect()
         });
-        let model_open = self.loaded.is_some();
+        let model_open = self.doc.is_some();
         commands.extend(
             dropped
                 .into_iter()
                 .take(1)
                 .map(|p| classify_drop(p, model_open)),
         );
-
         egui::Panel::top("menu").show(ui, |ui| self.top_bar_ui(ui, &mut commands));
         egui::Panel::bottom("status").show(ui, |ui| self.status_ui(ui, &mut commands));
-        if self.loaded.is_some() {
-            let busy = self.evaluating.is_some();
-            let selected_name = self
-                .selected
-                .and_then(|i| self.loaded.as_ref()?.model.tensors.get(i))
-                .filter(|t| t.shape.len() >= 2)
-                .map(|t| t.name.clone());
-            egui::Panel::right("summary")
-                .default_size(330.0)
-                .show(ui, |ui| {
-                    egui::ScrollArea::vertical()
-                        .id_salt("right")
-                        .show(ui, |ui| {
-                            compress::controls_ui(
-                                ui,
-                                &mut self.config,
-                                selected_name.as_deref(),
-                                self.evaluation.as_deref(),
-                                busy,
-                            );
-                            let can_pin = self.evaluation.is_some()
-                                && self.evaluation_is_current()
-                                && self.evaluating.is_none();
-                            if ui
-                                .add_enabled(can_pin, egui::Button::new("Pin for comparison"))
-                                .on_hover_text("Keep this configuration and its figures; compare pinned ones side by side in the Compare tab")
-                                .clicked()
-                            {
-                                commands.push(Command::Pin);
-                            }
-                            ui.separator();
-                            accuracy::ui(
-                                ui,
-                                self.attached.as_ref(),
-                                self.attaching.as_ref().map(|a| (a.done, a.total)),
-                                self.evaluation.as_deref(),
-                                busy,
-                                &mut commands,
-                            );
-                            ui.separator();
-                            summary::ui(ui, self.loaded.as_ref());
-                        });
-                });
-            // The table scrolls sideways: leave the histogram room on small screens.
-            let table_width = layers::width().min(0.42 * ui.available_width());
-            egui::Panel::left("layers")
-                .default_size(table_width)
-                .show(ui, |ui| {
-                    if let Some(loaded) = &self.loaded {
-                        commands.extend(self.table.ui(
-                            ui,
-                            loaded,
-                            self.selected,
-                            self.evaluation.as_deref(),
-                            &self.config,
-                        ));
-                    }
-                });
-        }
-        egui::CentralPanel::default().show(ui, |ui| {
-            if let Some(error) = self.error.clone() {
-                error_ui(ui, &error, &mut commands);
-            } else if let Some(notice) = self.notice.clone() {
-                notice_ui(ui, &notice, &mut commands);
-            }
-            if self.loaded.is_some() && !self.settings.hint_dismissed {
-                help::hint_ui(ui, &mut commands);
-            }
-            if self.loaded.is_some() {
-                ui.horizontal(|ui| {
-                    ui.selectable_value(&mut self.tab, Tab::Histogram, "Histogram")
-                        .on_hover_text("The selected tensor's values, before and after compression");
-                    ui.selectable_value(&mut self.tab, Tab::Curves, "Curves")
-                        .on_hover_text("Accuracy against sparsity and bit-width, layer sensitivity, size against accuracy");
-                    ui.selectable_value(&mut self.tab, Tab::Training, "Training")
-                        .on_hover_text("Win accuracy back: fine-tune the current configuration, or distill into a smaller student");
-                    ui.selectable_value(&mut self.tab, Tab::Compare, "Compare")
-                        .on_hover_text("Pinned configurations side by side: size, accuracy, what each does per tensor");
-                });
-                ui.separator();
-            }
-            match (self.selected, self.loaded.is_some()) {
-                (_, true) if self.tab == Tab::Compare => {
-                    let mut actions = Vec::new();
-                    let current = self.evaluation.clone().filter(|_| self.evaluation_is_current());
-                    if let Some(loaded) = &self.loaded {
-                        let names: Vec<&str> =
-                            loaded.model.tensors.iter().map(|t| t.name.as_str()).collect();
-                        compare::ui(ui, &mut self.compare, current.as_ref(), &names, &mut actions);
-                    }
-                    for a in actions {
-                        match a {
-                            compare::CompareAction::Use(config) => self.config = config,
-                        }
-                    }
-                }
-                (_, true) if self.tab == Tab::Training => {
-                    let mut actions = Vec::new();
-                    let blocker = self.training_blocker();
-                    egui::ScrollArea::vertical().id_salt("training").show(ui, |ui| {
-                        training::ui(ui, &mut self.training, &self.config, blocker, &mut actions);
-                    });
-                    for a in actions {
-                        self.training_action(a);
-                    }
-                }
-                (_, true) if self.tab == Tab::Curves => {
-                    let mut actions = Vec::new();
-                    let baseline = self.attached.as_ref().map(|a| a.baseline.quality());
-                    let recovered = self.training.markers();
-                    if let Some(c) = &mut self.curves {
-                        egui::ScrollArea::vertical().id_salt("curves").show(ui, |ui| {
-                            curves::ui(
-                                ui,
-                                c,
-                                self.attached.is_some(),
-                                self.evaluation.as_deref(),
-                                baseline,
-                                &recovered,
-                                &mut actions,
-                            );
-                        });
-                    } else {
-                        ui.label("Sweeps are unavailable: no worker threads could be started.");
-                    }
-                    for a in actions {
-                        match a {
-                            curves::CurvesAction::Start(kind) => self.start_sweep(kind),
-                            curves::CurvesAction::Allocate(target) => {
-                                self.start_allocation(target);
-                            }
-                            curves::CurvesAction::Use(config) => self.config = config,
-                            curves::CurvesAction::SaveResultsDialog => self.answer_dialog(
-                                "Save the sweep results",
-                                Some("sweep.json".into()),
-                                &[("JSON", &["json"]), ("CSV", &["csv"])],
-                                Command::SaveResults,
-                            ),
-                            curves::CurvesAction::SavePlotsDialog => self.answer_dialog(
-                                "Save the plots as PNG",
-                                Some("curves.png".into()),
-                                &[("PNG image", &["png"])],
-                                Command::SavePlots,
-                            ),
-                        }
-                    }
-                }
-                (Some(index), true) => {
-                    self.request_histogram(index);
-                    let hist = self.cached_histogram(index).cloned();
-                    let waiting = self.histogram_job.is_some();
-                    let overlay = self
-                        .evaluation
-                        .as_ref()
-                        .and_then(|e| e.tensors.get(index)?.as_ref());
-                    if let Some(loaded) = &self.loaded {
-                        histogram::ui(
-                            ui,
-                            loaded,
-                            index,
-                            hist.as_ref(),
-                            overlay,
-                            waiting,
-                            &mut self.settings,
-                        );
-                    }
-                }
-                _ => empty_state_ui(ui, self.loading.is_some()),
-            }
-        });
+        self.side_panels_ui(ui, &mut commands);
+        egui::CentralPanel::default().show(ui, |ui| self.central_ui(ui, &mut commands));
         if self.show_help {
             help::window(ui.ctx(), &mut self.show_help);
         }
@@ -1258,11 +884,220 @@ impl SlimApp {
             self.apply(c);
         }
         let busy = ui.ctx().input(|i| i.pointer.any_down()) || ui.ctx().egui_wants_keyboard_input();
-        self.history.observe(&self.config, busy);
+        if let Some(doc) = &mut self.doc {
+            doc.history.observe(&doc.config, busy);
+        }
         if !busy {
             self.remember_config();
         }
         self.schedule_evaluation();
+    }
+
+    /// The compression controls and figures on the right, the tensor table on the left.
+    fn side_panels_ui(&mut self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
+        let bins = self.settings.bins;
+        let Some(doc) = &mut self.doc else {
+            return;
+        };
+        let busy = doc.is_evaluating();
+        let selected_name = doc
+            .selected
+            .and_then(|i| doc.loaded.model.tensors.get(i))
+            .filter(|t| t.shape.len() >= 2)
+            .map(|t| t.name.clone());
+        egui::Panel::right("summary")
+            .default_size(330.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical()
+                    .id_salt("right")
+                    .show(ui, |ui| {
+                        compress::controls_ui(
+                            ui,
+                            &mut doc.config,
+                            selected_name.as_deref(),
+                            doc.evaluation.as_deref(),
+                            busy,
+                        );
+                        let can_pin =
+                            doc.evaluation.is_some() && doc.evaluation_is_current(bins) && !busy;
+                        if ui
+                            .add_enabled(can_pin, egui::Button::new("Pin for comparison"))
+                            .on_hover_text("Keep this configuration and its figures; compare pinned ones side by side in the Compare tab")
+                            .clicked()
+                        {
+                            commands.push(Command::Pin);
+                        }
+                        ui.separator();
+                        accuracy::ui(
+                            ui,
+                            doc.attached.as_ref(),
+                            doc.attaching(),
+                            doc.evaluation.as_deref(),
+                            busy,
+                            commands,
+                        );
+                        ui.separator();
+                        summary::ui(ui, Some(&doc.loaded));
+                    });
+            });
+        // The table scrolls sideways: leave the histogram room on small screens.
+        let table_width = layers::width().min(0.42 * ui.available_width());
+        egui::Panel::left("layers")
+            .default_size(table_width)
+            .show(ui, |ui| {
+                commands.extend(doc.table.ui(
+                    ui,
+                    &doc.loaded,
+                    doc.selected,
+                    doc.evaluation.as_deref(),
+                    &doc.config,
+                ));
+            });
+    }
+
+    /// Messages, the tabs and the tab shown.
+    fn central_ui(&mut self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
+        if let Some(error) = self.error.clone() {
+            error_ui(ui, &error, commands);
+        } else if let Some(notice) = self.notice.clone() {
+            notice_ui(ui, &notice, commands);
+        }
+        if self.doc.is_none() {
+            empty_state_ui(ui, self.loading.is_some());
+            return;
+        }
+        if !self.settings.hint_dismissed {
+            help::hint_ui(ui, commands);
+        }
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut self.tab, Tab::Histogram, "Histogram")
+                .on_hover_text("The selected tensor's values, before and after compression");
+            ui.selectable_value(&mut self.tab, Tab::Curves, "Curves")
+                .on_hover_text("Accuracy against sparsity and bit-width, layer sensitivity, size against accuracy");
+            ui.selectable_value(&mut self.tab, Tab::Training, "Training")
+                .on_hover_text("Win accuracy back: fine-tune the current configuration, or distill into a smaller student");
+            ui.selectable_value(&mut self.tab, Tab::Compare, "Compare")
+                .on_hover_text("Pinned configurations side by side: size, accuracy, what each does per tensor");
+        });
+        ui.separator();
+        match self.tab {
+            Tab::Compare => self.compare_tab_ui(ui),
+            Tab::Training => self.training_tab_ui(ui),
+            Tab::Curves => self.curves_tab_ui(ui),
+            Tab::Histogram => self.histogram_tab_ui(ui),
+        }
+    }
+
+    fn compare_tab_ui(&mut self, ui: &mut egui::Ui) {
+        let bins = self.settings.bins;
+        let Some(doc) = &mut self.doc else {
+            return;
+        };
+        let mut actions = Vec::new();
+        let current = doc
+            .evaluation
+            .clone()
+            .filter(|_| doc.evaluation_is_current(bins));
+        let names: Vec<&str> = doc
+            .loaded
+            .model
+            .tensors
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        compare::ui(ui, &mut doc.compare, current.as_ref(), &names, &mut actions);
+        for a in actions {
+            match a {
+                compare::CompareAction::Use(config) => doc.config = config,
+            }
+        }
+    }
+
+    fn training_tab_ui(&mut self, ui: &mut egui::Ui) {
+        let mut actions = Vec::new();
+        let blocker = self.training_blocker();
+        let config = self.config().clone();
+        egui::ScrollArea::vertical()
+            .id_salt("training")
+            .show(ui, |ui| {
+                training::ui(ui, &mut self.training, &config, blocker, &mut actions);
+            });
+        for a in actions {
+            self.training_action(a);
+        }
+    }
+
+    fn curves_tab_ui(&mut self, ui: &mut egui::Ui) {
+        let mut actions = Vec::new();
+        let baseline = self.attached().map(|a| a.baseline.quality());
+        let has_data = self.attached().is_some();
+        let evaluation = self.evaluation().cloned();
+        let recovered = self.training.markers();
+        if let Some(c) = &mut self.curves {
+            egui::ScrollArea::vertical()
+                .id_salt("curves")
+                .show(ui, |ui| {
+                    curves::ui(
+                        ui,
+                        c,
+                        has_data,
+                        evaluation.as_deref(),
+                        baseline,
+                        &recovered,
+                        &mut actions,
+                    );
+                });
+        } else {
+            ui.label("Sweeps are unavailable: no worker threads could be started.");
+        }
+        for a in actions {
+            match a {
+                curves::CurvesAction::Start(kind) => self.start_sweep(kind),
+                curves::CurvesAction::Allocate(target) => self.start_allocation(target),
+                curves::CurvesAction::Use(config) => {
+                    if let Some(doc) = &mut self.doc {
+                        doc.config = config;
+                    }
+                }
+                curves::CurvesAction::SaveResultsDialog => self.answer_dialog(
+                    "Save the sweep results",
+                    Some("sweep.json".into()),
+                    &[("JSON", &["json"]), ("CSV", &["csv"])],
+                    Command::SaveResults,
+                ),
+                curves::CurvesAction::SavePlotsDialog => self.answer_dialog(
+                    "Save the plots as PNG",
+                    Some("curves.png".into()),
+                    &[("PNG image", &["png"])],
+                    Command::SavePlots,
+                ),
+            }
+        }
+    }
+
+    fn histogram_tab_ui(&mut self, ui: &mut egui::Ui) {
+        let Some(index) = self.doc.as_ref().and_then(|d| d.selected) else {
+            empty_state_ui(ui, self.loading.is_some());
+            return;
+        };
+        self.request_histogram(index);
+        let hist = self.cached_histogram(index).cloned();
+        let Some(doc) = &self.doc else {
+            return;
+        };
+        let overlay = doc
+            .evaluation
+            .as_ref()
+            .and_then(|e| e.tensors.get(index)?.as_ref());
+        histogram::ui(
+            ui,
+            &doc.loaded,
+            index,
+            hist.as_ref(),
+            overlay,
+            doc.is_computing_histogram(),
+            &mut self.settings,
+        );
     }
 
     /// Cut the plots out of the screenshot once it has arrived, and write them (on a
@@ -1292,20 +1127,17 @@ impl SlimApp {
         if results.is_empty() {
             return None;
         }
-        let baseline = self.attached.as_ref().map(|a| a.baseline);
+        let baseline = self.attached().map(|a| a.baseline);
         let ranking = crate::sweep::analysis::sensitivity(
             &results,
             "layer magnitude",
             baseline.map(|b| b.quality()),
         );
         let report = crate::sweep::output::Report::new(
-            self.loaded
-                .as_ref()
+            self.loaded()
                 .map(|l| l.model.path.display().to_string())
                 .unwrap_or_default(),
-            self.attached
-                .as_ref()
-                .map(|a| a.data_path.display().to_string()),
+            self.attached().map(|a| a.data_path.display().to_string()),
             baseline,
             false,
             &results,
@@ -1320,19 +1152,17 @@ impl SlimApp {
 
     /// Keep the current configuration as the open model's last one (settings).
     fn remember_config(&mut self) {
-        let Some(path) = self.loaded.as_ref().map(|l| l.model.path.clone()) else {
+        let Some(doc) = &self.doc else {
             return;
         };
+        let (path, config) = (&doc.loaded.model.path, &doc.config);
         let saved = &mut self.settings.last_configs;
-        if saved
-            .first()
-            .is_some_and(|(p, c)| *p == path && *c == self.config)
-        {
+        if saved.first().is_some_and(|(p, c)| p == path && c == config) {
             return;
         }
-        saved.retain(|(p, _)| *p != path);
-        if !self.config.is_identity() {
-            saved.insert(0, (path, self.config.clone()));
+        saved.retain(|(p, _)| p != path);
+        if !config.is_identity() {
+            saved.insert(0, (path.clone(), config.clone()));
             saved.truncate(REMEMBERED_CONFIGS);
         }
     }
@@ -1348,7 +1178,7 @@ impl SlimApp {
                     commands.push(Command::OpenDialog);
                 }
                 if ui
-                    .add_enabled(self.loaded.is_some(), egui::Button::new("Export…"))
+                    .add_enabled(self.doc.is_some(), egui::Button::new("Export…"))
                     .on_hover_text(
                         "Write the compressed model (.safetensors or .gguf) and its recipe (Ctrl+E)",
                     )
@@ -1373,14 +1203,14 @@ impl SlimApp {
             });
             ui.menu_button("Edit", |ui| {
                 if ui
-                    .add_enabled(self.history.can_undo(), egui::Button::new("Undo"))
+                    .add_enabled(self.doc.as_ref().is_some_and(|d| d.history.can_undo()), egui::Button::new("Undo"))
                     .on_hover_text("Go back one configuration change (Ctrl+Z)")
                     .clicked()
                 {
                     commands.push(Command::Undo);
                 }
                 if ui
-                    .add_enabled(self.history.can_redo(), egui::Button::new("Redo"))
+                    .add_enabled(self.doc.as_ref().is_some_and(|d| d.history.can_redo()), egui::Button::new("Redo"))
                     .on_hover_text("Go forward again (Ctrl+Shift+Z or Ctrl+Y)")
                     .clicked()
                 {
@@ -1417,12 +1247,12 @@ impl SlimApp {
             if ui.input(|i| i.modifiers.command && i.key_pressed(egui::Key::O)) {
                 commands.push(Command::OpenDialog);
             }
-            if self.loaded.is_some()
+            if self.doc.is_some()
                 && ui.input(|i| i.modifiers.command && i.key_pressed(egui::Key::E))
             {
                 commands.push(Command::ExportDialog);
             }
-            if let Some(loaded) = &self.loaded {
+            if let Some(loaded) = self.loaded() {
                 ui.separator();
                 ui.label(egui::RichText::new(loaded.model.path.display().to_string()).strong());
             }
@@ -1433,19 +1263,17 @@ impl SlimApp {
         ui.horizontal(|ui| {
             if let Some(loading) = &self.loading {
                 let name = file_name(&loading.path);
-                let fraction = if loading.total == 0 {
+                let (done, total) = loading.progress;
+                let fraction = if total == 0 {
                     0.0
                 } else {
-                    loading.done as f32 / loading.total as f32
+                    done as f32 / total as f32
                 };
                 ui.spinner();
                 ui.add(
                     egui::ProgressBar::new(fraction)
                         .desired_width(260.0)
-                        .text(format!(
-                            "Opening {name}: {}/{} tensors",
-                            loading.done, loading.total
-                        )),
+                        .text(format!("Opening {name}: {done}/{total} tensors")),
                 );
                 if ui
                     .button("Cancel")
@@ -1467,7 +1295,7 @@ impl SlimApp {
                 {
                     commands.push(Command::CancelTraining);
                 }
-            } else if let Some(loaded) = &self.loaded {
+            } else if let Some(loaded) = self.loaded() {
                 let t = loaded.model.totals();
                 ui.label(format!(
                     "{} · {} tensors · {} parameters · {}",

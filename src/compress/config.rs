@@ -229,15 +229,20 @@ pub struct Config {
     pub overrides: BTreeMap<String, Override>,
 }
 
+impl Config {
+    /// Nothing compressed (the default).
+    pub const NONE: Config = Config {
+        sparsity_pct: 0.0,
+        method: Method::Magnitude,
+        global_scope: false,
+        format: Format::Keep,
+        overrides: BTreeMap::new(),
+    };
+}
+
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            sparsity_pct: 0.0,
-            method: Method::Magnitude,
-            global_scope: false,
-            format: Format::Keep,
-            overrides: BTreeMap::new(),
-        }
+        Config::NONE
     }
 }
 
