@@ -15,6 +15,7 @@ mod help;
 mod histogram;
 pub mod history;
 mod layers;
+mod shortcuts;
 mod snapshot;
 mod summary;
 pub mod training;
@@ -858,7 +859,8 @@ impl SlimApp {
             Theme::Dark => egui::Theme::Dark,
             Theme::Light => egui::Theme::Light,
         });
-        let mut commands = shortcuts(ui.ctx());
+        let model_open = self.doc.is_some();
+        let mut commands = shortcuts::pressed(ui.ctx(), model_open);
         let dropped: Vec<PathBuf> = ui.ctx().input(|i| {
             i.raw
                 .dropped_files
@@ -866,7 +868,6 @@ impl SlimApp {
                 .map(|f| f.path().to_owned())
                 .collect()
         });
-        let model_open = self.doc.is_some();
         commands.extend(
             dropped
                 .into_iter()
@@ -878,7 +879,7 @@ impl SlimApp {
         self.side_panels_ui(ui, &mut commands);
         egui::CentralPanel::default().show(ui, |ui| self.central_ui(ui, &mut commands));
         if self.show_help {
-            help::window(ui.ctx(), &mut self.show_help);
+            shortcuts::window(ui.ctx(), &mut self.show_help);
         }
         for c in commands {
             self.apply(c);
@@ -1172,16 +1173,22 @@ impl SlimApp {
             ui.menu_button("File", |ui| {
                 if ui
                     .button("Open…")
-                    .on_hover_text("Choose a model file (Ctrl+O)")
+                    .on_hover_text(shortcuts::hint(
+                        ui.ctx(),
+                        &Command::OpenDialog,
+                        "Choose a model file",
+                    ))
                     .clicked()
                 {
                     commands.push(Command::OpenDialog);
                 }
                 if ui
                     .add_enabled(self.doc.is_some(), egui::Button::new("Export…"))
-                    .on_hover_text(
-                        "Write the compressed model (.safetensors or .gguf) and its recipe (Ctrl+E)",
-                    )
+                    .on_hover_text(shortcuts::hint(
+                        ui.ctx(),
+                        &Command::ExportDialog,
+                        "Write the compressed model (.safetensors or .gguf) and its recipe",
+                    ))
                     .clicked()
                 {
                     commands.push(Command::ExportDialog);
@@ -1204,14 +1211,18 @@ impl SlimApp {
             ui.menu_button("Edit", |ui| {
                 if ui
                     .add_enabled(self.doc.as_ref().is_some_and(|d| d.history.can_undo()), egui::Button::new("Undo"))
-                    .on_hover_text("Go back one configuration change (Ctrl+Z)")
+                    .on_hover_text(shortcuts::hint(
+                        ui.ctx(),
+                        &Command::Undo,
+                        "Go back one configuration change",
+                    ))
                     .clicked()
                 {
                     commands.push(Command::Undo);
                 }
                 if ui
                     .add_enabled(self.doc.as_ref().is_some_and(|d| d.history.can_redo()), egui::Button::new("Redo"))
-                    .on_hover_text("Go forward again (Ctrl+Shift+Z or Ctrl+Y)")
+                    .on_hover_text(shortcuts::hint(ui.ctx(), &Command::Redo, "Go forward again"))
                     .clicked()
                 {
                     commands.push(Command::Redo);
@@ -1238,20 +1249,12 @@ impl SlimApp {
             ui.menu_button("Help", |ui| {
                 if ui
                     .button("Keyboard shortcuts")
-                    .on_hover_text("F1")
+                    .on_hover_text(shortcuts::keys_of(ui.ctx(), &Command::ToggleHelp))
                     .clicked()
                 {
                     commands.push(Command::ToggleHelp);
                 }
             });
-            if ui.input(|i| i.modifiers.command && i.key_pressed(egui::Key::O)) {
-                commands.push(Command::OpenDialog);
-            }
-            if self.doc.is_some()
-                && ui.input(|i| i.modifiers.command && i.key_pressed(egui::Key::E))
-            {
-                commands.push(Command::ExportDialog);
-            }
             if let Some(loaded) = self.loaded() {
                 ui.separator();
                 ui.label(egui::RichText::new(loaded.model.path.display().to_string()).strong());
@@ -1364,32 +1367,12 @@ fn empty_state_ui(ui: &mut egui::Ui, loading: bool) {
         } else {
             ui.heading("Drop a model file here");
             ui.label("safetensors · GGUF · PyTorch .pth · NumPy .npz/.npy · ONNX");
-            ui.label("or use File > Open… (Ctrl+O), or pass a path: slimscope MODEL");
+            let keys = shortcuts::keys_of(ui.ctx(), &Command::OpenDialog);
+            ui.label(format!(
+                "or use File > Open… ({keys}), or pass a path: slimscope MODEL"
+            ));
         }
     });
-}
-
-/// The app-wide keyboard shortcuts (not while a text field takes the keys: there
-/// Ctrl+Z undoes typing).
-fn shortcuts(ctx: &egui::Context) -> Vec<Command> {
-    use egui::{Key, Modifiers};
-    let mut commands = Vec::new();
-    if ctx.input(|i| i.key_pressed(Key::F1)) {
-        commands.push(Command::ToggleHelp);
-    }
-    if ctx.egui_wants_keyboard_input() {
-        return commands;
-    }
-    ctx.input_mut(|i| {
-        if i.consume_key(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z)
-            || i.consume_key(Modifiers::COMMAND, Key::Y)
-        {
-            commands.push(Command::Redo);
-        } else if i.consume_key(Modifiers::COMMAND, Key::Z) {
-            commands.push(Command::Undo);
-        }
-    });
-    commands
 }
 
 /// What a dropped file is for: with a model open, data sets and architecture specs
