@@ -4,6 +4,8 @@
 //! live figures, every sweep point, export summaries and `slimscope apply` all come
 //! from here, so one configuration gives one set of numbers wherever it is shown.
 
+pub mod evaluation;
+
 use crate::compress::apply::{AppliedTensor, TensorCache, apply_recipe_cached};
 use crate::compress::recipe::Recipe;
 use crate::error::{Error, Result};

@@ -1,0 +1,264 @@
+//! How the window is laid out: the compression controls and figures on the right,
+//! the tensor table on the left, messages and one of four tabs in the centre.
+
+use std::path::PathBuf;
+
+use super::window::{empty_state_ui, error_ui, notice_ui};
+use super::{
+    Command, SlimApp, Tab, Theme, accuracy, classify_drop, compare, compress, curves, help,
+    histogram, layers, shortcuts, summary, training,
+};
+
+impl SlimApp {
+    /// Draw the whole window. Tests call this through egui_kittest; eframe through
+    /// [`eframe::App::ui`].
+    pub fn ui(&mut self, ui: &mut egui::Ui) {
+        if self.ctx.is_none() {
+            self.ctx = Some(ui.ctx().clone());
+        }
+        ui.ctx().set_theme(match self.settings.theme {
+            Theme::Dark => egui::Theme::Dark,
+            Theme::Light => egui::Theme::Light,
+        });
+        let model_open = self.doc.is_some();
+        let mut commands = shortcuts::pressed(ui.ctx(), model_open);
+        let dropped: Vec<PathBuf> = ui.ctx().input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_owned())
+                .collect()
+        });
+        commands.extend(
+            dropped
+                .into_iter()
+                .take(1)
+                .map(|p| classify_drop(p, model_open)),
+        );
+        egui::Panel::top("menu").show(ui, |ui| self.top_bar_ui(ui, &mut commands));
+        egui::Panel::bottom("status").show(ui, |ui| self.status_ui(ui, &mut commands));
+        self.side_panels_ui(ui, &mut commands);
+        egui::CentralPanel::default().show(ui, |ui| self.central_ui(ui, &mut commands));
+        if self.show_help {
+            shortcuts::window(ui.ctx(), &mut self.show_help);
+        }
+        for c in commands {
+            self.apply(c);
+        }
+        let busy = ui.ctx().input(|i| i.pointer.any_down()) || ui.ctx().egui_wants_keyboard_input();
+        if let Some(doc) = &mut self.doc {
+            doc.history.observe(&doc.config, busy);
+        }
+        if !busy {
+            self.remember_config();
+        }
+        self.schedule_evaluation();
+    }
+
+    /// The compression controls and figures on the right, the tensor table on the left.
+    pub(super) fn side_panels_ui(&mut self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
+        let bins = self.settings.bins;
+        let Some(doc) = &mut self.doc else {
+            return;
+        };
+        let busy = doc.is_evaluating();
+        let selected_name = doc
+            .selected
+            .and_then(|i| doc.loaded.model.tensors.get(i))
+            .filter(|t| t.shape.len() >= 2)
+            .map(|t| t.name.clone());
+        egui::Panel::right("summary")
+            .default_size(330.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical()
+                    .id_salt("right")
+                    .show(ui, |ui| {
+                        compress::controls_ui(
+                            ui,
+                            &mut doc.config,
+                            selected_name.as_deref(),
+                            doc.evaluation.as_deref(),
+                            busy,
+                        );
+                        let can_pin =
+                            doc.evaluation.is_some() && doc.evaluation_is_current(bins) && !busy;
+                        if ui
+                            .add_enabled(can_pin, egui::Button::new("Pin for comparison"))
+                            .on_hover_text("Keep this configuration and its figures; compare pinned ones side by side in the Compare tab")
+                            .clicked()
+                        {
+                            commands.push(Command::Pin);
+                        }
+                        ui.separator();
+                        accuracy::ui(
+                            ui,
+                            doc.attached.as_ref(),
+                            doc.attaching(),
+                            doc.evaluation.as_deref(),
+                            busy,
+                            commands,
+                        );
+                        ui.separator();
+                        summary::ui(ui, Some(&doc.loaded));
+                    });
+            });
+        // The table scrolls sideways: leave the histogram room on small screens.
+        let table_width = layers::width().min(0.42 * ui.available_width());
+        egui::Panel::left("layers")
+            .default_size(table_width)
+            .show(ui, |ui| {
+                commands.extend(doc.table.ui(
+                    ui,
+                    &doc.loaded,
+                    doc.selected,
+                    doc.evaluation.as_deref(),
+                    &doc.config,
+                ));
+            });
+    }
+
+    /// Messages, the tabs and the tab shown.
+    pub(super) fn central_ui(&mut self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
+        if let Some(error) = self.error.clone() {
+            error_ui(ui, &error, commands);
+        } else if let Some(notice) = self.notice.clone() {
+            notice_ui(ui, &notice, commands);
+        }
+        if self.doc.is_none() {
+            empty_state_ui(ui, self.loading.is_some());
+            return;
+        }
+        if !self.settings.hint_dismissed {
+            help::hint_ui(ui, commands);
+        }
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut self.tab, Tab::Histogram, "Histogram")
+                .on_hover_text("The selected tensor's values, before and after compression");
+            ui.selectable_value(&mut self.tab, Tab::Curves, "Curves")
+                .on_hover_text("Accuracy against sparsity and bit-width, layer sensitivity, size against accuracy");
+            ui.selectable_value(&mut self.tab, Tab::Training, "Training")
+                .on_hover_text("Win accuracy back: fine-tune the current configuration, or distill into a smaller student");
+            ui.selectable_value(&mut self.tab, Tab::Compare, "Compare")
+                .on_hover_text("Pinned configurations side by side: size, accuracy, what each does per tensor");
+        });
+        ui.separator();
+        match self.tab {
+            Tab::Compare => self.compare_tab_ui(ui),
+            Tab::Training => self.training_tab_ui(ui),
+            Tab::Curves => self.curves_tab_ui(ui),
+            Tab::Histogram => self.histogram_tab_ui(ui),
+        }
+    }
+
+    pub(super) fn compare_tab_ui(&mut self, ui: &mut egui::Ui) {
+        let bins = self.settings.bins;
+        let Some(doc) = &mut self.doc else {
+            return;
+        };
+        let mut actions = Vec::new();
+        let current = doc
+            .evaluation
+            .clone()
+            .filter(|_| doc.evaluation_is_current(bins));
+        let names: Vec<&str> = doc
+            .loaded
+            .model
+            .tensors
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        compare::ui(ui, &mut doc.compare, current.as_ref(), &names, &mut actions);
+        for a in actions {
+            match a {
+                compare::CompareAction::Use(config) => doc.config = config,
+            }
+        }
+    }
+
+    pub(super) fn training_tab_ui(&mut self, ui: &mut egui::Ui) {
+        let mut actions = Vec::new();
+        let blocker = self.training_blocker();
+        let config = self.config().clone();
+        egui::ScrollArea::vertical()
+            .id_salt("training")
+            .show(ui, |ui| {
+                training::ui(ui, &mut self.training, &config, blocker, &mut actions);
+            });
+        for a in actions {
+            self.training_action(a);
+        }
+    }
+
+    pub(super) fn curves_tab_ui(&mut self, ui: &mut egui::Ui) {
+        let mut actions = Vec::new();
+        let baseline = self.attached().map(|a| a.baseline.quality());
+        let has_data = self.attached().is_some();
+        let evaluation = self.evaluation().cloned();
+        let recovered = self.training.markers();
+        if let Some(c) = &mut self.curves {
+            egui::ScrollArea::vertical()
+                .id_salt("curves")
+                .show(ui, |ui| {
+                    curves::ui(
+                        ui,
+                        c,
+                        has_data,
+                        evaluation.as_deref(),
+                        baseline,
+                        &recovered,
+                        &mut actions,
+                    );
+                });
+        } else {
+            ui.label("Sweeps are unavailable: no worker threads could be started.");
+        }
+        for a in actions {
+            match a {
+                curves::CurvesAction::Start(kind) => self.start_sweep(kind),
+                curves::CurvesAction::Allocate(target) => self.start_allocation(target),
+                curves::CurvesAction::Use(config) => {
+                    if let Some(doc) = &mut self.doc {
+                        doc.config = config;
+                    }
+                }
+                curves::CurvesAction::SaveResultsDialog => self.answer_dialog(
+                    "Save the sweep results",
+                    Some("sweep.json".into()),
+                    &[("JSON", &["json"]), ("CSV", &["csv"])],
+                    Command::SaveResults,
+                ),
+                curves::CurvesAction::SavePlotsDialog => self.answer_dialog(
+                    "Save the plots as PNG",
+                    Some("curves.png".into()),
+                    &[("PNG image", &["png"])],
+                    Command::SavePlots,
+                ),
+            }
+        }
+    }
+
+    pub(super) fn histogram_tab_ui(&mut self, ui: &mut egui::Ui) {
+        let Some(index) = self.doc.as_ref().and_then(|d| d.selected) else {
+            empty_state_ui(ui, self.loading.is_some());
+            return;
+        };
+        self.request_histogram(index);
+        let hist = self.cached_histogram(index).cloned();
+        let Some(doc) = &self.doc else {
+            return;
+        };
+        let overlay = doc
+            .evaluation
+            .as_ref()
+            .and_then(|e| e.tensors.get(index)?.as_ref());
+        histogram::ui(
+            ui,
+            &doc.loaded,
+            index,
+            hist.as_ref(),
+            overlay,
+            doc.is_computing_histogram(),
+            &mut self.settings,
+        );
+    }
+}

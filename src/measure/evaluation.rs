@@ -1,0 +1,194 @@
+//! A configuration measured in detail, for looking at it tensor by tensor: on top of
+//! [`super::measure`]'s totals and task metrics, each compressed tensor's zeroed
+//! weights, effective pruning threshold, value range, quantization grid and overlay
+//! histograms on the original's ranges (what the app draws over a tensor's
+//! histogram), and the model's non-zero count.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use crate::compress::apply::{AppliedTensor, TensorCache};
+use crate::compress::config::Config;
+use crate::error::Result;
+use crate::eval::Metrics;
+use crate::eval::evaluator::Evaluator;
+use crate::inspect::TensorReport;
+use crate::model::Model;
+
+/// Where the recipe of a configuration set interactively says it comes from, in
+/// error messages.
+pub const SETTINGS_ORIGIN: &str = "(app settings)";
+/// Grids with at most this many distinct values are drawn on the histogram.
+const MAX_GRID_LINES: usize = 64;
+
+/// One compressed tensor, in detail.
+#[derive(Debug, Clone)]
+pub struct TensorResult {
+    pub scheme: String,
+    pub storage: String,
+    pub sparsity: f64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub sqnr_db: f64,
+    /// Weights that were non-zero and are zero now.
+    pub zeroed: u64,
+    /// The largest |w| that became zero, when a pruning mask was applied (the
+    /// effective pruning threshold).
+    pub threshold: Option<f64>,
+    /// Smallest and largest compressed value (the grid's reach).
+    pub range: (f64, f64),
+    /// Whether some kept value changed (a quantization grid, not only pruning).
+    pub quantized: bool,
+    /// The compressed values, when there are few enough distinct ones to draw.
+    pub grid: Vec<f64>,
+    /// Histograms of the compressed values (newly zeroed ones left out) on the
+    /// original's signed and |w| ranges.
+    pub signed: Overlay,
+    pub abs: Overlay,
+}
+
+/// Counts of compressed values in bins over `[min, max]`.
+#[derive(Debug, Clone, Default)]
+pub struct Overlay {
+    pub min: f64,
+    pub max: f64,
+    pub counts: Vec<u64>,
+}
+
+/// What a configuration does to the whole model.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub config: Config,
+    pub bins: usize,
+    pub recipe: String,
+    /// By tensor index; `None` for tensors the configuration leaves alone.
+    pub tensors: Vec<Option<TensorResult>>,
+    /// Bytes, parameters and weight fidelity over the whole model.
+    pub totals: crate::measure::Totals,
+    /// Non-zero weights of the whole model after compression.
+    pub nonzero_after: u64,
+    /// Accuracy of the compressed model on the attached data set, if one is attached
+    /// (with the attachment's version, so a newer data set triggers a new evaluation).
+    pub accuracy: Option<(u64, Metrics)>,
+}
+
+fn overlay(values: &[f32], min: f64, max: f64, bins: usize, abs: bool) -> Overlay {
+    let mut counts = vec![0u64; bins];
+    let width = max - min;
+    if bins > 0 && width.is_finite() && width > 0.0 {
+        for &v in values {
+            let v = if abs { v.abs() } else { v };
+            if v.is_finite() {
+                let b = ((f64::from(v) - min) / width * bins as f64).floor();
+                counts[(b.max(0.0) as usize).min(bins - 1)] += 1;
+            }
+        }
+    }
+    Overlay { min, max, counts }
+}
+
+fn tensor_result(
+    original: &[f32],
+    t: &AppliedTensor,
+    report: &TensorReport,
+    bins: usize,
+) -> TensorResult {
+    let (mut zeroed, mut threshold) = (0u64, None::<f64>);
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    let mut grid: Vec<f64> = Vec::new();
+    let mut grid_ok = true;
+    let mut quantized = false;
+    let mut kept: Vec<f32> = Vec::with_capacity(t.values.len());
+    for (&x, &y) in original.iter().zip(&t.values) {
+        if y == 0.0 && x != 0.0 {
+            zeroed += 1;
+            let a = f64::from(x.abs());
+            threshold = Some(threshold.map_or(a, |t: f64| t.max(a)));
+        } else {
+            kept.push(y);
+            quantized |= x != y;
+        }
+        let y = f64::from(y);
+        if y.is_finite() {
+            lo = lo.min(y);
+            hi = hi.max(y);
+        }
+        if grid_ok && let Err(at) = grid.binary_search_by(|g| g.total_cmp(&y)) {
+            if grid.len() == MAX_GRID_LINES {
+                grid_ok = false;
+                grid.clear();
+            } else {
+                grid.insert(at, y);
+            }
+        }
+    }
+    let (smin, smax) = report.stats.as_ref().map_or((lo, hi), |s| (s.min, s.max));
+    let amax = smin.abs().max(smax.abs());
+    TensorResult {
+        scheme: t.scheme.clone(),
+        storage: t.storage.to_string(),
+        sparsity: t.sparsity,
+        bytes_before: t.bytes_before,
+        bytes_after: t.bytes_after,
+        sqnr_db: t.fidelity.sqnr_db,
+        zeroed,
+        threshold: threshold.filter(|_| t.pruned),
+        range: (lo, hi),
+        quantized,
+        grid: if quantized { grid } else { Vec::new() },
+        // Newly zeroed weights are left out: their spike at 0 would flatten the rest.
+        signed: overlay(&kept, smin, smax, bins, false),
+        abs: overlay(&kept, 0.0, amax, bins, true),
+    }
+}
+
+/// Compress `model` as `config` says and measure the result (run on a worker): sizes
+/// and fidelity always, accuracy when a data set is attached (`accuracy`: its version
+/// and evaluator). Tensors and accuracy already computed for another configuration
+/// are reused, so returning to a level is instant.
+pub fn evaluate(
+    model: &Model,
+    reports: &[TensorReport],
+    config: &Config,
+    bins: usize,
+    cache: &TensorCache,
+    accuracy: Option<(u64, &Evaluator)>,
+    cancelled: impl Fn() -> bool + Sync,
+) -> Result<Evaluation> {
+    let recipe = config.to_recipe(Path::new(SETTINGS_ORIGIN))?;
+    let with = crate::measure::With {
+        cache: Some(cache),
+        evaluator: accuracy.map(|(_, e)| e),
+        batch: crate::eval::DEFAULT_BATCH,
+    };
+    let measured = crate::measure::measure(model, &recipe, with, &cancelled)?;
+    let results: Vec<(usize, TensorResult)> = measured
+        .applied
+        .par_iter()
+        .map(|(i, t)| {
+            let original = model.tensor_f32(*i)?;
+            Ok((*i, tensor_result(&original, t, &reports[*i], bins)))
+        })
+        .collect::<Result<_>>()?;
+    let nonzero = |r: &TensorReport| r.info.numel - r.stats.as_ref().map_or(0, |s| s.zeros);
+    let mut nonzero_after: u64 = reports.iter().map(nonzero).sum();
+    for (i, t) in &measured.applied {
+        let after = ((1.0 - t.sparsity) * t.values.len() as f64).round() as u64;
+        nonzero_after = nonzero_after - nonzero(&reports[*i]) + after;
+    }
+    let mut tensors: Vec<Option<TensorResult>> = vec![None; model.tensors.len()];
+    for (i, r) in results {
+        tensors[i] = Some(r);
+    }
+    let totals = measured.totals;
+    Ok(Evaluation {
+        config: config.clone(),
+        bins,
+        recipe: config.recipe_text(None),
+        tensors,
+        totals,
+        nonzero_after,
+        accuracy: accuracy.zip(measured.metrics).map(|((v, _), m)| (v, m)),
+    })
+}
