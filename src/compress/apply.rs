@@ -90,48 +90,62 @@ pub fn apply(model: &Model, plans: &[TensorPlan]) -> Result<Vec<(usize, AppliedT
     apply_cached(model, plans, None)
 }
 
-/// What a tensor's result depends on: its plan and, for a global magnitude rule, which
-/// tensors share the threshold.
-fn cache_key(i: usize, plans: &[TensorPlan], touched: &[usize]) -> String {
-    let plan = &plans[i];
-    let group: Vec<usize> = match &plan.prune {
+/// What a tensor's result depends on: its index, its plan and, for a global
+/// magnitude rule, which tensors share the threshold.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    index: usize,
+    prune: Option<PruneSpec>,
+    quant: Option<QuantSpec>,
+    group: Vec<usize>,
+}
+
+/// The rule index of a global magnitude plan (its tensors share one threshold).
+fn global_rule(plan: &TensorPlan) -> Option<usize> {
+    match &plan.prune {
         Some((
             PruneSpec::Magnitude {
                 scope: Scope::Global,
                 ..
             },
             rule,
-        )) => touched
-            .iter()
-            .copied()
-            .filter(|&j| matches!(&plans[j].prune, Some((_, r)) if r == rule))
-            .collect(),
-        _ => Vec::new(),
-    };
-    format!(
-        "{i}|{:?}|{:?}|{group:?}",
-        plan.prune.as_ref().map(|p| &p.0),
-        plan.quant
-    )
+        )) => Some(*rule),
+        _ => None,
+    }
 }
 
-/// [`apply`] with a cache of finished tensors.
-pub fn apply_cached(
-    model: &Model,
-    plans: &[TensorPlan],
-    cache: Option<&TensorCache>,
-) -> Result<Vec<(usize, AppliedTensor)>> {
-    let bad = |name: &str, what: String| Error::InvalidSetting(format!("tensor `{name}`: {what}"));
+fn cache_key(i: usize, plans: &[TensorPlan], touched: &[usize]) -> CacheKey {
+    let plan = &plans[i];
+    let group = match global_rule(plan) {
+        Some(rule) => touched
+            .iter()
+            .copied()
+            .filter(|&j| matches!(&plans[j].prune, Some((_, r)) if *r == rule))
+            .collect(),
+        None => Vec::new(),
+    };
+    CacheKey {
+        index: i,
+        prune: plan.prune.as_ref().map(|p| p.0.clone()),
+        quant: plan.quant.clone(),
+        group,
+    }
+}
+
+fn bad(name: &str, what: String) -> Error {
+    Error::InvalidSetting(format!("tensor `{name}`: {what}"))
+}
+
+/// The tensors `plans` change: float tensors with a prune or quant spec that does
+/// something (integer ids, masks and shapes are never weights to compress).
+fn touched_tensors(model: &Model, plans: &[TensorPlan]) -> Result<Vec<usize>> {
     let mut touched = Vec::new();
     for (i, plan) in plans.iter().enumerate() {
         let changes = matches!(&plan.prune, Some((p, _)) if *p != PruneSpec::None)
             || matches!(&plan.quant, Some(q) if *q != QuantSpec::None);
-        if !changes {
-            continue;
-        }
         let info = &model.tensors[i];
-        if !info.dtype.is_float() {
-            continue; // integer ids, masks, shapes: never weights to compress
+        if !changes || !info.dtype.is_float() {
+            continue;
         }
         if !info.dtype.can_decode() {
             return Err(bad(
@@ -141,201 +155,254 @@ pub fn apply_cached(
         }
         touched.push(i);
     }
-    let keys: Vec<String> = touched
-        .iter()
-        .map(|&i| cache_key(i, plans, &touched))
-        .collect();
-    let mut done: Vec<Option<AppliedTensor>> =
-        keys.iter().map(|k| cache.and_then(|c| c.get(k))).collect();
-    // A global threshold needs every member of its group, cached or not.
-    let needed: Vec<bool> = touched
-        .iter()
-        .enumerate()
-        .map(|(k, &i)| {
-            done[k].is_none()
-                || matches!(&plans[i].prune, Some((PruneSpec::Magnitude { scope: Scope::Global, .. }, rule))
-                    if touched.iter().zip(&done).any(|(&j, d)| {
-                        d.is_none() && matches!(&plans[j].prune, Some((_, r)) if r == rule)
-                    }))
-        })
-        .collect();
-    let mut originals: Vec<(usize, Vec<f32>)> = Vec::new();
-    let mut slot_of: Vec<usize> = Vec::new(); // index into `touched` of each original
-    for (k, &i) in touched.iter().enumerate() {
-        if needed[k] {
-            originals.push((i, model.tensor_f32(i)?));
-            slot_of.push(k);
+    Ok(touched)
+}
+
+/// One touched tensor on its way through [`apply_cached`].
+struct Work {
+    /// Index into the model's tensors.
+    index: usize,
+    key: CacheKey,
+    /// The result, when cached or once computed.
+    done: Option<AppliedTensor>,
+    /// The original values, read when the tensor is computed or its global group
+    /// needs it.
+    original: Option<Vec<f32>>,
+    /// What pruning decided.
+    pruned: Pruned,
+}
+
+/// What pruning decided for one tensor.
+#[derive(Default)]
+struct Pruned {
+    mask: Option<Mask>,
+    /// The physically smaller shape structured pruning allows.
+    shape_after: Option<Vec<u64>>,
+    /// Why an N:M rule left the tensor dense.
+    skipped: Option<String>,
+}
+
+/// Prune `values` (of tensor `info`) as `spec` says; a global magnitude spec is
+/// decided for the whole group elsewhere and gives no mask here.
+fn prune_one(values: &[f32], info: &crate::model::TensorInfo, spec: &PruneSpec) -> Result<Pruned> {
+    let shape: Vec<usize> = info.shape.iter().map(|&d| d as usize).collect();
+    let err = |e: prune::PruneError| bad(&info.name, e.to_string());
+    let mut pruned = Pruned::default();
+    pruned.mask = match spec {
+        PruneSpec::Magnitude {
+            scope: Scope::Global,
+            ..
         }
-    }
-    // Masks: global magnitude rules prune their tensors together.
-    let mut masks: Vec<Option<Mask>> = vec![None; originals.len()];
-    let mut shapes_after: Vec<Option<Vec<u64>>> = vec![None; originals.len()];
-    let mut global: Vec<(usize, f64, Vec<usize>)> = Vec::new(); // (rule, sparsity, positions)
-    // N:M notes for tensors whose rows are not whole groups: left dense, as NVIDIA's ASP does.
-    let mut nm_skipped: Vec<Option<String>> = vec![None; originals.len()];
-    for (k, (i, values)) in originals.iter().enumerate() {
-        let info = &model.tensors[*i];
-        let shape: Vec<usize> = info.shape.iter().map(|&d| d as usize).collect();
-        let err = |e: prune::PruneError| bad(&info.name, e.to_string());
-        masks[k] = match &plans[*i].prune {
-            Some((
-                PruneSpec::Magnitude {
-                    sparsity,
-                    scope: Scope::Global,
-                    ..
-                },
-                rule,
-            )) => {
-                match global.iter_mut().find(|g| g.0 == *rule) {
-                    Some(g) => g.2.push(k),
-                    None => global.push((*rule, sparsity.get(), vec![k])),
-                }
+        | PruneSpec::None => None,
+        PruneSpec::Magnitude { sparsity, .. } => {
+            Some(prune::magnitude(values, sparsity.get()).map_err(err)?)
+        }
+        PruneSpec::Random { sparsity, seed, .. } => {
+            Some(prune::random(values.len(), sparsity.get(), *seed).map_err(err)?)
+        }
+        PruneSpec::Nm { n, m } => {
+            // Groups of m consecutive weights within each output channel's row (a
+            // linear layer's input features, a conv filter's C×kh×kw); rows that are
+            // not whole groups stay dense, as NVIDIA's ASP does.
+            let row = values.len() / shape.first().copied().unwrap_or(1).max(1);
+            if *m > 0 && row.is_multiple_of(*m) {
+                Some(prune::n_m(values, row, *n, *m).map_err(err)?)
+            } else {
+                pruned.skipped = Some(format!(
+                    "{n}:{m} skipped (rows of {row} are not whole groups of {m})"
+                ));
                 None
             }
-            Some((PruneSpec::Magnitude { sparsity, .. }, _)) => {
-                Some(prune::magnitude(values, sparsity.get()).map_err(err)?)
+        }
+        PruneSpec::Structured {
+            sparsity,
+            axis,
+            norm,
+        } => {
+            let norm = if *norm == NormName::L1 {
+                Norm::L1
+            } else {
+                Norm::L2
+            };
+            let s = prune::structured(values, &shape, *axis, sparsity.get(), norm).map_err(err)?;
+            pruned.shape_after = Some(s.shape.iter().map(|&d| d as u64).collect());
+            Some(s.mask)
+        }
+    };
+    Ok(pruned)
+}
+
+/// [`apply`] with a cache of finished tensors.
+pub fn apply_cached(
+    model: &Model,
+    plans: &[TensorPlan],
+    cache: Option<&TensorCache>,
+) -> Result<Vec<(usize, AppliedTensor)>> {
+    let touched = touched_tensors(model, plans)?;
+    let mut work: Vec<Work> = touched
+        .iter()
+        .map(|&i| {
+            let key = cache_key(i, plans, &touched);
+            Work {
+                index: i,
+                done: cache.and_then(|c| c.get(&key)),
+                key,
+                original: None,
+                pruned: Pruned::default(),
             }
-            Some((PruneSpec::Random { sparsity, seed, .. }, _)) => {
-                Some(prune::random(values.len(), sparsity.get(), *seed).map_err(err)?)
-            }
-            Some((PruneSpec::Nm { n, m }, _)) => {
-                // Groups of m consecutive weights within each output channel's row
-                // (a linear layer's input features, a conv filter's C×kh×kw).
-                let row = values.len() / shape.first().copied().unwrap_or(1).max(1);
-                if *m > 0 && row.is_multiple_of(*m) {
-                    Some(prune::n_m(values, row, *n, *m).map_err(err)?)
-                } else {
-                    nm_skipped[k] = Some(format!(
-                        "{n}:{m} skipped (rows of {row} are not whole groups of {m})"
-                    ));
-                    None
-                }
-            }
-            Some((
-                PruneSpec::Structured {
-                    sparsity,
-                    axis,
-                    norm,
-                },
-                _,
-            )) => {
-                let norm = if *norm == NormName::L1 {
-                    Norm::L1
-                } else {
-                    Norm::L2
-                };
-                let s =
-                    prune::structured(values, &shape, *axis, sparsity.get(), norm).map_err(err)?;
-                shapes_after[k] = Some(s.shape.iter().map(|&d| d as u64).collect());
-                Some(s.mask)
-            }
-            _ => None,
-        };
+        })
+        .collect();
+    // A global threshold needs every member of its group, cached or not.
+    let uncached_groups: Vec<usize> = work
+        .iter()
+        .filter(|w| w.done.is_none())
+        .filter_map(|w| global_rule(&plans[w.index]))
+        .collect();
+    for w in &mut work {
+        let in_group = global_rule(&plans[w.index]).is_some_and(|r| uncached_groups.contains(&r));
+        if w.done.is_none() || in_group {
+            w.original = Some(model.tensor_f32(w.index)?);
+        }
     }
-    for (_, sparsity, members) in &global {
-        let slices: Vec<&[f32]> = members.iter().map(|&k| originals[k].1.as_slice()).collect();
-        let group = prune::magnitude_global(&slices, *sparsity)?;
-        for (&k, m) in members.iter().zip(group) {
-            masks[k] = Some(m);
+    for w in &mut work {
+        if let (Some(values), Some((spec, _))) = (&w.original, &plans[w.index].prune) {
+            w.pruned = prune_one(values, &model.tensors[w.index], spec)?;
         }
     }
-    for (((((i, original), mask), shape_after), &slot), skipped) in originals
-        .into_iter()
-        .zip(masks)
-        .zip(shapes_after)
-        .zip(&slot_of)
-        .zip(nm_skipped)
-    {
-        if done[slot].is_some() {
-            continue; // cached; only here for its group's threshold
+    prune_global_groups(&mut work, plans)?;
+    for w in &mut work {
+        if w.done.is_some() {
+            continue; // cached; only read for its group's threshold
         }
-        let info = &model.tensors[i];
-        let plan = &plans[i];
-        let rows = info.shape.first().copied().unwrap_or(1).max(1);
-        let row_len = (info.numel / rows).max(1);
-        let mut values = original.clone();
-        if let Some(m) = &mask {
-            m.apply(&mut values);
-        }
-        let last_dim = info.shape.last().copied().unwrap_or(1).max(1);
-        let Quantized {
-            mut values,
-            storage,
-            words: quant_words,
-            stored,
-            packed,
-        } = quantize(
-            &values,
-            plan.quant.as_ref(),
-            info.dtype,
-            (row_len, last_dim),
-            &info.name,
-        )?;
-        if let (Some(m), None) = (&mask, &packed) {
-            m.apply(&mut values);
-        }
-        let nnz = values.iter().filter(|&&x| x != 0.0).count() as u64;
-        let layout = Layout { rows, row_len, nnz };
-        let mut candidates = vec![storage];
-        if let (Some(_), Storage::Dense { bits }) = (&mask, storage) {
-            candidates.push(Storage::SparseBitmask { value_bits: bits });
-            candidates.push(Storage::Csr { value_bits: bits });
-        }
-        let (storage, bytes_after) = size::smallest(&candidates, layout)
-            .ok_or_else(|| bad(&info.name, "no storage format holds it".into()))?;
-        let prune_words = skipped
-            .or_else(|| plan.prune.as_ref().map(|(p, _)| describe_prune(p)))
-            .filter(|w| !w.is_empty());
-        let scheme = [prune_words, quant_words]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(" + ");
-        let tensor = AppliedTensor {
-            name: info.name.clone(),
-            shape: info.shape.clone(),
-            sparsity: 1.0 - nnz as f64 / values.len().max(1) as f64,
-            pruned: mask.is_some(),
-            scheme,
-            bytes_before: info.size_bytes,
-            bytes_after,
-            storage,
-            fidelity: fidelity(&original, &values),
-            flops: size::weight_flops(
-                &info.shape,
-                shape_after.as_deref(),
-                match &plan.prune {
-                    Some((PruneSpec::Nm { n, m }, _)) if mask.is_some() => Some((*n, *m)),
-                    _ => None,
-                },
-            ),
-            shape_after,
-            values,
-            stored,
-            packed,
-        };
+        let original = w.original.take().unwrap_or_default();
+        let pruned = std::mem::take(&mut w.pruned);
+        let tensor = compress_one(model, w.index, &plans[w.index], original, pruned)?;
         if let Some(c) = cache {
-            c.insert(keys[slot].clone(), &tensor);
+            c.insert(w.key.clone(), &tensor);
         }
-        done[slot] = Some(tensor);
+        w.done = Some(tensor);
     }
-    Ok(touched
+    Ok(work
         .into_iter()
-        .zip(done)
-        .map(|(i, t)| {
-            (
-                i,
-                t.unwrap_or_else(|| unreachable!("every tensor computed or cached")),
-            )
+        .map(|w| {
+            let t = w
+                .done
+                .unwrap_or_else(|| unreachable!("every tensor computed or cached"));
+            (w.index, t)
         })
         .collect())
+}
+
+/// Masks for global magnitude rules: each rule's tensors are pruned together, with
+/// one threshold.
+fn prune_global_groups(work: &mut [Work], plans: &[TensorPlan]) -> Result<()> {
+    let mut rules: Vec<(usize, f64)> = Vec::new();
+    for w in work.iter() {
+        if let (Some(rule), Some((PruneSpec::Magnitude { sparsity, .. }, _))) =
+            (global_rule(&plans[w.index]), &plans[w.index].prune)
+            && w.original.is_some()
+            && !rules.iter().any(|(r, _)| *r == rule)
+        {
+            rules.push((rule, sparsity.get()));
+        }
+    }
+    for (rule, sparsity) in rules {
+        let members: Vec<usize> = (0..work.len())
+            .filter(|&k| global_rule(&plans[work[k].index]) == Some(rule) && work[k].original.is_some())
+            .collect();
+        let slices: Vec<&[f32]> = members
+            .iter()
+            .filter_map(|&k| work[k].original.as_deref())
+            .collect();
+        let masks = prune::magnitude_global(&slices, sparsity)?;
+        for (&k, mask) in members.iter().zip(masks) {
+            work[k].pruned.mask = Some(mask);
+        }
+    }
+    Ok(())
+}
+
+/// Tensor `i` pruned as `pruned` says, then quantized, sized and described.
+fn compress_one(
+    model: &Model,
+    i: usize,
+    plan: &TensorPlan,
+    original: Vec<f32>,
+    pruned: Pruned,
+) -> Result<AppliedTensor> {
+    let info = &model.tensors[i];
+    let Pruned {
+        mask,
+        shape_after,
+        skipped,
+    } = pruned;
+    let rows = info.shape.first().copied().unwrap_or(1).max(1);
+    let row_len = (info.numel / rows).max(1);
+    let mut values = original.clone();
+    if let Some(m) = &mask {
+        m.apply(&mut values);
+    }
+    let last_dim = info.shape.last().copied().unwrap_or(1).max(1);
+    let Quantized {
+        mut values,
+        storage,
+        words: quant_words,
+        stored,
+        packed,
+    } = quantize(
+        &values,
+        plan.quant.as_ref(),
+        info.dtype,
+        (row_len, last_dim),
+        &info.name,
+    )?;
+    if let (Some(m), None) = (&mask, &packed) {
+        m.apply(&mut values);
+    }
+    let nnz = values.iter().filter(|&&x| x != 0.0).count() as u64;
+    let layout = Layout { rows, row_len, nnz };
+    let mut candidates = vec![storage];
+    if let (Some(_), Storage::Dense { bits }) = (&mask, storage) {
+        candidates.push(Storage::SparseBitmask { value_bits: bits });
+        candidates.push(Storage::Csr { value_bits: bits });
+    }
+    let (storage, bytes_after) = size::smallest(&candidates, layout)
+        .ok_or_else(|| bad(&info.name, "no storage format holds it".into()))?;
+    let prune_words = skipped
+        .or_else(|| plan.prune.as_ref().map(|(p, _)| describe_prune(p)))
+        .filter(|w| !w.is_empty());
+    let scheme = [prune_words, quant_words]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" + ");
+    let nm = match &plan.prune {
+        Some((PruneSpec::Nm { n, m }, _)) if mask.is_some() => Some((*n, *m)),
+        _ => None,
+    };
+    Ok(AppliedTensor {
+        name: info.name.clone(),
+        shape: info.shape.clone(),
+        sparsity: 1.0 - nnz as f64 / values.len().max(1) as f64,
+        pruned: mask.is_some(),
+        scheme,
+        bytes_before: info.size_bytes,
+        bytes_after,
+        storage,
+        fidelity: fidelity(&original, &values),
+        flops: size::weight_flops(&info.shape, shape_after.as_deref(), nm),
+        shape_after,
+        values,
+        stored,
+        packed,
+    })
 }
 
 /// Finished tensors by (tensor, prune spec, quant spec, global group), bounded in
 /// bytes: when full it starts over (sweeps revisit recent settings, not old ones).
 pub struct TensorCache {
     map: std::sync::Mutex<(
-        std::collections::HashMap<String, std::sync::Arc<AppliedTensor>>,
+        std::collections::HashMap<CacheKey, std::sync::Arc<AppliedTensor>>,
         usize,
     )>,
     budget: usize,
@@ -350,12 +417,12 @@ impl TensorCache {
         }
     }
 
-    fn get(&self, key: &str) -> Option<AppliedTensor> {
+    fn get(&self, key: &CacheKey) -> Option<AppliedTensor> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         map.0.get(key).map(|t| (**t).clone())
     }
 
-    fn insert(&self, key: String, t: &AppliedTensor) {
+    fn insert(&self, key: CacheKey, t: &AppliedTensor) {
         let bytes = t.values.len() * 4 + t.packed.as_ref().map_or(0, Vec::len);
         if bytes > self.budget {
             return;

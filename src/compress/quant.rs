@@ -33,7 +33,7 @@ pub enum Granularity {
 }
 
 /// How a scale's range is chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Clip {
     /// The full range: absmax (symmetric) or [min, max].

@@ -154,6 +154,16 @@ impl TryFrom<f64> for Fraction {
     }
 }
 
+// A fraction is never NaN (it is checked to lie in [0, 1]), so equality is total;
+// the hash adds 0.0 so that -0.0 and 0.0, which are equal, hash alike.
+impl Eq for Fraction {}
+
+impl std::hash::Hash for Fraction {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.0 + 0.0).to_bits().hash(state);
+    }
+}
+
 impl From<Fraction> for f64 {
     fn from(f: Fraction) -> f64 {
         f.0
@@ -161,7 +171,7 @@ impl From<Fraction> for f64 {
 }
 
 /// Integer bit width, 2 to 8.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Hash, Eq, Serialize, Deserialize)]
 #[serde(try_from = "u8", into = "u8")]
 pub struct Bits(u8);
 
@@ -189,7 +199,7 @@ impl From<Bits> for u8 {
 }
 
 /// Where a magnitude threshold is taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Hash, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     #[default]
@@ -199,7 +209,7 @@ pub enum Scope {
 }
 
 /// Norm for structured pruning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Hash, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NormName {
     #[default]
@@ -208,7 +218,7 @@ pub enum NormName {
 }
 
 /// How to prune.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PruneSpec {
     None,
@@ -240,7 +250,7 @@ pub enum PruneSpec {
 }
 
 /// Scale granularity names in recipes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Hash, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GranularityName {
     Tensor,
@@ -249,7 +259,7 @@ pub enum GranularityName {
 }
 
 /// How to quantize.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "format", rename_all = "snake_case", deny_unknown_fields)]
 pub enum QuantSpec {
     None,
