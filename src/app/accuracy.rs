@@ -104,142 +104,13 @@ pub fn ui(
         .num_columns(2)
         .striped(true)
         .show(ui, |ui| {
-            ui.label("Data");
-            let data = a.evaluator.data();
-            if let Network::SentenceEncoder(task) = a.evaluator.network() {
-                ui.label(format!(
-                    "{} · {} sentences · {} scored pairs",
-                    file_name(&a.data_path),
-                    task.set.sentences.len(),
-                    task.set.pairs.len()
-                ))
-                .on_hover_text(format!(
-                    "{}\nTab-separated: sentence, sentence, similarity score; drop another such file to use it",
-                    a.data_path.display()
-                ));
-            } else if a.baseline.language.is_some() {
-                ui.label(format!(
-                    "{} · {} windows of {} tokens",
-                    file_name(&a.data_path),
-                    data.len(),
-                    data.sample_len()
-                ))
-                .on_hover_text(format!(
-                    "{}\nEach window is scored from its own start; drop another UTF-8 text to use it",
-                    a.data_path.display()
-                ));
-            } else {
-                ui.label(format!(
-                    "{} · {} samples · {} classes",
-                    file_name(&a.data_path),
-                    group_digits(data.len() as u64),
-                    data.classes()
-                ))
-                .on_hover_text(a.data_path.display().to_string());
-            }
+            data_row(ui, a);
             ui.end_row();
-            ui.label("Network");
-            match (a.evaluator.network(), &a.arch_path) {
-                (Network::CausalLm(_), _) => ui
-                    .label("candle's quantized llama (next-token prediction)")
-                    .on_hover_text("The compressed model runs as the GGUF an export would write"),
-                (Network::SentenceEncoder(_), _) => ui
-                    .label("candle's BERT (mean-pooled sentence embeddings)")
-                    .on_hover_text("Compared with the original model's embeddings of the same sentences"),
-                (Network::Onnx(_), _) => ui
-                    .label("the model's ONNX graph")
-                    .on_hover_text("Run by tract, compressed weights written into the graph"),
-                (Network::Sequential(spec), Some(p)) => ui
-                    .label(format!("{} · {} layers", file_name(p), spec.layers.len()))
-                    .on_hover_text(p.display().to_string()),
-                (Network::Sequential(spec), None) => ui
-                    .label(format!(
-                        "proposed from the weights · {} layers",
-                        spec.layers.len()
-                    ))
-                    .on_hover_text("Drop an architecture spec (TOML) to use your own"),
-            };
+            network_row(ui, a);
             ui.end_row();
-            ui.label("Original").on_hover_text("The model as stored");
-            match (a.baseline.language, a.baseline.embedding) {
-                (_, Some(e)) => ui
-                    .label(format!(
-                        "Spearman {} with the pair scores",
-                        e.spearman.map_or("–".into(), |s| format!("{s:.4}"))
-                    ))
-                    .on_hover_text(
-                        "Rank correlation of the embeddings' cosine similarities with the hand scores",
-                    ),
-                (Some(l), _) => ui
-                    .label(format!(
-                        "perplexity {:.2} · next-token top-1 {}",
-                        l.perplexity,
-                        percent(a.baseline.top1)
-                    ))
-                    .on_hover_text(format!(
-                        "exp(mean loss) over {} tokens; {:.1} tokens/s",
-                        a.baseline.samples, a.baseline.samples_per_second
-                    )),
-                (None, None) => ui.label(format!(
-                    "top-1 {} · loss {:.4}",
-                    percent(a.baseline.top1),
-                    a.baseline.loss
-                )),
-            };
+            original_row(ui, a);
             ui.end_row();
-            let current = evaluation
-                .and_then(|e| e.accuracy)
-                .filter(|(v, _)| *v == a.version)
-                .map(|(_, m)| m);
-            ui.label("Compressed")
-                .on_hover_text("The current configuration, measured on the same data");
-            match current {
-                Some(Metrics {
-                    embedding: Some(e),
-                    top1,
-                    ..
-                }) => {
-                    ui.label(format!(
-                        "mean cosine {:.5} (least {:.4}) · Spearman {} · nearest neighbour kept {}",
-                        e.mean_cosine,
-                        e.min_cosine,
-                        e.spearman.map_or("–".into(), |s| format!("{s:.4}")),
-                        percent(top1)
-                    ))
-                    .on_hover_text(format!(
-                        "Cosine of each sentence's embedding to the original's; pairwise similarities moved by {:.4} on average (at most {:.4})",
-                        e.mean_similarity_change, e.max_similarity_change
-                    ));
-                }
-                Some(Metrics {
-                    language: Some(l), ..
-                }) => {
-                    ui.label(format!(
-                        "perplexity {:.2} · KL {:.4} nats/token · top-1 agreement {}",
-                        l.perplexity,
-                        l.kl_divergence,
-                        percent(l.top1_agreement)
-                    ))
-                    .on_hover_text(
-                        "KL divergence of the compressed model's next-token distributions from the original's, mean over the text's tokens; \
-                         agreement: share of tokens whose most likely successor is unchanged",
-                    );
-                }
-                Some(m) => {
-                    let delta = 100.0 * (m.top1 - a.baseline.top1);
-                    ui.label(format!(
-                        "top-1 {} ({delta:+.2} pts) · loss {:.4}",
-                        percent(m.top1),
-                        m.loss
-                    ));
-                }
-                None if evaluating => {
-                    ui.spinner();
-                }
-                None => {
-                    ui.label("same as the original");
-                }
-            }
+            compressed_row(ui, a, evaluation, evaluating);
             ui.end_row();
         });
     for w in &a.warnings {
@@ -253,5 +124,159 @@ pub fn ui(
                     ui.label(n);
                 }
             });
+    }
+}
+
+/// What the data set is: file, samples, classes (or windows, or sentence pairs).
+fn data_row(ui: &mut egui::Ui, a: &Attached) {
+    ui.label("Data");
+    let data = a.evaluator.data();
+    if let Network::SentenceEncoder(task) = a.evaluator.network() {
+        ui.label(format!(
+            "{} · {} sentences · {} scored pairs",
+            file_name(&a.data_path),
+            task.set.sentences.len(),
+            task.set.pairs.len()
+        ))
+        .on_hover_text(format!(
+            "{}\nTab-separated: sentence, sentence, similarity score; drop another such file to use it",
+            a.data_path.display()
+        ));
+    } else if a.baseline.language.is_some() {
+        ui.label(format!(
+            "{} · {} windows of {} tokens",
+            file_name(&a.data_path),
+            data.len(),
+            data.sample_len()
+        ))
+        .on_hover_text(format!(
+            "{}\nEach window is scored from its own start; drop another UTF-8 text to use it",
+            a.data_path.display()
+        ));
+    } else {
+        ui.label(format!(
+            "{} · {} samples · {} classes",
+            file_name(&a.data_path),
+            group_digits(data.len() as u64),
+            data.classes()
+        ))
+        .on_hover_text(a.data_path.display().to_string());
+    }
+}
+
+/// What runs the model: the network given, proposed or built in.
+fn network_row(ui: &mut egui::Ui, a: &Attached) {
+    ui.label("Network");
+    match (a.evaluator.network(), &a.arch_path) {
+        (Network::CausalLm(_), _) => ui
+            .label("candle's quantized llama (next-token prediction)")
+            .on_hover_text("The compressed model runs as the GGUF an export would write"),
+        (Network::SentenceEncoder(_), _) => ui
+            .label("candle's BERT (mean-pooled sentence embeddings)")
+            .on_hover_text("Compared with the original model's embeddings of the same sentences"),
+        (Network::Onnx(_), _) => ui
+            .label("the model's ONNX graph")
+            .on_hover_text("Run by tract, compressed weights written into the graph"),
+        (Network::Sequential(spec), Some(p)) => ui
+            .label(format!("{} · {} layers", file_name(p), spec.layers.len()))
+            .on_hover_text(p.display().to_string()),
+        (Network::Sequential(spec), None) => ui
+            .label(format!(
+                "proposed from the weights · {} layers",
+                spec.layers.len()
+            ))
+            .on_hover_text("Drop an architecture spec (TOML) to use your own"),
+    };
+}
+
+/// The model as stored, on the data.
+fn original_row(ui: &mut egui::Ui, a: &Attached) {
+    ui.label("Original").on_hover_text("The model as stored");
+    match (a.baseline.language, a.baseline.embedding) {
+        (_, Some(e)) => ui
+            .label(format!(
+                "Spearman {} with the pair scores",
+                e.spearman.map_or("–".into(), |s| format!("{s:.4}"))
+            ))
+            .on_hover_text(
+                "Rank correlation of the embeddings' cosine similarities with the hand scores",
+            ),
+        (Some(l), _) => ui
+            .label(format!(
+                "perplexity {:.2} · next-token top-1 {}",
+                l.perplexity,
+                percent(a.baseline.top1)
+            ))
+            .on_hover_text(format!(
+                "exp(mean loss) over {} tokens; {:.1} tokens/s",
+                a.baseline.samples, a.baseline.samples_per_second
+            )),
+        (None, None) => ui.label(format!(
+            "top-1 {} · loss {:.4}",
+            percent(a.baseline.top1),
+            a.baseline.loss
+        )),
+    };
+}
+
+/// The current configuration, on the same data.
+fn compressed_row(
+    ui: &mut egui::Ui,
+    a: &Attached,
+    evaluation: Option<&Evaluation>,
+    evaluating: bool,
+) {
+    let current = evaluation
+        .and_then(|e| e.accuracy)
+        .filter(|(v, _)| *v == a.version)
+        .map(|(_, m)| m);
+    ui.label("Compressed")
+        .on_hover_text("The current configuration, measured on the same data");
+    match current {
+        Some(Metrics {
+            embedding: Some(e),
+            top1,
+            ..
+        }) => {
+            ui.label(format!(
+                "mean cosine {:.5} (least {:.4}) · Spearman {} · nearest neighbour kept {}",
+                e.mean_cosine,
+                e.min_cosine,
+                e.spearman.map_or("–".into(), |s| format!("{s:.4}")),
+                percent(top1)
+            ))
+            .on_hover_text(format!(
+                "Cosine of each sentence's embedding to the original's; pairwise similarities moved by {:.4} on average (at most {:.4})",
+                e.mean_similarity_change, e.max_similarity_change
+            ));
+        }
+        Some(Metrics {
+            language: Some(l), ..
+        }) => {
+            ui.label(format!(
+                "perplexity {:.2} · KL {:.4} nats/token · top-1 agreement {}",
+                l.perplexity,
+                l.kl_divergence,
+                percent(l.top1_agreement)
+            ))
+            .on_hover_text(
+                "KL divergence of the compressed model's next-token distributions from the original's, mean over the text's tokens; \
+                 agreement: share of tokens whose most likely successor is unchanged",
+            );
+        }
+        Some(m) => {
+            let delta = 100.0 * (m.top1 - a.baseline.top1);
+            ui.label(format!(
+                "top-1 {} ({delta:+.2} pts) · loss {:.4}",
+                percent(m.top1),
+                m.loss
+            ));
+        }
+        None if evaluating => {
+            ui.spinner();
+        }
+        None => {
+            ui.label("same as the original");
+        }
     }
 }

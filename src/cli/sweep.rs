@@ -310,11 +310,22 @@ impl Sweep<'_> {
 fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let measured = report.baseline.is_some();
-    let language = report.baseline.is_some_and(|b| b.language.is_some());
     let quality_name = match report.baseline {
         Some(b) => b.quality_name(),
         None => "weight-SQNR",
     };
+    print_baseline(&mut out, report)?;
+    print_points(&mut out, report, quality_name)?;
+    print_sensitivity(&mut out, report, quality_name, measured)?;
+    print_heatmap(&mut out, report, quality_name, measured)?;
+    if allocated {
+        print_allocations(&mut out, report, measured)?;
+    }
+    Ok(())
+}
+
+/// What the points are measured against.
+fn print_baseline(out: &mut impl Write, report: &Report) -> anyhow::Result<()> {
     if let Some(b) = report.baseline {
         match (b.language, b.embedding) {
             (_, Some(e)) => writeln!(
@@ -346,6 +357,13 @@ fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
             "no data: quality is weight SQNR (dB), a fidelity proxy, not accuracy"
         )?;
     }
+    Ok(())
+}
+
+/// One line per point of the curves, Pareto-optimal ones marked.
+fn print_points(out: &mut impl Write, report: &Report, quality_name: &str) -> anyhow::Result<()> {
+    let measured = report.baseline.is_some();
+    let language = report.baseline.is_some_and(|b| b.language.is_some());
     writeln!(
         out,
         "{:<26} {:>7} {:>10} {:>9} {:>10}{}",
@@ -390,6 +408,16 @@ fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
             if front.contains(&i) { "  *pareto" } else { "" }
         )?;
     }
+    Ok(())
+}
+
+/// The layers ranked by how much pruning each alone costs.
+fn print_sensitivity(
+    out: &mut impl Write,
+    report: &Report,
+    quality_name: &str,
+    measured: bool,
+) -> anyhow::Result<()> {
     if !report.sensitivity.is_empty() {
         writeln!(
             out,
@@ -406,6 +434,16 @@ fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
             )?;
         }
     }
+    Ok(())
+}
+
+/// Layer × level, each layer pruned alone.
+fn print_heatmap(
+    out: &mut impl Write,
+    report: &Report,
+    quality_name: &str,
+    measured: bool,
+) -> anyhow::Result<()> {
     let map = heatmap(report.points, report.baseline.map(|b| b.quality()));
     if !map.is_empty() {
         writeln!(
@@ -438,33 +476,36 @@ fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
             writeln!(out)?;
         }
     }
-    if allocated {
-        let best = best_allocation(report.points);
-        writeln!(out, "\nallocations of one average sparsity, measured:")?;
-        for r in report
-            .points
-            .iter()
-            .filter(|r| r.point.curve.starts_with("allocation: "))
-        {
-            let q = quality(r);
-            writeln!(
-                out,
-                "  {:<30} {:>5.1}% → {:>10} · {:.3} MB{}",
-                r.point.curve,
-                100.0 * r.sparsity,
-                if measured {
-                    format!("{:.2}%", 100.0 * q)
-                } else {
-                    format!("{q:.1} dB")
-                },
-                r.bytes as f64 / 1e6,
-                if best.is_some_and(|b| std::ptr::eq(b, r)) {
-                    "  ← best"
-                } else {
-                    ""
-                }
-            )?;
-        }
+    Ok(())
+}
+
+/// The measured allocations of one average sparsity, the best marked.
+fn print_allocations(out: &mut impl Write, report: &Report, measured: bool) -> anyhow::Result<()> {
+    let best = best_allocation(report.points);
+    writeln!(out, "\nallocations of one average sparsity, measured:")?;
+    for r in report
+        .points
+        .iter()
+        .filter(|r| r.point.curve.starts_with("allocation: "))
+    {
+        let q = quality(r);
+        writeln!(
+            out,
+            "  {:<30} {:>5.1}% → {:>10} · {:.3} MB{}",
+            r.point.curve,
+            100.0 * r.sparsity,
+            if measured {
+                format!("{:.2}%", 100.0 * q)
+            } else {
+                format!("{q:.1} dB")
+            },
+            r.bytes as f64 / 1e6,
+            if best.is_some_and(|b| std::ptr::eq(b, r)) {
+                "  ← best"
+            } else {
+                ""
+            }
+        )?;
     }
     Ok(())
 }

@@ -308,7 +308,9 @@ fn prune_global_groups(work: &mut [Work], plans: &[TensorPlan]) -> Result<()> {
     }
     for (rule, sparsity) in rules {
         let members: Vec<usize> = (0..work.len())
-            .filter(|&k| global_rule(&plans[work[k].index]) == Some(rule) && work[k].original.is_some())
+            .filter(|&k| {
+                global_rule(&plans[work[k].index]) == Some(rule) && work[k].original.is_some()
+            })
             .collect();
         let slices: Vec<&[f32]> = members
             .iter()
@@ -469,124 +471,14 @@ fn quantize(
     (row_len, last_dim): (u64, u64),
     name: &str,
 ) -> Result<Quantized> {
-    let bad = |what: String| Error::InvalidSetting(format!("tensor `{name}`: {what}"));
-    let plain = |values: Vec<f32>, storage, words, stored| Quantized {
-        values,
-        storage,
-        words,
-        stored,
-        packed: None,
-    };
-    let blocks = |t: GgmlQuant, words: String| -> Result<Quantized> {
-        let bytes = gguf_blocks::quantize(t, values).map_err(|e| bad(e.to_string()))?;
-        let mut y = vec![0f32; values.len()];
-        decode(DType::Quant(t), &bytes, &mut y);
-        Ok(Quantized {
-            values: y,
-            storage: Storage::Gguf { quant: t },
-            words: Some(words),
-            stored: DType::Quant(t),
-            packed: Some(bytes),
-        })
-    };
-    Ok(match spec {
-        None | Some(QuantSpec::None) => match dtype {
-            DType::Quant(t)
-                if gguf_blocks::supports(t) && last_dim.is_multiple_of(t.block_len()) =>
-            {
-                blocks(t, format!("{} (kept)", t.name()))?
-            }
-            DType::F16 | DType::BF16 => plain(
-                fake_quant_float(
-                    values,
-                    if dtype == DType::F16 {
-                        FloatFormat::F16
-                    } else {
-                        FloatFormat::BF16
-                    },
-                ),
-                Storage::Dense { bits: 16 },
-                None,
-                dtype,
-            ),
-            _ => plain(
-                values.to_vec(),
-                Storage::Dense { bits: 32 },
-                None,
-                DType::F32,
-            ),
-        },
-        Some(
-            q @ QuantSpec::Int {
-                bits,
-                symmetric,
-                clip,
-                ..
-            },
-        ) => {
-            let granularity = q.granularity().unwrap_or(quant::Granularity::PerTensor);
-            let scheme = IntScheme {
-                bits: bits.get(),
-                symmetric: *symmetric,
-                granularity,
-                clip: *clip,
-            };
-            let y = quant::fake_quant_int(values, row_len as usize, &scheme)
-                .map_err(|e| bad(e.to_string()))?;
-            let storage = Storage::Int {
-                bits: u32::from(bits.get()),
-                granularity,
-                asymmetric: !symmetric,
-                scale_bits: 16,
-            };
-            let scope = match granularity {
-                quant::Granularity::PerTensor => "per-tensor".to_owned(),
-                quant::Granularity::PerChannel => "per-channel".to_owned(),
-                quant::Granularity::Group(g) => format!("group {g}"),
-            };
-            let words = format!(
-                "int{} {}{scope}{}",
-                bits.get(),
-                if *symmetric { "" } else { "asym " },
-                if *clip == quant::Clip::Mse {
-                    ", MSE clip"
-                } else {
-                    ""
-                }
-            );
-            plain(y, storage, Some(words), DType::F32)
-        }
+    match spec {
+        None | Some(QuantSpec::None) => keep_stored(values, dtype, last_dim, name),
+        Some(q @ QuantSpec::Int { .. }) => int_grid(values, q, row_len, name),
         Some(q @ QuantSpec::Gguf { block_type }) => {
             let t = q
                 .gguf_type()
-                .ok_or_else(|| bad(format!("unknown GGUF type {block_type}")))?;
-            if last_dim.is_multiple_of(t.block_len()) {
-                blocks(t, t.name().to_owned())?
-            } else if let Some(f) =
-                k_quant_fallback(t).filter(|f| last_dim.is_multiple_of(f.block_len()))
-            {
-                blocks(
-                    f,
-                    format!(
-                        "{} ({} needs rows of {})",
-                        f.name(),
-                        t.name(),
-                        t.block_len()
-                    ),
-                )?
-            } else {
-                // llama.cpp's last resort for rows no block type fits: F16.
-                plain(
-                    fake_quant_float(values, FloatFormat::F16),
-                    Storage::Dense { bits: 16 },
-                    Some(format!(
-                        "f16 ({} needs rows of {}, these have {last_dim})",
-                        t.name(),
-                        t.block_len()
-                    )),
-                    DType::F16,
-                )
-            }
+                .ok_or_else(|| bad(name, format!("unknown GGUF type {block_type}")))?;
+            gguf_grid(values, t, last_dim, name)
         }
         Some(other) => {
             let format = match other {
@@ -600,16 +492,143 @@ fn quantize(
                 FloatFormat::BF16 => DType::BF16,
                 _ => DType::F32,
             };
-            plain(
+            Ok(Quantized::plain(
                 fake_quant_float(values, format),
                 Storage::Dense {
                     bits: format.bits(),
                 },
                 Some(format!("{format:?}").to_lowercase()),
                 stored,
-            )
+            ))
         }
+    }
+}
+
+impl Quantized {
+    /// Values held element by element (no ggml blocks).
+    fn plain(values: Vec<f32>, storage: Storage, words: Option<String>, stored: DType) -> Self {
+        Quantized {
+            values,
+            storage,
+            words,
+            stored,
+            packed: None,
+        }
+    }
+}
+
+/// `values` in ggml blocks of type `t`, and what the blocks decode to.
+fn blocks(values: &[f32], t: GgmlQuant, words: String, name: &str) -> Result<Quantized> {
+    let bytes = gguf_blocks::quantize(t, values).map_err(|e| bad(name, e.to_string()))?;
+    let mut y = vec![0f32; values.len()];
+    decode(DType::Quant(t), &bytes, &mut y);
+    Ok(Quantized {
+        values: y,
+        storage: Storage::Gguf { quant: t },
+        words: Some(words),
+        stored: DType::Quant(t),
+        packed: Some(bytes),
     })
+}
+
+/// No quant rule: the stored type is kept (a block-quantized source's blocks, a
+/// half-precision source's grid).
+fn keep_stored(values: &[f32], dtype: DType, last_dim: u64, name: &str) -> Result<Quantized> {
+    Ok(match dtype {
+        DType::Quant(t) if gguf_blocks::supports(t) && last_dim.is_multiple_of(t.block_len()) => {
+            blocks(values, t, format!("{} (kept)", t.name()), name)?
+        }
+        DType::F16 | DType::BF16 => Quantized::plain(
+            fake_quant_float(
+                values,
+                if dtype == DType::F16 {
+                    FloatFormat::F16
+                } else {
+                    FloatFormat::BF16
+                },
+            ),
+            Storage::Dense { bits: 16 },
+            None,
+            dtype,
+        ),
+        _ => Quantized::plain(
+            values.to_vec(),
+            Storage::Dense { bits: 32 },
+            None,
+            DType::F32,
+        ),
+    })
+}
+
+/// An integer grid with scales per tensor, output row or group.
+fn int_grid(values: &[f32], q: &QuantSpec, row_len: u64, name: &str) -> Result<Quantized> {
+    let QuantSpec::Int {
+        bits,
+        symmetric,
+        clip,
+        ..
+    } = q
+    else {
+        return Err(bad(name, "not an integer format".into()));
+    };
+    let granularity = q.granularity().unwrap_or(quant::Granularity::PerTensor);
+    let scheme = IntScheme {
+        bits: bits.get(),
+        symmetric: *symmetric,
+        granularity,
+        clip: *clip,
+    };
+    let y = quant::fake_quant_int(values, row_len as usize, &scheme)
+        .map_err(|e| bad(name, e.to_string()))?;
+    let storage = Storage::Int {
+        bits: u32::from(bits.get()),
+        granularity,
+        asymmetric: !symmetric,
+        scale_bits: 16,
+    };
+    let scope = match granularity {
+        quant::Granularity::PerTensor => "per-tensor".to_owned(),
+        quant::Granularity::PerChannel => "per-channel".to_owned(),
+        quant::Granularity::Group(g) => format!("group {g}"),
+    };
+    let words = format!(
+        "int{} {}{scope}{}",
+        bits.get(),
+        if *symmetric { "" } else { "asym " },
+        if *clip == quant::Clip::Mse {
+            ", MSE clip"
+        } else {
+            ""
+        }
+    );
+    Ok(Quantized::plain(y, storage, Some(words), DType::F32))
+}
+
+/// ggml blocks of type `t`, or llama.cpp's fallbacks when rows are not whole blocks.
+fn gguf_grid(values: &[f32], t: GgmlQuant, last_dim: u64, name: &str) -> Result<Quantized> {
+    if last_dim.is_multiple_of(t.block_len()) {
+        return blocks(values, t, t.name().to_owned(), name);
+    }
+    if let Some(f) = k_quant_fallback(t).filter(|f| last_dim.is_multiple_of(f.block_len())) {
+        let words = format!(
+            "{} ({} needs rows of {})",
+            f.name(),
+            t.name(),
+            t.block_len()
+        );
+        return blocks(values, f, words, name);
+    }
+    // llama.cpp's last resort for rows no block type fits: F16.
+    Ok(Quantized::plain(
+        fake_quant_float(values, FloatFormat::F16),
+        Storage::Dense { bits: 16 },
+        Some(format!(
+            "f16 ({} needs rows of {}, these have {last_dim})",
+            t.name(),
+            t.block_len()
+        )),
+        DType::F16,
+    ))
 }
 
 fn describe_prune(p: &PruneSpec) -> String {

@@ -302,7 +302,36 @@ pub fn propose(model: &Model, sample_len: usize) -> Result<Proposal> {
         "Activations are not stored in a state_dict: ReLU assumed after every layer but the last."
             .to_owned(),
     ];
-    let input = match &found[0] {
+    let (input, note) = proposed_input(&found[0], sample_len, &cannot)?;
+    notes.extend(note);
+    let convs = found
+        .iter()
+        .filter(|f| matches!(f, Found::Conv { .. }))
+        .count();
+    let mut choice = (true, false);
+    if convs > 0 {
+        let (chosen, note) = conv_choice(&found, &input, &cannot)?;
+        choice = chosen;
+        notes.push(note);
+    }
+    Ok(Proposal {
+        spec: ArchSpec {
+            version: VERSION,
+            input,
+            layers: proposed_layers(found, choice, convs == 0),
+        },
+        notes,
+    })
+}
+
+/// The input shape the first layer implies for samples of `sample_len` values, and
+/// what was assumed to get it.
+fn proposed_input(
+    first: &Found,
+    sample_len: usize,
+    cannot: &dyn Fn(String) -> Error,
+) -> Result<(Vec<usize>, Option<String>)> {
+    Ok(match first {
         Found::Conv { shape, .. } => {
             let c = shape[1];
             let plane = sample_len / c.max(1);
@@ -312,10 +341,10 @@ pub fn propose(model: &Model, sample_len: usize) -> Result<Proposal> {
                     "{sample_len} values per sample are not {c} square image channel(s)"
                 )));
             }
-            notes.push(format!(
+            let note = format!(
                 "Input {c}×{side}×{side}, from {sample_len} values per sample and {c} input channel(s)."
-            ));
-            vec![c, side, side]
+            );
+            (vec![c, side, side], Some(note))
         }
         Found::Linear { shape, .. } => {
             if shape[1] != sample_len {
@@ -324,71 +353,81 @@ pub fn propose(model: &Model, sample_len: usize) -> Result<Proposal> {
                     shape[1]
                 )));
             }
-            vec![sample_len]
+            (vec![sample_len], None)
         }
         Found::Norm { .. } => return Err(cannot("the first layer is a normalisation".into())),
-    };
-    let convs = found
-        .iter()
-        .filter(|f| matches!(f, Found::Conv { .. }))
-        .count();
+    })
+}
+
+/// The one uniform (same padding?, 2×2 max-pool?) choice for the convolutions whose
+/// flattened output matches the first linear layer, and the note saying so.
+fn conv_choice(
+    found: &[Found],
+    input: &[usize],
+    cannot: &dyn Fn(String) -> Error,
+) -> Result<((bool, bool), String)> {
     let first_linear_in = found.iter().find_map(|f| match f {
         Found::Linear { shape, .. } => Some(shape[1]),
         _ => None,
     });
-    // Candidate uniform choices for the convolutions: (same padding?, 2×2 max-pool?).
-    let mut choice = (true, false);
-    if convs > 0 {
-        let side = input[1];
-        let fits = |same: bool, pool: bool| -> Option<usize> {
-            let (mut s, mut c) = (side, input[0]);
-            for f in &found {
-                if let Found::Conv { shape, .. } = f {
-                    let k = shape[2];
-                    let pad = if same { k / 2 } else { 0 };
-                    s = (s + 2 * pad).checked_sub(k)? + 1;
-                    if pool {
-                        s /= 2;
-                    }
-                    c = shape[0];
-                    if s == 0 {
-                        return None;
-                    }
+    let side = input[1];
+    let fits = |same: bool, pool: bool| -> Option<usize> {
+        let (mut s, mut c) = (side, input[0]);
+        for f in found {
+            if let Found::Conv { shape, .. } = f {
+                let k = shape[2];
+                let pad = if same { k / 2 } else { 0 };
+                s = (s + 2 * pad).checked_sub(k)? + 1;
+                if pool {
+                    s /= 2;
+                }
+                c = shape[0];
+                if s == 0 {
+                    return None;
                 }
             }
-            Some(c * s * s)
-        };
-        let candidates: Vec<(bool, bool)> =
-            [(true, true), (false, true), (true, false), (false, false)]
-                .into_iter()
-                .filter(|&(same, pool)| {
-                    fits(same, pool).is_some_and(|w| Some(w) == first_linear_in)
-                })
-                .collect();
-        match candidates.as_slice() {
-            [one] => choice = *one,
-            [] => {
-                return Err(cannot(format!(
-                    "no padding (0 or same) and pooling (none or 2×2 max) makes the convolutions' output match the first linear layer's {} inputs",
-                    first_linear_in.map_or("(missing)".into(), |w| w.to_string())
-                )));
-            }
-            _ => {
-                return Err(cannot(
-                    "several paddings and poolings fit the first linear layer's width".into(),
-                ));
-            }
         }
-        notes.push(format!(
-            "Convolutions: stride 1, {} padding, {} — the only uniform choice whose flattened width matches the first linear layer ({}).",
-            if choice.0 { "same" } else { "no" },
-            if choice.1 { "each followed by a 2×2 max-pool" } else { "no pooling" },
-            first_linear_in.unwrap_or(0)
-        ));
-    }
+        Some(c * s * s)
+    };
+    let candidates: Vec<(bool, bool)> =
+        [(true, true), (false, true), (true, false), (false, false)]
+            .into_iter()
+            .filter(|&(same, pool)| fits(same, pool).is_some_and(|w| Some(w) == first_linear_in))
+            .collect();
+    let choice = match candidates.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(cannot(format!(
+                "no padding (0 or same) and pooling (none or 2×2 max) makes the convolutions' output match the first linear layer's {} inputs",
+                first_linear_in.map_or("(missing)".into(), |w| w.to_string())
+            )));
+        }
+        _ => {
+            return Err(cannot(
+                "several paddings and poolings fit the first linear layer's width".into(),
+            ));
+        }
+    };
+    let note = format!(
+        "Convolutions: stride 1, {} padding, {} — the only uniform choice whose flattened width matches the first linear layer ({}).",
+        if choice.0 { "same" } else { "no" },
+        if choice.1 {
+            "each followed by a 2×2 max-pool"
+        } else {
+            "no pooling"
+        },
+        first_linear_in.unwrap_or(0)
+    );
+    Ok((choice, note))
+}
+
+/// The layers of the proposal: each found layer with the padding and pooling chosen,
+/// ReLU after each but the last, a flatten before the first linear layer (unless the
+/// input is already flat) and each normalisation right after its layer.
+fn proposed_layers(found: Vec<Found>, choice: (bool, bool), flat_input: bool) -> Vec<LayerSpec> {
     let mut layers = Vec::new();
     let last = found.len() - 1;
-    let mut flattened = convs == 0;
+    let mut flattened = flat_input;
     for (n, f) in found.into_iter().enumerate() {
         match f {
             Found::Conv {
@@ -453,12 +492,5 @@ pub fn propose(model: &Model, sample_len: usize) -> Result<Proposal> {
             }
         }
     }
-    Ok(Proposal {
-        spec: ArchSpec {
-            version: VERSION,
-            input,
-            layers,
-        },
-        notes,
-    })
+    layers
 }

@@ -244,38 +244,12 @@ impl OnnxGraph {
                     let get = |name: &str| source.weight(name).map(|(v, _)| v);
                     let (scale, shift) =
                         batchnorm_affine(&get(weight)?, &get(bias)?, &get(mean)?, &get(var)?, *eps);
-                    // Per channel: [C] after a flatten, [C, 1, 1] on feature maps.
-                    let mut dims = vec![scale.len() as i64];
-                    dims.extend(std::iter::repeat_n(1, rank.saturating_sub(1)));
-                    let s = b.constant(&format!("{out}.scale"), scale, dims.clone());
-                    let t = b.constant(&format!("{out}.shift"), shift, dims);
-                    b.node("Mul", vec![x.clone(), s], &format!("{out}.scaled"), vec![]);
-                    b.node("Add", vec![format!("{out}.scaled"), t], &out, vec![]);
+                    b.affine(&x, &out, (scale, shift), rank);
                 }
                 LayerSpec::Relu => b.node("Relu", vec![x.clone()], &out, vec![]),
                 LayerSpec::Sigmoid => b.node("Sigmoid", vec![x.clone()], &out, vec![]),
                 LayerSpec::Tanh => b.node("Tanh", vec![x.clone()], &out, vec![]),
-                LayerSpec::Gelu => {
-                    // Exact GELU, x·(1 + erf(x/√2))/2, in opset-17 operators.
-                    let r = b.constant("sqrt2", vec![std::f32::consts::SQRT_2], vec![]);
-                    let one = b.constant("one", vec![1.0], vec![]);
-                    let half = b.constant("half", vec![0.5], vec![]);
-                    b.node("Div", vec![x.clone(), r], &format!("{out}.a"), vec![]);
-                    b.node("Erf", vec![format!("{out}.a")], &format!("{out}.b"), vec![]);
-                    b.node(
-                        "Add",
-                        vec![format!("{out}.b"), one],
-                        &format!("{out}.c"),
-                        vec![],
-                    );
-                    b.node(
-                        "Mul",
-                        vec![x.clone(), format!("{out}.c")],
-                        &format!("{out}.d"),
-                        vec![],
-                    );
-                    b.node("Mul", vec![format!("{out}.d"), half], &out, vec![]);
-                }
+                LayerSpec::Gelu => b.gelu(&x, &out),
                 LayerSpec::Softmax => {
                     b.node("Softmax", vec![x.clone()], &out, vec![int("axis", -1)]);
                 }
@@ -287,25 +261,7 @@ impl OnnxGraph {
             }
             x = out;
         }
-        let mut dims = vec![Dimension {
-            value: Some(Dim::DimParam("N".into())),
-            ..Default::default()
-        }];
-        dims.extend(spec.input.iter().map(|&d| Dimension {
-            value: Some(Dim::DimValue(d as i64)),
-            ..Default::default()
-        }));
-        let input = ValueInfoProto {
-            name: "input".into(),
-            r#type: Some(TypeProto {
-                value: Some(TypeValue::TensorType(type_proto::Tensor {
-                    elem_type: DataType::Float as i32,
-                    shape: Some(TensorShapeProto { dim: dims }),
-                })),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let input = batched_input("input", &spec.input);
         let output = ValueInfoProto {
             name: x,
             ..Default::default()
@@ -398,7 +354,68 @@ struct GraphBuilder {
     initializers: Vec<TensorProto>,
 }
 
+/// A float input named `name` of one free batch dimension `N` and then `sample`.
+fn batched_input(name: &str, sample: &[usize]) -> ValueInfoProto {
+    let mut dims = vec![Dimension {
+        value: Some(Dim::DimParam("N".into())),
+        ..Default::default()
+    }];
+    dims.extend(sample.iter().map(|&d| Dimension {
+        value: Some(Dim::DimValue(d as i64)),
+        ..Default::default()
+    }));
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(TypeValue::TensorType(type_proto::Tensor {
+                elem_type: DataType::Float as i32,
+                shape: Some(TensorShapeProto { dim: dims }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 impl GraphBuilder {
+    /// `x·scale + shift` per channel (an inference batch norm): `[C]` after a
+    /// flatten, `[C, 1, 1]` on feature maps of `rank` 3.
+    fn affine(&mut self, x: &str, out: &str, (scale, shift): (Vec<f32>, Vec<f32>), rank: usize) {
+        let mut dims = vec![scale.len() as i64];
+        dims.extend(std::iter::repeat_n(1, rank.saturating_sub(1)));
+        let s = self.constant(&format!("{out}.scale"), scale, dims.clone());
+        let t = self.constant(&format!("{out}.shift"), shift, dims);
+        self.node(
+            "Mul",
+            vec![x.to_owned(), s],
+            &format!("{out}.scaled"),
+            vec![],
+        );
+        self.node("Add", vec![format!("{out}.scaled"), t], out, vec![]);
+    }
+
+    /// Exact GELU, x·(1 + erf(x/√2))/2, in opset-17 operators.
+    fn gelu(&mut self, x: &str, out: &str) {
+        let r = self.constant("sqrt2", vec![std::f32::consts::SQRT_2], vec![]);
+        let one = self.constant("one", vec![1.0], vec![]);
+        let half = self.constant("half", vec![0.5], vec![]);
+        self.node("Div", vec![x.to_owned(), r], &format!("{out}.a"), vec![]);
+        self.node("Erf", vec![format!("{out}.a")], &format!("{out}.b"), vec![]);
+        self.node(
+            "Add",
+            vec![format!("{out}.b"), one],
+            &format!("{out}.c"),
+            vec![],
+        );
+        self.node(
+            "Mul",
+            vec![x.to_owned(), format!("{out}.c")],
+            &format!("{out}.d"),
+            vec![],
+        );
+        self.node("Mul", vec![format!("{out}.d"), half], out, vec![]);
+    }
+
     fn node(
         &mut self,
         op: &str,

@@ -49,21 +49,13 @@ fn candle(e: candle_core::Error) -> Error {
 impl Sequential {
     /// Bind `spec` to weights from `source`, checking shapes layer by layer.
     pub fn build(spec: &ArchSpec, source: &dyn WeightSource) -> Result<Sequential> {
-        let dev = Device::Cpu;
+        let bind = Binder {
+            source,
+            dev: Device::Cpu,
+        };
         let mut shape = spec.input.clone();
         let mut ops = Vec::with_capacity(spec.layers.len());
         let mut layer_inputs = Vec::with_capacity(spec.layers.len());
-        let tensor = |name: &str, want: Option<&[usize]>| -> Result<Tensor> {
-            let (values, dims) = source.weight(name)?;
-            if let Some(w) = want
-                && w != dims.as_slice()
-            {
-                return Err(Error::InvalidSetting(format!(
-                    "tensor `{name}` has shape {dims:?}, the spec needs {w:?}"
-                )));
-            }
-            Tensor::from_vec(values, dims, &dev).map_err(candle)
-        };
         for (n, layer) in spec.layers.iter().enumerate() {
             layer_inputs.push(shape.clone());
             let at = |what: String| {
@@ -74,78 +66,8 @@ impl Sequential {
                     weight,
                     bias,
                     out: declared,
-                } => {
-                    let w = tensor(weight, None)?;
-                    let (out, inp) = w.dims2().map_err(|_| at("the weight is not 2-D".into()))?;
-                    if declared.is_some_and(|d| d != out) {
-                        return Err(at(format!(
-                            "declares out = {} but `{weight}` has {out} outputs",
-                            declared.unwrap_or_default()
-                        )));
-                    }
-                    if shape != [inp] {
-                        return Err(at(format!(
-                            "takes {inp} inputs but receives {shape:?} (a flatten, padding or pooling may be missing)"
-                        )));
-                    }
-                    let b = bias
-                        .as_deref()
-                        .map(|b| tensor(b, Some(&[out])))
-                        .transpose()?;
-                    shape = vec![out];
-                    Op::Linear(Linear::new(w, b))
-                }
-                LayerSpec::Conv2d {
-                    weight,
-                    bias,
-                    stride,
-                    padding,
-                    groups,
-                    out: declared,
-                    kernel,
-                } => {
-                    let w = tensor(weight, None)?;
-                    let (out, inp, kh, kw) =
-                        w.dims4().map_err(|_| at("the weight is not 4-D".into()))?;
-                    if declared.is_some_and(|d| d != out)
-                        || kernel.is_some_and(|k| k != kh || k != kw)
-                    {
-                        return Err(at(format!(
-                            "declares out = {declared:?}, kernel = {kernel:?} but `{weight}` is {out}×{inp}×{kh}×{kw}"
-                        )));
-                    }
-                    let [c, h, wd] = shape[..] else {
-                        return Err(at(format!("needs a [C, H, W] input, receives {shape:?}")));
-                    };
-                    if *groups == 0 || c != inp * groups || *stride == 0 {
-                        return Err(at(format!(
-                            "takes {} channels (groups {groups}) but receives {c}",
-                            inp * groups
-                        )));
-                    }
-                    let size = |x: usize, k: usize| window_output(x, k, *stride, *padding);
-                    let (Some(oh), Some(ow)) = (size(h, kh), size(wd, kw)) else {
-                        return Err(at(format!(
-                            "a {kh}×{kw} kernel does not fit a {h}×{wd} input"
-                        )));
-                    };
-                    let b = bias
-                        .as_deref()
-                        .map(|b| tensor(b, Some(&[out])))
-                        .transpose()?;
-                    shape = vec![out, oh, ow];
-                    Op::Conv(Conv2d::new(
-                        w,
-                        b,
-                        Conv2dConfig {
-                            padding: *padding,
-                            stride: *stride,
-                            dilation: 1,
-                            groups: *groups,
-                            cudnn_fwd_algo: None,
-                        },
-                    ))
-                }
+                } => bind.linear(weight, bias.as_deref(), *declared, &mut shape, &at)?,
+                LayerSpec::Conv2d { .. } => bind.conv(layer, &mut shape, &at)?,
                 LayerSpec::Maxpool { kernel, stride } | LayerSpec::Avgpool { kernel, stride } => {
                     let s = stride.unwrap_or(*kernel);
                     let [c, h, w] = shape[..] else {
@@ -166,30 +88,7 @@ impl Sequential {
                         Op::AvgPool(*kernel, s)
                     }
                 }
-                LayerSpec::Batchnorm {
-                    weight,
-                    bias,
-                    mean,
-                    var,
-                    eps,
-                } => {
-                    let c = shape[0];
-                    let get = |name: &str| -> Result<Vec<f32>> {
-                        let (v, dims) = source.weight(name)?;
-                        if dims != [c] {
-                            return Err(at(format!("`{name}` has shape {dims:?}, not [{c}]")));
-                        }
-                        Ok(v)
-                    };
-                    let (scale, shift) =
-                        batchnorm_affine(&get(weight)?, &get(bias)?, &get(mean)?, &get(var)?, *eps);
-                    let mut dims = vec![1, c];
-                    dims.extend(std::iter::repeat_n(1, shape.len() - 1));
-                    Op::Affine {
-                        scale: Tensor::from_vec(scale, dims.clone(), &dev).map_err(candle)?,
-                        shift: Tensor::from_vec(shift, dims, &dev).map_err(candle)?,
-                    }
-                }
+                LayerSpec::Batchnorm { .. } => bind.batchnorm(layer, &shape, &at)?,
                 LayerSpec::Flatten => {
                     shape = vec![shape.iter().product()];
                     Op::Flatten
@@ -219,6 +118,148 @@ impl Sequential {
     /// The shape layer `n` of the spec receives, for one sample.
     pub fn layer_input(&self, n: usize) -> Option<&[usize]> {
         self.layer_inputs.get(n).map(Vec::as_slice)
+    }
+}
+
+/// Binds a spec's layers to weights, checking each against the shape it receives.
+struct Binder<'a> {
+    source: &'a dyn WeightSource,
+    dev: Device,
+}
+
+impl Binder<'_> {
+    /// Weight `name` as a tensor, of shape `want` when given.
+    fn tensor(&self, name: &str, want: Option<&[usize]>) -> Result<Tensor> {
+        let (values, dims) = self.source.weight(name)?;
+        if let Some(w) = want
+            && w != dims.as_slice()
+        {
+            return Err(Error::InvalidSetting(format!(
+                "tensor `{name}` has shape {dims:?}, the spec needs {w:?}"
+            )));
+        }
+        Tensor::from_vec(values, dims, &self.dev).map_err(candle)
+    }
+
+    /// A linear layer over `shape` (which becomes its output's).
+    fn linear(
+        &self,
+        weight: &str,
+        bias: Option<&str>,
+        declared: Option<usize>,
+        shape: &mut Vec<usize>,
+        at: &dyn Fn(String) -> Error,
+    ) -> Result<Op> {
+        let w = self.tensor(weight, None)?;
+        let (out, inp) = w.dims2().map_err(|_| at("the weight is not 2-D".into()))?;
+        if declared.is_some_and(|d| d != out) {
+            return Err(at(format!(
+                "declares out = {} but `{weight}` has {out} outputs",
+                declared.unwrap_or_default()
+            )));
+        }
+        if *shape != [inp] {
+            return Err(at(format!(
+                "takes {inp} inputs but receives {shape:?} (a flatten, padding or pooling may be missing)"
+            )));
+        }
+        let b = bias.map(|b| self.tensor(b, Some(&[out]))).transpose()?;
+        *shape = vec![out];
+        Ok(Op::Linear(Linear::new(w, b)))
+    }
+
+    /// A convolution over `shape` (which becomes its output's).
+    fn conv(
+        &self,
+        layer: &LayerSpec,
+        shape: &mut Vec<usize>,
+        at: &dyn Fn(String) -> Error,
+    ) -> Result<Op> {
+        let LayerSpec::Conv2d {
+            weight,
+            bias,
+            stride,
+            padding,
+            groups,
+            out: declared,
+            kernel,
+        } = layer
+        else {
+            return Err(at("not a convolution".into()));
+        };
+        let w = self.tensor(weight, None)?;
+        let (out, inp, kh, kw) = w.dims4().map_err(|_| at("the weight is not 4-D".into()))?;
+        if declared.is_some_and(|d| d != out) || kernel.is_some_and(|k| k != kh || k != kw) {
+            return Err(at(format!(
+                "declares out = {declared:?}, kernel = {kernel:?} but `{weight}` is {out}×{inp}×{kh}×{kw}"
+            )));
+        }
+        let [c, h, wd] = shape[..] else {
+            return Err(at(format!("needs a [C, H, W] input, receives {shape:?}")));
+        };
+        if *groups == 0 || c != inp * groups || *stride == 0 {
+            return Err(at(format!(
+                "takes {} channels (groups {groups}) but receives {c}",
+                inp * groups
+            )));
+        }
+        let size = |x: usize, k: usize| window_output(x, k, *stride, *padding);
+        let (Some(oh), Some(ow)) = (size(h, kh), size(wd, kw)) else {
+            return Err(at(format!(
+                "a {kh}×{kw} kernel does not fit a {h}×{wd} input"
+            )));
+        };
+        let b = bias
+            .as_deref()
+            .map(|b| self.tensor(b, Some(&[out])))
+            .transpose()?;
+        *shape = vec![out, oh, ow];
+        Ok(Op::Conv(Conv2d::new(
+            w,
+            b,
+            Conv2dConfig {
+                padding: *padding,
+                stride: *stride,
+                dilation: 1,
+                groups: *groups,
+                cudnn_fwd_algo: None,
+            },
+        )))
+    }
+
+    /// Inference batch norm over `shape`'s channels, as one per-channel affine map.
+    fn batchnorm(
+        &self,
+        layer: &LayerSpec,
+        shape: &[usize],
+        at: &dyn Fn(String) -> Error,
+    ) -> Result<Op> {
+        let LayerSpec::Batchnorm {
+            weight,
+            bias,
+            mean,
+            var,
+            eps,
+        } = layer
+        else {
+            return Err(at("not a batch norm".into()));
+        };
+        let c = shape[0];
+        let get = |name: &str| -> Result<Vec<f32>> {
+            let (v, dims) = self.source.weight(name)?;
+            if dims != [c] {
+                return Err(at(format!("`{name}` has shape {dims:?}, not [{c}]")));
+            }
+            Ok(v)
+        };
+        let (scale, shift) =
+            batchnorm_affine(&get(weight)?, &get(bias)?, &get(mean)?, &get(var)?, *eps);
+        let mut dims = vec![1, c];
+        dims.extend(std::iter::repeat_n(1, shape.len() - 1));
+        Ok(Op::Affine {
+            scale: Tensor::from_vec(scale, dims.clone(), &self.dev).map_err(candle)?,
+            shift: Tensor::from_vec(shift, dims, &self.dev).map_err(candle)?,
+        })
     }
 }
 

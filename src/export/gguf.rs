@@ -120,63 +120,22 @@ pub fn encode_gguf(
     extra: &[(&str, String)],
     w: &mut dyn Write,
 ) -> Result<()> {
-    let unsupported = |what: String| Error::Unsupported {
-        path: model.path.clone(),
-        what,
-    };
     let by_index: std::collections::HashMap<usize, &AppliedTensor> =
         applied.iter().map(|(i, t)| (*i, t)).collect();
     let mut tensors = Vec::with_capacity(model.tensors.len());
     let mut bytes_by_type: Vec<(DType, u64)> = Vec::new();
     for (i, info) in model.tensors.iter().enumerate() {
         if info.name.len() > MAX_NAME_BYTES {
-            return Err(unsupported(format!(
-                "tensor name `{}` is {} bytes; GGUF (ggml) allows at most {MAX_NAME_BYTES}",
-                info.name,
-                info.name.len()
-            )));
+            return Err(Error::Unsupported {
+                path: model.path.clone(),
+                what: format!(
+                    "tensor name `{}` is {} bytes; GGUF (ggml) allows at most {MAX_NAME_BYTES}",
+                    info.name,
+                    info.name.len()
+                ),
+            });
         }
-        let compressed = by_index.get(&i).copied();
-        let (dtype, bytes): (DType, Cow<[u8]>) = match compressed {
-            Some(t) => match (t.stored, &t.packed) {
-                (DType::Quant(q), Some(packed)) => (DType::Quant(q), Cow::Borrowed(packed)),
-                (DType::F16, _) => (
-                    DType::F16,
-                    t.values
-                        .iter()
-                        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-                        .collect(),
-                ),
-                (DType::BF16, _) => (
-                    DType::BF16,
-                    t.values
-                        .iter()
-                        .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
-                        .collect(),
-                ),
-                _ => (
-                    DType::F32,
-                    t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                ),
-            },
-            None if ggml_type_id(info.dtype).is_some() => {
-                (info.dtype, Cow::Owned(model.tensor_bytes(i)?.to_vec()))
-            }
-            None if info.dtype.is_float() && info.dtype.can_decode() => (
-                DType::F32,
-                model
-                    .tensor_f32(i)?
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-            ),
-            None => {
-                return Err(unsupported(format!(
-                    "tensor `{}` ({}) has no GGUF equivalent",
-                    info.name, info.dtype
-                )));
-            }
-        };
+        let (dtype, bytes) = tensor_data(model, i, by_index.get(&i).copied())?;
         let mut ne: Vec<u64> = info.shape.iter().rev().copied().collect();
         if ne.is_empty() {
             ne.push(1);
@@ -205,6 +164,86 @@ pub fn encode_gguf(
         });
     }
 
+    let entries = out_metadata(model, &bytes_by_type, extra)?;
+    let alignment = model
+        .metadata
+        .iter()
+        .find(|(k, _)| k == "gguf.alignment")
+        .and_then(|(_, v)| v.as_u64())
+        .unwrap_or(DEFAULT_ALIGNMENT);
+
+    let io = |e| Error::io(&model.path, e);
+    let header = header(&entries, &tensors, alignment);
+    w.write_all(&header).map_err(io)?;
+    let zeros = vec![0u8; alignment as usize];
+    for t in &tensors {
+        w.write_all(&t.bytes).map_err(io)?;
+        let pad = (t.bytes.len() as u64).div_ceil(alignment) * alignment - t.bytes.len() as u64;
+        w.write_all(&zeros[..pad as usize]).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Tensor `i`'s type and bytes in the file: the compressed values in their stored
+/// type, or the model's own bytes when ggml has the type, else f32.
+fn tensor_data<'a>(
+    model: &Model,
+    i: usize,
+    compressed: Option<&'a AppliedTensor>,
+) -> Result<(DType, Cow<'a, [u8]>)> {
+    let info = &model.tensors[i];
+    Ok(match compressed {
+        Some(t) => match (t.stored, &t.packed) {
+            (DType::Quant(q), Some(packed)) => (DType::Quant(q), Cow::Borrowed(packed)),
+            (DType::F16, _) => (
+                DType::F16,
+                t.values
+                    .iter()
+                    .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                    .collect(),
+            ),
+            (DType::BF16, _) => (
+                DType::BF16,
+                t.values
+                    .iter()
+                    .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                    .collect(),
+            ),
+            _ => (
+                DType::F32,
+                t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ),
+        },
+        None if ggml_type_id(info.dtype).is_some() => {
+            (info.dtype, Cow::Owned(model.tensor_bytes(i)?.to_vec()))
+        }
+        None if info.dtype.is_float() && info.dtype.can_decode() => (
+            DType::F32,
+            model
+                .tensor_f32(i)?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        None => {
+            return Err(Error::Unsupported {
+                path: model.path.clone(),
+                what: format!(
+                    "tensor `{}` ({}) has no GGUF equivalent",
+                    info.name, info.dtype
+                ),
+            });
+        }
+    })
+}
+
+/// The output's metadata: the source's (a GGUF's own, or its name), the file type
+/// of the matrices' dominant type, and `extra` (the recipe and the summary).
+fn out_metadata(
+    model: &Model,
+    bytes_by_type: &[(DType, u64)],
+    extra: &[(&str, String)],
+) -> Result<Vec<RawEntry>> {
     let mut entries = if model.format == Format::Gguf {
         raw_metadata(&model.path)?
     } else {
@@ -235,26 +274,24 @@ pub fn encode_gguf(
     for (key, value) in extra {
         set_entry(&mut entries, key, TYPE_STRING, string_value(value));
     }
-    let alignment = model
-        .metadata
-        .iter()
-        .find(|(k, _)| k == "gguf.alignment")
-        .and_then(|(_, v)| v.as_u64())
-        .unwrap_or(DEFAULT_ALIGNMENT);
+    Ok(entries)
+}
 
-    let io = |e| Error::io(&model.path, e);
+/// Everything before the tensor data: magic, version, counts, metadata and tensor
+/// infos with offsets, padded to `alignment`.
+fn header(entries: &[RawEntry], tensors: &[Out], alignment: u64) -> Vec<u8> {
     let mut header = Vec::new();
     header.extend_from_slice(b"GGUF");
     header.extend_from_slice(&VERSION.to_le_bytes());
     header.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
     header.extend_from_slice(&(entries.len() as u64).to_le_bytes());
-    for e in &entries {
+    for e in entries {
         header.extend_from_slice(&string_value(&e.key));
         header.extend_from_slice(&e.value_type.to_le_bytes());
         header.extend_from_slice(&e.value);
     }
     let mut offset = 0u64;
-    for t in &tensors {
+    for t in tensors {
         header.extend_from_slice(&string_value(t.name));
         header.extend_from_slice(&(t.ne.len() as u32).to_le_bytes());
         for d in &t.ne {
@@ -266,12 +303,5 @@ pub fn encode_gguf(
     }
     let padded = (header.len() as u64).div_ceil(alignment) * alignment;
     header.resize(padded as usize, 0);
-    w.write_all(&header).map_err(io)?;
-    let zeros = vec![0u8; alignment as usize];
-    for t in &tensors {
-        w.write_all(&t.bytes).map_err(io)?;
-        let pad = (t.bytes.len() as u64).div_ceil(alignment) * alignment - t.bytes.len() as u64;
-        w.write_all(&zeros[..pad as usize]).map_err(io)?;
-    }
-    Ok(())
+    header
 }

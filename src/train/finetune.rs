@@ -309,75 +309,12 @@ pub fn recover(
     let steps = fit_set.len().div_ceil(options.batch) * options.epochs;
     match gradual {
         None => {
-            // The recipe's own masks, from the original weights.
-            let prune_plans: Vec<TensorPlan> = plans
-                .iter()
-                .map(|p| TensorPlan {
-                    prune: p.prune.clone(),
-                    quant: None,
-                })
-                .collect();
-            for (_, t) in apply(model, &prune_plans)? {
-                if t.pruned && trainable.contains(&t.name) {
-                    let keep: Vec<bool> = t.values.iter().map(|&v| v != 0.0).collect();
-                    let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
-                    let mask = mask_tensor(&keep, &shape)?;
-                    recovery.masks.insert(t.name.clone(), (keep, mask));
-                }
-            }
+            recovery.masks = recipe_masks(model, plans, &trainable)?;
             recovery.enforce(&net)?;
         }
         Some(initial) => {
             let end = ((steps as f64 * GRADUAL_SHARE).round() as usize).max(1);
-            let mut rules: Vec<(usize, Ramp)> = Vec::new();
-            for (i, plan) in plans.iter().enumerate() {
-                let Some((spec, rule)) = &plan.prune else {
-                    continue;
-                };
-                let (target, global) = match spec {
-                    PruneSpec::None => continue,
-                    PruneSpec::Magnitude {
-                        sparsity, scope, ..
-                    } => (sparsity.get(), *scope == Scope::Global),
-                    other => {
-                        return Err(Error::InvalidSetting(format!(
-                            "gradual pruning ramps magnitude pruning; tensor `{}` uses {}",
-                            name_of(i),
-                            serde_json::to_string(other).unwrap_or_default()
-                        )));
-                    }
-                };
-                if !trainable.iter().any(|n| n == name_of(i)) {
-                    continue;
-                }
-                let schedule = PolynomialDecay {
-                    initial: initial.min(target),
-                    target,
-                    begin_step: 0,
-                    end_step: end,
-                    power: 3.0,
-                    frequency: (end / GRADUAL_UPDATES).max(1),
-                };
-                schedule.check()?;
-                let key = if global { *rule } else { usize::MAX - i };
-                match rules.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, ramp)) => ramp.names.push(name_of(i).to_owned()),
-                    None => rules.push((
-                        key,
-                        Ramp {
-                            names: vec![name_of(i).to_owned()],
-                            global,
-                            schedule,
-                        },
-                    )),
-                }
-            }
-            if rules.is_empty() {
-                return Err(Error::InvalidSetting(
-                    "gradual pruning needs a recipe that prunes by magnitude".into(),
-                ));
-            }
-            recovery.ramps = rules.into_iter().map(|(_, r)| r).collect();
+            recovery.ramps = ramps(model, plans, &trainable, initial, end)?;
             recovery.grow_masks(&net, 0)?;
         }
     }
@@ -416,4 +353,91 @@ pub fn recover(
         interrupted: fitted.interrupted,
         mask_violations,
     })
+}
+
+/// The recipe's own masks of the trainable tensors it prunes, from the original
+/// weights.
+fn recipe_masks(
+    model: &Model,
+    plans: &[TensorPlan],
+    trainable: &[String],
+) -> Result<HashMap<String, (Vec<bool>, Tensor)>> {
+    let prune_plans: Vec<TensorPlan> = plans
+        .iter()
+        .map(|p| TensorPlan {
+            prune: p.prune.clone(),
+            quant: None,
+        })
+        .collect();
+    let mut masks = HashMap::new();
+    for (_, t) in apply(model, &prune_plans)? {
+        if t.pruned && trainable.contains(&t.name) {
+            let keep: Vec<bool> = t.values.iter().map(|&v| v != 0.0).collect();
+            let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+            let mask = mask_tensor(&keep, &shape)?;
+            masks.insert(t.name.clone(), (keep, mask));
+        }
+    }
+    Ok(masks)
+}
+
+/// Gradual pruning: one ramp from `initial` sparsity to the recipe's, over the first
+/// `end` steps, per magnitude rule (global) or per tensor.
+fn ramps(
+    model: &Model,
+    plans: &[TensorPlan],
+    trainable: &[String],
+    initial: f64,
+    end: usize,
+) -> Result<Vec<Ramp>> {
+    let name_of = |i: usize| model.tensors[i].name.as_str();
+    let mut rules: Vec<(usize, Ramp)> = Vec::new();
+    for (i, plan) in plans.iter().enumerate() {
+        let Some((spec, rule)) = &plan.prune else {
+            continue;
+        };
+        let (target, global) = match spec {
+            PruneSpec::None => continue,
+            PruneSpec::Magnitude {
+                sparsity, scope, ..
+            } => (sparsity.get(), *scope == Scope::Global),
+            other => {
+                return Err(Error::InvalidSetting(format!(
+                    "gradual pruning ramps magnitude pruning; tensor `{}` uses {}",
+                    name_of(i),
+                    serde_json::to_string(other).unwrap_or_default()
+                )));
+            }
+        };
+        if !trainable.iter().any(|n| n == name_of(i)) {
+            continue;
+        }
+        let schedule = PolynomialDecay {
+            initial: initial.min(target),
+            target,
+            begin_step: 0,
+            end_step: end,
+            power: 3.0,
+            frequency: (end / GRADUAL_UPDATES).max(1),
+        };
+        schedule.check()?;
+        let key = if global { *rule } else { usize::MAX - i };
+        match rules.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, ramp)) => ramp.names.push(name_of(i).to_owned()),
+            None => rules.push((
+                key,
+                Ramp {
+                    names: vec![name_of(i).to_owned()],
+                    global,
+                    schedule,
+                },
+            )),
+        }
+    }
+    if rules.is_empty() {
+        return Err(Error::InvalidSetting(
+            "gradual pruning needs a recipe that prunes by magnitude".into(),
+        ));
+    }
+    Ok(rules.into_iter().map(|(_, r)| r).collect())
 }
