@@ -91,7 +91,6 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let values = workload(args.elements);
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     drop(values);
-    let gb = bytes.len() as f64 / 1e9;
     println!(
         "workload: {} f32 ({:.0} MiB), {} threads, median of {} runs",
         args.elements,
@@ -100,117 +99,129 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         args.runs
     );
     pool.install(|| -> anyhow::Result<()> {
-        let mut copy = vec![0u8; bytes.len()];
-        let t = median_seconds(args.runs, || copy.copy_from_slice(&bytes));
-        println!(
-            "{:<44} {:>7.2} GB/s",
-            "memcpy, 1 thread (reference)",
-            gb / t
-        );
-        drop(copy);
-        let t = median_seconds(args.runs, || {
-            std::hint::black_box(read_only_sum(&bytes));
-        });
-        println!(
-            "{:<44} {:>7.2} GB/s",
-            "read-only sum, all threads (ceiling)",
-            gb / t
-        );
-        let options = StatsOptions::default();
-        let numel = args.elements as u64;
-        let mut failure = None;
-        let t = median_seconds(args.runs, || {
-            if let Err(e) = stats::compute(DType::F32, &bytes, numel, &options) {
-                failure = Some(e);
-            }
-        });
-        if let Some(e) = failure {
-            anyhow::bail!("statistics failed: {e}");
-        }
-        println!(
-            "{:<44} {:>7.2} GB/s  ({:.1} ms)",
-            "stats + histogram (256 bins, [min,max])",
-            gb / t,
-            t * 1e3
-        );
-        let values: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        for target in [0.5, 0.9] {
-            let mut failure = None;
-            let t = median_seconds(args.runs, || {
-                if let Err(e) = prune::magnitude_global(&[&values], target) {
-                    failure = Some(e);
-                }
-            });
-            if let Some(e) = failure {
-                anyhow::bail!("pruning failed: {e}");
-            }
-            let label = format!("global magnitude prune {:.0}% (exact mask)", target * 100.0);
-            println!("{label:<44} {:>7.2} GB/s  ({:.1} ms)", gb / t, t * 1e3);
-        }
-        // The anchors' layout: 4096 rows (output channels) of the workload.
-        let row_len = (args.elements / 4096).max(1);
-        if args.elements.is_multiple_of(row_len) {
-            let scheme = quant::IntScheme {
-                bits: 8,
-                symmetric: true,
-                granularity: quant::Granularity::PerChannel,
-                clip: quant::Clip::None,
-            };
-            // One output buffer for all runs: a fresh 256 MiB costs 20-165 ms of page
-            // faults (perf-anchors.md), which would be measured instead of the kernel.
-            let mut out = vec![0f32; values.len()];
-            let mut failure = None;
-            let t = median_seconds(args.runs, || {
-                if let Err(e) = quant::fake_quant_int_into(&values, row_len, &scheme, &mut out) {
-                    failure = Some(e);
-                }
-            });
-            if let Some(e) = failure {
-                anyhow::bail!("int8 fake-quant failed: {e}");
-            }
-            let label = "int8 per-channel symmetric fake-quant";
-            println!(
-                "{label:<44} {:>7.2} GB/s  ({:.1} ms)  RMSE {:.3e}",
-                gb / t,
-                t * 1e3,
-                rmse(&values, &out)
-            );
-        }
-        for q in [
-            GgmlQuant::Q8_0,
-            GgmlQuant::Q4_0,
-            GgmlQuant::Q4_1,
-            GgmlQuant::Q4_K,
-            GgmlQuant::Q6_K,
-        ] {
-            let mut out =
-                vec![0u8; values.len() / q.block_len() as usize * q.block_bytes() as usize];
-            let mut failure = None;
-            let t = median_seconds(args.runs, || {
-                if let Err(e) = gguf_blocks::quantize_into(q, &values, &mut out) {
-                    failure = Some(e);
-                }
-            });
-            if let Some(e) = failure {
-                anyhow::bail!("{} quantization failed: {e}", q.name());
-            }
-            let mut decoded = vec![0f32; values.len()];
-            crate::dtype::decode(DType::Quant(q), &out, &mut decoded);
-            let label = format!("{} quantize (llama.cpp reference, exact)", q.name());
-            println!(
-                "{label:<44} {:>7.2} GB/s  ({:.1} ms)  RMSE {:.3e}",
-                gb / t,
-                t * 1e3,
-                rmse(&values, &decoded)
-            );
-        }
+        kernel_benchmarks(&bytes, args.runs)?;
         forward_benchmarks(args.runs)
     })?;
     sweep_benchmarks(args.threads)?;
     training_benchmarks()
+}
+
+/// The per-tensor kernels over the workload's `bytes` (f32): memory ceilings,
+/// statistics and pruning, then the quantizers.
+fn kernel_benchmarks(bytes: &[u8], runs: usize) -> anyhow::Result<()> {
+    let gb = bytes.len() as f64 / 1e9;
+    let mut copy = vec![0u8; bytes.len()];
+    let t = median_seconds(runs, || copy.copy_from_slice(bytes));
+    println!(
+        "{:<44} {:>7.2} GB/s",
+        "memcpy, 1 thread (reference)",
+        gb / t
+    );
+    drop(copy);
+    let t = median_seconds(runs, || {
+        std::hint::black_box(read_only_sum(bytes));
+    });
+    println!(
+        "{:<44} {:>7.2} GB/s",
+        "read-only sum, all threads (ceiling)",
+        gb / t
+    );
+    let options = StatsOptions::default();
+    let numel = (bytes.len() / 4) as u64;
+    let mut failure = None;
+    let t = median_seconds(runs, || {
+        if let Err(e) = stats::compute(DType::F32, bytes, numel, &options) {
+            failure = Some(e);
+        }
+    });
+    if let Some(e) = failure {
+        anyhow::bail!("statistics failed: {e}");
+    }
+    println!(
+        "{:<44} {:>7.2} GB/s  ({:.1} ms)",
+        "stats + histogram (256 bins, [min,max])",
+        gb / t,
+        t * 1e3
+    );
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    for target in [0.5, 0.9] {
+        let mut failure = None;
+        let t = median_seconds(runs, || {
+            if let Err(e) = prune::magnitude_global(&[&values], target) {
+                failure = Some(e);
+            }
+        });
+        if let Some(e) = failure {
+            anyhow::bail!("pruning failed: {e}");
+        }
+        let label = format!("global magnitude prune {:.0}% (exact mask)", target * 100.0);
+        println!("{label:<44} {:>7.2} GB/s  ({:.1} ms)", gb / t, t * 1e3);
+    }
+    quant_benchmarks(&values, gb, runs)
+}
+
+/// The integer and ggml block quantizers over `values` (`gb` GB of f32).
+fn quant_benchmarks(values: &[f32], gb: f64, runs: usize) -> anyhow::Result<()> {
+    // The anchors' layout: 4096 rows (output channels) of the workload.
+    let row_len = (values.len() / 4096).max(1);
+    if values.len().is_multiple_of(row_len) {
+        let scheme = quant::IntScheme {
+            bits: 8,
+            symmetric: true,
+            granularity: quant::Granularity::PerChannel,
+            clip: quant::Clip::None,
+        };
+        // One output buffer for all runs: a fresh 256 MiB costs 20-165 ms of page
+        // faults (perf-anchors.md), which would be measured instead of the kernel.
+        let mut out = vec![0f32; values.len()];
+        let mut failure = None;
+        let t = median_seconds(runs, || {
+            if let Err(e) = quant::fake_quant_int_into(values, row_len, &scheme, &mut out) {
+                failure = Some(e);
+            }
+        });
+        if let Some(e) = failure {
+            anyhow::bail!("int8 fake-quant failed: {e}");
+        }
+        let label = "int8 per-channel symmetric fake-quant";
+        println!(
+            "{label:<44} {:>7.2} GB/s  ({:.1} ms)  RMSE {:.3e}",
+            gb / t,
+            t * 1e3,
+            rmse(values, &out)
+        );
+    }
+    for q in [
+        GgmlQuant::Q8_0,
+        GgmlQuant::Q4_0,
+        GgmlQuant::Q4_1,
+        GgmlQuant::Q4_K,
+        GgmlQuant::Q6_K,
+    ] {
+        let mut out = vec![0u8; values.len() / q.block_len() as usize * q.block_bytes() as usize];
+        let mut failure = None;
+        let t = median_seconds(runs, || {
+            if let Err(e) = gguf_blocks::quantize_into(q, values, &mut out) {
+                failure = Some(e);
+            }
+        });
+        if let Some(e) = failure {
+            anyhow::bail!("{} quantization failed: {e}", q.name());
+        }
+        let mut decoded = vec![0f32; values.len()];
+        crate::dtype::decode(DType::Quant(q), &out, &mut decoded);
+        let label = format!("{} quantize (llama.cpp reference, exact)", q.name());
+        println!(
+            "{label:<44} {:>7.2} GB/s  ({:.1} ms)  RMSE {:.3e}",
+            gb / t,
+            t * 1e3,
+            rmse(values, &decoded)
+        );
+    }
+    Ok(())
 }
 
 /// Training throughput: one epoch (10,000 random samples, batch 64, forward +

@@ -24,6 +24,8 @@
 //!  results over crossbeam channels, cancellable; cli/ and app/ are thin front ends.
 //! ```
 
+#![warn(clippy::too_many_lines)]
+
 pub mod bounded;
 pub mod checksum;
 pub mod compress;

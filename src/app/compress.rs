@@ -12,6 +12,28 @@ pub use crate::measure::evaluation::{Evaluation, Overlay, TensorResult, evaluate
 /// Where the app's recipes say they come from, in error messages.
 pub use crate::measure::evaluation::SETTINGS_ORIGIN as RECIPE_ORIGIN;
 
+/// What a pruning method does, in a tooltip.
+fn method_tip(m: Method) -> &'static str {
+    match m {
+        Method::Magnitude => "Zero the weights of smallest |w| (torch's l1_unstructured)",
+        Method::Random => "Zero weights at random (seed 0): the baseline methods are compared to",
+        Method::TwoFour => {
+            "Keep the 2 largest of every 4 consecutive weights along a row: 50%, what sparse tensor cores run fast"
+        }
+        Method::Structured => {
+            "Remove whole output rows (neurons, conv filters) of smallest L2 norm: the layer physically shrinks"
+        }
+    }
+}
+
+/// Whether two formats are the same choice in the picker (int granularity aside).
+fn same_choice(a: Format, b: Format) -> bool {
+    match (a, b) {
+        (Format::Int { bits: a, .. }, Format::Int { bits: b, .. }) => a == b,
+        (a, b) => a == b,
+    }
+}
+
 /// A format picker; returns whether the choice changed.
 fn format_picker(ui: &mut egui::Ui, id: &str, format: &mut Format) -> bool {
     let before = *format;
@@ -19,7 +41,7 @@ fn format_picker(ui: &mut egui::Ui, id: &str, format: &mut Format) -> bool {
         .selected_text(format.label())
         .show_ui(ui, |ui| {
             for choice in Format::choices() {
-                let selected = format.same_choice(choice);
+                let selected = same_choice(*format, choice);
                 if ui.selectable_label(selected, choice.label()).clicked() && !selected {
                     *format = match (choice, before) {
                         // Keep the granularity and clipping when only the bits change.
@@ -96,11 +118,11 @@ pub fn controls_ui(
                 .show_ui(ui, |ui| {
                     for m in Method::ALL {
                         ui.selectable_value(&mut config.method, m, m.label())
-                            .on_hover_text(m.tip());
+                            .on_hover_text(method_tip(m));
                     }
                 })
                 .response
-                .on_hover_text(config.method.tip());
+                .on_hover_text(method_tip(config.method));
             ui.end_row();
             let label = ui
                 .label("Sparsity")
@@ -136,45 +158,7 @@ pub fn controls_ui(
             ui.end_row();
         });
     if let Some(name) = selected {
-        ui.add_space(4.0);
-        let mut on = config.overrides.contains_key(name);
-        let label = format!("Own settings for {name}");
-        if ui
-            .checkbox(&mut on, egui::RichText::new(label))
-            .on_hover_text("Give this tensor its own sparsity (magnitude) and format")
-            .changed()
-        {
-            if on {
-                config.overrides.insert(
-                    name.to_owned(),
-                    Override {
-                        sparsity_pct: 0.0,
-                        format: Format::Keep,
-                    },
-                );
-            } else {
-                config.overrides.remove(name);
-            }
-        }
-        if let Some(o) = config.overrides.get_mut(name) {
-            ui.indent("override", |ui| {
-                ui.add(
-                    egui::Slider::new(&mut o.sparsity_pct, 0.0..=99.0)
-                        .step_by(1.0)
-                        .fixed_decimals(0)
-                        .suffix(" %")
-                        .text("sparsity"),
-                )
-                .on_hover_text("Magnitude sparsity of this tensor alone");
-                format_picker(ui, "override-format", &mut o.format);
-            });
-        }
-        if !config.overrides.is_empty() {
-            ui.label(format!(
-                "{} tensor(s) with their own settings",
-                config.overrides.len()
-            ));
-        }
+        override_ui(ui, config, name);
     }
     ui.add_space(6.0);
     match evaluation {
@@ -183,6 +167,49 @@ pub fn controls_ui(
             ui.label("Computing…");
         }
         None => {}
+    }
+}
+
+/// The selected tensor's own settings: a checkbox, then its sparsity and format.
+fn override_ui(ui: &mut egui::Ui, config: &mut Config, name: &str) {
+    ui.add_space(4.0);
+    let mut on = config.overrides.contains_key(name);
+    let label = format!("Own settings for {name}");
+    if ui
+        .checkbox(&mut on, egui::RichText::new(label))
+        .on_hover_text("Give this tensor its own sparsity (magnitude) and format")
+        .changed()
+    {
+        if on {
+            config.overrides.insert(
+                name.to_owned(),
+                Override {
+                    sparsity_pct: 0.0,
+                    format: Format::Keep,
+                },
+            );
+        } else {
+            config.overrides.remove(name);
+        }
+    }
+    if let Some(o) = config.overrides.get_mut(name) {
+        ui.indent("override", |ui| {
+            ui.add(
+                egui::Slider::new(&mut o.sparsity_pct, 0.0..=99.0)
+                    .step_by(1.0)
+                    .fixed_decimals(0)
+                    .suffix(" %")
+                    .text("sparsity"),
+            )
+            .on_hover_text("Magnitude sparsity of this tensor alone");
+            format_picker(ui, "override-format", &mut o.format);
+        });
+    }
+    if !config.overrides.is_empty() {
+        ui.label(format!(
+            "{} tensor(s) with their own settings",
+            config.overrides.len()
+        ));
     }
 }
 

@@ -808,6 +808,11 @@ fn plots_ui(
     if let Some(i) = chosen {
         actions.push(CurvesAction::Use(snap.results[i].point.config.clone()));
     }
+    sensitive_layers_line(ui, snap);
+}
+
+/// The five layers whose pruning alone costs most, in one line.
+fn sensitive_layers_line(ui: &mut egui::Ui, snap: &Snapshot) {
     if !snap.ranking.is_empty() {
         ui.label(format!(
             "Most sensitive layers (mean {} drop over 10–90%): {}",

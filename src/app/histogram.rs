@@ -85,6 +85,45 @@ pub fn tick_label(value: f64, step: f64) -> String {
     }
 }
 
+/// The compressed tensor's markers: its pruning threshold, the quantization grid and
+/// the grid's reach (on |w| when `abs`).
+fn marker_lines(c: &TensorResult, abs: bool) -> Vec<VLine> {
+    let mut lines = Vec::new();
+    if let Some(t) = c.threshold {
+        let red = egui::Color32::from_rgb(220, 60, 60);
+        let xs: &[f64] = if abs { &[t] } else { &[-t, t] };
+        for &x in xs {
+            lines.push(
+                VLine::new("pruning threshold", x)
+                    .color(red)
+                    .style(LineStyle::dashed_loose()),
+            );
+        }
+    }
+    for &g in &c.grid {
+        if !abs || g >= 0.0 {
+            lines.push(
+                VLine::new("quantization grid", g.abs())
+                    .color(egui::Color32::from_gray(150))
+                    .width(0.5),
+            );
+        }
+    }
+    let (lo, hi) = c.range;
+    if c.quantized && lo.is_finite() && hi.is_finite() {
+        let green = egui::Color32::from_rgb(60, 170, 90);
+        let reach: Vec<f64> = if abs {
+            vec![lo.abs().max(hi.abs())]
+        } else {
+            vec![lo, hi]
+        };
+        for x in reach {
+            lines.push(VLine::new("grid reach", x).color(green).width(1.5));
+        }
+    }
+    lines
+}
+
 pub fn ui(
     ui: &mut egui::Ui,
     loaded: &LoadedModel,
@@ -131,41 +170,7 @@ pub fn ui(
                 )
                 .color(egui::Color32::from_rgba_unmultiplied(235, 140, 50, 150))
             });
-            let mut lines = Vec::new();
-            if let Some(c) = compressed {
-                if let Some(t) = c.threshold {
-                    let red = egui::Color32::from_rgb(220, 60, 60);
-                    let xs: &[f64] = if abs { &[t] } else { &[-t, t] };
-                    for &x in xs {
-                        lines.push(
-                            VLine::new("pruning threshold", x)
-                                .color(red)
-                                .style(LineStyle::dashed_loose()),
-                        );
-                    }
-                }
-                for &g in &c.grid {
-                    if !abs || g >= 0.0 {
-                        lines.push(
-                            VLine::new("quantization grid", g.abs())
-                                .color(egui::Color32::from_gray(150))
-                                .width(0.5),
-                        );
-                    }
-                }
-                let (lo, hi) = c.range;
-                if c.quantized && lo.is_finite() && hi.is_finite() {
-                    let green = egui::Color32::from_rgb(60, 170, 90);
-                    let reach: Vec<f64> = if abs {
-                        vec![lo.abs().max(hi.abs())]
-                    } else {
-                        vec![lo, hi]
-                    };
-                    for x in reach {
-                        lines.push(VLine::new("grid reach", x).color(green).width(1.5));
-                    }
-                }
-            }
+            let lines = compressed.map_or_else(Vec::new, |c| marker_lines(c, abs));
             let y_label = if settings.log_counts {
                 "log10(1 + count)"
             } else {

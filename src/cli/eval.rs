@@ -124,6 +124,21 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     for n in &notes {
         writeln!(out, "note: {n}")?;
     }
+    print_header(&mut out, &base, &data_path, evaluator.data().sample_len())?;
+    print_row(&mut out, "original", &base)?;
+    if let Some(c) = &compressed {
+        print_row(&mut out, "compressed", c)?;
+    }
+    Ok(())
+}
+
+/// What the figures are of, and the table's column names.
+fn print_header(
+    out: &mut impl Write,
+    base: &Metrics,
+    data_path: &std::path::Path,
+    window: usize,
+) -> std::io::Result<()> {
     if base.embedding.is_some() {
         writeln!(
             out,
@@ -142,7 +157,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             "{} tokens of {} in windows of {} (next-token figures; KL and agreement against the original)",
             base.samples,
             data_path.display(),
-            evaluator.data().sample_len()
+            window
         )?;
         writeln!(
             out,
@@ -156,43 +171,42 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             "model", "top-1", "top-5", "loss", "samples", "samples/s"
         )?;
     }
-    let row =
-        |out: &mut std::io::StdoutLock, name: &str, m: &Metrics| match (m.language, m.embedding) {
-            (_, Some(e)) => writeln!(
-                out,
-                "{name:<12} {:>10.5} {:>10.5} {:>12.5} {:>9} {:>10.2}%",
-                e.mean_cosine,
-                e.min_cosine,
-                e.mean_similarity_change,
-                e.spearman.map_or("–".into(), |s| format!("{s:.4}")),
-                100.0 * m.top1
-            ),
-            (Some(l), _) => writeln!(
-                out,
-                "{name:<12} {:>11.3} {:>9.4} {:>8.2}% {:>11.5} {:>10.4} {:>7.2}% {:>9.1}",
-                l.perplexity,
-                m.loss,
-                100.0 * m.top1,
-                l.kl_divergence,
-                l.kl_max,
-                100.0 * l.top1_agreement,
-                m.samples_per_second
-            ),
-            (None, None) => writeln!(
-                out,
-                "{name:<12} {:>7.2}% {:>8} {:>9.4} {:>9} {:>11.0}",
-                100.0 * m.top1,
-                m.top5.map_or("–".into(), |t| format!("{:.2}%", 100.0 * t)),
-                m.loss,
-                m.samples,
-                m.samples_per_second
-            ),
-        };
-    row(&mut out, "original", &base)?;
-    if let Some(c) = &compressed {
-        row(&mut out, "compressed", c)?;
-    }
     Ok(())
+}
+
+/// One model's figures, in the columns [`print_header`] named.
+fn print_row(out: &mut impl Write, name: &str, m: &Metrics) -> std::io::Result<()> {
+    match (m.language, m.embedding) {
+        (_, Some(e)) => writeln!(
+            out,
+            "{name:<12} {:>10.5} {:>10.5} {:>12.5} {:>9} {:>10.2}%",
+            e.mean_cosine,
+            e.min_cosine,
+            e.mean_similarity_change,
+            e.spearman.map_or("–".into(), |s| format!("{s:.4}")),
+            100.0 * m.top1
+        ),
+        (Some(l), _) => writeln!(
+            out,
+            "{name:<12} {:>11.3} {:>9.4} {:>8.2}% {:>11.5} {:>10.4} {:>7.2}% {:>9.1}",
+            l.perplexity,
+            m.loss,
+            100.0 * m.top1,
+            l.kl_divergence,
+            l.kl_max,
+            100.0 * l.top1_agreement,
+            m.samples_per_second
+        ),
+        (None, None) => writeln!(
+            out,
+            "{name:<12} {:>7.2}% {:>8} {:>9.4} {:>9} {:>11.0}",
+            100.0 * m.top1,
+            m.top5.map_or("–".into(), |t| format!("{:.2}%", 100.0 * t)),
+            m.loss,
+            m.samples,
+            m.samples_per_second
+        ),
+    }
 }
 
 pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {

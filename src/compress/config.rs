@@ -44,20 +44,6 @@ impl Method {
             Method::Structured => "Structured rows",
         }
     }
-    pub fn tip(self) -> &'static str {
-        match self {
-            Method::Magnitude => "Zero the weights of smallest |w| (torch's l1_unstructured)",
-            Method::Random => {
-                "Zero weights at random (seed 0): the baseline methods are compared to"
-            }
-            Method::TwoFour => {
-                "Keep the 2 largest of every 4 consecutive weights along a row: 50%, what sparse tensor cores run fast"
-            }
-            Method::Structured => {
-                "Remove whole output rows (neurons, conv filters) of smallest L2 norm: the layer physically shrinks"
-            }
-        }
-    }
 }
 
 /// Integer scale granularity in the app's picker.
@@ -110,7 +96,8 @@ const GGUF_CHOICES: [GgmlQuant; 10] = [
 ];
 
 impl Format {
-    /// Every choice the picker offers (int ones with the default granularity).
+    /// Every format, most bits first (int ones with per-channel scales): what the
+    /// app offers and the tests cover.
     pub fn choices() -> Vec<Format> {
         let mut all = vec![Format::Keep];
         all.extend((2..=8).rev().map(|bits| Format::Int {
@@ -132,14 +119,6 @@ impl Format {
             Format::Fp8E4m3 => "fp8 e4m3".into(),
             Format::Fp8E5m2 => "fp8 e5m2".into(),
             Format::Gguf(q) => format!("GGUF {}", q.name()),
-        }
-    }
-
-    /// Whether two formats are the same choice in the picker (int granularity aside).
-    pub fn same_choice(self, other: Format) -> bool {
-        match (self, other) {
-            (Format::Int { bits: a, .. }, Format::Int { bits: b, .. }) => a == b,
-            (a, b) => a == b,
         }
     }
 

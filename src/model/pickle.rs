@@ -266,258 +266,307 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
-    /// Run to STOP; returns the pickled object.
+    /// Run to STOP; returns the pickled object. Opcodes are handled in the families
+    /// CPython's `Lib/pickle.py` documents them in.
     fn run(&mut self) -> Result<Id, String> {
         loop {
             let op = self.u8()?;
             match op {
-                0x80 => {
-                    let version = self.u8()?;
-                    if version > 5 {
-                        return Err(self.err(format!("unknown pickle protocol {version}")));
-                    }
-                }
-                0x95 => {
-                    self.le::<8>()?; // FRAME: a length hint only
-                }
-                b'.' => {
-                    let root = self.pop()?;
-                    return Ok(root);
-                }
-                b'(' => {
-                    self.charge(size_of::<usize>())?;
-                    self.marks.push(self.stack.len());
-                }
-                b'0' => {
-                    self.pop()?;
-                }
-                b'1' => {
-                    self.pop_mark()?;
-                }
-                b'2' => {
-                    let id = self.top()?;
-                    self.charge(size_of::<Id>())?;
-                    self.stack.push(id);
-                }
-                b'N' => self.push(Value::None)?,
-                0x88 => self.push(Value::Bool)?,
-                0x89 => self.push(Value::Bool)?,
-                b'J' => {
-                    let v = i32::from_le_bytes(self.le()?);
-                    self.push(Value::Int(v.into()))?
-                }
-                b'K' => {
-                    let v = self.u8()?;
-                    self.push(Value::Int(v.into()))?
-                }
-                b'M' => {
-                    let v = u16::from_le_bytes(self.le()?);
-                    self.push(Value::Int(v.into()))?
-                }
-                0x8a => {
-                    let n = self.u8()?;
-                    let bytes = self.take(n.into())?;
-                    self.push(long(bytes))?
-                }
-                0x8b => {
-                    let n = i32::from_le_bytes(self.le()?);
-                    let n = u64::try_from(n).map_err(|_| self.err("negative LONG4 length"))?;
-                    let bytes = self.take(n)?;
-                    self.push(long(bytes))?
-                }
-                b'I' | b'L' => {
-                    // Protocol 0 spells True/False as `I01`/`I00`: ints suffice here.
-                    let line = self.line()?.trim_end_matches('L');
-                    self.push(line.parse().map_or(Value::BigInt, Value::Int))?
-                }
-                b'G' => {
-                    self.le::<8>()?;
-                    self.push(Value::Float)?
-                }
-                b'F' => {
-                    self.line()?;
-                    self.push(Value::Float)?
-                }
-                b'X' => {
-                    let n = u32::from_le_bytes(self.le()?);
-                    let s = self.text(n.into())?;
-                    self.push(Value::Str(s))?
-                }
-                0x8c => {
-                    let n = self.u8()?;
-                    let s = self.text(n.into())?;
-                    self.push(Value::Str(s))?
-                }
-                0x8d => {
-                    let n = u64::from_le_bytes(self.le()?);
-                    let s = self.text(n)?;
-                    self.push(Value::Str(s))?
-                }
-                // BINSTRING, SHORT_BINSTRING (Python 2 str), BINBYTES, SHORT_BINBYTES,
-                // BINBYTES8, BYTEARRAY8: only their length matters here.
-                b'T' | b'B' => {
-                    let n = u32::from_le_bytes(self.le()?);
-                    self.take(n.into())?;
-                    self.push(Value::Bytes)?
-                }
-                b'U' | b'C' => {
-                    let n = self.u8()?;
-                    self.take(n.into())?;
-                    self.push(Value::Bytes)?
-                }
-                0x8e | 0x96 => {
-                    let n = u64::from_le_bytes(self.le()?);
-                    self.take(n)?;
-                    self.push(Value::Bytes)?
-                }
-                b')' => self.push(Value::Tuple(Vec::new()))?,
-                b't' => {
-                    let items = self.pop_mark()?;
-                    self.push(Value::Tuple(items))?
-                }
-                0x85..=0x87 => {
-                    let n = usize::from(op - 0x84);
-                    if self.stack.len() < n
-                        || self.marks.last().is_some_and(|&m| m + n > self.stack.len())
-                    {
-                        return Err(self.err("TUPLE takes more items than the stack holds"));
-                    }
-                    let items = self.stack.split_off(self.stack.len() - n);
-                    self.push(Value::Tuple(items))?
-                }
-                b']' => self.push(Value::List(Vec::new()))?,
-                b'l' => {
-                    let items = self.pop_mark()?;
-                    self.push(Value::List(items))?
-                }
-                b'}' => self.push(Value::Dict(Vec::new()))?,
-                b'd' => {
-                    let items = self.pop_mark()?;
-                    let pairs = pairs(&items)
-                        .ok_or_else(|| self.err("DICT with an odd number of items"))?;
-                    self.push(Value::Dict(pairs))?
-                }
-                0x8f => self.push(Value::Set)?,
-                0x91 => {
-                    self.pop_mark()?;
-                    self.push(Value::Set)?
-                }
-                0x90 => {
-                    self.pop_mark()?;
-                    if !matches!(self.get(self.top()?), Value::Set) {
-                        return Err(self.err("ADDITEMS onto something that is not a set"));
-                    }
-                }
-                b'a' => {
-                    let item = self.pop()?;
-                    self.extend_list(vec![item])?
-                }
-                b'e' => {
-                    let items = self.pop_mark()?;
-                    self.extend_list(items)?
-                }
-                b's' => {
-                    let value = self.pop()?;
-                    let key = self.pop()?;
-                    self.extend_dict(vec![(key, value)])?
-                }
-                b'u' => {
-                    let items = self.pop_mark()?;
-                    let pairs = pairs(&items)
-                        .ok_or_else(|| self.err("SETITEMS with an odd number of items"))?;
-                    self.extend_dict(pairs)?
-                }
-                b'h' => {
-                    let key = self.u8()?;
-                    self.memo_get(key.into())?
-                }
-                b'j' => {
-                    let key = u32::from_le_bytes(self.le()?);
-                    self.memo_get(key.into())?
-                }
-                b'g' => {
-                    let key = self
-                        .line()?
-                        .parse()
-                        .map_err(|_| self.err("bad GET index"))?;
-                    self.memo_get(key)?
-                }
-                b'q' => {
-                    let key = self.u8()?;
-                    self.memo_put(key.into())?
-                }
-                b'r' => {
-                    let key = u32::from_le_bytes(self.le()?);
-                    self.memo_put(key.into())?
-                }
-                b'p' => {
-                    let key = self
-                        .line()?
-                        .parse()
-                        .map_err(|_| self.err("bad PUT index"))?;
-                    self.memo_put(key)?
-                }
-                0x94 => {
-                    let key = self.memo.len() as u64;
-                    self.memo_put(key)?
-                }
-                b'c' => {
-                    let module = self.line()?.to_owned();
-                    let name = self.line()?.to_owned();
-                    self.push(Value::Global { module, name })?
-                }
-                0x93 => {
-                    let name = self.pop()?;
-                    let module = self.pop()?;
-                    match (self.get(module), self.get(name)) {
-                        (Value::Str(m), Value::Str(n)) => {
-                            let g = Value::Global {
-                                module: m.clone(),
-                                name: n.clone(),
-                            };
-                            self.push(g)?
-                        }
-                        _ => return Err(self.err("STACK_GLOBAL of non-strings")),
-                    }
-                }
-                b'Q' => {
-                    let pid = self.pop()?;
-                    let storage = self.persistent_load(pid)?;
-                    self.push(Value::Storage(Box::new(storage)))?
-                }
-                b'R' => {
-                    let args = self.pop()?;
-                    let callable = self.pop()?;
-                    let v = self.call(callable, args, 0)?;
-                    self.stack.push(v);
-                }
-                0x81 => {
-                    let _args = self.pop()?;
-                    let class = self.pop()?;
-                    let v = self.instantiate(class)?;
-                    self.push(v)?
-                }
-                0x92 => {
-                    let _kwargs = self.pop()?;
-                    let _args = self.pop()?;
-                    let class = self.pop()?;
-                    let v = self.instantiate(class)?;
-                    self.push(v)?
-                }
-                b'b' => {
-                    // BUILD sets an object's state (a tensor's or an OrderedDict's
-                    // attributes): nothing slimscope reads.
-                    self.pop()?;
-                    self.top()?;
-                }
+                b'.' => return self.pop(),
                 0x97 | 0x98 => {
                     return Err(self.err("out-of-band pickle buffers are not used by torch.save"));
                 }
-                other => {
-                    return Err(self.err(format!("unsupported pickle opcode 0x{other:02x}")));
-                }
+                _ => {}
+            }
+            let handled = self.framing_op(op)?
+                || self.scalar_op(op)?
+                || self.container_op(op)?
+                || self.memo_op(op)?
+                || self.object_op(op)?;
+            if !handled {
+                return Err(self.err(format!("unsupported pickle opcode 0x{op:02x}")));
             }
         }
+    }
+
+    /// Protocol, framing, marks and stack manipulation.
+    /// Returns whether `op` was one of them.
+    fn framing_op(&mut self, op: u8) -> Result<bool, String> {
+        match op {
+            0x80 => {
+                let version = self.u8()?;
+                if version > 5 {
+                    return Err(self.err(format!("unknown pickle protocol {version}")));
+                }
+            }
+            0x95 => {
+                self.le::<8>()?; // FRAME: a length hint only
+            }
+            b'(' => {
+                self.charge(size_of::<usize>())?;
+                self.marks.push(self.stack.len());
+            }
+            b'0' => {
+                self.pop()?;
+            }
+            b'1' => {
+                self.pop_mark()?;
+            }
+            b'2' => {
+                let id = self.top()?;
+                self.charge(size_of::<Id>())?;
+                self.stack.push(id);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// None, booleans, numbers, strings and bytes.
+    /// Returns whether `op` was one of them.
+    fn scalar_op(&mut self, op: u8) -> Result<bool, String> {
+        match op {
+            b'N' => self.push(Value::None)?,
+            0x88 => self.push(Value::Bool)?,
+            0x89 => self.push(Value::Bool)?,
+            b'J' => {
+                let v = i32::from_le_bytes(self.le()?);
+                self.push(Value::Int(v.into()))?
+            }
+            b'K' => {
+                let v = self.u8()?;
+                self.push(Value::Int(v.into()))?
+            }
+            b'M' => {
+                let v = u16::from_le_bytes(self.le()?);
+                self.push(Value::Int(v.into()))?
+            }
+            0x8a => {
+                let n = self.u8()?;
+                let bytes = self.take(n.into())?;
+                self.push(long(bytes))?
+            }
+            0x8b => {
+                let n = i32::from_le_bytes(self.le()?);
+                let n = u64::try_from(n).map_err(|_| self.err("negative LONG4 length"))?;
+                let bytes = self.take(n)?;
+                self.push(long(bytes))?
+            }
+            b'I' | b'L' => {
+                // Protocol 0 spells True/False as `I01`/`I00`: ints suffice here.
+                let line = self.line()?.trim_end_matches('L');
+                self.push(line.parse().map_or(Value::BigInt, Value::Int))?
+            }
+            b'G' => {
+                self.le::<8>()?;
+                self.push(Value::Float)?
+            }
+            b'F' => {
+                self.line()?;
+                self.push(Value::Float)?
+            }
+            b'X' => {
+                let n = u32::from_le_bytes(self.le()?);
+                let s = self.text(n.into())?;
+                self.push(Value::Str(s))?
+            }
+            0x8c => {
+                let n = self.u8()?;
+                let s = self.text(n.into())?;
+                self.push(Value::Str(s))?
+            }
+            0x8d => {
+                let n = u64::from_le_bytes(self.le()?);
+                let s = self.text(n)?;
+                self.push(Value::Str(s))?
+            }
+            // BINSTRING, SHORT_BINSTRING (Python 2 str), BINBYTES, SHORT_BINBYTES,
+            // BINBYTES8, BYTEARRAY8: only their length matters here.
+            b'T' | b'B' => {
+                let n = u32::from_le_bytes(self.le()?);
+                self.take(n.into())?;
+                self.push(Value::Bytes)?
+            }
+            b'U' | b'C' => {
+                let n = self.u8()?;
+                self.take(n.into())?;
+                self.push(Value::Bytes)?
+            }
+            0x8e | 0x96 => {
+                let n = u64::from_le_bytes(self.le()?);
+                self.take(n)?;
+                self.push(Value::Bytes)?
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Tuples, lists, dicts and sets, built and extended.
+    /// Returns whether `op` was one of them.
+    fn container_op(&mut self, op: u8) -> Result<bool, String> {
+        match op {
+            b')' => self.push(Value::Tuple(Vec::new()))?,
+            b't' => {
+                let items = self.pop_mark()?;
+                self.push(Value::Tuple(items))?
+            }
+            0x85..=0x87 => {
+                let n = usize::from(op - 0x84);
+                if self.stack.len() < n
+                    || self.marks.last().is_some_and(|&m| m + n > self.stack.len())
+                {
+                    return Err(self.err("TUPLE takes more items than the stack holds"));
+                }
+                let items = self.stack.split_off(self.stack.len() - n);
+                self.push(Value::Tuple(items))?
+            }
+            b']' => self.push(Value::List(Vec::new()))?,
+            b'l' => {
+                let items = self.pop_mark()?;
+                self.push(Value::List(items))?
+            }
+            b'}' => self.push(Value::Dict(Vec::new()))?,
+            b'd' => {
+                let items = self.pop_mark()?;
+                let pairs =
+                    pairs(&items).ok_or_else(|| self.err("DICT with an odd number of items"))?;
+                self.push(Value::Dict(pairs))?
+            }
+            0x8f => self.push(Value::Set)?,
+            0x91 => {
+                self.pop_mark()?;
+                self.push(Value::Set)?
+            }
+            0x90 => {
+                self.pop_mark()?;
+                if !matches!(self.get(self.top()?), Value::Set) {
+                    return Err(self.err("ADDITEMS onto something that is not a set"));
+                }
+            }
+            b'a' => {
+                let item = self.pop()?;
+                self.extend_list(vec![item])?
+            }
+            b'e' => {
+                let items = self.pop_mark()?;
+                self.extend_list(items)?
+            }
+            b's' => {
+                let value = self.pop()?;
+                let key = self.pop()?;
+                self.extend_dict(vec![(key, value)])?
+            }
+            b'u' => {
+                let items = self.pop_mark()?;
+                let pairs = pairs(&items)
+                    .ok_or_else(|| self.err("SETITEMS with an odd number of items"))?;
+                self.extend_dict(pairs)?
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The memo: GET and PUT in their three spellings, and MEMOIZE.
+    /// Returns whether `op` was one of them.
+    fn memo_op(&mut self, op: u8) -> Result<bool, String> {
+        match op {
+            b'h' => {
+                let key = self.u8()?;
+                self.memo_get(key.into())?
+            }
+            b'j' => {
+                let key = u32::from_le_bytes(self.le()?);
+                self.memo_get(key.into())?
+            }
+            b'g' => {
+                let key = self
+                    .line()?
+                    .parse()
+                    .map_err(|_| self.err("bad GET index"))?;
+                self.memo_get(key)?
+            }
+            b'q' => {
+                let key = self.u8()?;
+                self.memo_put(key.into())?
+            }
+            b'r' => {
+                let key = u32::from_le_bytes(self.le()?);
+                self.memo_put(key.into())?
+            }
+            b'p' => {
+                let key = self
+                    .line()?
+                    .parse()
+                    .map_err(|_| self.err("bad PUT index"))?;
+                self.memo_put(key)?
+            }
+            0x94 => {
+                let key = self.memo.len() as u64;
+                self.memo_put(key)?
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Globals, persistent ids (storages), calls, instances and BUILD.
+    /// Returns whether `op` was one of them.
+    fn object_op(&mut self, op: u8) -> Result<bool, String> {
+        match op {
+            b'c' => {
+                let module = self.line()?.to_owned();
+                let name = self.line()?.to_owned();
+                self.push(Value::Global { module, name })?
+            }
+            0x93 => {
+                let name = self.pop()?;
+                let module = self.pop()?;
+                match (self.get(module), self.get(name)) {
+                    (Value::Str(m), Value::Str(n)) => {
+                        let g = Value::Global {
+                            module: m.clone(),
+                            name: n.clone(),
+                        };
+                        self.push(g)?
+                    }
+                    _ => return Err(self.err("STACK_GLOBAL of non-strings")),
+                }
+            }
+            b'Q' => {
+                let pid = self.pop()?;
+                let storage = self.persistent_load(pid)?;
+                self.push(Value::Storage(Box::new(storage)))?
+            }
+            b'R' => {
+                let args = self.pop()?;
+                let callable = self.pop()?;
+                let v = self.call(callable, args, 0)?;
+                self.stack.push(v);
+            }
+            0x81 => {
+                let _args = self.pop()?;
+                let class = self.pop()?;
+                let v = self.instantiate(class)?;
+                self.push(v)?
+            }
+            0x92 => {
+                let _kwargs = self.pop()?;
+                let _args = self.pop()?;
+                let class = self.pop()?;
+                let v = self.instantiate(class)?;
+                self.push(v)?
+            }
+            b'b' => {
+                // BUILD sets an object's state (a tensor's or an OrderedDict's
+                // attributes): nothing slimscope reads.
+                self.pop()?;
+                self.top()?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 
     fn extend_list(&mut self, items: Vec<Id>) -> Result<(), String> {

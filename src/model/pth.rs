@@ -30,6 +30,34 @@ pub(crate) fn open(ctx: &Ctx) -> Result<Loaded> {
     let file = ctx.map()?;
     let zip_err = |e: zip::result::ZipError| ctx.corrupt(e.to_string());
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(file.clone())).map_err(zip_err)?;
+    let (pickle, prefix) = read_pickle(ctx, &mut archive)?;
+    let state = read_state_dict(&pickle, &STATE_DICT_KEYS).map_err(|e| ctx.corrupt(e))?;
+    drop(pickle);
+    if state.tensors.is_empty() {
+        return Err(ctx.corrupt(
+            "the pickle holds no tensors (not a state_dict or a checkpoint holding one)",
+        ));
+    }
+    let mut tensors = Vec::with_capacity(state.tensors.len());
+    for (name, view) in state.tensors {
+        tensors.push(tensor_of(ctx, &file, &mut archive, &prefix, name, view)?);
+    }
+    let mut metadata = Vec::new();
+    if let Some(key) = state.key {
+        metadata.push(("state_dict_key".to_owned(), serde_json::json!(key)));
+    }
+    Ok(Loaded {
+        metadata,
+        tensors,
+        layers: None,
+    })
+}
+
+type Archive = zip::ZipArchive<std::io::Cursor<bytes::Bytes>>;
+
+/// The checkpoint's pickle (bounded) and the archive folder its storages are in,
+/// after checking the byte order torch recorded.
+fn read_pickle(ctx: &Ctx, archive: &mut Archive) -> Result<(Vec<u8>, String)> {
     // torch writes `<archive>/data.pkl` with the storages under `<archive>/data/`.
     let pickle_name = archive
         .file_names()
@@ -68,106 +96,100 @@ pub(crate) fn open(ctx: &Ctx) -> Result<Loaded> {
             .map_err(|e| ctx.corrupt(format!("{pickle_name}: {e}")))?
             .ok_or_else(|| ctx.corrupt(format!("{pickle_name} is larger than it claims")))?
     };
-    let state = read_state_dict(&pickle, &STATE_DICT_KEYS).map_err(|e| ctx.corrupt(e))?;
-    drop(pickle);
-    if state.tensors.is_empty() {
-        return Err(ctx.corrupt(
-            "the pickle holds no tensors (not a state_dict or a checkpoint holding one)",
+    Ok((pickle, prefix))
+}
+
+/// The tensor `name` views: its storage member's bytes in the mapped file, sliced or
+/// strided as the view says, after checking every bound.
+fn tensor_of(
+    ctx: &Ctx,
+    file: &bytes::Bytes,
+    archive: &mut Archive,
+    prefix: &str,
+    name: String,
+    view: TensorView,
+) -> Result<(TensorInfo, Data)> {
+    let dtype = storage_dtype(&view.storage.class).ok_or_else(|| {
+        ctx.unsupported(format!(
+            "tensor `{name}` is stored as {}, which slimscope cannot read",
+            view.storage.class
+        ))
+    })?;
+    let elem = dtype.block().map_or(1, |b| b.1);
+    let member = format!("{prefix}data/{}", view.storage.key);
+    let entry = archive
+        .by_name(&member)
+        .map_err(|e| ctx.corrupt(format!("storage `{member}` of `{name}`: {e}")))?;
+    if entry.compression() != CompressionMethod::Stored {
+        return Err(ctx.unsupported(format!(
+            "storage `{member}` is compressed; PyTorch never writes that"
+        )));
+    }
+    let start = entry
+        .data_start()
+        .ok_or_else(|| ctx.corrupt(format!("storage `{member}` has no data offset")))?;
+    let storage_len = entry.size();
+    drop(entry);
+    let storage = ctx.slice(file, &name, start, storage_len)?;
+    let numel = checked_numel(&view.shape)
+        .ok_or_else(|| ctx.corrupt(format!("tensor `{name}` has an absurd shape")))?;
+    let size_bytes = numel
+        .checked_mul(elem)
+        .ok_or_else(|| ctx.corrupt(format!("tensor `{name}` has an absurd shape")))?;
+    let Some(end_elem) = view_end(&view) else {
+        return Err(ctx.corrupt(format!("tensor `{name}` has absurd strides")));
+    };
+    let end_byte = end_elem.checked_mul(elem);
+    if numel > 0 && end_byte.is_none_or(|end| end > storage_len) {
+        return Err(ctx.out_of_bounds(
+            &name,
+            start.saturating_add(view.offset.saturating_mul(elem)),
+            size_bytes,
+            start.saturating_add(storage_len),
         ));
     }
-    let mut tensors = Vec::with_capacity(state.tensors.len());
-    for (name, view) in state.tensors {
-        let dtype = storage_dtype(&view.storage.class).ok_or_else(|| {
-            ctx.unsupported(format!(
-                "tensor `{name}` is stored as {}, which slimscope cannot read",
-                view.storage.class
-            ))
-        })?;
-        let elem = dtype.block().map_or(1, |b| b.1);
-        let member = format!("{prefix}data/{}", view.storage.key);
-        let entry = archive
-            .by_name(&member)
-            .map_err(|e| ctx.corrupt(format!("storage `{member}` of `{name}`: {e}")))?;
-        if entry.compression() != CompressionMethod::Stored {
+    let (data, offset) = if numel == 0 {
+        (Data::Bytes(bytes::Bytes::new()), None)
+    } else if is_contiguous(&view) {
+        // In bounds: checked against the storage's length just above.
+        let from = view.offset * elem;
+        (
+            Data::Bytes(storage.slice(from as usize..(from + size_bytes) as usize)),
+            Some(start + from),
+        )
+    } else {
+        if size_bytes > storage_len.max(MAX_REPEATED_VIEW_BYTES) {
             return Err(ctx.unsupported(format!(
-                "storage `{member}` is compressed; PyTorch never writes that"
+                "tensor `{name}` is a view repeating its storage's {} bytes as {size_bytes}; save it with .contiguous()",
+                storage_len
             )));
         }
-        let start = entry
-            .data_start()
-            .ok_or_else(|| ctx.corrupt(format!("storage `{member}` has no data offset")))?;
-        let storage_len = entry.size();
-        drop(entry);
-        let storage = ctx.slice(&file, &name, start, storage_len)?;
-        let numel = checked_numel(&view.shape)
-            .ok_or_else(|| ctx.corrupt(format!("tensor `{name}` has an absurd shape")))?;
-        let size_bytes = numel
-            .checked_mul(elem)
-            .ok_or_else(|| ctx.corrupt(format!("tensor `{name}` has an absurd shape")))?;
-        let Some(end_elem) = view_end(&view) else {
-            return Err(ctx.corrupt(format!("tensor `{name}` has absurd strides")));
-        };
-        let end_byte = end_elem.checked_mul(elem);
-        if numel > 0 && end_byte.is_none_or(|end| end > storage_len) {
-            return Err(ctx.out_of_bounds(
-                &name,
-                start.saturating_add(view.offset.saturating_mul(elem)),
-                size_bytes,
-                start.saturating_add(storage_len),
-            ));
-        }
-        let (data, offset) = if numel == 0 {
-            (Data::Bytes(bytes::Bytes::new()), None)
-        } else if is_contiguous(&view) {
-            // In bounds: checked against the storage's length just above.
-            let from = view.offset * elem;
-            (
-                Data::Bytes(storage.slice(from as usize..(from + size_bytes) as usize)),
-                Some(start + from),
-            )
-        } else {
-            if size_bytes > storage_len.max(MAX_REPEATED_VIEW_BYTES) {
-                return Err(ctx.unsupported(format!(
-                    "tensor `{name}` is a view repeating its storage's {} bytes as {size_bytes}; save it with .contiguous()",
-                    storage_len
-                )));
-            }
-            (
-                Data::Strided {
-                    base: storage,
-                    elem_bytes: elem as usize,
-                    shape: view.shape.iter().map(|&d| d as usize).collect(),
-                    strides: view.stride.iter().map(|&s| s as usize).collect(),
-                    offset: view.offset as usize,
-                },
-                None,
-            )
-        };
-        tensors.push((
-            TensorInfo {
-                name,
-                shape: view.shape,
-                dtype,
-                numel,
-                size_bytes,
-                origin: Origin {
-                    file: ctx.path.to_owned(),
-                    offset,
-                    member: Some(member),
-                },
+        (
+            Data::Strided {
+                base: storage,
+                elem_bytes: elem as usize,
+                shape: view.shape.iter().map(|&d| d as usize).collect(),
+                strides: view.stride.iter().map(|&s| s as usize).collect(),
+                offset: view.offset as usize,
             },
-            data,
-        ));
-    }
-    let mut metadata = Vec::new();
-    if let Some(key) = state.key {
-        metadata.push(("state_dict_key".to_owned(), serde_json::json!(key)));
-    }
-    Ok(Loaded {
-        metadata,
-        tensors,
-        layers: None,
-    })
+            None,
+        )
+    };
+    Ok((
+        TensorInfo {
+            name,
+            shape: view.shape,
+            dtype,
+            numel,
+            size_bytes,
+            origin: Origin {
+                file: ctx.path.to_owned(),
+                offset,
+                member: Some(member),
+            },
+        },
+        data,
+    ))
 }
 
 /// One past the index of the view's last element: offset + Σ (dim − 1) · stride + 1,
