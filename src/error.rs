@@ -58,6 +58,12 @@ pub enum Error {
     /// A caller asked for something impossible (bad option values).
     #[error("invalid setting: {0}")]
     InvalidSetting(String),
+    /// A worker panicked: a bug in slimscope, reported with what the panic said.
+    #[error("internal error (please report): {0}")]
+    Internal(String),
+    /// The system would not start a worker thread.
+    #[error("could not start a worker thread: {0}")]
+    NoWorker(std::io::Error),
     /// A background job was cancelled before it finished.
     #[error("cancelled")]
     Cancelled,

@@ -34,8 +34,9 @@ pub enum JobEvent<T, P = ()> {
     /// One partial result (a sweep point), as soon as it exists.
     Point(P),
     Finished(T),
-    /// The job's error (or panic), in words for the user.
-    Failed(String),
+    /// The job's error ([`Error::Internal`] for a panic), as it happened: callers
+    /// match on it and show its message.
+    Failed(Error),
     Cancelled,
 }
 
@@ -163,11 +164,8 @@ where
         let event = match outcome {
             Ok(Ok(value)) if !progress.is_cancelled() => JobEvent::Finished(value),
             Ok(Ok(_)) | Ok(Err(Error::Cancelled)) => JobEvent::Cancelled,
-            Ok(Err(e)) => JobEvent::Failed(e.to_string()),
-            Err(panic) => JobEvent::Failed(format!(
-                "internal error (please report): {}",
-                panic_message(&panic)
-            )),
+            Ok(Err(e)) => JobEvent::Failed(e),
+            Err(panic) => JobEvent::Failed(Error::Internal(panic_message(&panic))),
         };
         progress.send(event);
     };
@@ -200,9 +198,7 @@ where
     {
         // The closure (and its sender) is gone; report through a fresh channel.
         let (tx, events) = unbounded();
-        let _ = tx.send(JobEvent::Failed(format!(
-            "could not start a worker thread: {e}"
-        )));
+        let _ = tx.send(JobEvent::Failed(Error::NoWorker(e)));
         notify();
         return JobHandle {
             events,
@@ -430,7 +426,9 @@ mod tests {
     #[test]
     fn a_panicking_job_fails_and_the_next_job_runs() {
         let h = spawn_job::<(), _>("t", || {}, |_| panic!("boom"));
-        assert!(matches!(drain(&h).pop(), Some(JobEvent::Failed(m)) if m.contains("boom")));
+        assert!(
+            matches!(drain(&h).pop(), Some(JobEvent::Failed(Error::Internal(m))) if m.contains("boom"))
+        );
         let h = spawn_job("t", || {}, |_| Ok(1));
         assert!(matches!(drain(&h).pop(), Some(JobEvent::Finished(1))));
     }
@@ -483,10 +481,14 @@ mod tests {
         )));
         assert!(matches!(events.last(), Some(JobEvent::Finished(3))));
         let h = pool.submit::<(), (), _>(|| {}, |_| panic!("boom"));
-        assert!(matches!(drain(&h).pop(), Some(JobEvent::Failed(m)) if m.contains("boom")));
+        assert!(
+            matches!(drain(&h).pop(), Some(JobEvent::Failed(Error::Internal(m))) if m.contains("boom"))
+        );
         let h =
             pool.submit::<(), (), _>(|| {}, |_| Err(Error::InvalidSetting("bad recipe".into())));
-        assert!(matches!(drain(&h).pop(), Some(JobEvent::Failed(m)) if m.contains("bad recipe")));
+        assert!(
+            matches!(drain(&h).pop(), Some(JobEvent::Failed(Error::InvalidSetting(m))) if m.contains("bad recipe"))
+        );
         let h = pool.submit::<u8, (), _>(|| {}, |_| Ok(7));
         assert!(matches!(drain(&h).pop(), Some(JobEvent::Finished(7))));
     }

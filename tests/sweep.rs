@@ -425,7 +425,9 @@ fn a_failing_sweep_job_reports_failed_and_the_next_job_runs() {
     };
     // A recipe rule for a tensor the model does not have is a bad recipe.
     match end(sweep("no.such.weight")) {
-        JobEvent::Failed(m) => assert!(m.contains("matches no tensor"), "{m}"),
+        JobEvent::Failed(slimscope::Error::Recipe(e)) => {
+            assert!(e.message.contains("matches no tensor"), "{e}")
+        }
         other => panic!("expected Failed, got {other:?}"),
     }
     assert!(matches!(

@@ -352,7 +352,7 @@ impl Curves {
                         ended = true;
                     }
                     JobEvent::Failed(m) => {
-                        run.state = RunState::Failed(m);
+                        run.state = RunState::Failed(m.to_string());
                         ended = true;
                     }
                     JobEvent::Cancelled => {

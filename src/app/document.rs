@@ -256,7 +256,7 @@ impl Document {
             self.attaching = None;
             match end {
                 JobEvent::Finished(a) => self.attached = Some(a),
-                JobEvent::Failed(message) => error = Some(message),
+                JobEvent::Failed(e) => error = Some(e.to_string()),
                 _ => {}
             }
         }
@@ -267,8 +267,8 @@ impl Document {
             self.evaluating = None;
             match event {
                 JobEvent::Finished(e) => self.evaluation = Some(Arc::new(e)),
-                JobEvent::Failed(message) => {
-                    error = Some(message);
+                JobEvent::Failed(e) => {
+                    error = Some(e.to_string());
                     // Not again for the same settings: the error stays on screen.
                     self.evaluation_failed = Some(key);
                 }
@@ -281,7 +281,7 @@ impl Document {
             (Some(key), Some(JobEvent::Finished(hist))) => {
                 self.histograms.insert(key, hist);
             }
-            (_, Some(JobEvent::Failed(message))) => error = Some(message),
+            (_, Some(JobEvent::Failed(e))) => error = Some(e.to_string()),
             _ => {}
         }
         error

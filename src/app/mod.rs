@@ -279,7 +279,7 @@ impl SlimApp {
         for slot in [&mut self.saving, &mut self.export] {
             match take_end(slot, |j| j) {
                 Some(JobEvent::Finished(message)) => self.notice = Some(message),
-                Some(JobEvent::Failed(message)) => self.error = Some(message),
+                Some(JobEvent::Failed(e)) => self.error = Some(e.to_string()),
                 _ => {}
             }
         }
@@ -290,7 +290,7 @@ impl SlimApp {
             self.loading = None;
             match end {
                 JobEvent::Finished(loaded) => self.show_model(loaded, &path),
-                JobEvent::Failed(message) => self.error = Some(message),
+                JobEvent::Failed(e) => self.error = Some(e.to_string()),
                 _ => {}
             }
         }

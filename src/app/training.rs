@@ -275,7 +275,7 @@ impl Training {
         match end {
             JobEvent::Finished(Finished::Recovery(r)) => self.recoveries.push(*r),
             JobEvent::Finished(Finished::Distilled(d)) => self.distilled = Some(*d),
-            JobEvent::Failed(m) => self.status = Some(format!("{what} failed: {m}")),
+            JobEvent::Failed(e) => self.status = Some(format!("{what} failed: {e}")),
             JobEvent::Cancelled => {
                 self.status = Some(format!("{what} was cancelled; nothing was kept."))
             }

@@ -292,9 +292,9 @@ impl Sweep<'_> {
                     cancelled = true;
                     break;
                 }
-                Ok(JobEvent::Failed(message)) => {
+                Ok(JobEvent::Failed(e)) => {
                     bar.abandon();
-                    anyhow::bail!("{message}");
+                    return Err(e.into());
                 }
                 Ok(JobEvent::Started) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
