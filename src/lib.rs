@@ -7,21 +7,25 @@
 //!                          │  tensor_bytes(i): mapped, lazy      every file checked at the door)
 //!          ┌───────────────┤
 //!          ▼               ▼
-//!   stats::compute    compress: Recipe ─resolve─▶ plans ─apply─▶ AppliedTensor
-//!   (inspect.rs)           │        (prune, quant, ggml blocks, size accounting)
+//!   stats::compute    compress: Config ─to_recipe─▶ Recipe ◀─parse─ recipe file
+//!   (inspect.rs)           │            Recipe ─plan─▶ TensorPlan ─apply─▶ AppliedTensor
+//!                          │            (prune, quant, ggml blocks, size accounting, cache)
 //!                          ▼
-//!        eval: Network + data set ─▶ Runner ─▶ Metrics   (the evaluator reuses what
-//!                          │                              variants share)
+//!        measure::measure: applied tensors + Totals (bytes, bits/weight, sparsity,
+//!                          │  weight fidelity) + Metrics from eval's Evaluator
+//!                          │  (Network + data set ─▶ Runner; variants share work)
 //!          ┌───────────────┴───────────────┐
 //!          ▼                               ▼
-//!   sweep/: curves, sensitivity,     train/: recovery fine-tuning,
-//!   Pareto front, allocation         distillation
+//!   sweep/: many configurations       train/: recovery fine-tuning,
+//!   measured; Pareto fronts,          distillation
+//!   sensitivity, allocation
 //!          └───────────────┬───────────────┘
 //!                          ▼
 //!        export/: safetensors, GGUF, recipe   (atomic, byte-reproducible, never an input)
 //!
-//!  jobs::spawn_job runs any of it on named worker threads, streaming progress and
-//!  results over crossbeam channels, cancellable; cli/ and app/ are thin front ends.
+//!  jobs::spawn_job and jobs::Pool run any of it on named worker threads, streaming
+//!  progress, points and the typed result or error over crossbeam channels,
+//!  cancellable; cli/ and app/ are thin front ends.
 //! ```
 
 #![warn(clippy::too_many_lines)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::window::{empty_state_ui, error_ui, notice_ui};
 use super::{
-    Command, SlimApp, Tab, Theme, accuracy, classify_drop, compare, compress, curves, help,
+    Command, SlimApp, Tab, Theme, accuracy, classify_drop, compare, compress, curves, hint,
     histogram, layers, shortcuts, summary, training,
 };
 
@@ -129,7 +129,7 @@ impl SlimApp {
             return;
         }
         if !self.settings.hint_dismissed {
-            help::hint_ui(ui, commands);
+            hint::hint_ui(ui, commands);
         }
         ui.horizontal(|ui| {
             ui.selectable_value(&mut self.tab, Tab::Histogram, "Histogram")

@@ -18,7 +18,7 @@ pub mod compress;
 pub mod curves;
 mod document;
 mod frame_times;
-mod help;
+mod hint;
 mod histogram;
 pub mod history;
 mod layers;
