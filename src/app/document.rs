@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::accuracy::{self, Attached};
+use super::accuracy::Attached;
 use super::compare::Compare;
 use super::compress::{self, Config, Evaluation};
 use super::history::History;
@@ -137,7 +137,9 @@ impl Document {
         let version = self.data_version;
         let model = self.loaded.model.clone();
         let job = spawn_job("attach-data", notify, move |progress| {
-            accuracy::attach(&model, &data, arch.as_deref(), version, progress)
+            crate::eval::attach::attach(&model, &data, arch.as_deref(), version, |done, total| {
+                progress.report(done, total)
+            })
         });
         self.attaching = Some(Attaching {
             job,

@@ -2,108 +2,26 @@
 //! (masks fixed, quantization-aware) and *Distill* trains a small student from the
 //! open model. Both train on 80% of the attached data and report on the other 20%
 //! (a seeded split), run on the sweeps' worker pool with progress and cancel, and a
-//! recovered configuration appears on the curves beside its one-shot point.
+//! recovered configuration appears on the curves beside its one-shot point. The sessions
+//! themselves are [`crate::train::session`]; this is their panel and job.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use egui_plot::{Legend, Line, Plot, PlotPoints};
 
 use super::compress::Config;
 use super::{file_name, group_digits, human_bytes};
-use crate::compress::apply::AppliedTensor;
 use crate::error::{Error, Result};
-use crate::eval::arch::ArchSpec;
 use crate::eval::evaluator::Evaluator;
-use crate::eval::{DEFAULT_BATCH, Metrics, ModelWeights, evaluate, sequential_runner};
 use crate::jobs::{JobEvent, JobHandle, Pool, Progress};
 use crate::model::Model;
-use crate::train::distill::{Contender, Distillation, distill_and_compare};
-use crate::train::finetune::{Comparison, recover_and_compare};
-use crate::train::net::{Weights, initialise};
-use crate::train::{EpochRecord, TrainEvent, TrainOptions, split};
+use crate::train::session;
+use crate::train::{EpochRecord, TrainEvent};
 
-/// Share of the attached data held out for the figures the panel reports.
-pub const HELD_OUT: f64 = 0.2;
-/// Seed of the held-out split and of training.
-const SEED: u64 = 0;
-
-/// Settings of *Recover*.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecoverSettings {
-    pub epochs: usize,
-    pub lr: f64,
-    /// Raise magnitude sparsity gradually from `gradual_from_pct` instead of at once.
-    pub gradual: bool,
-    pub gradual_from_pct: f64,
-}
-
-impl Default for RecoverSettings {
-    fn default() -> Self {
-        RecoverSettings {
-            epochs: 2,
-            lr: 1e-3,
-            gradual: false,
-            gradual_from_pct: 0.0,
-        }
-    }
-}
-
-/// Settings of *Distill*.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DistillSettings {
-    /// The student's architecture spec (with `out`/`kernel` for fresh layers).
-    pub student: Option<PathBuf>,
-    /// Instead of a spec: the open model under the current configuration, with the
-    /// all-zero neurons and filters of structured pruning removed (`distill --init
-    /// --shrink` on the command line).
-    pub from_current: bool,
-    pub temperature: f64,
-    pub alpha: f64,
-    pub epochs: usize,
-    pub lr: f64,
-}
-
-impl Default for DistillSettings {
-    fn default() -> Self {
-        let d = Distillation::default();
-        DistillSettings {
-            student: None,
-            from_current: false,
-            temperature: d.temperature,
-            alpha: d.alpha,
-            epochs: 10,
-            lr: 1e-3,
-        }
-    }
-}
-
-/// A finished recovery of one configuration.
-pub struct Recovery {
-    pub config: Config,
-    /// Figures on the held-out 20%.
-    pub held_out: Comparison,
-    /// One-shot and recovered top-1 on the whole attached data (as the curves measure;
-    /// the recovered model trained on 80% of it).
-    pub full: (Metrics, Metrics),
-    pub bytes_after: u64,
-    pub history: Vec<EpochRecord>,
-    pub best_epoch: usize,
-    pub mask_violations: usize,
-    trained: Arc<Model>,
-    applied: Arc<Vec<(usize, AppliedTensor)>>,
-    recipe: String,
-}
-
-/// A finished distillation.
-pub struct Distilled {
-    pub table: Vec<Contender>,
-    student: Weights,
-    spec: ArchSpec,
-    /// The spec file the student was given; `None` for a student shrunk from the
-    /// current configuration, whose spec is saved beside it.
-    spec_path: Option<PathBuf>,
-}
+pub use crate::train::session::{
+    DistillSettings, Distilled, HELD_OUT, RecoverSettings, Recovery, Student,
+};
 
 enum Finished {
     Recovery(Box<Recovery>),
@@ -192,8 +110,15 @@ impl Training {
         let job = pool.submit(
             notify,
             move |progress: &Progress<Finished, (String, TrainEvent)>| {
-                recover_job(&model, config, &evaluator, &settings, progress)
-                    .map(|r| Finished::Recovery(Box::new(r)))
+                session::recover(
+                    &model,
+                    config,
+                    &evaluator,
+                    &settings,
+                    &mut |row, e| forward(progress, row, e),
+                    &|| progress.is_cancelled(),
+                )
+                .map(|r| Finished::Recovery(Box::new(r)))
             },
         );
         self.begin("Recovering", job);
@@ -224,8 +149,10 @@ impl Training {
         let job = pool.submit(
             notify,
             move |progress: &Progress<Finished, (String, TrainEvent)>| {
-                distill_job(&model, &evaluator, student, &settings, progress)
-                    .map(|d| Finished::Distilled(Box::new(d)))
+                session::distill(&model, &evaluator, student, &settings, &mut |row, e| {
+                    forward(progress, row, e)
+                })
+                .map(|d| Finished::Distilled(Box::new(d)))
             },
         );
         self.begin("Distilling", job);
@@ -356,176 +283,11 @@ impl Training {
     }
 }
 
-/// 80% to train on, 20% to report on.
-fn halves(
-    evaluator: &Evaluator,
-) -> Result<(crate::eval::data::Dataset, crate::eval::data::Dataset)> {
-    split(evaluator.data(), HELD_OUT, SEED)
-}
-
 fn forward(progress: &Progress<Finished, (String, TrainEvent)>, row: &str, e: TrainEvent) -> bool {
     if let TrainEvent::Step { step, steps, .. } = e {
         progress.report(step, steps);
     }
     progress.point((row.to_owned(), e))
-}
-
-fn recover_job(
-    model: &Model,
-    config: Config,
-    evaluator: &Evaluator,
-    settings: &RecoverSettings,
-    progress: &Progress<Finished, (String, TrainEvent)>,
-) -> Result<Recovery> {
-    let Some(spec) = evaluator.network().spec() else {
-        return Err(Error::InvalidSetting(format!(
-            "{}: only a sequential network (a state_dict with an architecture spec) can be fine-tuned",
-            model.path.display()
-        )));
-    };
-    if config.is_identity() {
-        return Err(Error::InvalidSetting(
-            "the configuration compresses nothing: set a sparsity or a format first".into(),
-        ));
-    }
-    let recipe_text = config.recipe_text(Some((&file_name(&model.path), None)));
-    let plans = config
-        .to_recipe(Path::new(super::compress::RECIPE_ORIGIN))?
-        .plan(model)?;
-    let (train, test) = halves(evaluator)?;
-    let options = TrainOptions {
-        epochs: settings.epochs,
-        lr: settings.lr,
-        seed: SEED,
-        ..TrainOptions::default()
-    };
-    let gradual = settings
-        .gradual
-        .then_some(settings.gradual_from_pct / 100.0);
-    let (recovered, held_out) = recover_and_compare(
-        model,
-        spec,
-        &plans,
-        &train,
-        &test,
-        &options,
-        gradual,
-        &mut |e| forward(progress, "", e),
-    )?;
-    // On the whole attached data, as the curves measure: the one-shot point through
-    // the shared evaluator (cached), the recovered one directly (other base weights).
-    let one_shot_applied = crate::compress::apply::apply(model, &plans)?;
-    let one_shot_full = evaluator.measure(model, &one_shot_applied, DEFAULT_BATCH, |_, _| {
-        !progress.is_cancelled()
-    })?;
-    let runner = sequential_runner(
-        spec,
-        &ModelWeights::new(&recovered.trained, &recovered.applied),
-        &model.path,
-    )?;
-    let recovered_full = evaluate(runner.as_ref(), evaluator.data(), DEFAULT_BATCH, |_, _| {
-        !progress.is_cancelled()
-    })?;
-    let bytes_after = crate::export::summary(&recovered.trained, &recovered.applied).bytes_after;
-    Ok(Recovery {
-        config,
-        held_out,
-        full: (one_shot_full, recovered_full),
-        bytes_after,
-        history: recovered.history,
-        best_epoch: recovered.best_epoch,
-        mask_violations: recovered.mask_violations,
-        trained: Arc::new(recovered.trained),
-        applied: Arc::new(recovered.applied),
-        recipe: recipe_text,
-    })
-}
-
-/// Where a student comes from.
-enum Student {
-    /// An architecture spec file, fresh weights.
-    Spec(PathBuf),
-    /// The open model under this configuration, structurally shrunk.
-    Shrunk(Config),
-}
-
-fn distill_job(
-    model: &Model,
-    evaluator: &Evaluator,
-    student: Student,
-    settings: &DistillSettings,
-    progress: &Progress<Finished, (String, TrainEvent)>,
-) -> Result<Distilled> {
-    let (spec, start, spec_path) = match student {
-        Student::Spec(path) => {
-            let spec = ArchSpec::load(&path)?;
-            let start = initialise(&spec, SEED)
-                .map_err(|e| Error::InvalidSetting(format!("{}: {e}", path.display())))?;
-            (spec, start, Some(path))
-        }
-        Student::Shrunk(config) => {
-            let (spec, start) = shrunk_student(model, evaluator, &config)?;
-            (spec, start, None)
-        }
-    };
-    let teacher = evaluator.network().runner(model, &[])?;
-    let (train, test) = halves(evaluator)?;
-    let options = TrainOptions {
-        epochs: settings.epochs,
-        lr: settings.lr,
-        seed: SEED,
-        ..TrainOptions::default()
-    };
-    let totals = model.totals();
-    let distilled = distill_and_compare(
-        teacher.as_ref(),
-        (totals.params, totals.size_bytes),
-        &spec,
-        &start,
-        (&train, &test),
-        Distillation {
-            temperature: settings.temperature,
-            alpha: settings.alpha,
-        },
-        &options,
-        true,
-        &mut |row, e| forward(progress, row, e),
-    )?;
-    Ok(Distilled {
-        table: distilled.table,
-        student: distilled.student,
-        spec,
-        spec_path,
-    })
-}
-
-/// The teacher's own network under `config`, its all-zero output neurons and
-/// filters removed (see [`crate::train::net::shrink`]).
-fn shrunk_student(
-    model: &Model,
-    evaluator: &Evaluator,
-    config: &Config,
-) -> Result<(ArchSpec, Weights)> {
-    let Some(spec) = evaluator.network().spec() else {
-        return Err(Error::InvalidSetting(format!(
-            "{}: only a state_dict's network (with its spec) can be shrunk into a student",
-            model.path.display()
-        )));
-    };
-    let recipe = config.to_recipe(Path::new(super::compress::RECIPE_ORIGIN))?;
-    let applied = crate::compress::apply::apply_recipe(model, &recipe)?;
-    let source = ModelWeights::new(model, &applied);
-    let mut weights = Weights::new();
-    for layer in &spec.layers {
-        for name in layer.tensors() {
-            weights.insert(
-                name.to_owned(),
-                crate::eval::sequential::WeightSource::weight(&source, name)?,
-            );
-        }
-    }
-    let shrunk = crate::train::net::shrink(spec, &weights)?;
-    Ok((shrunk.spec, shrunk.weights))
 }
 
 fn percent(v: f64) -> String {

@@ -8,6 +8,7 @@
 //! evaluated before and after a recipe.
 
 pub mod arch;
+pub mod attach;
 pub mod causal_lm;
 pub mod data;
 pub mod embeddings;

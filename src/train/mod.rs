@@ -10,6 +10,7 @@ pub mod finetune;
 pub mod net;
 mod ops;
 pub mod schedule;
+pub mod session;
 
 use std::collections::HashMap;
 
