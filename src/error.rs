@@ -55,15 +55,35 @@ pub enum Error {
     /// A pruning request that is impossible for its tensor.
     #[error(transparent)]
     Prune(#[from] crate::compress::prune::PruneError),
+    /// A numeric engine (candle, tract, the tokenizer) failed on a request that
+    /// passed every check before it: what was being done, then the engine's own
+    /// words (kept in the message, not as a `source`, so the one line holds it once).
+    #[error("{context}: {cause}")]
+    Engine { context: String, cause: String },
     /// A caller asked for something impossible (bad option values).
     #[error("invalid setting: {0}")]
     InvalidSetting(String),
     /// A worker panicked: a bug in slimscope, reported with what the panic said.
     #[error("internal error (please report): {0}")]
     Internal(String),
-    /// The system would not start a worker thread.
-    #[error("could not start a worker thread: {0}")]
-    NoWorker(std::io::Error),
+    /// The system would not start worker threads.
+    #[error("could not start {0}")]
+    NoWorker(String),
+    /// A data set (labelled samples, a text, sentence pairs) that cannot be used.
+    #[error("{}: {problem}", path.display())]
+    Data { path: PathBuf, problem: String },
+    /// A layer of an architecture that does not fit what it receives or the weights
+    /// it names (1-based `layer`, its kind in words when known).
+    #[error("layer {layer}{}: {problem}", kind.as_ref().map(|k| format!(" ({k})")).unwrap_or_default())]
+    Layer {
+        layer: usize,
+        kind: Option<String>,
+        problem: String,
+    },
+    /// An architecture that does not fit a model's weights: the model, then what
+    /// does not fit (kept whole, so callers can match on it).
+    #[error("{}: the architecture does not fit the weights: {cause}", model.display())]
+    Architecture { model: PathBuf, cause: Box<Error> },
     /// A background job was cancelled before it finished.
     #[error("cancelled")]
     Cancelled,

@@ -198,7 +198,9 @@ where
     {
         // The closure (and its sender) is gone; report through a fresh channel.
         let (tx, events) = unbounded();
-        let _ = tx.send(JobEvent::Failed(Error::NoWorker(e)));
+        let _ = tx.send(JobEvent::Failed(Error::NoWorker(format!(
+            "a worker thread: {e}"
+        ))));
         notify();
         return JobHandle {
             events,
@@ -262,7 +264,7 @@ impl Pool {
                 }
             })
             .build()
-            .map_err(|e| Error::InvalidSetting(format!("could not start compute threads: {e}")))?;
+            .map_err(|e| Error::NoWorker(format!("compute threads: {e}")))?;
         let compute = Arc::new(compute);
         let (queue, tasks) = unbounded::<Task>();
         let running = Arc::new(AtomicUsize::new(0));
@@ -283,7 +285,7 @@ impl Pool {
                         running.fetch_sub(1, Ordering::SeqCst);
                     }
                 })
-                .map_err(|e| Error::InvalidSetting(format!("could not start a worker: {e}")))?;
+                .map_err(|e| Error::NoWorker(format!("a worker: {e}")))?;
             handles.push(handle);
         }
         Ok(Pool {

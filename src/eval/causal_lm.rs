@@ -66,7 +66,10 @@ pub fn is_causal_lm(model: &Model) -> bool {
 }
 
 fn candle_error(model: &Model, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::InvalidSetting(format!("{}: {what}: {e}", model.path.display()))
+    Error::Engine {
+        context: format!("{}: {what}", model.path.display()),
+        cause: e.to_string(),
+    }
 }
 
 /// The GGUF header of `model`'s own file (metadata and tensor table).

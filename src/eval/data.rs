@@ -99,7 +99,10 @@ pub struct DataSpec {
 }
 
 fn bad(path: &Path, problem: impl Into<String>) -> Error {
-    Error::InvalidSetting(format!("{}: {}", path.display(), problem.into()))
+    Error::Data {
+        path: path.to_owned(),
+        problem: problem.into(),
+    }
 }
 
 /// Open a data file, or a `.toml` data spec, as a data set.

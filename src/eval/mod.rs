@@ -370,9 +370,9 @@ pub fn build_runner(
     applied: &[(usize, AppliedTensor)],
 ) -> Result<sequential::Sequential> {
     sequential::Sequential::build(arch, &ModelWeights::new(model, applied)).map_err(|e| {
-        Error::InvalidSetting(format!(
-            "{}: the architecture does not fit the weights: {e}",
-            model.path.display()
-        ))
+        Error::Architecture {
+            model: model.path.clone(),
+            cause: Box::new(e),
+        }
     })
 }

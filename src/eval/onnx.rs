@@ -67,8 +67,12 @@ pub struct OnnxGraph {
     micro: usize,
 }
 
+/// The graph cannot be run as it is (a missing input, a shape tract cannot plan).
 fn onnx_error(path: &Path, what: impl std::fmt::Display) -> Error {
-    Error::InvalidSetting(format!("{}: ONNX graph: {what}", path.display()))
+    Error::Unsupported {
+        path: path.to_owned(),
+        what: format!("ONNX graph: {what}"),
+    }
 }
 
 impl OnnxGraph {

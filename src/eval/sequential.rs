@@ -43,7 +43,10 @@ pub struct Sequential {
 }
 
 fn candle(e: candle_core::Error) -> Error {
-    Error::InvalidSetting(format!("forward pass: {e}"))
+    Error::Engine {
+        context: "forward pass".into(),
+        cause: e.to_string(),
+    }
 }
 
 impl Sequential {
@@ -58,8 +61,10 @@ impl Sequential {
         let mut layer_inputs = Vec::with_capacity(spec.layers.len());
         for (n, layer) in spec.layers.iter().enumerate() {
             layer_inputs.push(shape.clone());
-            let at = |what: String| {
-                Error::InvalidSetting(format!("layer {} ({}): {what}", n + 1, describe(layer)))
+            let at = |problem: String| Error::Layer {
+                layer: n + 1,
+                kind: Some(describe(layer)),
+                problem,
             };
             let op = match layer {
                 LayerSpec::Linear {

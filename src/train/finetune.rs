@@ -273,12 +273,11 @@ pub fn recover(
         )));
     }
     let (fit_set, validation) = split(train, options.validation, options.seed)?;
-    let net = TrainNet::new(spec, &ModelWeights::new(model, &[])).map_err(|e| {
-        Error::InvalidSetting(format!(
-            "{}: the architecture does not fit the weights: {e}",
-            model.path.display()
-        ))
-    })?;
+    let net =
+        TrainNet::new(spec, &ModelWeights::new(model, &[])).map_err(|e| Error::Architecture {
+            model: model.path.clone(),
+            cause: Box::new(e),
+        })?;
     let trainable: Vec<String> = Recovery::trained_names(&net);
     let name_of = |i: usize| model.tensors[i].name.as_str();
     let quantized: Vec<String> = plans

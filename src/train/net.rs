@@ -18,7 +18,10 @@ use crate::eval::sequential::{Sequential, WeightSource};
 pub type Weights = HashMap<String, (Vec<f32>, Vec<usize>)>;
 
 pub(crate) fn candle(e: candle_core::Error) -> Error {
-    Error::InvalidSetting(format!("training: {e}"))
+    Error::Engine {
+        context: "training".into(),
+        cause: e.to_string(),
+    }
 }
 
 /// A spec bound to trainable variables.
@@ -287,7 +290,11 @@ pub fn initialise(spec: &ArchSpec, seed: u64) -> Result<Weights> {
     let mut weights = Weights::new();
     let mut shape = spec.input.clone();
     for (n, layer) in spec.layers.iter().enumerate() {
-        let at = |what: String| Error::InvalidSetting(format!("layer {}: {what}", n + 1));
+        let at = |problem: String| Error::Layer {
+            layer: n + 1,
+            kind: None,
+            problem,
+        };
         let mut uniform = |name: &str, dims: Vec<usize>, fan_in: usize| {
             let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
             let count = dims.iter().product();
@@ -416,7 +423,11 @@ pub fn shrink(spec: &ArchSpec, weights: &Weights) -> Result<Shrunk> {
     let mut keep: Option<Vec<usize>> = None;
     let mut shape = spec.input.clone();
     for (n, layer) in spec.layers.iter().enumerate() {
-        let at = |what: String| Error::InvalidSetting(format!("layer {}: {what}", n + 1));
+        let at = |problem: String| Error::Layer {
+            layer: n + 1,
+            kind: None,
+            problem,
+        };
         match layer {
             LayerSpec::Linear { weight, bias, .. } | LayerSpec::Conv2d { weight, bias, .. } => {
                 let (w, dims) = get(weight)?;
@@ -500,7 +511,11 @@ pub fn shrink(spec: &ArchSpec, weights: &Weights) -> Result<Shrunk> {
 }
 
 fn at_layer(n: usize) -> impl Fn(Error) -> Error {
-    move |e| Error::InvalidSetting(format!("layer {}: {e}", n + 1))
+    move |e| Error::Layer {
+        layer: n + 1,
+        kind: None,
+        problem: e.to_string(),
+    }
 }
 
 /// One sample's shape after `layer` (the original, unshrunk sizes).
