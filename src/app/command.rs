@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::{SlimApp, Tab, Theme, file_name, snapshot, training};
+use super::{SlimApp, Tab, Theme, file_name, snapshot};
 use crate::jobs::spawn_job;
 
 /// Something a panel asks the app to do.
@@ -29,6 +29,27 @@ pub enum Command {
     AttachArch(PathBuf),
     /// Ask for a data set to attach (off the UI thread).
     AttachDataDialog,
+    /// Make this the current configuration (a sweep point, a pinned one).
+    UseConfig(super::compress::Config),
+    /// Start a sweep of the open model.
+    StartSweep(super::curves::SweepKind),
+    /// Measure the allocations of this average sparsity (a fraction) by the layers'
+    /// sensitivity so far.
+    Allocate(f64),
+    /// Ask where to save every measured sweep point (JSON or CSV), then save.
+    SaveResultsDialog,
+    /// Ask where to save the plots as PNG, then save.
+    SavePlotsDialog,
+    /// Fine-tune the current configuration on the attached data.
+    Recover,
+    /// Distill the open model into the chosen student.
+    Distill,
+    /// Ask for the student's architecture spec.
+    ChooseStudentDialog,
+    /// Ask where to save the newest recovered model, then write it.
+    SaveRecoveredDialog,
+    /// Ask where to save the distilled student, then write it.
+    SaveStudentDialog,
     /// Use this architecture spec as the distillation student.
     ChooseStudent(PathBuf),
     /// Stop the running recovery or distillation.
@@ -168,6 +189,16 @@ impl SlimApp {
                 Ok(work) => self.save_in_background(work),
                 Err(e) => self.error = Some(e.to_string()),
             },
+            Command::UseConfig(_)
+            | Command::StartSweep(_)
+            | Command::Allocate(_)
+            | Command::SaveResultsDialog
+            | Command::SavePlotsDialog
+            | Command::Recover
+            | Command::Distill
+            | Command::ChooseStudentDialog
+            | Command::SaveRecoveredDialog
+            | Command::SaveStudentDialog => self.tab_command(command),
             Command::AttachDataDialog => self.answer_dialog(
                 "Attach a labelled data set or an architecture spec",
                 None,
@@ -318,53 +349,84 @@ impl SlimApp {
         }
     }
 
-    /// Carry out what the training tab asked for.
-    pub(super) fn training_action(&mut self, action: training::TrainingAction) {
-        use training::TrainingAction as A;
-        let stem = self
-            .loaded()
+    /// Start a recovery (`recover`) or a distillation of the open model on the
+    /// sweeps' pool.
+    fn start_training(&mut self, recover: bool) {
+        let (Some(model), Some(evaluator), Some(pool)) = (
+            self.loaded().map(|l| l.model.clone()),
+            self.attached().map(|a| a.evaluator.clone()),
+            self.curves.as_ref().map(|c| c.pool().clone()),
+        ) else {
+            return;
+        };
+        let notify = self.notifier();
+        let config = self.config().clone();
+        if recover {
+            self.training
+                .start_recovery(&pool, model, config, evaluator, notify);
+        } else {
+            self.training
+                .start_distillation(&pool, model, config, evaluator, notify);
+        }
+    }
+
+    /// The open model's file stem, for suggested file names.
+    fn model_stem(&self) -> String {
+        self.loaded()
             .and_then(|l| l.model.path.file_stem())
             .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        match action {
-            A::Recover | A::Distill => {
-                let (Some(model), Some(evaluator), Some(pool)) = (
-                    self.loaded().map(|l| l.model.clone()),
-                    self.attached().map(|a| a.evaluator.clone()),
-                    self.curves.as_ref().map(|c| c.pool().clone()),
-                ) else {
-                    return;
-                };
-                let notify = self.notifier();
-                if action == A::Recover {
-                    let config = self.config().clone();
-                    self.training
-                        .start_recovery(&pool, model, config, evaluator, notify);
-                } else {
-                    let config = self.config().clone();
-                    self.training
-                        .start_distillation(&pool, model, config, evaluator, notify);
+            .unwrap_or_default()
+    }
+
+    /// Carry out a command of the Curves or Training tab.
+    fn tab_command(&mut self, command: Command) {
+        match command {
+            Command::UseConfig(config) => {
+                if let Some(doc) = &mut self.doc {
+                    doc.config = config;
                 }
             }
-            A::Cancel => self.training.cancel(),
-            A::ChooseStudentDialog => self.answer_dialog(
+            Command::StartSweep(kind) => self.start_sweep(kind),
+            Command::Allocate(target) => self.start_allocation(target),
+            Command::SaveResultsDialog => self.answer_dialog(
+                "Save the sweep results",
+                Some("sweep.json".into()),
+                &[("JSON", &["json"]), ("CSV", &["csv"])],
+                Command::SaveResults,
+            ),
+            Command::SavePlotsDialog => self.answer_dialog(
+                "Save the plots as PNG",
+                Some("curves.png".into()),
+                &[("PNG image", &["png"])],
+                Command::SavePlots,
+            ),
+            Command::Recover => self.start_training(true),
+            Command::Distill => self.start_training(false),
+            Command::ChooseStudentDialog => self.answer_dialog(
                 "Choose the student's architecture spec",
                 None,
                 &[("architecture spec", &["toml"])],
                 Command::ChooseStudent,
             ),
-            A::SaveRecoveredDialog => self.answer_dialog(
-                "Save the recovered model",
-                Some(format!("{stem}.recovered.safetensors")),
-                &[("safetensors", &["safetensors"]), ("GGUF", &["gguf"])],
-                Command::SaveRecovered,
-            ),
-            A::SaveStudentDialog => self.answer_dialog(
-                "Save the distilled student",
-                Some(format!("{stem}.student.safetensors")),
-                &[("safetensors", &["safetensors"])],
-                Command::SaveStudent,
-            ),
+            Command::SaveRecoveredDialog => {
+                let name = format!("{}.recovered.safetensors", self.model_stem());
+                self.answer_dialog(
+                    "Save the recovered model",
+                    Some(name),
+                    &[("safetensors", &["safetensors"]), ("GGUF", &["gguf"])],
+                    Command::SaveRecovered,
+                );
+            }
+            Command::SaveStudentDialog => {
+                let name = format!("{}.student.safetensors", self.model_stem());
+                self.answer_dialog(
+                    "Save the distilled student",
+                    Some(name),
+                    &[("safetensors", &["safetensors"])],
+                    Command::SaveStudent,
+                );
+            }
+            other => self.apply(other),
         }
     }
 }

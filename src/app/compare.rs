@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use super::compress::{Config, Evaluation};
-use super::{group_digits, human_bytes};
+use super::compress::Evaluation;
+use super::{Command, group_digits, human_bytes};
 
 /// A configuration kept for comparison, with everything measured for it.
 #[derive(Clone)]
@@ -23,11 +23,6 @@ pub struct Compare {
     pub a: usize,
     pub b: Option<usize>,
     pinned_so_far: usize,
-}
-
-/// What the tab asks the app to do.
-pub enum CompareAction {
-    Use(Config),
 }
 
 impl Compare {
@@ -108,7 +103,7 @@ pub fn ui(
     compare: &mut Compare,
     current: Option<&Arc<Evaluation>>,
     tensor_names: &[&str],
-    actions: &mut Vec<CompareAction>,
+    actions: &mut Vec<Command>,
 ) {
     if compare.pinned.is_empty() {
         ui.label(
@@ -189,7 +184,7 @@ pub fn ui(
             .on_hover_text("Make A the current configuration (Ctrl+Z goes back)")
             .clicked()
         {
-            actions.push(CompareAction::Use(a.config.clone()));
+            actions.push(Command::UseConfig(a.config.clone()));
         }
         if let Some(b) = &b
             && compare.b.is_some()
@@ -198,7 +193,7 @@ pub fn ui(
                 .on_hover_text("Make B the current configuration (Ctrl+Z goes back)")
                 .clicked()
         {
-            actions.push(CompareAction::Use(b.config.clone()));
+            actions.push(Command::UseConfig(b.config.clone()));
         }
     });
     ui.separator();

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use egui_plot::{AxisHints, Legend, Line, LineStyle, Plot, PlotPoints, Points};
 
+use super::Command;
 use super::compress::Evaluation;
 use crate::compress::apply::TensorCache;
-use crate::compress::config::Config;
 use crate::eval::causal_lm::LanguageMetrics;
 use crate::eval::evaluator::Evaluator;
 use crate::jobs::{JobEvent, JobHandle, Pool, spawn_job};
@@ -445,19 +445,6 @@ impl Curves {
     }
 }
 
-/// What the curves panel asks the app to do.
-pub enum CurvesAction {
-    Start(SweepKind),
-    /// Measure the allocations of this average sparsity (a fraction).
-    Allocate(f64),
-    /// Make this the current configuration.
-    Use(Config),
-    /// Ask where to save every measured point (JSON or CSV), then save.
-    SaveResultsDialog,
-    /// Ask where to save the plots as PNG, then save.
-    SavePlotsDialog,
-}
-
 /// The jobs list: progress, ETA and cancel for running sweeps; how the others ended.
 fn jobs_ui(ui: &mut egui::Ui, curves: &mut Curves) {
     let mut cancel = None;
@@ -648,7 +635,7 @@ pub fn ui(
     current: Option<&Evaluation>,
     baseline_top1: Option<f64>,
     recovered: &[RecoveredMarker],
-    actions: &mut Vec<CurvesAction>,
+    actions: &mut Vec<Command>,
 ) {
     ui.horizontal(|ui| {
         for kind in [SweepKind::Curves, SweepKind::Sensitivity, SweepKind::Heatmap] {
@@ -658,7 +645,7 @@ pub fn ui(
                 _ => "Each layer alone at 10–90% sparsity and int8…int2: weight SQNR, no data needed, seconds for any model; measured sensitivity refines it",
             };
             if ui.button(format!("Run: {}", kind.label())).on_hover_text(tip).clicked() {
-                actions.push(CurvesAction::Start(kind));
+                actions.push(Command::StartSweep(kind));
             }
         }
     });
@@ -674,14 +661,14 @@ pub fn ui(
             .on_hover_text("Every measured point with its recipe, as JSON (.json) or CSV (.csv), as `slimscope sweep -o` writes them")
             .clicked()
         {
-            actions.push(CurvesAction::SaveResultsDialog);
+            actions.push(Command::SaveResultsDialog);
         }
         if ui
             .add_enabled(any && curves.view == CurvesView::Plots, egui::Button::new("Save plots as PNG…"))
             .on_hover_text("The three plots as they are on screen")
             .clicked()
         {
-            actions.push(CurvesAction::SavePlotsDialog);
+            actions.push(Command::SavePlotsDialog);
         }
     });
     ui.horizontal(|ui| {
@@ -709,7 +696,7 @@ fn plots_ui(
     snap: &Snapshot,
     current: Option<&Evaluation>,
     recovered: &[RecoveredMarker],
-    actions: &mut Vec<CurvesAction>,
+    actions: &mut Vec<Command>,
 ) {
     let measured = snap.measured || !recovered.is_empty();
     ui.label(format!(
@@ -806,7 +793,7 @@ fn plots_ui(
         language_plots_ui(ui, snap, height);
     }
     if let Some(i) = chosen {
-        actions.push(CurvesAction::Use(snap.results[i].point.config.clone()));
+        actions.push(Command::UseConfig(snap.results[i].point.config.clone()));
     }
     sensitive_layers_line(ui, snap);
 }
@@ -928,12 +915,7 @@ fn cell_look(cell: &HeatCell) -> (String, egui::Color32) {
 }
 
 /// The layers view: the heatmap, then the allocation slider and its measured results.
-fn layers_ui(
-    ui: &mut egui::Ui,
-    curves: &mut Curves,
-    snap: &Snapshot,
-    actions: &mut Vec<CurvesAction>,
-) {
+fn layers_ui(ui: &mut egui::Ui, curves: &mut Curves, snap: &Snapshot, actions: &mut Vec<Command>) {
     let map = &snap.heatmap;
     if map.is_empty() {
         ui.label("Run the layer fidelity heatmap (seconds, no data needed) or the layer sensitivity sweep to fill this view.");
@@ -1026,7 +1008,7 @@ fn allocation_ui(
     ui: &mut egui::Ui,
     curves: &mut Curves,
     snap: &Snapshot,
-    actions: &mut Vec<CurvesAction>,
+    actions: &mut Vec<Command>,
 ) {
     let ranking = &snap.all_ranking;
     if ranking.is_empty() {
@@ -1048,7 +1030,7 @@ fn allocation_ui(
                 if measured { "measured" } else { "weight-SQNR (proxy)" }
             ));
         if slider.changed() {
-            actions.push(CurvesAction::Allocate(curves.target_pct / 100.0));
+            actions.push(Command::Allocate(curves.target_pct / 100.0));
         }
     });
     let target = curves.target_pct / 100.0;
@@ -1100,7 +1082,7 @@ fn allocation_ui(
                 )
                 .clicked()
             {
-                actions.push(CurvesAction::Use(r.point.config.clone()));
+                actions.push(Command::UseConfig(r.point.config.clone()));
             }
             ui.end_row();
         }

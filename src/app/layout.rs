@@ -143,19 +143,18 @@ impl SlimApp {
         });
         ui.separator();
         match self.tab {
-            Tab::Compare => self.compare_tab_ui(ui),
-            Tab::Training => self.training_tab_ui(ui),
-            Tab::Curves => self.curves_tab_ui(ui),
+            Tab::Compare => self.compare_tab_ui(ui, commands),
+            Tab::Training => self.training_tab_ui(ui, commands),
+            Tab::Curves => self.curves_tab_ui(ui, commands),
             Tab::Histogram => self.histogram_tab_ui(ui),
         }
     }
 
-    pub(super) fn compare_tab_ui(&mut self, ui: &mut egui::Ui) {
+    pub(super) fn compare_tab_ui(&mut self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
         let bins = self.settings.bins;
         let Some(doc) = &mut self.doc else {
             return;
         };
-        let mut actions = Vec::new();
         let current = doc
             .evaluation
             .clone()
@@ -167,30 +166,20 @@ impl SlimApp {
             .iter()
             .map(|t| t.name.as_str())
             .collect();
-        compare::ui(ui, &mut doc.compare, current.as_ref(), &names, &mut actions);
-        for a in actions {
-            match a {
-                compare::CompareAction::Use(config) => doc.config = config,
-            }
-        }
+        compare::ui(ui, &mut doc.compare, current.as_ref(), &names, commands);
     }
 
-    pub(super) fn training_tab_ui(&mut self, ui: &mut egui::Ui) {
-        let mut actions = Vec::new();
+    pub(super) fn training_tab_ui(&mut self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
         let blocker = self.training_blocker();
         let config = self.config().clone();
         egui::ScrollArea::vertical()
             .id_salt("training")
             .show(ui, |ui| {
-                training::ui(ui, &mut self.training, &config, blocker, &mut actions);
+                training::ui(ui, &mut self.training, &config, blocker, commands);
             });
-        for a in actions {
-            self.training_action(a);
-        }
     }
 
-    pub(super) fn curves_tab_ui(&mut self, ui: &mut egui::Ui) {
-        let mut actions = Vec::new();
+    pub(super) fn curves_tab_ui(&mut self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
         let baseline = self.attached().map(|a| a.baseline.quality());
         let has_data = self.attached().is_some();
         let evaluation = self.evaluation().cloned();
@@ -206,34 +195,11 @@ impl SlimApp {
                         evaluation.as_deref(),
                         baseline,
                         &recovered,
-                        &mut actions,
+                        commands,
                     );
                 });
         } else {
             ui.label("Sweeps are unavailable: no worker threads could be started.");
-        }
-        for a in actions {
-            match a {
-                curves::CurvesAction::Start(kind) => self.start_sweep(kind),
-                curves::CurvesAction::Allocate(target) => self.start_allocation(target),
-                curves::CurvesAction::Use(config) => {
-                    if let Some(doc) = &mut self.doc {
-                        doc.config = config;
-                    }
-                }
-                curves::CurvesAction::SaveResultsDialog => self.answer_dialog(
-                    "Save the sweep results",
-                    Some("sweep.json".into()),
-                    &[("JSON", &["json"]), ("CSV", &["csv"])],
-                    Command::SaveResults,
-                ),
-                curves::CurvesAction::SavePlotsDialog => self.answer_dialog(
-                    "Save the plots as PNG",
-                    Some("curves.png".into()),
-                    &[("PNG image", &["png"])],
-                    Command::SavePlots,
-                ),
-            }
         }
     }
 

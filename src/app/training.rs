@@ -11,7 +11,7 @@ use std::sync::Arc;
 use egui_plot::{Legend, Line, Plot, PlotPoints};
 
 use super::compress::Config;
-use super::{file_name, group_digits, human_bytes};
+use super::{Command, file_name, group_digits, human_bytes};
 use crate::error::{Error, Result};
 use crate::eval::evaluator::Evaluator;
 use crate::jobs::{JobEvent, JobHandle, Pool, Progress};
@@ -50,19 +50,6 @@ pub struct Training {
     pub distilled: Option<Distilled>,
     /// The last run's failure or cancellation, in words.
     pub status: Option<String>,
-}
-
-/// What the tab asks the app to do.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TrainingAction {
-    Recover,
-    Distill,
-    ChooseStudentDialog,
-    Cancel,
-    /// Ask where to save the newest recovered model, then write it.
-    SaveRecoveredDialog,
-    /// Ask where to save the distilled student, then write it.
-    SaveStudentDialog,
 }
 
 impl Training {
@@ -300,7 +287,7 @@ pub fn ui(
     training: &mut Training,
     config: &Config,
     can_train: Option<&str>,
-    actions: &mut Vec<TrainingAction>,
+    actions: &mut Vec<Command>,
 ) {
     ui.label(format!(
         "Training runs on {:.0}% of the attached data; the figures below are measured on the other {:.0}% (held out).",
@@ -338,7 +325,7 @@ pub fn ui(
         .on_hover_text("Fine-tune with the pruning masks fixed and the quantization simulated, then re-apply the configuration: the result is exactly in its formats")
         .clicked()
     {
-        actions.push(TrainingAction::Recover);
+        actions.push(Command::Recover);
     }
     progress_ui(ui, training, actions);
     if let Some(r) = training.recoveries.last() {
@@ -352,7 +339,7 @@ pub fn ui(
             .on_hover_text("An architecture spec (TOML) for the student; layers it creates give `out` (and `kernel` for convolutions)")
             .clicked()
         {
-            actions.push(TrainingAction::ChooseStudentDialog);
+            actions.push(Command::ChooseStudentDialog);
         }
         ui.label(
             training
@@ -396,7 +383,7 @@ pub fn ui(
         .on_hover_text("Train the student from the open model's soft targets, and the same student from labels alone, to measure what the teacher adds")
         .clicked()
     {
-        actions.push(TrainingAction::Distill);
+        actions.push(Command::Distill);
     }
     if let Some(d) = &training.distilled {
         distilled_ui(ui, d, actions);
@@ -410,7 +397,7 @@ fn config_words(config: &Config) -> String {
     config.summary()
 }
 
-fn progress_ui(ui: &mut egui::Ui, training: &Training, actions: &mut Vec<TrainingAction>) {
+fn progress_ui(ui: &mut egui::Ui, training: &Training, actions: &mut Vec<Command>) {
     if let Some(r) = &training.running {
         ui.horizontal(|ui| {
             let fraction = if r.steps == 0 {
@@ -428,7 +415,7 @@ fn progress_ui(ui: &mut egui::Ui, training: &Training, actions: &mut Vec<Trainin
                 .on_hover_text("Stop training; nothing is kept")
                 .clicked()
             {
-                actions.push(TrainingAction::Cancel);
+                actions.push(Command::CancelTraining);
             }
         });
         if !r.epochs.is_empty() {
@@ -468,7 +455,7 @@ fn progress_ui(ui: &mut egui::Ui, training: &Training, actions: &mut Vec<Trainin
     }
 }
 
-fn recovery_ui(ui: &mut egui::Ui, r: &Recovery, actions: &mut Vec<TrainingAction>) {
+fn recovery_ui(ui: &mut egui::Ui, r: &Recovery, actions: &mut Vec<Command>) {
     ui.label(format!("Recovered: {}", config_words(&r.config)));
     egui::Grid::new("recovery")
         .striped(true)
@@ -504,11 +491,11 @@ fn recovery_ui(ui: &mut egui::Ui, r: &Recovery, actions: &mut Vec<TrainingAction
         .on_hover_text("Write the recovered model (.safetensors or .gguf) and its recipe")
         .clicked()
     {
-        actions.push(TrainingAction::SaveRecoveredDialog);
+        actions.push(Command::SaveRecoveredDialog);
     }
 }
 
-fn distilled_ui(ui: &mut egui::Ui, d: &Distilled, actions: &mut Vec<TrainingAction>) {
+fn distilled_ui(ui: &mut egui::Ui, d: &Distilled, actions: &mut Vec<Command>) {
     egui::Grid::new("distilled")
         .striped(true)
         .num_columns(5)
@@ -537,6 +524,6 @@ fn distilled_ui(ui: &mut egui::Ui, d: &Distilled, actions: &mut Vec<TrainingActi
         .on_hover_text("Write the distilled student's weights (.safetensors)")
         .clicked()
     {
-        actions.push(TrainingAction::SaveStudentDialog);
+        actions.push(Command::SaveStudentDialog);
     }
 }
