@@ -106,28 +106,7 @@ impl SlimApp {
     pub fn apply(&mut self, command: Command) {
         match command {
             Command::OpenModel(path) => self.open(path),
-            Command::OpenDialog => self.answer_dialog(
-                "Open a model",
-                None,
-                &[
-                    (
-                        "models",
-                        &[
-                            "safetensors",
-                            "gguf",
-                            "pth",
-                            "pt",
-                            "bin",
-                            "npz",
-                            "npy",
-                            "onnx",
-                            "json",
-                        ],
-                    ),
-                    ("all files", &["*"]),
-                ],
-                Command::OpenModel,
-            ),
+            Command::OpenDialog => self.open_dialog(),
             Command::CancelLoading => self.loading = None,
             Command::SelectTensor(i) => {
                 if let Some(doc) = &mut self.doc {
@@ -210,6 +189,32 @@ impl SlimApp {
                 |path| classify_drop(path, true),
             ),
         }
+    }
+
+    /// Ask which model to open.
+    fn open_dialog(&mut self) {
+        self.answer_dialog(
+            "Open a model",
+            None,
+            &[
+                (
+                    "models",
+                    &[
+                        "safetensors",
+                        "gguf",
+                        "pth",
+                        "pt",
+                        "bin",
+                        "npz",
+                        "npy",
+                        "onnx",
+                        "json",
+                    ],
+                ),
+                ("all files", &["*"]),
+            ],
+            Command::OpenModel,
+        );
     }
 
     /// Ask where to export, offering the open model's own container first.

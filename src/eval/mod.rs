@@ -234,7 +234,8 @@ impl WeightSource for ModelWeights<'_> {
 
 /// How a model's weights become a forward pass.
 pub enum Network {
-    /// A sequential network described by an architecture spec (given or proposed).
+    /// A sequential network described by an architecture spec (given or proposed;
+    /// [`Network::resolve`] checks it against the weights once).
     Sequential(arch::ArchSpec),
     /// The model's own ONNX graph.
     Onnx(onnx::OnnxGraph),
@@ -300,13 +301,18 @@ impl Network {
             let graph = onnx::OnnxGraph::load(model, &data.sample_shape)?;
             return Ok((Network::Onnx(graph), Vec::new()));
         }
-        Ok(match arch {
-            Some(p) => (Network::Sequential(arch::ArchSpec::load(p)?), Vec::new()),
+        let (spec, notes) = match arch {
+            Some(p) => (arch::ArchSpec::load(p)?, Vec::new()),
             None => {
                 let p = arch::propose(model, data.sample_len())?;
-                (Network::Sequential(p.spec), p.notes)
+                (p.spec, p.notes)
             }
-        })
+        };
+        // Checked against the weights once, here: compression keeps every tensor's
+        // shape, so each variant measured later fits too. Candle names the layer of
+        // any mismatch.
+        build_runner(model, &spec, &[])?;
+        Ok((Network::Sequential(spec), notes))
     }
 
     /// A runner with `model`'s weights, compressed ones from `applied` in their place.
@@ -316,10 +322,9 @@ impl Network {
         applied: &[(usize, AppliedTensor)],
     ) -> Result<Box<dyn Runner>> {
         Ok(match self {
+            // Checked against the weights when resolved; tract runs it (see
+            // `OnnxGraph::from_spec`).
             Network::Sequential(spec) => {
-                // Candle checks the spec against the weights, naming the layer of any
-                // mismatch; tract runs it (see `OnnxGraph::from_spec`).
-                build_runner(model, spec, applied)?;
                 sequential_runner(spec, &ModelWeights::new(model, applied), &model.path)?
             }
             Network::Onnx(graph) => Box::new(graph.runner(applied)?),
