@@ -69,6 +69,9 @@ pub enum Error {
     /// The system would not start worker threads.
     #[error("could not start {0}")]
     NoWorker(String),
+    /// A tensor an architecture, recipe or caller names that the model does not have.
+    #[error("{}: no tensor named `{name}`", path.display())]
+    MissingTensor { path: PathBuf, name: String },
     /// A data set (labelled samples, a text, sentence pairs) that cannot be used.
     #[error("{}: {problem}", path.display())]
     Data { path: PathBuf, problem: String },

@@ -127,11 +127,13 @@ pub fn text_dataset(model: &Model, path: &Path) -> Result<Dataset> {
     })?;
     let ids = encode(model, &tokenizer(model)?, &text)?;
     if ids.len() < 2 {
-        return Err(Error::InvalidSetting(format!(
-            "{}: the text has {} token(s); at least 2 are needed to predict one",
-            path.display(),
-            ids.len()
-        )));
+        return Err(Error::Data {
+            path: path.to_owned(),
+            problem: format!(
+                "the text has {} token(s); at least 2 are needed to predict one",
+                ids.len()
+            ),
+        });
     }
     let window = WINDOW.min(ids.len());
     let windows = (ids.len() / window).min(MAX_TOKENS / window).max(1);

@@ -64,8 +64,9 @@ pub fn load_sentences(path: &Path) -> Result<SentenceSet> {
         if line.trim().is_empty() || line.starts_with('#') {
             continue;
         }
-        let bad = |what: String| {
-            Error::InvalidSetting(format!("{}: line {}: {what}", path.display(), n + 1))
+        let bad = |what: String| Error::Data {
+            path: path.to_owned(),
+            problem: format!("line {}: {what}", n + 1),
         };
         match line
             .split('\t')
@@ -97,10 +98,10 @@ pub fn load_sentences(path: &Path) -> Result<SentenceSet> {
         }
     }
     if set.sentences.len() < 2 {
-        return Err(Error::InvalidSetting(format!(
-            "{}: at least two sentences are needed",
-            path.display()
-        )));
+        return Err(Error::Data {
+            path: path.to_owned(),
+            problem: "at least two sentences are needed".into(),
+        });
     }
     Ok(set)
 }
@@ -214,7 +215,10 @@ impl SentenceEncoder {
         let encodings = self
             .tokenizer
             .encode_batch(sentences.to_vec(), true)
-            .map_err(|e| Error::InvalidSetting(format!("cannot tokenize: {e}")))?;
+            .map_err(|e| Error::Engine {
+                context: "cannot tokenize".into(),
+                cause: e.to_string(),
+            })?;
         Ok(encodings
             .iter()
             .map(|e| (e.get_ids().to_vec(), e.get_attention_mask().to_vec()))
@@ -229,8 +233,9 @@ impl SentenceEncoder {
         applied: &[(usize, AppliedTensor)],
         sentences: &[String],
     ) -> Result<Vec<Vec<f32>>> {
-        let fail = |e: candle_core::Error| {
-            Error::InvalidSetting(format!("{}: BERT: {e}", model.path.display()))
+        let fail = |e: candle_core::Error| Error::Engine {
+            context: format!("{}: BERT", model.path.display()),
+            cause: e.to_string(),
         };
         let weights = ModelWeights::new(model, applied);
         let mut tensors = HashMap::new();

@@ -92,29 +92,27 @@ impl Metrics {
 
 /// Check that `data` fits `runner` before anything runs: feature count and labels.
 pub fn check_fit(runner: &dyn Runner, data: &Dataset) -> Result<()> {
+    let unfit = |problem: String| Error::Data {
+        path: data.source.clone(),
+        problem,
+    };
     if data.is_empty() {
-        return Err(Error::InvalidSetting(format!(
-            "{}: holds no samples to measure on",
-            data.source.display()
-        )));
+        return Err(unfit("holds no samples to measure on".into()));
     }
     let input = runner.input_shape();
     // Flat rows feed any input (and any sample feeds a flat input) in row-major
     // order; two shaped layouts must agree, or a [1, 14, 56] image would be
     // silently read as a [1, 28, 28] one.
     if data.sample_shape.len() > 1 && input.len() > 1 && data.sample_shape != input {
-        return Err(Error::InvalidSetting(format!(
-            "{}: samples have shape {:?} but the model takes {:?}",
-            data.source.display(),
-            data.sample_shape,
-            input
+        return Err(unfit(format!(
+            "samples have shape {:?} but the model takes {:?}",
+            data.sample_shape, input
         )));
     }
     let want: usize = input.iter().product();
     if data.sample_len() != want {
-        return Err(Error::InvalidSetting(format!(
-            "{}: samples have {} values ({:?}) but the model takes {want} ({:?})",
-            data.source.display(),
+        return Err(unfit(format!(
+            "samples have {} values ({:?}) but the model takes {want} ({:?})",
             data.sample_len(),
             data.sample_shape,
             runner.input_shape()
@@ -126,9 +124,8 @@ pub fn check_fit(runner: &dyn Runner, data: &Dataset) -> Result<()> {
         .enumerate()
         .find(|&(_, &l)| l as usize >= runner.classes())
     {
-        return Err(Error::InvalidSetting(format!(
-            "{}: sample {i} has label {l}, but the model has {} classes (0–{})",
-            data.source.display(),
+        return Err(unfit(format!(
+            "sample {i} has label {l}, but the model has {} classes (0–{})",
             runner.classes(),
             runner.classes().saturating_sub(1)
         )));
@@ -217,12 +214,13 @@ impl WeightSource for ModelWeights<'_> {
                 t.shape.iter().map(|&d| d as usize).collect(),
             ));
         }
-        let i = self.model.tensor_index(name).ok_or_else(|| {
-            Error::InvalidSetting(format!(
-                "{}: no tensor named `{name}`",
-                self.model.path.display()
-            ))
-        })?;
+        let i = self
+            .model
+            .tensor_index(name)
+            .ok_or_else(|| Error::MissingTensor {
+                path: self.model.path.clone(),
+                name: name.to_owned(),
+            })?;
         let shape = self.model.tensors[i]
             .shape
             .iter()

@@ -315,9 +315,12 @@ impl Model {
     ) -> Result<Model> {
         let (mut tensors, mut data) = (self.tensors.clone(), self.data.clone());
         for (name, v) in values {
-            let i = self.tensor_index(name).ok_or_else(|| {
-                Error::InvalidSetting(format!("{}: no tensor named `{name}`", self.path.display()))
-            })?;
+            let i = self
+                .tensor_index(name)
+                .ok_or_else(|| Error::MissingTensor {
+                    path: self.path.clone(),
+                    name: name.clone(),
+                })?;
             let shape: Vec<usize> = tensors[i].shape.iter().map(|&d| d as usize).collect();
             if v.len() as u64 != tensors[i].numel {
                 return Err(Error::InvalidSetting(format!(
