@@ -273,9 +273,6 @@ impl SlimApp {
         }
         self.training.poll();
         self.take_screenshot();
-        if let Some(JobEvent::Finished(Some(command))) = take_end(&mut self.dialog, |d| d) {
-            self.apply(command);
-        }
         for slot in [&mut self.saving, &mut self.export] {
             match take_end(slot, |j| j) {
                 Some(JobEvent::Finished(message)) => self.notice = Some(message),
@@ -296,6 +293,11 @@ impl SlimApp {
         }
         if let Some(error) = self.doc.as_mut().and_then(Document::poll) {
             self.error = Some(error);
+        }
+        // After the model that finished loading is shown: a dialog's answer (attach
+        // this, export there) is for the model on screen.
+        if let Some(JobEvent::Finished(Some(command))) = take_end(&mut self.dialog, |d| d) {
+            self.apply(command);
         }
         self.schedule_evaluation();
     }

@@ -143,9 +143,12 @@ fn touched_tensors(model: &Model, plans: &[TensorPlan]) -> Result<Vec<usize>> {
     for (i, plan) in plans.iter().enumerate() {
         let changes = matches!(&plan.prune, Some((p, _)) if *p != PruneSpec::None)
             || matches!(&plan.quant, Some(q) if *q != QuantSpec::None);
-        let info = &model.tensors[i];
-        if !changes || !info.dtype.is_float() {
+        if !changes {
             continue;
+        }
+        let info = &model.tensors[i];
+        if !info.dtype.is_float() {
+            continue; // integer ids, masks, shapes: never weights to compress
         }
         if !info.dtype.can_decode() {
             return Err(bad(

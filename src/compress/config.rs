@@ -96,8 +96,8 @@ const GGUF_CHOICES: [GgmlQuant; 10] = [
 ];
 
 impl Format {
-    /// Every format, most bits first (int ones with per-channel scales): what the
-    /// app offers and the tests cover.
+    /// Every format, in the order the app offers them (int ones with per-channel
+    /// scales): as stored, int8 to int2, the floats, then GGUF types by bits.
     pub fn choices() -> Vec<Format> {
         let mut all = vec![Format::Keep];
         all.extend((2..=8).rev().map(|bits| Format::Int {
@@ -310,6 +310,16 @@ impl Config {
     /// The recipe this configuration stands for, checked as a parsed one is; `origin`
     /// names it in error messages (`(app settings)`, `(sweep)`).
     pub fn to_recipe(&self, origin: &Path) -> Result<Recipe, RecipeError> {
+        // The recipe text of a non-finite level does not parse either.
+        let levels = std::iter::once(self.sparsity_pct)
+            .chain(self.overrides.values().map(|o| o.sparsity_pct));
+        if let Some(v) = levels.into_iter().find(|v| !v.is_finite()) {
+            return Err(RecipeError {
+                path: origin.to_owned(),
+                line: None,
+                message: format!("sparsity must be a finite number, got {v}"),
+            });
+        }
         let mut rules = vec![Rule::glob(
             "*",
             prune_spec(self.method, self.sparsity_pct, self.global_scope),
@@ -468,6 +478,13 @@ mod tests {
             text.message.contains("bits must be between 2 and 8"),
             "{text}"
         );
+        // A NaN level (a damaged settings file) is refused both ways too.
+        let c = Config {
+            sparsity_pct: f64::NAN,
+            ..Config::default()
+        };
+        assert!(c.to_recipe(origin).is_err());
+        assert!(Recipe::parse(&c.recipe_text(None), origin).is_err());
     }
 
     #[test]

@@ -147,7 +147,8 @@ impl TryFrom<f64> for Fraction {
     type Error = String;
     fn try_from(v: f64) -> Result<Self, String> {
         if (0.0..=1.0).contains(&v) {
-            Ok(Fraction(v))
+            // -0.0 is 0.0: one cache entry and one "0%" for both.
+            Ok(Fraction(v + 0.0))
         } else {
             Err(format!("sparsity must be between 0 and 1, got {v}"))
         }

@@ -40,6 +40,10 @@ pub struct Evaluator {
     /// Metrics by the changed tensors' names and values (see [`changed_key`]).
     results: Mutex<HashMap<u64, Metrics>>,
     prefixes: Mutex<HashMap<usize, Prefix>>,
+    /// A sequential spec's input shape at every layer, inferred (and the spec checked
+    /// against the weights) at the first measurement: compression keeps every
+    /// tensor's shape, so later variants need neither again.
+    layer_inputs: Mutex<Option<Vec<Vec<usize>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -82,7 +86,23 @@ impl Evaluator {
             data,
             results: Mutex::new(HashMap::new()),
             prefixes: Mutex::new(HashMap::new()),
+            layer_inputs: Mutex::new(None),
         }
+    }
+
+    /// The input shape of every layer of `spec` on `model`'s weights (see
+    /// `layer_inputs`); candle builds the network once to check it and name the
+    /// layer of any mismatch.
+    fn layer_inputs(&self, model: &Model, spec: &ArchSpec) -> Result<Vec<Vec<usize>>> {
+        if let Some(shapes) = lock(&self.layer_inputs).as_ref() {
+            return Ok(shapes.clone());
+        }
+        let checked = build_runner(model, spec, &[])?;
+        let shapes: Vec<Vec<usize>> = (0..spec.layers.len())
+            .map_while(|n| checked.layer_input(n).map(<[usize]>::to_vec))
+            .collect();
+        *lock(&self.layer_inputs) = Some(shapes.clone());
+        Ok(shapes)
     }
 
     pub fn network(&self) -> &Network {
@@ -124,9 +144,7 @@ impl Evaluator {
         }
         let metrics = match self.network.as_ref() {
             Network::Sequential(spec) => {
-                // Candle checks the spec against the weights, naming the layer of any
-                // mismatch, and knows every layer's input shape.
-                let checked = build_runner(model, spec, applied)?;
+                let layer_inputs = self.layer_inputs(model, spec)?;
                 let cut = spec
                     .layers
                     .iter()
@@ -137,7 +155,7 @@ impl Evaluator {
                     })
                     .unwrap_or(spec.layers.len());
                 let weights = ModelWeights::new(model, applied);
-                let prefix = match (cut, checked.layer_input(cut)) {
+                let prefix = match (cut, layer_inputs.get(cut)) {
                     (1.., Some(shape)) => {
                         self.prefix(model, spec, cut, shape, batch, &mut progress)?
                     }

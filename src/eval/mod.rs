@@ -232,8 +232,7 @@ impl WeightSource for ModelWeights<'_> {
 
 /// How a model's weights become a forward pass.
 pub enum Network {
-    /// A sequential network described by an architecture spec (given or proposed;
-    /// [`Network::resolve`] checks it against the weights once).
+    /// A sequential network described by an architecture spec (given or proposed).
     Sequential(arch::ArchSpec),
     /// The model's own ONNX graph.
     Onnx(onnx::OnnxGraph),
@@ -306,10 +305,6 @@ impl Network {
                 (p.spec, p.notes)
             }
         };
-        // Checked against the weights once, here: compression keeps every tensor's
-        // shape, so each variant measured later fits too. Candle names the layer of
-        // any mismatch.
-        build_runner(model, &spec, &[])?;
         Ok((Network::Sequential(spec), notes))
     }
 
@@ -320,9 +315,10 @@ impl Network {
         applied: &[(usize, AppliedTensor)],
     ) -> Result<Box<dyn Runner>> {
         Ok(match self {
-            // Checked against the weights when resolved; tract runs it (see
-            // `OnnxGraph::from_spec`).
             Network::Sequential(spec) => {
+                // Candle checks the spec against the weights, naming the layer of any
+                // mismatch; tract runs it (see `OnnxGraph::from_spec`).
+                build_runner(model, spec, applied)?;
                 sequential_runner(spec, &ModelWeights::new(model, applied), &model.path)?
             }
             Network::Onnx(graph) => Box::new(graph.runner(applied)?),
