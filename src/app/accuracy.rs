@@ -4,7 +4,7 @@
 use super::compress::Evaluation;
 use super::{Command, file_name, group_digits};
 pub use crate::eval::attach::Attached;
-use crate::eval::{Metrics, Network};
+use crate::eval::{Metrics, Network, TaskFigures};
 
 fn percent(v: f64) -> String {
     format!("{:.2}%", 100.0 * v)
@@ -91,7 +91,7 @@ fn data_row(ui: &mut egui::Ui, a: &Attached) {
             "{}\nTab-separated: sentence, sentence, similarity score; drop another such file to use it",
             a.data_path.display()
         ));
-    } else if a.baseline.language.is_some() {
+    } else if matches!(a.baseline.task(), TaskFigures::Language(_)) {
         ui.label(format!(
             "{} · {} windows of {} tokens",
             file_name(&a.data_path),
@@ -141,8 +141,8 @@ fn network_row(ui: &mut egui::Ui, a: &Attached) {
 /// The model as stored, on the data.
 fn original_row(ui: &mut egui::Ui, a: &Attached) {
     ui.label("Original").on_hover_text("The model as stored");
-    match (a.baseline.language, a.baseline.embedding) {
-        (_, Some(e)) => ui
+    match a.baseline.task() {
+        TaskFigures::Embedding(e) => ui
             .label(format!(
                 "Spearman {} with the pair scores",
                 e.spearman.map_or("–".into(), |s| format!("{s:.4}"))
@@ -150,7 +150,7 @@ fn original_row(ui: &mut egui::Ui, a: &Attached) {
             .on_hover_text(
                 "Rank correlation of the embeddings' cosine similarities with the hand scores",
             ),
-        (Some(l), _) => ui
+        TaskFigures::Language(l) => ui
             .label(format!(
                 "perplexity {:.2} · next-token top-1 {}",
                 l.perplexity,
@@ -160,7 +160,7 @@ fn original_row(ui: &mut egui::Ui, a: &Attached) {
                 "exp(mean loss) over {} tokens; {:.1} tokens/s",
                 a.baseline.samples, a.baseline.samples_per_second
             )),
-        (None, None) => ui.label(format!(
+        TaskFigures::Classification => ui.label(format!(
             "top-1 {} · loss {:.4}",
             percent(a.baseline.top1),
             a.baseline.loss
@@ -181,12 +181,8 @@ fn compressed_row(
         .map(|(_, m)| m);
     ui.label("Compressed")
         .on_hover_text("The current configuration, measured on the same data");
-    match current {
-        Some(Metrics {
-            embedding: Some(e),
-            top1,
-            ..
-        }) => {
+    match current.map(|m| (m, m.task())) {
+        Some((Metrics { top1, .. }, TaskFigures::Embedding(e))) => {
             ui.label(format!(
                 "mean cosine {:.5} (least {:.4}) · Spearman {} · nearest neighbour kept {}",
                 e.mean_cosine,
@@ -199,9 +195,7 @@ fn compressed_row(
                 e.mean_similarity_change, e.max_similarity_change
             ));
         }
-        Some(Metrics {
-            language: Some(l), ..
-        }) => {
+        Some((_, TaskFigures::Language(l))) => {
             ui.label(format!(
                 "perplexity {:.2} · KL {:.4} nats/token · top-1 agreement {}",
                 l.perplexity,
@@ -213,7 +207,7 @@ fn compressed_row(
                  agreement: share of tokens whose most likely successor is unchanged",
             );
         }
-        Some(m) => {
+        Some((m, TaskFigures::Classification)) => {
             let delta = 100.0 * (m.top1 - a.baseline.top1);
             ui.label(format!(
                 "top-1 {} ({delta:+.2} pts) · loss {:.4}",

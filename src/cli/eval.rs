@@ -14,7 +14,7 @@ use crate::compress::recipe::Recipe;
 use crate::eval::causal_lm::{self, is_causal_lm};
 use crate::eval::embeddings::is_sentence_encoder;
 use crate::eval::evaluator::Evaluator;
-use crate::eval::{DEFAULT_BATCH, Metrics, Network, load_data};
+use crate::eval::{DEFAULT_BATCH, Metrics, Network, TaskFigures, load_data};
 use crate::model::Model;
 
 #[derive(Debug, Args)]
@@ -139,45 +139,49 @@ fn print_header(
     data_path: &std::path::Path,
     window: usize,
 ) -> std::io::Result<()> {
-    if base.embedding.is_some() {
-        writeln!(
-            out,
-            "{} sentences of {} (against the original's embeddings; Spearman against the pair scores)",
-            base.samples,
-            data_path.display()
-        )?;
-        writeln!(
-            out,
-            "{:<12} {:>10} {:>10} {:>12} {:>9} {:>11}",
-            "model", "mean cos", "min cos", "mean |Δsim|", "Spearman", "neighbours"
-        )?;
-    } else if base.language.is_some() {
-        writeln!(
-            out,
-            "{} tokens of {} in windows of {} (next-token figures; KL and agreement against the original)",
-            base.samples,
-            data_path.display(),
-            window
-        )?;
-        writeln!(
-            out,
-            "{:<12} {:>11} {:>9} {:>9} {:>11} {:>10} {:>8} {:>9}",
-            "model", "perplexity", "loss", "top-1", "KL mean", "KL max", "agree", "tokens/s"
-        )?;
-    } else {
-        writeln!(
-            out,
-            "{:<12} {:>8} {:>8} {:>9} {:>9} {:>11}",
-            "model", "top-1", "top-5", "loss", "samples", "samples/s"
-        )?;
+    match base.task() {
+        TaskFigures::Embedding(_) => {
+            writeln!(
+                out,
+                "{} sentences of {} (against the original's embeddings; Spearman against the pair scores)",
+                base.samples,
+                data_path.display()
+            )?;
+            writeln!(
+                out,
+                "{:<12} {:>10} {:>10} {:>12} {:>9} {:>11}",
+                "model", "mean cos", "min cos", "mean |Δsim|", "Spearman", "neighbours"
+            )?;
+        }
+        TaskFigures::Language(_) => {
+            writeln!(
+                out,
+                "{} tokens of {} in windows of {} (next-token figures; KL and agreement against the original)",
+                base.samples,
+                data_path.display(),
+                window
+            )?;
+            writeln!(
+                out,
+                "{:<12} {:>11} {:>9} {:>9} {:>11} {:>10} {:>8} {:>9}",
+                "model", "perplexity", "loss", "top-1", "KL mean", "KL max", "agree", "tokens/s"
+            )?;
+        }
+        TaskFigures::Classification => {
+            writeln!(
+                out,
+                "{:<12} {:>8} {:>8} {:>9} {:>9} {:>11}",
+                "model", "top-1", "top-5", "loss", "samples", "samples/s"
+            )?;
+        }
     }
     Ok(())
 }
 
 /// One model's figures, in the columns [`print_header`] named.
 fn print_row(out: &mut impl Write, name: &str, m: &Metrics) -> std::io::Result<()> {
-    match (m.language, m.embedding) {
-        (_, Some(e)) => writeln!(
+    match m.task() {
+        TaskFigures::Embedding(e) => writeln!(
             out,
             "{name:<12} {:>10.5} {:>10.5} {:>12.5} {:>9} {:>10.2}%",
             e.mean_cosine,
@@ -186,7 +190,7 @@ fn print_row(out: &mut impl Write, name: &str, m: &Metrics) -> std::io::Result<(
             e.spearman.map_or("–".into(), |s| format!("{s:.4}")),
             100.0 * m.top1
         ),
-        (Some(l), _) => writeln!(
+        TaskFigures::Language(l) => writeln!(
             out,
             "{name:<12} {:>11.3} {:>9.4} {:>8.2}% {:>11.5} {:>10.4} {:>7.2}% {:>9.1}",
             l.perplexity,
@@ -197,7 +201,7 @@ fn print_row(out: &mut impl Write, name: &str, m: &Metrics) -> std::io::Result<(
             100.0 * l.top1_agreement,
             m.samples_per_second
         ),
-        (None, None) => writeln!(
+        TaskFigures::Classification => writeln!(
             out,
             "{name:<12} {:>7.2}% {:>8} {:>9.4} {:>9} {:>11.0}",
             100.0 * m.top1,

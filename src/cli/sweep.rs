@@ -13,8 +13,8 @@ use clap::Args;
 use crate::compress::apply::TensorCache;
 use crate::compress::config::{Format, IntGranularity};
 use crate::dtype::GgmlQuant;
-use crate::eval::Network;
 use crate::eval::evaluator::Evaluator;
+use crate::eval::{Network, TaskFigures};
 use crate::jobs::{JobEvent, Pool};
 use crate::model::Model;
 use crate::sweep::analysis::{
@@ -327,15 +327,15 @@ fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
 /// What the points are measured against.
 fn print_baseline(out: &mut impl Write, report: &Report) -> anyhow::Result<()> {
     if let Some(b) = report.baseline {
-        match (b.language, b.embedding) {
-            (_, Some(e)) => writeln!(
+        match b.task() {
+            TaskFigures::Embedding(e) => writeln!(
                 out,
                 "baseline: {} sentences · Spearman {} with the pair scores; \
                  quality is the mean cosine to the original's embeddings",
                 b.samples,
                 e.spearman.map_or("–".into(), |s| format!("{s:.4}"))
             )?,
-            (Some(l), _) => writeln!(
+            TaskFigures::Language(l) => writeln!(
                 out,
                 "baseline: perplexity {:.3} · next-token top-1 {:.2}% · {} tokens; \
                  quality is top-1 agreement with the original's next tokens",
@@ -343,7 +343,7 @@ fn print_baseline(out: &mut impl Write, report: &Report) -> anyhow::Result<()> {
                 100.0 * b.top1,
                 b.samples
             )?,
-            (None, None) => writeln!(
+            TaskFigures::Classification => writeln!(
                 out,
                 "baseline: top-1 {:.2}% · loss {:.4} · {} samples",
                 100.0 * b.top1,

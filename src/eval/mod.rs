@@ -66,26 +66,47 @@ pub struct Metrics {
     pub embedding: Option<embeddings::EmbeddingMetrics>,
 }
 
+/// Which task a measurement is of, with that task's own figures: what every front
+/// end matches on (exhaustively) to show a measurement.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TaskFigures {
+    /// Labelled samples: top-1, top-5 and loss are the figures.
+    Classification,
+    /// A language model on a text.
+    Language(causal_lm::LanguageMetrics),
+    /// A sentence encoder on sentence pairs.
+    Embedding(embeddings::EmbeddingMetrics),
+}
+
 impl Metrics {
+    /// The task these metrics are of, decided in one place.
+    pub fn task(&self) -> TaskFigures {
+        match (self.language, self.embedding) {
+            (_, Some(e)) => TaskFigures::Embedding(e),
+            (Some(l), None) => TaskFigures::Language(l),
+            (None, None) => TaskFigures::Classification,
+        }
+    }
+
     /// The figure curves, Pareto fronts and sensitivities rank by (higher is better):
     /// top-1 accuracy, or for a language model the top-1 agreement with the
     /// original's next tokens (its own top-1 on a short text is noisy, and can even
     /// rise by chance; agreement measures what compression lost).
     /// For a sentence encoder, the mean cosine similarity to the original's embeddings.
     pub fn quality(&self) -> f64 {
-        match (self.language, self.embedding) {
-            (Some(l), _) => l.top1_agreement,
-            (_, Some(e)) => e.mean_cosine,
-            _ => self.top1,
+        match self.task() {
+            TaskFigures::Language(l) => l.top1_agreement,
+            TaskFigures::Embedding(e) => e.mean_cosine,
+            TaskFigures::Classification => self.top1,
         }
     }
 
     /// What [`Metrics::quality`] is, for labels.
     pub fn quality_name(&self) -> &'static str {
-        match (self.language, self.embedding) {
-            (Some(_), _) => "top-1 agreement",
-            (_, Some(_)) => "mean cosine",
-            _ => "top-1",
+        match self.task() {
+            TaskFigures::Language(_) => "top-1 agreement",
+            TaskFigures::Embedding(_) => "mean cosine",
+            TaskFigures::Classification => "top-1",
         }
     }
 }
