@@ -70,7 +70,7 @@ fn step_until(h: &mut Harness<'_, SlimApp>, what: &str, done: impl Fn(&SlimApp) 
 /// draws on a worker).
 fn curves_settled(a: &SlimApp) -> bool {
     let baseline = a.attached().map(|x| x.baseline.quality());
-    a.curves.as_ref().is_some_and(|c| c.is_settled(baseline))
+    a.curves().is_some_and(|c| c.is_settled(baseline))
 }
 
 /// Open the bundled demo and wait for its data's baseline.
@@ -115,7 +115,7 @@ fn dropping_a_model_shows_its_tensors_histogram_and_statistics() {
         .and_then(|l| l.reports[index].stats.clone())
         .expect("stats");
     h.get_by_label(&format!("{:.6}", stats.std));
-    assert_eq!(app.settings.recent_files, vec![path]);
+    assert_eq!(app.settings().recent_files, vec![path]);
 }
 
 #[test]
@@ -127,12 +127,12 @@ fn the_magnitude_histogram_is_computed_in_the_background() {
     });
     h.get_by_label("|w|").click();
     h.run_steps(2);
-    assert!(h.state().settings.abs_values);
+    assert!(h.state().settings().abs_values);
     step_until(&mut h, "the |w| histogram", |a| {
         a.has_histogram_for_selection()
     });
     h.get_by_label("|w|");
-    assert!(h.state().error.is_none());
+    assert!(h.state().error().is_none());
 }
 
 #[test]
@@ -146,14 +146,14 @@ fn a_bad_file_shows_an_error_and_the_app_keeps_working() {
     let bad = dir.path().join("broken.gguf");
     std::fs::write(&bad, b"GGUF\x03\x00\x00\x00garbage").expect("write");
     drop_file(&mut h, &bad);
-    step_until(&mut h, "the error", |a| a.error.is_some());
+    step_until(&mut h, "the error", |a| a.error().is_some());
     h.get_by_label_contains("broken.gguf");
     h.get_by_label_contains("not a valid GGUF file");
     // The model that was open stays open and usable.
     h.get_by_label("Histogram of conv_layers.0.weight");
     h.get_by_label("Dismiss").click();
     h.run_steps(2);
-    assert!(h.state().error.is_none());
+    assert!(h.state().error().is_none());
     // And the next good file opens.
     drop_file(&mut h, &fixture("sample.npz"));
     step_until(&mut h, "the second model", |a| {
@@ -310,7 +310,7 @@ fn an_export_writes_a_recipe_that_slimscope_apply_reproduces() {
     h.state_mut()
         .apply(slimscope::app::Command::Export(out.clone()));
     step_until(&mut h, "the export", |a| !a.is_exporting());
-    assert!(h.state().error.is_none(), "{:?}", h.state().error);
+    assert!(h.state().error().is_none(), "{:?}", h.state().error());
     h.get_by_label_contains("Exported");
     let recipe = dir.path().join("cnn.slim.recipe.toml");
     let text = std::fs::read_to_string(&recipe).expect("recipe written");
@@ -398,7 +398,7 @@ fn dropping_a_data_spec_on_an_open_model_attaches_and_evaluates_it() {
     step_until(&mut h, "the data to attach", |a| {
         a.attached().is_some() && !a.is_attaching()
     });
-    assert!(h.state().error.is_none(), "{:?}", h.state().error);
+    assert!(h.state().error().is_none(), "{:?}", h.state().error());
     // Still the same model: the drop attached data instead of opening a file.
     h.get_by_label("Histogram of conv_layers.0.weight");
     h.get_by_label_contains("mnist.toml · 5,000 samples · 10 classes");
@@ -419,7 +419,7 @@ fn an_onnx_model_is_evaluated_through_its_own_graph_and_a_spec_does_not_apply() 
     step_until(&mut h, "the data to attach", |a| {
         a.attached().is_some() && !a.is_attaching()
     });
-    assert!(h.state().error.is_none(), "{:?}", h.state().error);
+    assert!(h.state().error().is_none(), "{:?}", h.state().error());
     h.get_by_label("the model's ONNX graph");
     h.get_by_label_contains("top-1 99.70%");
     // An architecture spec is refused with the reason; the attached data stays.
@@ -431,9 +431,9 @@ fn an_onnx_model_is_evaluated_through_its_own_graph_and_a_spec_does_not_apply() 
     .expect("write");
     drop_file(&mut h, &arch);
     step_until(&mut h, "the error", |a| {
-        a.error.is_some() && !a.is_attaching()
+        a.error().is_some() && !a.is_attaching()
     });
-    let error = h.state().error.clone().unwrap_or_default();
+    let error = h.state().error().map(str::to_owned).unwrap_or_default();
     assert!(
         error.contains("digit_cnn.onnx") && error.contains("own graph"),
         "{error}"
@@ -474,9 +474,9 @@ fn dropping_an_architecture_spec_replaces_the_proposal_and_a_wrong_one_is_explai
     std::fs::write(&bad, arch_text.replace("padding = 1\n", "")).expect("write");
     drop_file(&mut h, &bad);
     step_until(&mut h, "the error", |a| {
-        a.error.is_some() && !a.is_attaching()
+        a.error().is_some() && !a.is_attaching()
     });
-    let error = h.state().error.clone().unwrap_or_default();
+    let error = h.state().error().map(str::to_owned).unwrap_or_default();
     assert!(
         error.contains("fc_layers.0.weight") && error.contains("1152"),
         "{error}"
@@ -493,24 +493,23 @@ fn a_sweep_on_the_demo_fills_the_curves_and_can_be_cancelled() {
     h.get_by_label("Run: Sparsity & bit-width curves").click();
     h.run_steps(2);
     let points = |a: &SlimApp| {
-        a.curves
-            .as_ref()
+        a.curves()
             .map_or(0, |c| c.runs.iter().map(|r| r.results.len()).sum::<usize>())
     };
     step_until(&mut h, "three points on the plots", |a| {
         points(a) >= 3 && curves_settled(a)
     });
     // The points are measured accuracy, and the panel counts them.
-    let first = h.state().curves.as_ref().expect("curves").runs[0].results[0].clone();
+    let first = h.state().curves().expect("curves").runs[0].results[0].clone();
     assert!(first.metrics.is_some());
     h.get_by_label_contains("points measured");
     h.get_by_label_contains("running");
     h.get_by_label("Cancel").click();
     h.run_steps(2);
     step_until(&mut h, "the sweep to stop", |a| {
-        a.curves.as_ref().is_some_and(|c| !c.any_running()) && curves_settled(a)
+        a.curves().is_some_and(|c| !c.any_running()) && curves_settled(a)
     });
-    let run = &h.state().curves.as_ref().expect("curves").runs[0];
+    let run = &h.state().curves().expect("curves").runs[0];
     assert_eq!(run.state, slimscope::app::curves::RunState::Cancelled);
     assert!(run.results.len() < run.total, "cancelled before the end");
     h.get_by_label_contains("cancelled");
@@ -524,9 +523,9 @@ fn a_sweep_on_the_demo_fills_the_curves_and_can_be_cancelled() {
         h.state_mut()
             .apply(slimscope::app::Command::SaveResults(out.clone()));
         step_until(&mut h, "the results file", |a| {
-            a.notice.is_some() || a.error.is_some()
+            a.notice().is_some() || a.error().is_some()
         });
-        assert!(h.state().error.is_none(), "{:?}", h.state().error);
+        assert!(h.state().error().is_none(), "{:?}", h.state().error());
         let text = std::fs::read_to_string(&out).expect("written");
         if name.ends_with(".json") {
             let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
@@ -556,12 +555,11 @@ fn the_layers_view_shows_the_heatmap_and_the_best_measured_allocation_becomes_th
     h.get_by_label("Run: Layer fidelity heatmap").click();
     h.run_steps(2);
     step_until(&mut h, "the heatmap sweep", |a| {
-        a.curves
-            .as_ref()
+        a.curves()
             .is_some_and(|c| !c.runs.is_empty() && !c.any_running())
             && curves_settled(a)
     });
-    let run = &h.state().curves.as_ref().expect("curves").runs[0];
+    let run = &h.state().curves().expect("curves").runs[0];
     assert_eq!(run.state, slimscope::app::curves::RunState::Finished);
     // 5 layers × (9 sparsities + 5 widths), fidelity only even though data is attached.
     assert_eq!(run.results.len(), 70);
@@ -584,7 +582,7 @@ fn the_layers_view_shows_the_heatmap_and_the_best_measured_allocation_becomes_th
     .set_value_accesskit(80.0);
     h.run_steps(2);
     step_until(&mut h, "three measured allocations", |a| {
-        a.curves.as_ref().is_some_and(|c| {
+        a.curves().is_some_and(|c| {
             !c.any_running()
                 && c.runs.iter().any(|r| {
                     r.kind == slimscope::app::curves::SweepKind::Allocation
@@ -592,7 +590,7 @@ fn the_layers_view_shows_the_heatmap_and_the_best_measured_allocation_becomes_th
                 })
         }) && curves_settled(a)
     });
-    let curves = h.state().curves.as_ref().expect("curves");
+    let curves = h.state().curves().expect("curves");
     let allocation = curves
         .runs
         .iter()
@@ -714,22 +712,22 @@ fn recover_and_distill_in_the_training_tab_put_the_recovered_point_on_the_curves
         .config
         .sparsity_pct = 90.0;
     h.run_steps(2);
-    h.state_mut().training.recover.epochs = 4;
+    h.state_mut().training_mut().recover.epochs = 4;
     h.get_by_label("Recover").click();
     h.run_steps(2);
-    assert!(h.state().training.is_running());
-    step_until(&mut h, "the recovery", |a| !a.training.is_running());
-    assert_eq!(h.state().training.status, None);
+    assert!(h.state().training().is_running());
+    step_until(&mut h, "the recovery", |a| !a.training().is_running());
+    assert_eq!(h.state().training().status, None);
     h.get_by_label("recovered");
     h.get_by_label("one-shot");
-    let r = &h.state().training.recoveries[0];
+    let r = &h.state().training().recoveries[0];
     assert!(
         r.held_out.recovered.top1 > r.held_out.one_shot.top1,
         "recovery helped"
     );
     assert_eq!(r.mask_violations, 0);
     // The recovered point and its one-shot point go on the curves.
-    let markers = h.state().training.markers();
+    let markers = h.state().training().markers();
     assert_eq!(markers.len(), 1);
     assert_eq!(markers[0].sparsity_pct, 90.0);
     assert!(markers[0].recovered_top1 > markers[0].one_shot_top1);
@@ -742,9 +740,9 @@ fn recover_and_distill_in_the_training_tab_put_the_recovered_point_on_the_curves
     let out = dir.path().join("mlp.recovered.safetensors");
     h.state_mut().apply(Command::SaveRecovered(out.clone()));
     step_until(&mut h, "the save", |a| {
-        a.notice.is_some() || a.error.is_some()
+        a.notice().is_some() || a.error().is_some()
     });
-    assert!(h.state().error.is_none(), "{:?}", h.state().error);
+    assert!(h.state().error().is_none(), "{:?}", h.state().error());
     let saved = slimscope::Model::open(&out).expect("re-open");
     let w = saved
         .tensor_f32(saved.tensor_index("fc0.weight").expect("fc0"))
@@ -754,16 +752,16 @@ fn recover_and_distill_in_the_training_tab_put_the_recovered_point_on_the_curves
     assert!(dir.path().join("mlp.recovered.recipe.toml").exists());
 
     // Cancelling a run keeps nothing and says so.
-    h.state_mut().training.recover.epochs = 1000;
+    h.state_mut().training_mut().recover.epochs = 1000;
     h.get_by_label("Recover").click();
     h.run_steps(2);
     // The status bar shows the run from any tab.
     h.get_by_label("Stop training");
     assert!(h.get_all_by_label_contains("Recovering").count() >= 1);
     h.get_by_label("Cancel").click();
-    step_until(&mut h, "the cancel", |a| !a.training.is_running());
+    step_until(&mut h, "the cancel", |a| !a.training().is_running());
     h.get_by_label_contains("cancelled");
-    assert_eq!(h.state().training.recoveries.len(), 1);
+    assert_eq!(h.state().training().recoveries.len(), 1);
 
     // Distil into a 16-unit student.
     let student = dir.path().join("student.toml");
@@ -773,12 +771,12 @@ fn recover_and_distill_in_the_training_tab_put_the_recovered_point_on_the_curves
     )
     .expect("student spec");
     h.state_mut().apply(Command::ChooseStudent(student));
-    h.state_mut().training.distill.epochs = 3;
+    h.state_mut().training_mut().distill.epochs = 3;
     h.run_steps(2);
     h.get_by_label("Distill").click();
     h.run_steps(2);
-    step_until(&mut h, "the distillation", |a| !a.training.is_running());
-    assert_eq!(h.state().training.status, None);
+    step_until(&mut h, "the distillation", |a| !a.training().is_running());
+    assert_eq!(h.state().training().status, None);
     h.get_by_label("student (distilled)");
     h.get_by_label("student (labels only)");
     // Both students have 64·16 + 16 + 16·10 + 10 parameters.
@@ -791,22 +789,22 @@ fn recover_and_distill_in_the_training_tab_put_the_recovered_point_on_the_curves
         sparsity_pct: 50.0,
         ..Default::default()
     };
-    h.state_mut().training.distill.from_current = true;
+    h.state_mut().training_mut().distill.from_current = true;
     h.run_steps(2);
     h.get_by_label("Distill").click();
     h.run_steps(2);
     step_until(&mut h, "the shrunk distillation", |a| {
-        !a.training.is_running()
+        !a.training().is_running()
     });
-    assert_eq!(h.state().training.status, None);
+    assert_eq!(h.state().training().status, None);
     // 64·32 + 32 + 32·10 + 10
     assert_eq!(h.get_all_by_label("2,410").count(), 2);
     let out = dir.path().join("shrunk.safetensors");
     h.state_mut().apply(Command::SaveStudent(out.clone()));
     step_until(&mut h, "the save", |a| {
-        a.notice.as_deref().is_some_and(|n| n.contains("shrunk")) || a.error.is_some()
+        a.notice().is_some_and(|n| n.contains("shrunk")) || a.error().is_some()
     });
-    assert!(h.state().error.is_none(), "{:?}", h.state().error);
+    assert!(h.state().error().is_none(), "{:?}", h.state().error());
     let spec = slimscope::eval::arch::ArchSpec::load(&dir.path().join("shrunk.arch.toml"))
         .expect("the student's spec beside it");
     let saved = slimscope::Model::open(&out).expect("re-open");
@@ -863,7 +861,7 @@ fn ctrl_z_and_ctrl_shift_z_walk_configuration_changes_and_f1_lists_them() {
     h.get_by_label("Undo the last configuration change");
     h.key_press(Key::F1);
     h.run_steps(2);
-    assert!(!h.state().show_help);
+    assert!(!h.state().show_help());
 }
 
 #[test]
@@ -878,7 +876,7 @@ fn settings_theme_and_each_models_last_configuration_persist() {
     h.get_by_label_contains("drag the Sparsity slider");
     h.get_by_label("Got it").click();
     h.run_steps(2);
-    assert!(h.state().settings.hint_dismissed);
+    assert!(h.state().settings().hint_dismissed);
     h.get_by_role_and_label(egui::accesskit::Role::Slider, "Sparsity")
         .set_value_accesskit(60.0);
     h.run_steps(2);
@@ -886,10 +884,10 @@ fn settings_theme_and_each_models_last_configuration_persist() {
     h.run_steps(2);
     h.get_by_label("Light theme").click();
     h.run_steps(2);
-    assert_eq!(h.state().settings.theme, slimscope::app::Theme::Light);
+    assert_eq!(h.state().settings().theme, slimscope::app::Theme::Light);
     assert_eq!(h.ctx.theme(), egui::Theme::Light);
     // What eframe stores at exit, read back by a new app (a restart).
-    let saved = serde_json::to_string(&h.state().settings).expect("settings serialize");
+    let saved = serde_json::to_string(&h.state().settings()).expect("settings serialize");
     let settings: Settings = serde_json::from_str(&saved).expect("settings deserialize");
     let mut again = Harness::builder()
         .with_size(egui::vec2(1400.0, 860.0))
@@ -999,7 +997,7 @@ fn the_whole_workflow_on_the_demo_from_open_to_a_reopened_export() {
     let bad = dir.path().join("truncated.safetensors");
     std::fs::write(&bad, [200u8, 0, 0, 0, 0, 0, 0, 0, b'{']).expect("write");
     drop_file(&mut h, &bad);
-    step_until(&mut h, "the error", |a| a.error.is_some());
+    step_until(&mut h, "the error", |a| a.error().is_some());
     h.get_by_label_contains("truncated.safetensors");
     assert_eq!(h.state().config().sparsity_pct, 60.0);
     assert!(h.state().attached().is_some());
@@ -1010,7 +1008,7 @@ fn the_whole_workflow_on_the_demo_from_open_to_a_reopened_export() {
     let out = dir.path().join("digits.slim.safetensors");
     h.state_mut().apply(Command::Export(out.clone()));
     step_until(&mut h, "the export", |a| !a.is_exporting());
-    assert!(h.state().error.is_none(), "{:?}", h.state().error);
+    assert!(h.state().error().is_none(), "{:?}", h.state().error());
     drop_file(&mut h, &out);
     step_until(&mut h, "the export to open", |a| {
         a.loaded()
@@ -1116,7 +1114,7 @@ fn the_workflow_on_a_real_sentence_encoder_from_open_to_a_reopened_export() {
     let bad = dir.path().join("cut.safetensors");
     std::fs::write(&bad, [8u8, 0, 0, 0, 0, 0, 0, 0, b'{', b'"']).expect("write");
     drop_file(&mut h, &bad);
-    step_until(&mut h, "the error", |a| a.error.is_some());
+    step_until(&mut h, "the error", |a| a.error().is_some());
     h.get_by_label_contains("cut.safetensors");
     assert_eq!(h.state().config().sparsity_pct, 30.0);
     h.get_by_label("Dismiss").click();
@@ -1125,7 +1123,7 @@ fn the_workflow_on_a_real_sentence_encoder_from_open_to_a_reopened_export() {
     let out = dir.path().join("model.safetensors");
     h.state_mut().apply(Command::Export(out.clone()));
     step_until(&mut h, "the export", |a| !a.is_exporting());
-    assert!(h.state().error.is_none(), "{:?}", h.state().error);
+    assert!(h.state().error().is_none(), "{:?}", h.state().error());
     drop_file(&mut h, &out);
     step_until(&mut h, "the export to open and be measured", |a| {
         a.loaded().is_some_and(|l| l.model.path == out)
@@ -1175,9 +1173,9 @@ fn reopening_a_model_whose_restored_configuration_failed_measures_it_again() {
         step_until(
             &mut h,
             &format!("the {open} open's failed evaluation"),
-            |a| a.error.as_deref().is_some_and(|e| e.contains("ghost")),
+            |a| a.error().is_some_and(|e| e.contains("ghost")),
         );
-        h.state_mut().error = None;
+        h.state_mut().apply(slimscope::app::Command::DismissError);
     }
 }
 

@@ -85,13 +85,13 @@ fn drain<T>(job: &JobHandle<T>, progress: &mut (usize, usize)) -> Option<JobEven
 
 /// The whole app state.
 pub struct SlimApp {
-    pub settings: Settings,
+    settings: Settings,
     /// The open model and everything that belongs to it.
     doc: Option<Document>,
     /// The last error, shown until dismissed; names the file.
-    pub error: Option<String>,
+    error: Option<String>,
     /// The last success message (an export), shown until dismissed.
-    pub notice: Option<String>,
+    notice: Option<String>,
     loading: Option<Loading>,
     /// Data (and architecture) to attach once the model being opened has loaded.
     pending_attach: Option<(PathBuf, Option<PathBuf>)>,
@@ -103,11 +103,11 @@ pub struct SlimApp {
     saving: Option<JobHandle<String>>,
     ctx: Option<egui::Context>,
     /// Sweeps of the open model and their points.
-    pub curves: Option<curves::Curves>,
+    curves: Option<curves::Curves>,
     /// What the central area shows.
-    pub tab: Tab,
+    tab: Tab,
     /// Recovery fine-tuning and distillation of the open model.
-    pub training: training::Training,
+    training: training::Training,
     /// Plots to save once the window's screenshot arrives (with the scale it was
     /// taken at).
     pending_shot: Option<(
@@ -116,9 +116,9 @@ pub struct SlimApp {
         f32,
     )>,
     /// Whether the keyboard shortcuts window is open.
-    pub show_help: bool,
+    show_help: bool,
     /// CPU time of recent frames (eframe reports them).
-    pub frame_times: FrameTimes,
+    frame_times: FrameTimes,
 }
 
 /// Bytes of compressed tensors the app keeps for instant returns to a setting.
@@ -156,6 +156,46 @@ impl SlimApp {
             show_help: false,
             frame_times: FrameTimes::default(),
         }
+    }
+
+    /// What persists across restarts.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The error on screen (until dismissed), naming the file.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    /// The success message on screen (an export, a restored configuration).
+    pub fn notice(&self) -> Option<&str> {
+        self.notice.as_deref()
+    }
+
+    /// The sweeps of the open model (none if no worker threads could start).
+    pub fn curves(&self) -> Option<&curves::Curves> {
+        self.curves.as_ref()
+    }
+
+    /// Recovery and distillation of the open model.
+    pub fn training(&self) -> &training::Training {
+        &self.training
+    }
+
+    /// The training tab's settings and results, to change.
+    pub fn training_mut(&mut self) -> &mut training::Training {
+        &mut self.training
+    }
+
+    /// The tab the central area shows.
+    pub fn tab(&self) -> Tab {
+        self.tab
+    }
+
+    /// Whether the keyboard shortcuts window is open.
+    pub fn show_help(&self) -> bool {
+        self.show_help
     }
 
     /// The open model's document.
