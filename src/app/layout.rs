@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use super::window::{empty_state_ui, error_ui, notice_ui};
 use super::{
-    Command, SlimApp, Tab, Theme, accuracy, classify_drop, compare, compress, curves, hint,
-    histogram, layers, shortcuts, summary, training,
+    Command, NO_CONFIG, SlimApp, Tab, Theme, accuracy, classify_drop, compare, compress, curves,
+    hint, histogram, layers, shortcuts, summary, training,
 };
 
 impl SlimApp {
@@ -171,11 +171,11 @@ impl SlimApp {
 
     pub(super) fn training_tab_ui(&mut self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
         let blocker = self.training_blocker();
-        let config = self.config().clone();
+        let config = self.doc.as_ref().map_or(&NO_CONFIG, |d| &d.config);
         egui::ScrollArea::vertical()
             .id_salt("training")
             .show(ui, |ui| {
-                training::ui(ui, &mut self.training, &config, blocker, commands);
+                training::ui(ui, &mut self.training, config, blocker, commands);
             });
     }
 

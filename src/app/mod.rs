@@ -52,6 +52,9 @@ pub struct LoadedModel {
     pub reports: Vec<TensorReport>,
 }
 
+/// What the controls show with no model open: nothing compressed.
+static NO_CONFIG: compress::Config = compress::Config::NONE;
+
 /// A model being opened in the background.
 struct Loading {
     path: PathBuf,
@@ -225,8 +228,7 @@ impl SlimApp {
 
     /// What the compression controls are set to (nothing compressed with no model).
     pub fn config(&self) -> &compress::Config {
-        static NONE: compress::Config = compress::Config::NONE;
-        self.doc.as_ref().map_or(&NONE, |d| &d.config)
+        self.doc.as_ref().map_or(&NO_CONFIG, |d| &d.config)
     }
 
     /// Whether a data set is being attached (loaded and evaluated).

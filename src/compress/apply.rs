@@ -256,7 +256,7 @@ pub fn apply_cached(
         })
         .collect();
     // A global threshold needs every member of its group, cached or not.
-    let uncached_groups: Vec<usize> = work
+    let uncached_groups: std::collections::BTreeSet<usize> = work
         .iter()
         .filter(|w| w.done.is_none())
         .filter_map(|w| global_rule(&plans[w.index]))
@@ -476,7 +476,22 @@ fn quantize(
 ) -> Result<Quantized> {
     match spec {
         None | Some(QuantSpec::None) => keep_stored(values, dtype, last_dim, name),
-        Some(q @ QuantSpec::Int { .. }) => int_grid(values, q, row_len, name),
+        Some(
+            q @ QuantSpec::Int {
+                bits,
+                symmetric,
+                clip,
+                ..
+            },
+        ) => {
+            let scheme = IntScheme {
+                bits: bits.get(),
+                symmetric: *symmetric,
+                granularity: q.granularity().unwrap_or(quant::Granularity::PerTensor),
+                clip: *clip,
+            };
+            int_grid(values, &scheme, row_len, name)
+        }
         Some(q @ QuantSpec::Gguf { block_type }) => {
             let t = q
                 .gguf_type()
@@ -564,27 +579,17 @@ fn keep_stored(values: &[f32], dtype: DType, last_dim: u64, name: &str) -> Resul
 }
 
 /// An integer grid with scales per tensor, output row or group.
-fn int_grid(values: &[f32], q: &QuantSpec, row_len: u64, name: &str) -> Result<Quantized> {
-    let QuantSpec::Int {
+fn int_grid(values: &[f32], scheme: &IntScheme, row_len: u64, name: &str) -> Result<Quantized> {
+    let IntScheme {
         bits,
         symmetric,
-        clip,
-        ..
-    } = q
-    else {
-        return Err(bad(name, "not an integer format".into()));
-    };
-    let granularity = q.granularity().unwrap_or(quant::Granularity::PerTensor);
-    let scheme = IntScheme {
-        bits: bits.get(),
-        symmetric: *symmetric,
         granularity,
-        clip: *clip,
-    };
-    let y = quant::fake_quant_int(values, row_len as usize, &scheme)
+        clip,
+    } = *scheme;
+    let y = quant::fake_quant_int(values, row_len as usize, scheme)
         .map_err(|e| bad(name, e.to_string()))?;
     let storage = Storage::Int {
-        bits: u32::from(bits.get()),
+        bits: u32::from(bits),
         granularity,
         asymmetric: !symmetric,
         scale_bits: 16,
@@ -595,10 +600,9 @@ fn int_grid(values: &[f32], q: &QuantSpec, row_len: u64, name: &str) -> Result<Q
         quant::Granularity::Group(g) => format!("group {g}"),
     };
     let words = format!(
-        "int{} {}{scope}{}",
-        bits.get(),
-        if *symmetric { "" } else { "asym " },
-        if *clip == quant::Clip::Mse {
+        "int{bits} {}{scope}{}",
+        if symmetric { "" } else { "asym " },
+        if clip == quant::Clip::Mse {
             ", MSE clip"
         } else {
             ""

@@ -93,7 +93,13 @@ impl Sequential {
                         Op::AvgPool(*kernel, s)
                     }
                 }
-                LayerSpec::Batchnorm { .. } => bind.batchnorm(layer, &shape, &at)?,
+                LayerSpec::Batchnorm {
+                    weight,
+                    bias,
+                    mean,
+                    var,
+                    eps,
+                } => bind.batchnorm([weight, bias, mean, var], *eps, &shape, &at)?,
                 LayerSpec::Flatten => {
                     shape = vec![shape.iter().product()];
                     Op::Flatten
@@ -233,22 +239,14 @@ impl Binder<'_> {
     }
 
     /// Inference batch norm over `shape`'s channels, as one per-channel affine map.
+    /// `names` are γ, β, the running mean and the running variance.
     fn batchnorm(
         &self,
-        layer: &LayerSpec,
+        [weight, bias, mean, var]: [&String; 4],
+        eps: f64,
         shape: &[usize],
         at: &dyn Fn(String) -> Error,
     ) -> Result<Op> {
-        let LayerSpec::Batchnorm {
-            weight,
-            bias,
-            mean,
-            var,
-            eps,
-        } = layer
-        else {
-            return Err(at("not a batch norm".into()));
-        };
         let c = shape[0];
         let get = |name: &str| -> Result<Vec<f32>> {
             let (v, dims) = self.source.weight(name)?;
@@ -258,7 +256,7 @@ impl Binder<'_> {
             Ok(v)
         };
         let (scale, shift) =
-            batchnorm_affine(&get(weight)?, &get(bias)?, &get(mean)?, &get(var)?, *eps);
+            batchnorm_affine(&get(weight)?, &get(bias)?, &get(mean)?, &get(var)?, eps);
         let mut dims = vec![1, c];
         dims.extend(std::iter::repeat_n(1, shape.len() - 1));
         Ok(Op::Affine {

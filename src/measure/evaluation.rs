@@ -61,7 +61,6 @@ pub struct Overlay {
 pub struct Evaluation {
     pub config: Config,
     pub bins: usize,
-    pub recipe: String,
     /// By tensor index; `None` for tensors the configuration leaves alone.
     pub tensors: Vec<Option<TensorResult>>,
     /// Bytes, parameters and weight fidelity over the whole model.
@@ -185,7 +184,6 @@ pub fn evaluate(
     Ok(Evaluation {
         config: config.clone(),
         bins,
-        recipe: config.recipe_text(None),
         tensors,
         totals,
         nonzero_after,
