@@ -229,9 +229,10 @@ fn quant_benchmarks(values: &[f32], gb: f64, runs: usize) -> anyhow::Result<()> 
 /// epoch of recovery of the demo CNN at 90% magnitude + int8 per channel on mnist_5k.
 fn training_benchmarks() -> anyhow::Result<()> {
     use crate::compress::recipe::Recipe;
-    use crate::eval::arch::ArchSpec;
     use crate::eval::data::{self, Dataset};
-    use crate::train::{TrainOptions, distill, finetune, net};
+    use crate::net::init;
+    use crate::net::spec::ArchSpec;
+    use crate::train::{TrainOptions, distill, finetune};
 
     let (mlp, lenet) = bench_specs();
     let mut rng = rand::rngs::StdRng::seed_from_u64(2);
@@ -251,7 +252,7 @@ fn training_benchmarks() -> anyhow::Result<()> {
             labels: (0..10_000u32).map(|i| i % 10).collect(),
             sample_shape: spec.input.clone(),
         };
-        let start_weights = net::initialise(&spec, 0)?;
+        let start_weights = init::initialise(&spec, 0)?;
         let start = Instant::now();
         distill::train(&spec, &start_weights, &data, None, &options, &mut |_| true)?;
         let t = start.elapsed().as_secs_f64();
@@ -312,8 +313,9 @@ fn sweep_benchmarks(threads: Option<usize>) -> anyhow::Result<()> {
 
     use crate::compress::apply::TensorCache;
     use crate::eval::evaluator::Evaluator;
-    use crate::eval::{Network, arch::ArchSpec, data};
+    use crate::eval::{Network, data};
     use crate::jobs::{CancelToken, Pool};
+    use crate::net::spec::ArchSpec;
     use crate::sweep::{self, SweepContext};
 
     let demo = crate::demo::files()?;
@@ -359,11 +361,11 @@ fn sweep_benchmarks(threads: Option<usize>) -> anyhow::Result<()> {
 fn forward_benchmarks(runs: usize) -> anyhow::Result<()> {
     use std::collections::HashMap;
 
-    use crate::eval::Runner;
-    use crate::eval::arch::ArchSpec;
     use crate::eval::data::Dataset;
-    use crate::eval::onnx::OnnxGraph;
-    use crate::eval::sequential::Sequential;
+    use crate::net::Runner;
+    use crate::net::candle::Sequential;
+    use crate::net::onnx::OnnxGraph;
+    use crate::net::spec::ArchSpec;
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let normal = Normal::new(0.0f32, 0.05).unwrap_or_else(|_| unreachable!("valid parameters"));
@@ -401,7 +403,7 @@ fn forward_benchmarks(runs: usize) -> anyhow::Result<()> {
         let spec = ArchSpec::parse(&text, origin)?;
         // Evaluation: a first convolution over few channels computed directly, the
         // rest on tract; tract alone and candle (what training will use) beside it.
-        let eval = crate::eval::sequential_runner(&spec, &weights, origin)?;
+        let eval = crate::net::sequential_runner(&spec, &weights, origin)?;
         let tract = OnnxGraph::from_spec(&spec, &weights, origin)?.runner(&[])?;
         let candle = Sequential::build(&spec, &weights)?;
         for (engine, runner) in [

@@ -13,7 +13,8 @@
 //!                          ▼
 //!        measure::measure: applied tensors + Totals (bytes, bits/weight, sparsity,
 //!                          │  weight fidelity) + Metrics from eval's Evaluator
-//!                          │  (Network + data set ─▶ Runner; variants share work)
+//!                          │  (Network + data set ─▶ net::Runner; variants share work;
+//!                          │   net/: specs, shapes, weight sources, runners)
 //!          ┌───────────────┴───────────────┐
 //!          ▼                               ▼
 //!   sweep/: many configurations       train/: recovery fine-tuning,
@@ -42,6 +43,7 @@ pub mod inspect;
 pub mod jobs;
 pub mod measure;
 pub mod model;
+pub mod net;
 pub mod stats;
 pub mod sweep;
 pub mod text;

@@ -648,8 +648,9 @@ fn returning_the_slider_to_a_measured_level_reuses_its_accuracy() {
 /// A digits MLP trained by the library, written with its spec and data specs: a model
 /// small enough to train in seconds inside the app.
 fn digits_model(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    use slimscope::eval::arch::ArchSpec;
-    use slimscope::train::{TrainOptions, distill, net};
+    use slimscope::net::init;
+    use slimscope::net::spec::ArchSpec;
+    use slimscope::train::{TrainOptions, distill};
     let spec_text = "version = 1\ninput = [64]\n[[layer]]\nop = \"linear\"\nweight = \"fc0.weight\"\nbias = \"fc0.bias\"\nout = 64\n[[layer]]\nop = \"relu\"\n[[layer]]\nop = \"linear\"\nweight = \"fc1.weight\"\nbias = \"fc1.bias\"\nout = 10\n";
     let spec_path = dir.join("mlp.arch.toml");
     std::fs::write(&spec_path, spec_text).expect("spec");
@@ -664,14 +665,14 @@ fn digits_model(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     .expect("data spec");
     let spec = ArchSpec::load(&spec_path).expect("spec");
     let all = slimscope::eval::data::load(&data).expect("data");
-    let start = net::initialise(&spec, 0).expect("init");
+    let start = init::initialise(&spec, 0).expect("init");
     let options = TrainOptions {
         epochs: 10,
         ..TrainOptions::default()
     };
     let fitted = distill::train(&spec, &start, &all, None, &options, &mut |_| true).expect("train");
     let model = dir.join("mlp.safetensors");
-    net::write_weights(
+    slimscope::train::trainable::write_weights(
         &spec,
         &fitted.weights,
         &spec_path,
@@ -805,12 +806,12 @@ fn recover_and_distill_in_the_training_tab_put_the_recovered_point_on_the_curves
         a.notice().is_some_and(|n| n.contains("shrunk")) || a.error().is_some()
     });
     assert!(h.state().error().is_none(), "{:?}", h.state().error());
-    let spec = slimscope::eval::arch::ArchSpec::load(&dir.path().join("shrunk.arch.toml"))
+    let spec = slimscope::net::spec::ArchSpec::load(&dir.path().join("shrunk.arch.toml"))
         .expect("the student's spec beside it");
     let saved = slimscope::Model::open(&out).expect("re-open");
-    let runner = slimscope::eval::sequential_runner(
+    let runner = slimscope::net::sequential_runner(
         &spec,
-        &slimscope::eval::ModelWeights::new(&saved, &[]),
+        &slimscope::net::weights::ModelWeights::new(&saved, &[]),
         &out,
     )
     .expect("the saved student runs with its spec");

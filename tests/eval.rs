@@ -12,8 +12,10 @@ use common::{fixture, mnist_spec, slimscope};
 use slimscope::Model;
 use slimscope::compress::apply::apply_recipe;
 use slimscope::compress::recipe::Recipe;
-use slimscope::eval::arch::{ArchSpec, propose};
-use slimscope::eval::{Metrics, Network, build_runner, data, evaluate};
+use slimscope::eval::{Metrics, Network, data, evaluate};
+use slimscope::net::candle_runner;
+use slimscope::net::propose::propose;
+use slimscope::net::spec::ArchSpec;
 
 /// The digit CNN as fixtures.md describes it, written by hand.
 const CNN_ARCH: &str = r#"version = 1
@@ -102,7 +104,7 @@ fn the_digit_cnn_scores_the_published_accuracy_on_mnist_5k() {
     let without_dropout: Vec<_> = written
         .layers
         .iter()
-        .filter(|l| !matches!(l, slimscope::eval::arch::LayerSpec::Dropout))
+        .filter(|l| !matches!(l, slimscope::net::spec::LayerSpec::Dropout))
         .cloned()
         .collect();
     assert_eq!(proposal.spec.layers, without_dropout);
@@ -153,7 +155,7 @@ fn figures_do_not_depend_on_batch_size_or_threads() {
     data.labels.truncate(700);
     let model = Model::open(fixture("digit_cnn.pth")).expect("model");
     let arch = ArchSpec::parse(CNN_ARCH, Path::new("cnn.toml")).expect("spec");
-    let runner = build_runner(&model, &arch, &[]).expect("runner");
+    let runner = candle_runner(&model, &arch, &[]).expect("runner");
     let run = |batch: usize, threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -440,7 +442,7 @@ fn compressed_weights_reach_the_onnx_graph() {
         let applied = apply_recipe(&onnx, &r).expect("apply");
         let runner = network.runner(&onnx, &applied).expect("runner");
         let via_onnx = evaluate(runner.as_ref(), &data, 100, |_, _| true).expect("evaluate");
-        let runner = build_runner(&pth, &arch, &applied).expect("candle runner");
+        let runner = candle_runner(&pth, &arch, &applied).expect("candle runner");
         let via_candle = evaluate(&runner, &data, 100, |_, _| true).expect("evaluate");
         assert!(
             via_onnx.loss > 2.0 * base.loss,

@@ -16,13 +16,16 @@ use common::{fixture, slimscope};
 use slimscope::Model;
 use slimscope::compress::apply::apply;
 use slimscope::compress::recipe::{Recipe, TensorPlan};
-use slimscope::eval::arch::ArchSpec;
 use slimscope::eval::data::{self, Dataset};
-use slimscope::eval::{Metrics, ModelWeights, evaluate, sequential_runner};
+use slimscope::eval::{Metrics, evaluate};
+use slimscope::net::init::initialise;
+use slimscope::net::sequential_runner;
+use slimscope::net::spec::ArchSpec;
+use slimscope::net::weights::{ModelWeights, Weights};
 use slimscope::train::distill::{self, Distillation};
 use slimscope::train::finetune::recover;
-use slimscope::train::net::{TrainNet, Weights, initialise};
 use slimscope::train::schedule::PolynomialDecay;
+use slimscope::train::trainable::TrainNet;
 use slimscope::train::{TrainEvent, TrainOptions};
 
 const TRAIN: usize = 1347;
@@ -637,7 +640,7 @@ fn a_distilled_student_at_a_small_fraction_of_the_teacher_is_compared_with_label
         lr: 3e-3,
         ..options(60)
     };
-    let train = |teacher: Option<(&dyn slimscope::eval::Runner, Distillation)>| {
+    let train = |teacher: Option<(&dyn slimscope::net::Runner, Distillation)>| {
         let fitted = distill::train(&student, &start, &digits().0, teacher, &opts, &mut quiet)
             .expect("train");
         let r = sequential_runner(&student, &fitted.weights, Path::new("student")).expect("runner");
@@ -884,7 +887,7 @@ fn shrinking_removes_zeroed_neurons_and_keeps_the_function() {
     };
     zero_rows("fc0", 0..100);
     zero_rows("fc1", 10..50);
-    let shrunk = slimscope::train::net::shrink(spec, &zeroed).expect("shrink");
+    let shrunk = slimscope::net::shrink::shrink(spec, &zeroed).expect("shrink");
     assert_eq!(shrunk.weights["fc0.weight"].1, vec![156, 64]);
     assert_eq!(shrunk.weights["fc1.weight"].1, vec![216, 156]);
     assert_eq!(shrunk.weights["fc2.weight"].1, vec![10, 216]);

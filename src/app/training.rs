@@ -239,7 +239,7 @@ impl Training {
             if write_spec {
                 crate::export::write_text(&spec_path, &spec.to_toml(), true)?;
             }
-            crate::train::net::write_weights(
+            crate::train::trainable::write_weights(
                 &spec,
                 &student,
                 &spec_path,

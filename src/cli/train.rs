@@ -14,16 +14,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Args;
 
 use crate::compress::recipe::Recipe;
-use crate::eval::arch::ArchSpec;
 use crate::eval::data::{self, Dataset};
-use crate::eval::{
-    DEFAULT_BATCH, Metrics, ModelWeights, Network, Runner, evaluate, sequential_runner,
-};
+use crate::eval::{DEFAULT_BATCH, Metrics, Network, evaluate};
 use crate::export::write_model;
 use crate::model::Model;
+use crate::net::init::initialise;
+use crate::net::shrink::shrink;
+use crate::net::spec::ArchSpec;
+use crate::net::weights::{ModelWeights, Weights};
+use crate::net::{Runner, sequential_runner};
 use crate::train::distill::{self, Contender, Distillation, distill_and_compare};
 use crate::train::finetune::recover_and_compare;
-use crate::train::net::{Weights, initialise, shrink, write_weights};
+use crate::train::trainable::write_weights;
 use crate::train::{EpochRecord, TrainEvent, TrainOptions};
 use crate::units::human_bytes;
 
@@ -369,7 +371,7 @@ fn start_weights(spec: &ArchSpec, init: Option<&Path>, seed: u64) -> anyhow::Res
         for name in layer.tensors() {
             weights.insert(
                 name.to_owned(),
-                crate::eval::sequential::WeightSource::weight(&source, name)?,
+                crate::net::weights::WeightSource::weight(&source, name)?,
             );
         }
     }

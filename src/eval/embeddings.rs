@@ -21,12 +21,12 @@ use candle_transformers::models::bert::{BertModel, Config};
 use serde::Serialize;
 use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
 
+use super::Metrics;
 use super::data::Dataset;
-use super::sequential::WeightSource;
-use super::{Metrics, ModelWeights};
 use crate::compress::apply::AppliedTensor;
 use crate::error::{Error, Result};
 use crate::model::{Format, Model};
+use crate::net::weights::{ModelWeights, WeightSource};
 
 /// Sentences per forward pass.
 const BATCH: usize = 32;

@@ -11,12 +11,14 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::arch::ArchSpec;
 use super::data::Dataset;
-use super::{Metrics, ModelWeights, Network, build_runner, evaluate, sequential_runner};
+use super::{Metrics, Network, evaluate};
 use crate::compress::apply::AppliedTensor;
 use crate::error::{Error, Result};
 use crate::model::Model;
+use crate::net::sequential_runner;
+use crate::net::spec::{ArchSpec, LayerSpec};
+use crate::net::weights::ModelWeights;
 
 /// Activations kept per data set and cut, at most: the digit CNN's largest useful cut
 /// (32 × 14 × 14 per image) is 125 MB for 5,000 images.
@@ -91,16 +93,13 @@ impl Evaluator {
     }
 
     /// The input shape of every layer of `spec` on `model`'s weights (see
-    /// `layer_inputs`); candle builds the network once to check it and name the
-    /// layer of any mismatch.
+    /// `layer_inputs`), inferred once, which checks the spec and names the layer of
+    /// any mismatch.
     fn layer_inputs(&self, model: &Model, spec: &ArchSpec) -> Result<Vec<Vec<usize>>> {
         if let Some(shapes) = lock(&self.layer_inputs).as_ref() {
             return Ok(shapes.clone());
         }
-        let checked = build_runner(model, spec, &[])?;
-        let shapes: Vec<Vec<usize>> = (0..spec.layers.len())
-            .map_while(|n| checked.layer_input(n).map(<[usize]>::to_vec))
-            .collect();
+        let shapes = crate::net::check(model, spec, &[])?.layer_inputs;
         *lock(&self.layer_inputs) = Some(shapes.clone());
         Ok(shapes)
     }
@@ -242,7 +241,7 @@ impl Evaluator {
     ) -> Result<Dataset> {
         let mut layers = spec.layers[..cut].to_vec();
         // One row of features per sample, whatever the layout (undone by `shape`).
-        layers.push(super::arch::LayerSpec::Flatten);
+        layers.push(LayerSpec::Flatten);
         let head = ArchSpec {
             version: spec.version,
             input: spec.input.clone(),

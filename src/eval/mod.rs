@@ -1,23 +1,19 @@
-//! Accuracy on real data: model runners, data sets and the evaluation loop.
+//! Accuracy on real data: data sets, the evaluation loop and the networks measured
+//! on them.
 //!
-//! A [`Runner`] turns a batch of samples into class scores; every model kind (the
-//! sequential networks of [`sequential`], later ONNX graphs and transformers)
-//! implements it. [`evaluate`] runs a data set through a runner in fixed-size
-//! batches and reports top-1 / top-5 accuracy and mean cross-entropy. Compressed
-//! weights reach a runner through [`sequential::WeightSource`], so the same network is
-//! evaluated before and after a recipe.
+//! [`evaluate`] runs a data set through a [`Runner`] (see [`crate::net`]) in
+//! fixed-size batches and reports top-1 / top-5 accuracy and mean cross-entropy;
+//! [`Network`] says how a model's weights become a forward pass (a sequential spec,
+//! its own ONNX graph, a llama GGUF on a text, a BERT encoder on sentence pairs), and
+//! [`evaluator::Evaluator`] measures many compressed variants of one model, reusing
+//! what they share.
 
-pub mod arch;
 pub mod attach;
 pub mod causal_lm;
 pub mod data;
 pub mod embeddings;
 pub mod evaluator;
-pub mod first_conv;
-pub mod onnx;
-pub mod sequential;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -26,21 +22,13 @@ use serde::Serialize;
 use crate::compress::apply::AppliedTensor;
 use crate::error::{Error, Result};
 use crate::model::{Format, Model};
+use crate::net::spec::ArchSpec;
+use crate::net::weights::ModelWeights;
+use crate::net::{Runner, onnx, propose, sequential_runner};
 use data::Dataset;
-use sequential::WeightSource;
 
 /// Samples per forward pass (results do not depend on it).
 pub const DEFAULT_BATCH: usize = 256;
-
-/// Anything that maps a batch of samples to class scores.
-pub trait Runner: Send + Sync {
-    /// One sample's shape.
-    fn input_shape(&self) -> &[usize];
-    /// Scores per sample.
-    fn classes(&self) -> usize;
-    /// Scores (logits) for `n` samples laid out row-major in `batch`: `n × classes`.
-    fn logits(&self, batch: &[f32], n: usize) -> Result<Vec<f32>>;
-}
 
 /// What a model gets right on a data set.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -112,7 +100,7 @@ impl Metrics {
 }
 
 /// Check that `data` fits `runner` before anything runs: feature count and labels.
-pub fn check_fit(runner: &dyn Runner, data: &Dataset) -> Result<()> {
+pub fn check_fit(input: &[usize], classes: usize, data: &Dataset) -> Result<()> {
     let unfit = |problem: String| Error::Data {
         path: data.source.clone(),
         problem,
@@ -120,7 +108,6 @@ pub fn check_fit(runner: &dyn Runner, data: &Dataset) -> Result<()> {
     if data.is_empty() {
         return Err(unfit("holds no samples to measure on".into()));
     }
-    let input = runner.input_shape();
     // Flat rows feed any input (and any sample feeds a flat input) in row-major
     // order; two shaped layouts must agree, or a [1, 14, 56] image would be
     // silently read as a [1, 28, 28] one.
@@ -136,19 +123,18 @@ pub fn check_fit(runner: &dyn Runner, data: &Dataset) -> Result<()> {
             "samples have {} values ({:?}) but the model takes {want} ({:?})",
             data.sample_len(),
             data.sample_shape,
-            runner.input_shape()
+            input
         )));
     }
     if let Some((i, &l)) = data
         .labels
         .iter()
         .enumerate()
-        .find(|&(_, &l)| l as usize >= runner.classes())
+        .find(|&(_, &l)| l as usize >= classes)
     {
         return Err(unfit(format!(
-            "sample {i} has label {l}, but the model has {} classes (0–{})",
-            runner.classes(),
-            runner.classes().saturating_sub(1)
+            "sample {i} has label {l}, but the model has {classes} classes (0–{})",
+            classes.saturating_sub(1)
         )));
     }
     Ok(())
@@ -163,7 +149,7 @@ pub fn evaluate(
     batch: usize,
     mut progress: impl FnMut(usize, usize) -> bool,
 ) -> Result<Metrics> {
-    check_fit(runner, data)?;
+    check_fit(runner.input_shape(), runner.classes(), data)?;
     let (n, len, classes) = (data.len(), data.sample_len(), runner.classes());
     let batch = batch.max(1);
     let (mut top1, mut top5, mut loss) = (0usize, 0usize, 0f64);
@@ -212,49 +198,10 @@ pub fn evaluate(
     })
 }
 
-/// A model's own tensors, with compressed ones (from `apply`) taking their place.
-pub struct ModelWeights<'a> {
-    pub model: &'a Model,
-    pub replaced: HashMap<&'a str, &'a AppliedTensor>,
-}
-
-impl<'a> ModelWeights<'a> {
-    pub fn new(model: &'a Model, applied: &'a [(usize, AppliedTensor)]) -> Self {
-        ModelWeights {
-            model,
-            replaced: applied.iter().map(|(_, t)| (t.name.as_str(), t)).collect(),
-        }
-    }
-}
-
-impl WeightSource for ModelWeights<'_> {
-    fn weight(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
-        if let Some(t) = self.replaced.get(name) {
-            return Ok((
-                t.values.clone(),
-                t.shape.iter().map(|&d| d as usize).collect(),
-            ));
-        }
-        let i = self
-            .model
-            .tensor_index(name)
-            .ok_or_else(|| Error::MissingTensor {
-                path: self.model.path.clone(),
-                name: name.to_owned(),
-            })?;
-        let shape = self.model.tensors[i]
-            .shape
-            .iter()
-            .map(|&d| d as usize)
-            .collect();
-        Ok((self.model.tensor_f32(i)?, shape))
-    }
-}
-
 /// How a model's weights become a forward pass.
 pub enum Network {
     /// A sequential network described by an architecture spec (given or proposed).
-    Sequential(arch::ArchSpec),
+    Sequential(ArchSpec),
     /// The model's own ONNX graph.
     Onnx(onnx::OnnxGraph),
     /// A llama-family GGUF measured on a text (see [`causal_lm`]).
@@ -320,9 +267,9 @@ impl Network {
             return Ok((Network::Onnx(graph), Vec::new()));
         }
         let (spec, notes) = match arch {
-            Some(p) => (arch::ArchSpec::load(p)?, Vec::new()),
+            Some(p) => (ArchSpec::load(p)?, Vec::new()),
             None => {
-                let p = arch::propose(model, data.sample_len())?;
+                let p = propose::propose(model, data.sample_len())?;
                 (p.spec, p.notes)
             }
         };
@@ -337,9 +284,9 @@ impl Network {
     ) -> Result<Box<dyn Runner>> {
         Ok(match self {
             Network::Sequential(spec) => {
-                // Candle checks the spec against the weights, naming the layer of any
+                // The spec is checked against the weights, naming the layer of any
                 // mismatch; tract runs it (see `OnnxGraph::from_spec`).
-                build_runner(model, spec, applied)?;
+                crate::net::check(model, spec, applied)?;
                 sequential_runner(spec, &ModelWeights::new(model, applied), &model.path)?
             }
             Network::Onnx(graph) => Box::new(graph.runner(applied)?),
@@ -353,46 +300,10 @@ impl Network {
     }
 
     /// The sequential spec, if this is one (to show or save it).
-    pub fn spec(&self) -> Option<&arch::ArchSpec> {
+    pub fn spec(&self) -> Option<&ArchSpec> {
         match self {
             Network::Sequential(spec) => Some(spec),
             Network::Onnx(_) | Network::CausalLm(_) | Network::SentenceEncoder(_) => None,
         }
     }
-}
-
-/// The forward pass of a sequential spec that fits `weights` (see [`build_runner`]):
-/// a first convolution over few channels computed directly ([`first_conv`]), the
-/// rest on tract (see [`onnx::OnnxGraph::from_spec`]). `origin` is what errors name.
-pub fn sequential_runner(
-    spec: &arch::ArchSpec,
-    weights: &dyn WeightSource,
-    origin: &Path,
-) -> Result<Box<dyn Runner>> {
-    Ok(match first_conv::FirstConv::from_spec(spec, weights)? {
-        Some(head) => {
-            let rest = spec.from_layer(head.layers(), head.output_shape().to_vec());
-            Box::new(first_conv::FirstConvRunner {
-                rest: onnx::OnnxGraph::from_spec(&rest, weights, origin)?.runner(&[])?,
-                input: spec.input.clone(),
-                head,
-            })
-        }
-        None => Box::new(onnx::OnnxGraph::from_spec(spec, weights, origin)?.runner(&[])?),
-    })
-}
-
-/// The sequential network of `arch` with `model`'s weights, compressed ones from
-/// `applied` in their place.
-pub fn build_runner(
-    model: &Model,
-    arch: &arch::ArchSpec,
-    applied: &[(usize, AppliedTensor)],
-) -> Result<sequential::Sequential> {
-    sequential::Sequential::build(arch, &ModelWeights::new(model, applied)).map_err(|e| {
-        Error::Architecture {
-            model: model.path.clone(),
-            cause: Box::new(e),
-        }
-    })
 }

@@ -12,12 +12,14 @@
 use candle_core::{D, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::net::{TrainNet, Weights, candle};
+use super::trainable::{TrainNet, candle};
 use super::{Fitted, Hooks, Soft, TrainEvent, TrainOptions, fit, split};
 use crate::error::{Error, Result};
-use crate::eval::arch::ArchSpec;
 use crate::eval::data::Dataset;
-use crate::eval::{DEFAULT_BATCH, Metrics, Runner, check_fit, evaluate, sequential_runner};
+use crate::eval::{DEFAULT_BATCH, Metrics, check_fit, evaluate};
+use crate::net::spec::ArchSpec;
+use crate::net::weights::Weights;
+use crate::net::{Runner, sequential_runner};
 
 /// Temperature and mix of the distillation loss.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -71,7 +73,7 @@ pub fn loss(z_s: &Tensor, z_t: &Tensor, y: &Tensor, d: Distillation) -> Result<T
 
 /// The teacher's logits for every sample of `data`, row-major.
 pub fn teacher_logits(teacher: &dyn Runner, data: &Dataset) -> Result<Vec<f32>> {
-    check_fit(teacher, data)?;
+    check_fit(teacher.input_shape(), teacher.classes(), data)?;
     let len = data.sample_len();
     let mut out = Vec::with_capacity(data.len() * teacher.classes());
     for (k, chunk) in data.x.chunks(DEFAULT_BATCH * len).enumerate() {
@@ -107,7 +109,7 @@ impl Hooks for Plain<'_> {
 }
 
 /// Train the network of `spec`, starting from `start` (see
-/// [`super::net::initialise`] for fresh weights), on `train`: from the labels alone,
+/// [`crate::net::init::initialise`] for fresh weights), on `train`: from the labels alone,
 /// or with `teacher`'s soft targets. A validation split of `train` picks the best
 /// epoch.
 pub fn train(
@@ -120,10 +122,7 @@ pub fn train(
 ) -> Result<Fitted> {
     let net = TrainNet::new(spec, start)?;
     let (fit_set, validation) = split(train, options.validation, options.seed)?;
-    check_fit(
-        &crate::eval::sequential::Sequential::build(spec, start)?,
-        train,
-    )?;
+    check_fit(&spec.input, net.classes(), train)?;
     let soft_logits = match teacher {
         Some((runner, settings)) => {
             settings.check()?;

@@ -19,17 +19,19 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-use super::net::{TrainNet, candle};
 use super::schedule::PolynomialDecay;
+use super::trainable::{TrainNet, candle};
 use super::{EpochRecord, Hooks, TrainEvent, TrainOptions, fit, split};
 use crate::compress::apply::{AppliedTensor, apply};
 use crate::compress::prune;
 use crate::compress::recipe::{PruneSpec, QuantSpec, Scope, TensorPlan};
 use crate::error::{Error, Result};
-use crate::eval::arch::ArchSpec;
 use crate::eval::data::Dataset;
-use crate::eval::{DEFAULT_BATCH, Metrics, ModelWeights, evaluate, sequential_runner};
+use crate::eval::{DEFAULT_BATCH, Metrics, evaluate};
 use crate::model::Model;
+use crate::net::sequential_runner;
+use crate::net::spec::ArchSpec;
+use crate::net::weights::ModelWeights;
 
 /// Share of the steps over which gradual pruning raises the sparsity; the rest lets
 /// the network settle at the target.

@@ -7,10 +7,10 @@
 
 pub mod distill;
 pub mod finetune;
-pub mod net;
 mod ops;
 pub mod schedule;
 pub mod session;
+pub mod trainable;
 
 use std::collections::HashMap;
 
@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::eval::Metrics;
 use crate::eval::data::Dataset;
-use net::{TrainNet, Weights, candle};
+use crate::net::weights::Weights;
+use trainable::{TrainNet, candle};
 
 /// How to train (shared by fine-tuning and distillation).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -10,16 +10,19 @@ use std::sync::Arc;
 
 use super::distill::{Contender, Distillation, distill_and_compare};
 use super::finetune::{Comparison, recover_and_compare};
-use super::net::{Weights, initialise};
 use super::{EpochRecord, TrainEvent, TrainOptions, split};
 use crate::compress::apply::AppliedTensor;
 use crate::compress::config::Config;
 use crate::error::{Error, Result};
-use crate::eval::arch::ArchSpec;
 use crate::eval::evaluator::Evaluator;
-use crate::eval::{DEFAULT_BATCH, Metrics, ModelWeights, evaluate, sequential_runner};
+use crate::eval::{DEFAULT_BATCH, Metrics, evaluate};
 use crate::measure::evaluation::SETTINGS_ORIGIN;
 use crate::model::Model;
+use crate::net::init::initialise;
+use crate::net::sequential_runner;
+use crate::net::spec::ArchSpec;
+use crate::net::weights::ModelWeights;
+use crate::net::weights::Weights;
 
 /// Share of the attached data held out for the figures the panel reports.
 pub const HELD_OUT: f64 = 0.2;
@@ -248,7 +251,7 @@ pub fn distill(
 }
 
 /// The teacher's own network under `config`, its all-zero output neurons and
-/// filters removed (see [`crate::train::net::shrink`]).
+/// filters removed (see [`crate::net::shrink::shrink`]).
 fn shrunk_student(
     model: &Model,
     evaluator: &Evaluator,
@@ -268,11 +271,11 @@ fn shrunk_student(
         for name in layer.tensors() {
             weights.insert(
                 name.to_owned(),
-                crate::eval::sequential::WeightSource::weight(&source, name)?,
+                crate::net::weights::WeightSource::weight(&source, name)?,
             );
         }
     }
-    let shrunk = crate::train::net::shrink(spec, &weights)?;
+    let shrunk = crate::net::shrink::shrink(spec, &weights)?;
     Ok((shrunk.spec, shrunk.weights))
 }
 

@@ -10,9 +10,9 @@
 use rayon::prelude::*;
 
 use super::Runner;
-use super::arch::{ArchSpec, DIRECT_CONV_MAX_TAPS, LayerSpec, window_output};
 use super::onnx::OnnxRunner;
-use super::sequential::WeightSource;
+use super::spec::{ArchSpec, DIRECT_CONV_MAX_TAPS, LayerSpec, window_output};
+use super::weights::WeightSource;
 use crate::error::Result;
 
 /// A convolution (groups 1), then optionally ReLU, then optionally a max-pool: the
@@ -43,7 +43,7 @@ pub struct FirstConv {
 impl FirstConv {
     /// The direct path for the start of `spec`, if it begins with a convolution over
     /// few input channels; `None` otherwise. The spec must fit the weights (checked
-    /// first by `Sequential::build`, which names the layer of a mismatch).
+    /// first by [`super::shapes::infer`], which names the layer of a mismatch).
     pub fn from_spec(spec: &ArchSpec, source: &dyn WeightSource) -> Result<Option<FirstConv>> {
         let Some(LayerSpec::Conv2d {
             weight,
@@ -336,7 +336,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
-    use crate::eval::onnx::OnnxGraph;
+    use crate::net::onnx::OnnxGraph;
 
     /// The direct path against tract running the same layers, over strides, paddings,
     /// kernels, channel counts, pools, ReLU and dropout.

@@ -22,8 +22,9 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::internal::DimLike;
 
 use super::Runner;
-use super::arch::{ArchSpec, LayerSpec};
-use super::sequential::{WeightSource, batchnorm_affine};
+use super::candle::batchnorm_affine;
+use super::spec::{ArchSpec, LayerSpec};
+use super::weights::WeightSource;
 use crate::compress::apply::AppliedTensor;
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -40,7 +41,7 @@ fn micro_batch(conv_taps: &[usize]) -> usize {
     if !conv_taps.is_empty()
         && conv_taps
             .iter()
-            .all(|&t| t > super::arch::DIRECT_CONV_MAX_TAPS)
+            .all(|&t| t > super::spec::DIRECT_CONV_MAX_TAPS)
     {
         1
     } else {
@@ -181,10 +182,9 @@ impl OnnxGraph {
 
     /// The sequential network of `spec` as an ONNX graph with `source`'s weights, so
     /// that evaluation runs on tract's kernels (3× candle's on convolutions here; see
-    /// `slimscope bench`). The spec must already fit the weights ([`Sequential::build`]
-    /// checks that, naming the layer); the graph computes exactly what it does.
-    ///
-    /// [`Sequential::build`]: super::sequential::Sequential::build
+    /// `slimscope bench`). The spec must already fit the weights ([`super::shapes::infer`]
+    /// checks that, naming the layer); the graph computes exactly what candle's
+    /// reference ([`super::candle::Sequential`]) does.
     pub fn from_spec(
         spec: &ArchSpec,
         source: &dyn WeightSource,
@@ -586,7 +586,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
-    use crate::eval::sequential::Sequential;
+    use crate::net::candle::Sequential;
 
     /// Every layer kind, through tract (the graph written from the spec) and candle
     /// (the sequential network): two engines, one spec, the same logits.
