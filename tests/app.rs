@@ -510,7 +510,10 @@ fn a_sweep_on_the_demo_fills_the_curves_and_can_be_cancelled() {
         a.curves().is_some_and(|c| !c.any_running()) && curves_settled(a)
     });
     let run = &h.state().curves().expect("curves").runs[0];
-    assert_eq!(run.state, slimscope::app::curves::RunState::Cancelled);
+    assert_eq!(
+        run.state,
+        slimscope::app::panels::curves::RunState::Cancelled
+    );
     assert!(run.results.len() < run.total, "cancelled before the end");
     h.get_by_label_contains("cancelled");
     // The points measured before the cancel stay.
@@ -560,7 +563,10 @@ fn the_layers_view_shows_the_heatmap_and_the_best_measured_allocation_becomes_th
             && curves_settled(a)
     });
     let run = &h.state().curves().expect("curves").runs[0];
-    assert_eq!(run.state, slimscope::app::curves::RunState::Finished);
+    assert_eq!(
+        run.state,
+        slimscope::app::panels::curves::RunState::Finished
+    );
     // 5 layers × (9 sparsities + 5 widths), fidelity only even though data is attached.
     assert_eq!(run.results.len(), 70);
     assert!(run.results.iter().all(|r| r.metrics.is_none()));
@@ -585,8 +591,8 @@ fn the_layers_view_shows_the_heatmap_and_the_best_measured_allocation_becomes_th
         a.curves().is_some_and(|c| {
             !c.any_running()
                 && c.runs.iter().any(|r| {
-                    r.kind == slimscope::app::curves::SweepKind::Allocation
-                        && r.state == slimscope::app::curves::RunState::Finished
+                    r.kind == slimscope::app::panels::curves::SweepKind::Allocation
+                        && r.state == slimscope::app::panels::curves::RunState::Finished
                 })
         }) && curves_settled(a)
     });
@@ -594,7 +600,7 @@ fn the_layers_view_shows_the_heatmap_and_the_best_measured_allocation_becomes_th
     let allocation = curves
         .runs
         .iter()
-        .rfind(|r| r.kind == slimscope::app::curves::SweepKind::Allocation)
+        .rfind(|r| r.kind == slimscope::app::panels::curves::SweepKind::Allocation)
         .expect("allocation run");
     assert_eq!(allocation.results.len(), 3);
     assert!(allocation.results.iter().all(|r| r.metrics.is_some()));
@@ -1026,7 +1032,7 @@ fn the_whole_workflow_on_the_demo_from_open_to_a_reopened_export() {
 #[test]
 fn a_restored_configuration_is_measured_once_the_data_arrives() {
     let demo = slimscope::demo::files().expect("demo files");
-    let restored = slimscope::app::compress::Config {
+    let restored = slimscope::compress::config::Config {
         sparsity_pct: 70.0,
         ..Default::default()
     };
@@ -1154,15 +1160,15 @@ fn the_workflow_on_a_real_sentence_encoder_from_open_to_a_reopened_export() {
 #[test]
 fn reopening_a_model_whose_restored_configuration_failed_measures_it_again() {
     let path = fixture("digit_cnn.pth");
-    let mut restored = slimscope::app::compress::Config {
+    let mut restored = slimscope::compress::config::Config {
         sparsity_pct: 30.0,
         ..Default::default()
     };
     restored.overrides.insert(
         "ghost.weight".into(),
-        slimscope::app::compress::Override {
+        slimscope::compress::config::Override {
             sparsity_pct: 50.0,
-            format: slimscope::app::compress::Format::Keep,
+            format: slimscope::compress::config::Format::Keep,
         },
     );
     let mut h = harness_with(Settings {

@@ -30,7 +30,7 @@ pub enum Command {
     /// Ask for a data set to attach (off the UI thread).
     AttachDataDialog,
     /// Make this the current configuration (a sweep point, a pinned one).
-    UseConfig(super::compress::Config),
+    UseConfig(crate::compress::config::Config),
     /// Start a sweep of the open model.
     StartSweep(super::curves::SweepKind),
     /// Measure the allocations of this average sparsity (a fraction) by the layers'
@@ -107,7 +107,7 @@ impl SlimApp {
         match command {
             Command::OpenModel(path) => self.open(path),
             Command::OpenDialog => self.open_dialog(),
-            Command::CancelLoading => self.loading = None,
+            Command::CancelLoading => self.background.loading = None,
             Command::SelectTensor(i) => {
                 if let Some(doc) = &mut self.doc {
                     doc.selected = Some(i);
@@ -297,7 +297,11 @@ impl SlimApp {
             }),
         ));
         let request = snapshot::PngRequest { path, rect };
-        self.pending_shot = Some((request, rx, ctx.pixels_per_point()));
+        self.background.screenshot = Some(super::background::Screenshot {
+            request,
+            image: rx,
+            pixels_per_point: ctx.pixels_per_point(),
+        });
     }
 
     /// Write a training result on a worker; the outcome becomes a notice or an error.
@@ -305,8 +309,8 @@ impl SlimApp {
         &mut self,
         work: impl FnOnce() -> crate::Result<String> + Send + 'static,
     ) {
-        if self.saving.is_none() {
-            self.saving = Some(spawn_job("save", self.notifier(), move |_| work()));
+        if self.background.saving.is_none() {
+            self.background.saving = Some(spawn_job("save", self.notifier(), move |_| work()));
         }
     }
 
@@ -319,10 +323,10 @@ impl SlimApp {
         filters: &'static [(&'static str, &'static [&'static str])],
         answer: fn(PathBuf) -> Command,
     ) {
-        if self.dialog.is_some() {
+        if self.background.dialog.is_some() {
             return;
         }
-        self.dialog = Some(spawn_job("file-dialog", self.notifier(), move |_| {
+        self.background.dialog = Some(spawn_job("file-dialog", self.notifier(), move |_| {
             let mut dialog = rfd::FileDialog::new().set_title(title);
             for (name, extensions) in filters {
                 dialog = dialog.add_filter(*name, extensions);

@@ -10,13 +10,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::accuracy::Attached;
-use super::compare::Compare;
-use super::compress::{self, Config, Evaluation};
+use super::background::{drain, take_end};
 use super::history::History;
-use super::layers::TableState;
-use super::{LoadedModel, TENSOR_CACHE_BYTES, take_end};
+use super::panels::compare::Compare;
+use super::panels::layers::TableState;
+use super::{LoadedModel, TENSOR_CACHE_BYTES};
 use crate::compress::apply::TensorCache;
+use crate::compress::config::Config;
 use crate::jobs::{JobEvent, JobHandle, spawn_job};
+use crate::measure::evaluation::{self, Evaluation};
 use crate::stats::{Histogram, HistogramRange, StatsOptions};
 
 /// A histogram's tensor, bins and range.
@@ -192,7 +194,7 @@ impl Document {
         let cache = self.tensor_cache.clone();
         let job = spawn_job("compress", notify, move |progress| {
             let accuracy = evaluator.as_deref().map(|e| (version, e));
-            compress::evaluate(&model, &reports, &config, bins, &cache, accuracy, || {
+            evaluation::evaluate(&model, &reports, &config, bins, &cache, accuracy, || {
                 progress.is_cancelled()
             })
         });
@@ -253,7 +255,7 @@ impl Document {
     pub fn poll(&mut self) -> Option<String> {
         let mut error = None;
         if let Some(attaching) = &mut self.attaching
-            && let Some(end) = super::drain(&attaching.job, &mut attaching.progress)
+            && let Some(end) = drain(&attaching.job, &mut attaching.progress)
         {
             self.attaching = None;
             match end {

@@ -2,7 +2,7 @@
 //! settles — the pointer released, no text field being typed in — so dragging a
 //! slider from 0 to 80% is one step, not eighty.
 
-use super::compress::Config;
+use crate::compress::config::Config;
 
 /// Steps kept; older ones are forgotten.
 const DEPTH: usize = 200;

@@ -3,11 +3,18 @@
 
 use std::path::PathBuf;
 
+use super::panels::Panel;
+use super::panels::accuracy::AccuracyPanel;
+use super::panels::compare::ComparePanel;
+use super::panels::compress::ControlsPanel;
+use super::panels::curves::CurvesPanel;
+use super::panels::hint::Hint;
+use super::panels::histogram::HistogramPanel;
+use super::panels::layers::{self, TablePanel};
+use super::panels::summary::SummaryPanel;
+use super::panels::training::TrainingPanel;
 use super::window::{empty_state_ui, error_ui, notice_ui};
-use super::{
-    Command, NO_CONFIG, SlimApp, Tab, Theme, accuracy, classify_drop, compare, compress, curves,
-    hint, histogram, layers, shortcuts, summary, training,
-};
+use super::{Command, NO_CONFIG, SlimApp, Tab, Theme, classify_drop, shortcuts};
 
 impl SlimApp {
     /// Draw the whole window. Tests call this through egui_kittest; eframe through
@@ -73,13 +80,13 @@ impl SlimApp {
                 egui::ScrollArea::vertical()
                     .id_salt("right")
                     .show(ui, |ui| {
-                        compress::controls_ui(
-                            ui,
-                            &mut doc.config,
-                            selected_name.as_deref(),
-                            doc.evaluation.as_deref(),
+                        ControlsPanel {
+                            config: &mut doc.config,
+                            selected: selected_name.as_deref(),
+                            evaluation: doc.evaluation.as_deref(),
                             busy,
-                        );
+                        }
+                        .ui(ui, commands);
                         let can_pin =
                             doc.evaluation.is_some() && doc.evaluation_is_current(bins) && !busy;
                         if ui
@@ -90,16 +97,18 @@ impl SlimApp {
                             commands.push(Command::Pin);
                         }
                         ui.separator();
-                        accuracy::ui(
-                            ui,
-                            doc.attached.as_ref(),
-                            doc.attaching(),
-                            doc.evaluation.as_deref(),
-                            busy,
-                            commands,
-                        );
+                        AccuracyPanel {
+                            attached: doc.attached.as_ref(),
+                            attaching: doc.attaching(),
+                            evaluation: doc.evaluation.as_deref(),
+                            evaluating: busy,
+                        }
+                        .ui(ui, commands);
                         ui.separator();
-                        summary::ui(ui, Some(&doc.loaded));
+                        SummaryPanel {
+                            loaded: Some(&doc.loaded),
+                        }
+                        .ui(ui, commands);
                     });
             });
         // The table scrolls sideways: leave the histogram room on small screens.
@@ -107,13 +116,14 @@ impl SlimApp {
         egui::Panel::left("layers")
             .default_size(table_width)
             .show(ui, |ui| {
-                commands.extend(doc.table.ui(
-                    ui,
-                    &doc.loaded,
-                    doc.selected,
-                    doc.evaluation.as_deref(),
-                    &doc.config,
-                ));
+                TablePanel {
+                    table: &mut doc.table,
+                    loaded: &doc.loaded,
+                    selected: doc.selected,
+                    evaluation: doc.evaluation.as_deref(),
+                    config: &doc.config,
+                }
+                .ui(ui, commands);
             });
     }
 
@@ -125,11 +135,11 @@ impl SlimApp {
             notice_ui(ui, &notice, commands);
         }
         if self.doc.is_none() {
-            empty_state_ui(ui, self.loading.is_some());
+            empty_state_ui(ui, self.is_loading());
             return;
         }
         if !self.settings.hint_dismissed {
-            hint::hint_ui(ui, commands);
+            Hint.ui(ui, commands);
         }
         ui.horizontal(|ui| {
             ui.selectable_value(&mut self.tab, Tab::Histogram, "Histogram")
@@ -146,7 +156,7 @@ impl SlimApp {
             Tab::Compare => self.compare_tab_ui(ui, commands),
             Tab::Training => self.training_tab_ui(ui, commands),
             Tab::Curves => self.curves_tab_ui(ui, commands),
-            Tab::Histogram => self.histogram_tab_ui(ui),
+            Tab::Histogram => self.histogram_tab_ui(ui, commands),
         }
     }
 
@@ -166,7 +176,12 @@ impl SlimApp {
             .iter()
             .map(|t| t.name.as_str())
             .collect();
-        compare::ui(ui, &mut doc.compare, current.as_ref(), &names, commands);
+        ComparePanel {
+            compare: &mut doc.compare,
+            current: current.as_ref(),
+            tensor_names: &names,
+        }
+        .ui(ui, commands);
     }
 
     pub(super) fn training_tab_ui(&mut self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
@@ -175,7 +190,12 @@ impl SlimApp {
         egui::ScrollArea::vertical()
             .id_salt("training")
             .show(ui, |ui| {
-                training::ui(ui, &mut self.training, config, blocker, commands);
+                TrainingPanel {
+                    training: &mut self.training,
+                    config,
+                    can_train: blocker,
+                }
+                .ui(ui, commands);
             });
     }
 
@@ -188,24 +208,23 @@ impl SlimApp {
             egui::ScrollArea::vertical()
                 .id_salt("curves")
                 .show(ui, |ui| {
-                    curves::ui(
-                        ui,
-                        c,
-                        has_data,
-                        evaluation.as_deref(),
-                        baseline,
-                        &recovered,
-                        commands,
-                    );
+                    CurvesPanel {
+                        curves: c,
+                        can_measure: has_data,
+                        current: evaluation.as_deref(),
+                        baseline_top1: baseline,
+                        recovered: &recovered,
+                    }
+                    .ui(ui, commands);
                 });
         } else {
             ui.label("Sweeps are unavailable: no worker threads could be started.");
         }
     }
 
-    pub(super) fn histogram_tab_ui(&mut self, ui: &mut egui::Ui) {
+    pub(super) fn histogram_tab_ui(&mut self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
         let Some(index) = self.doc.as_ref().and_then(|d| d.selected) else {
-            empty_state_ui(ui, self.loading.is_some());
+            empty_state_ui(ui, self.is_loading());
             return;
         };
         self.request_histogram(index);
@@ -217,14 +236,14 @@ impl SlimApp {
             .evaluation
             .as_ref()
             .and_then(|e| e.tensors.get(index)?.as_ref());
-        histogram::ui(
-            ui,
-            &doc.loaded,
+        HistogramPanel {
+            loaded: &doc.loaded,
             index,
-            hist.as_ref(),
-            overlay,
-            doc.is_computing_histogram(),
-            &mut self.settings,
-        );
+            hist: hist.as_ref(),
+            compressed: overlay,
+            computing: doc.is_computing_histogram(),
+            settings: &mut self.settings,
+        }
+        .ui(ui, commands);
     }
 }

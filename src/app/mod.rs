@@ -4,45 +4,45 @@
 //! - A [`Document`] holds the open model and everything that belongs to it (the
 //!   configuration, its evaluation, attached data, histograms, pins); opening another
 //!   model replaces it whole.
-//! - Panels (one file each; `layout.rs` places them, `window.rs` draws the bars) only
-//!   draw and return [`Command`]s; [`SlimApp::apply`] (`command.rs`) carries them out
-//!   at the end of the frame. Keyboard shortcuts are one table (`shortcuts.rs`).
+//! - [`panels`] (one file each, one [`panels::Panel`] signature; `layout.rs` places
+//!   them, `window.rs` draws the bars) edit only what they are lent and return
+//!   [`Command`]s; [`SlimApp::apply`] (`command.rs`) carries them out at the end of
+//!   the frame. Keyboard shortcuts are one table (`shortcuts.rs`).
 //! - Heavy work — opening, statistics, evaluation, sweeps, training, file dialogs —
 //!   runs as [`crate::jobs`] on worker threads; [`SlimApp::poll`] takes in what they
-//!   finished without blocking, every frame.
+//!   finished without blocking, every frame: the document's, the curves', training's
+//!   and the app's own (`background.rs`, one poll returning what ended).
 
-pub mod accuracy;
+mod background;
 mod command;
-pub mod compare;
-pub mod compress;
-pub mod curves;
 mod document;
 mod frame_times;
-mod hint;
-mod histogram;
 pub mod history;
-mod layers;
 mod layout;
+pub mod panels;
 mod settings;
 mod shortcuts;
 mod snapshot;
-mod summary;
-pub mod training;
+mod sweeps;
 mod window;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::compress::apply::apply_recipe;
+use crate::compress::config::Config;
 use crate::inspect::{TensorReport, inspect_model};
-use crate::jobs::{JobEvent, JobHandle, spawn_job};
+use crate::jobs::spawn_job;
+use crate::measure::evaluation::Evaluation;
 use crate::model::Model;
 use crate::stats::{Histogram, HistogramRange, StatsOptions};
 pub(crate) use crate::units::{group_digits, human_bytes};
+use background::{Background, Ended, Loading};
 pub use command::Command;
 use command::classify_drop;
 pub use document::Document;
 pub use frame_times::FrameTimes;
+use panels::{accuracy, curves, training};
 use settings::{RECENT_FILES, REMEMBERED_CONFIGS};
 pub use settings::{Settings, Theme};
 
@@ -53,38 +53,7 @@ pub struct LoadedModel {
 }
 
 /// What the controls show with no model open: nothing compressed.
-static NO_CONFIG: compress::Config = compress::Config::NONE;
-
-/// A model being opened in the background.
-struct Loading {
-    path: PathBuf,
-    job: JobHandle<LoadedModel>,
-    progress: (usize, usize),
-}
-
-/// The end of the job in `slot` (reached through `job`), emptying the slot when it
-/// has ended.
-fn take_end<S, T, P>(
-    slot: &mut Option<S>,
-    job: impl Fn(&S) -> &JobHandle<T, P>,
-) -> Option<JobEvent<T, P>> {
-    let event = job(slot.as_ref()?).try_end()?;
-    *slot = None;
-    Some(event)
-}
-
-/// The job's end, if it has ended, after recording its latest progress.
-fn drain<T>(job: &JobHandle<T>, progress: &mut (usize, usize)) -> Option<JobEvent<T>> {
-    let mut end = None;
-    while let Ok(event) = job.events.try_recv() {
-        match event {
-            JobEvent::Progress { done, total, .. } => *progress = (done, total),
-            other if other.is_end() => end = Some(other),
-            _ => {}
-        }
-    }
-    end
-}
+static NO_CONFIG: Config = Config::NONE;
 
 /// The whole app state.
 pub struct SlimApp {
@@ -95,15 +64,10 @@ pub struct SlimApp {
     error: Option<String>,
     /// The last success message (an export), shown until dismissed.
     notice: Option<String>,
-    loading: Option<Loading>,
+    /// Opening, the file dialog, exporting, saving, the screenshot awaited.
+    background: Background,
     /// Data (and architecture) to attach once the model being opened has loaded.
     pending_attach: Option<(PathBuf, Option<PathBuf>)>,
-    /// The file dialog on screen; its answer becomes a command.
-    dialog: Option<JobHandle<Option<Command>>>,
-    /// The export being written.
-    export: Option<JobHandle<String>>,
-    /// A training result, results file or image being written.
-    saving: Option<JobHandle<String>>,
     ctx: Option<egui::Context>,
     /// Sweeps of the open model and their points.
     curves: Option<curves::Curves>,
@@ -111,13 +75,6 @@ pub struct SlimApp {
     tab: Tab,
     /// Recovery fine-tuning and distillation of the open model.
     training: training::Training,
-    /// Plots to save once the window's screenshot arrives (with the scale it was
-    /// taken at).
-    pending_shot: Option<(
-        snapshot::PngRequest,
-        crossbeam_channel::Receiver<Arc<egui::ColorImage>>,
-        f32,
-    )>,
     /// Whether the keyboard shortcuts window is open.
     show_help: bool,
     /// CPU time of recent frames (eframe reports them).
@@ -143,11 +100,8 @@ impl SlimApp {
             doc: None,
             error: None,
             notice: None,
-            loading: None,
+            background: Background::default(),
             pending_attach: None,
-            dialog: None,
-            export: None,
-            saving: None,
             ctx: None,
             // Sweeps compute on a pool of their own: one per core, two jobs at a time.
             curves: crate::jobs::Pool::background(2, 0)
@@ -155,7 +109,6 @@ impl SlimApp {
                 .map(|p| curves::Curves::new(Arc::new(p))),
             tab: Tab::Histogram,
             training: training::Training::default(),
-            pending_shot: None,
             show_help: false,
             frame_times: FrameTimes::default(),
         }
@@ -222,12 +175,12 @@ impl SlimApp {
     }
 
     /// The latest finished evaluation of the open model.
-    pub fn evaluation(&self) -> Option<&Arc<compress::Evaluation>> {
+    pub fn evaluation(&self) -> Option<&Arc<Evaluation>> {
         self.doc.as_ref()?.evaluation.as_ref()
     }
 
     /// What the compression controls are set to (nothing compressed with no model).
-    pub fn config(&self) -> &compress::Config {
+    pub fn config(&self) -> &Config {
         self.doc.as_ref().map_or(&NO_CONFIG, |d| &d.config)
     }
 
@@ -255,7 +208,7 @@ impl SlimApp {
 
     /// Whether an export is being written.
     pub fn is_exporting(&self) -> bool {
-        self.export.is_some()
+        self.background.export.is_some()
     }
 
     fn schedule_evaluation(&mut self) {
@@ -270,12 +223,12 @@ impl SlimApp {
         let Some(doc) = &self.doc else {
             return;
         };
-        if self.export.is_some() {
+        if self.background.export.is_some() {
             return;
         }
         let model = doc.loaded.model.clone();
         let config = doc.config.clone();
-        self.export = Some(spawn_job("export", self.notifier(), move |_| {
+        self.background.export = Some(spawn_job("export", self.notifier(), move |_| {
             crate::export::OutputFormat::of(&out)?;
             crate::export::check_output(&model, &out, true)?;
             let sha = crate::checksum::sha256_file(&model.path)?;
@@ -295,7 +248,7 @@ impl SlimApp {
 
     /// Whether a model is being opened right now.
     pub fn is_loading(&self) -> bool {
-        self.loading.is_some()
+        self.background.loading.is_some()
     }
 
     /// Wake the UI from a worker thread.
@@ -314,32 +267,21 @@ impl SlimApp {
             c.poll();
         }
         self.training.poll();
-        self.take_screenshot();
-        for slot in [&mut self.saving, &mut self.export] {
-            match take_end(slot, |j| j) {
-                Some(JobEvent::Finished(message)) => self.notice = Some(message),
-                Some(JobEvent::Failed(e)) => self.error = Some(e.to_string()),
-                _ => {}
-            }
-        }
-        if let Some(loading) = &mut self.loading
-            && let Some(end) = drain(&loading.job, &mut loading.progress)
-        {
-            let path = loading.path.clone();
-            self.loading = None;
-            match end {
-                JobEvent::Finished(loaded) => self.show_model(loaded, &path),
-                JobEvent::Failed(e) => self.error = Some(e.to_string()),
-                _ => {}
-            }
-        }
         if let Some(error) = self.doc.as_mut().and_then(Document::poll) {
             self.error = Some(error);
         }
-        // After the model that finished loading is shown: a dialog's answer (attach
-        // this, export there) is for the model on screen.
-        if let Some(JobEvent::Finished(Some(command))) = take_end(&mut self.dialog, |d| d) {
-            self.apply(command);
+        // In order: a dialog's answer (attach this, export there) comes after a
+        // finished load, so it is for the model then on screen.
+        for ended in self.background.poll() {
+            match ended {
+                Ended::Loaded(path, loaded) => self.show_model(loaded, &path),
+                Ended::Written(message) => self.notice = Some(message),
+                Ended::Failed(error) => self.error = Some(error),
+                Ended::Screenshot(request, image, pixels_per_point) => {
+                    self.write_plots(request, image, pixels_per_point);
+                }
+                Ended::Answer(command) => self.apply(command),
+            }
         }
         self.schedule_evaluation();
     }
@@ -401,7 +343,7 @@ impl SlimApp {
                 reports,
             })
         });
-        self.loading = Some(Loading {
+        self.background.loading = Some(Loading {
             path,
             job,
             progress: (0, 0),
@@ -443,104 +385,18 @@ impl SlimApp {
         }
     }
 
-    /// Start a sweep of the open model (with the attached data, if any).
-    pub fn start_sweep(&mut self, kind: curves::SweepKind) {
-        let Some(model) = self.loaded().map(|l| l.model.clone()) else {
-            return;
-        };
-        let points = kind.points(&model);
-        self.start_points(kind, points, model);
-    }
-
-    /// Measure the allocations of `target` average sparsity over the layers, by the
-    /// sensitivity ranking of the per-layer points so far (latest wins).
-    pub fn start_allocation(&mut self, target: f64) {
-        let (Some(model), Some(c)) = (self.loaded().map(|l| l.model.clone()), &self.curves) else {
-            return;
-        };
-        let baseline = self.attached().map(|a| a.baseline.quality());
-        let ranking =
-            crate::sweep::analysis::sensitivity(&c.all_results(), "layer magnitude", baseline);
-        let points = crate::sweep::analysis::allocation_points(
-            target,
-            &crate::sweep::layer_sizes(&model),
-            &ranking,
-        );
-        self.start_points(curves::SweepKind::Allocation, points, model);
-    }
-
-    fn start_points(
+    /// Cut the plots out of the screenshot that arrived, and write them (on a worker).
+    fn write_plots(
         &mut self,
-        kind: curves::SweepKind,
-        points: Vec<crate::sweep::Point>,
-        model: Arc<Model>,
+        request: snapshot::PngRequest,
+        image: Arc<egui::ColorImage>,
+        pixels_per_point: f32,
     ) {
-        // The heatmap is weight fidelity only: seconds, whatever the data.
-        let accuracy = self
-            .attached()
-            .filter(|_| kind != curves::SweepKind::Heatmap)
-            .map(|a| a.evaluator.clone());
-        let notify = self.notifier();
-        if let (Some(c), Some(doc)) = (&mut self.curves, &self.doc) {
-            c.start(
-                kind,
-                points,
-                model,
-                doc.tensor_cache.clone(),
-                accuracy,
-                notify,
-            );
-        }
-    }
-
-    /// Cut the plots out of the screenshot once it has arrived, and write them (on a
-    /// worker).
-    fn take_screenshot(&mut self) {
-        let Some((_, rx, _)) = &self.pending_shot else {
-            return;
-        };
-        let Ok(image) = rx.try_recv() else {
-            return;
-        };
-        let Some((request, _, pixels_per_point)) = self.pending_shot.take() else {
-            return;
-        };
         self.save_in_background(move || {
             let bytes = snapshot::crop_png(&image, request.rect, pixels_per_point)?;
             crate::export::write_bytes(&request.path, &bytes, true)?;
             Ok(format!("Saved the plots to {}", request.path.display()))
         });
-    }
-
-    /// Every measured point as `slimscope sweep -o` writes them, as CSV or JSON, or
-    /// `None` with none measured.
-    fn results_report(&self, csv: bool) -> Option<String> {
-        let curves = self.curves.as_ref()?;
-        let results = curves.all_results();
-        if results.is_empty() {
-            return None;
-        }
-        let baseline = self.attached().map(|a| a.baseline);
-        let ranking = crate::sweep::analysis::sensitivity(
-            &results,
-            "layer magnitude",
-            baseline.map(|b| b.quality()),
-        );
-        let report = crate::sweep::output::Report::new(
-            self.loaded()
-                .map(|l| l.model.path.display().to_string())
-                .unwrap_or_default(),
-            self.attached().map(|a| a.data_path.display().to_string()),
-            baseline,
-            false,
-            &results,
-            ranking,
-        );
-        Some(if csv {
-            report.to_csv()
-        } else {
-            report.to_json()
-        })
     }
 
     /// Keep the current configuration as the open model's last one (settings).

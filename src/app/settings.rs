@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::compress;
 use crate::stats::DEFAULT_BINS;
 
 /// How many recent files File > Open Recent remembers.
@@ -23,7 +22,7 @@ pub struct Settings {
     pub bins: usize,
     pub theme: Theme,
     /// The last configuration used with each model, most recent first.
-    pub last_configs: Vec<(PathBuf, compress::Config)>,
+    pub last_configs: Vec<(PathBuf, crate::compress::config::Config)>,
     /// Whether the getting-started hint was dismissed.
     pub hint_dismissed: bool,
     /// Show the UI's frame times (median and 99th percentile) in the status bar.

@@ -151,7 +151,7 @@ impl SlimApp {
 
     pub(super) fn status_ui(&self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
         ui.horizontal(|ui| {
-            if let Some(loading) = &self.loading {
+            if let Some(loading) = &self.background.loading {
                 let name = file_name(&loading.path);
                 let (done, total) = loading.progress;
                 let fraction = if total == 0 {
@@ -172,7 +172,7 @@ impl SlimApp {
                 {
                     commands.push(Command::CancelLoading);
                 }
-            } else if self.export.is_some() {
+            } else if self.background.export.is_some() {
                 ui.spinner();
                 ui.label("Exporting…");
             } else if let Some(line) = self.training.status_line() {

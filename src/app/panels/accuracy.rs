@@ -1,78 +1,86 @@
 //! Accuracy in the app: a labelled data set (and the network's architecture)
 //! attached to the open model, its baseline, and what the current compression keeps.
 
-use super::compress::Evaluation;
-use super::{Command, file_name, group_digits};
+use crate::app::{Command, file_name, group_digits};
 pub use crate::eval::attach::Attached;
 use crate::eval::{Metrics, Network, TaskFigures};
+use crate::measure::evaluation::Evaluation;
 
 fn percent(v: f64) -> String {
     format!("{:.2}%", 100.0 * v)
 }
 
 /// The accuracy section of the right panel.
-pub fn ui(
-    ui: &mut egui::Ui,
-    attached: Option<&Attached>,
-    attaching: Option<(usize, usize)>,
-    evaluation: Option<&Evaluation>,
-    evaluating: bool,
-    commands: &mut Vec<Command>,
-) {
-    ui.horizontal(|ui| {
-        ui.heading("Accuracy");
-        if ui
-            .button("Attach data…")
-            .on_hover_text(
-                "A labelled data set (CSV/CSV.gz, IDX, .npz, or a TOML data spec) to measure accuracy on, \
-                 or an architecture spec (TOML with [[layer]]s) for a state_dict; you can also drop them on the window",
-            )
-            .clicked()
-        {
-            commands.push(Command::AttachDataDialog);
-        }
-    });
-    if let Some((done, total)) = attaching {
-        let fraction = if total == 0 {
-            0.0
-        } else {
-            done as f32 / total as f32
-        };
-        ui.add(
-            egui::ProgressBar::new(fraction)
-                .text(format!("Evaluating the original: {done}/{total} samples")),
-        );
-    }
-    let Some(a) = attached else {
-        if attaching.is_none() {
-            ui.label("No data attached: sizes and SQNR above are weight figures only.");
-        }
-        return;
-    };
-    egui::Grid::new("accuracy")
-        .num_columns(2)
-        .striped(true)
-        .show(ui, |ui| {
-            data_row(ui, a);
-            ui.end_row();
-            network_row(ui, a);
-            ui.end_row();
-            original_row(ui, a);
-            ui.end_row();
-            compressed_row(ui, a, evaluation, evaluating);
-            ui.end_row();
+pub struct AccuracyPanel<'a> {
+    pub attached: Option<&'a Attached>,
+    pub attaching: Option<(usize, usize)>,
+    pub evaluation: Option<&'a Evaluation>,
+    pub evaluating: bool,
+}
+
+impl super::Panel for AccuracyPanel<'_> {
+    fn ui(self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
+        let AccuracyPanel {
+            attached,
+            attaching,
+            evaluation,
+            evaluating,
+        } = self;
+        ui.horizontal(|ui| {
+            ui.heading("Accuracy");
+            if ui
+                .button("Attach data…")
+                .on_hover_text(
+                    "A labelled data set (CSV/CSV.gz, IDX, .npz, or a TOML data spec) to measure accuracy on, \
+                     or an architecture spec (TOML with [[layer]]s) for a state_dict; you can also drop them on the window",
+                )
+                .clicked()
+            {
+                commands.push(Command::AttachDataDialog);
+            }
         });
-    for w in &a.warnings {
-        ui.colored_label(ui.visuals().warn_fg_color, format!("Warning: {w}"));
-    }
-    if !a.notes.is_empty() {
-        egui::CollapsingHeader::new("Architecture (proposed)")
-            .default_open(false)
+        if let Some((done, total)) = attaching {
+            let fraction = if total == 0 {
+                0.0
+            } else {
+                done as f32 / total as f32
+            };
+            ui.add(
+                egui::ProgressBar::new(fraction)
+                    .text(format!("Evaluating the original: {done}/{total} samples")),
+            );
+        }
+        let Some(a) = attached else {
+            if attaching.is_none() {
+                ui.label("No data attached: sizes and SQNR above are weight figures only.");
+            }
+            return;
+        };
+        egui::Grid::new("accuracy")
+            .num_columns(2)
+            .striped(true)
             .show(ui, |ui| {
-                for n in &a.notes {
-                    ui.label(n);
-                }
+                data_row(ui, a);
+                ui.end_row();
+                network_row(ui, a);
+                ui.end_row();
+                original_row(ui, a);
+                ui.end_row();
+                compressed_row(ui, a, evaluation, evaluating);
+                ui.end_row();
             });
+        for w in &a.warnings {
+            ui.colored_label(ui.visuals().warn_fg_color, format!("Warning: {w}"));
+        }
+        if !a.notes.is_empty() {
+            egui::CollapsingHeader::new("Architecture (proposed)")
+                .default_open(false)
+                .show(ui, |ui| {
+                    for n in &a.notes {
+                        ui.label(n);
+                    }
+                });
+        }
     }
 }
 

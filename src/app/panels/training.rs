@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use egui_plot::{Legend, Line, Plot, PlotPoints};
 
-use super::compress::Config;
-use super::{Command, file_name, group_digits, human_bytes};
+use crate::app::{Command, file_name, group_digits, human_bytes};
+use crate::compress::config::Config;
 use crate::error::{Error, Result};
 use crate::eval::evaluator::Evaluator;
 use crate::jobs::{JobEvent, JobHandle, Pool, Progress};
@@ -282,111 +282,121 @@ fn percent(v: f64) -> String {
 }
 
 /// The training tab.
-pub fn ui(
-    ui: &mut egui::Ui,
-    training: &mut Training,
-    config: &Config,
-    can_train: Option<&str>,
-    actions: &mut Vec<Command>,
-) {
-    ui.label(format!(
-        "Training runs on {:.0}% of the attached data; the figures below are measured on the other {:.0}% (held out).",
-        100.0 * (1.0 - HELD_OUT),
-        100.0 * HELD_OUT
-    ));
-    if let Some(why) = can_train {
-        ui.colored_label(ui.visuals().warn_fg_color, why);
-    }
-    let idle = !training.is_running() && can_train.is_none();
-    ui.add_space(6.0);
-    ui.heading("Recover the current configuration");
-    ui.label(format!("Configuration: {}", config_words(config)));
-    ui.horizontal(|ui| {
-        ui.add(egui::Slider::new(&mut training.recover.epochs, 1..=20).text("epochs"))
-            .on_hover_text("Passes over the training part of the data");
-        ui.add(
-            egui::Slider::new(&mut training.recover.lr, 1e-4..=1e-2)
-                .logarithmic(true)
-                .text("learning rate"),
-        )
-        .on_hover_text("AdamW learning rate");
-    });
-    ui.horizontal(|ui| {
-        ui.checkbox(&mut training.recover.gradual, "Gradual pruning from")
-            .on_hover_text("Raise magnitude sparsity from this level to the configuration's over the first two thirds of training (TF-MOT PolynomialDecay), instead of pruning at once");
-        ui.add_enabled(
-            training.recover.gradual,
-            egui::Slider::new(&mut training.recover.gradual_from_pct, 0.0..=90.0).suffix(" %"),
-        )
-        .on_hover_text("The sparsity gradual pruning starts from");
-    });
-    if ui
-        .add_enabled(idle && !config.is_identity(), egui::Button::new("Recover"))
-        .on_hover_text("Fine-tune with the pruning masks fixed and the quantization simulated, then re-apply the configuration: the result is exactly in its formats")
-        .clicked()
-    {
-        actions.push(Command::Recover);
-    }
-    progress_ui(ui, training, actions);
-    if let Some(r) = training.recoveries.last() {
-        recovery_ui(ui, r, actions);
-    }
-    ui.separator();
-    ui.heading("Distill into a smaller student");
-    ui.horizontal(|ui| {
+pub struct TrainingPanel<'a> {
+    pub training: &'a mut Training,
+    pub config: &'a Config,
+    pub can_train: Option<&'a str>,
+}
+
+impl super::Panel for TrainingPanel<'_> {
+    fn ui(self, ui: &mut egui::Ui, actions: &mut Vec<Command>) {
+        let TrainingPanel {
+            training,
+            config,
+            can_train,
+        } = self;
+        ui.label(format!(
+            "Training runs on {:.0}% of the attached data; the figures below are measured on the other {:.0}% (held out).",
+            100.0 * (1.0 - HELD_OUT),
+            100.0 * HELD_OUT
+        ));
+        if let Some(why) = can_train {
+            ui.colored_label(ui.visuals().warn_fg_color, why);
+        }
+        let idle = !training.is_running() && can_train.is_none();
+        ui.add_space(6.0);
+        ui.heading("Recover the current configuration");
+        ui.label(format!("Configuration: {}", config_words(config)));
+        ui.horizontal(|ui| {
+            ui.add(egui::Slider::new(&mut training.recover.epochs, 1..=20).text("epochs"))
+                .on_hover_text("Passes over the training part of the data");
+            ui.add(
+                egui::Slider::new(&mut training.recover.lr, 1e-4..=1e-2)
+                    .logarithmic(true)
+                    .text("learning rate"),
+            )
+            .on_hover_text("AdamW learning rate");
+        });
+        ui.horizontal(|ui| {
+            ui.checkbox(&mut training.recover.gradual, "Gradual pruning from")
+                .on_hover_text("Raise magnitude sparsity from this level to the configuration's over the first two thirds of training (TF-MOT PolynomialDecay), instead of pruning at once");
+            ui.add_enabled(
+                training.recover.gradual,
+                egui::Slider::new(&mut training.recover.gradual_from_pct, 0.0..=90.0).suffix(" %"),
+            )
+            .on_hover_text("The sparsity gradual pruning starts from");
+        });
         if ui
-            .button("Student spec…")
-            .on_hover_text("An architecture spec (TOML) for the student; layers it creates give `out` (and `kernel` for convolutions)")
+            .add_enabled(idle && !config.is_identity(), egui::Button::new("Recover"))
+            .on_hover_text("Fine-tune with the pruning masks fixed and the quantization simulated, then re-apply the configuration: the result is exactly in its formats")
             .clicked()
         {
-            actions.push(Command::ChooseStudentDialog);
+            actions.push(Command::Recover);
         }
-        ui.label(
-            training
-                .distill
-                .student
-                .as_deref()
-                .map_or("(none chosen)".into(), file_name),
-        );
-    });
-    ui.horizontal(|ui| {
-        ui.add(
-            egui::Slider::new(&mut training.distill.temperature, 1.0..=10.0).text("temperature T"),
+        progress_ui(ui, training, actions);
+        if let Some(r) = training.recoveries.last() {
+            recovery_ui(ui, r, actions);
+        }
+        ui.separator();
+        ui.heading("Distill into a smaller student");
+        ui.horizontal(|ui| {
+            if ui
+                .button("Student spec…")
+                .on_hover_text("An architecture spec (TOML) for the student; layers it creates give `out` (and `kernel` for convolutions)")
+                .clicked()
+            {
+                actions.push(Command::ChooseStudentDialog);
+            }
+            ui.label(
+                training
+                    .distill
+                    .student
+                    .as_deref()
+                    .map_or("(none chosen)".into(), file_name),
+            );
+        });
+        ui.horizontal(|ui| {
+            ui.add(
+                egui::Slider::new(&mut training.distill.temperature, 1.0..=10.0)
+                    .text("temperature T"),
+            )
+            .on_hover_text(
+                "Softens both distributions: the teacher's \"dark knowledge\" shows at T > 1",
+            );
+            ui.add(
+                egui::Slider::new(&mut training.distill.alpha, 0.0..=1.0).text("α (soft share)"),
+            )
+            .on_hover_text("loss = α·T²·KL(teacher || student) + (1 − α)·cross-entropy");
+        });
+        ui.horizontal(|ui| {
+            ui.add(egui::Slider::new(&mut training.distill.epochs, 1..=100).text("epochs"))
+                .on_hover_text("Passes over the training part of the data");
+            ui.add(
+                egui::Slider::new(&mut training.distill.lr, 1e-4..=1e-2)
+                    .logarithmic(true)
+                    .text("learning rate"),
+            );
+        });
+        ui.checkbox(
+            &mut training.distill.from_current,
+            "Student: this model under the current configuration, shrunk",
         )
         .on_hover_text(
-            "Softens both distributions: the teacher's \"dark knowledge\" shows at T > 1",
+            "Instead of a spec: the open network with the current configuration applied and the neurons and filters that structured pruning zeroed removed (set Method to Structured), physically smaller",
         );
-        ui.add(egui::Slider::new(&mut training.distill.alpha, 0.0..=1.0).text("α (soft share)"))
-            .on_hover_text("loss = α·T²·KL(teacher || student) + (1 − α)·cross-entropy");
-    });
-    ui.horizontal(|ui| {
-        ui.add(egui::Slider::new(&mut training.distill.epochs, 1..=100).text("epochs"))
-            .on_hover_text("Passes over the training part of the data");
-        ui.add(
-            egui::Slider::new(&mut training.distill.lr, 1e-4..=1e-2)
-                .logarithmic(true)
-                .text("learning rate"),
-        );
-    });
-    ui.checkbox(
-        &mut training.distill.from_current,
-        "Student: this model under the current configuration, shrunk",
-    )
-    .on_hover_text(
-        "Instead of a spec: the open network with the current configuration applied and the neurons and filters that structured pruning zeroed removed (set Method to Structured), physically smaller",
-    );
-    if ui
-        .add_enabled(
-            idle && (training.distill.student.is_some() || training.distill.from_current),
-            egui::Button::new("Distill"),
-        )
-        .on_hover_text("Train the student from the open model's soft targets, and the same student from labels alone, to measure what the teacher adds")
-        .clicked()
-    {
-        actions.push(Command::Distill);
-    }
-    if let Some(d) = &training.distilled {
-        distilled_ui(ui, d, actions);
+        if ui
+            .add_enabled(
+                idle && (training.distill.student.is_some() || training.distill.from_current),
+                egui::Button::new("Distill"),
+            )
+            .on_hover_text("Train the student from the open model's soft targets, and the same student from labels alone, to measure what the teacher adds")
+            .clicked()
+        {
+            actions.push(Command::Distill);
+        }
+        if let Some(d) = &training.distilled {
+            distilled_ui(ui, d, actions);
+        }
     }
 }
 

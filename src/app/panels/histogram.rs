@@ -4,8 +4,8 @@
 
 use egui_plot::{AxisHints, Bar, BarChart, GridInput, GridMark, Legend, LineStyle, Plot, VLine};
 
-use super::compress::{Overlay, TensorResult};
-use super::{LoadedModel, Settings, group_digits, human_bytes};
+use crate::app::{Command, LoadedModel, Settings, group_digits, human_bytes};
+use crate::measure::evaluation::{Overlay, TensorResult};
 use crate::stats::{Histogram, TensorStats, linspace_edges};
 
 /// Bars for a histogram; heights are log10(1 + count) when `log` is set.
@@ -124,94 +124,105 @@ fn marker_lines(c: &TensorResult, abs: bool) -> Vec<VLine> {
     lines
 }
 
-pub fn ui(
-    ui: &mut egui::Ui,
-    loaded: &LoadedModel,
-    index: usize,
-    hist: Option<&Histogram>,
-    compressed: Option<&TensorResult>,
-    computing: bool,
-    settings: &mut Settings,
-) {
-    let Some(report) = loaded.reports.get(index) else {
-        return;
-    };
-    let info = &report.info;
-    ui.heading(format!("Histogram of {}", info.name));
-    ui.label(format!(
-        "{:?} · {} · {} values",
-        info.shape,
-        info.dtype,
-        group_digits(info.numel)
-    ));
-    ui.horizontal(|ui| {
-        ui.checkbox(&mut settings.log_counts, "Log-scale counts")
-            .on_hover_text("Bar heights as log10(1 + count): shows the sparse tails");
-        ui.checkbox(&mut settings.abs_values, "|w|").on_hover_text(
-            "Histogram of magnitudes |w| over [0, max |w|] (what magnitude pruning cuts)",
-        );
-        if computing {
-            ui.spinner();
+pub struct HistogramPanel<'a> {
+    pub loaded: &'a LoadedModel,
+    pub index: usize,
+    pub hist: Option<&'a Histogram>,
+    pub compressed: Option<&'a TensorResult>,
+    pub computing: bool,
+    pub settings: &'a mut Settings,
+}
+
+impl super::Panel for HistogramPanel<'_> {
+    fn ui(self, ui: &mut egui::Ui, _commands: &mut Vec<Command>) {
+        let HistogramPanel {
+            loaded,
+            index,
+            hist,
+            compressed,
+            computing,
+            settings,
+        } = self;
+        let Some(report) = loaded.reports.get(index) else {
+            return;
+        };
+        let info = &report.info;
+        ui.heading(format!("Histogram of {}", info.name));
+        ui.label(format!(
+            "{:?} · {} · {} values",
+            info.shape,
+            info.dtype,
+            group_digits(info.numel)
+        ));
+        ui.horizontal(|ui| {
+            ui.checkbox(&mut settings.log_counts, "Log-scale counts")
+                .on_hover_text("Bar heights as log10(1 + count): shows the sparse tails");
+            ui.checkbox(&mut settings.abs_values, "|w|").on_hover_text(
+                "Histogram of magnitudes |w| over [0, max |w|] (what magnitude pruning cuts)",
+            );
+            if computing {
+                ui.spinner();
+            }
+        });
+        if let Some(note) = &report.note {
+            ui.colored_label(ui.visuals().warn_fg_color, note);
         }
-    });
-    if let Some(note) = &report.note {
-        ui.colored_label(ui.visuals().warn_fg_color, note);
-    }
-    match hist {
-        Some(h) => {
-            let abs = settings.abs_values;
-            let chart = BarChart::new("original", bars(h, settings.log_counts))
-                .color(egui::Color32::from_rgb(90, 140, 220));
-            let overlay = compressed.map(|c| {
-                let o = if abs { &c.abs } else { &c.signed };
-                BarChart::new(
-                    "compressed (zeroed left out)",
-                    overlay_bars(o, settings.log_counts),
-                )
-                .color(egui::Color32::from_rgba_unmultiplied(235, 140, 50, 150))
-            });
-            let lines = compressed.map_or_else(Vec::new, |c| marker_lines(c, abs));
-            let y_label = if settings.log_counts {
-                "log10(1 + count)"
-            } else {
-                "count"
-            };
-            let x_label = if settings.abs_values { "|w|" } else { "w" };
-            Plot::new("histogram")
-                .height((ui.available_height() - 190.0).max(160.0))
-                .custom_x_axes(vec![
-                    // The plot is often narrow: allow tick labels closer than egui_plot's 60 px.
-                    AxisHints::new_x()
-                        .label(x_label)
-                        .label_spacing(30.0..=45.0)
-                        .formatter(|mark, _| tick_label(mark.value, mark.step_size)),
-                ])
-                .x_grid_spacer(nice_grid)
-                .y_axis_label(y_label)
-                .allow_scroll(false)
-                .legend(Legend::default())
-                .show(ui, |plot| {
-                    plot.bar_chart(chart);
-                    if let Some(o) = overlay {
-                        plot.bar_chart(o);
-                    }
-                    for l in lines {
-                        plot.vline(l);
-                    }
+        match hist {
+            Some(h) => {
+                let abs = settings.abs_values;
+                let chart = BarChart::new("original", bars(h, settings.log_counts))
+                    .color(egui::Color32::from_rgb(90, 140, 220));
+                let overlay = compressed.map(|c| {
+                    let o = if abs { &c.abs } else { &c.signed };
+                    BarChart::new(
+                        "compressed (zeroed left out)",
+                        overlay_bars(o, settings.log_counts),
+                    )
+                    .color(egui::Color32::from_rgba_unmultiplied(235, 140, 50, 150))
                 });
-            if let Some(c) = compressed {
-                compressed_line(ui, c);
+                let lines = compressed.map_or_else(Vec::new, |c| marker_lines(c, abs));
+                let y_label = if settings.log_counts {
+                    "log10(1 + count)"
+                } else {
+                    "count"
+                };
+                let x_label = if settings.abs_values { "|w|" } else { "w" };
+                Plot::new("histogram")
+                    .height((ui.available_height() - 190.0).max(160.0))
+                    .custom_x_axes(vec![
+                        // The plot is often narrow: allow tick labels closer than egui_plot's 60 px.
+                        AxisHints::new_x()
+                            .label(x_label)
+                            .label_spacing(30.0..=45.0)
+                            .formatter(|mark, _| tick_label(mark.value, mark.step_size)),
+                    ])
+                    .x_grid_spacer(nice_grid)
+                    .y_axis_label(y_label)
+                    .allow_scroll(false)
+                    .legend(Legend::default())
+                    .show(ui, |plot| {
+                        plot.bar_chart(chart);
+                        if let Some(o) = overlay {
+                            plot.bar_chart(o);
+                        }
+                        for l in lines {
+                            plot.vline(l);
+                        }
+                    });
+                if let Some(c) = compressed {
+                    compressed_line(ui, c);
+                }
+            }
+            None if computing => {
+                ui.label("Computing histogram…");
+            }
+            None => {
+                ui.label("No histogram (no finite values to bin).");
             }
         }
-        None if computing => {
-            ui.label("Computing histogram…");
+        if let Some(s) = &report.stats {
+            stats_grid(ui, s);
         }
-        None => {
-            ui.label("No histogram (no finite values to bin).");
-        }
-    }
-    if let Some(s) = &report.stats {
-        stats_grid(ui, s);
     }
 }
 

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use super::compress::Evaluation;
-use super::{Command, group_digits, human_bytes};
+use crate::app::{Command, group_digits, human_bytes};
+use crate::measure::evaluation::Evaluation;
 
 /// A configuration kept for comparison, with everything measured for it.
 #[derive(Clone)]
@@ -98,106 +98,113 @@ fn figures(e: &Evaluation) -> Vec<(&'static str, String, Option<f64>)> {
 const DIFF_UNITS: [&str; 6] = [" MB", " bits", " pts", " dB", " pts", ""];
 
 /// The compare tab.
-pub fn ui(
-    ui: &mut egui::Ui,
-    compare: &mut Compare,
-    current: Option<&Arc<Evaluation>>,
-    tensor_names: &[&str],
-    actions: &mut Vec<Command>,
-) {
-    if compare.pinned.is_empty() {
-        ui.label(
-            "Nothing pinned yet: set a configuration on the right and press \"Pin for comparison\"; \
-             pin another and compare them here (or one against the current configuration).",
-        );
-        return;
-    }
-    compare.a = compare.a.min(compare.pinned.len() - 1);
-    if compare.b.is_some_and(|b| b >= compare.pinned.len()) {
-        compare.b = None;
-    }
-    let names: Vec<String> = compare.pinned.iter().map(|p| p.name.clone()).collect();
-    ui.horizontal(|ui| {
-        ui.label("A");
-        egui::ComboBox::from_id_salt("compare_a")
-            .selected_text(&names[compare.a])
-            .show_ui(ui, |ui| {
-                for (i, n) in names.iter().enumerate() {
-                    ui.selectable_value(&mut compare.a, i, n);
-                }
-            })
-            .response
-            .on_hover_text("The pinned configuration on the left of every comparison");
-        ui.label("B");
-        egui::ComboBox::from_id_salt("compare_b")
-            .selected_text(compare.b.map_or("current", |b| names[b].as_str()))
-            .show_ui(ui, |ui| {
-                ui.selectable_value(&mut compare.b, None, "current");
-                for (i, n) in names.iter().enumerate() {
-                    ui.selectable_value(&mut compare.b, Some(i), n);
-                }
-            })
-            .response
-            .on_hover_text("Another pin, or the current configuration as you edit it");
-    });
-    let a = compare.pinned[compare.a].evaluation.clone();
-    let b = match compare.b {
-        Some(i) => Some(compare.pinned[i].evaluation.clone()),
-        None => current.cloned(),
-    };
-    let b_name = compare.b.map_or("current".to_owned(), |i| names[i].clone());
-    ui.add_space(4.0);
-    egui::Grid::new("compare_figures")
-        .num_columns(4)
-        .striped(true)
-        .show(ui, |ui| {
-            ui.strong("");
-            ui.strong(format!("A: {}", names[compare.a]));
-            ui.strong(format!("B: {b_name}"));
-            ui.strong("B − A");
-            ui.end_row();
-            ui.label("Configuration");
-            ui.label(a.config.summary());
+pub struct ComparePanel<'a> {
+    pub compare: &'a mut Compare,
+    pub current: Option<&'a Arc<Evaluation>>,
+    pub tensor_names: &'a [&'a str],
+}
+
+impl super::Panel for ComparePanel<'_> {
+    fn ui(self, ui: &mut egui::Ui, actions: &mut Vec<Command>) {
+        let ComparePanel {
+            compare,
+            current,
+            tensor_names,
+        } = self;
+        if compare.pinned.is_empty() {
             ui.label(
-                b.as_ref()
-                    .map_or("as stored".into(), |b| b.config.summary()),
+                "Nothing pinned yet: set a configuration on the right and press \"Pin for comparison\"; \
+                 pin another and compare them here (or one against the current configuration).",
             );
-            ui.label("");
-            ui.end_row();
-            let fa = figures(&a);
-            let fb = b.as_deref().map(figures);
-            for (k, (label, text, value)) in fa.into_iter().enumerate() {
-                ui.label(label);
-                ui.label(text);
-                let other = fb.as_ref().map(|f| &f[k]);
-                ui.label(other.map_or("–".into(), |o| o.1.clone()));
-                match (value, other.and_then(|o| o.2)) {
-                    (Some(x), Some(y)) => ui.label(format!("{:+.2}{}", y - x, DIFF_UNITS[k])),
-                    _ => ui.label("–"),
-                };
+            return;
+        }
+        compare.a = compare.a.min(compare.pinned.len() - 1);
+        if compare.b.is_some_and(|b| b >= compare.pinned.len()) {
+            compare.b = None;
+        }
+        let names: Vec<String> = compare.pinned.iter().map(|p| p.name.clone()).collect();
+        ui.horizontal(|ui| {
+            ui.label("A");
+            egui::ComboBox::from_id_salt("compare_a")
+                .selected_text(&names[compare.a])
+                .show_ui(ui, |ui| {
+                    for (i, n) in names.iter().enumerate() {
+                        ui.selectable_value(&mut compare.a, i, n);
+                    }
+                })
+                .response
+                .on_hover_text("The pinned configuration on the left of every comparison");
+            ui.label("B");
+            egui::ComboBox::from_id_salt("compare_b")
+                .selected_text(compare.b.map_or("current", |b| names[b].as_str()))
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(&mut compare.b, None, "current");
+                    for (i, n) in names.iter().enumerate() {
+                        ui.selectable_value(&mut compare.b, Some(i), n);
+                    }
+                })
+                .response
+                .on_hover_text("Another pin, or the current configuration as you edit it");
+        });
+        let a = compare.pinned[compare.a].evaluation.clone();
+        let b = match compare.b {
+            Some(i) => Some(compare.pinned[i].evaluation.clone()),
+            None => current.cloned(),
+        };
+        let b_name = compare.b.map_or("current".to_owned(), |i| names[i].clone());
+        ui.add_space(4.0);
+        egui::Grid::new("compare_figures")
+            .num_columns(4)
+            .striped(true)
+            .show(ui, |ui| {
+                ui.strong("");
+                ui.strong(format!("A: {}", names[compare.a]));
+                ui.strong(format!("B: {b_name}"));
+                ui.strong("B − A");
                 ui.end_row();
+                ui.label("Configuration");
+                ui.label(a.config.summary());
+                ui.label(
+                    b.as_ref()
+                        .map_or("as stored".into(), |b| b.config.summary()),
+                );
+                ui.label("");
+                ui.end_row();
+                let fa = figures(&a);
+                let fb = b.as_deref().map(figures);
+                for (k, (label, text, value)) in fa.into_iter().enumerate() {
+                    ui.label(label);
+                    ui.label(text);
+                    let other = fb.as_ref().map(|f| &f[k]);
+                    ui.label(other.map_or("–".into(), |o| o.1.clone()));
+                    match (value, other.and_then(|o| o.2)) {
+                        (Some(x), Some(y)) => ui.label(format!("{:+.2}{}", y - x, DIFF_UNITS[k])),
+                        _ => ui.label("–"),
+                    };
+                    ui.end_row();
+                }
+            });
+        ui.horizontal(|ui| {
+            if ui
+                .button("Use A")
+                .on_hover_text("Make A the current configuration (Ctrl+Z goes back)")
+                .clicked()
+            {
+                actions.push(Command::UseConfig(a.config.clone()));
+            }
+            if let Some(b) = &b
+                && compare.b.is_some()
+                && ui
+                    .button("Use B")
+                    .on_hover_text("Make B the current configuration (Ctrl+Z goes back)")
+                    .clicked()
+            {
+                actions.push(Command::UseConfig(b.config.clone()));
             }
         });
-    ui.horizontal(|ui| {
-        if ui
-            .button("Use A")
-            .on_hover_text("Make A the current configuration (Ctrl+Z goes back)")
-            .clicked()
-        {
-            actions.push(Command::UseConfig(a.config.clone()));
-        }
-        if let Some(b) = &b
-            && compare.b.is_some()
-            && ui
-                .button("Use B")
-                .on_hover_text("Make B the current configuration (Ctrl+Z goes back)")
-                .clicked()
-        {
-            actions.push(Command::UseConfig(b.config.clone()));
-        }
-    });
-    ui.separator();
-    tensors_ui(ui, &a, b.as_deref(), tensor_names);
+        ui.separator();
+        tensors_ui(ui, &a, b.as_deref(), tensor_names);
+    }
 }
 
 /// Per tensor: what A and B do, for every tensor either changes; rows that differ

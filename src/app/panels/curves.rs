@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use egui_plot::{AxisHints, Legend, Line, LineStyle, Plot, PlotPoints, Points};
 
-use super::Command;
-use super::compress::Evaluation;
+use crate::app::Command;
 use crate::compress::apply::TensorCache;
 use crate::eval::causal_lm::LanguageMetrics;
 use crate::eval::evaluator::Evaluator;
 use crate::jobs::{JobEvent, JobHandle, Pool, spawn_job};
+use crate::measure::evaluation::Evaluation;
 use crate::model::Model;
 use crate::sweep::analysis::{
     HeatCell, Heatmap, LayerSensitivity, best_allocation, heatmap, pareto_front, quality,
@@ -628,64 +628,73 @@ fn current_marker(at: [f64; 2]) -> Points<'static> {
 }
 
 /// The curves tab.
-pub fn ui(
-    ui: &mut egui::Ui,
-    curves: &mut Curves,
-    can_measure: bool,
-    current: Option<&Evaluation>,
-    baseline_top1: Option<f64>,
-    recovered: &[RecoveredMarker],
-    actions: &mut Vec<Command>,
-) {
-    ui.horizontal(|ui| {
-        for kind in [SweepKind::Curves, SweepKind::Sensitivity, SweepKind::Heatmap] {
-            let tip = match kind {
-                SweepKind::Curves => "Every pruning method at 0–95% sparsity (global and per-tensor magnitude, random, structured rows, 2:4) and int8…int2 per channel. For a llama GGUF: GGUF Q8_0, Q4_0, Q4_K, Q3_K, Q2_K and magnitude 10–50%, each measured on the text (perplexity, KL)",
-                SweepKind::Sensitivity => "Each layer alone magnitude-pruned to 10–90%, the others untouched: which layers can take it (measured on the data when attached)",
-                _ => "Each layer alone at 10–90% sparsity and int8…int2: weight SQNR, no data needed, seconds for any model; measured sensitivity refines it",
-            };
-            if ui.button(format!("Run: {}", kind.label())).on_hover_text(tip).clicked() {
-                actions.push(Command::StartSweep(kind));
+pub struct CurvesPanel<'a> {
+    pub curves: &'a mut Curves,
+    pub can_measure: bool,
+    pub current: Option<&'a Evaluation>,
+    pub baseline_top1: Option<f64>,
+    pub recovered: &'a [RecoveredMarker],
+}
+
+impl super::Panel for CurvesPanel<'_> {
+    fn ui(self, ui: &mut egui::Ui, actions: &mut Vec<Command>) {
+        let CurvesPanel {
+            curves,
+            can_measure,
+            current,
+            baseline_top1,
+            recovered,
+        } = self;
+        ui.horizontal(|ui| {
+            for kind in [SweepKind::Curves, SweepKind::Sensitivity, SweepKind::Heatmap] {
+                let tip = match kind {
+                    SweepKind::Curves => "Every pruning method at 0–95% sparsity (global and per-tensor magnitude, random, structured rows, 2:4) and int8…int2 per channel. For a llama GGUF: GGUF Q8_0, Q4_0, Q4_K, Q3_K, Q2_K and magnitude 10–50%, each measured on the text (perplexity, KL)",
+                    SweepKind::Sensitivity => "Each layer alone magnitude-pruned to 10–90%, the others untouched: which layers can take it (measured on the data when attached)",
+                    _ => "Each layer alone at 10–90% sparsity and int8…int2: weight SQNR, no data needed, seconds for any model; measured sensitivity refines it",
+                };
+                if ui.button(format!("Run: {}", kind.label())).on_hover_text(tip).clicked() {
+                    actions.push(Command::StartSweep(kind));
+                }
             }
+        });
+        if !can_measure {
+            ui.label("No data attached: the curves show weight SQNR (dB), a fidelity proxy, not accuracy. Attach a data set to measure accuracy.");
         }
-    });
-    if !can_measure {
-        ui.label("No data attached: the curves show weight SQNR (dB), a fidelity proxy, not accuracy. Attach a data set to measure accuracy.");
-    }
-    jobs_ui(ui, curves);
-    let snap = curves.snapshot(ui.ctx(), baseline_top1);
-    ui.horizontal(|ui| {
-        let any = !snap.all.is_empty();
-        if ui
-            .add_enabled(any, egui::Button::new("Save results…"))
-            .on_hover_text("Every measured point with its recipe, as JSON (.json) or CSV (.csv), as `slimscope sweep -o` writes them")
-            .clicked()
-        {
-            actions.push(Command::SaveResultsDialog);
+        jobs_ui(ui, curves);
+        let snap = curves.snapshot(ui.ctx(), baseline_top1);
+        ui.horizontal(|ui| {
+            let any = !snap.all.is_empty();
+            if ui
+                .add_enabled(any, egui::Button::new("Save results…"))
+                .on_hover_text("Every measured point with its recipe, as JSON (.json) or CSV (.csv), as `slimscope sweep -o` writes them")
+                .clicked()
+            {
+                actions.push(Command::SaveResultsDialog);
+            }
+            if ui
+                .add_enabled(any && curves.view == CurvesView::Plots, egui::Button::new("Save plots as PNG…"))
+                .on_hover_text("The three plots as they are on screen")
+                .clicked()
+            {
+                actions.push(Command::SavePlotsDialog);
+            }
+        });
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut curves.view, CurvesView::Plots, "Plots")
+                .on_hover_text("Accuracy against sparsity and bits; size against accuracy");
+            ui.selectable_value(&mut curves.view, CurvesView::Layers, "Layers")
+                .on_hover_text(
+                    "Layers × levels heatmap; one average sparsity allocated over the layers",
+                );
+        });
+        match curves.view {
+            CurvesView::Plots => {
+                let top = ui.cursor().min;
+                plots_ui(ui, &snap, current, recovered, actions);
+                curves.plots_rect = Some(egui::Rect::from_min_max(top, ui.min_rect().max));
+            }
+            CurvesView::Layers => layers_ui(ui, curves, &snap, actions),
         }
-        if ui
-            .add_enabled(any && curves.view == CurvesView::Plots, egui::Button::new("Save plots as PNG…"))
-            .on_hover_text("The three plots as they are on screen")
-            .clicked()
-        {
-            actions.push(Command::SavePlotsDialog);
-        }
-    });
-    ui.horizontal(|ui| {
-        ui.selectable_value(&mut curves.view, CurvesView::Plots, "Plots")
-            .on_hover_text("Accuracy against sparsity and bits; size against accuracy");
-        ui.selectable_value(&mut curves.view, CurvesView::Layers, "Layers")
-            .on_hover_text(
-                "Layers × levels heatmap; one average sparsity allocated over the layers",
-            );
-    });
-    match curves.view {
-        CurvesView::Plots => {
-            let top = ui.cursor().min;
-            plots_ui(ui, &snap, current, recovered, actions);
-            curves.plots_rect = Some(egui::Rect::from_min_max(top, ui.min_rect().max));
-        }
-        CurvesView::Layers => layers_ui(ui, curves, &snap, actions),
     }
 }
 

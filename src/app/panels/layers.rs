@@ -2,9 +2,10 @@
 //! sortable by any column, filtered by name, virtualised (only visible rows are laid
 //! out, so models with thousands of tensors scroll smoothly).
 
-use super::compress::{Config, Evaluation};
-use super::{Command, LoadedModel, group_digits, human_bytes};
+use crate::app::{Command, LoadedModel, group_digits, human_bytes};
+use crate::compress::config::Config;
 use crate::inspect::TensorReport;
+use crate::measure::evaluation::Evaluation;
 use crate::stats::TensorStats;
 
 /// Columns, in display order: (title, width, tooltip). The last two show the current
@@ -82,6 +83,28 @@ fn stat(r: &TensorReport, f: fn(&TensorStats) -> f64) -> f64 {
     r.stats.as_ref().map_or(f64::NEG_INFINITY, f)
 }
 
+/// The tensor table, drawn with what it shows.
+pub struct TablePanel<'a> {
+    pub table: &'a mut TableState,
+    pub loaded: &'a LoadedModel,
+    pub selected: Option<usize>,
+    pub evaluation: Option<&'a Evaluation>,
+    pub config: &'a Config,
+}
+
+impl super::Panel for TablePanel<'_> {
+    fn ui(self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
+        let TablePanel {
+            table,
+            loaded,
+            selected,
+            evaluation,
+            config,
+        } = self;
+        table.draw(ui, loaded, selected, (evaluation, config), commands);
+    }
+}
+
 impl TableState {
     /// The rows to show: tensors filtered and sorted, under their layers when grouped.
     /// A layer is shown when its name or any of its tensors' names match the filter.
@@ -140,16 +163,15 @@ impl TableState {
         rows
     }
 
-    /// Draw the table; returns the commands the user asked for.
-    pub fn ui(
+    /// Draw the table; what the user asked for goes into `commands`.
+    fn draw(
         &mut self,
         ui: &mut egui::Ui,
         loaded: &LoadedModel,
         selected: Option<usize>,
-        evaluation: Option<&Evaluation>,
-        config: &Config,
-    ) -> Vec<Command> {
-        let mut commands = Vec::new();
+        (evaluation, config): (Option<&Evaluation>, &Config),
+        commands: &mut Vec<Command>,
+    ) {
         ui.horizontal(|ui| {
             ui.heading("Tensors");
             ui.label(format!(
@@ -236,7 +258,6 @@ impl TableState {
                 },
             );
         });
-        commands
     }
 }
 

@@ -5,12 +5,9 @@
 //! by [`crate::measure::evaluation::evaluate`] as sweeps and `slimscope apply` are,
 //! so what the app shows is what an exported recipe reproduces.
 
-use super::{group_digits, human_bytes};
-pub use crate::compress::config::{Config, Format, IntGranularity, Method, Override};
-pub use crate::measure::evaluation::{Evaluation, Overlay, TensorResult, evaluate};
-
-/// Where the app's recipes say they come from, in error messages.
-pub use crate::measure::evaluation::SETTINGS_ORIGIN as RECIPE_ORIGIN;
+use crate::app::{Command, group_digits, human_bytes};
+use crate::compress::config::{Config, Format, IntGranularity, Method, Override};
+use crate::measure::evaluation::Evaluation;
 
 /// What a pruning method does, in a tooltip.
 fn method_tip(m: Method) -> &'static str {
@@ -95,78 +92,87 @@ fn format_picker(ui: &mut egui::Ui, id: &str, format: &mut Format) -> bool {
 }
 
 /// The compression controls and the model-wide figures. Edits `config` in place.
-pub fn controls_ui(
-    ui: &mut egui::Ui,
-    config: &mut Config,
-    selected: Option<&str>,
-    evaluation: Option<&Evaluation>,
-    busy: bool,
-) {
-    ui.horizontal(|ui| {
-        ui.heading("Compress");
-        if busy {
-            ui.spinner()
-                .on_hover_text("Computing the compressed model…");
-        }
-    });
-    egui::Grid::new("compress_controls")
-        .num_columns(2)
-        .show(ui, |ui| {
-            ui.label("Method").on_hover_text("How weights are chosen for pruning");
-            egui::ComboBox::from_id_salt("method")
-                .selected_text(config.method.label())
-                .show_ui(ui, |ui| {
-                    for m in Method::ALL {
-                        ui.selectable_value(&mut config.method, m, m.label())
-                            .on_hover_text(method_tip(m));
-                    }
-                })
-                .response
-                .on_hover_text(method_tip(config.method));
-            ui.end_row();
-            let label = ui
-                .label("Sparsity")
-                .on_hover_text("Fraction of weights set to zero");
-            ui.add_enabled(
-                config.method != Method::TwoFour,
-                egui::Slider::new(&mut config.sparsity_pct, 0.0..=99.0)
-                    .step_by(1.0)
-                    .fixed_decimals(0)
-                    .suffix(" %"),
-            )
-            .labelled_by(label.id)
-            .on_hover_text(
-                "Target sparsity of every matrix (biases and norms are never pruned); 2:4 is always 50%",
-            );
-            ui.end_row();
-            if config.method == Method::Magnitude {
-                ui.label("Scope");
-                ui.horizontal(|ui| {
-                    ui.selectable_value(&mut config.global_scope, false, "per tensor")
-                        .on_hover_text("Every tensor loses the same fraction of its weights");
-                    ui.selectable_value(&mut config.global_scope, true, "global")
-                        .on_hover_text(
-                            "One |w| threshold across all tensors: layers with small weights lose more",
-                        );
+pub struct ControlsPanel<'a> {
+    pub config: &'a mut Config,
+    pub selected: Option<&'a str>,
+    pub evaluation: Option<&'a Evaluation>,
+    pub busy: bool,
+}
+
+impl super::Panel for ControlsPanel<'_> {
+    fn ui(self, ui: &mut egui::Ui, _commands: &mut Vec<Command>) {
+        let ControlsPanel {
+            config,
+            selected,
+            evaluation,
+            busy,
+        } = self;
+        ui.horizontal(|ui| {
+            ui.heading("Compress");
+            if busy {
+                ui.spinner()
+                    .on_hover_text("Computing the compressed model…");
+            }
+        });
+        egui::Grid::new("compress_controls")
+            .num_columns(2)
+            .show(ui, |ui| {
+                ui.label("Method").on_hover_text("How weights are chosen for pruning");
+                egui::ComboBox::from_id_salt("method")
+                    .selected_text(config.method.label())
+                    .show_ui(ui, |ui| {
+                        for m in Method::ALL {
+                            ui.selectable_value(&mut config.method, m, m.label())
+                                .on_hover_text(method_tip(m));
+                        }
+                    })
+                    .response
+                    .on_hover_text(method_tip(config.method));
+                ui.end_row();
+                let label = ui
+                    .label("Sparsity")
+                    .on_hover_text("Fraction of weights set to zero");
+                ui.add_enabled(
+                    config.method != Method::TwoFour,
+                    egui::Slider::new(&mut config.sparsity_pct, 0.0..=99.0)
+                        .step_by(1.0)
+                        .fixed_decimals(0)
+                        .suffix(" %"),
+                )
+                .labelled_by(label.id)
+                .on_hover_text(
+                    "Target sparsity of every matrix (biases and norms are never pruned); 2:4 is always 50%",
+                );
+                ui.end_row();
+                if config.method == Method::Magnitude {
+                    ui.label("Scope");
+                    ui.horizontal(|ui| {
+                        ui.selectable_value(&mut config.global_scope, false, "per tensor")
+                            .on_hover_text("Every tensor loses the same fraction of its weights");
+                        ui.selectable_value(&mut config.global_scope, true, "global")
+                            .on_hover_text(
+                                "One |w| threshold across all tensors: layers with small weights lose more",
+                            );
+                    });
+                    ui.end_row();
+                }
+                ui.label("Format");
+                ui.vertical(|ui| {
+                    format_picker(ui, "format", &mut config.format);
                 });
                 ui.end_row();
-            }
-            ui.label("Format");
-            ui.vertical(|ui| {
-                format_picker(ui, "format", &mut config.format);
             });
-            ui.end_row();
-        });
-    if let Some(name) = selected {
-        override_ui(ui, config, name);
-    }
-    ui.add_space(6.0);
-    match evaluation {
-        Some(e) => figures_ui(ui, e),
-        None if busy => {
-            ui.label("Computing…");
+        if let Some(name) = selected {
+            override_ui(ui, config, name);
         }
-        None => {}
+        ui.add_space(6.0);
+        match evaluation {
+            Some(e) => figures_ui(ui, e),
+            None if busy => {
+                ui.label("Computing…");
+            }
+            None => {}
+        }
     }
 }
 
