@@ -1091,7 +1091,7 @@ fn the_workflow_on_a_real_sentence_encoder_from_open_to_a_reopened_export() {
         h.state()
             .evaluation()
             .and_then(|e| e.accuracy)
-            .and_then(|(_, m)| m.embedding)
+            .and_then(|(_, m)| m.embedding())
             .expect("embedding figures")
     };
     let at30 = shown(&h);
@@ -1148,7 +1148,7 @@ fn the_workflow_on_a_real_sentence_encoder_from_open_to_a_reopened_export() {
     // The exported model's own Spearman is the one shown for its configuration.
     let reopened = h.state().attached().expect("attached").baseline;
     let spearman = reopened
-        .embedding
+        .embedding()
         .and_then(|e| e.spearman)
         .expect("spearman");
     assert!((spearman - at30.spearman.expect("spearman")).abs() < 1e-6);

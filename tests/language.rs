@@ -142,7 +142,7 @@ fn next_token_loss_matches_a_float64_numpy_forward_pass() {
         m.loss
     );
     assert!((m.top1 - want_top1).abs() < 1e-9);
-    let l = m.language.expect("language metrics");
+    let l = m.language().expect("language metrics");
     assert!((l.perplexity - want_loss.exp()).abs() < 0.03 * want_loss.exp());
     assert_eq!((l.kl_divergence, l.top1_agreement), (0.0, 1.0));
 }
@@ -174,7 +174,7 @@ fn kl_divergence_grows_as_fewer_bits_are_kept() {
     let base = measure(&[]);
     let q8 = measure(&requantized(&model, "Q8_0"));
     let q2 = measure(&requantized(&model, "Q2_K"));
-    let lang = |m: &Metrics| m.language.expect("language metrics");
+    let lang = |m: &Metrics| m.language().expect("language metrics");
     println!(
         "ppl original {:.3}, Q8_0 {:.3} (KL {:.5}, agree {:.3}), Q2_K {:.3} (KL {:.4}, agree {:.3})",
         lang(&base).perplexity,
@@ -268,7 +268,7 @@ fn requantization_curves_run_as_a_sweep_and_cancel() {
         results[i]
             .as_ref()
             .and_then(|r| r.metrics)
-            .and_then(|m| m.language)
+            .and_then(|m| m.language())
             .expect("language metrics")
     };
     let (q8, q4) = if points[0].recipe.contains("Q8_0") {

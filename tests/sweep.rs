@@ -490,8 +490,7 @@ fn the_pareto_front_and_allocations_match_hand_derived_cases() {
             top5: None,
             loss: 0.0,
             samples_per_second: 1.0,
-            language: None,
-            embedding: None,
+            task: slimscope::eval::TaskFigures::Classification,
         }),
         ..base.clone()
     };

@@ -139,7 +139,7 @@ fn print_header(
     data_path: &std::path::Path,
     window: usize,
 ) -> std::io::Result<()> {
-    match base.task() {
+    match base.task {
         TaskFigures::Embedding(_) => {
             writeln!(
                 out,
@@ -180,7 +180,7 @@ fn print_header(
 
 /// One model's figures, in the columns [`print_header`] named.
 fn print_row(out: &mut impl Write, name: &str, m: &Metrics) -> std::io::Result<()> {
-    match m.task() {
+    match m.task {
         TaskFigures::Embedding(e) => writeln!(
             out,
             "{name:<12} {:>10.5} {:>10.5} {:>12.5} {:>9} {:>10.2}%",

@@ -327,7 +327,7 @@ fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
 /// What the points are measured against.
 fn print_baseline(out: &mut impl Write, report: &Report) -> anyhow::Result<()> {
     if let Some(b) = report.baseline {
-        match b.task() {
+        match b.task {
             TaskFigures::Embedding(e) => writeln!(
                 out,
                 "baseline: {} sentences · Spearman {} with the pair scores; \
@@ -363,7 +363,7 @@ fn print_baseline(out: &mut impl Write, report: &Report) -> anyhow::Result<()> {
 /// One line per point of the curves, Pareto-optimal ones marked.
 fn print_points(out: &mut impl Write, report: &Report, quality_name: &str) -> anyhow::Result<()> {
     let measured = report.baseline.is_some();
-    let language = report.baseline.is_some_and(|b| b.language.is_some());
+    let language = report.baseline.is_some_and(|b| b.language().is_some());
     writeln!(
         out,
         "{:<26} {:>7} {:>10} {:>9} {:>10}{}",
@@ -401,7 +401,7 @@ fn print_points(out: &mut impl Write, report: &Report, quality_name: &str) -> an
             },
             r.bits_per_weight,
             r.bytes as f64 / 1e6,
-            match r.metrics.and_then(|m| m.language) {
+            match r.metrics.and_then(|m| m.language()) {
                 Some(l) => format!(" {:>11.3} {:>9.5}", l.perplexity, l.kl_divergence),
                 None => String::new(),
             },

@@ -392,8 +392,7 @@ fn score(
             top5: Some(top5 as f64 / n),
             loss,
             samples_per_second: n / seconds.max(1e-9),
-            language: Some(language),
-            embedding: None,
+            task: super::TaskFigures::Language(language),
         },
         kept,
     ))

@@ -539,8 +539,7 @@ impl SentenceTask {
             top5: None,
             loss: 1.0 - m.mean_cosine,
             samples_per_second: n as f64 / start.elapsed().as_secs_f64().max(1e-9),
-            language: None,
-            embedding: Some(m),
+            task: super::TaskFigures::Embedding(m),
         })
     }
 }

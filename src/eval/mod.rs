@@ -43,36 +43,60 @@ pub struct Metrics {
     pub loss: f64,
     /// Wall-clock throughput of the forward passes.
     pub samples_per_second: f64,
-    /// For a language model (whose samples are the text's tokens, its classes the
-    /// vocabulary): perplexity, and the distance from the original's predictions.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub language: Option<causal_lm::LanguageMetrics>,
-    /// For a sentence encoder (whose samples are sentences; `top1` the share whose
-    /// nearest neighbour is unchanged, `loss` the mean cosine distance to the
-    /// original's embeddings): the full comparison.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub embedding: Option<embeddings::EmbeddingMetrics>,
+    /// The task measured, with its own figures (in JSON a `language` or `embedding`
+    /// member; none for classification).
+    #[serde(flatten)]
+    pub task: TaskFigures,
 }
 
 /// Which task a measurement is of, with that task's own figures: what every front
-/// end matches on (exhaustively) to show a measurement.
+/// end matches on (exhaustively) to show a measurement. Decided by the [`Network`]
+/// that measured it ([`Network::task`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum TaskFigures {
     /// Labelled samples: top-1, top-5 and loss are the figures.
     Classification,
-    /// A language model on a text.
+    /// A language model (whose samples are the text's tokens, its classes the
+    /// vocabulary) on a text: perplexity, and the distance from the original's
+    /// predictions.
     Language(causal_lm::LanguageMetrics),
-    /// A sentence encoder on sentence pairs.
+    /// A sentence encoder on sentence pairs (its samples are sentences; `top1` the
+    /// share whose nearest neighbour is unchanged, `loss` the mean cosine distance to
+    /// the original's embeddings): the full comparison.
     Embedding(embeddings::EmbeddingMetrics),
 }
 
+impl Serialize for TaskFigures {
+    /// As the one member (or none) it adds to [`Metrics`]' JSON.
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        match self {
+            TaskFigures::Classification => {}
+            TaskFigures::Language(l) => map.serialize_entry("language", l)?,
+            TaskFigures::Embedding(e) => map.serialize_entry("embedding", e)?,
+        }
+        map.end()
+    }
+}
+
 impl Metrics {
-    /// The task these metrics are of, decided in one place.
-    pub fn task(&self) -> TaskFigures {
-        match (self.language, self.embedding) {
-            (_, Some(e)) => TaskFigures::Embedding(e),
-            (Some(l), None) => TaskFigures::Language(l),
-            (None, None) => TaskFigures::Classification,
+    /// A language model's figures, if these are of one.
+    pub fn language(&self) -> Option<causal_lm::LanguageMetrics> {
+        match self.task {
+            TaskFigures::Language(l) => Some(l),
+            TaskFigures::Classification | TaskFigures::Embedding(_) => None,
+        }
+    }
+
+    /// A sentence encoder's figures, if these are of one.
+    pub fn embedding(&self) -> Option<embeddings::EmbeddingMetrics> {
+        match self.task {
+            TaskFigures::Embedding(e) => Some(e),
+            TaskFigures::Classification | TaskFigures::Language(_) => None,
         }
     }
 
@@ -82,7 +106,7 @@ impl Metrics {
     /// rise by chance; agreement measures what compression lost).
     /// For a sentence encoder, the mean cosine similarity to the original's embeddings.
     pub fn quality(&self) -> f64 {
-        match self.task() {
+        match self.task {
             TaskFigures::Language(l) => l.top1_agreement,
             TaskFigures::Embedding(e) => e.mean_cosine,
             TaskFigures::Classification => self.top1,
@@ -91,7 +115,7 @@ impl Metrics {
 
     /// What [`Metrics::quality`] is, for labels.
     pub fn quality_name(&self) -> &'static str {
-        match self.task() {
+        match self.task {
             TaskFigures::Language(_) => "top-1 agreement",
             TaskFigures::Embedding(_) => "mean cosine",
             TaskFigures::Classification => "top-1",
@@ -193,8 +217,7 @@ pub fn evaluate(
         top5: (classes > 5).then_some(top5 as f64 / nf),
         loss: loss / nf,
         samples_per_second: n as f64 / seconds.max(1e-9),
-        language: None,
-        embedding: None,
+        task: TaskFigures::Classification,
     })
 }
 
@@ -305,5 +328,40 @@ impl Network {
             Network::Sequential(spec) => Some(spec),
             Network::Onnx(_) | Network::CausalLm(_) | Network::SentenceEncoder(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Metrics, TaskFigures, causal_lm::LanguageMetrics};
+
+    /// The JSON that sweeps, `eval --json` and exports write keeps its shape: the
+    /// task's figures are one `language` (or `embedding`) member after the common
+    /// ones, and none for classification (the text written out by hand).
+    #[test]
+    fn metrics_json_has_one_member_per_task() {
+        let mut m = Metrics {
+            samples: 4,
+            top1: 0.5,
+            top5: None,
+            loss: 1.25,
+            samples_per_second: 8.0,
+            task: TaskFigures::Classification,
+        };
+        let json = |m: &Metrics| serde_json::to_string(m).expect("json");
+        assert_eq!(
+            json(&m),
+            r#"{"samples":4,"top1":0.5,"loss":1.25,"samples_per_second":8.0}"#
+        );
+        m.task = TaskFigures::Language(LanguageMetrics {
+            perplexity: 12.5,
+            kl_divergence: 0.25,
+            kl_max: 2.0,
+            top1_agreement: 0.75,
+        });
+        assert_eq!(
+            json(&m),
+            r#"{"samples":4,"top1":0.5,"loss":1.25,"samples_per_second":8.0,"language":{"perplexity":12.5,"kl_divergence":0.25,"kl_max":2.0,"top1_agreement":0.75}}"#
+        );
     }
 }

@@ -83,9 +83,9 @@ impl<'a> Report<'a> {
                 opt(m.map(|m| m.top1)),
                 opt(m.and_then(|m| m.top5)),
                 opt(m.map(|m| m.loss)),
-                opt(m.and_then(|m| m.language).map(|l| l.perplexity)),
-                opt(m.and_then(|m| m.language).map(|l| l.kl_divergence)),
-                opt(m.and_then(|m| m.language).map(|l| l.top1_agreement)),
+                opt(m.and_then(|m| m.language()).map(|l| l.perplexity)),
+                opt(m.and_then(|m| m.language()).map(|l| l.kl_divergence)),
+                opt(m.and_then(|m| m.language()).map(|l| l.top1_agreement)),
                 front.contains(&i).to_string(),
                 quote(&r.point.recipe),
             ];

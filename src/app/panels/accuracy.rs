@@ -99,7 +99,7 @@ fn data_row(ui: &mut egui::Ui, a: &Attached) {
             "{}\nTab-separated: sentence, sentence, similarity score; drop another such file to use it",
             a.data_path.display()
         ));
-    } else if matches!(a.baseline.task(), TaskFigures::Language(_)) {
+    } else if matches!(a.baseline.task, TaskFigures::Language(_)) {
         ui.label(format!(
             "{} · {} windows of {} tokens",
             file_name(&a.data_path),
@@ -149,7 +149,7 @@ fn network_row(ui: &mut egui::Ui, a: &Attached) {
 /// The model as stored, on the data.
 fn original_row(ui: &mut egui::Ui, a: &Attached) {
     ui.label("Original").on_hover_text("The model as stored");
-    match a.baseline.task() {
+    match a.baseline.task {
         TaskFigures::Embedding(e) => ui
             .label(format!(
                 "Spearman {} with the pair scores",
@@ -189,7 +189,7 @@ fn compressed_row(
         .map(|(_, m)| m);
     ui.label("Compressed")
         .on_hover_text("The current configuration, measured on the same data");
-    match current.map(|m| (m, m.task())) {
+    match current.map(|m| (m, m.task)) {
         Some((Metrics { top1, .. }, TaskFigures::Embedding(e))) => {
             ui.label(format!(
                 "mean cosine {:.5} (least {:.4}) · Spearman {} · nearest neighbour kept {}",

@@ -215,7 +215,7 @@ impl Snapshot {
         let language_line = |value: fn(&LanguageMetrics) -> f64| {
             let mut by_curve: Vec<(String, Vec<[f64; 2]>)> = Vec::new();
             for r in global.iter().map(|&i| &results[i]) {
-                let Some(l) = r.metrics.and_then(|m| m.language) else {
+                let Some(l) = r.metrics.and_then(|m| m.language()) else {
                     continue;
                 };
                 let xy = [r.bits_per_weight, value(&l)];
