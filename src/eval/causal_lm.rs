@@ -237,10 +237,10 @@ impl CausalLm {
     /// Check that candle can build `model` before anything runs.
     pub fn new(model: &Model) -> Result<CausalLm> {
         if !is_causal_lm(model) {
-            return Err(Error::InvalidSetting(format!(
-                "{}: not a GGUF of the llama family (general.architecture = llama)",
-                model.path.display()
-            )));
+            return Err(Error::Unsupported {
+                path: model.path.clone(),
+                what: "not a GGUF of the llama family (general.architecture = llama)".into(),
+            });
         }
         tokenizer(model)?;
         Ok(CausalLm {
@@ -297,10 +297,10 @@ fn score(
     let steps = window.saturating_sub(1);
     let total = windows * steps;
     if total == 0 {
-        return Err(Error::InvalidSetting(format!(
-            "{}: no token to predict",
-            data.source.display()
-        )));
+        return Err(Error::Data {
+            path: data.source.clone(),
+            problem: "no token to predict".into(),
+        });
     }
     let ids: Vec<u32> = data.x.iter().map(|&t| t as u32).collect();
     let mut weights = load_weights(model, applied)?;
@@ -323,10 +323,10 @@ fn score(
         for (w, row) in logits.iter().enumerate() {
             let target = ids[w * window + t + 1] as usize;
             if target >= vocab {
-                return Err(Error::InvalidSetting(format!(
-                    "{}: token {target} is outside the model's vocabulary of {vocab}",
-                    data.source.display()
-                )));
+                return Err(Error::Data {
+                    path: data.source.clone(),
+                    problem: format!("token {target} is outside the model's vocabulary of {vocab}"),
+                });
             }
             log_softmax(row, &mut logp);
             nll -= logp[target];
@@ -338,11 +338,9 @@ fn score(
                 Some(r) => {
                     let base =
                         r.get(position * vocab..(position + 1) * vocab)
-                            .ok_or_else(|| {
-                                Error::InvalidSetting(format!(
-                                    "{}: the vocabulary changed from the original's",
-                                    model.path.display()
-                                ))
+                            .ok_or_else(|| Error::Unsupported {
+                                path: model.path.clone(),
+                                what: "the vocabulary changed from the original's".into(),
                             })?;
                     let kl: f64 = base
                         .iter()

@@ -121,10 +121,10 @@ fn beside(model: &Model, name: &str) -> Result<PathBuf> {
     let path = dir.join(name);
     // A companion that is not there is reported when it is read.
     if crate::model::leads_outside(dir, &path).unwrap_or(false) {
-        return Err(Error::InvalidSetting(format!(
-            "{}: leads outside the model's folder (a symlink); refusing to read it",
-            path.display()
-        )));
+        return Err(Error::Unsupported {
+            path,
+            what: "leads outside the model's folder (a symlink); refusing to read it".into(),
+        });
     }
     Ok(path)
 }
@@ -160,20 +160,17 @@ impl SentenceEncoder {
     pub fn load(model: &Model) -> Result<SentenceEncoder> {
         let read = |name: &str| -> Result<(PathBuf, String)> {
             let path = beside(model, name)?;
-            let text = crate::text::read_settings(&path).map_err(|e| {
-                Error::InvalidSetting(format!(
-                    "{}: a sentence encoder needs {name} beside it: {e}",
-                    model.path.display(),
-                ))
+            let text = crate::text::read_settings(&path).map_err(|e| Error::Unsupported {
+                path: model.path.clone(),
+                what: format!("a sentence encoder needs {name} beside it: {e}"),
             })?;
             Ok((path, text))
         };
         let (config_path, config_text) = read("config.json")?;
-        let config: Config = serde_json::from_str(&config_text).map_err(|e| {
-            Error::InvalidSetting(format!(
-                "{}: not a BERT configuration: {e}",
-                config_path.display()
-            ))
+        let config: Config = serde_json::from_str(&config_text).map_err(|e| Error::Corrupt {
+            path: config_path.clone(),
+            format: "BERT config.json",
+            problem: e.to_string(),
         })?;
         let positions = serde_json::from_str::<serde_json::Value>(&config_text)
             .ok()
@@ -189,19 +186,23 @@ impl SentenceEncoder {
             .map_err(|e| Error::io(&tokenizer_path, e))?
             .len();
         if size > MAX_TOKENIZER_BYTES {
-            return Err(Error::InvalidSetting(format!(
-                "{}: {size} bytes is far larger than any tokenizer",
-                tokenizer_path.display()
-            )));
+            return Err(Error::Corrupt {
+                path: tokenizer_path,
+                format: "tokenizer.json",
+                problem: format!("{size} bytes is far larger than any tokenizer"),
+            });
         }
-        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
-            .map_err(|e| Error::InvalidSetting(format!("{}: {e}", tokenizer_path.display())))?;
+        let engine = |e: tokenizers::Error| Error::Engine {
+            context: tokenizer_path.display().to_string(),
+            cause: e.to_string(),
+        };
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(engine)?;
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: max_len,
                 ..TruncationParams::default()
             }))
-            .map_err(|e| Error::InvalidSetting(format!("{}: {e}", tokenizer_path.display())))?;
+            .map_err(engine)?;
         tokenizer.with_padding(Some(PaddingParams::default()));
         Ok(SentenceEncoder {
             config,
@@ -264,8 +265,10 @@ impl SentenceEncoder {
     /// The same embeddings from an ONNX export of the encoder, run by tract.
     pub fn embed_onnx(&self, export: &Model, sentences: &[String]) -> Result<Vec<Vec<f32>>> {
         use tract_onnx::prelude::*;
-        let fail =
-            |e: TractError| Error::InvalidSetting(format!("{}: {e:#}", export.path.display()));
+        let fail = |e: TractError| Error::Engine {
+            context: export.path.display().to_string(),
+            cause: format!("{e:#}"),
+        };
         let (ids, masks) = self.tokenize(sentences)?;
         let (n, len) = (ids.len(), ids.first().map_or(0, Vec::len));
         // The export's own (symbolic) input shapes stay: its shape checks are written
@@ -296,14 +299,16 @@ impl SentenceEncoder {
                 "attention_mask" => as_i64(&masks),
                 "token_type_ids" => vec![0; n * len],
                 other => {
-                    return Err(Error::InvalidSetting(format!(
-                        "{}: unexpected input `{other}` (a BERT export takes input_ids, attention_mask, token_type_ids)",
-                        export.path.display()
-                    )));
+                    return Err(Error::Unsupported {
+                        path: export.path.clone(),
+                        what: format!(
+                            "unexpected input `{other}` (a BERT export takes input_ids, attention_mask, token_type_ids)"
+                        ),
+                    });
                 }
             };
             let array = tract_ndarray::Array2::from_shape_vec((n, len), values)
-                .map_err(|e| Error::InvalidSetting(e.to_string()))?;
+                .map_err(|e| Error::Internal(e.to_string()))?;
             inputs.push(Tensor::from(array).into());
         }
         let plan = graph
@@ -314,11 +319,13 @@ impl SentenceEncoder {
         let hidden = result[0].to_plain_array_view::<f32>().map_err(fail)?;
         let width = hidden.shape().last().copied().unwrap_or(0);
         if hidden.shape() != [n, len, width] {
-            return Err(Error::InvalidSetting(format!(
-                "{}: output of shape {:?}, expected [{n}, {len}, hidden]",
-                export.path.display(),
-                hidden.shape()
-            )));
+            return Err(Error::Unsupported {
+                path: export.path.clone(),
+                what: format!(
+                    "output of shape {:?}, expected [{n}, {len}, hidden]",
+                    hidden.shape()
+                ),
+            });
         }
         let flat: Vec<f32> = hidden.iter().copied().collect();
         Ok(masks

@@ -183,10 +183,13 @@ pub fn evaluate(
         let m = batch.min(n - done);
         let scores = runner.logits(&data.x[done * len..(done + m) * len], m)?;
         if scores.len() != m * classes {
-            return Err(Error::InvalidSetting(format!(
-                "the model returned {} scores for {m} samples of {classes} classes",
-                scores.len()
-            )));
+            return Err(Error::Engine {
+                context: "forward pass".into(),
+                cause: format!(
+                    "the model returned {} scores for {m} samples of {classes} classes",
+                    scores.len()
+                ),
+            });
         }
         for (s, &label) in scores.chunks(classes).zip(&data.labels[done..done + m]) {
             let y = s[label as usize];
@@ -314,10 +317,10 @@ impl Network {
             }
             Network::Onnx(graph) => Box::new(graph.runner(applied)?),
             Network::CausalLm(_) | Network::SentenceEncoder(_) => {
-                return Err(Error::InvalidSetting(format!(
-                    "{}: a language model or sentence encoder is measured on its text as a whole, not sample by sample",
-                    model.path.display()
-                )));
+                return Err(Error::Unsupported {
+                    path: model.path.clone(),
+                    what: "a language model or sentence encoder is measured on its text as a whole, not sample by sample".into(),
+                });
             }
         })
     }

@@ -142,7 +142,7 @@ pub fn encode_gguf(
         }
         let expected = dtype.size_bytes(info.numel);
         if expected != Some(bytes.len() as u64) {
-            return Err(Error::InvalidSetting(format!(
+            return Err(Error::Internal(format!(
                 "tensor `{}`: {} bytes of {dtype} for {} values",
                 info.name,
                 bytes.len(),

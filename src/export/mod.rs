@@ -247,14 +247,14 @@ impl PartialFile {
         self.tmp
             .as_ref()
             .map(|t| t.as_file())
-            .ok_or_else(|| Error::InvalidSetting("the output was already finished".into()))
+            .ok_or_else(|| Error::Internal("the output was already finished".into()))
     }
     /// Move the finished file to `out`.
     pub(crate) fn persist(mut self, out: &Path) -> Result<()> {
         let tmp = self
             .tmp
             .take()
-            .ok_or_else(|| Error::InvalidSetting("the output was already finished".into()))?;
+            .ok_or_else(|| Error::Internal("the output was already finished".into()))?;
         // Renamed and unregistered under the lock: a Ctrl-C sees either the
         // temporary file (and removes it) or the finished output, never half of one.
         let mut list = partial_list();

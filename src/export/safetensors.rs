@@ -67,7 +67,7 @@ pub fn write_safetensors(
                 (Source::Compressed(t), "F32", 4 * info.numel)
             }
             (Some(t), _) => {
-                return Err(Error::InvalidSetting(format!(
+                return Err(Error::Internal(format!(
                     "tensor `{}`: {} compressed values for {} elements",
                     info.name,
                     t.values.len(),
@@ -100,7 +100,7 @@ pub fn write_safetensors(
     // serde_json's map keeps keys sorted; the crate's reader accepts any order of
     // keys and checks that the offsets tile the data exactly, as they do here.
     let mut header = serde_json::to_vec(&serde_json::Value::Object(header))
-        .map_err(|e| Error::InvalidSetting(format!("{}: {e}", out.display())))?;
+        .map_err(|e| Error::Internal(format!("{}: {e}", out.display())))?;
     header.resize(header.len().next_multiple_of(8), b' ');
 
     let tmp = super::temp_file_beside(out)?;

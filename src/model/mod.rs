@@ -323,7 +323,7 @@ impl Model {
                 })?;
             let shape: Vec<usize> = tensors[i].shape.iter().map(|&d| d as usize).collect();
             if v.len() as u64 != tensors[i].numel {
-                return Err(Error::InvalidSetting(format!(
+                return Err(Error::Internal(format!(
                     "tensor `{name}`: {} values for shape {shape:?}",
                     v.len()
                 )));
@@ -355,13 +355,13 @@ impl Model {
     /// inflated as needed. Memory-mapped data is not copied.
     pub fn tensor_bytes(&self, index: usize) -> Result<Bytes> {
         let info = self.tensors.get(index).ok_or_else(|| {
-            Error::InvalidSetting(format!(
+            Error::Internal(format!(
                 "tensor index {index} out of range ({} tensors)",
                 self.tensors.len()
             ))
         })?;
         let Some(data) = self.data.get(index) else {
-            return Err(Error::InvalidSetting(format!("no data for tensor {index}")));
+            return Err(Error::Internal(format!("no data for tensor {index}")));
         };
         let bytes = match data {
             Data::Bytes(b) => b.clone(),

@@ -574,7 +574,10 @@ impl Runner for OnnxRunner {
                 }
                 Ok::<_, String>(())
             })
-            .map_err(|e| Error::InvalidSetting(format!("ONNX forward pass: {e}")))?;
+            .map_err(|cause| Error::Engine {
+                context: "ONNX forward pass".into(),
+                cause,
+            })?;
         Ok(out)
     }
 }

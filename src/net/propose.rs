@@ -82,11 +82,9 @@ fn found_layers(model: &Model) -> Vec<Found> {
 /// pooling that make the flattened width match the first linear layer — when exactly
 /// one uniform choice does.
 pub fn propose(model: &Model, sample_len: usize) -> Result<Proposal> {
-    let cannot = |why: String| {
-        Error::InvalidSetting(format!(
-            "{}: cannot propose an architecture: {why}; write a spec (--arch)",
-            model.path.display()
-        ))
+    let cannot = |why: String| Error::Unsupported {
+        path: model.path.clone(),
+        what: format!("cannot propose an architecture: {why}; write a spec (--arch)"),
     };
     let found = found_layers(model);
     if found.is_empty() {

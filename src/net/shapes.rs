@@ -105,10 +105,15 @@ fn output(
 }
 
 /// Tensor `name`'s shape, which must be `want`.
-fn expect(source: &dyn WeightSource, name: &str, want: &[usize]) -> Result<()> {
+fn expect(
+    source: &dyn WeightSource,
+    name: &str,
+    want: &[usize],
+    at: &dyn Fn(String) -> Error,
+) -> Result<()> {
     let dims = source.shape(name)?;
     if dims != want {
-        return Err(Error::InvalidSetting(format!(
+        return Err(at(format!(
             "tensor `{name}` has shape {dims:?}, the spec needs {want:?}"
         )));
     }
@@ -139,7 +144,7 @@ fn linear(
         )));
     }
     if let Some(b) = bias {
-        expect(source, b, &[out])?;
+        expect(source, b, &[out], at)?;
     }
     Ok(vec![out])
 }
@@ -187,7 +192,7 @@ fn conv(
         )));
     };
     if let Some(b) = bias {
-        expect(source, b, &[out])?;
+        expect(source, b, &[out], at)?;
     }
     Ok(vec![out, oh, ow])
 }

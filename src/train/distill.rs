@@ -80,10 +80,10 @@ pub fn teacher_logits(teacher: &dyn Runner, data: &Dataset) -> Result<Vec<f32>> 
         let n = chunk.len() / len;
         let scores = teacher.logits(chunk, n)?;
         if scores.len() != n * teacher.classes() {
-            return Err(Error::InvalidSetting(format!(
-                "the teacher returned {} scores for {n} samples (batch {k})",
-                scores.len()
-            )));
+            return Err(Error::Engine {
+                context: "the teacher's forward pass".into(),
+                cause: format!("{} scores for {n} samples (batch {k})", scores.len()),
+            });
         }
         out.extend(scores);
     }

@@ -269,7 +269,7 @@ pub fn recover(
 ) -> Result<Recovered> {
     options.check()?;
     if plans.len() != model.tensors.len() {
-        return Err(Error::InvalidSetting(format!(
+        return Err(Error::Internal(format!(
             "{}: the recipe was resolved against another model",
             model.path.display()
         )));

@@ -125,11 +125,13 @@ pub fn split(data: &Dataset, fraction: f64, seed: u64) -> Result<(Dataset, Datas
     let n = data.len();
     let held = ((n as f64 * fraction).round() as usize).max(1);
     if held >= n {
-        return Err(Error::InvalidSetting(format!(
-            "{}: {n} samples are too few to hold {:.0}% out for validation",
-            data.source.display(),
-            100.0 * fraction
-        )));
+        return Err(Error::Data {
+            path: data.source.clone(),
+            problem: format!(
+                "{n} samples are too few to hold {:.0}% out for validation",
+                100.0 * fraction
+            ),
+        });
     }
     let mut order: Vec<usize> = (0..n).collect();
     // A stream of its own, so the split does not shift the training shuffles.
@@ -203,10 +205,10 @@ pub(crate) fn fit(
     let classes = net.classes();
     let (n, len) = (train.len(), train.sample_len());
     if n == 0 {
-        return Err(Error::InvalidSetting(format!(
-            "{}: no training samples",
-            train.source.display()
-        )));
+        return Err(Error::Data {
+            path: train.source.clone(),
+            problem: "no training samples".into(),
+        });
     }
     let vars = net.vars().iter().map(|(_, v)| v.clone()).collect();
     let mut optimizer = AdamW::new(

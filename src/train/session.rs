@@ -129,10 +129,10 @@ pub fn recover(
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Recovery> {
     let Some(spec) = evaluator.network().spec() else {
-        return Err(Error::InvalidSetting(format!(
-            "{}: only a sequential network (a state_dict with an architecture spec) can be fine-tuned",
-            model.path.display()
-        )));
+        return Err(Error::Unsupported {
+            path: model.path.clone(),
+            what: "only a sequential network (a state_dict with an architecture spec) can be fine-tuned".into(),
+        });
     };
     if config.is_identity() {
         return Err(Error::InvalidSetting(
@@ -258,10 +258,10 @@ fn shrunk_student(
     config: &Config,
 ) -> Result<(ArchSpec, Weights)> {
     let Some(spec) = evaluator.network().spec() else {
-        return Err(Error::InvalidSetting(format!(
-            "{}: only a state_dict's network (with its spec) can be shrunk into a student",
-            model.path.display()
-        )));
+        return Err(Error::Unsupported {
+            path: model.path.clone(),
+            what: "only a state_dict's network (with its spec) can be shrunk into a student".into(),
+        });
     };
     let recipe = config.to_recipe(Path::new(SETTINGS_ORIGIN))?;
     let applied = crate::compress::apply::apply_recipe(model, &recipe)?;

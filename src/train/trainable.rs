@@ -104,7 +104,7 @@ impl TrainNet {
             self.frozen
                 .get(name)
                 .cloned()
-                .ok_or_else(|| Error::InvalidSetting(format!("no tensor named `{name}`")))
+                .ok_or_else(|| Error::Internal(format!("no tensor named `{name}`")))
         };
         let mut x = x.clone();
         let mut layers = self.spec.layers.iter().peekable();
@@ -218,7 +218,7 @@ impl TrainNet {
         for (name, v) in &self.vars {
             let (values, dims) = weights
                 .get(name)
-                .ok_or_else(|| Error::InvalidSetting(format!("checkpoint lacks `{name}`")))?;
+                .ok_or_else(|| Error::Internal(format!("checkpoint lacks `{name}`")))?;
             let t = Tensor::from_slice(values, dims.as_slice(), &Device::Cpu).map_err(candle)?;
             v.set(&t).map_err(candle)?;
         }
