@@ -46,7 +46,7 @@ impl Model {
         let info = self
             .tensors
             .get(index)
-            .ok_or_else(|| Error::InvalidSetting(format!("tensor index {index} out of range")))?;
+            .ok_or_else(|| Error::Internal(format!("tensor index {index} out of range")))?;
         let computed = match self.deflated_stream(index) {
             // A compressed npz member: streamed in bounded memory, read once a pass.
             Some(first) => {

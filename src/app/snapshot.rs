@@ -40,7 +40,10 @@ pub fn crop_png(
     let mut encoder = png::Encoder::new(&mut out, (x1 - x0) as u32, (y1 - y0) as u32);
     encoder.set_color(png::ColorType::Rgba);
     encoder.set_depth(png::BitDepth::Eight);
-    let fail = |e: png::EncodingError| Error::InvalidSetting(format!("PNG encoding: {e}"));
+    let fail = |e: png::EncodingError| Error::Engine {
+        context: "PNG encoding".into(),
+        cause: e.to_string(),
+    };
     let mut writer = encoder.write_header().map_err(fail)?;
     writer.write_image_data(&rgba).map_err(fail)?;
     writer.finish().map_err(fail)?;

@@ -724,9 +724,14 @@ fn plots_ui(
     };
     let rows = if snap.kl_lines.is_empty() { 3.0 } else { 4.0 };
     let height = ((ui.available_height() - 40.0) / rows).max(140.0);
-    let current_top1 = current
-        .and_then(|e| e.accuracy)
-        .map(|(_, m)| 100.0 * m.quality());
+    // On the plots' own axis: accuracy where points are measured, else fidelity.
+    let current_top1 = current.and_then(|e| {
+        if measured {
+            e.accuracy.map(|(_, m)| 100.0 * m.quality())
+        } else {
+            Some(e.totals.weight_sqnr_db().min(80.0))
+        }
+    });
     let curve = |plot: &mut egui_plot::PlotUi<'_>, name: &str, pts: &[[f64; 2]]| {
         plot.line(Line::new(name.to_owned(), PlotPoints::from(pts.to_vec())));
         plot.points(Points::new(name.to_owned(), PlotPoints::from(pts.to_vec())).radius(2.5));
