@@ -83,7 +83,7 @@ fn evaluate_with(
         }
         None => Vec::new(),
     };
-    // What `slimscope eval` runs: the spec checked by candle, run by tract.
+    // What `slimscope eval` runs: the spec checked against the weights, run by tract.
     let runner = Network::Sequential(arch.clone())
         .runner(model, &applied)
         .expect("runner");

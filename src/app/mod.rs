@@ -270,8 +270,9 @@ impl SlimApp {
         if let Some(error) = self.doc.as_mut().and_then(Document::poll) {
             self.error = Some(error);
         }
-        // In order: a dialog's answer (attach this, export there) comes after a
-        // finished load, so it is for the model then on screen.
+        // The document first: a model that finished loading replaces it below (its
+        // last error with it). Then in order: a dialog's answer (attach this, export
+        // there) comes after a finished load, so it is for the model then on screen.
         for ended in self.background.poll() {
             match ended {
                 Ended::Loaded(path, loaded) => self.show_model(loaded, &path),

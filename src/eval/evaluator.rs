@@ -259,7 +259,7 @@ impl Evaluator {
             let m = batch.max(1).min(n - start);
             let out = runner.logits(&self.data.x[start * len..(start + m) * len], m)?;
             if out.len() != m * width {
-                return Err(Error::InvalidSetting(format!(
+                return Err(Error::Internal(format!(
                     "{}: layer {} receives {} values per sample, expected {shape:?}",
                     model.path.display(),
                     cut + 1,

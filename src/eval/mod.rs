@@ -336,7 +336,9 @@ impl Network {
 
 #[cfg(test)]
 mod tests {
-    use super::{Metrics, TaskFigures, causal_lm::LanguageMetrics};
+    use super::causal_lm::LanguageMetrics;
+    use super::embeddings::EmbeddingMetrics;
+    use super::{Metrics, TaskFigures};
 
     /// The JSON that sweeps, `eval --json` and exports write keeps its shape: the
     /// task's figures are one `language` (or `embedding`) member after the common
@@ -365,6 +367,18 @@ mod tests {
         assert_eq!(
             json(&m),
             r#"{"samples":4,"top1":0.5,"loss":1.25,"samples_per_second":8.0,"language":{"perplexity":12.5,"kl_divergence":0.25,"kl_max":2.0,"top1_agreement":0.75}}"#
+        );
+        m.task = TaskFigures::Embedding(EmbeddingMetrics {
+            sentences: 3,
+            mean_cosine: 0.5,
+            min_cosine: 0.25,
+            mean_similarity_change: 0.125,
+            max_similarity_change: 0.75,
+            spearman: None,
+        });
+        assert_eq!(
+            json(&m),
+            r#"{"samples":4,"top1":0.5,"loss":1.25,"samples_per_second":8.0,"embedding":{"sentences":3,"mean_cosine":0.5,"min_cosine":0.25,"mean_similarity_change":0.125,"max_similarity_change":0.75}}"#
         );
     }
 }

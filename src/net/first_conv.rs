@@ -70,6 +70,12 @@ impl FirstConv {
         if cin != c || cin * kh * kw > DIRECT_CONV_MAX_TAPS {
             return Ok(None);
         }
+        if values.len() != cout * cin * kh * kw {
+            return Err(crate::error::Error::Internal(format!(
+                "`{weight}`: {} values for shape {dims:?}",
+                values.len()
+            )));
+        }
         let bias = match bias {
             Some(b) => source.weight(b)?.0,
             None => vec![0.0; cout],

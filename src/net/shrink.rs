@@ -2,7 +2,7 @@
 
 use super::shapes;
 use super::spec::{ArchSpec, LayerSpec};
-use super::weights::Weights;
+use super::weights::{WeightSource, Weights};
 use crate::error::{Error, Result};
 
 /// What [`shrink`] made of a network.
@@ -21,12 +21,7 @@ pub struct Shrunk {
 /// stops reaching the next layer (as torch-pruning also drops it); a structurally
 /// pruned export is a starting point to train from, not an equivalent network.
 pub fn shrink(spec: &ArchSpec, weights: &Weights) -> Result<Shrunk> {
-    let get = |name: &str| {
-        weights
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::InvalidSetting(format!("no tensor named `{name}`")))
-    };
+    let get = |name: &str| weights.weight(name);
     let last = spec
         .layers
         .iter()
@@ -34,7 +29,7 @@ pub fn shrink(spec: &ArchSpec, weights: &Weights) -> Result<Shrunk> {
     let mut out_spec = spec.clone();
     let mut out = Weights::new();
     let mut removed = Vec::new();
-    // Kept channels (or features) of the activation flowing, and its spatial size.
+    // Kept channels (or features) of the activation flowing.
     let mut keep: Option<Vec<usize>> = None;
     // The original, unshrunk shape each layer receives.
     let shapes = shapes::infer(spec, weights)?;

@@ -21,8 +21,7 @@ use crate::model::Model;
 use crate::net::init::initialise;
 use crate::net::sequential_runner;
 use crate::net::spec::ArchSpec;
-use crate::net::weights::ModelWeights;
-use crate::net::weights::Weights;
+use crate::net::weights::{ModelWeights, Weights};
 
 /// Share of the attached data held out for the figures the panel reports.
 pub const HELD_OUT: f64 = 0.2;
