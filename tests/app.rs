@@ -1218,3 +1218,39 @@ fn non_finite_features_are_named_under_the_accuracy_figures() {
     });
     h.get_by_label_contains("1 NaN and 1 ±inf feature values");
 }
+
+/// Selecting a tensor shows its own settings but never edits them: an override off the
+/// sliders' 1 % steps (an allocation's, a restored one) and a global level off them
+/// stay bit-identical through selection and redraws (the sliders used to round them
+/// on display, changing size and accuracy without the user touching anything).
+#[test]
+fn selecting_any_tensor_leaves_the_configuration_bit_identical() {
+    let path = fixture("digit_cnn.pth");
+    let mut restored = slimscope::compress::config::Config {
+        sparsity_pct: 41.37,
+        ..Default::default()
+    };
+    restored.overrides.insert(
+        "fc_layers.0.weight".into(),
+        slimscope::compress::config::Override {
+            sparsity_pct: 95.8,
+            format: slimscope::compress::config::Format::Keep,
+        },
+    );
+    let mut h = harness_with(Settings {
+        last_configs: vec![(path.clone(), restored.clone())],
+        ..Settings::default()
+    });
+    drop_file(&mut h, &path);
+    step_until(&mut h, "the model to load", |a| {
+        a.loaded().is_some() && !a.is_loading()
+    });
+    assert_eq!(h.state().config(), &restored);
+    let tensors = h.state().loaded().expect("model").model.tensors.len();
+    for i in 0..tensors {
+        h.state_mut()
+            .apply(slimscope::app::Command::SelectTensor(i));
+        h.run_steps(3);
+        assert_eq!(h.state().config(), &restored, "after selecting tensor {i}");
+    }
+}

@@ -136,6 +136,9 @@ impl super::Panel for ControlsPanel<'_> {
                     config.method != Method::TwoFour,
                     egui::Slider::new(&mut config.sparsity_pct, 0.0..=99.0)
                         .step_by(1.0)
+                        // Round only what the user edits: a level set elsewhere (an
+                        // allocation, a restored configuration) is shown, not changed.
+                        .clamping(egui::SliderClamping::Edits)
                         .fixed_decimals(0)
                         .suffix(" %"),
                 )
@@ -203,6 +206,7 @@ fn override_ui(ui: &mut egui::Ui, config: &mut Config, name: &str) {
             ui.add(
                 egui::Slider::new(&mut o.sparsity_pct, 0.0..=99.0)
                     .step_by(1.0)
+                    .clamping(egui::SliderClamping::Edits)
                     .fixed_decimals(0)
                     .suffix(" %")
                     .text("sparsity"),
