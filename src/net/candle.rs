@@ -6,7 +6,8 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear};
 
 use super::Runner;
-use super::shapes::{self, Shapes};
+use super::batchnorm_affine;
+use super::shapes;
 use super::spec::{ArchSpec, LayerSpec};
 use super::weights::WeightSource;
 use crate::error::{Error, Result};
@@ -33,7 +34,7 @@ enum Op {
 pub struct Sequential {
     input: Vec<usize>,
     ops: Vec<Op>,
-    shapes: Shapes,
+    classes: usize,
 }
 
 fn candle(e: candle_core::Error) -> Error {
@@ -90,9 +91,7 @@ impl Sequential {
                     var,
                     eps,
                 } => {
-                    let get = |name: &str| source.weight(name).map(|(v, _)| v);
-                    let (scale, shift) =
-                        batchnorm_affine(&get(weight)?, &get(bias)?, &get(mean)?, &get(var)?, *eps);
+                    let (scale, shift) = batchnorm_affine(source, [weight, bias, mean, var], *eps)?;
                     let mut dims = vec![1, shape[0]];
                     dims.extend(std::iter::repeat_n(1, shape.len() - 1));
                     let per_channel = |v: Vec<f32>| {
@@ -115,35 +114,9 @@ impl Sequential {
         Ok(Sequential {
             input: spec.input.clone(),
             ops,
-            shapes,
+            classes: shapes.classes,
         })
     }
-
-    /// What the spec does to one sample's shape.
-    pub fn shapes(&self) -> &Shapes {
-        &self.shapes
-    }
-}
-
-/// Inference batch norm γ·(x − μ)/√(σ² + ε) + β as `x·scale + shift` per channel.
-pub(crate) fn batchnorm_affine(
-    gamma: &[f32],
-    beta: &[f32],
-    mean: &[f32],
-    var: &[f32],
-    eps: f64,
-) -> (Vec<f32>, Vec<f32>) {
-    let scale: Vec<f32> = gamma
-        .iter()
-        .zip(var)
-        .map(|(&g, &v)| (f64::from(g) / (f64::from(v) + eps).sqrt()) as f32)
-        .collect();
-    let shift = beta
-        .iter()
-        .zip(mean.iter().zip(&scale))
-        .map(|(&b, (&m, &s))| b - m * s)
-        .collect();
-    (scale, shift)
 }
 
 impl Runner for Sequential {
@@ -151,7 +124,7 @@ impl Runner for Sequential {
         &self.input
     }
     fn classes(&self) -> usize {
-        self.shapes.classes
+        self.classes
     }
     fn logits(&self, batch: &[f32], n: usize) -> Result<Vec<f32>> {
         let mut dims = vec![n];

@@ -86,3 +86,25 @@ fn in_model(model: &Model, e: Error) -> Error {
         cause: Box::new(e),
     }
 }
+
+/// Inference batch norm γ·(x − μ)/√(σ² + ε) + β as `x·scale + shift` per channel,
+/// from `source`'s γ, β, running mean and running variance (named in that order).
+pub(crate) fn batchnorm_affine(
+    source: &dyn WeightSource,
+    [gamma, beta, mean, var]: [&String; 4],
+    eps: f64,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let get = |name: &str| source.weight(name).map(|(v, _)| v);
+    let (gamma, beta, mean, var) = (get(gamma)?, get(beta)?, get(mean)?, get(var)?);
+    let scale: Vec<f32> = gamma
+        .iter()
+        .zip(&var)
+        .map(|(&g, &v)| (f64::from(g) / (f64::from(v) + eps).sqrt()) as f32)
+        .collect();
+    let shift = beta
+        .iter()
+        .zip(mean.iter().zip(&scale))
+        .map(|(&b, (&m, &s))| b - m * s)
+        .collect();
+    Ok((scale, shift))
+}

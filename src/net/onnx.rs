@@ -22,7 +22,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::internal::DimLike;
 
 use super::Runner;
-use super::candle::batchnorm_affine;
+use super::batchnorm_affine;
 use super::spec::{ArchSpec, LayerSpec};
 use super::weights::WeightSource;
 use crate::compress::apply::AppliedTensor;
@@ -245,9 +245,7 @@ impl OnnxGraph {
                     var,
                     eps,
                 } => {
-                    let get = |name: &str| source.weight(name).map(|(v, _)| v);
-                    let (scale, shift) =
-                        batchnorm_affine(&get(weight)?, &get(bias)?, &get(mean)?, &get(var)?, *eps);
+                    let (scale, shift) = batchnorm_affine(source, [weight, bias, mean, var], *eps)?;
                     b.affine(&x, &out, (scale, shift), rank);
                 }
                 LayerSpec::Relu => b.node("Relu", vec![x.clone()], &out, vec![]),

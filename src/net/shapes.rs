@@ -16,13 +16,6 @@ pub struct Shapes {
     pub classes: usize,
 }
 
-impl Shapes {
-    /// The shape layer `n` of the spec receives, for one sample.
-    pub fn layer_input(&self, n: usize) -> Option<&[usize]> {
-        self.layer_inputs.get(n).map(Vec::as_slice)
-    }
-}
-
 /// The shapes of `spec` over `source`'s weights, or the first layer that does not fit.
 pub fn infer(spec: &ArchSpec, source: &dyn WeightSource) -> Result<Shapes> {
     let mut shape = spec.input.clone();
