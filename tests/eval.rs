@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{fixture, mnist_spec, slimscope};
+use common::{CNN_ARCH, fixture, mnist_spec, slimscope};
 use slimscope::Model;
 use slimscope::compress::apply::apply_recipe;
 use slimscope::compress::recipe::Recipe;
@@ -16,59 +16,6 @@ use slimscope::eval::{Metrics, Network, data, evaluate};
 use slimscope::net::candle_runner;
 use slimscope::net::propose::propose;
 use slimscope::net::spec::ArchSpec;
-
-/// The digit CNN as fixtures.md describes it, written by hand.
-const CNN_ARCH: &str = r#"version = 1
-input = [1, 28, 28]
-
-[[layer]]
-op = "conv2d"
-weight = "conv_layers.0.weight"
-bias = "conv_layers.0.bias"
-padding = 1
-[[layer]]
-op = "relu"
-[[layer]]
-op = "maxpool"
-kernel = 2
-
-[[layer]]
-op = "conv2d"
-weight = "conv_layers.3.weight"
-bias = "conv_layers.3.bias"
-padding = 1
-[[layer]]
-op = "relu"
-[[layer]]
-op = "maxpool"
-kernel = 2
-
-[[layer]]
-op = "conv2d"
-weight = "conv_layers.6.weight"
-bias = "conv_layers.6.bias"
-padding = 1
-[[layer]]
-op = "relu"
-[[layer]]
-op = "maxpool"
-kernel = 2
-
-[[layer]]
-op = "flatten"
-[[layer]]
-op = "linear"
-weight = "fc_layers.0.weight"
-bias = "fc_layers.0.bias"
-[[layer]]
-op = "relu"
-[[layer]]
-op = "dropout"
-[[layer]]
-op = "linear"
-weight = "fc_layers.2.weight"
-bias = "fc_layers.2.bias"
-"#;
 
 fn evaluate_with(
     model: &Model,

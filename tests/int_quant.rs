@@ -174,3 +174,51 @@ fn mse_clipping_finds_the_best_range_per_channel() {
         }
     }
 }
+
+/// The integer codes exports store: hand-derived on small tensors, and decoding them
+/// as a runtime's DequantizeLinear does, `(q − zp)·scale` in f32, gives back the
+/// fake-quant values bit for bit.
+#[test]
+fn integer_codes_decode_to_the_fake_quant_values() {
+    use slimscope::compress::quant::fake_quant_int_grid;
+    let scheme = |bits, symmetric, granularity| IntScheme {
+        bits,
+        symmetric,
+        granularity,
+        clip: Clip::None,
+    };
+    let decode = |c: &slimscope::compress::quant::IntCodes, group: usize| -> Vec<u32> {
+        c.codes
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| ((q - c.zero_points[i / group]) as f32 * c.scales[i / group]).to_bits())
+            .collect()
+    };
+    // int8 symmetric per tensor: scale 1/127; 0.5·127 = 63.5 rounds to even 64,
+    // 0.25·127 = 31.75 to 32.
+    let w = [-1.0f32, 0.5, 0.25, 1.0];
+    let mut y = [0f32; 4];
+    let grid = fake_quant_int_grid(&w, 4, &scheme(8, true, Granularity::PerTensor), &mut y)
+        .expect("quant");
+    assert_eq!(grid.scales, [1.0 / 127.0]);
+    let codes = grid.codes(&y).expect("on the grid");
+    assert_eq!(codes.codes, [-127, 64, 32, 127]);
+    assert_eq!(codes.zero_points, [0]);
+    assert_eq!(decode(&codes, 4), y.map(f32::to_bits));
+    // uint4 asymmetric per row: [0, 3] → scale 0.2, zp 0, codes 0, 5, 10, 15; a
+    // constant row (scale 0) is given scale |c| and code 1.
+    let w = [0.0f32, 1.0, 2.0, 3.0, 5.0, 5.0, 5.0, 5.0];
+    let mut y = [0f32; 8];
+    let grid = fake_quant_int_grid(&w, 4, &scheme(4, false, Granularity::PerChannel), &mut y)
+        .expect("quant");
+    assert_eq!(y[4..], [5.0; 4], "a constant row is kept");
+    let codes = grid.codes(&y).expect("on the grid");
+    assert_eq!(codes.codes, [0, 5, 10, 15, 1, 1, 1, 1]);
+    assert_eq!(codes.scales, [3.0f32 / 15.0, 5.0]);
+    assert_eq!(codes.zero_points, [0, 0]);
+    assert_eq!(decode(&codes, 4), y.map(f32::to_bits));
+    // Values that are not on the grid are refused, not silently rounded.
+    let mut off = y;
+    off[1] = 1.1;
+    assert!(grid.codes(&off).is_none());
+}

@@ -1,14 +1,17 @@
-//! `slimscope apply MODEL --recipe R.toml -o OUT.{safetensors,gguf} [--json] [--force]`.
+//! `slimscope apply MODEL --recipe R.toml -o OUT.{safetensors,gguf,onnx} [--arch SPEC]
+//! [--data D] [--json] [--force]`.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::compress::apply::apply_recipe;
+use crate::compress::apply::{AppliedTensor, apply_recipe};
 use crate::compress::recipe::Recipe;
+use crate::eval::Network;
 use crate::export::{OutputFormat, summary, write_model};
 use crate::model::Model;
+use crate::net::spec::ArchSpec;
 use crate::units::human_bytes;
 
 #[derive(Debug, Args)]
@@ -18,10 +21,20 @@ pub struct ApplyArgs {
     /// The recipe (TOML; see `slimscope::compress::recipe`).
     #[arg(long)]
     pub recipe: PathBuf,
-    /// Where to write the compressed model: `.safetensors` (f32 fake-quant values) or
-    /// `.gguf` (real ggml block types; a GGUF source keeps all its metadata).
+    /// Where to write the compressed model: `.safetensors` (f32 fake-quant values),
+    /// `.gguf` (real ggml block types; a GGUF source keeps all its metadata) or `.onnx`
+    /// (a QDQ model: int8/uint8 weight codes, quantized activations; for ONNX models
+    /// and state_dicts with an architecture spec).
     #[arg(short, long)]
     pub output: PathBuf,
+    /// The architecture spec of a state_dict written as `.onnx` (proposed from the
+    /// weights and --data when left out).
+    #[arg(long)]
+    pub arch: Option<PathBuf>,
+    /// Data the `.onnx` export's static activation quantization calibrates on (the
+    /// same samples `slimscope eval` keeps apart with this recipe).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
     /// Print the per-tensor report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -33,12 +46,31 @@ pub struct ApplyArgs {
 pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
     let model = Model::open(&args.model)?;
     crate::export::check_output_paths(&[&args.model, &args.recipe], &args.output, args.force)?;
-    OutputFormat::of(&args.output)?;
+    let format = OutputFormat::of(&args.output)?;
+    if format != OutputFormat::Onnx
+        && let Some(extra) = args.arch.as_ref().or(args.data.as_ref())
+    {
+        anyhow::bail!(
+            "{}: --arch and --data are for .onnx outputs (the graph and its calibration)",
+            extra.display()
+        );
+    }
     let text = crate::text::read_settings(&args.recipe)?;
     let recipe = Recipe::parse(&text, &args.recipe)?;
     recipe.check_source(&args.model)?;
     let applied = apply_recipe(&model, &recipe)?;
-    write_model(&model, &applied, &text, &args.output, args.force)?;
+    let onnx = if format == OutputFormat::Onnx {
+        Some(write_onnx_output(args, &model, &recipe, &text, &applied)?)
+    } else {
+        if recipe.activations.is_some() {
+            anyhow::bail!(
+                "{}: the recipe quantizes activations, which only an .onnx output carries",
+                args.recipe.display()
+            );
+        }
+        write_model(&model, &applied, &text, &args.output, args.force)?;
+        None
+    };
     let summary = summary(&model, &applied);
     let (before, after) = (summary.bytes_before, summary.bytes_after);
     let mut out = std::io::stdout().lock();
@@ -73,13 +105,94 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
             )?;
         }
     }
-    writeln!(
-        out,
-        "model: {} -> {} (estimated in the chosen storage formats); wrote {}",
-        human_bytes(before),
-        human_bytes(after),
-        args.output.display()
-    )?;
+    match &onnx {
+        Some(export) => {
+            for note in &export.notes {
+                writeln!(out, "note: {}", crate::text::printable(note))?;
+            }
+            if let Some(a) = &recipe.activations {
+                writeln!(out, "activations: {}", a.describe())?;
+            }
+            writeln!(
+                out,
+                "model: {} -> {} on disk (ONNX QDQ: integer weights as int8/uint8 codes; \
+                 {} estimated in the smallest storage formats); wrote {}",
+                human_bytes(before),
+                human_bytes(export.bytes),
+                human_bytes(after),
+                args.output.display()
+            )?;
+        }
+        None => writeln!(
+            out,
+            "model: {} -> {} (estimated in the chosen storage formats); wrote {}",
+            human_bytes(before),
+            human_bytes(after),
+            args.output.display()
+        )?,
+    }
     writeln!(out, "SQNR is weight fidelity, not accuracy.")?;
     Ok(())
+}
+
+/// The `.onnx` export: the model's graph or its spec's, calibrated on the samples
+/// `eval` keeps apart when the recipe quantizes activations statically.
+fn write_onnx_output(
+    args: &ApplyArgs,
+    model: &Model,
+    recipe: &Recipe,
+    text: &str,
+    applied: &[(usize, AppliedTensor)],
+) -> anyhow::Result<crate::export::OnnxExport> {
+    if recipe
+        .activations
+        .as_ref()
+        .is_some_and(|a| a.calibration_samples() > 0)
+        && args.data.is_none()
+    {
+        anyhow::bail!(
+            "{}: static activation quantization calibrates on data: give --data (the same \
+             samples `slimscope eval` keeps apart with this recipe)",
+            args.recipe.display()
+        );
+    }
+    let data = args
+        .data
+        .as_deref()
+        .map(|p| crate::eval::load_data(model, p))
+        .transpose()?;
+    let network = match (&data, model.format) {
+        (Some(d), _) => Network::resolve(model, args.arch.as_deref(), d)?.0,
+        (None, crate::model::Format::Onnx) => {
+            Network::Onnx(crate::net::onnx::OnnxGraph::load(model, &[])?)
+        }
+        (None, _) => match &args.arch {
+            Some(arch) => Network::Sequential(ArchSpec::load(arch)?),
+            None => anyhow::bail!(
+                "{}: an .onnx export of a state_dict needs its architecture: give --arch \
+                 (or --data, to propose one)",
+                args.model.display()
+            ),
+        },
+    };
+    let calibration = match (&recipe.activations, &data) {
+        (Some(a), Some(d)) if a.calibration_samples() > 0 => {
+            Some(d.split_apart(a.calibration_samples())?.1)
+        }
+        _ => None,
+    };
+    let summary = summary(model, applied).to_json(false);
+    Ok(crate::export::write_onnx(
+        model,
+        &network,
+        applied,
+        recipe.activations.as_ref(),
+        calibration.as_ref(),
+        &[
+            ("slimscope.recipe", text.to_owned()),
+            ("slimscope.summary", summary),
+        ],
+        &args.output,
+        args.force,
+    )?)
 }

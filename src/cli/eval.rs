@@ -62,7 +62,10 @@ pub struct GenerateArgs {
 }
 
 /// The recipe at `path` applied to `model` (checked against the model's file).
-fn applied(model: &Model, path: &std::path::Path) -> anyhow::Result<Vec<(usize, AppliedTensor)>> {
+fn applied_from(
+    model: &Model,
+    path: &std::path::Path,
+) -> anyhow::Result<Vec<(usize, AppliedTensor)>> {
     let text = crate::text::read_settings(path)?;
     let recipe = Recipe::parse(&text, path)?;
     recipe.check_source(&model.path)?;
@@ -98,15 +101,46 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         };
         crate::export::write_text(path, &spec.to_toml(), args.force)?;
     }
-    let evaluator = Evaluator::new(Arc::new(network), Arc::new(data));
+    let recipe = args
+        .recipe
+        .as_deref()
+        .map(|path| -> anyhow::Result<_> {
+            let text = crate::text::read_settings(path)?;
+            let recipe = Recipe::parse(&text, path)?;
+            recipe.check_source(&model.path)?;
+            Ok(recipe)
+        })
+        .transpose()?;
+    let activations = recipe.as_ref().and_then(|r| r.activations.clone());
+    // Static activation quantization calibrates on samples kept apart: both rows
+    // are measured on the rest.
+    let network = Arc::new(network);
+    let evaluator = match activations.as_ref().map(|a| a.calibration_samples()) {
+        Some(n @ 1..) => Evaluator::with_calibration(network, &data, n)?,
+        _ => Evaluator::new(network, Arc::new(data)),
+    };
     let base = evaluator.measure(&model, &[], args.batch, |_, _| true)?;
-    let compressed = match &args.recipe {
-        Some(path) => {
-            let applied = applied(&model, path)?;
-            Some(evaluator.measure(&model, &applied, args.batch, |_, _| true)?)
+    let compressed = match &recipe {
+        Some(recipe) => {
+            let applied = apply_recipe(&model, recipe)?;
+            Some(evaluator.measure_with(
+                &model,
+                &applied,
+                activations.as_ref(),
+                args.batch,
+                |_, _| true,
+            )?)
         }
         None => None,
     };
+    let calibration_note = evaluator.calibration().map(|c| {
+        format!(
+            "{} samples of {} kept apart to calibrate activations; both rows measured on the other {}",
+            c.len(),
+            data_path.display(),
+            evaluator.data().len()
+        )
+    });
     let mut out = std::io::stdout().lock();
     if args.json {
         let report = serde_json::json!({
@@ -114,6 +148,8 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             "data": data_path,
             "samples": base.samples,
             "architecture_notes": notes,
+            "activations": activations,
+            "calibration_samples": evaluator.calibration().map_or(0, |c| c.len()),
             "original": base,
             "compressed": compressed,
         });
@@ -121,8 +157,11 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         writeln!(out)?;
         return Ok(());
     }
-    for n in &notes {
+    for n in notes.iter().chain(&calibration_note) {
         writeln!(out, "note: {n}")?;
+    }
+    if let Some(a) = &activations {
+        writeln!(out, "activations (compressed row): {}", a.describe())?;
     }
     print_header(&mut out, &base, &data_path, evaluator.data().sample_len())?;
     print_row(&mut out, "original", &base)?;
@@ -216,7 +255,7 @@ fn print_row(out: &mut impl Write, name: &str, m: &Metrics) -> std::io::Result<(
 pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
     let model = Model::open(&args.model)?;
     let applied = match &args.recipe {
-        Some(path) => applied(&model, path)?,
+        Some(path) => applied_from(&model, path)?,
         None => Vec::new(),
     };
     let text = causal_lm::generate(&model, &applied, &args.prompt, args.tokens)?;

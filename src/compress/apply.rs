@@ -53,6 +53,10 @@ pub struct AppliedTensor {
     /// The ggml blocks when `stored` is a block type.
     #[serde(skip)]
     pub packed: Option<Vec<u8>>,
+    /// The integer grid of an `int` quant rule: the scales and zero points that
+    /// exports storing integer codes (ONNX QDQ) write beside them.
+    #[serde(skip)]
+    pub grid: Option<quant::IntGrid>,
 }
 
 fn display<S: serde::Serializer>(d: &DType, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -66,6 +70,7 @@ struct Quantized {
     words: Option<String>,
     stored: DType,
     packed: Option<Vec<u8>>,
+    grid: Option<quant::IntGrid>,
 }
 
 /// Resolve `recipe` against `model`'s tensors and apply it: what `slimscope apply`,
@@ -354,6 +359,7 @@ fn compress_one(
         words: quant_words,
         stored,
         packed,
+        grid,
     } = quantize(
         &values,
         plan.quant.as_ref(),
@@ -400,6 +406,7 @@ fn compress_one(
         values,
         stored,
         packed,
+        grid,
     })
 }
 
@@ -531,6 +538,7 @@ impl Quantized {
             words,
             stored,
             packed: None,
+            grid: None,
         }
     }
 }
@@ -546,6 +554,7 @@ fn blocks(values: &[f32], t: GgmlQuant, words: String, name: &str) -> Result<Qua
         words: Some(words),
         stored: DType::Quant(t),
         packed: Some(bytes),
+        grid: None,
     })
 }
 
@@ -586,7 +595,8 @@ fn int_grid(values: &[f32], scheme: &IntScheme, row_len: u64, name: &str) -> Res
         granularity,
         clip,
     } = *scheme;
-    let y = quant::fake_quant_int(values, row_len as usize, scheme)
+    let mut y = vec![0f32; values.len()];
+    let grid = quant::fake_quant_int_grid(values, row_len as usize, scheme, &mut y)
         .map_err(|e| bad(name, e.to_string()))?;
     let storage = Storage::Int {
         bits: u32::from(bits),
@@ -608,7 +618,10 @@ fn int_grid(values: &[f32], scheme: &IntScheme, row_len: u64, name: &str) -> Res
             ""
         }
     );
-    Ok(Quantized::plain(y, storage, Some(words), DType::F32))
+    Ok(Quantized {
+        grid: Some(grid),
+        ..Quantized::plain(y, storage, Some(words), DType::F32)
+    })
 }
 
 /// ggml blocks of type `t`, or llama.cpp's fallbacks when rows are not whole blocks.

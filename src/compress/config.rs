@@ -336,6 +336,7 @@ impl Config {
             version: super::recipe::VERSION,
             source: None,
             rules,
+            activations: None,
             origin: origin.to_owned(),
         };
         recipe.check()?;

@@ -6,6 +6,7 @@
 //! `f32` slices, byte buffers and recipe text: it knows nothing about model files
 //! (see `model/`) or any UI.
 
+pub mod activations;
 pub mod apply;
 pub mod config;
 pub mod float;

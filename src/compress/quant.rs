@@ -201,19 +201,111 @@ fn min_max(xs: &[f32]) -> (f32, f32) {
 
 /// Quantize consecutive groups of `group` values, each with its own scale.
 #[inline(always)]
-fn quant_groups(x: &[f32], out: &mut [f32], group: usize, bits: u8, sym: bool, clip: Clip) {
+fn quant_groups(
+    x: &[f32],
+    out: &mut [f32],
+    group: usize,
+    bits: u8,
+    sym: bool,
+    clip: Clip,
+) -> Vec<(f32, f32)> {
+    let mut params = Vec::with_capacity(x.len().div_ceil(group));
     for (o, x) in out.chunks_mut(group).zip(x.chunks(group)) {
         let p = Params::of(x, bits, sym, clip);
         o.iter_mut().zip(x).for_each(|(o, &x)| *o = p.apply(x));
+        params.push((p.scale, p.zero_point));
     }
+    params
 }
 
 /// [`quant_groups`] compiled for AVX2 (rounding in one instruction, min/max and the
 /// grid vectorized); the same IEEE arithmetic, so the same values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn quant_groups_avx2(x: &[f32], out: &mut [f32], group: usize, bits: u8, sym: bool, clip: Clip) {
-    quant_groups(x, out, group, bits, sym, clip);
+fn quant_groups_avx2(
+    x: &[f32],
+    out: &mut [f32],
+    group: usize,
+    bits: u8,
+    sym: bool,
+    clip: Clip,
+) -> Vec<(f32, f32)> {
+    quant_groups(x, out, group, bits, sym, clip)
+}
+
+/// The grid an integer scheme put a tensor on: one scale and zero point per group of
+/// `group` consecutive values (the whole tensor, a row, or a group along the row), so
+/// that every value is `(q − zero_point)·scale` for an integer code `q` in
+/// `[lo, hi]`. Exports store the codes instead of the values they decode to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntGrid {
+    pub bits: u8,
+    pub symmetric: bool,
+    /// Values per scale.
+    pub group: usize,
+    pub scales: Vec<f32>,
+    pub zero_points: Vec<f32>,
+}
+
+/// What a runtime's `DequantizeLinear` needs to reproduce a tensor exactly: integer
+/// codes and, per group, a positive scale and a zero point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntCodes {
+    pub codes: Vec<i32>,
+    pub scales: Vec<f32>,
+    pub zero_points: Vec<i32>,
+}
+
+impl IntGrid {
+    /// The smallest and largest code.
+    pub fn code_range(&self) -> (i32, i32) {
+        if self.symmetric {
+            let qmax = (1i32 << (self.bits - 1)) - 1;
+            (-qmax, qmax)
+        } else {
+            (0, (1i32 << self.bits) - 1)
+        }
+    }
+
+    /// The codes of `values` (what this grid dequantized to), checked to decode back
+    /// to every value bit for bit in f32, as `(q − zp)·scale`. A group the quantizer
+    /// kept constant (scale 0) gets a scale that reproduces its constant. `None`
+    /// when a value is not on the grid (the values did not come from it).
+    pub fn codes(&self, values: &[f32]) -> Option<IntCodes> {
+        let (lo, hi) = self.code_range();
+        let groups = values.len().div_ceil(self.group.max(1));
+        if self.group == 0 || groups != self.scales.len() || groups != self.zero_points.len() {
+            return None;
+        }
+        let mut out = IntCodes {
+            codes: Vec::with_capacity(values.len()),
+            scales: Vec::with_capacity(groups),
+            zero_points: Vec::with_capacity(groups),
+        };
+        for (g, x) in values.chunks(self.group).enumerate() {
+            let (mut scale, mut zp) = (self.scales[g], self.zero_points[g] as i32);
+            if scale == 0.0 || !scale.is_finite() {
+                // Every value is the group's constant c: code 1 or 0 around a zero
+                // point of 0 or 1 gives ±|c| with scale |c| (0 stays code zp).
+                let c = x[0];
+                scale = if c == 0.0 { 1.0 } else { c.abs() };
+                zp = if self.symmetric || c >= 0.0 { 0 } else { 1 };
+                if !self.symmetric && c == 0.0 {
+                    zp = 0;
+                }
+            }
+            for &v in x {
+                let q = ((v / scale).round_ties_even() as i32 + zp).clamp(lo, hi);
+                if ((q - zp) as f32 * scale).to_bits() != v.to_bits() && !(v == 0.0 && q == zp) {
+                    return None;
+                }
+                out.codes.push(q);
+            }
+            out.scales.push(scale);
+            out.zero_points.push(zp);
+        }
+        Some(out)
+    }
 }
 
 /// Quantize `w` (a `[len / row_len, row_len]` view) with `scheme` and return the
@@ -236,6 +328,16 @@ pub fn fake_quant_int_into(
     scheme: &IntScheme,
     out: &mut [f32],
 ) -> Result<(), QuantError> {
+    fake_quant_int_grid(w, row_len, scheme, out).map(|_| ())
+}
+
+/// [`fake_quant_int_into`], returning the grid the values were put on.
+pub fn fake_quant_int_grid(
+    w: &[f32],
+    row_len: usize,
+    scheme: &IntScheme,
+    out: &mut [f32],
+) -> Result<IntGrid, QuantError> {
     assert_eq!(w.len(), out.len(), "output buffer of the wrong length");
     if !(2..=8).contains(&scheme.bits) {
         return Err(QuantError::BadBits(scheme.bits));
@@ -274,6 +376,13 @@ pub fn fake_quant_int_into(
                 .for_each(|(o, x)| {
                     p.apply_all(x, o);
                 });
+            Ok(IntGrid {
+                bits,
+                symmetric: sym,
+                group: w.len().max(1),
+                scales: vec![p.scale],
+                zero_points: vec![p.zero_point],
+            })
         }
         Granularity::PerChannel | Granularity::Group(_) => {
             let group = match scheme.granularity {
@@ -285,19 +394,28 @@ pub fn fake_quant_int_into(
             };
             // Whole groups per task, about 8 Ki values each.
             let per_task = group * (8192 / group).max(1);
-            out.par_chunks_mut(per_task)
+            let params: Vec<Vec<(f32, f32)>> = out
+                .par_chunks_mut(per_task)
                 .zip(w.par_chunks(per_task))
-                .for_each(|(o, x)| {
+                .map(|(o, x)| {
                     #[cfg(target_arch = "x86_64")]
                     if is_x86_feature_detected!("avx2") {
                         // SAFETY: the CPU supports AVX2.
                         return unsafe { quant_groups_avx2(x, o, group, bits, sym, clip) };
                     }
-                    quant_groups(x, o, group, bits, sym, clip);
-                });
+                    quant_groups(x, o, group, bits, sym, clip)
+                })
+                .collect();
+            let (scales, zero_points) = params.into_iter().flatten().unzip();
+            Ok(IntGrid {
+                bits,
+                symmetric: sym,
+                group,
+                scales,
+                zero_points,
+            })
         }
     }
-    Ok(())
 }
 
 /// How close compressed weights are to the originals. Weight fidelity, not accuracy.

@@ -31,6 +31,8 @@
 //! llama.cpp's last resort). `nm` groups consecutive weights within each output
 //! channel's flattened row and leaves tensors whose rows are not whole groups dense.
 //! Integer tensors (ids, masks) are never compressed, whatever the rules match.
+//! An `[activations]` section quantizes the inputs of weighted layers too (static with
+//! calibration, or dynamic; see [`super::activations`]).
 //!
 //! Every error names the recipe file and the line: unknown keys, bad values
 //! (sparsity 1.5, bits 0), and patterns that match no tensor of the model.
@@ -39,6 +41,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::activations::ActivationSpec;
 use super::quant::{Clip, Granularity};
 use crate::dtype::GgmlQuant;
 
@@ -64,6 +67,9 @@ pub struct Recipe {
     pub source: Option<Source>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<Rule>,
+    /// Activation quantization (weighted layers' inputs), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activations: Option<ActivationSpec>,
     /// Where the recipe came from (a file, or words like `(sweep)`), named in errors.
     #[serde(skip)]
     pub origin: PathBuf,
@@ -374,6 +380,13 @@ impl Recipe {
                     recipe.version
                 ),
             ));
+        }
+        if let Some(problem) = recipe
+            .activations
+            .as_ref()
+            .and_then(ActivationSpec::problem)
+        {
+            return Err(err(None, problem));
         }
         for (i, rule) in recipe.rules.iter().enumerate() {
             let at = rule.line;

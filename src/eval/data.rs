@@ -61,6 +61,41 @@ impl Dataset {
     pub fn classes(&self) -> usize {
         self.labels.iter().max().map_or(0, |&m| m as usize + 1)
     }
+
+    /// `n` samples spread evenly over the set (the `k`-th at `⌊(k + ½)·len/n⌋`, so a
+    /// set sorted by class gives every class its share) kept apart for calibration,
+    /// and the rest to evaluate on: `(evaluation, calibration)`. At least one
+    /// sample must be left to evaluate.
+    pub fn split_apart(&self, n: usize) -> Result<(Dataset, Dataset)> {
+        let total = self.len();
+        if n == 0 || n >= total {
+            return Err(Error::Data {
+                path: self.source.clone(),
+                problem: format!(
+                    "holds {total} samples: too few to keep {n} apart for calibration and \
+                     evaluate on the rest (lower `calibration` in the recipe's [activations])"
+                ),
+            });
+        }
+        let mut apart = vec![false; total];
+        for k in 0..n {
+            apart[((2 * k + 1) * total) / (2 * n)] = true;
+        }
+        let len = self.sample_len();
+        let part = |keep: bool| {
+            let picked: Vec<usize> = (0..total).filter(|&i| apart[i] == keep).collect();
+            Dataset {
+                source: self.source.clone(),
+                x: picked
+                    .iter()
+                    .flat_map(|&i| self.x[i * len..(i + 1) * len].iter().copied())
+                    .collect(),
+                labels: picked.iter().map(|&i| self.labels[i]).collect(),
+                sample_shape: self.sample_shape.clone(),
+            }
+        };
+        Ok((part(false), part(true)))
+    }
 }
 
 /// Which CSV column holds the label.
@@ -492,4 +527,25 @@ fn load_npz(path: &Path) -> Result<Dataset> {
         labels,
         sample_shape: shape[1..].to_vec(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Dataset;
+
+    /// Hand-derived: of 10 samples, 3 kept apart are the ⌊(2k + 1)·10/6⌋-th: 1, 5, 8.
+    #[test]
+    fn calibration_samples_are_spread_over_the_set() {
+        let data = Dataset {
+            source: "d.csv".into(),
+            x: (0..20).map(|v| v as f32).collect(),
+            labels: (0..10).collect(),
+            sample_shape: vec![2],
+        };
+        let (rest, apart) = data.split_apart(3).expect("split");
+        assert_eq!(apart.labels, [1, 5, 8]);
+        assert_eq!(apart.x, [2.0, 3.0, 10.0, 11.0, 16.0, 17.0]);
+        assert_eq!(rest.labels, [0, 2, 3, 4, 6, 7, 9]);
+        assert!(data.split_apart(10).is_err() && data.split_apart(0).is_err());
+    }
 }

@@ -6,6 +6,9 @@
 //! - a sequential network whose first layers are unchanged starts from their cached
 //!   activations, so a per-layer sensitivity point of a late layer runs only the
 //!   layers from that one on.
+//!
+//! Activation quantization runs the network as a QDQ graph (`net::qdq`), calibrated
+//! once per setting on samples kept apart from the evaluation data.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -13,9 +16,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::data::Dataset;
 use super::{Metrics, Network, evaluate};
+use crate::compress::activations::{ActivationSpec, Mode};
 use crate::compress::apply::AppliedTensor;
 use crate::error::{Error, Result};
 use crate::model::Model;
+use crate::net::onnx::OnnxGraph;
+use crate::net::qdq::Activations;
 use crate::net::sequential_runner;
 use crate::net::spec::{ArchSpec, LayerSpec};
 use crate::net::weights::ModelWeights;
@@ -46,6 +52,10 @@ pub struct Evaluator {
     /// against the weights) at the first measurement: compression keeps every
     /// tensor's shape, so later variants need neither again.
     layer_inputs: Mutex<Option<Vec<Vec<usize>>>>,
+    /// Samples kept apart from `data` to calibrate static activation quantization.
+    calibration: Option<Arc<Dataset>>,
+    /// Calibrated activation quantization by setting (its JSON).
+    activations: Mutex<HashMap<String, Arc<Activations>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -89,7 +99,29 @@ impl Evaluator {
             results: Mutex::new(HashMap::new()),
             prefixes: Mutex::new(HashMap::new()),
             layer_inputs: Mutex::new(None),
+            calibration: None,
+            activations: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// An evaluator that keeps `calibration` samples of `data` apart (see
+    /// [`Dataset::split_apart`]) to calibrate static activation quantization, and
+    /// evaluates every variant, the original too, on the rest.
+    pub fn with_calibration(
+        network: Arc<Network>,
+        data: &Dataset,
+        calibration: usize,
+    ) -> Result<Self> {
+        let (rest, apart) = data.split_apart(calibration)?;
+        Ok(Evaluator {
+            calibration: Some(Arc::new(apart)),
+            ..Evaluator::new(network, Arc::new(rest))
+        })
+    }
+
+    /// The samples kept apart for calibration, if any.
+    pub fn calibration(&self) -> Option<&Dataset> {
+        self.calibration.as_deref()
     }
 
     /// The input shape of every layer of `spec` on `model`'s weights (see
@@ -134,12 +166,36 @@ impl Evaluator {
         model: &Model,
         applied: &[(usize, AppliedTensor)],
         batch: usize,
+        progress: impl FnMut(usize, usize) -> bool,
+    ) -> Result<Metrics> {
+        self.measure_with(model, applied, None, batch, progress)
+    }
+
+    /// [`Evaluator::measure`] with the weighted layers' inputs quantized as
+    /// `activations` says (none: float activations).
+    pub fn measure_with(
+        &self,
+        model: &Model,
+        applied: &[(usize, AppliedTensor)],
+        activations: Option<&ActivationSpec>,
+        batch: usize,
         mut progress: impl FnMut(usize, usize) -> bool,
     ) -> Result<Metrics> {
         let changed = changed(applied);
-        let key = changed_key(&changed);
+        let mut key = changed_key(&changed);
+        if let Some(spec) = activations {
+            let mut h = std::hash::DefaultHasher::new();
+            key.hash(&mut h);
+            serde_json::to_string(spec).unwrap_or_default().hash(&mut h);
+            key = h.finish();
+        }
         if let Some(m) = lock(&self.results).get(&key) {
             return Ok(*m);
+        }
+        if let Some(spec) = activations {
+            let metrics = self.measure_quantized(model, applied, spec, batch, &mut progress)?;
+            lock(&self.results).insert(key, metrics);
+            return Ok(metrics);
         }
         let metrics = match self.network.as_ref() {
             Network::Sequential(spec) => {
@@ -180,6 +236,75 @@ impl Evaluator {
         };
         lock(&self.results).insert(key, metrics);
         Ok(metrics)
+    }
+
+    /// Metrics with quantized activations: the network as a QDQ graph on tract.
+    fn measure_quantized(
+        &self,
+        model: &Model,
+        applied: &[(usize, AppliedTensor)],
+        spec: &ActivationSpec,
+        batch: usize,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<Metrics> {
+        let acts = self.calibrated(model, spec, progress)?;
+        let runner = match self.network.as_ref() {
+            Network::Sequential(arch) => {
+                self.layer_inputs(model, arch)?;
+                OnnxGraph::from_spec(arch, &ModelWeights::new(model, applied), &model.path)?
+                    .quantized_runner(&[], &acts)?
+            }
+            Network::Onnx(graph) => graph.quantized_runner(applied, &acts)?,
+            Network::CausalLm(_) | Network::SentenceEncoder(_) => {
+                return Err(activations_unsupported(model));
+            }
+        };
+        evaluate(&runner, &self.data, batch, progress)
+    }
+
+    /// Activation quantization for `spec`, calibrated on the original model over the
+    /// samples kept apart (once per setting).
+    fn calibrated(
+        &self,
+        model: &Model,
+        spec: &ActivationSpec,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<Arc<Activations>> {
+        if spec.mode == Mode::Dynamic {
+            return Ok(Arc::new(Activations::Dynamic));
+        }
+        let key = serde_json::to_string(spec).unwrap_or_default();
+        if let Some(a) = lock(&self.activations).get(&key) {
+            return Ok(a.clone());
+        }
+        let Some(calibration) = &self.calibration else {
+            return Err(Error::InvalidSetting(format!(
+                "{}: static activation quantization needs calibration samples kept apart \
+                 from the evaluation data; none were set aside for this evaluation",
+                model.path.display()
+            )));
+        };
+        if calibration.len() != spec.calibration_samples() {
+            return Err(Error::InvalidSetting(format!(
+                "{}: the recipe calibrates on {} samples, but this evaluation kept {} apart",
+                model.path.display(),
+                spec.calibration_samples(),
+                calibration.len()
+            )));
+        }
+        let graph = match self.network.as_ref() {
+            Network::Sequential(arch) => {
+                OnnxGraph::from_spec(arch, &ModelWeights::new(model, &[]), &model.path)?
+            }
+            Network::Onnx(graph) => graph.clone(),
+            Network::CausalLm(_) | Network::SentenceEncoder(_) => {
+                return Err(activations_unsupported(model));
+            }
+        };
+        super::check_input(graph.input_shape(), calibration)?;
+        let acts = Arc::new(graph.calibrate(&calibration.x, spec, progress)?);
+        lock(&self.activations).insert(key, acts.clone());
+        Ok(acts)
     }
 
     /// The data's activations entering layer `cut` (of sample shape `shape`) with the
@@ -274,5 +399,17 @@ impl Evaluator {
             labels: self.data.labels.clone(),
             sample_shape: shape.to_vec(),
         })
+    }
+}
+
+/// Why a language model or sentence encoder takes no `[activations]` section.
+fn activations_unsupported(model: &Model) -> Error {
+    Error::Unsupported {
+        path: model.path.clone(),
+        what: "activation quantization is simulated for sequential networks and ONNX graphs; \
+               for a llama GGUF, ggml's CPU kernels already quantize activations to 8 bits \
+               inside the quantized dot products; a BERT sentence encoder's cannot be \
+               quantized yet"
+            .into(),
     }
 }

@@ -123,8 +123,8 @@ impl Metrics {
     }
 }
 
-/// Check that `data` fits `runner` before anything runs: feature count and labels.
-pub fn check_fit(input: &[usize], classes: usize, data: &Dataset) -> Result<()> {
+/// Whether `data`'s samples fit a model input of shape `input` (labels aside).
+pub fn check_input(input: &[usize], data: &Dataset) -> Result<()> {
     let unfit = |problem: String| Error::Data {
         path: data.source.clone(),
         problem,
@@ -150,6 +150,16 @@ pub fn check_fit(input: &[usize], classes: usize, data: &Dataset) -> Result<()> 
             input
         )));
     }
+    Ok(())
+}
+
+/// Check that `data` fits `runner` before anything runs: feature count and labels.
+pub fn check_fit(input: &[usize], classes: usize, data: &Dataset) -> Result<()> {
+    check_input(input, data)?;
+    let unfit = |problem: String| Error::Data {
+        path: data.source.clone(),
+        problem,
+    };
     if let Some((i, &l)) = data
         .labels
         .iter()

@@ -3,6 +3,7 @@
 //! existing file unless asked to.
 
 mod gguf;
+mod onnx;
 mod safetensors;
 
 use std::collections::BTreeMap;
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 pub use gguf::{encode_gguf, write_gguf};
+pub use onnx::{OnnxExport, write_onnx};
 pub use safetensors::write_safetensors;
 
 use crate::compress::apply::AppliedTensor;
@@ -21,6 +23,8 @@ use crate::model::Model;
 pub enum OutputFormat {
     Safetensors,
     Gguf,
+    /// An ONNX QDQ model ([`write_onnx`]): needs the network's graph.
+    Onnx,
 }
 
 impl OutputFormat {
@@ -29,8 +33,9 @@ impl OutputFormat {
         match path.extension().and_then(|e| e.to_str()) {
             Some(e) if e.eq_ignore_ascii_case("gguf") => Ok(OutputFormat::Gguf),
             Some(e) if e.eq_ignore_ascii_case("safetensors") => Ok(OutputFormat::Safetensors),
+            Some(e) if e.eq_ignore_ascii_case("onnx") => Ok(OutputFormat::Onnx),
             _ => Err(Error::InvalidSetting(format!(
-                "{}: the output must end in .safetensors or .gguf",
+                "{}: the output must end in .safetensors, .gguf or .onnx",
                 path.display()
             ))),
         }
@@ -107,6 +112,11 @@ pub fn write_model(
             out,
             force,
         ),
+        OutputFormat::Onnx => Err(Error::InvalidSetting(format!(
+            "{}: an ONNX export is written from the network's graph; use `slimscope apply` \
+             with --arch or --data",
+            out.display()
+        ))),
     }
 }
 

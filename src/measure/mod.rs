@@ -124,7 +124,8 @@ pub fn measure(
     let metrics = match with.evaluator {
         Some(evaluator) => {
             let batch = with.batch.max(1);
-            Some(evaluator.measure(model, &applied, batch, |_, _| !cancelled())?)
+            let activations = recipe.activations.as_ref();
+            Some(evaluator.measure_with(model, &applied, activations, batch, |_, _| !cancelled())?)
         }
         None => None,
     };

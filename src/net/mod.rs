@@ -16,6 +16,7 @@ pub mod first_conv;
 pub mod init;
 pub mod onnx;
 pub mod propose;
+pub mod qdq;
 pub mod shapes;
 pub mod shrink;
 pub mod spec;

@@ -15,16 +15,18 @@ use tract_onnx::pb::tensor_shape_proto::Dimension;
 use tract_onnx::pb::tensor_shape_proto::dimension::Value as Dim;
 use tract_onnx::pb::type_proto::{self, Value as TypeValue};
 use tract_onnx::pb::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::internal::DimLike;
 
 use super::Runner;
 use super::batchnorm_affine;
+use super::qdq::{self, Activations, DynamicForm};
 use super::spec::{ArchSpec, LayerSpec};
 use super::weights::WeightSource;
+use crate::compress::activations::{ActivationSpec, Mode, Observer, RangeObserver};
 use crate::compress::apply::AppliedTensor;
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -56,6 +58,7 @@ fn micro_batch(conv_taps: &[usize]) -> usize {
 const DENSE_MICRO_BATCH: usize = 16;
 
 /// A model's ONNX graph and its one input, ready to be bound to weights.
+#[derive(Clone)]
 pub struct OnnxGraph {
     /// What errors name: the model file, or the architecture spec's source.
     path: PathBuf,
@@ -157,6 +160,15 @@ impl OnnxGraph {
                 .all(|(d, h)| d.is_none_or(|d| d == *h))
         {
             sample_hint.to_vec()
+        } else if sample_hint.is_empty() {
+            return Err(onnx_error(
+                path,
+                format!(
+                    "input `{}` has shape {}: its free dimensions come from the data's samples; give data",
+                    input.name,
+                    shape_text(&dims)
+                ),
+            ));
         } else {
             return Err(onnx_error(
                 path,
@@ -178,6 +190,17 @@ impl OnnxGraph {
 
     pub fn input_shape(&self) -> &[usize] {
         &self.sample
+    }
+
+    /// Whether the graph stores a tensor named `name` (an initializer or a
+    /// `Constant`): what compressed weights can be written into.
+    pub fn holds(&self, name: &str) -> bool {
+        self.proto.graph.as_ref().is_some_and(|g| {
+            g.initializer.iter().any(|t| t.name == name)
+                || g.node
+                    .iter()
+                    .any(|n| n.op_type == "Constant" && n.output.first().is_some_and(|o| o == name))
+        })
     }
 
     /// The sequential network of `spec` as an ONNX graph with `source`'s weights, so
@@ -295,8 +318,8 @@ impl OnnxGraph {
         })
     }
 
-    /// Plan the graph with `applied`'s compressed tensors in place of the stored ones.
-    pub fn runner(&self, applied: &[(usize, AppliedTensor)]) -> Result<OnnxRunner> {
+    /// The model with `applied`'s compressed tensors in place of the stored ones.
+    fn bound(&self, applied: &[(usize, AppliedTensor)]) -> Result<ModelProto> {
         let err = |what: String| onnx_error(&self.path, what);
         let mut proto = (*self.proto).clone();
         let graph = proto.graph.as_mut().ok_or_else(|| err("no graph".into()))?;
@@ -318,20 +341,198 @@ impl OnnxGraph {
             replace_values(slot, &t.values)
                 .map_err(|e| err(format!("tensor `{}`: {e}", t.name)))?;
         }
+        Ok(proto)
+    }
+
+    /// `proto` parsed and optimised by tract for batches of `micro`.
+    fn plan(&self, proto: &ModelProto, micro: usize) -> Result<Arc<TypedRunnableModel>> {
         let dir = self.dir.as_deref().and_then(Path::to_str);
         let planned = (|| -> TractResult<_> {
-            let mut model = tract_onnx::onnx().parse(&proto, dir)?.model;
-            let mut shape = vec![self.micro];
+            let mut model = tract_onnx::onnx().parse(proto, dir)?.model;
+            let mut shape = vec![micro];
             shape.extend(&self.sample);
             model.set_input_fact(0, f32::fact(&shape).into())?;
-            let model = model.into_optimized()?;
-            let out = model.output_fact(0)?.clone();
-            Ok((model.into_runnable()?, out))
+            model.into_optimized()?.into_runnable()
         })();
-        let (plan, out) = planned.map_err(|e| err(format!("{e:#}")))?;
+        planned.map_err(|e| onnx_error(&self.path, format!("{e:#}")))
+    }
+
+    /// Plan the graph with `applied`'s compressed tensors in place of the stored ones.
+    pub fn runner(&self, applied: &[(usize, AppliedTensor)]) -> Result<OnnxRunner> {
+        self.runner_of(&self.bound(applied)?, self.micro)
+    }
+
+    /// [`OnnxGraph::runner`] with every weighted layer's input quantized as `acts`
+    /// says (see [`qdq::insert_activations`]). Dynamic quantization runs one sample
+    /// per pass: its scales are per tensor, so they must not mix samples.
+    pub fn quantized_runner(
+        &self,
+        applied: &[(usize, AppliedTensor)],
+        acts: &Activations,
+    ) -> Result<OnnxRunner> {
+        let mut proto = self.bound(applied)?;
+        qdq::insert_activations(&mut proto, acts, DynamicForm::FloatOps)
+            .map_err(|e| onnx_error(&self.path, e))?;
+        let micro = match acts {
+            Activations::Static(_) => self.micro,
+            Activations::Dynamic => 1,
+        };
+        self.runner_of(&proto, micro)
+    }
+
+    /// The exported QDQ model: `applied`'s tensors in place, activations quantized as
+    /// `acts` says and integer weights stored as their codes
+    /// ([`qdq::store_weight_codes`]), with `metadata` in its properties. Returns the
+    /// model and what stayed float, and why.
+    pub fn qdq_model(
+        &self,
+        applied: &[(usize, AppliedTensor)],
+        acts: Option<&Activations>,
+        metadata: &[(&str, String)],
+    ) -> Result<(ModelProto, Vec<String>)> {
+        let mut proto = self.bound(applied)?;
+        let err = |e: String| onnx_error(&self.path, e);
+        if let Some(acts) = acts {
+            qdq::insert_activations(&mut proto, acts, DynamicForm::Operator).map_err(err)?;
+        }
+        let notes = qdq::store_weight_codes(&mut proto, applied).map_err(err)?;
+        if opset_of(&proto) < 17 && proto.ir_version < 7 {
+            proto.ir_version = 7;
+        }
+        proto.producer_name = "slimscope".into();
+        proto.producer_version = env!("CARGO_PKG_VERSION").into();
+        for (key, value) in metadata {
+            proto.metadata_props.retain(|p| p.key != *key);
+            proto.metadata_props.push(StringStringEntryProto {
+                key: (*key).to_owned(),
+                value: value.clone(),
+            });
+        }
+        Ok((proto, notes))
+    }
+
+    /// Calibrate activation quantization on the samples `xs` (row-major, each of
+    /// [`OnnxGraph::input_shape`]) with the graph's own weights:
+    /// the range (and, for the percentile observer, the histogram) of every weighted
+    /// layer's input (see [`qdq::quantized_inputs`]). `progress(done, total)` returns
+    /// false to cancel.
+    pub fn calibrate(
+        &self,
+        xs: &[f32],
+        spec: &ActivationSpec,
+        mut progress: impl FnMut(usize, usize) -> bool,
+    ) -> Result<Activations> {
+        if spec.mode == Mode::Dynamic {
+            return Ok(Activations::Dynamic);
+        }
+        let len: usize = self.sample.iter().product();
+        if len == 0 || xs.is_empty() || !xs.len().is_multiple_of(len) {
+            return Err(Error::Internal(format!(
+                "calibration: {} values are not whole samples of {:?}",
+                xs.len(),
+                self.sample
+            )));
+        }
+        let mut proto = (*self.proto).clone();
+        let graph = proto
+            .graph
+            .as_mut()
+            .ok_or_else(|| onnx_error(&self.path, "no graph"))?;
+        let names = qdq::quantized_inputs(graph);
+        let input = graph
+            .input
+            .iter()
+            .find(|i| !graph.initializer.iter().any(|t| t.name == i.name))
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
+        // Every observed tensor but the input itself becomes an output of the plan.
+        let computed: Vec<&String> = names.iter().filter(|n| **n != input).collect();
+        graph.output = computed
+            .iter()
+            .map(|n| ValueInfoProto {
+                name: (*n).clone(),
+                ..Default::default()
+            })
+            .collect();
+        let plan = if computed.is_empty() {
+            None
+        } else {
+            Some(self.plan(&proto, self.micro)?)
+        };
+        let mut observers = vec![RangeObserver::default(); names.len()];
+        let passes = if spec.observer() == Observer::Percentile {
+            2
+        } else {
+            1
+        };
+        let n = xs.len() / len;
+        let mut shape = vec![self.micro];
+        shape.extend(&self.sample);
+        for pass in 0..passes {
+            for start in (0..n).step_by(self.micro) {
+                if !progress(pass * n + start, passes * n) {
+                    return Err(Error::Cancelled);
+                }
+                let m = self.micro.min(n - start);
+                let xs = &xs[start * len..(start + m) * len];
+                let outputs = match &plan {
+                    Some(plan) => {
+                        let mut padded = xs.to_vec();
+                        padded.resize(self.micro * len, 0.0);
+                        let x = tract_ndarray::ArrayD::from_shape_vec(shape.as_slice(), padded)
+                            .map_err(|e| onnx_error(&self.path, e))?;
+                        plan.run(tvec!(Tensor::from(x).into()))
+                            .map_err(|e| Error::Engine {
+                                context: "ONNX calibration pass".into(),
+                                cause: format!("{e:#}"),
+                            })?
+                    }
+                    None => tvec![],
+                };
+                let mut out = outputs.iter();
+                for (name, o) in names.iter().zip(observers.iter_mut()) {
+                    let values: Vec<f32> = if *name == input {
+                        xs.to_vec()
+                    } else {
+                        let t = out.next().ok_or_else(|| {
+                            Error::Internal(format!("calibration: no output for `{name}`"))
+                        })?;
+                        let view = t.to_plain_array_view::<f32>().map_err(|e| Error::Engine {
+                            context: "ONNX calibration pass".into(),
+                            cause: format!("`{name}`: {e:#}"),
+                        })?;
+                        // Only the real samples' rows (the last batch is padded).
+                        let all: Vec<f32> = view.iter().copied().collect();
+                        all[..all.len() / self.micro * m].to_vec()
+                    };
+                    if pass == 0 {
+                        o.observe_range(&values);
+                    } else {
+                        o.observe_histogram(&values, spec.dtype());
+                    }
+                }
+            }
+        }
+        Ok(Activations::Static(
+            names
+                .into_iter()
+                .zip(&observers)
+                .map(|(name, o)| (name, o.params(spec)))
+                .collect(),
+        ))
+    }
+
+    fn runner_of(&self, proto: &ModelProto, micro: usize) -> Result<OnnxRunner> {
+        let err = |what: String| onnx_error(&self.path, what);
+        let plan = self.plan(proto, micro)?;
+        let out = plan
+            .model()
+            .output_fact(0)
+            .map_err(|e| err(format!("{e:#}")))?
+            .clone();
         let out_shape: Vec<Option<usize>> = out.shape.iter().map(|d| d.to_usize().ok()).collect();
         let classes = match out_shape.as_slice() {
-            [Some(b), Some(c)] if *b == self.micro && out.datum_type == f32::datum_type() => *c,
+            [Some(b), Some(c)] if *b == micro && out.datum_type == f32::datum_type() => *c,
             _ => {
                 return Err(err(format!(
                     "the output is {:?} {}; a classifier gives float32 scores [batch, classes]",
@@ -343,10 +544,14 @@ impl OnnxGraph {
         Ok(OnnxRunner {
             plan,
             sample: self.sample.clone(),
-            micro: self.micro,
+            micro,
             classes,
         })
     }
+}
+
+fn opset_of(proto: &ModelProto) -> i64 {
+    qdq::opset(proto)
 }
 
 /// Nodes and initializers of a graph being written.

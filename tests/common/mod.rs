@@ -38,6 +38,59 @@ pub fn fixture(name: &str) -> PathBuf {
     fixtures().join(name)
 }
 
+/// The digit CNN as fixtures.md describes it, written by hand.
+pub const CNN_ARCH: &str = r#"version = 1
+input = [1, 28, 28]
+
+[[layer]]
+op = "conv2d"
+weight = "conv_layers.0.weight"
+bias = "conv_layers.0.bias"
+padding = 1
+[[layer]]
+op = "relu"
+[[layer]]
+op = "maxpool"
+kernel = 2
+
+[[layer]]
+op = "conv2d"
+weight = "conv_layers.3.weight"
+bias = "conv_layers.3.bias"
+padding = 1
+[[layer]]
+op = "relu"
+[[layer]]
+op = "maxpool"
+kernel = 2
+
+[[layer]]
+op = "conv2d"
+weight = "conv_layers.6.weight"
+bias = "conv_layers.6.bias"
+padding = 1
+[[layer]]
+op = "relu"
+[[layer]]
+op = "maxpool"
+kernel = 2
+
+[[layer]]
+op = "flatten"
+[[layer]]
+op = "linear"
+weight = "fc_layers.0.weight"
+bias = "fc_layers.0.bias"
+[[layer]]
+op = "relu"
+[[layer]]
+op = "dropout"
+[[layer]]
+op = "linear"
+weight = "fc_layers.2.weight"
+bias = "fc_layers.2.bias"
+"#;
+
 /// A data spec in `dir` for the fixture copy of mnist_5k, with the digit CNN's
 /// preprocessing (fixtures.md): x/255, then (x − 0.1307)/0.3081, as 1×28×28.
 pub fn mnist_spec(dir: &Path) -> PathBuf {

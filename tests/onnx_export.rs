@@ -1,0 +1,467 @@
+//! ONNX QDQ exports with quantized activations (W8A8 static, W8 + dynamic activations,
+//! W4A8), from the digit CNN as a state_dict with its spec and as an ONNX graph:
+//! onnxruntime (the runtime users deploy with, pinned in the fixture step) runs each
+//! export on MNIST and its top-1 agrees with the figure slimscope simulated; numpy
+//! decodes the stored integer weights to exactly the values slimscope evaluated;
+//! tract runs the static export with the accuracy slimscope reported; settings that
+//! cannot work are one clear error each.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::{CNN_ARCH, fixture, mnist_spec, reference_script, slimscope};
+use slimscope::Model;
+use slimscope::compress::apply::apply_recipe;
+use slimscope::compress::recipe::Recipe;
+use slimscope::eval::evaluator::Evaluator;
+use slimscope::eval::{Network, data};
+
+const WEIGHTS_INT8: &str = r#"version = 1
+[[rule]]
+match = "*.weight"
+quant = { format = "int", bits = 8, granularity = "channel" }
+"#;
+
+/// (name, recipe, samples kept apart for calibration)
+fn cases() -> Vec<(&'static str, String, usize)> {
+    vec![
+        (
+            "w8a8-static",
+            format!("{WEIGHTS_INT8}[activations]\nmode = \"static\"\n"),
+            256,
+        ),
+        (
+            "w8-dynamic",
+            format!("{WEIGHTS_INT8}[activations]\nmode = \"dynamic\"\n"),
+            0,
+        ),
+        (
+            "w4a8-static-int8-percentile",
+            format!(
+                "{}[activations]\nmode = \"static\"\ndtype = \"int8\"\nobserver = \"percentile\"\npercentile = 99.9\ncalibration = 128\n",
+                WEIGHTS_INT8.replace("bits = 8", "bits = 4")
+            ),
+            128,
+        ),
+    ]
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    arch: PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = mnist_spec(dir.path());
+    let arch = dir.path().join("cnn.toml");
+    std::fs::write(&arch, CNN_ARCH).expect("write the spec");
+    Setup { dir, data, arch }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// The model argument(s): the state_dict with its spec, or the ONNX graph.
+fn sources(setup: &Setup) -> Vec<(PathBuf, Vec<String>)> {
+    vec![
+        (
+            fixture("digit_cnn.pth"),
+            vec!["--arch".into(), s(&setup.arch).into()],
+        ),
+        (fixture("digit_cnn.onnx"), vec![]),
+    ]
+}
+
+/// `slimscope eval --json` of `recipe`: (samples, correct) of the compressed model.
+fn simulated(model: &Path, extra: &[String], data: &Path, recipe: &Path) -> (usize, usize) {
+    let mut args = vec![
+        "eval",
+        s(model),
+        "--data",
+        s(data),
+        "--recipe",
+        s(recipe),
+        "--json",
+    ];
+    args.extend(extra.iter().map(String::as_str));
+    let (code, stdout, stderr) = slimscope(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let c = &json["compressed"];
+    let n = c["samples"].as_u64().expect("samples") as usize;
+    let top1 = c["top1"].as_f64().expect("top1");
+    (n, (top1 * n as f64).round() as usize)
+}
+
+fn export(model: &Path, extra: &[String], data: &Path, recipe: &Path, out: &Path) -> String {
+    let mut args = vec![
+        "apply",
+        s(model),
+        "--recipe",
+        s(recipe),
+        "--data",
+        s(data),
+        "-o",
+        s(out),
+    ];
+    args.extend(extra.iter().map(String::as_str));
+    let (code, stdout, stderr) = slimscope(&args);
+    assert_eq!(code, 0, "{stderr}");
+    stdout
+}
+
+#[test]
+fn qdq_exports_score_in_onnxruntime_what_slimscope_simulated() {
+    let setup = setup();
+    for (k, (model, extra)) in sources(&setup).into_iter().enumerate() {
+        for (name, text, calibration) in cases() {
+            let recipe = setup.dir.path().join(format!("{name}.toml"));
+            std::fs::write(&recipe, &text).expect("write the recipe");
+            let (n, ours) = simulated(&model, &extra, &setup.data, &recipe);
+            assert_eq!(
+                n,
+                5000 - calibration,
+                "{name}: the evaluation leaves the calibration out"
+            );
+            let out = setup.dir.path().join(format!("{name}-{k}.onnx"));
+            let printed = export(&model, &extra, &setup.data, &recipe, &out);
+            let on_disk = std::fs::metadata(&out).expect("export").len();
+            let ort = reference_script(
+                "run_onnx.py",
+                &[
+                    s(&out),
+                    s(&fixture("mnist_5k.csv.gz")),
+                    &calibration.to_string(),
+                ],
+            );
+            let label = format!("{} {name}", model.display());
+            assert_eq!(ort["samples"].as_u64(), Some(n as u64), "{label}");
+            let theirs = ort["correct"].as_u64().expect("correct") as usize;
+            // Two runtimes round x/scale their own ways (tract multiplies by the
+            // reciprocal): a few images may differ, no more.
+            assert!(
+                ours.abs_diff(theirs) <= 3,
+                "{label}: slimscope {ours}/{n}, onnxruntime {theirs}/{n}"
+            );
+            // Really quantized, not a float model renamed: one quantizer per weighted
+            // layer's input (3 conv + 2 linear), five weight decoders.
+            let ops = &ort["ops"];
+            let quantizer = if calibration == 0 {
+                "DynamicQuantizeLinear"
+            } else {
+                "QuantizeLinear"
+            };
+            assert_eq!(ops[quantizer].as_u64(), Some(5), "{label}: {ops}");
+            assert_eq!(ops["DequantizeLinear"].as_u64(), Some(10), "{label}: {ops}");
+            let types = &ort["initializer_types"];
+            for w in ["conv_layers.0.weight", "fc_layers.0.weight"] {
+                assert_eq!(types[format!("{w}_quantized")], "INT8", "{label}: {types}");
+                assert!(
+                    types.get(w).is_none(),
+                    "{label}: a float copy of {w} remains"
+                );
+            }
+            // Weights at one byte each plus biases and a few scales: 390,410 weights,
+            // 490 f32 bias values; the float model is 1.56 MB.
+            assert!(
+                (390_410 + 490 * 4..390_410 + 490 * 4 + 12_000).contains(&on_disk),
+                "{label}: {on_disk} B"
+            );
+            assert!(
+                printed.contains(&slimscope::units::human_bytes(on_disk)),
+                "{label}: the size printed is the file's:\n{printed}"
+            );
+        }
+    }
+}
+
+/// numpy's `(q − zp)·scale` in float32 over the stored codes equals slimscope's float
+/// export of the same recipe bit for bit, for symmetric int8 per channel and
+/// asymmetric uint4 per tensor.
+#[test]
+fn stored_codes_decode_to_the_values_slimscope_evaluated() {
+    let setup = setup();
+    let text = format!(
+        "{WEIGHTS_INT8}[[rule]]\nmatch = \"fc_layers.2.weight\"\nquant = {{ format = \"int\", bits = 4, granularity = \"tensor\", symmetric = false }}\n"
+    );
+    let recipe = setup.dir.path().join("weights.toml");
+    std::fs::write(&recipe, text).expect("write the recipe");
+    let floats = setup.dir.path().join("weights.safetensors");
+    let (code, _, stderr) = slimscope(&[
+        "apply",
+        s(&fixture("digit_cnn.pth")),
+        "--recipe",
+        s(&recipe),
+        "-o",
+        s(&floats),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let out = setup.dir.path().join("weights.onnx");
+    let extra = ["--arch".to_owned(), s(&setup.arch).to_owned()];
+    export(
+        &fixture("digit_cnn.pth"),
+        &extra,
+        &setup.data,
+        &recipe,
+        &out,
+    );
+    let ort = reference_script(
+        "run_onnx.py",
+        &[s(&out), s(&fixture("mnist_5k.csv.gz")), "0", s(&floats)],
+    );
+    let decoded = ort["decoded"].as_object().expect("decoded");
+    assert_eq!(decoded.len(), 5, "{decoded:?}");
+    for (name, d) in decoded {
+        assert_eq!(d["equal"], true, "{name}: {d}");
+    }
+    let fc2 = &decoded["fc_layers.2.weight"];
+    assert_eq!(fc2["dtype"], "uint8");
+    assert!(fc2["codes_min"].as_i64() >= Some(0) && fc2["codes_max"].as_i64() <= Some(15));
+    let fc0 = &decoded["fc_layers.0.weight"];
+    assert_eq!(fc0["dtype"], "int8");
+    assert!(fc0["codes_min"].as_i64() >= Some(-127) && fc0["codes_max"].as_i64() == Some(127));
+    // Weights alone: onnxruntime's top-1 is the float model's to within an image
+    // (fixtures.md: 0.9970 on all 5,000).
+    let correct = ort["correct"].as_u64().expect("correct");
+    assert!((4980..=4990).contains(&correct), "{correct}");
+}
+
+/// tract, opening the static export as any ONNX model, scores exactly what slimscope
+/// simulated for the recipe (the same graph; the weights decode to the same floats).
+#[test]
+fn tract_runs_the_static_export_as_slimscope_measured_it() {
+    let setup = setup();
+    let (_, text, calibration) = cases().remove(0);
+    let recipe_path = setup.dir.path().join("w8a8.toml");
+    std::fs::write(&recipe_path, &text).expect("write the recipe");
+    let recipe = Recipe::parse(&text, &recipe_path).expect("recipe");
+    let data = data::load(&setup.data).expect("data");
+    let activations = recipe.activations.clone().expect("activations");
+
+    let model = Model::open(fixture("digit_cnn.pth")).expect("model");
+    let (network, _) = Network::resolve(&model, Some(&setup.arch), &data).expect("network");
+    let evaluator =
+        Evaluator::with_calibration(Arc::new(network), &data, calibration).expect("evaluator");
+    let applied = apply_recipe(&model, &recipe).expect("apply");
+    let simulated = evaluator
+        .measure_with(&model, &applied, Some(&activations), 256, |_, _| true)
+        .expect("simulated");
+
+    let out = setup.dir.path().join("w8a8.onnx");
+    let extra = ["--arch".to_owned(), s(&setup.arch).to_owned()];
+    export(
+        &fixture("digit_cnn.pth"),
+        &extra,
+        &setup.data,
+        &recipe_path,
+        &out,
+    );
+    let exported = Model::open(&out).expect("the export opens");
+    let (network, _) = Network::resolve(&exported, None, &data).expect("its graph");
+    let evaluator =
+        Evaluator::with_calibration(Arc::new(network), &data, calibration).expect("evaluator");
+    let deployed = evaluator
+        .measure(&exported, &[], 256, |_, _| true)
+        .expect("tract runs the export");
+    assert_eq!(deployed.samples, simulated.samples);
+    assert_eq!(deployed.top1, simulated.top1);
+    assert!(
+        (deployed.loss - simulated.loss).abs() < 1e-4,
+        "{deployed:?} {simulated:?}"
+    );
+}
+
+#[test]
+fn activation_settings_that_cannot_work_are_clear_errors() {
+    let setup = setup();
+    let write = |name: &str, text: &str| {
+        let p = setup.dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    };
+    let pth = fixture("digit_cnn.pth");
+    let static_recipe = write(
+        "static.toml",
+        &format!("{WEIGHTS_INT8}[activations]\nmode = \"static\"\n"),
+    );
+    let cases: Vec<(Vec<String>, &str, Vec<&str>)> = vec![
+        // Activations need an output that carries them.
+        (
+            vec![
+                "apply".into(),
+                s(&pth).into(),
+                "--recipe".into(),
+                s(&static_recipe).into(),
+                "-o".into(),
+                s(&setup.dir.path().join("o.safetensors")).into(),
+            ],
+            "static.toml",
+            vec!["only an .onnx output"],
+        ),
+        // Static calibration needs data.
+        (
+            vec![
+                "apply".into(),
+                s(&pth).into(),
+                "--recipe".into(),
+                s(&static_recipe).into(),
+                "--arch".into(),
+                s(&setup.arch).into(),
+                "-o".into(),
+                s(&setup.dir.path().join("o.onnx")).into(),
+            ],
+            "static.toml",
+            vec!["give --data"],
+        ),
+        // Dynamic quantization has no dtype to choose.
+        (
+            vec![
+                "eval".into(),
+                s(&pth).into(),
+                "--data".into(),
+                s(&setup.data).into(),
+                "--recipe".into(),
+                s(&write(
+                    "dyn.toml",
+                    "version = 1\n[activations]\nmode = \"dynamic\"\ndtype = \"int8\"\n",
+                ))
+                .into(),
+            ],
+            "dyn.toml",
+            vec!["static\" only"],
+        ),
+        // An unknown observer names the line.
+        (
+            vec![
+                "eval".into(),
+                s(&pth).into(),
+                "--data".into(),
+                s(&setup.data).into(),
+                "--recipe".into(),
+                s(&write(
+                    "kl.toml",
+                    "version = 1\n[activations]\nmode = \"static\"\nobserver = \"kl\"\n",
+                ))
+                .into(),
+            ],
+            "kl.toml:4",
+            vec!["minmax", "percentile"],
+        ),
+        // More calibration samples than the data holds.
+        (
+            vec![
+                "eval".into(),
+                s(&pth).into(),
+                "--data".into(),
+                s(&setup.data).into(),
+                "--recipe".into(),
+                s(&write(
+                    "big.toml",
+                    "version = 1\n[activations]\nmode = \"static\"\ncalibration = 6000\n",
+                ))
+                .into(),
+            ],
+            "mnist_5k.csv.gz",
+            vec!["5000 samples", "6000 apart"],
+        ),
+        // A language model's activations are ggml's business.
+        (
+            vec![
+                "eval".into(),
+                s(&fixture("smollm2_q4_1.gguf")).into(),
+                "--recipe".into(),
+                s(&write(
+                    "lm.toml",
+                    "version = 1\n[activations]\nmode = \"dynamic\"\n",
+                ))
+                .into(),
+            ],
+            "smollm2_q4_1.gguf",
+            vec!["ggml's CPU kernels already quantize activations"],
+        ),
+    ];
+    for (args, names, says) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, stdout, stderr) = slimscope(&args);
+        assert_eq!(code, 2, "{args:?}: {stdout}{stderr}");
+        let line = stderr.trim();
+        assert_eq!(line.lines().count(), 1, "{args:?}: one line: {line}");
+        assert!(line.contains(names), "{args:?}: {line}");
+        for s in says {
+            assert!(line.contains(s), "{args:?}: `{s}` in {line}");
+        }
+    }
+    assert!(
+        !setup.dir.path().join("o.onnx").exists()
+            && !setup.dir.path().join("o.safetensors").exists(),
+        "nothing written"
+    );
+}
+
+/// PaddleOCR's classifier imports opset 11: per-channel DequantizeLinear needs 13, so
+/// asking for it is refused with what to do, and per-tensor codes are written.
+#[test]
+fn per_channel_codes_need_opset_13() {
+    let setup = setup();
+    // Four blank 3 × 48 × 192 images: the export needs the input's free dimensions.
+    let csv = setup.dir.path().join("blank.csv");
+    let row = format!("{}0\n", "0,".repeat(3 * 48 * 192));
+    std::fs::write(&csv, row.repeat(4)).expect("write");
+    let spec = setup.dir.path().join("blank.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "file = {:?}\nlabel = \"last\"\nshape = [3, 48, 192]\n",
+            s(&csv)
+        ),
+    )
+    .expect("write");
+    let model = fixture("ppocr_cls.onnx");
+    let recipe = |granularity: &str| {
+        let p = setup.dir.path().join(format!("{granularity}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "version = 1\n[[rule]]\nmatch = \"*\"\nquant = {{ format = \"int\", bits = 8, granularity = \"{granularity}\" }}\n"
+            ),
+        )
+        .expect("write");
+        p
+    };
+    let out = setup.dir.path().join("cls.onnx");
+    let run = |r: &Path| {
+        slimscope(&[
+            "apply",
+            s(&model),
+            "--recipe",
+            s(r),
+            "--data",
+            s(&spec),
+            "-o",
+            s(&out),
+        ])
+    };
+    let (code, _, stderr) = run(&recipe("channel"));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("ppocr_cls.onnx")
+            && stderr.contains("from opset 13")
+            && stderr.contains("per tensor"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+    let (code, _, stderr) = run(&recipe("tensor"));
+    assert_eq!(code, 0, "{stderr}");
+    let written = Model::open(&out).expect("the export opens");
+    let int8 = written
+        .tensors
+        .iter()
+        .filter(|t| t.name.ends_with("_quantized"))
+        .count();
+    assert!(int8 > 50, "{int8} weights stored as codes");
+}
