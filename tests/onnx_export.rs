@@ -465,3 +465,72 @@ fn per_channel_codes_need_opset_13() {
         .count();
     assert!(int8 > 50, "{int8} weights stored as codes");
 }
+
+/// `slimscope bench MODEL --recipe R` serves both artifacts in fresh processes: the
+/// compressed one is byte for byte the file `apply` writes (its size on disk is the
+/// size shown), the figures are well-formed, and a DynamicQuantizeLinear graph, which
+/// tract cannot plan, is reported as not servable there instead of failing the run.
+#[test]
+fn bench_serves_the_artifacts_apply_writes() {
+    let setup = setup();
+    let arch = s(&setup.arch).to_owned();
+    for (name, text, _) in cases().into_iter().take(2) {
+        let recipe = setup.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&recipe, &text).expect("write the recipe");
+        let out = setup.dir.path().join(format!("{name}.onnx"));
+        let extra = ["--arch".to_owned(), arch.clone()];
+        export(
+            &fixture("digit_cnn.pth"),
+            &extra,
+            &setup.data,
+            &recipe,
+            &out,
+        );
+        let (code, stdout, stderr) = slimscope(&[
+            "bench",
+            s(&fixture("digit_cnn.pth")),
+            "--arch",
+            &arch,
+            "--data",
+            s(&setup.data),
+            "--recipe",
+            s(&recipe),
+            "--seconds",
+            "0.05",
+            "--batch",
+            "64",
+            "--json",
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        let json: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+        let on_disk = std::fs::metadata(&out).expect("export").len();
+        assert_eq!(
+            json["compressed"]["bytes_on_disk"].as_u64(),
+            Some(on_disk),
+            "{name}"
+        );
+        let original = &json["original"];
+        assert_eq!(
+            original["bytes_on_disk"].as_u64().map(|b| b > 1_500_000),
+            Some(true)
+        );
+        let latency = &original["served"]["latency"];
+        let (p50, p99) = (latency["p50_ms"].as_f64(), latency["p99_ms"].as_f64());
+        assert!(p50.is_some_and(|v| v > 0.0) && p99 >= p50, "{latency}");
+        assert!(latency["runs"].as_u64() >= Some(100));
+        assert_eq!(original["served"]["throughput"]["batch"], 64);
+        if cfg!(target_os = "linux") {
+            let peak = original["served"]["peak_rss"].as_u64().expect("peak RSS");
+            assert!(peak > 10 << 20, "{peak}");
+        }
+        let compressed = &json["compressed"];
+        if name.contains("dynamic") {
+            let why = compressed["unavailable"]
+                .as_str()
+                .expect("not servable on tract");
+            assert!(why.contains("DequantizeLinear"), "{why}");
+        } else {
+            assert!(compressed["served"]["throughput"]["per_second"].as_f64() > Some(0.0));
+        }
+    }
+}

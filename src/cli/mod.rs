@@ -52,8 +52,9 @@ pub enum Command {
     Distill(train::DistillArgs),
     /// Train a network from labels (fresh weights or --init).
     Train(train::FitArgs),
-    /// Measure slimscope's kernels on the standard workload (64 Mi f32 weights drawn
-    /// from normal(0, 0.02)), beside a memcpy timed in the same run.
+    /// Measure a model and its compressed variant as deployed (size on disk, latency,
+    /// throughput or tokens/s, peak memory); without a model, slimscope's kernels on
+    /// the standard workload (64 Mi f32 weights from normal(0, 0.02)) beside a memcpy.
     Bench(crate::bench::BenchArgs),
 }
 

@@ -201,6 +201,70 @@ pub fn generate(
         .map_err(|e| candle_error(model, "cannot decode the tokens", e))
 }
 
+/// Tokens per second of a llama GGUF on candle's quantized kernels: prompt
+/// processing (`prompt` tokens in one forward pass, as a server ingests a prompt) and
+/// greedy generation (`generate` tokens fed one at a time after it), each after a
+/// warm-up pass, medians of `runs` (generation: one run's mean per token).
+pub fn token_speed(
+    model: &Model,
+    applied: &[(usize, AppliedTensor)],
+    prompt: usize,
+    generate: usize,
+    runs: usize,
+) -> Result<(f64, f64)> {
+    let max = candle_transformers::models::quantized_llama::MAX_SEQ_LEN;
+    if prompt == 0 || prompt.saturating_add(generate) > max {
+        return Err(Error::InvalidSetting(format!(
+            "a prompt of {prompt} tokens plus {generate} new ones must fit the {max} positions the model runs"
+        )));
+    }
+    let tokenizer = tokenizer(model)?;
+    let text = crate::demo::files()?.text;
+    let text = std::fs::read_to_string(&text).map_err(|e| Error::io(&text, e))?;
+    let mut ids = encode(model, &tokenizer, &text)?;
+    if ids.is_empty() {
+        return Err(Error::Internal("the bundled text has no tokens".into()));
+    }
+    while ids.len() < prompt {
+        ids.extend_from_within(..);
+    }
+    ids.truncate(prompt);
+    let mut weights = load_weights(model, applied)?;
+    let fail = |e: candle_core::Error| candle_error(model, "the forward pass failed", e);
+    let mut forward = |tokens: &[u32], pos: usize| -> Result<u32> {
+        let x = Tensor::new(tokens, &Device::Cpu)
+            .and_then(|t| t.unsqueeze(0))
+            .map_err(fail)?;
+        let logits = weights.forward(&x, pos).map_err(fail)?;
+        let last = logits
+            .squeeze(0)
+            .and_then(|l| l.to_vec1::<f32>())
+            .map_err(fail)?;
+        Ok(argmax(&last) as u32)
+    };
+    // Warm-up: one pass over a few tokens (position 0 clears the cache).
+    forward(&ids[..ids.len().min(8)], 0)?;
+    let mut prompt_times = Vec::new();
+    let mut token_times = Vec::new();
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        let mut next = forward(&ids, 0)?;
+        prompt_times.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        for i in 0..generate {
+            next = forward(&[next], prompt + i)?;
+        }
+        token_times.push(t.elapsed().as_secs_f64());
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let prompt_rate = prompt as f64 / median(prompt_times).max(1e-12);
+    let generation_rate = generate as f64 / median(token_times).max(1e-12);
+    Ok((prompt_rate, generation_rate))
+}
+
 fn argmax(v: &[f32]) -> usize {
     v.iter()
         .enumerate()

@@ -5,6 +5,7 @@
 //! from here, so one configuration gives one set of numbers wherever it is shown.
 
 pub mod evaluation;
+pub mod speed;
 
 use crate::compress::apply::{AppliedTensor, TensorCache, apply_recipe_cached};
 use crate::compress::recipe::Recipe;

@@ -359,7 +359,7 @@ impl OnnxGraph {
 
     /// Plan the graph with `applied`'s compressed tensors in place of the stored ones.
     pub fn runner(&self, applied: &[(usize, AppliedTensor)]) -> Result<OnnxRunner> {
-        self.runner_of(&self.bound(applied)?, self.micro)
+        self.planned(applied, None, None)
     }
 
     /// [`OnnxGraph::runner`] with every weighted layer's input quantized as `acts`
@@ -370,14 +370,28 @@ impl OnnxGraph {
         applied: &[(usize, AppliedTensor)],
         acts: &Activations,
     ) -> Result<OnnxRunner> {
+        self.planned(applied, Some(acts), None)
+    }
+
+    /// The runner of [`OnnxGraph::runner`] or, with `acts`,
+    /// [`OnnxGraph::quantized_runner`], planned for `micro` samples per pass (its
+    /// own choice when `None`): one, to time a single request.
+    pub fn planned(
+        &self,
+        applied: &[(usize, AppliedTensor)],
+        acts: Option<&Activations>,
+        micro: Option<usize>,
+    ) -> Result<OnnxRunner> {
         let mut proto = self.bound(applied)?;
-        qdq::insert_activations(&mut proto, acts, DynamicForm::FloatOps)
-            .map_err(|e| onnx_error(&self.path, e))?;
-        let micro = match acts {
-            Activations::Static(_) => self.micro,
-            Activations::Dynamic => 1,
-        };
-        self.runner_of(&proto, micro)
+        let mut own = self.micro;
+        if let Some(acts) = acts {
+            qdq::insert_activations(&mut proto, acts, DynamicForm::FloatOps)
+                .map_err(|e| onnx_error(&self.path, e))?;
+            if *acts == Activations::Dynamic {
+                own = 1;
+            }
+        }
+        self.runner_of(&proto, micro.unwrap_or(own))
     }
 
     /// The exported QDQ model: `applied`'s tensors in place, activations quantized as

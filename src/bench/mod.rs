@@ -13,8 +13,42 @@ use crate::compress::{gguf_blocks, prune, quant};
 use crate::dtype::{DType, GgmlQuant};
 use crate::stats::{self, StatsOptions};
 
+pub mod variants;
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// A model to measure (with --recipe, beside its compressed variant): latency,
+    /// throughput, tokens/s, peak memory and size on disk in the runtime that would
+    /// serve it. Without one, the kernel, forward, sweep and training benchmarks run.
+    pub model: Option<std::path::PathBuf>,
+    /// The architecture spec of a state_dict model.
+    #[arg(long)]
+    pub arch: Option<std::path::PathBuf>,
+    /// The compressed variant to measure beside the original.
+    #[arg(long)]
+    pub recipe: Option<std::path::PathBuf>,
+    /// Samples to time on (and to calibrate static activation quantization).
+    #[arg(long)]
+    pub data: Option<std::path::PathBuf>,
+    /// Samples per throughput call.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Seconds of timed runs per phase.
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds: f64,
+    /// A language model's prompt length, in tokens (prompt processing).
+    #[arg(long, default_value_t = 128)]
+    pub prompt: usize,
+    /// Tokens a language model generates (generation speed).
+    #[arg(long, default_value_t = 32)]
+    pub generate: usize,
+    /// Print the model's figures as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Internal: serve the one artifact MODEL in this process and print its figures
+    /// as JSON (what `bench MODEL` runs for each variant).
+    #[arg(long, hide = true)]
+    pub serve: bool,
     /// Number of f32 values in the workload (default 64 Mi = 256 MiB).
     #[arg(long, default_value_t = 64 << 20)]
     pub elements: usize,
@@ -75,6 +109,24 @@ fn read_only_sum(bytes: &[u8]) -> f32 {
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(model) = &args.model {
+        let variant = variants::VariantArgs {
+            model,
+            arch: args.arch.as_deref(),
+            recipe: args.recipe.as_deref(),
+            data: args.data.as_deref(),
+            batch: args.batch,
+            seconds: args.seconds,
+            prompt: args.prompt,
+            generate: args.generate,
+            json: args.json,
+        };
+        return if args.serve {
+            variants::serve(&variant)
+        } else {
+            variants::run(&variant)
+        };
+    }
     if args.sweeps {
         return sweep_benchmarks(args.threads);
     }
