@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compress::apply::apply_recipe;
 use crate::compress::recipe::Recipe;
-use crate::eval::{Network, causal_lm};
+use crate::eval::causal_lm;
 use crate::measure::speed::{self, Budget, ClassifierSpeed};
 use crate::model::Model;
 use crate::net::Runner;
@@ -169,17 +169,7 @@ fn classifier_artifacts(
         .data
         .map(|p| crate::eval::load_data(model, p))
         .transpose()?;
-    let network = match (&data, model.format) {
-        (Some(d), _) => Network::resolve(model, args.arch, d)?.0,
-        (None, crate::model::Format::Onnx) => Network::Onnx(OnnxGraph::load(model, &[])?),
-        (None, _) => match args.arch {
-            Some(arch) => Network::Sequential(crate::net::spec::ArchSpec::load(arch)?),
-            None => anyhow::bail!(
-                "{}: a state_dict needs its architecture: give --arch (or --data, to propose one)",
-                model.path.display()
-            ),
-        },
-    };
+    let network = crate::export::export_network(model, args.arch, data.as_ref())?;
     let original = if model.format == crate::model::Format::Onnx {
         model.path.clone()
     } else {
@@ -192,27 +182,22 @@ fn classifier_artifacts(
     };
     let applied = apply_recipe(model, recipe)?;
     let activations = recipe.activations.as_ref();
-    let calibration = match (activations.map(|a| a.calibration_samples()), &data) {
-        (Some(n @ 1..), Some(d)) => Some(d.split_apart(n)?.1),
-        (Some(1..), None) => anyhow::bail!(
+    if activations.is_some_and(|a| a.calibration_samples() > 0) && data.is_none() {
+        anyhow::bail!(
             "{}: static activation quantization calibrates on data: give --data",
             args.recipe
                 .map_or_else(String::new, |p| p.display().to_string())
-        ),
-        _ => None,
-    };
+        );
+    }
+    let calibration = crate::export::calibration_set(activations, data.as_ref())?;
     let out = dir.join("compressed.onnx");
-    let summary = crate::export::summary(model, &applied).to_json(false);
     crate::export::write_onnx(
         model,
         &network,
         &applied,
         activations,
         calibration.as_ref(),
-        &[
-            ("slimscope.recipe", text.clone()),
-            ("slimscope.summary", summary),
-        ],
+        &crate::export::embedded(model, &applied, text),
         &out,
         true,
     )?;

@@ -8,10 +8,10 @@ use clap::Args;
 
 use crate::compress::apply::{AppliedTensor, apply_recipe};
 use crate::compress::recipe::Recipe;
-use crate::eval::Network;
-use crate::export::{OutputFormat, summary, write_model};
+use crate::export::{
+    OutputFormat, calibration_set, embedded, export_network, summary, write_model,
+};
 use crate::model::Model;
-use crate::net::spec::ArchSpec;
 use crate::units::human_bytes;
 
 #[derive(Debug, Args)]
@@ -161,37 +161,15 @@ fn write_onnx_output(
         .as_deref()
         .map(|p| crate::eval::load_data(model, p))
         .transpose()?;
-    let network = match (&data, model.format) {
-        (Some(d), _) => Network::resolve(model, args.arch.as_deref(), d)?.0,
-        (None, crate::model::Format::Onnx) => {
-            Network::Onnx(crate::net::onnx::OnnxGraph::load(model, &[])?)
-        }
-        (None, _) => match &args.arch {
-            Some(arch) => Network::Sequential(ArchSpec::load(arch)?),
-            None => anyhow::bail!(
-                "{}: an .onnx export of a state_dict needs its architecture: give --arch \
-                 (or --data, to propose one)",
-                args.model.display()
-            ),
-        },
-    };
-    let calibration = match (&recipe.activations, &data) {
-        (Some(a), Some(d)) if a.calibration_samples() > 0 => {
-            Some(d.split_apart(a.calibration_samples())?.1)
-        }
-        _ => None,
-    };
-    let summary = summary(model, applied).to_json(false);
+    let network = export_network(model, args.arch.as_deref(), data.as_ref())?;
+    let calibration = calibration_set(recipe.activations.as_ref(), data.as_ref())?;
     Ok(crate::export::write_onnx(
         model,
         &network,
         applied,
         recipe.activations.as_ref(),
         calibration.as_ref(),
-        &[
-            ("slimscope.recipe", text.to_owned()),
-            ("slimscope.summary", summary),
-        ],
+        &embedded(model, applied, text),
         &args.output,
         args.force,
     )?)

@@ -20,7 +20,6 @@ use crate::compress::activations::{ActivationSpec, Mode};
 use crate::compress::apply::AppliedTensor;
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::net::onnx::OnnxGraph;
 use crate::net::qdq::Activations;
 use crate::net::sequential_runner;
 use crate::net::spec::{ArchSpec, LayerSpec};
@@ -248,17 +247,9 @@ impl Evaluator {
         progress: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<Metrics> {
         let acts = self.calibrated(model, spec, progress)?;
-        let runner = match self.network.as_ref() {
-            Network::Sequential(arch) => {
-                self.layer_inputs(model, arch)?;
-                OnnxGraph::from_spec(arch, &ModelWeights::new(model, applied), &model.path)?
-                    .quantized_runner(&[], &acts)?
-            }
-            Network::Onnx(graph) => graph.quantized_runner(applied, &acts)?,
-            Network::CausalLm(_) | Network::SentenceEncoder(_) => {
-                return Err(activations_unsupported(model));
-            }
-        };
+        let bound = (self.network.onnx_graph(model, applied)?)
+            .ok_or_else(|| activations_unsupported(model))?;
+        let runner = bound.graph.quantized_runner(&bound.tensors, &acts)?;
         evaluate(&runner, &self.data, batch, progress)
     }
 
@@ -292,15 +283,9 @@ impl Evaluator {
                 calibration.len()
             )));
         }
-        let graph = match self.network.as_ref() {
-            Network::Sequential(arch) => {
-                OnnxGraph::from_spec(arch, &ModelWeights::new(model, &[]), &model.path)?
-            }
-            Network::Onnx(graph) => graph.clone(),
-            Network::CausalLm(_) | Network::SentenceEncoder(_) => {
-                return Err(activations_unsupported(model));
-            }
-        };
+        let bound =
+            (self.network.onnx_graph(model, &[])?).ok_or_else(|| activations_unsupported(model))?;
+        let graph = bound.graph;
         super::check_input(graph.input_shape(), calibration)?;
         let acts = Arc::new(graph.calibrate(&calibration.x, spec, progress)?);
         lock(&self.activations).insert(key, acts.clone());

@@ -14,6 +14,7 @@ pub mod data;
 pub mod embeddings;
 pub mod evaluator;
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::time::Instant;
 
@@ -234,6 +235,13 @@ pub fn evaluate(
     })
 }
 
+/// A network as an ONNX graph and the compressed tensors it holds by name (see
+/// [`Network::onnx_graph`]).
+pub struct BoundGraph<'a> {
+    pub graph: Cow<'a, onnx::OnnxGraph>,
+    pub tensors: Cow<'a, [(usize, AppliedTensor)]>,
+}
+
 /// How a model's weights become a forward pass.
 pub enum Network {
     /// A sequential network described by an architecture spec (given or proposed).
@@ -332,6 +340,43 @@ impl Network {
                     what: "a language model or sentence encoder is measured on its text as a whole, not sample by sample".into(),
                 });
             }
+        })
+    }
+
+    /// The network as an ONNX graph with `model`'s weights, `applied`'s in their
+    /// place, and the compressed tensors the graph stores under their names (those
+    /// an export writes as codes). A spec's graph is built with `applied` folded in
+    /// (a batch norm's into constants of its own, so it holds fewer); an ONNX
+    /// model's is its own, `applied` bound when it runs. `None` for a language model
+    /// or sentence encoder, which have no such graph.
+    pub fn onnx_graph<'a>(
+        &'a self,
+        model: &Model,
+        applied: &'a [(usize, AppliedTensor)],
+    ) -> Result<Option<BoundGraph<'a>>> {
+        Ok(match self {
+            Network::Sequential(spec) => {
+                crate::net::check(model, spec, applied)?;
+                let graph = onnx::OnnxGraph::from_spec(
+                    spec,
+                    &ModelWeights::new(model, applied),
+                    &model.path,
+                )?;
+                let held = applied
+                    .iter()
+                    .filter(|(_, t)| graph.holds(&t.name))
+                    .cloned()
+                    .collect();
+                Some(BoundGraph {
+                    graph: Cow::Owned(graph),
+                    tensors: Cow::Owned(held),
+                })
+            }
+            Network::Onnx(graph) => Some(BoundGraph {
+                graph: Cow::Borrowed(graph),
+                tensors: Cow::Borrowed(applied),
+            }),
+            Network::CausalLm(_) | Network::SentenceEncoder(_) => None,
         })
     }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 pub use gguf::{encode_gguf, write_gguf};
-pub use onnx::{OnnxExport, write_onnx};
+pub use onnx::{OnnxExport, calibration_set, export_network, write_onnx};
 pub use safetensors::write_safetensors;
 
 use crate::compress::apply::AppliedTensor;
@@ -89,15 +89,11 @@ pub fn write_model(
 ) -> Result<()> {
     let format = OutputFormat::of(out)?;
     check_output(model, out, force)?;
-    let summary = summary(model, applied).to_json(false);
     match format {
         OutputFormat::Gguf => write_gguf(
             model,
             applied,
-            &[
-                ("slimscope.recipe", recipe.to_owned()),
-                ("slimscope.summary", summary),
-            ],
+            &embedded(model, applied, recipe),
             out,
             force,
         ),
@@ -107,7 +103,10 @@ pub fn write_model(
             BTreeMap::from([
                 ("format".to_owned(), "pt".to_owned()),
                 ("slimscope_recipe".to_owned(), recipe.to_owned()),
-                ("slimscope_summary".to_owned(), summary),
+                (
+                    "slimscope_summary".to_owned(),
+                    summary(model, applied).to_json(false),
+                ),
             ]),
             out,
             force,
@@ -118,6 +117,18 @@ pub fn write_model(
             out.display()
         ))),
     }
+}
+
+/// The recipe and the summary, as GGUF and ONNX exports embed them in their metadata.
+pub fn embedded(
+    model: &Model,
+    applied: &[(usize, AppliedTensor)],
+    recipe: &str,
+) -> [(&'static str, String); 2] {
+    [
+        ("slimscope.recipe", recipe.to_owned()),
+        ("slimscope.summary", summary(model, applied).to_json(false)),
+    ]
 }
 
 /// Write `text` to `out` atomically (a recipe beside an export).

@@ -18,7 +18,6 @@ use crate::eval::data::Dataset;
 use crate::model::Model;
 use crate::net::onnx::OnnxGraph;
 use crate::net::qdq::Activations;
-use crate::net::weights::ModelWeights;
 
 use super::{check_output, persist, temp_file_beside};
 
@@ -29,6 +28,42 @@ pub struct OnnxExport {
     pub bytes: u64,
     /// Tensors that stayed float, and why.
     pub notes: Vec<String>,
+}
+
+/// The network an `.onnx` export of `model` holds: the one `data` resolves (a given
+/// or proposed spec, an ONNX model's graph), else an ONNX model's graph as stored
+/// (its free dimensions must then be fixed), else the spec at `arch`.
+pub fn export_network(
+    model: &Model,
+    arch: Option<&Path>,
+    data: Option<&Dataset>,
+) -> Result<Network> {
+    Ok(match (data, model.format) {
+        (Some(d), _) => Network::resolve(model, arch, d)?.0,
+        (None, crate::model::Format::Onnx) => Network::Onnx(OnnxGraph::load(model, &[])?),
+        (None, _) => match arch {
+            Some(arch) => Network::Sequential(crate::net::spec::ArchSpec::load(arch)?),
+            None => {
+                return Err(Error::InvalidSetting(format!(
+                    "{}: an .onnx export of a state_dict needs its architecture spec \
+                     (or data, to propose one)",
+                    model.path.display()
+                )));
+            }
+        },
+    })
+}
+
+/// The samples static activation quantization calibrates on: those `eval` keeps
+/// apart from `data` with the same setting (none for dynamic or no activations).
+pub fn calibration_set(
+    activations: Option<&ActivationSpec>,
+    data: Option<&Dataset>,
+) -> Result<Option<Dataset>> {
+    match (activations.map(ActivationSpec::calibration_samples), data) {
+        (Some(n @ 1..), Some(d)) => Ok(Some(d.split_apart(n)?.1)),
+        _ => Ok(None),
+    }
 }
 
 /// Write `model` with `applied`'s tensors as an ONNX QDQ model at `out`. `network`
@@ -46,31 +81,19 @@ pub fn write_onnx(
     force: bool,
 ) -> Result<OnnxExport> {
     check_output(model, out, force)?;
-    let (original, compressed, applied) = match network {
-        Network::Sequential(spec) => {
-            crate::net::check(model, spec, applied)?;
-            let original = OnnxGraph::from_spec(spec, &ModelWeights::new(model, &[]), &model.path)?;
-            let compressed =
-                OnnxGraph::from_spec(spec, &ModelWeights::new(model, applied), &model.path)?;
-            // The graph holds the spec's weights under their names (a batch norm's
-            // folds into constants of its own): those are the tensors to store.
-            let held: Vec<(usize, AppliedTensor)> = applied
-                .iter()
-                .filter(|(_, t)| compressed.holds(&t.name))
-                .cloned()
-                .collect();
-            (original, compressed, held)
-        }
-        Network::Onnx(graph) => (graph.clone(), graph.clone(), applied.to_vec()),
-        Network::CausalLm(_) | Network::SentenceEncoder(_) => {
-            return Err(Error::Unsupported {
-                path: model.path.clone(),
-                what: "an ONNX export is written for sequential networks and ONNX graphs; \
-                       write a language model as .gguf and a sentence encoder as .safetensors"
-                    .into(),
-            });
-        }
+    let unsupported = || Error::Unsupported {
+        path: model.path.clone(),
+        what: "an ONNX export is written for sequential networks and ONNX graphs; \
+               write a language model as .gguf and a sentence encoder as .safetensors"
+            .into(),
     };
+    let original = network
+        .onnx_graph(model, &[])?
+        .ok_or_else(unsupported)?
+        .graph;
+    let compressed = network
+        .onnx_graph(model, applied)?
+        .ok_or_else(unsupported)?;
     let acts = match activations {
         None => None,
         Some(spec) if spec.mode == Mode::Dynamic => Some(Activations::Dynamic),
@@ -85,7 +108,8 @@ pub fn write_onnx(
             Some(original.calibrate(&data.x, spec, |_, _| true)?)
         }
     };
-    let (proto, notes) = compressed.qdq_model(&applied, acts.as_ref(), metadata)?;
+    let (proto, notes) =
+        (compressed.graph).qdq_model(&compressed.tensors, acts.as_ref(), metadata)?;
     let bytes = proto.encode_to_vec();
     let tmp = temp_file_beside(out)?;
     let mut file = std::io::BufWriter::new(tmp.as_file()?);
