@@ -291,3 +291,225 @@ fn outputs_are_as_readable_as_any_new_file() {
         |p: &std::path::Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
     assert_eq!(mode(&out), mode(&ordinary));
 }
+
+/// A recipe over every packable setting: int4 asymmetric groups (pruned too), int8
+/// symmetric channels, int3 symmetric and int6 asymmetric per tensor, f16.
+const PACKED_RECIPE: &str = r#"version = 1
+
+[[rule]]
+regex = 'dense\.weight$|(query|key|value)\.weight$'
+quant = { format = "int", bits = 4, symmetric = false, granularity = "group", group_size = 32 }
+
+[[rule]]
+match = "encoder.layer.0.intermediate.dense.weight"
+prune = { method = "magnitude", sparsity = 0.5 }
+
+[[rule]]
+match = "encoder.layer.0.attention.self.query.weight"
+quant = { format = "int", bits = 8, granularity = "channel" }
+
+[[rule]]
+match = "encoder.layer.1.attention.self.key.weight"
+quant = { format = "int", bits = 3, granularity = "tensor" }
+
+[[rule]]
+match = "encoder.layer.1.attention.self.value.weight"
+quant = { format = "int", bits = 6, symmetric = false, granularity = "tensor" }
+
+[[rule]]
+regex = 'layer\.2\..*dense\.weight$'
+quant = { format = "f16" }
+"#;
+
+/// Export `model` with `recipe` both ways: the compressed-tensors layout into
+/// `dir/ct/model.safetensors` (+ config.json) and the f32 values into
+/// `dir/fake.safetensors`; then decode the former with numpy as compressed-tensors
+/// does. Returns apply's output for the packed file and the decoder's report.
+fn packed_and_fake(model: &Path, recipe: &str, dir: &Path) -> (String, serde_json::Value) {
+    let recipe_path = dir.join("r.toml");
+    std::fs::write(&recipe_path, recipe).expect("write recipe");
+    std::fs::create_dir(dir.join("ct")).expect("mkdir");
+    let packed = dir.join("ct/model.safetensors");
+    let fake = dir.join("fake.safetensors");
+    let apply = |out: &Path, layout: &str| {
+        let (code, stdout, stderr) = slimscope(&[
+            "apply",
+            model.to_str().expect("path"),
+            "--recipe",
+            recipe_path.to_str().expect("path"),
+            "-o",
+            out.to_str().expect("path"),
+            "--layout",
+            layout,
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        stdout
+    };
+    let stdout = apply(&packed, "compressed-tensors");
+    apply(&fake, "fake-quant");
+    let report = common::reference_script(
+        "decode_compressed_tensors.py",
+        &[packed.to_str().expect("path"), fake.to_str().expect("path")],
+    );
+    (stdout, report)
+}
+
+/// Every tensor of the packed file reproduces slimscope's f32 export bit for bit
+/// when decoded as compressed-tensors decodes it; the stored shapes and types are
+/// the layout's; the file holds exactly the bytes the layout prescribes (metadata
+/// aside), and the size apply prints is the file's.
+fn assert_decodes(stdout: &str, report: &serde_json::Value, packed: &Path) {
+    let tensors = report["tensors"].as_object().expect("tensors");
+    let wrong: Vec<_> = tensors.iter().filter(|(_, t)| t["equal"] != true).collect();
+    assert!(wrong.is_empty(), "differ from the f32 export: {wrong:?}");
+    assert_eq!(report["layout_errors"], serde_json::json!([]), "{report}");
+    assert_eq!(
+        report["unexpected_tensors"],
+        serde_json::json!([]),
+        "{report}"
+    );
+    assert_eq!(report["quant_method"], "compressed-tensors");
+    assert_eq!(report["format"], "pack-quantized");
+    assert_eq!(report["quantization_status"], "compressed");
+    assert_eq!(
+        report["metadata_format"], "pt",
+        "transformers needs format=pt"
+    );
+    assert_eq!(
+        report["expected_data_bytes"], report["file_data_bytes"],
+        "{report}"
+    );
+    let size = std::fs::metadata(packed).expect("packed file").len();
+    assert_eq!(report["file_bytes"], size);
+    let shown = format!("-> {} on disk", slimscope::units::human_bytes(size));
+    assert!(stdout.contains(&shown), "{shown} not in {stdout}");
+}
+
+#[test]
+fn compressed_tensors_export_decodes_to_the_evaluated_values() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = fixture("minilm/model.safetensors");
+    let (stdout, report) = packed_and_fake(&model, PACKED_RECIPE, dir.path());
+    assert_decodes(&stdout, &report, &dir.path().join("ct/model.safetensors"));
+    let tensors = &report["tensors"];
+    let stored = |name: &str| tensors[name]["stored"].as_str().unwrap_or("?").to_owned();
+    assert_eq!(
+        stored("encoder.layer.0.intermediate.dense.weight"),
+        "packed"
+    );
+    assert_eq!(stored("encoder.layer.2.output.dense.weight"), "F16");
+    assert_eq!(stored("embeddings.word_embeddings.weight"), "F32");
+    // One config group per setting: int4 asym group 32, int8 channel, int3, int6.
+    let groups = report["groups"].as_object().expect("groups");
+    let mut settings: Vec<_> = groups
+        .values()
+        .map(|g| {
+            (
+                g["bits"].as_u64().unwrap_or(0),
+                g["strategy"].as_str().unwrap_or("?").to_owned(),
+                g["symmetric"].as_bool(),
+                g["modules"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    settings.sort();
+    // 6 layers × 6 matrices + the pooler = 37 int tensors; 3 in layer 2 are f16.
+    assert_eq!(
+        settings,
+        vec![
+            (3, "tensor".into(), Some(true), 1),
+            (4, "group".into(), Some(false), 31),
+            (6, "tensor".into(), Some(false), 1),
+            (8, "channel".into(), Some(true), 1),
+        ]
+    );
+    // The model's own config.json, with the quantization_config added.
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("ct/config.json")).expect("config.json"),
+    )
+    .expect("config JSON");
+    assert_eq!(config["model_type"], "bert");
+    assert_eq!(config["hidden_size"], 384);
+    // Against the f32 export, which keeps the original's size.
+    let fake = std::fs::metadata(dir.path().join("fake.safetensors"))
+        .expect("fake")
+        .len();
+    let packed = report["file_bytes"].as_u64().expect("size");
+    assert!(packed < fake * 7 / 10, "{packed} vs {fake}");
+}
+
+/// The digit CNN: asymmetric int4 per channel on the classifier rows (10 rows, so
+/// the packed zero points pad a word), pruned; its 4-D convolutions stay f32 with a
+/// note, as compressed-tensors packs only 2-D weights.
+#[test]
+fn compressed_tensors_pads_zero_points_and_keeps_convolutions_dense() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recipe = r#"version = 1
+
+[[rule]]
+match = "*.weight"
+prune = { method = "magnitude", sparsity = 0.6 }
+quant = { format = "int", bits = 4, symmetric = false, granularity = "channel" }
+"#;
+    let (stdout, report) = packed_and_fake(&fixture("digit_cnn.pth"), recipe, dir.path());
+    assert_decodes(&stdout, &report, &dir.path().join("ct/model.safetensors"));
+    assert_eq!(report["tensors"]["fc_layers.2.weight"]["stored"], "packed");
+    assert_eq!(report["tensors"]["conv_layers.3.weight"]["stored"], "F32");
+    assert!(
+        stdout.contains("note: `conv_layers.3.weight`: compressed-tensors packs 2-D"),
+        "{stdout}"
+    );
+    let config = std::fs::read_to_string(dir.path().join("ct/config.json")).expect("config");
+    let config: serde_json::Value = serde_json::from_str(&config).expect("JSON");
+    // No config.json beside a .pth: the quantization_config alone.
+    assert_eq!(config.as_object().map(|c| c.len()), Some(1), "{config}");
+}
+
+/// A layout for a format that has none, an export whose config.json would replace
+/// the model's own, and an existing config.json: one line, exit 2, nothing written.
+#[test]
+fn compressed_tensors_bad_settings_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(&recipe, PACKED_RECIPE).expect("recipe");
+    let minilm = fixture("minilm/model.safetensors");
+    let run = |out: &Path| {
+        slimscope(&[
+            "apply",
+            minilm.to_str().expect("path"),
+            "--recipe",
+            recipe.to_str().expect("path"),
+            "-o",
+            out.to_str().expect("path"),
+            "--layout",
+            "compressed-tensors",
+        ])
+    };
+    let (code, _, stderr) = run(&dir.path().join("m.gguf"));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--layout is for .safetensors outputs"),
+        "{stderr}"
+    );
+    // Beside the model: its config.json is an input.
+    let beside = minilm.with_file_name("packed-by-test.safetensors");
+    let (code, _, stderr) = run(&beside);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("refusing to overwrite the input"),
+        "{stderr}"
+    );
+    assert!(!beside.exists());
+    // An existing config.json is kept unless --force.
+    std::fs::write(dir.path().join("config.json"), "{}").expect("config");
+    let out = dir.path().join("model.safetensors");
+    let (code, _, stderr) = run(&out);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("config.json: already exists"), "{stderr}");
+    assert!(!out.exists());
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+}

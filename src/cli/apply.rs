@@ -1,5 +1,5 @@
 //! `slimscope apply MODEL --recipe R.toml -o OUT.{safetensors,gguf,onnx} [--arch SPEC]
-//! [--data D] [--json] [--force]`.
+//! [--data D] [--layout fake-quant|compressed-tensors] [--json] [--force]`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,10 +9,18 @@ use clap::Args;
 use crate::compress::apply::{AppliedTensor, apply_recipe};
 use crate::compress::recipe::Recipe;
 use crate::export::{
-    OutputFormat, calibration_set, embedded, export_network, summary, write_model,
+    OutputFormat, calibration_set, embedded, export_network, safetensors_metadata, summary,
+    write_compressed_tensors, write_model,
 };
 use crate::model::Model;
 use crate::units::human_bytes;
+
+/// How a `.safetensors` output stores compressed tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Layout {
+    FakeQuant,
+    CompressedTensors,
+}
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
@@ -21,7 +29,7 @@ pub struct ApplyArgs {
     /// The recipe (TOML; see `slimscope::compress::recipe`).
     #[arg(long)]
     pub recipe: PathBuf,
-    /// Where to write the compressed model: `.safetensors` (f32 fake-quant values),
+    /// Where to write the compressed model: `.safetensors` (see --layout),
     /// `.gguf` (real ggml block types; a GGUF source keeps all its metadata) or `.onnx`
     /// (a QDQ model: int8/uint8 weight codes, quantized activations; for ONNX models
     /// and state_dicts with an architecture spec).
@@ -35,12 +43,26 @@ pub struct ApplyArgs {
     /// same samples `slimscope eval` keeps apart with this recipe).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// How a `.safetensors` output stores compressed tensors: `fake-quant` (f32
+    /// values any framework loads, the size of the original) or `compressed-tensors`
+    /// (integer weights packed as Hugging Face transformers and vLLM load them, with
+    /// the `quantization_config` in a `config.json` written beside the file).
+    #[arg(long, value_enum, default_value_t = Layout::FakeQuant)]
+    pub layout: Layout,
     /// Print the per-tensor report as JSON.
     #[arg(long)]
     pub json: bool,
     /// Replace the output file if it exists.
     #[arg(long)]
     pub force: bool,
+}
+
+/// What an export wrote, for the closing line.
+enum Written {
+    Onnx(crate::export::OnnxExport),
+    CompressedTensors(crate::export::CompressedTensorsExport),
+    /// A file whose size the report estimates (f32 fake-quant safetensors, GGUF).
+    Estimated,
 }
 
 pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
@@ -59,18 +81,7 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
     let recipe = Recipe::parse(&text, &args.recipe)?;
     recipe.check_source(&args.model)?;
     let applied = apply_recipe(&model, &recipe)?;
-    let onnx = if format == OutputFormat::Onnx {
-        Some(write_onnx_output(args, &model, &recipe, &text, &applied)?)
-    } else {
-        if recipe.activations.is_some() {
-            anyhow::bail!(
-                "{}: the recipe quantizes activations, which only an .onnx output carries",
-                args.recipe.display()
-            );
-        }
-        write_model(&model, &applied, &text, &args.output, args.force)?;
-        None
-    };
+    let written = write_output(args, &model, &recipe, &text, &applied, format)?;
     let summary = summary(&model, &applied);
     let (before, after) = (summary.bytes_before, summary.bytes_after);
     let mut out = std::io::stdout().lock();
@@ -105,8 +116,8 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
             )?;
         }
     }
-    match &onnx {
-        Some(export) => {
+    match &written {
+        Written::Onnx(export) => {
             for note in &export.notes {
                 writeln!(out, "note: {}", crate::text::printable(note))?;
             }
@@ -123,7 +134,22 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
                 args.output.display()
             )?;
         }
-        None => writeln!(
+        Written::CompressedTensors(export) => {
+            for note in &export.notes {
+                writeln!(out, "note: {}", crate::text::printable(note))?;
+            }
+            writeln!(
+                out,
+                "model: {} -> {} on disk (compressed-tensors pack-quantized; {} estimated \
+                 in the smallest storage formats); wrote {} and {}",
+                human_bytes(before),
+                human_bytes(export.bytes),
+                human_bytes(after),
+                args.output.display(),
+                export.config.display()
+            )?;
+        }
+        Written::Estimated => writeln!(
             out,
             "model: {} -> {} (estimated in the chosen storage formats); wrote {}",
             human_bytes(before),
@@ -133,6 +159,48 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
     }
     writeln!(out, "SQNR is weight fidelity, not accuracy.")?;
     Ok(())
+}
+
+/// Write the export `args.output` names, as `format` and `--layout` say.
+fn write_output(
+    args: &ApplyArgs,
+    model: &Model,
+    recipe: &Recipe,
+    text: &str,
+    applied: &[(usize, AppliedTensor)],
+    format: OutputFormat,
+) -> anyhow::Result<Written> {
+    if args.layout != Layout::FakeQuant && format != OutputFormat::Safetensors {
+        anyhow::bail!(
+            "{}: --layout is for .safetensors outputs",
+            args.output.display()
+        );
+    }
+    if format != OutputFormat::Onnx && recipe.activations.is_some() {
+        anyhow::bail!(
+            "{}: the recipe quantizes activations, which only an .onnx output carries",
+            args.recipe.display()
+        );
+    }
+    Ok(match (format, args.layout) {
+        (OutputFormat::Onnx, _) => {
+            let export = write_onnx_output(args, model, recipe, text, applied)?;
+            Written::Onnx(export)
+        }
+        (OutputFormat::Safetensors, Layout::CompressedTensors) => {
+            Written::CompressedTensors(write_compressed_tensors(
+                model,
+                applied,
+                safetensors_metadata(model, applied, text),
+                &args.output,
+                args.force,
+            )?)
+        }
+        _ => {
+            write_model(model, applied, text, &args.output, args.force)?;
+            Written::Estimated
+        }
+    })
 }
 
 /// The `.onnx` export: the model's graph or its spec's, calibrated on the samples

@@ -2,6 +2,7 @@
 //! directory, then a rename), never touches the input, and refuses to replace an
 //! existing file unless asked to.
 
+mod compressed_tensors;
 mod gguf;
 mod onnx;
 mod safetensors;
@@ -10,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+pub use compressed_tensors::{CompressedTensorsExport, write_compressed_tensors};
 pub use gguf::{encode_gguf, write_gguf};
 pub use onnx::{OnnxExport, calibration_set, export_network, write_onnx};
 pub use safetensors::write_safetensors;
@@ -100,14 +102,7 @@ pub fn write_model(
         OutputFormat::Safetensors => write_safetensors(
             model,
             applied,
-            BTreeMap::from([
-                ("format".to_owned(), "pt".to_owned()),
-                ("slimscope_recipe".to_owned(), recipe.to_owned()),
-                (
-                    "slimscope_summary".to_owned(),
-                    summary(model, applied).to_json(false),
-                ),
-            ]),
+            safetensors_metadata(model, applied, recipe),
             out,
             force,
         ),
@@ -117,6 +112,23 @@ pub fn write_model(
             out.display()
         ))),
     }
+}
+
+/// A safetensors export's `__metadata__`: `format = pt` (transformers refuses a file
+/// without it), the recipe and the summary.
+pub fn safetensors_metadata(
+    model: &Model,
+    applied: &[(usize, AppliedTensor)],
+    recipe: &str,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("format".to_owned(), "pt".to_owned()),
+        ("slimscope_recipe".to_owned(), recipe.to_owned()),
+        (
+            "slimscope_summary".to_owned(),
+            summary(model, applied).to_json(false),
+        ),
+    ])
 }
 
 /// The recipe and the summary, as GGUF and ONNX exports embed them in their metadata.

@@ -17,7 +17,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::{Model, f32_bytes};
 
-use super::{check_output, persist};
+use super::{PartialFile, check_output, persist};
 
 /// The safetensors name of a stored type slimscope can copy as it is: [`DType::name`]
 /// spells plain types as safetensors does.
@@ -28,11 +28,68 @@ fn safetensors_dtype(d: DType) -> Option<&'static str> {
     }
 }
 
-/// How one tensor is written.
-enum Source<'a> {
-    Compressed(&'a AppliedTensor),
-    Stored,
-    Decoded,
+/// Where one tensor's bytes come from.
+pub(super) enum Source<'a> {
+    /// Compressed values, as f32.
+    Values(&'a [f32]),
+    /// The model's tensor `i` as stored.
+    Stored(usize),
+    /// The model's tensor `i` decoded to f32 (a block type safetensors lacks).
+    Decoded(usize),
+    /// Computed when written (a packed tensor), so that only one is in memory.
+    Later(Box<dyn Fn() -> Result<Vec<u8>> + 'a>),
+}
+
+/// One tensor of a safetensors file.
+pub(super) struct Entry<'a> {
+    pub name: String,
+    /// The safetensors type name (`F32`, `I32`, …).
+    pub dtype: &'static str,
+    pub shape: Vec<u64>,
+    /// Its byte length, which `bytes` must produce.
+    pub len: u64,
+    pub bytes: Source<'a>,
+}
+
+/// The entry of `model`'s tensor `i` as slimscope's f32 export writes it: `applied`'s
+/// values when it was compressed, else as stored (a block type decoded to f32).
+pub(super) fn plain_entry<'a>(
+    model: &Model,
+    i: usize,
+    applied: Option<&'a AppliedTensor>,
+) -> Result<Entry<'a>> {
+    let info = &model.tensors[i];
+    let (bytes, dtype, len) = match (applied, safetensors_dtype(info.dtype)) {
+        (Some(t), _) if t.values.len() as u64 == info.numel => {
+            (Source::Values(&t.values), "F32", 4 * info.numel)
+        }
+        (Some(t), _) => {
+            return Err(Error::Internal(format!(
+                "tensor `{}`: {} compressed values for {} elements",
+                info.name,
+                t.values.len(),
+                info.numel
+            )));
+        }
+        (None, Some(d)) => (Source::Stored(i), d, info.size_bytes),
+        (None, None) if info.dtype.can_decode() => (Source::Decoded(i), "F32", 4 * info.numel),
+        (None, None) => {
+            return Err(Error::Unsupported {
+                path: model.path.clone(),
+                what: format!(
+                    "tensor `{}` ({}) has no safetensors equivalent",
+                    info.name, info.dtype
+                ),
+            });
+        }
+    };
+    Ok(Entry {
+        name: info.name.clone(),
+        dtype,
+        shape: info.shape.clone(),
+        len,
+        bytes,
+    })
 }
 
 /// Write every tensor of `model` to a safetensors file at `out`: compressed tensors
@@ -47,55 +104,47 @@ pub fn write_safetensors(
 ) -> Result<()> {
     check_output(model, out, force)?;
     let by_index: HashMap<usize, &AppliedTensor> = applied.iter().map(|(i, t)| (*i, t)).collect();
+    let entries = (0..model.tensors.len())
+        .map(|i| plain_entry(model, i, by_index.get(&i).copied()))
+        .collect::<Result<Vec<_>>>()?;
+    let tmp = write_entries(model, entries, metadata, out)?;
+    persist(tmp, out, force)
+}
+
+/// `entries` (in this order) as a safetensors file in a temporary file beside `out`,
+/// to persist when everything else an export writes is ready.
+pub(super) fn write_entries(
+    model: &Model,
+    entries: Vec<Entry<'_>>,
+    metadata: BTreeMap<String, String>,
+    out: &Path,
+) -> Result<PartialFile> {
     // Plan every tensor (type and byte length) first: the header comes before the data.
-    let mut plan = Vec::with_capacity(model.tensors.len());
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
         header.insert("__metadata__".into(), serde_json::json!(metadata));
     }
     let mut offset = 0u64;
-    for (i, info) in model.tensors.iter().enumerate() {
-        if info.name == "__metadata__" {
+    for e in &entries {
+        if e.name == "__metadata__" {
             return Err(Error::Unsupported {
                 path: model.path.clone(),
                 what: "a tensor named `__metadata__`, a name safetensors reserves for its metadata"
                     .into(),
             });
         }
-        let (source, dtype, len) = match (by_index.get(&i), safetensors_dtype(info.dtype)) {
-            (Some(t), _) if t.values.len() as u64 == info.numel => {
-                (Source::Compressed(t), "F32", 4 * info.numel)
-            }
-            (Some(t), _) => {
-                return Err(Error::Internal(format!(
-                    "tensor `{}`: {} compressed values for {} elements",
-                    info.name,
-                    t.values.len(),
-                    info.numel
-                )));
-            }
-            (None, Some(d)) => (Source::Stored, d, info.size_bytes),
-            (None, None) if info.dtype.can_decode() => (Source::Decoded, "F32", 4 * info.numel),
-            (None, None) => {
-                return Err(Error::Unsupported {
-                    path: model.path.clone(),
-                    what: format!(
-                        "tensor `{}` ({}) has no safetensors equivalent",
-                        info.name, info.dtype
-                    ),
-                });
-            }
-        };
-        header.insert(
-            info.name.clone(),
-            serde_json::json!({
-                "dtype": dtype,
-                "shape": info.shape,
-                "data_offsets": [offset, offset + len],
-            }),
-        );
-        offset += len;
-        plan.push((i, source, len));
+        let entry = serde_json::json!({
+            "dtype": e.dtype,
+            "shape": e.shape,
+            "data_offsets": [offset, offset + e.len],
+        });
+        if header.insert(e.name.clone(), entry).is_some() {
+            return Err(Error::Unsupported {
+                path: model.path.clone(),
+                what: format!("two tensors would both be named `{}`", e.name),
+            });
+        }
+        offset += e.len;
     }
     // serde_json's map keeps keys sorted; the crate's reader accepts any order of
     // keys and checks that the offsets tile the data exactly, as they do here.
@@ -109,19 +158,24 @@ pub fn write_safetensors(
     w.write_all(&(header.len() as u64).to_le_bytes())
         .map_err(io)?;
     w.write_all(&header).map_err(io)?;
-    for (i, source, len) in plan {
-        let bytes = match source {
-            Source::Compressed(t) => f32_bytes(&t.values),
-            Source::Stored => {
-                w.write_all(&model.tensor_bytes(i)?).map_err(io)?;
-                continue;
-            }
-            Source::Decoded => f32_bytes(&model.tensor_f32(i)?),
+    for e in entries {
+        let bytes = match e.bytes {
+            Source::Values(v) => f32_bytes(v),
+            Source::Stored(i) => model.tensor_bytes(i)?,
+            Source::Decoded(i) => f32_bytes(&model.tensor_f32(i)?),
+            Source::Later(make) => make()?.into(),
         };
-        debug_assert_eq!(bytes.len() as u64, len);
+        if bytes.len() as u64 != e.len {
+            return Err(Error::Internal(format!(
+                "tensor `{}`: {} bytes written for {} planned",
+                e.name,
+                bytes.len(),
+                e.len
+            )));
+        }
         w.write_all(&bytes).map_err(io)?;
     }
     w.flush().map_err(io)?;
     drop(w);
-    persist(tmp, out, force)
+    Ok(tmp)
 }
