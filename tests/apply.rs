@@ -293,7 +293,8 @@ fn outputs_are_as_readable_as_any_new_file() {
 }
 
 /// A recipe over every packable setting: int4 asymmetric groups (pruned too), int8
-/// symmetric channels, int3 symmetric and int6 asymmetric per tensor, f16.
+/// symmetric channels, int3 symmetric and int6 asymmetric per tensor, f16; and
+/// pruned float weights (f32 and f16) for the bitmask format.
 const PACKED_RECIPE: &str = r#"version = 1
 
 [[rule]]
@@ -319,6 +320,15 @@ quant = { format = "int", bits = 6, symmetric = false, granularity = "tensor" }
 [[rule]]
 regex = 'layer\.2\..*dense\.weight$'
 quant = { format = "f16" }
+
+[[rule]]
+match = "encoder.layer.2.output.dense.weight"
+prune = { method = "magnitude", sparsity = 0.5 }
+
+[[rule]]
+match = "encoder.layer.3.output.dense.weight"
+prune = { method = "magnitude", sparsity = 0.7 }
+quant = { format = "none" }
 "#;
 
 /// Export `model` with `recipe` both ways: the compressed-tensors layout into
@@ -359,6 +369,13 @@ fn packed_and_fake(model: &Path, recipe: &str, dir: &Path) -> (String, serde_jso
 /// the layout's; the file holds exactly the bytes the layout prescribes (metadata
 /// aside), and the size apply prints is the file's.
 fn assert_decodes(stdout: &str, report: &serde_json::Value, packed: &Path) {
+    assert_eq!(report["format"], "pack-quantized");
+    assert_eq!(report["quantization_status"], "compressed");
+    assert_decodes_layout(stdout, report, packed);
+}
+
+/// [`assert_decodes`] without the quantization's own keys.
+fn assert_decodes_layout(stdout: &str, report: &serde_json::Value, packed: &Path) {
     let tensors = report["tensors"].as_object().expect("tensors");
     let wrong: Vec<_> = tensors.iter().filter(|(_, t)| t["equal"] != true).collect();
     assert!(wrong.is_empty(), "differ from the f32 export: {wrong:?}");
@@ -369,8 +386,6 @@ fn assert_decodes(stdout: &str, report: &serde_json::Value, packed: &Path) {
         "{report}"
     );
     assert_eq!(report["quant_method"], "compressed-tensors");
-    assert_eq!(report["format"], "pack-quantized");
-    assert_eq!(report["quantization_status"], "compressed");
     assert_eq!(
         report["metadata_format"], "pt",
         "transformers needs format=pt"
@@ -397,7 +412,10 @@ fn compressed_tensors_export_decodes_to_the_evaluated_values() {
         stored("encoder.layer.0.intermediate.dense.weight"),
         "packed"
     );
-    assert_eq!(stored("encoder.layer.2.output.dense.weight"), "F16");
+    assert_eq!(stored("encoder.layer.2.intermediate.dense.weight"), "F16");
+    assert_eq!(stored("encoder.layer.2.output.dense.weight"), "sparse");
+    assert_eq!(stored("encoder.layer.3.output.dense.weight"), "sparse");
+    assert_eq!(report["sparsity_format"], "sparse-bitmask");
     assert_eq!(stored("embeddings.word_embeddings.weight"), "F32");
     // One config group per setting: int4 asym group 32, int8 channel, int3, int6.
     let groups = report["groups"].as_object().expect("groups");
@@ -413,12 +431,13 @@ fn compressed_tensors_export_decodes_to_the_evaluated_values() {
         })
         .collect();
     settings.sort();
-    // 6 layers × 6 matrices + the pooler = 37 int tensors; 3 in layer 2 are f16.
+    // 6 layers × 6 matrices + the pooler = 37 int tensors; 3 in layer 2 are f16
+    // and one in layer 3 is float.
     assert_eq!(
         settings,
         vec![
             (3, "tensor".into(), Some(true), 1),
-            (4, "group".into(), Some(false), 31),
+            (4, "group".into(), Some(false), 30),
             (6, "tensor".into(), Some(false), 1),
             (8, "channel".into(), Some(true), 1),
         ]
@@ -463,6 +482,35 @@ quant = { format = "int", bits = 4, symmetric = false, granularity = "channel" }
     let config: serde_json::Value = serde_json::from_str(&config).expect("JSON");
     // No config.json beside a .pth: the quantization_config alone.
     assert_eq!(config.as_object().map(|c| c.len()), Some(1), "{config}");
+}
+
+/// Pruning alone: every pruned weight in the bitmask format and a config that
+/// compressed-tensors reads as sparsity without quantization (the method and the
+/// sparsity config only).
+#[test]
+fn compressed_tensors_sparse_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recipe = r#"version = 1
+
+[[rule]]
+match = "fc_layers.*.weight"
+prune = { method = "magnitude", sparsity = 0.8, scope = "global" }
+"#;
+    let (stdout, report) = packed_and_fake(&fixture("digit_cnn.pth"), recipe, dir.path());
+    assert_decodes_layout(&stdout, &report, &dir.path().join("ct/model.safetensors"));
+    assert_eq!(report["tensors"]["fc_layers.0.weight"]["stored"], "sparse");
+    assert_eq!(report["tensors"]["fc_layers.2.weight"]["stored"], "sparse");
+    let config = std::fs::read_to_string(dir.path().join("ct/config.json")).expect("config");
+    let config: serde_json::Value = serde_json::from_str(&config).expect("JSON");
+    let qc = config["quantization_config"]
+        .as_object()
+        .expect("quantization_config");
+    let mut keys: Vec<_> = qc.keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["quant_method", "sparsity_config"]);
+    // 80 % of the two layers' 297,472 weights, as the global selection rounds it.
+    let sparsity = report["global_sparsity"].as_f64().expect("global sparsity");
+    assert!((sparsity - 0.8).abs() < 1e-5, "{sparsity}");
 }
 
 /// A layout for a format that has none, an export whose config.json would replace

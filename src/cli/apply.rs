@@ -140,7 +140,7 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
             }
             writeln!(
                 out,
-                "model: {} -> {} on disk (compressed-tensors pack-quantized; {} estimated \
+                "model: {} -> {} on disk (compressed-tensors layout; {} estimated \
                  in the smallest storage formats); wrote {} and {}",
                 human_bytes(before),
                 human_bytes(export.bytes),

@@ -13,8 +13,10 @@
 //! - `P.weight_shape`: int64 `[2]`, the dense shape.
 //!
 //! A loader decodes `(q − zero_point)·scale` in f32: exactly the values slimscope
-//! evaluated. `config.json` beside the file carries the `quantization_config` naming
-//! each packed module. f16 and bf16 tensors are stored in their type; other
+//! evaluated. A pruned 2-D weight that stays float is written in the `sparse-bitmask`
+//! format where that is smaller (see [`Bitmask`]). `config.json` beside the file
+//! carries the `quantization_config` naming each packed module and the
+//! `sparsity_config` naming each sparse one. f16 and bf16 tensors are stored in their type; other
 //! compressed tensors (fp8, GGUF blocks, integer grids on weights that are not 2-D
 //! such as convolutions) stay f32 values and are left out of the config, so a loader
 //! keeps them dense; the notes say which.
@@ -297,9 +299,137 @@ fn half_entry(t: &AppliedTensor) -> Option<Entry<'_>> {
     })
 }
 
-/// The `quantization_config` for `packed`: one config group per distinct setting,
-/// targeting its modules by name.
-fn quantization_config(packed: &[Packing]) -> Value {
+/// How one model tensor is written.
+enum Stored {
+    Packed,
+    Sparse,
+    Whole(usize),
+}
+
+/// A pruned weight that stays float, in compressed-tensors' `sparse-bitmask` format
+/// (its `BitmaskCompressor`): `P.compressed`, the non-zero values in row-major order
+/// in the tensor's type; `P.bitmask`, uint8 `[rows, ⌈cols / 8⌉]`, bit `j mod 8` of
+/// byte `j / 8` set where column `j` is non-zero (numpy's `packbits`, little bit
+/// order); `P.row_offsets`, int64 `[rows]`, where each row's values start; `P.shape`,
+/// int64 `[2]`. Only where that is smaller than the dense tensor.
+struct Bitmask<'a> {
+    prefix: String,
+    rows: usize,
+    cols: usize,
+    nonzero: usize,
+    /// Type name and bytes per value.
+    dtype: (&'static str, usize),
+    values: &'a [f32],
+}
+
+impl<'a> Bitmask<'a> {
+    fn of(t: &'a AppliedTensor) -> Option<Bitmask<'a>> {
+        let dtype = match t.stored {
+            DType::F32 => ("F32", 4),
+            DType::F16 => ("F16", 2),
+            DType::BF16 => ("BF16", 2),
+            _ => return None,
+        };
+        let (Some(prefix), &[rows, cols]) = (t.name.strip_suffix(".weight"), &t.shape[..]) else {
+            return None;
+        };
+        if !t.pruned || t.grid.is_some() || rows == 0 || cols == 0 {
+            return None;
+        }
+        let (rows, cols) = (rows as usize, cols as usize);
+        let nonzero = t.values.iter().filter(|&&v| v != 0.0).count();
+        let b = Bitmask {
+            prefix: prefix.to_owned(),
+            rows,
+            cols,
+            nonzero,
+            dtype,
+            values: &t.values,
+        };
+        (b.bytes() < (rows * cols * dtype.1) as u64).then_some(b)
+    }
+
+    fn bytes(&self) -> u64 {
+        (self.nonzero * self.dtype.1 + self.rows * self.cols.div_ceil(8) + 8 * self.rows + 16)
+            as u64
+    }
+
+    fn entries(&self) -> Vec<Entry<'_>> {
+        let p = &self.prefix;
+        let (dtype, width) = self.dtype;
+        let shape = [self.rows as i64, self.cols as i64];
+        vec![
+            Entry {
+                name: format!("{p}.shape"),
+                dtype: "I64",
+                shape: vec![2],
+                len: 16,
+                bytes: Source::Later(Box::new(move || {
+                    Ok(shape.iter().flat_map(|d| d.to_le_bytes()).collect())
+                })),
+            },
+            Entry {
+                name: format!("{p}.compressed"),
+                dtype,
+                shape: vec![self.nonzero as u64],
+                len: (self.nonzero * width) as u64,
+                bytes: Source::Later(Box::new(move || {
+                    let nonzero = self.values.iter().filter(|&&v| v != 0.0);
+                    Ok(match dtype {
+                        "F16" => nonzero
+                            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                            .collect(),
+                        "BF16" => nonzero
+                            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                            .collect(),
+                        _ => nonzero.flat_map(|&v| v.to_le_bytes()).collect(),
+                    })
+                })),
+            },
+            Entry {
+                name: format!("{p}.bitmask"),
+                dtype: "U8",
+                shape: vec![self.rows as u64, self.cols.div_ceil(8) as u64],
+                len: (self.rows * self.cols.div_ceil(8)) as u64,
+                bytes: Source::Later(Box::new(move || {
+                    let mut bytes = Vec::with_capacity(self.rows * self.cols.div_ceil(8));
+                    for row in self.values.chunks(self.cols) {
+                        for byte in row.chunks(8) {
+                            let b = byte
+                                .iter()
+                                .enumerate()
+                                .fold(0u8, |b, (k, &v)| b | (u8::from(v != 0.0) << k));
+                            bytes.push(b);
+                        }
+                    }
+                    Ok(bytes)
+                })),
+            },
+            Entry {
+                name: format!("{p}.row_offsets"),
+                dtype: "I64",
+                shape: vec![self.rows as u64],
+                len: 8 * self.rows as u64,
+                bytes: Source::Later(Box::new(move || {
+                    let mut start = 0i64;
+                    let mut bytes = Vec::with_capacity(8 * self.rows);
+                    for row in self.values.chunks(self.cols) {
+                        bytes.extend_from_slice(&start.to_le_bytes());
+                        start += row.iter().filter(|&&v| v != 0.0).count() as i64;
+                    }
+                    Ok(bytes)
+                })),
+            },
+        ]
+    }
+}
+
+/// The `quantization_config` for `packed` and `sparse`: one config group per
+/// distinct integer setting, targeting its modules by name, and a `sparsity_config`
+/// naming the bitmask-sparse ones (`{}` when none: compressed-tensors reads that as
+/// no sparsity). Without packed weights only the method and the sparsity remain,
+/// which compressed-tensors reads as no quantization.
+fn quantization_config(packed: &[Packing], sparse: &[Bitmask]) -> Value {
     let mut groups: BTreeMap<String, (Value, Vec<&str>)> = BTreeMap::new();
     for p in packed {
         let args = p.args();
@@ -326,6 +456,27 @@ fn quantization_config(packed: &[Packing]) -> Value {
             )
         })
         .collect();
+    let sparsity = if sparse.is_empty() {
+        json!({})
+    } else {
+        let (zeros, total) = sparse.iter().fold((0, 0), |(z, n), b| {
+            (z + b.rows * b.cols - b.nonzero, n + b.rows * b.cols)
+        });
+        json!({
+            "format": "sparse-bitmask",
+            "targets": sparse.iter().map(|b| b.prefix.as_str()).collect::<Vec<_>>(),
+            "ignore": [],
+            // Over the sparse targets (informational, as compressed-tensors says).
+            "global_sparsity": zeros as f64 / total as f64,
+            "sparsity_structure": "unstructured",
+        })
+    };
+    if packed.is_empty() {
+        return json!({
+            "quant_method": "compressed-tensors",
+            "sparsity_config": sparsity,
+        });
+    }
     json!({
         "quant_method": "compressed-tensors",
         "format": "pack-quantized",
@@ -334,6 +485,7 @@ fn quantization_config(packed: &[Packing]) -> Value {
         "ignore": [],
         "kv_cache_scheme": null,
         "global_compression_ratio": null,
+        "sparsity_config": sparsity,
     })
 }
 
@@ -375,35 +527,50 @@ pub fn write_compressed_tensors(
     let by_index: HashMap<usize, &AppliedTensor> = applied.iter().map(|(i, t)| (*i, t)).collect();
     let mut notes = Vec::new();
     let mut packed = Vec::new();
+    let mut sparse = Vec::new();
+    // Per model tensor: packed (the next of `packed`), bitmask-sparse (the next of
+    // `sparse`) or written whole.
     let mut order = Vec::with_capacity(model.tensors.len());
     for i in 0..model.tensors.len() {
-        match by_index.get(&i).map(|t| packing(t)) {
-            Some(Ok(p)) => {
+        let Some(&t) = by_index.get(&i) else {
+            order.push(Stored::Whole(i));
+            continue;
+        };
+        match packing(t) {
+            Ok(p) => {
                 packed.push(p);
-                order.push(None);
+                order.push(Stored::Packed);
             }
-            Some(Err(note)) => {
-                let t = by_index[&i];
+            Err(note) => {
+                if let Some(b) = Bitmask::of(t) {
+                    sparse.push(b);
+                    order.push(Stored::Sparse);
+                    continue;
+                }
                 if t.grid.is_some() || !matches!(t.stored, DType::F32 | DType::F16 | DType::BF16) {
                     notes.push(note);
                 }
-                order.push(Some(i));
+                order.push(Stored::Whole(i));
             }
-            None => order.push(Some(i)),
         }
     }
     let mut entries = Vec::new();
-    let mut next = packed.iter();
+    let (mut next_packed, mut next_sparse) = (packed.iter(), sparse.iter());
     for slot in order {
         match slot {
-            Some(i) => entries.push(match by_index.get(&i).and_then(|t| half_entry(t)) {
+            Stored::Whole(i) => entries.push(match by_index.get(&i).and_then(|t| half_entry(t)) {
                 Some(entry) => entry,
                 None => plain_entry(model, i, by_index.get(&i).copied())?,
             }),
-            None => entries.extend(next.next().map(Packing::entries).unwrap_or_default()),
+            Stored::Packed => {
+                entries.extend(next_packed.next().map(Packing::entries).unwrap_or_default())
+            }
+            Stored::Sparse => {
+                entries.extend(next_sparse.next().map(Bitmask::entries).unwrap_or_default())
+            }
         }
     }
-    config["quantization_config"] = quantization_config(&packed);
+    config["quantization_config"] = quantization_config(&packed, &sparse);
     let text = serde_json::to_string_pretty(&config)
         .map_err(|e| Error::Internal(format!("{}: {e}", config_out.display())))?;
 
