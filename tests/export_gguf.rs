@@ -204,3 +204,93 @@ fn a_pth_model_becomes_a_valid_gguf() {
     );
     assert_eq!(ours.tensors[bias].dtype, DType::F32);
 }
+
+/// The llama-quantize invocation apply prints and the `--tensor-type-file` it writes
+/// beside a GGUF export name every weight's written type: applied as
+/// llama-quantize applies them (regex search, last match wins, the token-embedding
+/// option for token_embd) to the names gguf-py reads, they give the types gguf-py
+/// reads. The configuration mixes Q8_0, Q4_K where rows are whole super-blocks, and
+/// its Q5_0 fallback elsewhere, on a Q4_1 source (so --allow-requantize).
+#[test]
+fn the_llama_quantize_arguments_rebuild_the_mixed_types() {
+    let source = fixture("smollm2_q4_1.gguf");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recipe = dir.path().join("mixed.toml");
+    std::fs::write(
+        &recipe,
+        "version = 1\n\n[[rule]]\nmatch = \"*.weight\"\nquant = { format = \"gguf\", type = \"Q4_K\" }\n\n\
+         [[rule]]\nmatch = \"blk.0.*\"\nquant = { format = \"gguf\", type = \"Q8_0\" }\n",
+    )
+    .expect("recipe");
+    let out = dir.path().join("smollm2.mixed.gguf");
+    let (code, stdout, stderr) = slimscope(&[
+        "apply",
+        source.to_str().expect("path"),
+        "--recipe",
+        recipe.to_str().expect("path"),
+        "-o",
+        out.to_str().expect("path"),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let types = dir.path().join("smollm2.mixed.gguf.tensor-types.txt");
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("llama-quantize "))
+        .unwrap_or_else(|| panic!("no llama-quantize line in {stdout}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    // token_embd's rows of 576 are not whole Q4_K super-blocks: Q5_0, as llama.cpp.
+    let token = words
+        .iter()
+        .position(|w| *w == "--token-embedding-type")
+        .map(|i| words[i + 1])
+        .expect("token embedding type");
+    assert_eq!(token, "Q5_0");
+    assert!(words.contains(&"--allow-requantize"), "{line}");
+    assert!(
+        !words.contains(&"--output-tensor-type"),
+        "tied embeddings: {line}"
+    );
+    assert_eq!(
+        words.last(),
+        Some(&"Q5_0"),
+        "the most common type is the base"
+    );
+    assert!(line.contains(types.to_str().expect("path")), "{line}");
+    assert!(!stdout.contains("note:"), "no caveat expected: {stdout}");
+    let report = reference_script(
+        "check_tensor_types.py",
+        &[
+            out.to_str().expect("path"),
+            types.to_str().expect("path"),
+            token,
+            "-",
+            "Q5_0",
+        ],
+    );
+    assert_eq!(report["wrong"], serde_json::json!([]), "{report}");
+    assert_eq!(report["ambiguous"], serde_json::json!([]), "{report}");
+    // 30 blocks × 7 matrices + token_embd; one entry for each but token_embd.
+    assert_eq!(report["checked"], 211);
+    assert_eq!(report["entries"], 210);
+    // The written file has all three types.
+    let text = std::fs::read_to_string(&types).expect("types file");
+    for ty in ["=Q8_0", "=Q4_K", "=Q5_0"] {
+        assert!(text.contains(ty), "{ty} missing");
+    }
+    // An existing types file is kept unless --force, and nothing is written then.
+    std::fs::remove_file(&out).expect("remove");
+    let (code, _, stderr) = slimscope(&[
+        "apply",
+        source.to_str().expect("path"),
+        "--recipe",
+        recipe.to_str().expect("path"),
+        "-o",
+        out.to_str().expect("path"),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("tensor-types.txt: already exists"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}

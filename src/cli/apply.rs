@@ -2,15 +2,15 @@
 //! [--data D] [--layout fake-quant|compressed-tensors] [--json] [--force]`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
 use crate::compress::apply::{AppliedTensor, apply_recipe};
 use crate::compress::recipe::Recipe;
 use crate::export::{
-    OutputFormat, calibration_set, embedded, export_network, safetensors_metadata, summary,
-    write_compressed_tensors, write_model,
+    LlamaQuantize, OutputFormat, calibration_set, check_output_paths, embedded, export_network,
+    safetensors_metadata, summary, write_compressed_tensors, write_model,
 };
 use crate::model::Model;
 use crate::units::human_bytes;
@@ -61,8 +61,18 @@ pub struct ApplyArgs {
 enum Written {
     Onnx(crate::export::OnnxExport),
     CompressedTensors(crate::export::CompressedTensorsExport),
-    /// A file whose size the report estimates (f32 fake-quant safetensors, GGUF).
+    /// A GGUF, with the llama-quantize invocation that rebuilds it and the
+    /// `--tensor-type-file` written for it (when a weight takes a block type).
+    Gguf(Option<(LlamaQuantize, PathBuf)>),
+    /// A file whose size the report estimates (f32 fake-quant safetensors).
     Estimated,
+}
+
+/// Where the `--tensor-type-file` of a GGUF export goes: beside it.
+fn tensor_types_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(".tensor-types.txt");
+    out.with_file_name(name)
 }
 
 pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
@@ -149,6 +159,30 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
                 export.config.display()
             )?;
         }
+        Written::Gguf(rebuild) => {
+            let size = std::fs::metadata(&args.output)
+                .map(|m| m.len())
+                .unwrap_or(0);
+            writeln!(
+                out,
+                "model: {} -> {} on disk (GGUF: {} of tensors, the rest metadata); wrote {}",
+                human_bytes(before),
+                human_bytes(size),
+                human_bytes(after),
+                args.output.display()
+            )?;
+            if let Some((rebuild, types)) = rebuild {
+                let text = |p: &Path| crate::text::printable(&p.display().to_string()).into_owned();
+                writeln!(
+                    out,
+                    "llama.cpp rebuilds it from the original with:\n  {}",
+                    rebuild.command(&text(&args.model), &text(&args.output), &text(types))
+                )?;
+                for caveat in &rebuild.caveats {
+                    writeln!(out, "note: {}", crate::text::printable(caveat))?;
+                }
+            }
+        }
         Written::Estimated => writeln!(
             out,
             "model: {} -> {} (estimated in the chosen storage formats); wrote {}",
@@ -195,6 +229,25 @@ fn write_output(
                 &args.output,
                 args.force,
             )?)
+        }
+        (OutputFormat::Gguf, _) => {
+            let rebuild = LlamaQuantize::of(model, applied);
+            let types_path = tensor_types_path(&args.output);
+            if rebuild.is_some() {
+                check_output_paths(&[&args.model, &args.recipe], &types_path, args.force)?;
+            }
+            write_model(model, applied, text, &args.output, args.force)?;
+            match rebuild {
+                Some(rebuild) => {
+                    crate::export::write_text(
+                        &types_path,
+                        &rebuild.tensor_type_file(),
+                        args.force,
+                    )?;
+                    Written::Gguf(Some((rebuild, types_path)))
+                }
+                None => Written::Gguf(None),
+            }
         }
         _ => {
             write_model(model, applied, text, &args.output, args.force)?;

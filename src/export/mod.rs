@@ -4,6 +4,7 @@
 
 mod compressed_tensors;
 mod gguf;
+mod llama_quantize;
 mod onnx;
 mod safetensors;
 
@@ -13,6 +14,7 @@ use std::sync::Mutex;
 
 pub use compressed_tensors::{CompressedTensorsExport, write_compressed_tensors};
 pub use gguf::{encode_gguf, write_gguf};
+pub use llama_quantize::LlamaQuantize;
 pub use onnx::{OnnxExport, calibration_set, export_network, write_onnx};
 pub use safetensors::write_safetensors;
 
