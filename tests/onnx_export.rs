@@ -534,3 +534,96 @@ fn bench_serves_the_artifacts_apply_writes() {
         }
     }
 }
+
+/// Structured pruning (half the filters and neurons by L2 norm) with int8 weights.
+const STRUCTURED: &str = r#"version = 1
+[[rule]]
+match = "*.weight"
+prune = { method = "structured", sparsity = 0.5, axis = 0, norm = "l2" }
+quant = { format = "int", bits = 8, granularity = "channel" }
+
+[[rule]]
+match = "fc_layers.2.weight"
+prune = { method = "none" }
+"#;
+
+/// A structurally pruned export is smaller for real: the zeroed filters and neurons
+/// are gone, with the next layer's inputs, and onnxruntime gives the shrunk file the
+/// scores of the masked one (`--keep-shapes`) on 400 images, to float rounding. The
+/// weights stay int8 codes; the filters whose constant output a padded convolution
+/// would see are kept, and said.
+#[test]
+fn structured_pruning_shrinks_the_export_and_keeps_its_scores() {
+    let setup = setup();
+    let recipe = setup.dir.path().join("structured.toml");
+    std::fs::write(&recipe, STRUCTURED).expect("recipe");
+    let extra = vec!["--arch".to_owned(), s(&setup.arch).to_owned()];
+    let model = fixture("digit_cnn.pth");
+    let shrunk = setup.dir.path().join("shrunk.onnx");
+    let stdout = export(&model, &extra, &setup.data, &recipe, &shrunk);
+    assert!(
+        stdout.contains("`fc_layers.0.weight` [256, 1152] -> [128, 576]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("pads its input"), "{stdout}");
+    let masked = setup.dir.path().join("masked.onnx");
+    let mut keep = extra.clone();
+    keep.push("--keep-shapes".into());
+    export(&model, &keep, &setup.data, &recipe, &masked);
+    let mnist = fixture("mnist_5k.csv.gz");
+    let cmp = reference_script(
+        "compare_onnx.py",
+        &[s(&masked), s(&shrunk), s(&mnist), "400"],
+    );
+    let diff = cmp["max_abs_diff"].as_f64().expect("diff");
+    let scale = cmp["max_abs_score"].as_f64().expect("scale");
+    assert!(diff <= 1e-5 * scale.max(1.0), "{cmp}");
+    assert_eq!(cmp["same_top1"], 400, "{cmp}");
+    let (before, after) = (
+        cmp["params_a"].as_u64().expect("params"),
+        cmp["params_b"].as_u64().expect("params"),
+    );
+    assert!(after * 3 < before, "{after} of {before} parameters");
+    let size = |p: &Path| std::fs::metadata(p).expect("file").len();
+    assert!(
+        size(&shrunk) * 3 < size(&masked),
+        "{} vs {}",
+        size(&shrunk),
+        size(&masked)
+    );
+    let report = reference_script("run_onnx.py", &[s(&shrunk), s(&mnist), "0"]);
+    for layer in ["conv_layers.3", "fc_layers.0"] {
+        assert_eq!(
+            report["initializer_types"][format!("{layer}.weight_quantized")],
+            "INT8",
+            "{report}"
+        );
+    }
+}
+
+/// W8A8 on the shrunk network: onnxruntime's top-1 stays within three images of what
+/// slimscope simulated on the masked one (the removed filters' constants are folded
+/// exactly instead of passing through an activation quantizer).
+#[test]
+fn a_shrunk_w8a8_export_scores_what_slimscope_simulated() {
+    let setup = setup();
+    let recipe = setup.dir.path().join("structured_a8.toml");
+    std::fs::write(
+        &recipe,
+        format!("{STRUCTURED}\n[activations]\nmode = \"static\"\n"),
+    )
+    .expect("recipe");
+    let extra = vec!["--arch".to_owned(), s(&setup.arch).to_owned()];
+    let model = fixture("digit_cnn.pth");
+    let (samples, correct) = simulated(&model, &extra, &setup.data, &recipe);
+    let out = setup.dir.path().join("shrunk_a8.onnx");
+    export(&model, &extra, &setup.data, &recipe, &out);
+    let mnist = fixture("mnist_5k.csv.gz");
+    let report = reference_script("run_onnx.py", &[s(&out), s(&mnist), "256"]);
+    assert_eq!(report["samples"], samples);
+    let ort = report["correct"].as_u64().expect("correct") as usize;
+    assert!(
+        ort.abs_diff(correct) <= 3,
+        "onnxruntime {ort} vs slimscope {correct}"
+    );
+}

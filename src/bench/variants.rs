@@ -174,7 +174,8 @@ fn classifier_artifacts(
         model.path.clone()
     } else {
         let out = dir.join("original.onnx");
-        crate::export::write_onnx(model, &network, &[], None, None, &[], &out, true)?;
+        let settings = crate::export::OnnxSettings::default();
+        crate::export::write_onnx(model, &network, &[], &settings, &out, true)?;
         out
     };
     let Some((recipe, text)) = recipe else {
@@ -191,16 +192,14 @@ fn classifier_artifacts(
     }
     let calibration = crate::export::calibration_set(activations, data.as_ref())?;
     let out = dir.join("compressed.onnx");
-    crate::export::write_onnx(
-        model,
-        &network,
-        &applied,
+    let metadata = crate::export::embedded(model, &applied, text);
+    let settings = crate::export::OnnxSettings {
         activations,
-        calibration.as_ref(),
-        &crate::export::embedded(model, &applied, text),
-        &out,
-        true,
-    )?;
+        calibration: calibration.as_ref(),
+        metadata: &metadata,
+        shrink: true,
+    };
+    crate::export::write_onnx(model, &network, &applied, &settings, &out, true)?;
     Ok((original, Some(out)))
 }
 

@@ -49,6 +49,11 @@ pub struct ApplyArgs {
     /// the `quantization_config` in a `config.json` written beside the file).
     #[arg(long, value_enum, default_value_t = Layout::FakeQuant)]
     pub layout: Layout,
+    /// Keep a sequential network's shapes in an `.onnx` output: store the neurons and
+    /// filters structured pruning zeroed as zeros instead of removing them (and the
+    /// next layer's inputs with them).
+    #[arg(long)]
+    pub keep_shapes: bool,
     /// Print the per-tensor report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -210,6 +215,12 @@ fn write_output(
             args.output.display()
         );
     }
+    if args.keep_shapes && format != OutputFormat::Onnx {
+        anyhow::bail!(
+            "{}: --keep-shapes is for .onnx outputs (the others keep every shape)",
+            args.output.display()
+        );
+    }
     if format != OutputFormat::Onnx && recipe.activations.is_some() {
         anyhow::bail!(
             "{}: the recipe quantizes activations, which only an .onnx output carries",
@@ -284,13 +295,18 @@ fn write_onnx_output(
         .transpose()?;
     let network = export_network(model, args.arch.as_deref(), data.as_ref())?;
     let calibration = calibration_set(recipe.activations.as_ref(), data.as_ref())?;
+    let metadata = embedded(model, applied, text);
+    let settings = crate::export::OnnxSettings {
+        activations: recipe.activations.as_ref(),
+        calibration: calibration.as_ref(),
+        metadata: &metadata,
+        shrink: !args.keep_shapes,
+    };
     Ok(crate::export::write_onnx(
         model,
         &network,
         applied,
-        recipe.activations.as_ref(),
-        calibration.as_ref(),
-        &embedded(model, applied, text),
+        &settings,
         &args.output,
         args.force,
     )?)

@@ -267,6 +267,35 @@ impl IntGrid {
         }
     }
 
+    /// The grid of a tensor cut down to output rows `rows` and input columns `cols`
+    /// (of `inner` values each) of its rows of `row_len` values: one scale stays one
+    /// scale, a scale per row keeps the kept rows'. `None` for groups along the row,
+    /// which removing columns cuts apart.
+    pub fn select(
+        &self,
+        rows: &[usize],
+        cols: &[usize],
+        row_len: usize,
+        inner: usize,
+    ) -> Option<IntGrid> {
+        let len = rows.len() * cols.len() * inner;
+        if self.scales.len() == 1 {
+            return Some(IntGrid {
+                group: len.max(1),
+                ..self.clone()
+            });
+        }
+        if self.group != row_len || rows.iter().any(|&r| r >= self.scales.len()) {
+            return None;
+        }
+        Some(IntGrid {
+            group: (cols.len() * inner).max(1),
+            scales: rows.iter().map(|&r| self.scales[r]).collect(),
+            zero_points: rows.iter().map(|&r| self.zero_points[r]).collect(),
+            ..self.clone()
+        })
+    }
+
     /// The codes of `values` (what this grid dequantized to), checked to decode back
     /// to every value bit for bit in f32, as `(q − zp)·scale`. A group the quantizer
     /// kept constant (scale 0) gets a scale that reproduces its constant. `None`

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 pub use compressed_tensors::{CompressedTensorsExport, write_compressed_tensors};
 pub use gguf::{encode_gguf, write_gguf};
 pub use llama_quantize::LlamaQuantize;
-pub use onnx::{OnnxExport, calibration_set, export_network, write_onnx};
+pub use onnx::{OnnxExport, OnnxSettings, calibration_set, export_network, write_onnx};
 pub use safetensors::write_safetensors;
 
 use crate::compress::apply::AppliedTensor;

@@ -12,12 +12,15 @@ use prost::Message;
 
 use crate::compress::activations::{ActivationSpec, Mode};
 use crate::compress::apply::AppliedTensor;
+use crate::compress::quant::IntGrid;
 use crate::error::{Error, Result};
-use crate::eval::Network;
 use crate::eval::data::Dataset;
+use crate::eval::{BoundGraph, Network};
 use crate::model::Model;
 use crate::net::onnx::OnnxGraph;
 use crate::net::qdq::Activations;
+use crate::net::spec::ArchSpec;
+use crate::net::weights::{ModelWeights, WeightSource, Weights};
 
 use super::{check_output, persist, temp_file_beside};
 
@@ -66,17 +69,28 @@ pub fn calibration_set(
     }
 }
 
+/// How an ONNX export is written, beyond the model and its tensors.
+#[derive(Default)]
+pub struct OnnxSettings<'a> {
+    /// The recipe's activation quantization.
+    pub activations: Option<&'a ActivationSpec>,
+    /// The samples static activation quantization calibrates on (the ones `eval`
+    /// keeps apart).
+    pub calibration: Option<&'a Dataset>,
+    /// Key/value pairs for the model's `metadata_props` (the recipe, the summary).
+    pub metadata: &'a [(&'a str, String)],
+    /// Remove what structured pruning zeroed from a sequential network
+    /// ([`crate::net::shrink::shrink`]) instead of storing zeros.
+    pub shrink: bool,
+}
+
 /// Write `model` with `applied`'s tensors as an ONNX QDQ model at `out`. `network`
-/// is the model's graph or sequential spec; `calibration` the samples static
-/// activation quantization calibrates on (the ones `eval` keeps apart).
-#[allow(clippy::too_many_arguments)]
+/// is the model's graph or sequential spec.
 pub fn write_onnx(
     model: &Model,
     network: &Network,
     applied: &[(usize, AppliedTensor)],
-    activations: Option<&ActivationSpec>,
-    calibration: Option<&Dataset>,
-    metadata: &[(&str, String)],
+    settings: &OnnxSettings,
     out: &Path,
     force: bool,
 ) -> Result<OnnxExport> {
@@ -91,9 +105,18 @@ pub fn write_onnx(
         .onnx_graph(model, &[])?
         .ok_or_else(unsupported)?
         .graph;
-    let compressed = network
-        .onnx_graph(model, applied)?
-        .ok_or_else(unsupported)?;
+    let mut notes = Vec::new();
+    let shrunk = match (network, settings.shrink) {
+        (Network::Sequential(spec), true) => shrunk_graph(model, spec, applied, &mut notes)?,
+        _ => None,
+    };
+    let compressed = match shrunk {
+        Some(bound) => bound,
+        None => network
+            .onnx_graph(model, applied)?
+            .ok_or_else(unsupported)?,
+    };
+    let (activations, calibration) = (settings.activations, settings.calibration);
     let acts = match activations {
         None => None,
         Some(spec) if spec.mode == Mode::Dynamic => Some(Activations::Dynamic),
@@ -108,8 +131,9 @@ pub fn write_onnx(
             Some(original.calibrate(&data.x, spec, |_, _| true)?)
         }
     };
-    let (proto, notes) =
-        (compressed.graph).qdq_model(&compressed.tensors, acts.as_ref(), metadata)?;
+    let (proto, stayed_float) =
+        (compressed.graph).qdq_model(&compressed.tensors, acts.as_ref(), settings.metadata)?;
+    notes.extend(stayed_float);
     let bytes = proto.encode_to_vec();
     let tmp = temp_file_beside(out)?;
     let mut file = std::io::BufWriter::new(tmp.as_file()?);
@@ -121,4 +145,88 @@ pub fn write_onnx(
         bytes: bytes.len() as u64,
         notes,
     })
+}
+
+/// `spec`'s network with what structured pruning zeroed removed (see
+/// [`crate::net::shrink::shrink`]), as a graph with the compressed tensors it holds
+/// (their integer grids carried over where the removal leaves them whole), or
+/// `None` when nothing can go. What was removed and what stayed goes to `notes`.
+fn shrunk_graph(
+    model: &Model,
+    spec: &ArchSpec,
+    applied: &[(usize, AppliedTensor)],
+    notes: &mut Vec<String>,
+) -> Result<Option<BoundGraph<'static>>> {
+    crate::net::check(model, spec, applied)?;
+    let source = ModelWeights::new(model, applied);
+    let mut weights = Weights::new();
+    for layer in &spec.layers {
+        for name in layer.tensors() {
+            weights.insert(name.to_owned(), source.weight(name)?);
+        }
+    }
+    let shrunk = crate::net::shrink::shrink(spec, &weights)?;
+    if !shrunk.is_smaller() {
+        return Ok(None);
+    }
+    for (name, n) in &shrunk.removed {
+        let before = &weights[name].1;
+        let after = &shrunk.weights[name].1;
+        notes.push(format!(
+            "structured pruning: `{name}` {before:?} -> {after:?} ({n} all-zero outputs removed \
+             with the next layer's inputs)"
+        ));
+    }
+    notes.extend(shrunk.notes.iter().cloned());
+    let graph = OnnxGraph::from_spec(&shrunk.spec, &shrunk.weights, &model.path)?;
+    let tensors = applied
+        .iter()
+        .filter(|(_, t)| graph.holds(&t.name))
+        .filter_map(|(i, t)| {
+            let (values, dims) = shrunk.weights.get(&t.name)?.clone();
+            let before = &weights[&t.name].1;
+            let grid = match (&t.grid, shrunk.kept.get(&t.name)) {
+                (None, _) => None,
+                _ if shrunk.folded.contains(&t.name) => None,
+                (Some(grid), Some((rows, cols))) => {
+                    let inner: usize = dims[2..].iter().product();
+                    let row_len = before[1..].iter().product();
+                    let carried = grid.select(rows, cols, row_len, inner);
+                    if carried.is_none() {
+                        notes.push(format!(
+                            "`{}`: its group scales do not survive the removal; stored as float32 values",
+                            t.name
+                        ));
+                    }
+                    carried
+                }
+                (Some(grid), None) if *before == dims => Some(grid.clone()),
+                // A bias or batch-norm vector cut with its layer: one scale still fits.
+                (Some(grid), None) if grid.scales.len() == 1 => Some(IntGrid {
+                    group: values.len().max(1),
+                    ..grid.clone()
+                }),
+                (Some(_), None) => None,
+            };
+            if t.grid.is_some() && grid.is_none() && shrunk.folded.contains(&t.name) {
+                notes.push(format!(
+                    "`{}`: removed outputs' constants folded in, off its grid; stored as float32 values",
+                    t.name
+                ));
+            }
+            Some((
+                *i,
+                AppliedTensor {
+                    shape: dims.iter().map(|&d| d as u64).collect(),
+                    values,
+                    grid,
+                    ..t.clone()
+                },
+            ))
+        })
+        .collect::<Vec<_>>();
+    Ok(Some(BoundGraph {
+        graph: std::borrow::Cow::Owned(graph),
+        tensors: std::borrow::Cow::Owned(tensors),
+    }))
 }
