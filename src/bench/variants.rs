@@ -241,7 +241,15 @@ fn serve_in_child(
             artifact: label,
             bytes_on_disk,
             served: None,
-            unavailable: Some(format!("{} cannot serve it: {why}", runtime(lm))),
+            unavailable: Some(format!(
+                "{} cannot serve it: {why}{}",
+                runtime(lm),
+                if lm {
+                    ""
+                } else {
+                    " (benches/onnx_speed.py serves the file in onnxruntime)"
+                }
+            )),
         });
     }
     let served: Served = serde_json::from_slice(&out.stdout)

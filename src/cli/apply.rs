@@ -141,7 +141,7 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
             }
             writeln!(
                 out,
-                "model: {} -> {} on disk (ONNX QDQ: integer weights as int8/uint8 codes; \
+                "model: {} -> {} on disk (ONNX QDQ: integer weights as 8- or 4-bit codes; \
                  {} estimated in the smallest storage formats); wrote {}",
                 human_bytes(before),
                 human_bytes(export.bytes),

@@ -1,6 +1,6 @@
 //! ONNX output: the network's own graph (an ONNX model's, or the one a sequential spec
 //! describes) with the compressed weights, as the QDQ model onnxruntime and tract run:
-//! integer-quantized weights stored as int8/uint8 codes with their scales behind a
+//! integer-quantized weights stored as 8- or 4-bit codes with their scales behind a
 //! DequantizeLinear, activations quantized as the recipe's `[activations]` says
 //! (calibrated on the same samples `eval` keeps apart), the recipe and summary in the
 //! model's `metadata_props`.

@@ -409,7 +409,10 @@ impl OnnxGraph {
         if let Some(acts) = acts {
             qdq::insert_activations(&mut proto, acts, DynamicForm::Operator).map_err(err)?;
         }
-        let notes = qdq::store_weight_codes(&mut proto, applied).map_err(err)?;
+        // A graph slimscope generated uses no operator whose meaning changes up to
+        // opset 21, so it may take 4-bit and blocked codes.
+        let generated = self.dir.is_none();
+        let notes = qdq::store_weight_codes(&mut proto, applied, generated).map_err(err)?;
         if opset_of(&proto) < 17 && proto.ir_version < 7 {
             proto.ir_version = 7;
         }

@@ -5,8 +5,9 @@
 //!   `DynamicQuantizeLinear` → DQ. The graph slimscope measures and the graph it
 //!   exports are the same graph, so the simulated figure is the deployed one's.
 //! - [`store_weight_codes`]: for the export, integer-quantized weights are stored as
-//!   their int8/uint8 codes with per-tensor or per-channel (axis 0) scales and a
-//!   DequantizeLinear, which decodes to exactly the values slimscope evaluated.
+//!   their codes (int8/uint8, or int4/uint4 at opset 21) with per-tensor, per-channel
+//!   (axis 0) or blocked (axis 1) scales and a DequantizeLinear, which decodes to
+//!   exactly the values slimscope evaluated.
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,6 +16,7 @@ use tract_onnx::pb::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorPr
 
 use crate::compress::activations::{ActivationType, QuantParams};
 use crate::compress::apply::AppliedTensor;
+use crate::compress::quant::IntCodes;
 
 /// Activation quantization resolved for one graph.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,29 +95,120 @@ fn scalar_param(name: String, p: &QuantParams) -> (TensorProto, TensorProto) {
         ..Default::default()
     };
     let zero_point = match p.dtype {
-        ActivationType::Uint8 => {
-            code_tensor(format!("{name}_zero_point"), &[p.zero_point], false, vec![])
-        }
-        ActivationType::Int8 => {
-            code_tensor(format!("{name}_zero_point"), &[p.zero_point], true, vec![])
-        }
+        ActivationType::Uint8 => code_tensor(
+            format!("{name}_zero_point"),
+            &[p.zero_point],
+            false,
+            vec![],
+            false,
+        ),
+        ActivationType::Int8 => code_tensor(
+            format!("{name}_zero_point"),
+            &[p.zero_point],
+            true,
+            vec![],
+            false,
+        ),
     };
     (scale, zero_point)
 }
 
 /// Integer codes as an INT8 (`signed`) or UINT8 tensor.
-fn code_tensor(name: String, codes: &[i32], signed: bool, dims: Vec<i64>) -> TensorProto {
+/// Integer codes as an initializer: int8/uint8, or with `four_bits` int4/uint4 two
+/// per byte, the first in the low nibble (onnx.proto: "the first element is stored
+/// in the 4 LSB").
+fn code_tensor(
+    name: String,
+    codes: &[i32],
+    signed: bool,
+    dims: Vec<i64>,
+    four_bits: bool,
+) -> TensorProto {
+    let (data_type, raw_data) = match (four_bits, signed) {
+        (false, true) => (
+            DataType::Int8 as i32,
+            codes.iter().map(|&q| q as u8).collect(),
+        ),
+        (false, false) => (
+            DataType::Uint8 as i32,
+            codes.iter().map(|&q| q as u8).collect(),
+        ),
+        (true, _) => (
+            if signed { INT4 } else { UINT4 },
+            codes
+                .chunks(2)
+                .map(|p| (p[0] as u8 & 0xF) | ((p.get(1).copied().unwrap_or(0) as u8 & 0xF) << 4))
+                .collect(),
+        ),
+    };
     TensorProto {
         name,
         dims,
-        data_type: if signed {
-            DataType::Int8
-        } else {
-            DataType::Uint8
-        } as i32,
-        raw_data: codes.iter().map(|&q| q as u8).collect(),
+        data_type,
+        raw_data,
         ..Default::default()
     }
+}
+
+/// Take `t`'s float initializer (or Constant) out of `graph` and put its codes,
+/// scales and zero points in; returns the DequantizeLinear that gives `t` back.
+fn replace_by_codes(
+    graph: &mut GraphProto,
+    t: &AppliedTensor,
+    codes: &IntCodes,
+    symmetric: bool,
+    layout: &Layout,
+) -> NodeProto {
+    let dims: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+    let quantized = format!("{}_quantized", t.name);
+    let (scale, zero_point) = (
+        format!("{}_scale", t.name),
+        format!("{}_zero_point", t.name),
+    );
+    graph.initializer.retain(|i| i.name != t.name);
+    // Old graphs also list initializers as inputs; the name is now DQ's output.
+    graph.input.retain(|i| i.name != t.name);
+    graph
+        .node
+        .retain(|n| !(n.op_type == "Constant" && n.output.first() == Some(&t.name)));
+    graph.initializer.push(code_tensor(
+        quantized.clone(),
+        &codes.codes,
+        symmetric,
+        dims,
+        layout.four_bits,
+    ));
+    graph.initializer.push(TensorProto {
+        name: scale.clone(),
+        dims: layout.param_dims.clone(),
+        data_type: DataType::Float as i32,
+        raw_data: codes.scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+        ..Default::default()
+    });
+    graph.initializer.push(code_tensor(
+        zero_point.clone(),
+        &codes.zero_points,
+        symmetric,
+        layout.param_dims.clone(),
+        layout.four_bits,
+    ));
+    let int = |name: &str, i: i64| AttributeProto {
+        name: name.into(),
+        r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
+        i,
+        ..Default::default()
+    };
+    let mut attributes: Vec<AttributeProto> =
+        layout.axis.map(|a| int("axis", a)).into_iter().collect();
+    if layout.block > 0 {
+        attributes.push(int("block_size", layout.block));
+    }
+    node(
+        "DequantizeLinear",
+        vec![quantized, scale, zero_point],
+        vec![t.name.clone()],
+        attributes,
+    )
 }
 
 fn node(
@@ -272,16 +365,40 @@ fn dynamic_float_ops(x: &str, out: &str, nodes: &mut Vec<NodeProto>, inits: &mut
     op("Mul", &[&v("centred"), &v("scale")], out, vec![]);
 }
 
-/// Replace each integer-quantized weight of `applied` (8 bits or fewer, per tensor or
-/// per output channel) by its codes, scales and zero points and a DequantizeLinear
-/// that decodes them to the very values evaluated. Returns what stays float, and why.
-/// Runs after [`insert_activations`], which finds weighted layers by their stored
-/// weights.
+/// ONNX's 4-bit element types (onnx.proto `TensorProto.DataType`), which the
+/// protobuf bindings slimscope reads with predate.
+const UINT4: i32 = 21;
+const INT4: i32 = 22;
+
+/// How one weight's codes are stored.
+struct Layout {
+    /// Scale dimensions: none per tensor, `[rows]` per channel, `[rows, blocks]`
+    /// per block of the row.
+    param_dims: Vec<i64>,
+    /// DequantizeLinear's `axis` and `block_size` (0 for none).
+    axis: Option<i64>,
+    block: i64,
+    /// Two codes per byte (opset 21's int4/uint4).
+    four_bits: bool,
+}
+
+/// Replace each integer-quantized weight of `applied` (8 bits or fewer; per tensor,
+/// per output channel, or in blocks along the rows of a 2-D weight) by its codes,
+/// scales and zero points and a DequantizeLinear that decodes them to the very
+/// values evaluated. 4-bit codes are stored as int4/uint4 and blocks use opset 21's
+/// blocked DequantizeLinear: on a graph importing opset 21, or on one slimscope
+/// generated (`may_raise_opset`), whose opset is raised to 21 for them; elsewhere
+/// 4-bit codes take a byte each and blocks stay float, with a note. Returns what
+/// stays float or wide, and why. Runs after [`insert_activations`], which finds
+/// weighted layers by their stored weights.
 pub fn store_weight_codes(
     proto: &mut ModelProto,
     applied: &[(usize, AppliedTensor)],
+    may_raise_opset: bool,
 ) -> Result<Vec<String>, String> {
     let version = opset(proto);
+    let opset21 = version >= 21 || may_raise_opset;
+    let mut raise = false;
     let graph = proto.graph.as_mut().ok_or("the model has no graph")?;
     let mut notes = Vec::new();
     let mut front = Vec::new();
@@ -290,10 +407,12 @@ pub fn store_weight_codes(
         let rows = t.shape.first().copied().unwrap_or(1).max(1) as usize;
         let len = t.values.len();
         let per_channel = grid.group != len.max(1);
-        if per_channel && grid.group * rows != len {
+        let row_len = len / rows;
+        let blocked = per_channel && grid.group * rows != len;
+        if blocked && !(opset21 && t.shape.len() == 2 && row_len.is_multiple_of(grid.group)) {
             notes.push(format!(
-                "{}: stored as float32 values (group scales need opset 21's blocked \
-                 DequantizeLinear, which this export does not write)",
+                "{}: stored as float32 values (group scales are written as opset 21's blocked \
+                 DequantizeLinear for 2-D weights of graphs at opset 21 or generated by slimscope)",
                 t.name
             ));
             continue;
@@ -306,58 +425,44 @@ pub fn store_weight_codes(
                 t.name
             ));
         }
+        let four_bits = grid.bits <= 4 && opset21;
+        if grid.bits <= 4 && !opset21 {
+            notes.push(format!(
+                "{}: {}-bit codes stored one per byte (int4/uint4 need opset 21; the graph \
+                 imports {version})",
+                t.name, grid.bits
+            ));
+        }
+        raise |= (four_bits || blocked) && version < 21;
+        let layout = Layout {
+            param_dims: match (blocked, per_channel) {
+                (true, _) => vec![rows as i64, (row_len / grid.group) as i64],
+                (false, true) => vec![rows as i64],
+                (false, false) => vec![],
+            },
+            axis: match (blocked, per_channel) {
+                (true, _) => Some(1),
+                (false, true) => Some(0),
+                (false, false) => None,
+            },
+            block: if blocked { grid.group as i64 } else { 0 },
+            four_bits,
+        };
         let codes = grid
             .codes(&t.values)
             .ok_or_else(|| format!("`{}`: the values are not on their integer grid", t.name))?;
-        let dims: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
-        let quantized = format!("{}_quantized", t.name);
-        let (scale, zero_point) = (
-            format!("{}_scale", t.name),
-            format!("{}_zero_point", t.name),
-        );
-        let param_dims = if per_channel {
-            vec![rows as i64]
-        } else {
-            vec![]
-        };
-        graph.initializer.retain(|i| i.name != t.name);
-        // Old graphs also list initializers as inputs; the name is now DQ's output.
-        graph.input.retain(|i| i.name != t.name);
-        graph
-            .node
-            .retain(|n| !(n.op_type == "Constant" && n.output.first() == Some(&t.name)));
-        graph.initializer.push(code_tensor(
-            quantized.clone(),
-            &codes.codes,
-            grid.symmetric,
-            dims,
-        ));
-        graph.initializer.push(TensorProto {
-            name: scale.clone(),
-            dims: param_dims.clone(),
-            data_type: DataType::Float as i32,
-            raw_data: codes.scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
-            ..Default::default()
-        });
-        graph.initializer.push(code_tensor(
-            zero_point.clone(),
-            &codes.zero_points,
-            grid.symmetric,
-            param_dims,
-        ));
-        let axis = AttributeProto {
-            name: "axis".into(),
-            r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
-            i: 0,
-            ..Default::default()
-        };
-        front.push(node(
-            "DequantizeLinear",
-            vec![quantized, scale, zero_point],
-            vec![t.name.clone()],
-            if per_channel { vec![axis] } else { vec![] },
-        ));
+        front.push(replace_by_codes(graph, t, &codes, grid.symmetric, &layout));
     }
+    if raise {
+        for o in &mut proto.opset_import {
+            if o.domain.is_empty() || o.domain == "ai.onnx" {
+                o.version = 21;
+            }
+        }
+        // int4 and uint4 arrived with IR version 10.
+        proto.ir_version = proto.ir_version.max(10);
+    }
+    let graph = proto.graph.as_mut().ok_or("the model has no graph")?;
     front.append(&mut graph.node);
     graph.node = front;
     Ok(notes)
