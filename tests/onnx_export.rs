@@ -702,3 +702,54 @@ fn four_bit_and_group_codes_take_opset_21_types() {
     );
     assert!(stdout.contains("codes stored one per byte"), "{stdout}");
 }
+
+/// Every observer against onnxruntime's own calibrators (`create_calibrator` with
+/// MinMax, Percentile and Entropy on the same 64 samples of the digit CNN's ONNX
+/// graph, symmetric for int8): the activation scales slimscope writes agree to float
+/// rounding (the two runtimes' convolutions differ in the last bits) and the zero
+/// points exactly, and the observers really differ from one another.
+#[test]
+fn observers_calibrate_what_onnxruntime_calibrates() {
+    let setup = setup();
+    let mnist = fixture("mnist_5k.csv.gz");
+    let model = fixture("digit_cnn.onnx");
+    let mut scales: std::collections::HashMap<(String, String), f64> = Default::default();
+    for observer in ["minmax", "percentile", "entropy"] {
+        for dtype in ["uint8", "int8"] {
+            let recipe = setup.dir.path().join(format!("{observer}-{dtype}.toml"));
+            std::fs::write(
+                &recipe,
+                format!(
+                    "{WEIGHTS_INT8}[activations]\nmode = \"static\"\ndtype = \"{dtype}\"\nobserver = \"{observer}\"\ncalibration = 64\n"
+                ),
+            )
+            .expect("recipe");
+            let out = setup.dir.path().join(format!("{observer}-{dtype}.onnx"));
+            export(&model, &[], &setup.data, &recipe, &out);
+            let report = reference_script(
+                "ort_calibrate.py",
+                &[s(&model), s(&out), s(&mnist), "64", observer, dtype],
+            );
+            let tensors = report.as_object().expect("tensors");
+            assert_eq!(tensors.len(), 5, "{report}");
+            for (name, t) in tensors {
+                let (ours, theirs) = (&t["ours"], &t["theirs"]);
+                let (a, b) = (
+                    ours[0].as_f64().expect("scale"),
+                    theirs[0].as_f64().expect("scale"),
+                );
+                assert!(
+                    (a - b).abs() <= 2e-6 * b,
+                    "{observer} {dtype} {name}: slimscope {a}, onnxruntime {b}"
+                );
+                assert_eq!(ours[1], theirs[1], "{observer} {dtype} {name}: zero point");
+                scales.insert((format!("{observer}-{dtype}"), name.clone()), a);
+            }
+        }
+    }
+    // The percentile and entropy windows cut the first pooled activations' tails.
+    let at = |setting: &str| scales[&(setting.to_owned(), "pool0".to_owned())];
+    assert!(at("percentile-uint8") < at("minmax-uint8"));
+    assert!(at("entropy-uint8") < 0.7 * at("minmax-uint8"));
+    assert!(at("entropy-int8") < 0.7 * at("minmax-int8"));
+}

@@ -2,7 +2,8 @@
 //! ([`gguf_blocks`], [`k_quants`]), integer and float fake-quantization ([`quant`], [`float`]),
 //! pruning masks ([`prune`]), size accounting ([`size`]), recipes ([`recipe`]), the
 //! configurations the app and sweeps turn into recipes ([`config`]) and applying a
-//! recipe to a model ([`apply`]). Everything in this module works on
+//! recipe to a model ([`apply`]); activation settings ([`activations`]) and their
+//! calibration ([`observers`]). Everything in this module works on
 //! `f32` slices, byte buffers and recipe text: it knows nothing about model files
 //! (see `model/`) or any UI.
 
@@ -12,6 +13,7 @@ pub mod config;
 pub mod float;
 pub mod gguf_blocks;
 pub mod k_quants;
+pub mod observers;
 pub mod prune;
 pub mod quant;
 pub mod recipe;

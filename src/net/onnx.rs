@@ -26,8 +26,9 @@ use super::batchnorm_affine;
 use super::qdq::{self, Activations, DynamicForm};
 use super::spec::{ArchSpec, LayerSpec};
 use super::weights::WeightSource;
-use crate::compress::activations::{ActivationSpec, Mode, Observer, RangeObserver};
+use crate::compress::activations::{ActivationSpec, Mode};
 use crate::compress::apply::AppliedTensor;
+use crate::compress::observers::{RangeObserver, needs_histogram};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
@@ -477,11 +478,7 @@ impl OnnxGraph {
             Some(self.plan(&proto, self.micro)?)
         };
         let mut observers = vec![RangeObserver::default(); names.len()];
-        let passes = if spec.observer() == Observer::Percentile {
-            2
-        } else {
-            1
-        };
+        let passes = if needs_histogram(spec) { 2 } else { 1 };
         let n = xs.len() / len;
         let mut shape = vec![self.micro];
         shape.extend(&self.sample);
@@ -525,7 +522,7 @@ impl OnnxGraph {
                     if pass == 0 {
                         o.observe_range(&values);
                     } else {
-                        o.observe_histogram(&values, spec.dtype());
+                        o.observe_histogram(&values, spec);
                     }
                 }
             }
