@@ -1254,3 +1254,68 @@ fn selecting_any_tensor_leaves_the_configuration_bit_identical() {
         assert_eq!(h.state().config(), &restored, "after selecting tensor {i}");
     }
 }
+
+/// The export dialog's ONNX answer on the demo with half its filters and neurons
+/// structurally pruned: the app writes the shrunk QDQ model `slimscope apply` writes
+/// and says its size on disk; onnxruntime gives it the scores of the masked model
+/// (`apply --keep-shapes` with the recipe the app wrote beside it) on 200 images,
+/// with far fewer parameters.
+#[test]
+fn an_onnx_export_from_the_app_is_the_shrunk_masked_model() {
+    let mut h = harness();
+    open_demo(&mut h);
+    assert!(h.state().can_export_onnx());
+    h.state_mut().document_mut().expect("a model").config = slimscope::compress::config::Config {
+        method: slimscope::compress::config::Method::Structured,
+        sparsity_pct: 50.0,
+        ..Default::default()
+    };
+    h.run_steps(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("demo.slim.onnx");
+    h.state_mut()
+        .apply(slimscope::app::Command::Export(out.clone()));
+    step_until(&mut h, "the export", |a| !a.is_exporting());
+    assert!(h.state().error().is_none(), "{:?}", h.state().error());
+    let size = std::fs::metadata(&out).expect("export").len();
+    h.get_by_label_contains(&format!(
+        "({} on disk)",
+        slimscope::units::human_bytes(size)
+    ));
+    let recipe = dir.path().join("demo.slim.recipe.toml");
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
+    let masked = dir.path().join("masked.onnx");
+    let s = |p: &std::path::Path| p.to_str().expect("path").to_owned();
+    let (code, _, stderr) = common::slimscope(&[
+        "apply",
+        &s(&demo.join("digit_cnn.pth")),
+        "--arch",
+        &s(&demo.join("digit_cnn.arch.toml")),
+        "--data",
+        &s(&demo.join("mnist_5k.toml")),
+        "--recipe",
+        &s(&recipe),
+        "-o",
+        &s(&masked),
+        "--keep-shapes",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let cmp = common::reference_script(
+        "compare_onnx.py",
+        &[
+            &s(&masked),
+            &s(&out),
+            &s(&fixture("mnist_5k.csv.gz")),
+            "200",
+        ],
+    );
+    let diff = cmp["max_abs_diff"].as_f64().expect("diff");
+    let scale = cmp["max_abs_score"].as_f64().expect("scale");
+    assert!(diff <= 1e-5 * scale.max(1.0), "{cmp}");
+    assert_eq!(cmp["same_top1"], 200, "{cmp}");
+    let (before, after) = (
+        cmp["params_a"].as_u64().expect("params"),
+        cmp["params_b"].as_u64().expect("params"),
+    );
+    assert!(after * 2 < before, "{after} of {before} parameters");
+}

@@ -223,6 +223,18 @@ impl SlimApp {
             &[("safetensors", &["safetensors"]), ("GGUF", &["gguf"])];
         const GGUF_FIRST: &[(&str, &[&str])] =
             &[("GGUF", &["gguf"]), ("safetensors", &["safetensors"])];
+        // ONNX (QDQ, structurally pruned outputs removed) where the network is known.
+        const ONNX_FIRST: &[(&str, &[&str])] = &[
+            ("ONNX", &["onnx"]),
+            ("safetensors", &["safetensors"]),
+            ("GGUF", &["gguf"]),
+        ];
+        const SAFETENSORS_ONNX: &[(&str, &[&str])] = &[
+            ("safetensors", &["safetensors"]),
+            ("ONNX", &["onnx"]),
+            ("GGUF", &["gguf"]),
+        ];
+        let onnx = self.can_export_onnx();
         let Some(model) = self.loaded().map(|l| l.model.clone()) else {
             return;
         };
@@ -231,10 +243,11 @@ impl SlimApp {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let (name, filters) = if model.format == crate::model::Format::Gguf {
-            (format!("{stem}.slim.gguf"), GGUF_FIRST)
-        } else {
-            (format!("{stem}.slim.safetensors"), SAFETENSORS_FIRST)
+        let (name, filters) = match model.format {
+            crate::model::Format::Gguf => (format!("{stem}.slim.gguf"), GGUF_FIRST),
+            crate::model::Format::Onnx => (format!("{stem}.slim.onnx"), ONNX_FIRST),
+            _ if onnx => (format!("{stem}.slim.safetensors"), SAFETENSORS_ONNX),
+            _ => (format!("{stem}.slim.safetensors"), SAFETENSORS_FIRST),
         };
         self.answer_dialog(
             "Export the compressed model",

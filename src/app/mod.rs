@@ -228,22 +228,52 @@ impl SlimApp {
         }
         let model = doc.loaded.model.clone();
         let config = doc.config.clone();
+        let evaluator = doc.attached.as_ref().map(|a| a.evaluator.clone());
         self.background.export = Some(spawn_job("export", self.notifier(), move |_| {
-            crate::export::OutputFormat::of(&out)?;
+            let format = crate::export::OutputFormat::of(&out)?;
             crate::export::check_output(&model, &out, true)?;
             let sha = crate::checksum::sha256_file(&model.path)?;
             let text = config.recipe_text(Some((&file_name(&model.path), Some(&sha))));
             let recipe_path = out.with_extension("recipe.toml");
             let recipe = config.to_recipe(&recipe_path)?;
             let applied = apply_recipe(&model, &recipe)?;
-            crate::export::write_model(&model, &applied, &text, &out, true)?;
+            let mut notes = Vec::new();
+            if format == crate::export::OutputFormat::Onnx {
+                notes = export_onnx(&model, evaluator.as_deref(), &applied, &text, &out)?;
+            } else {
+                crate::export::write_model(&model, &applied, &text, &out, true)?;
+            }
             crate::export::write_text(&recipe_path, &text, true)?;
-            Ok(format!(
-                "Exported {} and its recipe {}",
+            let on_disk = std::fs::metadata(&out)
+                .map_err(|e| crate::Error::io(&out, e))?
+                .len();
+            let mut message = format!(
+                "Exported {} ({} on disk) and its recipe {}",
                 out.display(),
+                crate::units::human_bytes(on_disk),
                 file_name(&recipe_path)
-            ))
+            );
+            // What the export changed, briefly (the recipe beside it says the rest).
+            for note in notes.iter().take(3) {
+                message.push('\n');
+                message.push_str(note);
+            }
+            if notes.len() > 3 {
+                message.push_str(&format!("\n… and {} more notes", notes.len() - 3));
+            }
+            Ok(message)
         }));
+    }
+
+    /// Whether the open model can be exported as ONNX: an ONNX model, or any model
+    /// whose network the attached data resolved (a given or proposed spec).
+    pub fn can_export_onnx(&self) -> bool {
+        self.doc.as_ref().is_some_and(|d| {
+            d.loaded.model.format == crate::model::Format::Onnx
+                || d.attached.as_ref().is_some_and(|a| {
+                    matches!(a.evaluator.network(), crate::eval::Network::Sequential(_))
+                })
+        })
     }
 
     /// Whether a model is being opened right now.
@@ -469,4 +499,31 @@ pub fn run(model: Option<PathBuf>) -> anyhow::Result<()> {
         }),
     )
     .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))
+}
+
+/// The app's `.onnx` export: the network the attached data resolved (else an ONNX
+/// model's own graph) as `slimscope apply -o X.onnx` writes it, structurally pruned
+/// outputs removed. Returns the export's notes.
+fn export_onnx(
+    model: &Model,
+    evaluator: Option<&crate::eval::evaluator::Evaluator>,
+    applied: &[(usize, crate::compress::apply::AppliedTensor)],
+    recipe: &str,
+    out: &Path,
+) -> crate::Result<Vec<String>> {
+    let own;
+    let network = match evaluator {
+        Some(e) => e.network(),
+        None => {
+            own = crate::export::export_network(model, None, None)?;
+            &own
+        }
+    };
+    let metadata = crate::export::embedded(model, applied, recipe);
+    let settings = crate::export::OnnxSettings {
+        metadata: &metadata,
+        shrink: true,
+        ..Default::default()
+    };
+    Ok(crate::export::write_onnx(model, network, applied, &settings, out, true)?.notes)
 }
