@@ -718,3 +718,90 @@ fn the_cli_allocates_one_average_sparsity_three_ways_and_names_the_best_measured
     assert_ne!(code, 0);
     assert!(stderr.contains("--per-layer"), "{stderr}");
 }
+
+/// `sweep --speed` serves the file `apply` writes for each point: its size on disk
+/// is that file's (the recipe the point carries, applied with `slimscope apply -o
+/// .onnx`, writes exactly as many bytes), a structurally pruned point's file is
+/// smaller than the original's export, and every servable point has a latency and
+/// a throughput beside its accuracy (values are timings: only their presence is
+/// checked here; `slimscope bench` is where they are compared).
+#[test]
+fn sweep_speed_serves_each_points_export() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = common::mnist_spec(dir.path());
+    let arch = dir.path().join("cnn.toml");
+    std::fs::write(&arch, common::CNN_ARCH).expect("spec");
+    let out = dir.path().join("sweep.json");
+    let model = fixture("digit_cnn.pth");
+    let s = |p: &Path| p.to_str().expect("path").to_owned();
+    let (code, stdout, stderr) = slimscope(&[
+        "sweep",
+        &s(&model),
+        "--arch",
+        &s(&arch),
+        "--data",
+        &s(&data),
+        "--prune",
+        "structured",
+        "--sparsity",
+        "0.5",
+        "--bits",
+        "8",
+        "--speed",
+        "--speed-seconds",
+        "0.1",
+        "-o",
+        &s(&out),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("each artifact served alone"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("report")).expect("JSON");
+    let points = report["points"].as_array().expect("points");
+    let speeds = report["speed"]["points"].as_array().expect("speeds");
+    assert_eq!(points.len(), 2);
+    assert_eq!(speeds.len(), 2);
+    let original = report["speed"]["original"]["bytes_on_disk"]
+        .as_u64()
+        .expect("original");
+    for (i, (p, v)) in points.iter().zip(speeds).enumerate() {
+        let recipe = dir.path().join(format!("point{i}.toml"));
+        std::fs::write(&recipe, p["recipe"].as_str().expect("recipe")).expect("recipe");
+        let onnx = dir.path().join(format!("point{i}.onnx"));
+        let (code, _, stderr) = slimscope(&[
+            "apply",
+            &s(&model),
+            "--arch",
+            &s(&arch),
+            "--data",
+            &s(&data),
+            "--recipe",
+            &s(&recipe),
+            "-o",
+            &s(&onnx),
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        let size = std::fs::metadata(&onnx).expect("export").len();
+        assert_eq!(v["bytes_on_disk"], size, "point {i}: {v}");
+        let served = &v["served"];
+        assert!(
+            served["latency"]["p50_ms"]
+                .as_f64()
+                .is_some_and(|ms| ms > 0.0),
+            "{v}"
+        );
+        assert!(
+            served["throughput"]["per_second"]
+                .as_f64()
+                .is_some_and(|r| r > 0.0),
+            "{v}"
+        );
+    }
+    let structured = speeds[0]["bytes_on_disk"].as_u64().expect("size");
+    assert!(structured * 2 < original, "{structured} vs {original}");
+    assert!(
+        report["pareto_latency"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+    );
+}

@@ -75,14 +75,147 @@ impl Served {
 }
 
 /// One variant: its artifact and what serving it measured (or why it cannot be).
-#[derive(Debug, Serialize)]
-struct Variant {
-    artifact: String,
-    bytes_on_disk: u64,
+#[derive(Debug, Clone, Serialize)]
+pub struct Variant {
+    pub artifact: String,
+    pub bytes_on_disk: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    served: Option<Served>,
+    pub served: Option<Served>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    unavailable: Option<String>,
+    pub unavailable: Option<String>,
+}
+
+impl Variant {
+    /// Latency p50 (ms) and throughput (samples/s) of a served classifier.
+    pub fn classifier_figures(&self) -> Option<(f64, f64)> {
+        match &self.served {
+            Some(Served::Classifier {
+                latency,
+                throughput,
+                ..
+            }) => Some((latency.p50_ms, throughput.per_second)),
+            _ => None,
+        }
+    }
+
+    /// Generation tokens/s of a served language model.
+    pub fn generation_speed(&self) -> Option<f64> {
+        match &self.served {
+            Some(Served::Language {
+                generation_tokens_per_second,
+                ..
+            }) => Some(*generation_tokens_per_second),
+            _ => None,
+        }
+    }
+}
+
+/// The speed of a sweep's artifacts: the original's and each point's, served one
+/// after another (the sweep's pool already gone), each in a fresh process.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepSpeed {
+    pub runtime: &'static str,
+    pub original: Variant,
+    /// One per point, in the points' order.
+    pub points: Vec<Variant>,
+}
+
+/// Measure the artifact `apply` would write for each of `recipes` (and the
+/// original's) as `bench` does: classifiers as `.onnx` on tract (`network` the
+/// graph or spec to export), language models as `.gguf` on candle. `progress(i, n)`
+/// is told before each artifact.
+pub fn sweep_speeds(
+    model: &Model,
+    network: Option<&crate::eval::Network>,
+    data: Option<&Path>,
+    recipes: &[(Recipe, String)],
+    seconds: f64,
+    mut progress: impl FnMut(usize, usize),
+) -> anyhow::Result<SweepSpeed> {
+    let lm = causal_lm::is_causal_lm(model);
+    let dir = tempfile::Builder::new()
+        .prefix("slimscope-sweep-speed.")
+        .tempdir()
+        .map_err(|e| crate::Error::io(std::env::temp_dir(), e))?;
+    let args = VariantArgs {
+        model: &model.path,
+        arch: None,
+        recipe: None,
+        data,
+        batch: 1000,
+        seconds,
+        prompt: 128,
+        generate: 32,
+        json: true,
+    };
+    let write = |applied: &[(usize, crate::compress::apply::AppliedTensor)],
+                 text: &str,
+                 out: &Path|
+     -> anyhow::Result<()> {
+        if lm {
+            crate::export::write_model(model, applied, text, out, true)?;
+        } else {
+            let network = network.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: --speed serves each point as an .onnx export, which needs the \
+                     network: give --data (or --arch)",
+                    model.path.display()
+                )
+            })?;
+            let metadata = crate::export::embedded(model, applied, text);
+            let settings = crate::export::OnnxSettings {
+                metadata: &metadata,
+                shrink: true,
+                ..Default::default()
+            };
+            crate::export::write_onnx(model, network, applied, &settings, out, true)?;
+        }
+        Ok(())
+    };
+    let extension = if lm { "gguf" } else { "onnx" };
+    let total = recipes.len() + 1;
+    progress(0, total);
+    let original = if lm || model.format == crate::model::Format::Onnx {
+        // An ONNX model's free dimensions are fixed from the data, as bench does.
+        let needs_data = !lm && OnnxGraph::load(model, &[]).is_err();
+        serve_in_child(
+            &model.path,
+            "the original as stored".into(),
+            needs_data,
+            &args,
+            lm,
+        )?
+    } else {
+        let out = dir.path().join("original.onnx");
+        write(&[], "", &out)?;
+        serve_in_child(
+            &out,
+            "the original's float .onnx export".into(),
+            false,
+            &args,
+            lm,
+        )?
+    };
+    let mut points = Vec::with_capacity(recipes.len());
+    for (i, (recipe, text)) in recipes.iter().enumerate() {
+        progress(i + 1, total);
+        let applied = apply_recipe(model, recipe)?;
+        let out = dir.path().join(format!("point.{extension}"));
+        write(&applied, text, &out)?;
+        points.push(serve_in_child(
+            &out,
+            format!("point {i}"),
+            false,
+            &args,
+            lm,
+        )?);
+        std::fs::remove_file(&out).map_err(|e| crate::Error::io(&out, e))?;
+    }
+    Ok(SweepSpeed {
+        runtime: runtime(lm),
+        original,
+        points,
+    })
 }
 
 /// The runtime's words for the table and the JSON.

@@ -4,7 +4,7 @@
 //! Ctrl-C stops the sweep and keeps the points already measured.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -25,6 +25,7 @@ use crate::sweep::{
     Point, PointResult, SWEEP_BATCH, SweepContext, SweepMethod, global_points, layer_sizes,
     parse_levels, per_layer_points, sweepable_layers,
 };
+use crate::units::human_bytes;
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {
@@ -63,6 +64,14 @@ pub struct SweepArgs {
     /// best. Needs --per-layer (the sensitivities).
     #[arg(long, requires = "per_layer")]
     pub allocate: Option<f64>,
+    /// Also measure each point's speed: the artifact `apply` would write (.onnx on
+    /// tract for classifiers, .gguf on candle for llamas), served after the sweep,
+    /// one at a time, each in a fresh process (latency, throughput, peak memory).
+    #[arg(long)]
+    pub speed: bool,
+    /// Seconds of timing per artifact with --speed.
+    #[arg(long, default_value_t = 0.5, requires = "speed")]
+    pub speed_seconds: f64,
     /// Write every point (with its recipe) to this file: .json or .csv.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
@@ -198,8 +207,14 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         done.extend(more);
         cancelled = stopped;
     }
+    // Timings run on a quiet machine: the sweep's pool is gone by now.
     drop(pool);
-    let report = Report::new(
+    let speed = if args.speed && !cancelled {
+        Some(measure_speeds(args, &model, accuracy.as_deref(), &done)?)
+    } else {
+        None
+    };
+    let mut report = Report::new(
         args.model.display().to_string(),
         args.data.as_ref().map(|d| d.display().to_string()),
         baseline,
@@ -207,6 +222,9 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         &done,
         ranking,
     );
+    if let Some(speed) = speed {
+        report = report.with_speed(speed);
+    }
     if let Some(out) = &args.output {
         let text = if out.extension().is_some_and(|e| e == "csv") {
             report.to_csv()
@@ -227,6 +245,49 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         std::process::exit(130);
     }
     Ok(())
+}
+
+/// Each point's artifact served for its speed (see `SweepArgs::speed`).
+fn measure_speeds(
+    args: &SweepArgs,
+    model: &Model,
+    accuracy: Option<&Evaluator>,
+    done: &[PointResult],
+) -> anyhow::Result<crate::bench::variants::SweepSpeed> {
+    if !(args.speed_seconds > 0.0 && args.speed_seconds <= 600.0) {
+        anyhow::bail!(
+            "--speed-seconds: {} is outside (0, 600]",
+            args.speed_seconds
+        );
+    }
+    let own;
+    let network = match accuracy {
+        Some(e) => Some(e.network()),
+        None if crate::eval::causal_lm::is_causal_lm(model) => None,
+        None => {
+            own = crate::export::export_network(model, args.arch.as_deref(), None)?;
+            Some(&own)
+        }
+    };
+    let origin = Path::new("(sweep point)");
+    let recipes = done
+        .iter()
+        .map(|r| Ok((r.point.config.to_recipe(origin)?, r.point.recipe.clone())))
+        .collect::<crate::Result<Vec<_>>>()?;
+    let mut last = std::time::Instant::now();
+    crate::bench::variants::sweep_speeds(
+        model,
+        network,
+        args.data.as_deref(),
+        &recipes,
+        args.speed_seconds,
+        |i, n| {
+            if last.elapsed().as_secs_f64() > 5.0 || i == 0 {
+                eprintln!("speed: artifact {} of {n}", i + 1);
+                last = std::time::Instant::now();
+            }
+        },
+    )
 }
 
 /// What a batch of points runs with; Ctrl-C (`interrupted`) cancels it.
@@ -320,6 +381,60 @@ fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
     print_heatmap(&mut out, report, quality_name, measured)?;
     if allocated {
         print_allocations(&mut out, report, measured)?;
+    }
+    print_speed(&mut out, report, quality_name)?;
+    Ok(())
+}
+
+/// The measured speed of each point's artifact beside its quality (`--speed`).
+fn print_speed(out: &mut impl Write, report: &Report, quality_name: &str) -> anyhow::Result<()> {
+    let Some(speed) = &report.speed else {
+        return Ok(());
+    };
+    writeln!(
+        out,
+        "\nspeed ({}, each artifact served alone by a fresh process; * latency/quality Pareto):",
+        speed.runtime
+    )?;
+    let figures = |v: &crate::bench::variants::Variant| -> String {
+        match (v.classifier_figures(), v.generation_speed(), &v.unavailable) {
+            (Some((ms, per_s)), _, _) => format!("{ms:>8.3} ms {per_s:>10.0}/s"),
+            (_, Some(tok), _) => format!("{tok:>8.1} generated tok/s"),
+            (_, _, Some(why)) => crate::text::printable(why).into_owned(),
+            _ => "–".into(),
+        }
+    };
+    let base = speed.original.classifier_figures().map(|f| f.0);
+    writeln!(
+        out,
+        "{:<26} {:>7} {:>10} {:>22} {:>9}  {quality_name}",
+        "curve", "level", "on disk", "p50 latency, samples/s", "vs orig."
+    )?;
+    writeln!(
+        out,
+        "{:<26} {:>7} {:>10} {}",
+        "original",
+        "",
+        human_bytes(speed.original.bytes_on_disk),
+        figures(&speed.original)
+    )?;
+    let front = report.pareto_latency.clone().unwrap_or_default();
+    for (i, (r, v)) in report.points.iter().zip(&speed.points).enumerate() {
+        let ratio = match (base, v.classifier_figures()) {
+            (Some(b), Some((ms, _))) if b > 0.0 => format!("{:.2}×", ms / b),
+            _ => String::new(),
+        };
+        writeln!(
+            out,
+            "{:<26} {:>7.2} {:>10} {} {:>9}  {:.4}{}",
+            crate::text::printable(&r.point.curve),
+            r.point.level,
+            human_bytes(v.bytes_on_disk),
+            figures(v),
+            ratio,
+            crate::sweep::analysis::quality(r),
+            if front.contains(&i) { " *" } else { "" }
+        )?;
     }
     Ok(())
 }

@@ -38,6 +38,36 @@ pub fn pareto_front(results: &[PointResult]) -> Vec<usize> {
     front
 }
 
+/// Indices of the results no other result beats on both latency (`latency[i]`, ms;
+/// `None` where it was not measured, left out) and quality, fastest first.
+pub fn latency_front(results: &[PointResult], latency: &[Option<f64>]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..results.len())
+        .filter(|&i| {
+            latency
+                .get(i)
+                .copied()
+                .flatten()
+                .is_some_and(f64::is_finite)
+        })
+        .collect();
+    let ms = |i: usize| latency[i].unwrap_or(f64::INFINITY);
+    order.sort_by(|&a, &b| {
+        ms(a)
+            .total_cmp(&ms(b))
+            .then(quality(&results[b]).total_cmp(&quality(&results[a])))
+    });
+    let mut front = Vec::new();
+    let mut best = f64::NEG_INFINITY;
+    for i in order {
+        let q = quality(&results[i]);
+        if q > best {
+            front.push(i);
+            best = q;
+        }
+    }
+    front
+}
+
 /// How much one layer's compression alone costs, level by level.
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerSensitivity {

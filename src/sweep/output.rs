@@ -5,7 +5,8 @@
 use serde::Serialize;
 
 use super::PointResult;
-use super::analysis::{LayerSensitivity, pareto_front};
+use super::analysis::{LayerSensitivity, latency_front, pareto_front};
+use crate::bench::variants::SweepSpeed;
 use crate::eval::Metrics;
 
 /// A whole sweep report.
@@ -25,6 +26,12 @@ pub struct Report<'a> {
     pub pareto: Vec<usize>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sensitivity: Vec<LayerSensitivity>,
+    /// Measured speed of each point's artifact (`sweep --speed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed: Option<SweepSpeed>,
+    /// Indices into `points` of the latency/quality Pareto front, fastest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pareto_latency: Option<Vec<usize>>,
 }
 
 impl<'a> Report<'a> {
@@ -49,7 +56,23 @@ impl<'a> Report<'a> {
             pareto: pareto_front(points),
             points,
             sensitivity,
+            speed: None,
+            pareto_latency: None,
         }
+    }
+
+    /// The report with each point's measured speed, and its latency Pareto front.
+    pub fn with_speed(mut self, speed: SweepSpeed) -> Self {
+        let latency: Vec<Option<f64>> = speed
+            .points
+            .iter()
+            .map(|v| v.classifier_figures().map(|(ms, _)| ms))
+            .collect();
+        if latency.iter().any(Option::is_some) {
+            self.pareto_latency = Some(latency_front(self.points, &latency));
+        }
+        self.speed = Some(speed);
+        self
     }
 
     pub fn to_json(&self) -> String {
@@ -60,8 +83,12 @@ impl<'a> Report<'a> {
     /// One row per point; the recipe is the last column (quoted, newlines kept).
     pub fn to_csv(&self) -> String {
         let mut out = String::from(
-            "curve,axis,level,layer,bytes,bits_per_weight,sparsity,weight_sqnr_db,weight_relative_error,top1,top5,loss,perplexity,kl_divergence,top1_agreement,pareto,recipe\n",
+            "curve,axis,level,layer,bytes,bits_per_weight,sparsity,weight_sqnr_db,weight_relative_error,top1,top5,loss,perplexity,kl_divergence,top1_agreement,pareto,",
         );
+        if self.speed.is_some() {
+            out += "bytes_on_disk,p50_ms,samples_per_second,generation_tokens_per_second,pareto_latency,";
+        }
+        out += "recipe\n";
         let front = &self.pareto;
         let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
         for (i, r) in self.points.iter().enumerate() {
@@ -87,9 +114,26 @@ impl<'a> Report<'a> {
                 opt(m.and_then(|m| m.language()).map(|l| l.kl_divergence)),
                 opt(m.and_then(|m| m.language()).map(|l| l.top1_agreement)),
                 front.contains(&i).to_string(),
-                quote(&r.point.recipe),
             ];
             out += &row.join(",");
+            out.push(',');
+            if let Some(speed) = &self.speed {
+                let v = speed.points.get(i);
+                let figures = v.and_then(|v| v.classifier_figures());
+                let fields = [
+                    v.map_or(String::new(), |v| v.bytes_on_disk.to_string()),
+                    opt(figures.map(|f| f.0)),
+                    opt(figures.map(|f| f.1)),
+                    opt(v.and_then(|v| v.generation_speed())),
+                    self.pareto_latency
+                        .as_ref()
+                        .is_some_and(|f| f.contains(&i))
+                        .to_string(),
+                ];
+                out += &fields.join(",");
+                out.push(',');
+            }
+            out += &quote(&r.point.recipe);
             out.push('\n');
         }
         out
