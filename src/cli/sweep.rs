@@ -253,7 +253,7 @@ fn measure_speeds(
     model: &Model,
     accuracy: Option<&Evaluator>,
     done: &[PointResult],
-) -> anyhow::Result<crate::bench::variants::SweepSpeed> {
+) -> anyhow::Result<crate::measure::speed::SweepSpeed> {
     if !(args.speed_seconds > 0.0 && args.speed_seconds <= 600.0) {
         anyhow::bail!(
             "--speed-seconds: {} is outside (0, 600]",
@@ -396,7 +396,7 @@ fn print_speed(out: &mut impl Write, report: &Report, quality_name: &str) -> any
         "\nspeed ({}, each artifact served alone by a fresh process; * latency/quality Pareto):",
         speed.runtime
     )?;
-    let figures = |v: &crate::bench::variants::Variant| -> String {
+    let figures = |v: &crate::measure::speed::Variant| -> String {
         match (v.classifier_figures(), v.generation_speed(), &v.unavailable) {
             (Some((ms, per_s)), _, _) => format!("{ms:>8.3} ms {per_s:>10.0}/s"),
             (_, Some(tok), _) => format!("{tok:>8.1} generated tok/s"),

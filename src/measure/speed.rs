@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::net::Runner;
@@ -204,6 +204,87 @@ pub fn classifier_speed(
 /// Energy counters (RAPL) where the machine exposes them.
 pub fn energy_available() -> bool {
     std::path::Path::new("/sys/class/powercap/intel-rapl:0/energy_uj").exists()
+}
+
+/// What serving one artifact measured (the JSON a `--serve` child prints).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Served {
+    Classifier {
+        latency: Latency,
+        throughput: Throughput,
+        peak_rss: Option<u64>,
+        others_cpu_share: Option<f64>,
+        noisy: bool,
+    },
+    Language {
+        prompt_tokens_per_second: f64,
+        generation_tokens_per_second: f64,
+        prompt_tokens: usize,
+        generated_tokens: usize,
+        peak_rss: Option<u64>,
+        others_cpu_share: Option<f64>,
+        noisy: bool,
+    },
+}
+
+impl Served {
+    pub fn peak_rss(&self) -> Option<u64> {
+        match self {
+            Served::Classifier { peak_rss, .. } | Served::Language { peak_rss, .. } => *peak_rss,
+        }
+    }
+    pub fn noisy(&self) -> bool {
+        match self {
+            Served::Classifier { noisy, .. } | Served::Language { noisy, .. } => *noisy,
+        }
+    }
+}
+
+/// One variant: its artifact and what serving it measured (or why it cannot be).
+#[derive(Debug, Clone, Serialize)]
+pub struct Variant {
+    pub artifact: String,
+    pub bytes_on_disk: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served: Option<Served>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+}
+
+impl Variant {
+    /// Latency p50 (ms) and throughput (samples/s) of a served classifier.
+    pub fn classifier_figures(&self) -> Option<(f64, f64)> {
+        match &self.served {
+            Some(Served::Classifier {
+                latency,
+                throughput,
+                ..
+            }) => Some((latency.p50_ms, throughput.per_second)),
+            _ => None,
+        }
+    }
+
+    /// Generation tokens/s of a served language model.
+    pub fn generation_speed(&self) -> Option<f64> {
+        match &self.served {
+            Some(Served::Language {
+                generation_tokens_per_second,
+                ..
+            }) => Some(*generation_tokens_per_second),
+            _ => None,
+        }
+    }
+}
+
+/// The speed of a sweep's artifacts: the original's and each point's, served one
+/// after another (the sweep's pool already gone), each in a fresh process.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepSpeed {
+    pub runtime: &'static str,
+    pub original: Variant,
+    /// One per point, in the points' order.
+    pub points: Vec<Variant>,
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use super::PointResult;
 use super::analysis::{LayerSensitivity, latency_front, pareto_front};
-use crate::bench::variants::SweepSpeed;
 use crate::eval::Metrics;
+use crate::measure::speed::SweepSpeed;
 
 /// A whole sweep report.
 #[derive(Debug, Serialize)]
