@@ -110,7 +110,9 @@ impl Packing<'_> {
 
     /// The scales and zero points (computed with the codes, when they were).
     fn params(&self) -> Result<IntCodes> {
-        match self.params.borrow().clone() {
+        // The borrow ends before `codes` takes the cell mutably.
+        let cached = self.params.borrow().clone();
+        match cached {
             Some(p) => Ok(p),
             None => self.codes(),
         }
@@ -242,13 +244,20 @@ fn packing<'a>(t: &'a AppliedTensor) -> std::result::Result<Packing<'a>, String>
             t.name, t.scheme
         ));
     };
-    let (Some(prefix), &[rows, cols]) = (t.name.strip_suffix("weight"), &t.shape[..]) else {
+    let (Some(module), &[rows, cols]) = (t.name.strip_suffix(".weight"), &t.shape[..]) else {
         return Err(format!(
             "`{}`: compressed-tensors packs 2-D `.weight` tensors (a linear layer's); \
              stored as f32 values",
             t.name
         ));
     };
+    if rows == 0 || cols == 0 {
+        return Err(format!(
+            "`{}`: an empty tensor; stored as f32 values",
+            t.name
+        ));
+    }
+    let prefix = format!("{module}.");
     let (rows, cols) = (rows as usize, cols as usize);
     let strategy = match grid.scales.len() {
         1 => Strategy::Tensor,
@@ -268,7 +277,7 @@ fn packing<'a>(t: &'a AppliedTensor) -> std::result::Result<Packing<'a>, String>
         ));
     }
     Ok(Packing {
-        prefix: prefix.to_owned(),
+        prefix,
         rows,
         cols,
         bits: grid.bits,

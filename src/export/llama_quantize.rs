@@ -88,6 +88,14 @@ impl LlamaQuantize {
                 }
             }
         }
+        // With only token_embd / output in block types, theirs is the base.
+        if counts.is_empty() {
+            for (_, _, d) in weights.iter().filter(|(n, _, _)| special(n)) {
+                if let DType::Quant(q) = d {
+                    counts.push((q.name(), 1));
+                }
+            }
+        }
         let (base, _) = counts
             .iter()
             .copied()

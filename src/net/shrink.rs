@@ -239,7 +239,8 @@ fn carry_between(
                 }
             }
             LayerSpec::Flatten => {
-                *plane = shapes.layer_inputs[m].iter().skip(1).product();
+                // A later flatten of what is already flat multiplies by 1.
+                *plane *= shapes.layer_inputs[m].iter().skip(1).product::<usize>();
                 let p = *plane;
                 *keep = keep
                     .take()
@@ -312,8 +313,9 @@ impl Removal {
         let plane: usize = path
             .iter()
             .zip(n + 1..next)
-            .find(|(l, _)| matches!(l, LayerSpec::Flatten))
-            .map_or(1, |(_, m)| shapes.layer_inputs[m].iter().skip(1).product());
+            .filter(|(l, _)| matches!(l, LayerSpec::Flatten))
+            .map(|(_, m)| shapes.layer_inputs[m].iter().skip(1).product::<usize>())
+            .product();
         let (w, dims) = weights.weight(consumer.weight)?;
         let (out_rows, cols) = (dims[0], dims[1]);
         let inner: usize = dims[2..].iter().product();
@@ -396,7 +398,7 @@ impl Removal {
                 )
             })
             .collect();
-        if kept.is_empty() {
+        if kept.is_empty() && !self.dead.is_empty() {
             // Keep one output (zero weights: its constant flows as before).
             let first = if constants.is_empty() {
                 0
@@ -419,8 +421,21 @@ impl Removal {
         b: f32,
     ) -> Result<std::result::Result<f32, String>> {
         let mut c = b;
+        let mut flat = false;
         for layer in &spec.layers[self.n + 1..self.next] {
             c = match layer {
+                // Per feature after a flatten: no longer one constant per channel.
+                LayerSpec::Batchnorm { .. } if flat => {
+                    return Ok(Err(
+                        "a batch norm after the flatten scales its features apart".into(),
+                    ));
+                }
+                LayerSpec::Flatten => {
+                    flat = true;
+                    c
+                }
+                // A softmax mixes every channel, a constant zero's exp(0) included.
+                LayerSpec::Softmax => return Ok(Err("a softmax mixes it with the others".into())),
                 LayerSpec::Batchnorm {
                     weight,
                     bias,
@@ -488,6 +503,33 @@ mod tests {
         assert_eq!(s.weights["b.b"], (vec![7.0], vec![1]));
         assert_eq!(s.folded, vec!["b.b".to_owned()]);
         assert_eq!(s.kept["b.w"], (vec![0], vec![2]));
+    }
+
+    /// A softmax between keeps even a zero output: its exp(0) is in every other
+    /// output's denominator.
+    #[test]
+    fn a_softmax_on_the_way_keeps_zero_outputs() {
+        let spec = ArchSpec {
+            version: 1,
+            input: vec![2],
+            layers: vec![
+                linear("a.w", "a.b"),
+                LayerSpec::Softmax,
+                linear("b.w", "b.b"),
+            ],
+        };
+        let mut weights = Weights::new();
+        weights.insert("a.w".into(), (vec![1.0, 2.0, 0.0, 0.0], vec![2, 2]));
+        weights.insert("a.b".into(), (vec![0.0, 0.0], vec![2]));
+        weights.insert("b.w".into(), (vec![1.0, 1.0], vec![1, 2]));
+        weights.insert("b.b".into(), (vec![0.0], vec![1]));
+        let s = shrink(&spec, &weights).expect("shrink");
+        assert!(s.removed.is_empty());
+        assert!(
+            s.notes.iter().any(|n| n.contains("softmax")),
+            "{:?}",
+            s.notes
+        );
     }
 
     /// A padded convolution after a zero filter whose constant is not zero keeps it.
