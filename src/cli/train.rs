@@ -365,17 +365,10 @@ fn start_weights(spec: &ArchSpec, init: Option<&Path>, seed: u64) -> anyhow::Res
         return Ok(initialise(spec, seed)?);
     };
     let model = Model::open(path)?;
-    let source = ModelWeights::new(&model, &[]);
-    let mut weights = Weights::new();
-    for layer in &spec.layers {
-        for name in layer.tensors() {
-            weights.insert(
-                name.to_owned(),
-                crate::net::weights::WeightSource::weight(&source, name)?,
-            );
-        }
-    }
-    Ok(weights)
+    Ok(crate::net::weights::spec_weights(
+        spec,
+        &ModelWeights::new(&model, &[]),
+    )?)
 }
 
 fn print_contenders(out: &mut impl Write, data: &Path, rows: &[Contender]) -> anyhow::Result<()> {

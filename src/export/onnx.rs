@@ -20,7 +20,7 @@ use crate::model::Model;
 use crate::net::onnx::OnnxGraph;
 use crate::net::qdq::Activations;
 use crate::net::spec::ArchSpec;
-use crate::net::weights::{ModelWeights, WeightSource, Weights};
+use crate::net::weights::{ModelWeights, spec_weights};
 
 use super::{check_output, persist, temp_file_beside};
 
@@ -101,10 +101,6 @@ pub fn write_onnx(
                write a language model as .gguf and a sentence encoder as .safetensors"
             .into(),
     };
-    let original = network
-        .onnx_graph(model, &[])?
-        .ok_or_else(unsupported)?
-        .graph;
     let mut notes = Vec::new();
     let shrunk = match (network, settings.shrink) {
         (Network::Sequential(spec), true) => shrunk_graph(model, spec, applied, &mut notes)?,
@@ -127,6 +123,11 @@ pub fn write_onnx(
                     model.path.display()
                 ))
             })?;
+            // Calibrated on the original float model, as the evaluator does.
+            let original = network
+                .onnx_graph(model, &[])?
+                .ok_or_else(unsupported)?
+                .graph;
             crate::eval::check_input(original.input_shape(), data)?;
             Some(original.calibrate(&data.x, spec, |_, _| true)?)
         }
@@ -158,13 +159,7 @@ fn shrunk_graph(
     notes: &mut Vec<String>,
 ) -> Result<Option<BoundGraph<'static>>> {
     crate::net::check(model, spec, applied)?;
-    let source = ModelWeights::new(model, applied);
-    let mut weights = Weights::new();
-    for layer in &spec.layers {
-        for name in layer.tensors() {
-            weights.insert(name.to_owned(), source.weight(name)?);
-        }
-    }
+    let weights = spec_weights(spec, &ModelWeights::new(model, applied))?;
     let shrunk = crate::net::shrink::shrink(spec, &weights)?;
     if !shrunk.is_smaller() {
         return Ok(None);

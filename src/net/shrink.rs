@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::shapes;
 use super::spec::{ArchSpec, LayerSpec};
-use super::weights::{WeightSource, Weights};
+use super::weights::{Weights, held};
 use crate::error::{Error, Result};
 
 /// What [`shrink`] made of a network.
@@ -76,7 +76,7 @@ fn weighted(layer: &LayerSpec) -> Option<Weighted<'_>> {
 /// Anything else stays, with a note: a constant a padded convolution or a layer
 /// without bias would see, a GELU of a non-zero constant, a softmax on the way.
 pub fn shrink(spec: &ArchSpec, weights: &Weights) -> Result<Shrunk> {
-    let get = |name: &str| weights.weight(name);
+    let get = |name: &str| held(weights, name);
     let positions: Vec<usize> = (spec.layers.iter().enumerate())
         .filter(|(_, l)| weighted(l).is_some())
         .map(|(n, _)| n)
@@ -125,17 +125,18 @@ pub fn shrink(spec: &ArchSpec, weights: &Weights) -> Result<Shrunk> {
         )?;
 
         let (w, dims) = get(lw.weight)?;
+        let w = w.as_slice();
         let (rows, cols) = (dims[0], dims[1]);
         let inner: usize = dims[2..].iter().product();
         let row_len = cols * inner;
         let kept_in: Vec<usize> = keep.clone().unwrap_or_else(|| (0..cols).collect());
         // The bias with the removed inputs' constants folded in.
         let mut bias = match lw.bias {
-            Some(b) => Some(get(b)?.0),
+            Some(b) => Some(get(b)?.0.clone()),
             None => None,
         };
         let layout = (row_len, inner, plane);
-        if fold_constants(&w, layout, &constants, bias.as_mut(), lw.weight)? {
+        if fold_constants(w, layout, &constants, bias.as_mut(), lw.weight)? {
             out.folded.extend(lw.bias.map(str::to_owned));
         }
         let row_kept = |r: usize| -> bool {
@@ -155,7 +156,7 @@ pub fn shrink(spec: &ArchSpec, weights: &Weights) -> Result<Shrunk> {
                 let decision = Removal::decide(spec, weights, &shapes, n, next, rows)?;
                 let biases = bias.as_deref();
                 let (kept, notes) =
-                    decision.outputs(spec, weights, lw.weight, biases, row_kept, &mut constants)?;
+                    decision.outputs(spec, lw.weight, biases, row_kept, &mut constants)?;
                 out.notes.extend(notes);
                 kept
             }
@@ -229,10 +230,10 @@ fn carry_between(
                 ..
             } => {
                 for name in [weight, bias, mean, var] {
-                    let (v, _) = weights.weight(name)?;
+                    let (v, _) = held(weights, name)?;
                     let picked: Vec<f32> = match keep {
                         Some(kept) => kept.iter().map(|&c| v[c]).collect(),
-                        None => v,
+                        None => v.clone(),
                     };
                     let len = picked.len();
                     out.insert(name.clone(), (picked, vec![len]));
@@ -287,6 +288,9 @@ struct Removal {
     next: usize,
     /// Why no constant can reach the next layer exactly, if none can.
     blocked: Option<String>,
+    /// The (scale, shift) of each batch norm on the path, by layer index: computed
+    /// once, not per output.
+    affines: HashMap<usize, (Vec<f32>, Vec<f32>)>,
 }
 
 impl Removal {
@@ -308,6 +312,7 @@ impl Removal {
                 n,
                 next,
                 blocked: Some("a softmax mixes it with the others".into()),
+                affines: HashMap::new(),
             });
         }
         let plane: usize = path
@@ -316,7 +321,7 @@ impl Removal {
             .filter(|(l, _)| matches!(l, LayerSpec::Flatten))
             .map(|(_, m)| shapes.layer_inputs[m].iter().skip(1).product::<usize>())
             .product();
-        let (w, dims) = weights.weight(consumer.weight)?;
+        let (w, dims) = held(weights, consumer.weight)?;
         let (out_rows, cols) = (dims[0], dims[1]);
         let inner: usize = dims[2..].iter().product();
         let row_len = cols * inner;
@@ -344,11 +349,26 @@ impl Removal {
         } else {
             None
         };
+        let mut affines = HashMap::new();
+        for (m, layer) in path.iter().enumerate() {
+            if let LayerSpec::Batchnorm {
+                weight,
+                bias,
+                mean,
+                var,
+                eps,
+            } = layer
+            {
+                let affine = super::batchnorm_affine(weights, [weight, bias, mean, var], *eps)?;
+                affines.insert(n + 1 + m, affine);
+            }
+        }
         Ok(Removal {
             dead,
             n,
             next,
             blocked,
+            affines,
         })
     }
 
@@ -359,7 +379,6 @@ impl Removal {
     fn outputs(
         &self,
         spec: &ArchSpec,
-        weights: &Weights,
         weight: &str,
         biases: Option<&[f32]>,
         row_kept: impl Fn(usize) -> bool,
@@ -376,7 +395,7 @@ impl Removal {
                 continue;
             }
             let b = biases.map_or(0.0, |b| b[r]);
-            match self.constant(spec, weights, r, b)? {
+            match self.constant(spec, r, b)? {
                 Ok(c) => constants.push((r, c)),
                 Err(why) => {
                     match stayed.iter_mut().find(|(w, _)| *w == why) {
@@ -416,13 +435,18 @@ impl Removal {
     fn constant(
         &self,
         spec: &ArchSpec,
-        weights: &Weights,
         r: usize,
         b: f32,
     ) -> Result<std::result::Result<f32, String>> {
         let mut c = b;
         let mut flat = false;
-        for layer in &spec.layers[self.n + 1..self.next] {
+        for (m, layer) in spec
+            .layers
+            .iter()
+            .enumerate()
+            .take(self.next)
+            .skip(self.n + 1)
+        {
             c = match layer {
                 // Per feature after a flatten: no longer one constant per channel.
                 LayerSpec::Batchnorm { .. } if flat => {
@@ -436,15 +460,8 @@ impl Removal {
                 }
                 // A softmax mixes every channel, a constant zero's exp(0) included.
                 LayerSpec::Softmax => return Ok(Err("a softmax mixes it with the others".into())),
-                LayerSpec::Batchnorm {
-                    weight,
-                    bias,
-                    mean,
-                    var,
-                    eps,
-                } => {
-                    let (scale, shift) =
-                        super::batchnorm_affine(weights, [weight, bias, mean, var], *eps)?;
+                LayerSpec::Batchnorm { .. } => {
+                    let (scale, shift) = &self.affines[&m];
                     c * scale[r] + shift[r]
                 }
                 LayerSpec::Relu => c.max(0.0),

@@ -34,6 +34,26 @@ impl WeightSource for Weights {
     }
 }
 
+/// Every tensor `spec`'s layers read, from `source`, held in memory (to shrink or
+/// train them).
+pub fn spec_weights(
+    spec: &crate::net::spec::ArchSpec,
+    source: &dyn WeightSource,
+) -> Result<Weights> {
+    let mut weights = Weights::new();
+    for layer in &spec.layers {
+        for name in layer.tensors() {
+            weights.insert(name.to_owned(), source.weight(name)?);
+        }
+    }
+    Ok(weights)
+}
+
+/// Tensor `name` of `weights`, borrowed (a [`WeightSource`] gives copies).
+pub fn held<'a>(weights: &'a Weights, name: &str) -> Result<&'a (Vec<f32>, Vec<usize>)> {
+    weights.get(name).ok_or_else(|| no_tensor(name))
+}
+
 fn no_tensor(name: &str) -> Error {
     Error::InvalidSetting(format!("no tensor named `{name}`"))
 }

@@ -26,16 +26,7 @@ pub fn pareto_front(results: &[PointResult]) -> Vec<usize> {
             .cmp(&results[b].bytes)
             .then(quality(&results[b]).total_cmp(&quality(&results[a])))
     });
-    let mut front = Vec::new();
-    let mut best = f64::NEG_INFINITY;
-    for i in order {
-        let q = quality(&results[i]);
-        if q > best {
-            front.push(i);
-            best = q;
-        }
-    }
-    front
+    front_of(results, order)
 }
 
 /// Indices of the results no other result beats on both latency (`latency[i]`, ms;
@@ -56,6 +47,12 @@ pub fn latency_front(results: &[PointResult], latency: &[Option<f64>]) -> Vec<us
             .total_cmp(&ms(b))
             .then(quality(&results[b]).total_cmp(&quality(&results[a])))
     });
+    front_of(results, order)
+}
+
+/// The Pareto front of `order` (cheapest first, among equal costs the best first):
+/// each result better than every cheaper one.
+fn front_of(results: &[PointResult], order: Vec<usize>) -> Vec<usize> {
     let mut front = Vec::new();
     let mut best = f64::NEG_INFINITY;
     for i in order {

@@ -264,16 +264,7 @@ fn shrunk_student(
     };
     let recipe = config.to_recipe(Path::new(SETTINGS_ORIGIN))?;
     let applied = crate::compress::apply::apply_recipe(model, &recipe)?;
-    let source = ModelWeights::new(model, &applied);
-    let mut weights = Weights::new();
-    for layer in &spec.layers {
-        for name in layer.tensors() {
-            weights.insert(
-                name.to_owned(),
-                crate::net::weights::WeightSource::weight(&source, name)?,
-            );
-        }
-    }
+    let weights = crate::net::weights::spec_weights(spec, &ModelWeights::new(model, &applied))?;
     let shrunk = crate::net::shrink::shrink(spec, &weights)?;
     Ok((shrunk.spec, shrunk.weights))
 }
