@@ -1319,3 +1319,72 @@ fn an_onnx_export_from_the_app_is_the_shrunk_masked_model() {
     );
     assert!(after * 2 < before, "{after} of {before} parameters");
 }
+
+/// W8A8 static, set with the app's own controls: the app measures it on the samples
+/// calibration leaves out (the original too, on the same samples), and its `.onnx`
+/// export is a QDQ model onnxruntime scores within three images of the app's figure
+/// on those samples.
+#[test]
+fn activations_set_in_the_app_are_measured_where_onnxruntime_runs_them() {
+    let mut h = harness();
+    open_demo(&mut h);
+    h.state_mut().document_mut().expect("a model").config = slimscope::compress::config::Config {
+        format: slimscope::compress::config::Format::Int {
+            bits: 8,
+            granularity: slimscope::compress::config::IntGranularity::Channel,
+            mse_clip: false,
+        },
+        ..Default::default()
+    };
+    h.run_steps(2);
+    // The activation picker, as a user clicks it.
+    h.get_by_value("float (not quantized)").click();
+    h.run_steps(2);
+    h.get_by_label("uint8 static").click();
+    h.run_steps(2);
+    let activations = h.state().config().activations.clone().expect("set");
+    assert_eq!(activations.calibration_samples(), 256);
+    step_until(&mut h, "the W8A8 evaluation", |a| {
+        a.evaluation_is_current() && a.evaluation().is_some_and(|e| e.accuracy.is_some())
+    });
+    let e = h.state().evaluation().expect("evaluation").clone();
+    let (_, m) = e.accuracy.expect("accuracy");
+    let (kept, original) = e.kept_apart.expect("calibration kept apart");
+    assert_eq!(kept, 256);
+    assert_eq!((m.samples, original.samples), (4744, 4744));
+    h.get_by_label_contains("256 samples kept apart · the original on the other 4,744");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("demo.w8a8.onnx");
+    h.state_mut()
+        .apply(slimscope::app::Command::Export(out.clone()));
+    step_until(&mut h, "the export", |a| !a.is_exporting());
+    assert!(h.state().error().is_none(), "{:?}", h.state().error());
+    let recipe = std::fs::read_to_string(dir.path().join("demo.w8a8.recipe.toml")).expect("recipe");
+    assert!(
+        recipe.contains("[activations]\nmode = \"static\""),
+        "{recipe}"
+    );
+    let ort = common::reference_script(
+        "run_onnx.py",
+        &[
+            out.to_str().expect("path"),
+            fixture("mnist_5k.csv.gz").to_str().expect("path"),
+            "256",
+        ],
+    );
+    assert_eq!(ort["samples"], 4744, "{ort}");
+    assert!(ort["ops"]["QuantizeLinear"].as_u64() > Some(0), "{ort}");
+    let theirs = ort["correct"].as_u64().expect("correct") as usize;
+    let ours = (m.top1 * m.samples as f64).round() as usize;
+    assert!(
+        theirs.abs_diff(ours) <= 3,
+        "onnxruntime {theirs} vs the app {ours}"
+    );
+    // A format no runtime reads activations from is refused, not silently dropped.
+    h.state_mut().apply(slimscope::app::Command::Export(
+        dir.path().join("demo.safetensors"),
+    ));
+    step_until(&mut h, "the refused export", |a| !a.is_exporting());
+    let error = h.state().error().expect("refused").to_owned();
+    assert!(error.contains("only an .onnx export carries"), "{error}");
+}

@@ -13,6 +13,7 @@ use super::accuracy::Attached;
 use super::background::{drain, take_end};
 use super::history::History;
 use super::panels::compare::Compare;
+use super::panels::compress::ActivationSupport;
 use super::panels::layers::TableState;
 use super::{LoadedModel, TENSOR_CACHE_BYTES};
 use crate::compress::apply::TensorCache;
@@ -108,6 +109,31 @@ impl Document {
             histogram_job: None,
             tensor_cache: Arc::new(TensorCache::new(TENSOR_CACHE_BYTES)),
             compare: Compare::default(),
+        }
+    }
+
+    /// What the open model's activations can be set to: quantized on the network
+    /// that measures it (a sequential spec or an ONNX graph), or why not.
+    pub fn activation_support(&self) -> ActivationSupport {
+        use crate::eval::Network;
+        let model = &self.loaded.model;
+        match self.attached.as_ref().map(|a| a.evaluator.network()) {
+            Some(Network::Sequential(_) | Network::Onnx(_)) => ActivationSupport::Simulated {
+                samples: self.attached.as_ref().map(|a| a.evaluator.data().len()),
+            },
+            Some(Network::CausalLm(_)) => ActivationSupport::Llama,
+            _ if crate::eval::causal_lm::is_causal_lm(model) => ActivationSupport::Llama,
+            Some(Network::SentenceEncoder(_)) => ActivationSupport::Not(
+                "Activation quantization is not simulated for BERT encoders yet: their \
+                 activations stay float here",
+            ),
+            None if model.format == crate::model::Format::Onnx => {
+                ActivationSupport::Simulated { samples: None }
+            }
+            None => ActivationSupport::Not(
+                "Attach data (and, for a state_dict, its architecture) first: activations \
+                 are quantized on the network that runs the model",
+            ),
         }
     }
 

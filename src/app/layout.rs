@@ -80,11 +80,13 @@ impl SlimApp {
                 egui::ScrollArea::vertical()
                     .id_salt("right")
                     .show(ui, |ui| {
+                        let activations = doc.activation_support();
                         ControlsPanel {
                             config: &mut doc.config,
                             selected: selected_name.as_deref(),
                             evaluation: doc.evaluation.as_deref(),
                             busy,
+                            activations,
                         }
                         .ui(ui, commands);
                         let can_pin =

@@ -232,6 +232,13 @@ impl SlimApp {
         self.background.export = Some(spawn_job("export", self.notifier(), move |_| {
             let format = crate::export::OutputFormat::of(&out)?;
             crate::export::check_output(&model, &out, true)?;
+            if format != crate::export::OutputFormat::Onnx && config.activations.is_some() {
+                return Err(crate::Error::InvalidSetting(format!(
+                    "{}: the configuration quantizes activations, which only an .onnx export \
+                     carries: export as .onnx, or set the activations to float",
+                    out.display()
+                )));
+            }
             let sha = crate::checksum::sha256_file(&model.path)?;
             let text = config.recipe_text(Some((&file_name(&model.path), Some(&sha))));
             let recipe_path = out.with_extension("recipe.toml");
@@ -239,7 +246,15 @@ impl SlimApp {
             let applied = apply_recipe(&model, &recipe)?;
             let mut notes = Vec::new();
             if format == crate::export::OutputFormat::Onnx {
-                notes = export_onnx(&model, evaluator.as_deref(), &applied, &text, &out)?;
+                let activations = recipe.activations.as_ref();
+                notes = export_onnx(
+                    &model,
+                    evaluator.as_deref(),
+                    &applied,
+                    activations,
+                    &text,
+                    &out,
+                )?;
             } else {
                 crate::export::write_model(&model, &applied, &text, &out, true)?;
             }
@@ -503,11 +518,13 @@ pub fn run(model: Option<PathBuf>) -> anyhow::Result<()> {
 
 /// The app's `.onnx` export: the network the attached data resolved (else an ONNX
 /// model's own graph) as `slimscope apply -o X.onnx` writes it, structurally pruned
-/// outputs removed. Returns the export's notes.
+/// outputs removed, static activations calibrated on the samples the app's figures
+/// leave out. Returns the export's notes.
 fn export_onnx(
     model: &Model,
     evaluator: Option<&crate::eval::evaluator::Evaluator>,
     applied: &[(usize, crate::compress::apply::AppliedTensor)],
+    activations: Option<&crate::compress::activations::ActivationSpec>,
     recipe: &str,
     out: &Path,
 ) -> crate::Result<Vec<String>> {
@@ -520,10 +537,12 @@ fn export_onnx(
         }
     };
     let metadata = crate::export::embedded(model, applied, recipe);
+    let calibration = crate::export::calibration_set(activations, evaluator.map(|e| e.data()))?;
     let settings = crate::export::OnnxSettings {
+        activations,
+        calibration: calibration.as_ref(),
         metadata: &metadata,
         shrink: true,
-        ..Default::default()
     };
     Ok(crate::export::write_onnx(model, network, applied, &settings, out, true)?.notes)
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::activations::ActivationSpec;
 use super::recipe::{
     Bits, Fraction, GranularityName, NormName, PruneSpec, QuantSpec, Recipe, RecipeError, Rule,
     Scope, Source,
@@ -206,6 +207,9 @@ pub struct Config {
     pub format: Format,
     /// Per-tensor overrides, by tensor name.
     pub overrides: BTreeMap<String, Override>,
+    /// Quantization of the weighted layers' inputs (none: float activations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activations: Option<ActivationSpec>,
 }
 
 impl Config {
@@ -216,6 +220,7 @@ impl Config {
         global_scope: false,
         format: Format::Keep,
         overrides: BTreeMap::new(),
+        activations: None,
     };
 }
 
@@ -293,6 +298,9 @@ impl Config {
         if !self.overrides.is_empty() {
             words.push_str(&format!(" · {} per-tensor overrides", self.overrides.len()));
         }
+        if let Some(a) = &self.activations {
+            words.push_str(&format!(" · {}", a.describe()));
+        }
         words
     }
 
@@ -301,6 +309,7 @@ impl Config {
         let prunes = self.method == Method::TwoFour || self.sparsity_pct > 0.0;
         !prunes
             && self.format == Format::Keep
+            && self.activations.is_none()
             && self
                 .overrides
                 .values()
@@ -336,7 +345,7 @@ impl Config {
             version: super::recipe::VERSION,
             source: None,
             rules,
-            activations: None,
+            activations: self.activations.clone(),
             origin: origin.to_owned(),
         };
         recipe.check()?;
@@ -385,6 +394,13 @@ impl Config {
                 o.format.recipe()
             );
         }
+        if let Some(a) = &self.activations {
+            // A spec always serializes (plain enums and numbers).
+            text += &format!(
+                "\n[activations]\n{}",
+                toml::to_string(a).unwrap_or_default()
+            );
+        }
         text
     }
 }
@@ -413,6 +429,7 @@ mod tests {
                         global_scope: global,
                         format,
                         overrides: BTreeMap::new(),
+                        activations: None,
                     });
                 }
             }
@@ -446,6 +463,41 @@ mod tests {
                 },
             );
             configs.push(c);
+        }
+        use crate::compress::activations::{ActivationType, Mode, Observer};
+        for (mode, dtype, observer, percentile, calibration) in [
+            (Mode::Dynamic, None, None, None, None),
+            (Mode::Static, None, None, None, None),
+            (
+                Mode::Static,
+                Some(ActivationType::Int8),
+                Some(Observer::Percentile),
+                Some(99.99),
+                Some(64),
+            ),
+            (
+                Mode::Static,
+                Some(ActivationType::Uint8),
+                Some(Observer::Entropy),
+                None,
+                Some(512),
+            ),
+        ] {
+            configs.push(Config {
+                format: Format::Int {
+                    bits: 8,
+                    granularity: IntGranularity::Channel,
+                    mse_clip: false,
+                },
+                activations: Some(ActivationSpec {
+                    mode,
+                    dtype,
+                    observer,
+                    percentile,
+                    calibration,
+                }),
+                ..Config::default()
+            });
         }
         for c in &configs {
             let typed = c.to_recipe(origin).expect("typed");

@@ -55,7 +55,13 @@ pub struct Evaluator {
     calibration: Option<Arc<Dataset>>,
     /// Calibrated activation quantization by setting (its JSON).
     activations: Mutex<HashMap<String, Arc<Activations>>>,
+    /// Evaluators of the same network that keep samples apart, by how many (the
+    /// newest few; see [`Evaluator::keeping_apart`]).
+    kept_apart: Mutex<Vec<(usize, Arc<Evaluator>)>>,
 }
+
+/// Calibration splits an evaluator keeps at hand (each holds a copy of the data).
+const KEPT_APART: usize = 2;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -100,6 +106,7 @@ impl Evaluator {
             layer_inputs: Mutex::new(None),
             calibration: None,
             activations: Mutex::new(HashMap::new()),
+            kept_apart: Mutex::new(Vec::new()),
         }
     }
 
@@ -116,6 +123,29 @@ impl Evaluator {
             calibration: Some(Arc::new(apart)),
             ..Evaluator::new(network, Arc::new(rest))
         })
+    }
+
+    /// This evaluator's network on the same data with `calibration` samples kept
+    /// apart ([`Evaluator::with_calibration`]), made once and kept for the next
+    /// variant: what the app measures a static activation setting with, the
+    /// original as well, so every figure it compares covers the same samples.
+    pub fn keeping_apart(&self, calibration: usize) -> Result<Arc<Evaluator>> {
+        let mut kept = lock(&self.kept_apart);
+        if let Some(at) = kept.iter().position(|(n, _)| *n == calibration) {
+            let hit = kept.remove(at);
+            kept.push(hit.clone());
+            return Ok(hit.1);
+        }
+        let made = Arc::new(Evaluator::with_calibration(
+            self.network.clone(),
+            &self.data,
+            calibration,
+        )?);
+        if kept.len() == KEPT_APART {
+            kept.remove(0);
+        }
+        kept.push((calibration, made.clone()));
+        Ok(made)
     }
 
     /// The samples kept apart for calibration, if any.

@@ -70,6 +70,9 @@ pub struct Evaluation {
     /// Accuracy of the compressed model on the attached data set, if one is attached
     /// (with the attachment's version, so a newer data set triggers a new evaluation).
     pub accuracy: Option<(u64, Metrics)>,
+    /// Static activation quantization calibrates on samples kept apart: how many,
+    /// and the original's figures on the rest, which `accuracy` covers too.
+    pub kept_apart: Option<(usize, Metrics)>,
 }
 
 fn overlay(values: &[f32], min: f64, max: f64, bins: usize, abs: bool) -> Overlay {
@@ -156,12 +159,28 @@ pub fn evaluate(
     cancelled: impl Fn() -> bool + Sync,
 ) -> Result<Evaluation> {
     let recipe = config.to_recipe(Path::new(SETTINGS_ORIGIN))?;
+    let calibration = recipe
+        .activations
+        .as_ref()
+        .map_or(0, |a| a.calibration_samples());
+    let split = match accuracy {
+        Some((_, e)) if calibration > 0 => Some(e.keeping_apart(calibration)?),
+        _ => None,
+    };
+    let evaluator = split.as_deref().or(accuracy.map(|(_, e)| e));
     let with = crate::measure::With {
         cache: Some(cache),
-        evaluator: accuracy.map(|(_, e)| e),
+        evaluator,
         batch: crate::eval::DEFAULT_BATCH,
     };
     let measured = crate::measure::measure(model, &recipe, with, &cancelled)?;
+    let kept_apart = match &split {
+        Some(e) => {
+            let original = e.measure(model, &[], with.batch, |_, _| !cancelled())?;
+            Some((calibration, original))
+        }
+        None => None,
+    };
     let results: Vec<(usize, TensorResult)> = measured
         .applied
         .par_iter()
@@ -188,5 +207,6 @@ pub fn evaluate(
         totals,
         nonzero_after,
         accuracy: accuracy.zip(measured.metrics).map(|((v, _), m)| (v, m)),
+        kept_apart,
     })
 }

@@ -66,6 +66,19 @@ impl super::Panel for AccuracyPanel<'_> {
                 ui.end_row();
                 original_row(ui, a);
                 ui.end_row();
+                if let Some((n, original)) = evaluation.and_then(|e| e.kept_apart) {
+                    ui.label("Calibration").on_hover_text(
+                        "Static activation quantization calibrates its scales on these samples; \
+                         every figure here leaves them out",
+                    );
+                    ui.label(format!(
+                        "{n} samples kept apart · the original on the other {}: top-1 {} · loss {:.4}",
+                        group_digits(original.samples as u64),
+                        percent(original.top1),
+                        original.loss
+                    ));
+                    ui.end_row();
+                }
                 compressed_row(ui, a, evaluation, evaluating);
                 ui.end_row();
             });
@@ -216,7 +229,11 @@ fn compressed_row(
             );
         }
         Some((m, TaskFigures::Classification)) => {
-            let delta = 100.0 * (m.top1 - a.baseline.top1);
+            // The original on the same samples: calibration samples are left out.
+            let original = evaluation
+                .and_then(|e| e.kept_apart)
+                .map_or(a.baseline, |(_, o)| o);
+            let delta = 100.0 * (m.top1 - original.top1);
             ui.label(format!(
                 "top-1 {} ({delta:+.2} pts) · loss {:.4}",
                 percent(m.top1),

@@ -6,6 +6,7 @@
 //! so what the app shows is what an exported recipe reproduces.
 
 use crate::app::{Command, group_digits, human_bytes};
+use crate::compress::activations::{ActivationSpec, ActivationType, Mode, Observer};
 use crate::compress::config::{Config, Format, IntGranularity, Method, Override};
 use crate::measure::evaluation::Evaluation;
 
@@ -91,12 +92,180 @@ fn format_picker(ui: &mut egui::Ui, id: &str, format: &mut Format) -> bool {
     *format != before
 }
 
+/// What the open model's activations can be set to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ActivationSupport {
+    /// Quantized where they are measured (the network as a QDQ graph on tract) and
+    /// in the `.onnx` export; `samples` in the attached data, if any.
+    Simulated { samples: Option<usize> },
+    /// A llama GGUF: ggml's CPU kernels already quantize activations themselves.
+    Llama,
+    /// Not simulated for this model, and why.
+    Not(&'static str),
+}
+
+/// Calibration sizes offered (a fixed list: typing a number would start a
+/// measurement per keystroke).
+const CALIBRATION_CHOICES: [usize; 5] = [64, 128, 256, 512, 1024];
+
+/// The activation settings offered, as (label, spec) with the calibration and
+/// observer left to their own pickers.
+fn activation_choices() -> [(&'static str, Option<ActivationSpec>); 4] {
+    let spec = |mode, dtype| ActivationSpec {
+        mode,
+        dtype,
+        observer: None,
+        percentile: None,
+        calibration: None,
+    };
+    [
+        ("float (not quantized)", None),
+        ("int8 dynamic", Some(spec(Mode::Dynamic, None))),
+        (
+            "uint8 static",
+            Some(spec(Mode::Static, Some(ActivationType::Uint8))),
+        ),
+        (
+            "int8 static",
+            Some(spec(Mode::Static, Some(ActivationType::Int8))),
+        ),
+    ]
+}
+
+/// Which of [`activation_choices`] `a` is.
+fn activation_choice(a: Option<&ActivationSpec>) -> usize {
+    match a {
+        None => 0,
+        Some(a) if a.mode == Mode::Dynamic => 1,
+        Some(a) if a.dtype() == ActivationType::Uint8 => 2,
+        Some(_) => 3,
+    }
+}
+
+fn observer_label(o: Observer) -> &'static str {
+    match o {
+        Observer::Minmax => "min/max",
+        Observer::Percentile => "percentile 99.999",
+        Observer::Entropy => "entropy (KL)",
+    }
+}
+
+/// The activation controls: the setting, then for static ones the observer and the
+/// calibration samples (kept apart from every figure the app shows).
+fn activations_ui(ui: &mut egui::Ui, config: &mut Config, support: ActivationSupport) {
+    let samples = match support {
+        ActivationSupport::Simulated { samples } => samples,
+        ActivationSupport::Llama => {
+            ui.label("8-bit inside ggml's kernels").on_hover_text(
+                "A llama GGUF runs on ggml's CPU kernels, which quantize each activation row \
+                 to 8 bits (Q8_K / Q8_0) inside the quantized dot products: the figures are \
+                 measured that way already, and nothing is simulated on top",
+            );
+            return;
+        }
+        ActivationSupport::Not(why) => {
+            ui.label("float").on_hover_text(why);
+            return;
+        }
+    };
+    let chosen = activation_choice(config.activations.as_ref());
+    let choices = activation_choices();
+    ui.vertical(|ui| {
+        egui::ComboBox::from_id_salt("activations")
+            .selected_text(choices[chosen].0)
+            .show_ui(ui, |ui| {
+                for (i, (label, spec)) in choices.iter().enumerate() {
+                    if ui.selectable_label(i == chosen, *label).clicked() && i != chosen {
+                        // Keep the observer and calibration across uint8/int8.
+                        let mut spec = spec.clone();
+                        if let (Some(new), Some(old)) = (&mut spec, &config.activations)
+                            && new.mode == Mode::Static
+                            && old.mode == Mode::Static
+                        {
+                            new.observer = old.observer;
+                            new.calibration = old.calibration;
+                        }
+                        config.activations = spec;
+                    }
+                }
+            })
+            .response
+            .on_hover_text(
+                "Quantize the input of every weighted layer too, as onnxruntime does: \
+                 dynamic computes a uint8 range per sample at run time; static calibrates \
+                 one scale per tensor on samples kept apart from the evaluation",
+            );
+        let Some(spec) = config
+            .activations
+            .as_mut()
+            .filter(|a| a.mode == Mode::Static)
+        else {
+            return;
+        };
+        ui.horizontal(|ui| {
+            let observer = spec.observer();
+            egui::ComboBox::from_id_salt("activations-observer")
+                .selected_text(observer_label(observer))
+                .show_ui(ui, |ui| {
+                    for o in [Observer::Minmax, Observer::Percentile, Observer::Entropy] {
+                        if ui
+                            .selectable_label(o == observer, observer_label(o))
+                            .clicked()
+                            && o != observer
+                        {
+                            spec.observer = (o != Observer::Minmax).then_some(o);
+                        }
+                    }
+                })
+                .response
+                .on_hover_text(
+                    "How the calibration samples' values become a range: all of them, \
+                     99.999 % of them, or the range whose 8-bit histogram keeps closest in KL \
+                     divergence (TensorRT's), each computed as onnxruntime computes it",
+                );
+            let n = spec.calibration_samples();
+            egui::ComboBox::from_id_salt("activations-calibration")
+                .selected_text(format!("{n} samples"))
+                .show_ui(ui, |ui| {
+                    for c in CALIBRATION_CHOICES {
+                        if ui
+                            .selectable_label(c == n, format!("{c} samples"))
+                            .clicked()
+                            && c != n
+                        {
+                            spec.calibration =
+                                (c != ActivationSpec::DEFAULT_CALIBRATION).then_some(c);
+                        }
+                    }
+                })
+                .response
+                .on_hover_text(
+                    "Samples of the attached data the scales are calibrated on; they are left \
+                     out of every figure shown while this is set, the original's included",
+                );
+        });
+        match samples {
+            Some(total) if spec.calibration_samples() >= total => {
+                ui.colored_label(
+                    ui.visuals().warn_fg_color,
+                    format!("The data holds {total} samples: pick fewer to calibrate on"),
+                );
+            }
+            Some(_) => {}
+            None => {
+                ui.label("Attach data to calibrate and measure");
+            }
+        }
+    });
+}
+
 /// The compression controls and the model-wide figures. Edits `config` in place.
 pub struct ControlsPanel<'a> {
     pub config: &'a mut Config,
     pub selected: Option<&'a str>,
     pub evaluation: Option<&'a Evaluation>,
     pub busy: bool,
+    pub activations: ActivationSupport,
 }
 
 impl super::Panel for ControlsPanel<'_> {
@@ -106,6 +275,7 @@ impl super::Panel for ControlsPanel<'_> {
             selected,
             evaluation,
             busy,
+            activations,
         } = self;
         ui.horizontal(|ui| {
             ui.heading("Compress");
@@ -163,6 +333,10 @@ impl super::Panel for ControlsPanel<'_> {
                 ui.vertical(|ui| {
                     format_picker(ui, "format", &mut config.format);
                 });
+                ui.end_row();
+                ui.label("Activations")
+                    .on_hover_text("Number format of the values flowing between layers");
+                activations_ui(ui, config, activations);
                 ui.end_row();
             });
         if let Some(name) = selected {
