@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -50,16 +50,61 @@ impl<T, P> JobEvent<T, P> {
     }
 }
 
-/// Shared flag a job polls to stop early.
+/// Shared flag a job polls to stop early. Asking it is also where a pool's job
+/// checks in between steps: while its pool is paused ([`Pool::pause`]) the question
+/// waits for the pause to end (or the job to be cancelled).
 #[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
+pub struct CancelToken {
+    cancelled: Arc<AtomicBool>,
+    gate: Option<Arc<Gate>>,
+}
 
 impl CancelToken {
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.cancelled.store(true, Ordering::Relaxed);
+        if let Some(gate) = &self.gate {
+            gate.opened.notify_all();
+        }
     }
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        if let Some(gate) = &self.gate {
+            gate.wait_open(&self.cancelled);
+        }
+        self.cancelled.load(Ordering::Relaxed)
+    }
+}
+
+/// How many pauses hold a pool's jobs, and the signal that the count fell to zero.
+#[derive(Debug, Default)]
+struct Gate {
+    pauses: Mutex<usize>,
+    opened: Condvar,
+}
+
+impl Gate {
+    /// Wait while any pause holds (or until `cancelled`).
+    fn wait_open(&self, cancelled: &AtomicBool) {
+        let mut pauses = self.pauses.lock().unwrap_or_else(|e| e.into_inner());
+        while *pauses > 0 && !cancelled.load(Ordering::Relaxed) {
+            // A timeout too: a cancel that raced the wait is seen within it.
+            pauses = self
+                .opened
+                .wait_timeout(pauses, Duration::from_millis(50))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// A pause of a pool's jobs ([`Pool::pause`]); they go on when it is dropped.
+#[derive(Debug)]
+pub struct Paused(Arc<Gate>);
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let mut pauses = self.0.pauses.lock().unwrap_or_else(|e| e.into_inner());
+        *pauses = pauses.saturating_sub(1);
+        self.0.opened.notify_all();
     }
 }
 
@@ -228,6 +273,8 @@ pub struct Pool {
     compute: Arc<rayon::ThreadPool>,
     running: Arc<AtomicUsize>,
     latest: Mutex<HashMap<String, CancelToken>>,
+    /// Holds the jobs at their next check-in while paused.
+    gate: Arc<Gate>,
 }
 
 /// Make the calling thread yield to normal-priority threads (nice +10). On Linux the
@@ -294,6 +341,7 @@ impl Pool {
             compute,
             running,
             latest: Mutex::new(HashMap::new()),
+            gate: Arc::default(),
         })
     }
 
@@ -305,6 +353,23 @@ impl Pool {
     /// Run `f` here, with its parallel work on the pool's compute threads.
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         self.compute.install(f)
+    }
+
+    /// A cancellation token for a job of this pool (it checks in at the gate).
+    fn token(&self) -> CancelToken {
+        CancelToken {
+            cancelled: Arc::default(),
+            gate: Some(self.gate.clone()),
+        }
+    }
+
+    /// Hold every job of this pool at its next check-in (each time it asks whether
+    /// it is cancelled, between steps) until the returned guard is dropped: a timing
+    /// taken for the user runs on a quiet machine. Queued jobs wait as well once
+    /// they start.
+    pub fn pause(&self) -> Paused {
+        *self.gate.pauses.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        Paused(self.gate.clone())
     }
 
     /// Jobs running now (not counting queued ones).
@@ -323,7 +388,7 @@ impl Pool {
         P: Send + 'static,
         F: FnOnce(&Progress<T, P>) -> Result<T> + Send + 'static,
     {
-        self.submit_with(notify, work, CancelToken::default())
+        self.submit_with(notify, work, self.token())
     }
 
     /// Queue `work` as the latest job of `kind`, cancelling the one before it (sliders:
@@ -339,7 +404,7 @@ impl Pool {
         P: Send + 'static,
         F: FnOnce(&Progress<T, P>) -> Result<T> + Send + 'static,
     {
-        let token = CancelToken::default();
+        let token = self.token();
         let older = self
             .latest
             .lock()
@@ -405,6 +470,58 @@ mod tests {
             }
         }
         out
+    }
+
+    /// A paused pool's job stops at its next check-in and goes on when the pause
+    /// ends; a cancel reaches it while paused.
+    #[test]
+    fn a_paused_pool_holds_its_jobs_between_steps() {
+        let pool = Pool::new(1, 1).expect("pool");
+        let steps = Arc::new(AtomicUsize::new(0));
+        let counted = steps.clone();
+        let h = pool.submit::<usize, (), _>(
+            || {},
+            move |p| {
+                for _ in 0..1000 {
+                    if p.is_cancelled() {
+                        return Err(Error::Cancelled);
+                    }
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Ok(counted.load(Ordering::SeqCst))
+            },
+        );
+        while steps.load(Ordering::SeqCst) < 3 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let paused = pool.pause();
+        std::thread::sleep(Duration::from_millis(20));
+        let held = steps.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            steps.load(Ordering::SeqCst) <= held + 1,
+            "it went on while paused"
+        );
+        drop(paused);
+        let resumed = Instant::now();
+        while steps.load(Ordering::SeqCst) < held + 5 {
+            assert!(
+                resumed.elapsed() < Duration::from_secs(10),
+                "it never resumed"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _again = pool.pause();
+        h.cancel();
+        let events = drain(&h);
+        assert!(
+            matches!(
+                events.last(),
+                Some(JobEvent::Failed(Error::Cancelled) | JobEvent::Cancelled)
+            ),
+            "{events:?}"
+        );
     }
 
     #[test]

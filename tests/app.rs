@@ -1388,3 +1388,107 @@ fn activations_set_in_the_app_are_measured_where_onnxruntime_runs_them() {
     let error = h.state().error().expect("refused").to_owned();
     assert!(error.contains("only an .onnx export carries"), "{error}");
 }
+
+/// Compare measures speed: the original's, a pin's and the current configuration's
+/// exports are each served by a fresh slimscope process; every figure lands in the
+/// table, the pin's file on disk is exactly the file File > Export writes for it,
+/// and the Pareto row agrees with the figures shown.
+#[test]
+fn compare_measures_the_exports_speed_beside_the_original() {
+    use slimscope::compress::config::{Config, Format, IntGranularity, Method};
+    let mut h = harness();
+    h.state_mut()
+        .set_serving_program(env!("CARGO_BIN_EXE_slimscope").into());
+    open_demo(&mut h);
+    let int8 = Format::Int {
+        bits: 8,
+        granularity: IntGranularity::Channel,
+        mse_clip: false,
+    };
+    let shrunk = Config {
+        method: Method::Structured,
+        sparsity_pct: 50.0,
+        format: int8,
+        ..Default::default()
+    };
+    let evaluated = |a: &SlimApp| {
+        a.evaluation_is_current() && a.evaluation().is_some_and(|e| e.accuracy.is_some())
+    };
+    h.state_mut().document_mut().expect("a model").config = shrunk.clone();
+    step_until(&mut h, "the shrunk evaluation", evaluated);
+    h.state_mut().apply(slimscope::app::Command::Pin);
+    h.state_mut().document_mut().expect("a model").config = Config {
+        format: int8,
+        ..Default::default()
+    };
+    step_until(&mut h, "the W8 evaluation", evaluated);
+    h.run_steps(2);
+    h.get_by_label("Measure speed").click();
+    h.run_steps(1);
+    assert!(h.state().is_measuring_speed());
+    let start = Instant::now();
+    while h.state().is_measuring_speed() {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "timed out measuring"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    h.run_steps(3);
+    assert!(h.state().error().is_none(), "{:?}", h.state().error());
+    let doc = h.state().document().expect("a model");
+    let speeds = &doc.speeds;
+    let original = speeds.original.clone().expect("the original");
+    let pin = speeds.of(&shrunk).expect("the pin").clone();
+    let (ms, rate) = pin.classifier_figures().expect("served");
+    assert!(ms > 0.0 && rate > 0.0, "{pin:?}");
+    assert!(pin.served.as_ref().and_then(|s| s.peak_rss()) > Some(0));
+    assert!(
+        pin.bytes_on_disk < original.bytes_on_disk / 2,
+        "{pin:?} vs {original:?}"
+    );
+    h.get_by_label_contains(&format!("{ms:.3} ms"));
+    h.get_by_label_contains("Original on tract");
+    // The Pareto row, recomputed by hand from the figures: the pin is dominated only
+    // if the original or the current configuration is at least as accurate, no
+    // larger and no slower (and better in one).
+    let quality = |e: &slimscope::measure::evaluation::Evaluation| e.accuracy.expect("acc").1.top1;
+    let current = doc.evaluation.clone().expect("current");
+    let current_speed = speeds.of(&current.config).expect("current speed").clone();
+    let pin_q = quality(&doc.compare.pinned[0].evaluation);
+    let others = [
+        (
+            "the original",
+            doc.attached.as_ref().expect("data").baseline.top1,
+            &original,
+        ),
+        ("current", quality(&current), &current_speed),
+    ];
+    let dominator = others.iter().find(|(_, q, v)| {
+        let (t, _) = v.classifier_figures().expect("served");
+        let no_worse = *q >= pin_q && v.bytes_on_disk <= pin.bytes_on_disk && t <= ms;
+        no_worse && (*q > pin_q || v.bytes_on_disk < pin.bytes_on_disk || t < ms)
+    });
+    let expected = dominator.map_or("on the front".to_owned(), |(name, ..)| {
+        format!("dominated by {name}")
+    });
+    assert!(
+        h.query_all_by_label(&expected).next().is_some(),
+        "no \"{expected}\" in the Pareto row"
+    );
+    // The pin's served file is the file File > Export writes for it.
+    h.state_mut()
+        .apply(slimscope::app::Command::UseConfig(shrunk.clone()));
+    step_until(&mut h, "the shrunk evaluation", evaluated);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("pin.onnx");
+    h.state_mut()
+        .apply(slimscope::app::Command::Export(out.clone()));
+    step_until(&mut h, "the export", |a| !a.is_exporting());
+    assert!(h.state().error().is_none(), "{:?}", h.state().error());
+    assert_eq!(
+        std::fs::metadata(&out).expect("export").len(),
+        pin.bytes_on_disk
+    );
+}

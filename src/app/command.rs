@@ -68,6 +68,8 @@ pub enum Command {
     Redo,
     /// Keep the current configuration and its figures for comparison.
     Pin,
+    /// Measure the speed of these configurations' exports beside the original's.
+    MeasureSpeed(Vec<crate::compress::config::Config>),
     /// Show or hide the frame times in the status bar.
     ToggleFrameTimes,
     /// Show or hide the keyboard shortcuts (F1).
@@ -158,6 +160,7 @@ impl SlimApp {
                 self.settings.show_frame_times = !self.settings.show_frame_times;
             }
             Command::Pin => self.pin(),
+            Command::MeasureSpeed(configs) => self.measure_speed(configs),
             Command::DismissHint => self.settings.hint_dismissed = true,
             Command::SetTheme(theme) => self.settings.theme = theme,
             Command::SaveRecovered(path) => match self.training.save_recovered(path) {

@@ -15,6 +15,7 @@ use super::history::History;
 use super::panels::compare::Compare;
 use super::panels::compress::ActivationSupport;
 use super::panels::layers::TableState;
+use super::speeds::Speeds;
 use super::{LoadedModel, TENSOR_CACHE_BYTES};
 use crate::compress::apply::TensorCache;
 use crate::compress::config::Config;
@@ -72,6 +73,8 @@ pub struct Document {
     pub tensor_cache: Arc<TensorCache>,
     /// Pinned configurations, compared side by side.
     pub compare: Compare,
+    /// The exports' measured speed, for the compare tab.
+    pub speeds: Speeds,
 }
 
 impl Document {
@@ -109,6 +112,7 @@ impl Document {
             histogram_job: None,
             tensor_cache: Arc::new(TensorCache::new(TENSOR_CACHE_BYTES)),
             compare: Compare::default(),
+            speeds: Speeds::default(),
         }
     }
 
@@ -279,7 +283,7 @@ impl Document {
     /// Take in what the document's jobs finished (never blocks); returns the error
     /// of one that failed.
     pub fn poll(&mut self) -> Option<String> {
-        let mut error = None;
+        let mut error = self.speeds.poll();
         if let Some(attaching) = &mut self.attaching
             && let Some(end) = drain(&attaching.job, &mut attaching.progress)
         {

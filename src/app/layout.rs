@@ -182,6 +182,8 @@ impl SlimApp {
             compare: &mut doc.compare,
             current: current.as_ref(),
             tensor_names: &names,
+            speeds: &doc.speeds,
+            original_quality: doc.attached.as_ref().map(|a| a.baseline.quality()),
         }
         .ui(ui, commands);
     }

@@ -23,6 +23,7 @@ pub mod panels;
 mod settings;
 mod shortcuts;
 mod snapshot;
+mod speeds;
 mod sweeps;
 mod window;
 
@@ -79,6 +80,9 @@ pub struct SlimApp {
     show_help: bool,
     /// CPU time of recent frames (eframe reports them).
     frame_times: FrameTimes,
+    /// The `slimscope` program that serves exports for speed measurements (this
+    /// one, unless a test names the binary).
+    serving_program: Option<PathBuf>,
 }
 
 /// Bytes of compressed tensors the app keeps for instant returns to a setting.
@@ -111,7 +115,42 @@ impl SlimApp {
             training: training::Training::default(),
             show_help: false,
             frame_times: FrameTimes::default(),
+            serving_program: crate::bench::variants::this_program().ok(),
         }
+    }
+
+    /// Serve exports for speed measurements with `program` (a `slimscope` binary).
+    pub fn set_serving_program(&mut self, program: PathBuf) {
+        self.serving_program = Some(program);
+    }
+
+    /// Whether exports' speed is being measured.
+    pub fn is_measuring_speed(&self) -> bool {
+        self.doc
+            .as_ref()
+            .is_some_and(|d| d.speeds.measuring().is_some())
+    }
+
+    /// Measure the speed of `configs`' exports (and the original's) in the runtime
+    /// that would serve them, each in a fresh process, the sweep pool paused.
+    fn measure_speed(&mut self, configs: Vec<Config>) {
+        let notify = self.notifier();
+        let Some(doc) = &mut self.doc else {
+            return;
+        };
+        let Some(program) = self.serving_program.clone() else {
+            self.error =
+                Some("Cannot find the slimscope program to serve the exports with.".into());
+            return;
+        };
+        let inputs = speeds::SpeedInputs {
+            model: doc.loaded.model.clone(),
+            evaluator: doc.attached.as_ref().map(|a| a.evaluator.clone()),
+            data_path: doc.attached.as_ref().map(|a| a.data_path.clone()),
+            program,
+            paused: self.curves.as_ref().map(|c| c.pool().pause()),
+        };
+        doc.speeds.start(configs, inputs, notify);
     }
 
     /// What persists across restarts.

@@ -37,16 +37,34 @@ pub struct VariantArgs<'a> {
     pub json: bool,
 }
 
+/// How [`serve_variants`] serves each artifact.
+pub struct Serving<'a> {
+    /// The `slimscope` program whose `bench --serve` serves each artifact in a
+    /// fresh process ([`this_program`] for the CLI).
+    pub program: &'a Path,
+    /// The graph or spec a classifier's `.onnx` export is written from.
+    pub network: Option<&'a crate::eval::Network>,
+    /// The data file: it fixes an ONNX model's free dimensions in the child.
+    pub data_path: Option<&'a Path>,
+    /// The data set, whose samples static activation quantization calibrates on
+    /// (the ones `eval` keeps apart).
+    pub data: Option<&'a crate::eval::data::Dataset>,
+    /// Seconds of timing per figure.
+    pub seconds: f64,
+}
+
+/// The program running now: what serves artifacts for the CLI.
+pub fn this_program() -> crate::Result<PathBuf> {
+    std::env::current_exe().map_err(|e| crate::Error::io(Path::new("slimscope"), e))
+}
+
 /// Measure the artifact `apply` would write for each of `recipes` (and the
-/// original's) as `bench` does: classifiers as `.onnx` on tract (`network` the
-/// graph or spec to export), language models as `.gguf` on candle. `progress(i, n)`
-/// is told before each artifact.
-pub fn sweep_speeds(
+/// original's) as `bench` does: classifiers as `.onnx` on tract, language models as
+/// `.gguf` on candle. `progress(i, n)` is told before each artifact.
+pub fn serve_variants(
     model: &Model,
-    network: Option<&crate::eval::Network>,
-    data: Option<&Path>,
+    serving: &Serving,
     recipes: &[(Recipe, String)],
-    seconds: f64,
     mut progress: impl FnMut(usize, usize),
 ) -> anyhow::Result<SweepSpeed> {
     let lm = causal_lm::is_causal_lm(model);
@@ -58,36 +76,50 @@ pub fn sweep_speeds(
         model: &model.path,
         arch: None,
         recipe: None,
-        data,
+        data: serving.data_path,
         batch: 1000,
-        seconds,
+        seconds: serving.seconds,
         prompt: 128,
         generate: 32,
         json: true,
     };
-    let write = |applied: &[(usize, crate::compress::apply::AppliedTensor)],
+    let write = |recipe: Option<&Recipe>,
+                 applied: &[(usize, crate::compress::apply::AppliedTensor)],
                  text: &str,
                  out: &Path|
      -> anyhow::Result<()> {
         if lm {
             crate::export::write_model(model, applied, text, out, true)?;
         } else {
-            let network = network.ok_or_else(|| {
+            let network = serving.network.ok_or_else(|| {
                 anyhow::anyhow!(
-                    "{}: --speed serves each point as an .onnx export, which needs the \
-                     network: give --data (or --arch)",
+                    "{}: each variant is served as an .onnx export, which needs the \
+                     network: attach data (or give --data or --arch)",
                     model.path.display()
                 )
             })?;
+            let activations = recipe.and_then(|r| r.activations.as_ref());
+            if activations.is_some_and(|a| a.calibration_samples() > 0) && serving.data.is_none() {
+                anyhow::bail!(
+                    "{}: static activation quantization calibrates on data: attach data \
+                     (or give --data)",
+                    model.path.display()
+                );
+            }
+            let calibration = crate::export::calibration_set(activations, serving.data)?;
             let metadata = crate::export::embedded(model, applied, text);
             let settings = crate::export::OnnxSettings {
+                activations,
+                calibration: calibration.as_ref(),
                 metadata: &metadata,
                 shrink: true,
-                ..Default::default()
             };
             crate::export::write_onnx(model, network, applied, &settings, out, true)?;
         }
         Ok(())
+    };
+    let serve = |artifact: &Path, label: String, needs_data: bool| {
+        serve_in_child(serving.program, artifact, label, needs_data, &args, lm)
     };
     let extension = if lm { "gguf" } else { "onnx" };
     let total = recipes.len() + 1;
@@ -95,37 +127,19 @@ pub fn sweep_speeds(
     let original = if lm || model.format == crate::model::Format::Onnx {
         // An ONNX model's free dimensions are fixed from the data, as bench does.
         let needs_data = !lm && OnnxGraph::load(model, &[]).is_err();
-        serve_in_child(
-            &model.path,
-            "the original as stored".into(),
-            needs_data,
-            &args,
-            lm,
-        )?
+        serve(&model.path, "the original as stored".into(), needs_data)?
     } else {
         let out = dir.path().join("original.onnx");
-        write(&[], "", &out)?;
-        serve_in_child(
-            &out,
-            "the original's float .onnx export".into(),
-            false,
-            &args,
-            lm,
-        )?
+        write(None, &[], "", &out)?;
+        serve(&out, "the original's float .onnx export".into(), false)?
     };
     let mut points = Vec::with_capacity(recipes.len());
     for (i, (recipe, text)) in recipes.iter().enumerate() {
         progress(i + 1, total);
         let applied = apply_recipe(model, recipe)?;
         let out = dir.path().join(format!("point.{extension}"));
-        write(&applied, text, &out)?;
-        points.push(serve_in_child(
-            &out,
-            format!("point {i}"),
-            false,
-            &args,
-            lm,
-        )?);
+        write(Some(recipe), &applied, text, &out)?;
+        points.push(serve(&out, format!("point {i}"), false)?);
         std::fs::remove_file(&out).map_err(|e| crate::Error::io(&out, e))?;
     }
     Ok(SweepSpeed {
@@ -194,14 +208,24 @@ pub fn run(args: &VariantArgs) -> anyhow::Result<()> {
     // model as stored); exports fix the sample shape, and loading a data set would
     // add its memory to the figure.
     let needs_data = !lm && original == model.path && OnnxGraph::load(&model, &[]).is_err();
-    let mut variants = vec![serve_in_child(&original, label, needs_data, args, lm)?];
+    let program = this_program()?;
+    let mut variants = vec![serve_in_child(
+        &program, &original, label, needs_data, args, lm,
+    )?];
     if let Some(c) = &compressed {
         let label = if lm {
             "its .gguf export (as apply writes it)"
         } else {
             "its .onnx QDQ export (as apply writes it)"
         };
-        variants.push(serve_in_child(c, label.to_owned(), false, args, lm)?);
+        variants.push(serve_in_child(
+            &program,
+            c,
+            label.to_owned(),
+            false,
+            args,
+            lm,
+        )?);
     }
     drop(dir);
     report(args, lm, &variants)
@@ -256,6 +280,7 @@ fn classifier_artifacts(
 /// Serve `artifact` in a fresh `slimscope bench --serve` process (with `--data` when
 /// `needs_data`); `label` is what the report calls it.
 fn serve_in_child(
+    program: &Path,
     artifact: &Path,
     label: String,
     needs_data: bool,
@@ -265,8 +290,7 @@ fn serve_in_child(
     let bytes_on_disk = std::fs::metadata(artifact)
         .map_err(|e| crate::Error::io(artifact, e))?
         .len();
-    let exe = std::env::current_exe().map_err(|e| crate::Error::io(Path::new("slimscope"), e))?;
-    let mut command = Command::new(exe);
+    let mut command = Command::new(program);
     command
         .arg("bench")
         .arg(artifact)

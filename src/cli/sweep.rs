@@ -275,19 +275,20 @@ fn measure_speeds(
         .map(|r| Ok((r.point.config.to_recipe(origin)?, r.point.recipe.clone())))
         .collect::<crate::Result<Vec<_>>>()?;
     let mut last = std::time::Instant::now();
-    crate::bench::variants::sweep_speeds(
-        model,
+    let program = crate::bench::variants::this_program()?;
+    let serving = crate::bench::variants::Serving {
+        program: &program,
         network,
-        args.data.as_deref(),
-        &recipes,
-        args.speed_seconds,
-        |i, n| {
-            if last.elapsed().as_secs_f64() > 5.0 || i == 0 {
-                eprintln!("speed: artifact {} of {n}", i + 1);
-                last = std::time::Instant::now();
-            }
-        },
-    )
+        data_path: args.data.as_deref(),
+        data: accuracy.map(|e| e.data()),
+        seconds: args.speed_seconds,
+    };
+    crate::bench::variants::serve_variants(model, &serving, &recipes, |i, n| {
+        if last.elapsed().as_secs_f64() > 5.0 || i == 0 {
+            eprintln!("speed: artifact {} of {n}", i + 1);
+            last = std::time::Instant::now();
+        }
+    })
 }
 
 /// What a batch of points runs with; Ctrl-C (`interrupted`) cancels it.

@@ -65,6 +65,22 @@ fn front_of(results: &[PointResult], order: Vec<usize>) -> Vec<usize> {
     front
 }
 
+/// For each of `points` (a quality to maximise, then costs to minimise, such as
+/// bytes on disk and latency), the first point that dominates it: as good in every
+/// figure and better in one; `None` for the Pareto front. Quadratic in the points:
+/// for the handful a user pins, not for sweeps.
+pub fn dominated_by<const N: usize>(points: &[(f64, [f64; N])]) -> Vec<Option<usize>> {
+    let dominates = |(qa, ca): &(f64, [f64; N]), (qb, cb): &(f64, [f64; N])| {
+        let no_worse = qa >= qb && ca.iter().zip(cb).all(|(a, b)| a <= b);
+        let better = qa > qb || ca.iter().zip(cb).any(|(a, b)| a < b);
+        no_worse && better
+    };
+    points
+        .iter()
+        .map(|p| points.iter().position(|other| dominates(other, p)))
+        .collect()
+}
+
 /// How much one layer's compression alone costs, level by level.
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerSensitivity {
@@ -413,4 +429,28 @@ pub fn curve<'a>(results: &'a [PointResult], curve: &str, axis: Axis) -> Vec<&'a
         .collect();
     points.sort_by(|a, b| a.point.level.total_cmp(&b.point.level));
     points
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dominated_by;
+
+    /// Hand-derived: (top-1, [MB, ms]). B is better than A in every figure; C is
+    /// smaller than B but less accurate (a trade-off, not dominated); D ties B in
+    /// everything (no better in any: not dominated by B, nor B by it); E is C made
+    /// slower.
+    #[test]
+    fn the_front_of_three_figures_by_hand() {
+        let points = [
+            (0.90, [2.0, 1.0]), // A
+            (0.95, [1.5, 0.8]), // B
+            (0.92, [0.5, 0.8]), // C
+            (0.95, [1.5, 0.8]), // D
+            (0.92, [0.5, 0.9]), // E
+        ];
+        assert_eq!(
+            dominated_by(&points),
+            vec![Some(1), None, None, None, Some(2)]
+        );
+    }
 }

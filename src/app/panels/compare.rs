@@ -1,11 +1,14 @@
 //! Pinned configurations, compared side by side: the whole-model figures (size,
-//! bits per weight, sparsity, weight SQNR, accuracy) and, tensor by tensor, what each
-//! does differently.
+//! bits per weight, sparsity, weight SQNR, accuracy), the measured speed of their
+//! exports with a quality × size × latency Pareto front, and, tensor by tensor, what
+//! each does differently.
 
 use std::sync::Arc;
 
+use crate::app::speeds::Speeds;
 use crate::app::{Command, group_digits, human_bytes};
 use crate::measure::evaluation::Evaluation;
+use crate::measure::speed::{Served, Variant};
 
 /// A configuration kept for comparison, with everything measured for it.
 #[derive(Clone)]
@@ -97,11 +100,145 @@ fn figures(e: &Evaluation) -> Vec<(&'static str, String, Option<f64>)> {
 /// The units of each figure's difference, in row order.
 const DIFF_UNITS: [&str; 6] = [" MB", " bits", " pts", " dB", " pts", ""];
 
+/// A speed figure: the row, its text, its value for the difference and its unit.
+type SpeedRow = (&'static str, String, Option<f64>, &'static str);
+
+/// The speed rows of one column: what serving its export measured, each figure
+/// compared with the original's (a slower variant says so plainly).
+fn speed_rows(v: Option<&Variant>, original: Option<&Variant>) -> Vec<SpeedRow> {
+    let Some(v) = v else {
+        return vec![("Speed", "– (not measured)".into(), None, "")];
+    };
+    let mut rows: Vec<SpeedRow> = vec![(
+        "On disk (served file)",
+        human_bytes(v.bytes_on_disk),
+        Some(v.bytes_on_disk as f64 / 1e6),
+        " MB",
+    )];
+    let noisy = if v.served.as_ref().is_some_and(Served::noisy) {
+        " (noisy: the CPU was busy)"
+    } else {
+        ""
+    };
+    let slower = |slower: bool| {
+        if slower {
+            " · slower than the original"
+        } else {
+            ""
+        }
+    };
+    match (&v.served, original.and_then(|o| o.served.as_ref())) {
+        (
+            Some(Served::Classifier {
+                latency,
+                throughput,
+                ..
+            }),
+            o,
+        ) => {
+            let (o_ms, o_rate) = match o {
+                Some(Served::Classifier {
+                    latency,
+                    throughput,
+                    ..
+                }) => (Some(latency.p50_ms), Some(throughput.per_second)),
+                _ => (None, None),
+            };
+            rows.push((
+                "Latency p50 · batch 1",
+                format!(
+                    "{:.3} ms (p99 {:.3}){}{noisy}",
+                    latency.p50_ms,
+                    latency.p99_ms,
+                    slower(o_ms.is_some_and(|o| latency.p50_ms > o))
+                ),
+                Some(latency.p50_ms),
+                " ms",
+            ));
+            rows.push((
+                "Throughput",
+                format!(
+                    "{:.0} samples/s at batch {}{}",
+                    throughput.per_second,
+                    throughput.batch,
+                    slower(o_rate.is_some_and(|o| throughput.per_second < o))
+                ),
+                Some(throughput.per_second),
+                "/s",
+            ));
+        }
+        (
+            Some(Served::Language {
+                prompt_tokens_per_second,
+                generation_tokens_per_second,
+                ..
+            }),
+            o,
+        ) => {
+            let (o_prompt, o_gen) = match o {
+                Some(Served::Language {
+                    prompt_tokens_per_second,
+                    generation_tokens_per_second,
+                    ..
+                }) => (
+                    Some(*prompt_tokens_per_second),
+                    Some(*generation_tokens_per_second),
+                ),
+                _ => (None, None),
+            };
+            rows.push((
+                "Prompt processing",
+                format!(
+                    "{prompt_tokens_per_second:.1} tokens/s{}{noisy}",
+                    slower(o_prompt.is_some_and(|o| *prompt_tokens_per_second < o))
+                ),
+                Some(*prompt_tokens_per_second),
+                " tok/s",
+            ));
+            rows.push((
+                "Generation",
+                format!(
+                    "{generation_tokens_per_second:.1} tokens/s{}{noisy}",
+                    slower(o_gen.is_some_and(|o| *generation_tokens_per_second < o))
+                ),
+                Some(*generation_tokens_per_second),
+                " tok/s",
+            ));
+        }
+        (None, _) => rows.push((
+            "Speed",
+            v.unavailable.clone().unwrap_or_else(|| "–".into()),
+            None,
+            "",
+        )),
+    }
+    if let Some(rss) = v.served.as_ref().and_then(Served::peak_rss) {
+        rows.push((
+            "Peak memory (serving)",
+            human_bytes(rss),
+            Some(rss as f64 / 1e6),
+            " MB",
+        ));
+    }
+    rows
+}
+
+/// The cost a Pareto front weighs against quality: latency at batch 1 for a
+/// classifier, time per generated token for a language model.
+fn time_cost(v: &Variant) -> Option<f64> {
+    v.classifier_figures()
+        .map(|(ms, _)| ms)
+        .or_else(|| v.generation_speed().map(|t| 1e3 / t.max(1e-9)))
+}
+
 /// The compare tab.
 pub struct ComparePanel<'a> {
     pub compare: &'a mut Compare,
     pub current: Option<&'a Arc<Evaluation>>,
     pub tensor_names: &'a [&'a str],
+    pub speeds: &'a Speeds,
+    /// The original's quality on the attached data, for the Pareto front.
+    pub original_quality: Option<f64>,
 }
 
 impl super::Panel for ComparePanel<'_> {
@@ -110,6 +247,8 @@ impl super::Panel for ComparePanel<'_> {
             compare,
             current,
             tensor_names,
+            speeds,
+            original_quality,
         } = self;
         if compare.pinned.is_empty() {
             ui.label(
@@ -183,7 +322,20 @@ impl super::Panel for ComparePanel<'_> {
                     };
                     ui.end_row();
                 }
+                let columns = Columns {
+                    a: &a,
+                    b: b.as_deref(),
+                    a_name: &names[compare.a],
+                    b_name: &b_name,
+                };
+                speed_grid_rows(
+                    ui,
+                    &columns,
+                    speeds,
+                    &pareto(compare, current, speeds, original_quality),
+                );
             });
+        speed_ui(ui, &a, b.as_deref(), speeds, actions);
         ui.horizontal(|ui| {
             if ui
                 .button("Use A")
@@ -205,6 +357,158 @@ impl super::Panel for ComparePanel<'_> {
         ui.separator();
         tensors_ui(ui, &a, b.as_deref(), tensor_names);
     }
+}
+
+/// The two columns compared.
+struct Columns<'a> {
+    a: &'a Evaluation,
+    b: Option<&'a Evaluation>,
+    a_name: &'a str,
+    b_name: &'a str,
+}
+
+/// The speed rows of the figures grid (one per figure either column has, in A's
+/// order then B's), then the Pareto row.
+fn speed_grid_rows(
+    ui: &mut egui::Ui,
+    columns: &Columns,
+    speeds: &Speeds,
+    front: &[(String, Option<String>)],
+) {
+    let original = speeds.original.as_ref();
+    let sa = speed_rows(speeds.of(&columns.a.config), original);
+    let sb = columns
+        .b
+        .map(|b| speed_rows(speeds.of(&b.config), original));
+    // One row per label either column has, in A's order then B's.
+    let mut labels: Vec<&str> = sa.iter().map(|r| r.0).collect();
+    for r in sb.iter().flatten() {
+        if !labels.contains(&r.0) {
+            labels.push(r.0);
+        }
+    }
+    for label in labels {
+        let x = sa.iter().find(|r| r.0 == label);
+        let y = sb.iter().flatten().find(|r| r.0 == label);
+        ui.label(label);
+        ui.label(x.map_or("–", |r| r.1.as_str()));
+        ui.label(y.map_or("–", |r| r.1.as_str()));
+        match (x.and_then(|r| r.2), y.and_then(|r| r.2)) {
+            (Some(p), Some(q)) => ui.label(format!("{:+.3}{}", q - p, x.map_or("", |r| r.3))),
+            _ => ui.label("–"),
+        };
+        ui.end_row();
+    }
+    if !front.is_empty() {
+        ui.label("Pareto: quality × size × latency").on_hover_text(
+            "Among the original, the pins and the current configuration with measured \
+             speed: whether another is at least as good in quality, bytes on disk and \
+             latency, and better in one",
+        );
+        let word = |name: &str| {
+            front.iter().find(|(n, _)| n == name).map_or(
+                "– (speed not measured)".to_owned(),
+                |(_, by)| {
+                    by.as_ref()
+                        .map_or("on the front".to_owned(), |by| format!("dominated by {by}"))
+                },
+            )
+        };
+        ui.label(word(columns.a_name));
+        ui.label(word(columns.b_name));
+        ui.label("");
+        ui.end_row();
+    }
+}
+
+/// The measure button, the measurement's progress and the original's figures.
+fn speed_ui(
+    ui: &mut egui::Ui,
+    a: &Evaluation,
+    b: Option<&Evaluation>,
+    speeds: &Speeds,
+    actions: &mut Vec<Command>,
+) {
+    ui.horizontal(|ui| match speeds.measuring() {
+        Some((_, (done, total))) => {
+            ui.spinner();
+            ui.label(format!(
+                "Serving the exports one at a time, the sweeps paused: {} of {}",
+                (done + 1).min(total.max(1)),
+                total.max(1)
+            ));
+        }
+        None => {
+            let mut configs = vec![a.config.clone()];
+            if let Some(b) = b
+                && b.config != a.config
+            {
+                configs.push(b.config.clone());
+            }
+            if ui
+                .button("Measure speed")
+                .on_hover_text(
+                    "Write the original's, A's and B's exports (the .onnx or .gguf File > Export \
+                     writes) and serve each alone in a fresh slimscope process, as `slimscope \
+                     bench` does: size on disk, latency, throughput, peak memory. The sweeps \
+                     pause meanwhile.",
+                )
+                .clicked()
+            {
+                actions.push(Command::MeasureSpeed(configs));
+            }
+        }
+    });
+    if let Some(o) = &speeds.original {
+        let figures = speed_rows(Some(o), None)
+            .into_iter()
+            .map(|r| format!("{} {}", r.0.to_lowercase(), r.1))
+            .collect::<Vec<_>>()
+            .join(" · ");
+        ui.label(format!("Original on {}: {figures}", speeds.runtime));
+    }
+}
+
+/// Each candidate's name and, unless on the Pareto front of quality, bytes on disk
+/// and latency, the name of one that dominates it: the original, the pins and the
+/// current configuration, those with measured speed and quality.
+fn pareto(
+    compare: &Compare,
+    current: Option<&Arc<Evaluation>>,
+    speeds: &Speeds,
+    original_quality: Option<f64>,
+) -> Vec<(String, Option<String>)> {
+    let mut candidates: Vec<(String, f64, [f64; 2])> = Vec::new();
+    let mut add = |name: String, quality: Option<f64>, v: Option<&Variant>| {
+        if let (Some(q), Some(v)) = (quality, v)
+            && let Some(t) = time_cost(v)
+        {
+            candidates.push((name, q, [v.bytes_on_disk as f64, t]));
+        }
+    };
+    add(
+        "the original".into(),
+        original_quality,
+        speeds.original.as_ref(),
+    );
+    let quality = |e: &Evaluation| e.accuracy.map(|(_, m)| m.quality());
+    for p in &compare.pinned {
+        add(
+            p.name.clone(),
+            quality(&p.evaluation),
+            speeds.of(&p.evaluation.config),
+        );
+    }
+    if let Some(e) = current {
+        add("current".into(), quality(e), speeds.of(&e.config));
+    }
+    let points: Vec<(f64, [f64; 2])> = candidates.iter().map(|(_, q, c)| (*q, *c)).collect();
+    let by = crate::sweep::analysis::dominated_by(&points);
+    candidates
+        .iter()
+        .zip(by)
+        .map(|((name, ..), by)| (name.clone(), by.map(|i| candidates[i].0.clone())))
+        .collect()
 }
 
 /// Per tensor: what A and B do, for every tensor either changes; rows that differ
