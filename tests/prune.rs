@@ -171,3 +171,31 @@ fn structured_pruning_removes_whole_neurons_and_filters() {
         "shape must hold the values"
     );
 }
+
+/// Structured pruning is sized as the smaller dense matrix the kept rows make (what
+/// a shrunk export stores), not as a bitmask over the full shape. Hand-derived for
+/// the digit CNN's fc_layers.0.weight, 256 × 1152: 50 % removes 128 rows; f32 keeps
+/// 128 · 1152 · 4 B; int8 per channel 128 · 1152 one-byte codes and 128 f16 scales.
+#[test]
+fn structured_pruning_is_sized_as_the_kept_rows() {
+    use slimscope::compress::apply::apply_recipe;
+    use slimscope::compress::recipe::Recipe;
+    let model = slimscope::model::Model::open(&common::fixture("digit_cnn.pth")).expect("model");
+    let size = |quant: &str| {
+        let text = format!(
+            "version = 1\n[[rule]]\nmatch = \"fc_layers.0.weight\"\n\
+             prune = {{ method = \"structured\", sparsity = 0.5, axis = 0, norm = \"l2\" }}\n\
+             quant = {quant}\n"
+        );
+        let recipe = Recipe::parse(&text, std::path::Path::new("r.toml")).expect("recipe");
+        let applied = apply_recipe(&model, &recipe).expect("apply");
+        let (_, t) = &applied[0];
+        assert_eq!(t.shape_after.as_deref(), Some(&[128, 1152][..]));
+        t.bytes_after
+    };
+    assert_eq!(size("{ format = \"none\" }"), 128 * 1152 * 4);
+    assert_eq!(
+        size("{ format = \"int\", bits = 8, granularity = \"channel\" }"),
+        128 * 1152 + 128 * 2
+    );
+}

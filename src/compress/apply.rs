@@ -377,8 +377,26 @@ fn compress_one(
         candidates.push(Storage::SparseBitmask { value_bits: bits });
         candidates.push(Storage::Csr { value_bits: bits });
     }
-    let (storage, bytes_after) = size::smallest(&candidates, layout)
+    let (mut storage, mut bytes_after) = size::smallest(&candidates, layout)
         .ok_or_else(|| bad(&info.name, "no storage format holds it".into()))?;
+    // Structured pruning removes whole rows (or columns): the rest is a smaller dense
+    // matrix in the quantized storage, as a shrunk export writes it (the next layer's
+    // inputs, which a shrunk network loses too, are not counted here).
+    if let Some(after) = shape_after.as_deref().filter(|s| !s.is_empty()) {
+        let kept_rows = after[0].max(1);
+        let kept: u64 = after.iter().product();
+        let kept_layout = Layout {
+            rows: kept_rows,
+            row_len: kept / kept_rows,
+            nnz: nnz.min(kept),
+        };
+        if kept < info.numel
+            && let Ok(bytes) = size::size_bytes(candidates[0], kept_layout)
+            && bytes < bytes_after
+        {
+            (storage, bytes_after) = (candidates[0], bytes);
+        }
+    }
     let prune_words = skipped
         .or_else(|| plan.prune.as_ref().map(|(p, _)| describe_prune(p)))
         .filter(|w| !w.is_empty());

@@ -64,18 +64,16 @@ impl super::Panel for AccuracyPanel<'_> {
                 ui.end_row();
                 network_row(ui, a);
                 ui.end_row();
-                original_row(ui, a);
+                let kept_apart = evaluation.and_then(|e| e.kept_apart);
+                original_row(ui, a, kept_apart.map(|(_, m)| m));
                 ui.end_row();
-                if let Some((n, original)) = evaluation.and_then(|e| e.kept_apart) {
-                    ui.label("Calibration").on_hover_text(
+                if let Some((n, original)) = kept_apart {
+                    ui.label("Calibration");
+                    ui.label(format!("{n} samples kept apart")).on_hover_text(format!(
                         "Static activation quantization calibrates its scales on these samples; \
-                         every figure here leaves them out",
-                    );
-                    ui.label(format!(
-                        "{n} samples kept apart · the original on the other {}: top-1 {} · loss {:.4}",
-                        group_digits(original.samples as u64),
-                        percent(original.top1),
-                        original.loss
+                         every figure here leaves them out, the original's too (measured on the \
+                         other {})",
+                        group_digits(original.samples as u64)
                     ));
                     ui.end_row();
                 }
@@ -159,9 +157,24 @@ fn network_row(ui: &mut egui::Ui, a: &Attached) {
     };
 }
 
-/// The model as stored, on the data.
-fn original_row(ui: &mut egui::Ui, a: &Attached) {
+/// The model as stored, on the data (on the samples calibration leaves, `kept`,
+/// when static activation quantization keeps some apart).
+fn original_row(ui: &mut egui::Ui, a: &Attached, kept: Option<Metrics>) {
     ui.label("Original").on_hover_text("The model as stored");
+    if let Some(m) = kept {
+        ui.label(format!(
+            "top-1 {} · loss {:.4} (on {})",
+            percent(m.top1),
+            m.loss,
+            group_digits(m.samples as u64)
+        ))
+        .on_hover_text(format!(
+            "On every sample but the calibration ones; on all {}: top-1 {}",
+            group_digits(a.baseline.samples as u64),
+            percent(a.baseline.top1)
+        ));
+        return;
+    }
     match a.baseline.task {
         TaskFigures::Embedding(e) => ui
             .label(format!(

@@ -100,6 +100,14 @@ fn figures(e: &Evaluation) -> Vec<(&'static str, String, Option<f64>)> {
 /// The units of each figure's difference, in row order.
 const DIFF_UNITS: [&str; 6] = [" MB", " bits", " pts", " dB", " pts", ""];
 
+/// The widest a compared column grows before its text wraps.
+const COLUMN_WIDTH: f32 = 190.0;
+
+/// A compared column's cell: wraps at the column's width.
+fn cell(ui: &mut egui::Ui, text: impl Into<egui::WidgetText>) {
+    ui.add(egui::Label::new(text).wrap());
+}
+
 /// A speed figure: the row, its text, its value for the difference and its unit.
 type SpeedRow = (&'static str, String, Option<f64>, &'static str);
 
@@ -294,6 +302,7 @@ impl super::Panel for ComparePanel<'_> {
         ui.add_space(4.0);
         egui::Grid::new("compare_figures")
             .num_columns(4)
+            .max_col_width(COLUMN_WIDTH)
             .striped(true)
             .show(ui, |ui| {
                 ui.strong("");
@@ -302,8 +311,9 @@ impl super::Panel for ComparePanel<'_> {
                 ui.strong("B − A");
                 ui.end_row();
                 ui.label("Configuration");
-                ui.label(a.config.summary());
-                ui.label(
+                cell(ui, a.config.summary());
+                cell(
+                    ui,
                     b.as_ref()
                         .map_or("as stored".into(), |b| b.config.summary()),
                 );
@@ -391,8 +401,8 @@ fn speed_grid_rows(
         let x = sa.iter().find(|r| r.0 == label);
         let y = sb.iter().flatten().find(|r| r.0 == label);
         ui.label(label);
-        ui.label(x.map_or("–", |r| r.1.as_str()));
-        ui.label(y.map_or("–", |r| r.1.as_str()));
+        cell(ui, x.map_or("–", |r| r.1.as_str()));
+        cell(ui, y.map_or("–", |r| r.1.as_str()));
         match (x.and_then(|r| r.2), y.and_then(|r| r.2)) {
             (Some(p), Some(q)) => ui.label(format!("{:+.3}{}", q - p, x.map_or("", |r| r.3))),
             _ => ui.label("–"),
@@ -400,10 +410,10 @@ fn speed_grid_rows(
         ui.end_row();
     }
     if !front.is_empty() {
-        ui.label("Pareto: quality × size × latency").on_hover_text(
-            "Among the original, the pins and the current configuration with measured \
-             speed: whether another is at least as good in quality, bytes on disk and \
-             latency, and better in one",
+        ui.label("Pareto front").on_hover_text(
+            "Quality × size on disk × latency, among the original, the pins and the current \
+             configuration with measured speed: whether another is at least as good in all \
+             three and better in one",
         );
         let word = |name: &str| {
             front.iter().find(|(n, _)| n == name).map_or(
@@ -431,7 +441,7 @@ fn speed_ui(
 ) {
     ui.horizontal(|ui| match speeds.measuring() {
         Some((_, (done, total))) => {
-            ui.spinner();
+            // No spinner: it repaints every frame, CPU the timing would share.
             ui.label(format!(
                 "Serving the exports one at a time, the sweeps paused: {} of {}",
                 (done + 1).min(total.max(1)),
@@ -460,12 +470,42 @@ fn speed_ui(
         }
     });
     if let Some(o) = &speeds.original {
-        let figures = speed_rows(Some(o), None)
-            .into_iter()
-            .map(|r| format!("{} {}", r.0.to_lowercase(), r.1))
-            .collect::<Vec<_>>()
-            .join(" · ");
-        ui.label(format!("Original on {}: {figures}", speeds.runtime));
+        let mut figures = vec![format!("{} on disk", human_bytes(o.bytes_on_disk))];
+        match &o.served {
+            Some(Served::Classifier {
+                latency,
+                throughput,
+                ..
+            }) => {
+                figures.push(format!("{:.3} ms p50", latency.p50_ms));
+                figures.push(format!("{:.0} samples/s", throughput.per_second));
+            }
+            Some(Served::Language {
+                prompt_tokens_per_second,
+                generation_tokens_per_second,
+                ..
+            }) => {
+                figures.push(format!("prompt {prompt_tokens_per_second:.1} tokens/s"));
+                figures.push(format!(
+                    "generation {generation_tokens_per_second:.1} tokens/s"
+                ));
+            }
+            None => figures.extend(o.unavailable.clone()),
+        }
+        if let Some(rss) = o.served.as_ref().and_then(Served::peak_rss) {
+            figures.push(format!("{} peak", human_bytes(rss)));
+        }
+        if o.served.as_ref().is_some_and(Served::noisy) {
+            figures.push("noisy: the CPU was busy".into());
+        }
+        ui.add(
+            egui::Label::new(format!(
+                "Original on {}: {}",
+                speeds.runtime,
+                figures.join(" · ")
+            ))
+            .wrap(),
+        );
     }
 }
 

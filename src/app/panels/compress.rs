@@ -120,7 +120,7 @@ fn activation_choices() -> [(&'static str, Option<ActivationSpec>); 4] {
     };
     [
         ("float (not quantized)", None),
-        ("int8 dynamic", Some(spec(Mode::Dynamic, None))),
+        ("uint8 dynamic", Some(spec(Mode::Dynamic, None))),
         (
             "uint8 static",
             Some(spec(Mode::Static, Some(ActivationType::Uint8))),
@@ -404,8 +404,12 @@ fn figures_ui(ui: &mut egui::Ui, e: &Evaluation) {
         .num_columns(2)
         .striped(true)
         .show(ui, |ui| {
-            ui.label("Model size")
-                .on_hover_text("Bytes of all tensors in the smallest storage that holds each");
+            ui.label("Model size (estimate)").on_hover_text(
+                "Bytes of all tensors in the smallest storage that holds each (structurally \
+                 pruned rows removed): an estimate of what a compact format stores. The file \
+                 an export writes says its own size when written, and Compare's Measure speed \
+                 shows each export's size on disk",
+            );
             ui.label(format!(
                 "{} -> {} ({ratio:.2}x smaller)",
                 human_bytes(e.totals.bytes_before),
