@@ -180,7 +180,7 @@ fn structured_pruning_removes_whole_neurons_and_filters() {
 fn structured_pruning_is_sized_as_the_kept_rows() {
     use slimscope::compress::apply::apply_recipe;
     use slimscope::compress::recipe::Recipe;
-    let model = slimscope::model::Model::open(&common::fixture("digit_cnn.pth")).expect("model");
+    let model = Model::open(fixture("digit_cnn.pth")).expect("model");
     let size = |quant: &str| {
         let text = format!(
             "version = 1\n[[rule]]\nmatch = \"fc_layers.0.weight\"\n\
