@@ -705,16 +705,18 @@ fn four_bit_and_group_codes_take_opset_21_types() {
 
 /// Every observer against onnxruntime's own calibrators (`create_calibrator` with
 /// MinMax, Percentile and Entropy on the same 64 samples of the digit CNN's ONNX
-/// graph, symmetric for int8): the activation scales slimscope writes agree to float
-/// rounding (the two runtimes' convolutions differ in the last bits) and the zero
-/// points exactly, and the observers really differ from one another.
+/// graph, symmetric for int8), and the MSE observer against a float64 numpy
+/// implementation of its definition on onnxruntime's activations: the activation
+/// scales slimscope writes agree to float rounding (the two runtimes' convolutions
+/// differ in the last bits) and the zero points exactly, and the observers really
+/// differ from one another.
 #[test]
 fn observers_calibrate_what_onnxruntime_calibrates() {
     let setup = setup();
     let mnist = fixture("mnist_5k.csv.gz");
     let model = fixture("digit_cnn.onnx");
     let mut scales: std::collections::HashMap<(String, String), f64> = Default::default();
-    for observer in ["minmax", "percentile", "entropy"] {
+    for observer in ["minmax", "percentile", "entropy", "mse"] {
         for dtype in ["uint8", "int8"] {
             let recipe = setup.dir.path().join(format!("{observer}-{dtype}.toml"));
             std::fs::write(
@@ -752,4 +754,9 @@ fn observers_calibrate_what_onnxruntime_calibrates() {
     assert!(at("percentile-uint8") < at("minmax-uint8"));
     assert!(at("entropy-uint8") < 0.7 * at("minmax-uint8"));
     assert!(at("entropy-int8") < 0.7 * at("minmax-int8"));
+    // Least squared error clips the long tail too, less than entropy does.
+    for dtype in ["uint8", "int8"] {
+        let (mse, minmax) = (at(&format!("mse-{dtype}")), at(&format!("minmax-{dtype}")));
+        assert!(mse < minmax, "{dtype}: mse {mse} vs minmax {minmax}");
+    }
 }

@@ -8,7 +8,8 @@
 //! mode = "static"          # or "dynamic": int8 activations computed at run time
 //! dtype = "uint8"          # static only: uint8 (asymmetric) or int8 (symmetric)
 //! observer = "minmax"      # static only: minmax, percentile (with `percentile`) or
-//!                          # entropy, computed as onnxruntime's calibrators do
+//!                          # entropy, computed as onnxruntime's calibrators do, or
+//!                          # mse (the clipped range of least squared error)
 //! percentile = 99.999
 //! calibration = 256        # static only: samples of the data kept apart to calibrate
 //! ```
@@ -62,6 +63,10 @@ pub enum Observer {
     /// The range whose 8-bit requantization keeps the distribution closest in KL
     /// divergence (TensorRT's calibration, as onnxruntime's `Entropy` computes it).
     Entropy,
+    /// The range, of `p·[min, max]` for `p = 1, 0.99, …, 0.21` (GPTQ's clipping
+    /// grid, as weights' MSE clip uses), whose quantization has the least squared
+    /// error over the calibration values (a 2,048-bin histogram of them).
+    Mse,
 }
 
 impl ActivationSpec {
@@ -141,6 +146,7 @@ impl ActivationSpec {
                     Observer::Minmax => "minmax".to_owned(),
                     Observer::Percentile => format!("percentile {}", self.percentile()),
                     Observer::Entropy => "entropy".to_owned(),
+                    Observer::Mse => "mse".to_owned(),
                 },
                 self.calibration_samples()
             ),

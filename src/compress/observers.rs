@@ -10,7 +10,11 @@
 //!   rest, asymmetric);
 //! - **entropy** (`get_entropy_threshold`, after TensorRT): a 2,048-bin histogram of x
 //!   over `[−max |x|, max |x|]`; of the symmetric windows of 128 to 2,048 bins around
-//!   zero, the one whose 128-level requantization loses the least KL divergence.
+//!   zero, the one whose 128-level requantization loses the least KL divergence;
+//! - **mse** (not one of onnxruntime's): a 2,048-bin histogram of x over `[min, max]`;
+//!   of the ranges `p·[min, max]`, `p = 1, 0.99, …, 0.21`, the one whose quantization
+//!   (onnxruntime's scale and zero point for it) has the least squared error, each bin
+//!   counted at its centre, in float64 (the first of equal errors).
 //!
 //! The histograms bin as `np.histogram` does on float32 data (float32 edges from
 //! `linspace`, float32 index arithmetic, then the ±1 correction against the edges),
@@ -68,9 +72,12 @@ impl RangeObserver {
     pub fn observe_histogram(&mut self, xs: &[f32], spec: &ActivationSpec) {
         let absolute = absolute_histogram(spec);
         let (abs_min, abs_max, min, max) = (self.abs_min, self.abs_max, self.min, self.max);
+        let mse = spec.observer() == Observer::Mse;
         let h = self.histogram.get_or_insert_with(|| {
             if absolute {
                 Histogram::new(abs_min, abs_max, HISTOGRAM_BINS)
+            } else if mse {
+                Histogram::new(min, max, HISTOGRAM_BINS)
             } else {
                 let t = min.abs().max(max.abs());
                 Histogram::new(-t, t, HISTOGRAM_BINS)
@@ -91,6 +98,7 @@ impl RangeObserver {
             (None, _) | (_, Observer::Minmax) => (self.min, self.max),
             (Some(h), Observer::Percentile) => h.percentile_range(spec),
             (Some(h), Observer::Entropy) => h.entropy_range(QUANTIZED_BINS),
+            (Some(h), Observer::Mse) => h.mse_range(self.min, self.max, dtype),
         };
         // onnxruntime clips the thresholds to what was seen.
         QuantParams::from_range(lo.max(self.min), hi.min(self.max), dtype)
@@ -228,6 +236,47 @@ impl Histogram {
         }
         let i = best.map_or(zero, |(_, i)| i);
         (self.edges[zero - i], self.edges[(zero + i + 1).min(bins)])
+    }
+}
+
+/// Candidates of the MSE observer: `p = 1 − i/100` for `i < MSE_STEPS`.
+const MSE_STEPS: usize = 80;
+
+impl Histogram {
+    /// The MSE observer's range: of `p·[min, max]`, the one whose quantization has
+    /// the least squared error over the counts (each at its bin's centre).
+    fn mse_range(&self, min: f32, max: f32, dtype: ActivationType) -> (f32, f32) {
+        let centres: Vec<f64> = self
+            .edges
+            .windows(2)
+            .map(|e| (f64::from(e[0]) + f64::from(e[1])) / 2.0)
+            .collect();
+        let (qmin, qmax) = match dtype {
+            ActivationType::Uint8 => (0.0, 255.0),
+            ActivationType::Int8 => (-127.0, 127.0),
+        };
+        let error = |lo: f32, hi: f32| -> f64 {
+            let p = QuantParams::from_range(lo, hi, dtype);
+            let (scale, zp) = (f64::from(p.scale), f64::from(p.zero_point));
+            centres
+                .iter()
+                .zip(&self.counts)
+                .filter(|(_, c)| **c > 0)
+                .map(|(&x, &c)| {
+                    let q = ((x / scale).round_ties_even() + zp).clamp(qmin, qmax);
+                    c as f64 * (x - (q - zp) * scale).powi(2)
+                })
+                .sum()
+        };
+        let mut best = ((min, max), error(min, max));
+        for i in 1..MSE_STEPS {
+            let p = 1.0 - i as f32 / 100.0;
+            let e = error(p * min, p * max);
+            if e < best.1 {
+                best = ((p * min, p * max), e);
+            }
+        }
+        best.0
     }
 }
 

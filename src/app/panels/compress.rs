@@ -147,6 +147,7 @@ fn observer_label(o: Observer) -> &'static str {
         Observer::Minmax => "min/max",
         Observer::Percentile => "percentile 99.999",
         Observer::Entropy => "entropy (KL)",
+        Observer::Mse => "least squared error",
     }
 }
 
@@ -207,7 +208,12 @@ fn activations_ui(ui: &mut egui::Ui, config: &mut Config, support: ActivationSup
             egui::ComboBox::from_id_salt("activations-observer")
                 .selected_text(observer_label(observer))
                 .show_ui(ui, |ui| {
-                    for o in [Observer::Minmax, Observer::Percentile, Observer::Entropy] {
+                    for o in [
+                        Observer::Minmax,
+                        Observer::Percentile,
+                        Observer::Entropy,
+                        Observer::Mse,
+                    ] {
                         if ui
                             .selectable_label(o == observer, observer_label(o))
                             .clicked()
@@ -220,8 +226,9 @@ fn activations_ui(ui: &mut egui::Ui, config: &mut Config, support: ActivationSup
                 .response
                 .on_hover_text(
                     "How the calibration samples' values become a range: all of them, \
-                     99.999 % of them, or the range whose 8-bit histogram keeps closest in KL \
-                     divergence (TensorRT's), each computed as onnxruntime computes it",
+                     99.999 % of them, the range whose 8-bit histogram keeps closest in KL \
+                     divergence (TensorRT's), each computed as onnxruntime computes it, or \
+                     the clipped range whose quantization has the least squared error",
                 );
             let n = spec.calibration_samples();
             egui::ComboBox::from_id_salt("activations-calibration")
