@@ -62,6 +62,11 @@ pub struct BenchArgs {
     /// global sweep and per-layer sensitivity, as benches/torch_sweep.py does in PyTorch.
     #[arg(long)]
     pub sweeps: bool,
+    /// Only time the unstructured sparse kernels against the dense ones (candle's) on
+    /// linear and convolution layers over a range of sparsities: where skipping zeros
+    /// starts to pay on this machine.
+    #[arg(long)]
+    pub sparse: bool,
     /// Only time training: the anchors' MLP and LeNet on 10k random samples (one epoch
     /// of forward, backward and AdamW, batch 64), and one epoch of recovery on the
     /// bundled demo, as benches/torch_train.py does in PyTorch.
@@ -132,6 +137,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if args.training {
         return training_benchmarks();
+    }
+    if args.sparse {
+        return sparse_benchmarks(args.runs);
     }
     let mut builder =
         rayon::ThreadPoolBuilder::new().thread_name(|i| format!("slimscope-bench-{i}"));
@@ -480,6 +488,152 @@ fn forward_benchmarks(runs: usize) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The sparse kernels ([`crate::net::sparse`]) against candle's dense ones on the
+/// anchors' MLP's first layer, the digit CNN's first linear layer and its middle
+/// convolution, with weights of normal values pruned by magnitude: per layer and
+/// batch, each sparsity's time beside the dense one and the lowest sparsity at
+/// which sparse is at least as fast.
+fn sparse_benchmarks(runs: usize) -> anyhow::Result<()> {
+    use candle_core::{Device, Tensor};
+
+    use crate::net::sparse::{ConvShape, CsrMatrix};
+
+    const LEVELS: [f64; 7] = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    let normal = Normal::new(0.0f32, 0.05).unwrap_or_else(|_| unreachable!("valid parameters"));
+    let mut random = |n: usize| -> Vec<f32> { (0..n).map(|_| normal.sample(&mut rng)).collect() };
+    let pruned = |w: &[f32], sparsity: f64| -> anyhow::Result<Vec<f32>> {
+        let mask = prune::magnitude(w, sparsity)?;
+        let mut w = w.to_vec();
+        mask.apply(&mut w);
+        Ok(w)
+    };
+    let engine = |e: candle_core::Error| anyhow::anyhow!("candle: {e}");
+    println!(
+        "sparse (CSR, batch-contiguous) vs dense (candle), {} threads, median of {runs} runs",
+        rayon::current_num_threads()
+    );
+    println!(
+        "{:<44} {:>9} {:>10} {:>10} {:>8} {:>10}",
+        "layer", "sparsity", "dense ms", "sparse ms", "speedup", "max |diff|"
+    );
+    let report = |label: &str, times: &[(f64, f64, f64, f64)]| {
+        for &(s, dense, sparse, diff) in times {
+            println!(
+                "{label:<44} {:>8.0}% {:>10.3} {:>10.3} {:>7.2}x {diff:>10.1e}",
+                100.0 * s,
+                1e3 * dense,
+                1e3 * sparse,
+                dense / sparse
+            );
+        }
+        // The lowest level from which every sparser one is at least as fast (a
+        // single lucky level does not count).
+        let even = (0..times.len())
+            .find(|&i| times[i..].iter().all(|t| t.2 <= t.1))
+            .map(|i| times[i].0);
+        println!(
+            "{label:<44} sparse pays from {}",
+            even.map_or("no level measured".to_owned(), |s| format!(
+                "{:.0}% sparsity",
+                100.0 * s
+            ))
+        );
+    };
+    for (name, rows, cols) in [
+        ("MLP fc 512x784", 512usize, 784usize),
+        ("digit CNN fc 256x1152", 256, 1152),
+    ] {
+        let w = random(rows * cols);
+        let bias = random(rows);
+        for batch in [1usize, 1000] {
+            let x = random(batch * cols);
+            let xt = Tensor::from_slice(&x, (batch, cols), &Device::Cpu).map_err(engine)?;
+            let bt = Tensor::from_slice(&bias, rows, &Device::Cpu).map_err(engine)?;
+            let mut times = Vec::new();
+            for s in LEVELS {
+                let ws = pruned(&w, s)?;
+                let wt = Tensor::from_slice(&ws, (rows, cols), &Device::Cpu)
+                    .and_then(|t| t.t())
+                    .and_then(|t| t.contiguous())
+                    .map_err(engine)?;
+                let dense_out = |_: ()| -> candle_core::Result<Vec<f32>> {
+                    xt.matmul(&wt)?.broadcast_add(&bt)?.flatten_all()?.to_vec1()
+                };
+                let dense = median_seconds(runs, || {
+                    let _ = std::hint::black_box(dense_out(()));
+                });
+                let csr = CsrMatrix::from_dense(&ws, rows, cols);
+                let sparse = median_seconds(runs, || {
+                    std::hint::black_box(csr.linear(&x, batch, Some(&bias)));
+                });
+                let want = dense_out(()).map_err(engine)?;
+                let got = csr.linear(&x, batch, Some(&bias));
+                times.push((s, dense, sparse, max_diff(&want, &got)));
+            }
+            report(&format!("{name}, batch {batch}"), &times);
+        }
+    }
+    let shape = ConvShape {
+        out: 64,
+        input: 32,
+        kernel: (3, 3),
+        padding: 1,
+        size: (14, 14),
+    };
+    let k = shape.input * 9;
+    let w = random(shape.out * k);
+    let bias = random(shape.out);
+    for batch in [1usize, 64] {
+        let x = random(batch * shape.input * 14 * 14);
+        let xt =
+            Tensor::from_slice(&x, (batch, shape.input, 14, 14), &Device::Cpu).map_err(engine)?;
+        let bt = Tensor::from_slice(&bias, (1, shape.out, 1, 1), &Device::Cpu).map_err(engine)?;
+        let mut times = Vec::new();
+        for s in LEVELS {
+            let ws = pruned(&w, s)?;
+            let wt = Tensor::from_slice(&ws, (shape.out, shape.input, 3, 3), &Device::Cpu)
+                .map_err(engine)?;
+            let dense_out = |_: ()| -> candle_core::Result<Vec<f32>> {
+                xt.conv2d(&wt, 1, 1, 1, 1)?
+                    .broadcast_add(&bt)?
+                    .flatten_all()?
+                    .to_vec1()
+            };
+            let dense = median_seconds(runs, || {
+                let _ = std::hint::black_box(dense_out(()));
+            });
+            let csr = CsrMatrix::from_dense(&ws, shape.out, k);
+            let sparse = median_seconds(runs, || {
+                std::hint::black_box(shape.sparse(&csr, &x, batch, Some(&bias)));
+            });
+            let want = dense_out(()).map_err(engine)?;
+            let got = shape.sparse(&csr, &x, batch, Some(&bias));
+            times.push((s, dense, sparse, max_diff(&want, &got)));
+        }
+        report(
+            &format!("conv 64x32x3x3 on 32x14x14, batch {batch}"),
+            &times,
+        );
+    }
+    Ok(())
+}
+
+/// The largest |a − b|.
+fn max_diff(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| f64::from((x - y).abs()))
+        .fold(
+            if a.len() == b.len() {
+                0.0
+            } else {
+                f64::INFINITY
+            },
+            f64::max,
+        )
 }
 
 /// The anchors' MLP 784-512-256-10 and LeNet-5-like CNN as architecture specs.

@@ -19,6 +19,7 @@ pub mod propose;
 pub mod qdq;
 pub mod shapes;
 pub mod shrink;
+pub mod sparse;
 pub mod spec;
 pub mod weights;
 
