@@ -1493,3 +1493,122 @@ fn compare_measures_the_exports_speed_beside_the_original() {
         pin.bytes_on_disk
     );
 }
+
+/// With no file dialog (none opens here: no desktop portal), File > Export still
+/// exports: the window's own path field takes the path, its button writes the model
+/// and its recipe, *Save recipe* writes the recipe alone, and the command line it
+/// shows, run in a shell, writes the same file byte for byte.
+#[test]
+fn a_user_with_no_file_dialog_exports_from_the_path_field() {
+    let mut h = harness();
+    open_demo(&mut h);
+    h.state_mut().document_mut().expect("a model").config = slimscope::compress::config::Config {
+        method: slimscope::compress::config::Method::Structured,
+        sparsity_pct: 50.0,
+        format: slimscope::compress::config::Format::Int {
+            bits: 8,
+            granularity: slimscope::compress::config::IntGranularity::Channel,
+            mse_clip: false,
+        },
+        ..Default::default()
+    };
+    h.run_steps(2);
+    // Ctrl+E, as a user presses it.
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::E);
+    // A window fades in over a few frames.
+    h.run_steps(5);
+    assert_eq!(
+        h.state().prompt_title(),
+        Some("Export the compressed model")
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("typed.slim.onnx");
+    let field = h.get_by_role_and_label(egui::accesskit::Role::TextInput, "Path");
+    field.focus();
+    h.run_steps(1);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    // Typed as safetensors, then switched to ONNX with the format buttons.
+    h.get_by_role_and_label(egui::accesskit::Role::TextInput, "Path")
+        .type_text(out.with_extension("safetensors").to_str().expect("path"));
+    h.run_steps(2);
+    h.get_by_label("ONNX").click();
+    h.run_steps(2);
+    let node = h.get_by_label_contains("slimscope apply ");
+    let ak = node.accesskit_node();
+    let shown = ak.label().or_else(|| ak.value()).expect("the command line");
+    assert!(
+        shown.contains(&format!("-o {}", out.display()))
+            && shown.contains("--arch")
+            && shown.contains("--data"),
+        "{shown}"
+    );
+    h.get_by_label("Save recipe").click();
+    h.run_steps(1);
+    h.get_by_label("Export").click();
+    h.run_steps(1);
+    assert!(h.state().prompt_title().is_none());
+    step_until(&mut h, "the export", |a| !a.is_exporting());
+    assert!(h.state().error().is_none(), "{:?}", h.state().error());
+    let recipe = dir.path().join("typed.slim.recipe.toml");
+    assert!(recipe.exists() && out.exists());
+    // The shown command, in a shell, writes the same bytes elsewhere.
+    let again = dir.path().join("again.onnx");
+    let command = shown.replace(out.to_str().expect("path"), again.to_str().expect("path"));
+    let command = command.replace(
+        again.with_extension("recipe.toml").to_str().expect("path"),
+        recipe.to_str().expect("path"),
+    );
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_slimscope"));
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command.replacen("slimscope", bin.to_str().expect("path"), 1))
+        .status()
+        .expect("sh");
+    assert!(status.success(), "{command}");
+    assert_eq!(
+        std::fs::read(&out).expect("export"),
+        std::fs::read(&again).expect("again"),
+        "{command}"
+    );
+}
+
+/// Ctrl+O and *Attach data…* work with no file dialog too: the path typed in the
+/// window opens the model and attaches its data.
+#[test]
+fn a_user_with_no_file_dialog_opens_a_model_and_attaches_data() {
+    let mut h = harness();
+    h.run_steps(1);
+    let type_path = |h: &mut Harness<'_, SlimApp>, path: &Path| {
+        // A window fades in over a few frames.
+        h.run_steps(5);
+        let field = h.get_by_role_and_label(egui::accesskit::Role::TextInput, "Path");
+        field.focus();
+        h.run_steps(1);
+        h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+        h.get_by_role_and_label(egui::accesskit::Role::TextInput, "Path")
+            .type_text(path.to_str().expect("path"));
+        h.run_steps(2);
+    };
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::O);
+    h.run_steps(2);
+    assert_eq!(h.state().prompt_title(), Some("Open a model"));
+    type_path(&mut h, &fixture("digit_cnn.pth"));
+    h.get_by_label("Open").click();
+    step_until(&mut h, "the model to load", |a| {
+        a.loaded().is_some() && !a.is_loading()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = common::mnist_spec(dir.path());
+    h.get_by_label("Attach data…").click();
+    h.run_steps(2);
+    assert_eq!(
+        h.state().prompt_title(),
+        Some("Attach a labelled data set or an architecture spec")
+    );
+    type_path(&mut h, &spec);
+    h.get_by_label("Attach").click();
+    step_until(&mut h, "the data", |a| {
+        a.attached().is_some() && !a.is_attaching()
+    });
+    assert_eq!(h.state().attached().expect("data").data_path, spec);
+}

@@ -36,6 +36,8 @@ pub(super) struct Background {
     pub export: Option<JobHandle<String>>,
     /// A training result, results file or image being written.
     pub saving: Option<JobHandle<String>>,
+    /// Text being made for the clipboard (a recipe with the model's sha256).
+    pub copying: Option<JobHandle<String>>,
     pub screenshot: Option<Screenshot>,
 }
 
@@ -47,6 +49,8 @@ pub(super) enum Ended {
     Failed(String),
     /// The screenshot arrived, with its request and scale.
     Screenshot(PngRequest, Arc<egui::ColorImage>, f32),
+    /// Text for the clipboard.
+    Copied(String),
     /// The file dialog's answer (last: it is for the model shown after a load).
     Answer(Command),
 }
@@ -71,6 +75,11 @@ impl Background {
                 Some(JobEvent::Failed(e)) => ended.push(Ended::Failed(e.to_string())),
                 _ => {}
             }
+        }
+        match take_end(&mut self.copying, |j| j) {
+            Some(JobEvent::Finished(text)) => ended.push(Ended::Copied(text)),
+            Some(JobEvent::Failed(e)) => ended.push(Ended::Failed(e.to_string())),
+            _ => {}
         }
         if let Some(loading) = &mut self.loading
             && let Some(end) = drain(&loading.job, &mut loading.progress)

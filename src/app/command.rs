@@ -1,9 +1,9 @@
 //! What panels, menus, shortcuts and dialogs ask the app to do: one [`Command`] enum,
 //! carried out by [`SlimApp::apply`] at the end of the frame.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::{SlimApp, Tab, Theme, file_name, snapshot};
+use super::{SlimApp, Tab, Theme, file_name, prompt, snapshot};
 use crate::jobs::spawn_job;
 
 /// Something a panel asks the app to do.
@@ -70,6 +70,10 @@ pub enum Command {
     Pin,
     /// Measure the speed of these configurations' exports beside the original's.
     MeasureSpeed(Vec<crate::compress::config::Config>),
+    /// Write the current configuration's recipe (with the model's sha256) here.
+    SaveRecipe(PathBuf),
+    /// Put the current configuration's recipe on the clipboard.
+    CopyRecipe,
     /// Show or hide the frame times in the status bar.
     ToggleFrameTimes,
     /// Show or hide the keyboard shortcuts (F1).
@@ -161,6 +165,8 @@ impl SlimApp {
             }
             Command::Pin => self.pin(),
             Command::MeasureSpeed(configs) => self.measure_speed(configs),
+            Command::SaveRecipe(path) => self.save_recipe(Some(path)),
+            Command::CopyRecipe => self.save_recipe(None),
             Command::DismissHint => self.settings.hint_dismissed = true,
             Command::SetTheme(theme) => self.settings.theme = theme,
             Command::SaveRecovered(path) => match self.training.save_recovered(path) {
@@ -181,16 +187,21 @@ impl SlimApp {
             | Command::ChooseStudentDialog
             | Command::SaveRecoveredDialog
             | Command::SaveStudentDialog => self.tab_command(command),
-            Command::AttachDataDialog => self.answer_dialog(
-                "Attach a labelled data set or an architecture spec",
-                None,
-                &[
-                    ("data", &["csv", "gz", "npz", "toml", "ubyte"]),
-                    ("all files", &["*"]),
-                ],
-                // A data set or an architecture spec, told apart as a drop is.
-                |path| classify_drop(path, true),
-            ),
+            Command::AttachDataDialog => {
+                self.answer_dialog(
+                    "Attach a labelled data set or an architecture spec",
+                    None,
+                    &[
+                        ("data", &["csv", "gz", "npz", "toml", "ubyte"]),
+                        ("all files", &["*"]),
+                    ],
+                    // A data set or an architecture spec, told apart as a drop is.
+                    |path| classify_drop(path, true),
+                );
+                if let Some(p) = &mut self.prompt {
+                    p.action = "Attach";
+                }
+            }
         }
     }
 
@@ -246,9 +257,12 @@ impl SlimApp {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // Quantized activations only an .onnx export carries.
+        let activations = self.config().activations.is_some();
         let (name, filters) = match model.format {
             crate::model::Format::Gguf => (format!("{stem}.slim.gguf"), GGUF_FIRST),
             crate::model::Format::Onnx => (format!("{stem}.slim.onnx"), ONNX_FIRST),
+            _ if onnx && activations => (format!("{stem}.slim.onnx"), ONNX_FIRST),
             _ if onnx => (format!("{stem}.slim.safetensors"), SAFETENSORS_ONNX),
             _ => (format!("{stem}.slim.safetensors"), SAFETENSORS_FIRST),
         };
@@ -258,6 +272,35 @@ impl SlimApp {
             filters,
             Command::Export,
         );
+        if let Some(p) = &mut self.prompt {
+            (p.purpose, p.action) = (prompt::Purpose::Export, "Export");
+        }
+    }
+
+    /// The current configuration's recipe, with the model's name and sha256 (read on
+    /// a worker): written to `path`, or put on the clipboard.
+    fn save_recipe(&mut self, path: Option<PathBuf>) {
+        let Some(doc) = &self.doc else {
+            return;
+        };
+        let model = doc.loaded.model.path.clone();
+        let config = doc.config.clone();
+        let text = move || -> crate::Result<String> {
+            let sha = crate::checksum::sha256_file(&model)?;
+            Ok(config.recipe_text(Some((&file_name(&model), Some(&sha)))))
+        };
+        match path {
+            Some(path) => self.save_in_background(move || {
+                crate::export::write_text(&path, &text()?, true)?;
+                Ok(format!("Saved the recipe to {}", path.display()))
+            }),
+            None => {
+                if self.background.copying.is_none() {
+                    self.background.copying =
+                        Some(spawn_job("copy-recipe", self.notifier(), move |_| text()));
+                }
+            }
+        }
     }
 
     /// Keep the current configuration and its figures for comparison.
@@ -339,6 +382,25 @@ impl SlimApp {
         filters: &'static [(&'static str, &'static [&'static str])],
         answer: fn(PathBuf) -> Command,
     ) {
+        // The window's own path field, filled where the dialog answers: without a
+        // desktop portal the dialog cannot open at all.
+        let folder = self
+            .loaded()
+            .and_then(|l| l.model.path.parent().map(Path::to_path_buf))
+            .or_else(|| std::env::current_dir().ok())
+            .unwrap_or_default();
+        let path = match &save_as {
+            Some(name) => folder.join(name).display().to_string(),
+            None => format!("{}{}", folder.display(), std::path::MAIN_SEPARATOR),
+        };
+        self.prompt = Some(prompt::PathPrompt {
+            title,
+            path,
+            answer,
+            purpose: prompt::Purpose::Other,
+            action: if save_as.is_some() { "Save" } else { "Open" },
+            filters,
+        });
         if self.background.dialog.is_some() {
             return;
         }

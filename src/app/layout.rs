@@ -49,6 +49,12 @@ impl SlimApp {
         if self.show_help {
             shortcuts::window(ui.ctx(), &mut self.show_help);
         }
+        if let Some(mut prompt) = self.prompt.take() {
+            let help = self.export_help();
+            if prompt.window(ui.ctx(), help.as_ref(), &mut commands) {
+                self.prompt = Some(prompt);
+            }
+        }
         for c in commands {
             self.apply(c);
         }

@@ -20,6 +20,7 @@ mod frame_times;
 pub mod history;
 mod layout;
 pub mod panels;
+mod prompt;
 mod settings;
 mod shortcuts;
 mod snapshot;
@@ -83,6 +84,8 @@ pub struct SlimApp {
     /// The `slimscope` program that serves exports for speed measurements (this
     /// one, unless a test names the binary).
     serving_program: Option<PathBuf>,
+    /// The path window beside a file dialog (see `prompt.rs`).
+    prompt: Option<prompt::PathPrompt>,
 }
 
 /// Bytes of compressed tensors the app keeps for instant returns to a setting.
@@ -116,7 +119,23 @@ impl SlimApp {
             show_help: false,
             frame_times: FrameTimes::default(),
             serving_program: crate::bench::variants::this_program().ok(),
+            prompt: None,
         }
+    }
+
+    /// The title of the path window on screen, if one is.
+    pub fn prompt_title(&self) -> Option<&str> {
+        self.prompt.as_ref().map(|p| p.title)
+    }
+
+    /// What the path window's command line names besides the output.
+    fn export_help(&self) -> Option<prompt::ExportHelp> {
+        let doc = self.doc.as_ref()?;
+        Some(prompt::ExportHelp {
+            model: doc.loaded.model.path.clone(),
+            arch: doc.attached.as_ref().and_then(|a| a.arch_path.clone()),
+            data: doc.attached.as_ref().map(|a| a.data_path.clone()),
+        })
     }
 
     /// Serve exports for speed measurements with `program` (a `slimscope` binary).
@@ -365,7 +384,17 @@ impl SlimApp {
                 Ended::Screenshot(request, image, pixels_per_point) => {
                     self.write_plots(request, image, pixels_per_point);
                 }
-                Ended::Answer(command) => self.apply(command),
+                Ended::Answer(command) => {
+                    // The dialog answered: its path replaces the window's.
+                    self.prompt = None;
+                    self.apply(command);
+                }
+                Ended::Copied(text) => {
+                    if let Some(ctx) = &self.ctx {
+                        ctx.copy_text(text);
+                    }
+                    self.notice = Some("Copied the recipe to the clipboard.".into());
+                }
             }
         }
         self.schedule_evaluation();
