@@ -61,7 +61,7 @@ pub enum Error {
     #[error("{context}: {cause}")]
     Engine { context: String, cause: String },
     /// A caller asked for something impossible (bad option values).
-    #[error("invalid setting: {0}")]
+    #[error("{0}")]
     InvalidSetting(String),
     /// A worker panicked: a bug in slimscope, reported with what the panic said.
     #[error("internal error (please report): {0}")]

@@ -108,6 +108,8 @@ fn inspect_draws_one_histogram_as_text() {
         .nth(1)
         .expect("histogram section");
     assert_eq!(tail.lines().filter(|l| l.contains('#')).count(), 8);
+    // Words, not a type's name.
+    assert!(tail.starts_with(" (values, 8 bins, log scale):"), "{tail}");
     let (code, _, stderr) = slimscope(&["inspect", &path("digit_cnn.pth"), "--histogram", "nope"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("no tensor named `nope`"), "{stderr}");
@@ -118,4 +120,46 @@ fn unknown_flags_are_usage_errors() {
     let (code, _, stderr) = slimscope(&["inspect", "--frobnicate", "x"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("--frobnicate"));
+}
+
+/// Data of the wrong size is called that, not a failed architecture proposal:
+/// sklearn's digits have 64 values, and the digit CNN's weights fit, among others,
+/// every side from 24 to 31 (hand-derived: three same-padded 3×3 convolutions with 2×2
+/// pools floor each side to ⌊⌊⌊s/2⌋/2⌋/2⌋ = 3, and 128 filters × 3 × 3 = 1,152, the
+/// first linear layer's inputs), MNIST's 28 among them.
+#[test]
+fn data_of_another_size_is_named_as_such() {
+    let (code, _, stderr) = slimscope(&[
+        "eval",
+        &path("digit_cnn.pth"),
+        "--data",
+        &path("digits.csv.gz"),
+    ]);
+    assert_eq!(code, 2);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("the samples have 64 values (1×8×8)")
+            && stderr.contains("1×24×24 to 1×31×31")
+            && stderr.contains("is the data for this model?"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("invalid setting"), "{stderr}");
+}
+
+/// An integer quant with no granularity is per channel (the default the app starts
+/// with), as if written out.
+#[test]
+fn an_integer_quant_defaults_to_per_channel() {
+    use slimscope::compress::recipe::Recipe;
+    let origin = std::path::Path::new("r.toml");
+    let parse = |quant: &str| {
+        let text = format!("version = 1\n[[rule]]\nmatch = \"*\"\nquant = {quant}\n");
+        let mut r = Recipe::parse(&text, origin).expect("parses");
+        r.rules.iter_mut().for_each(|rule| rule.line = None);
+        r
+    };
+    assert_eq!(
+        parse("{ format = \"int\", bits = 8 }"),
+        parse("{ format = \"int\", bits = 8, granularity = \"channel\" }")
+    );
 }

@@ -26,7 +26,8 @@ pub enum Layout {
 pub struct ApplyArgs {
     /// The model file.
     pub model: PathBuf,
-    /// The recipe (TOML; see `slimscope::compress::recipe`).
+    /// The recipe: TOML, `version = 1` then ordered `[[rule]]`s, each a `match` glob or
+    /// `regex` with a `prune` and a `quant` table (the README shows one).
     #[arg(long)]
     pub recipe: PathBuf,
     /// Where to write the compressed model: `.safetensors` (see --layout),
@@ -80,6 +81,41 @@ fn tensor_types_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
+/// The per-tensor table: columns as wide as their longest entry, so long names and
+/// schemes stay aligned.
+fn print_tensors(out: &mut impl Write, summary: &crate::export::Summary) -> anyhow::Result<()> {
+    let names: Vec<std::borrow::Cow<str>> = summary
+        .tensors
+        .iter()
+        .map(|t| crate::text::printable(&t.name))
+        .collect();
+    let width =
+        |texts: &mut dyn Iterator<Item = usize>, least: usize| texts.max().unwrap_or(0).max(least);
+    let nw = width(&mut names.iter().map(|n| n.chars().count()), 6);
+    let sw = width(
+        &mut summary.tensors.iter().map(|t| t.scheme.chars().count()),
+        6,
+    );
+    writeln!(
+        out,
+        "{:<nw$} {:<sw$} {:>9} {:>10} {:>10} {:>9}",
+        "tensor", "scheme", "sparsity", "before", "after", "SQNR dB"
+    )?;
+    for (t, name) in summary.tensors.iter().zip(&names) {
+        writeln!(
+            out,
+            "{:<nw$} {:<sw$} {:>8.2}% {:>10} {:>10} {:>9.2}",
+            name,
+            t.scheme,
+            100.0 * t.sparsity,
+            human_bytes(t.bytes_before),
+            human_bytes(t.bytes_after),
+            t.fidelity.sqnr_db
+        )?;
+    }
+    Ok(())
+}
+
 pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
     let model = Model::open(&args.model)?;
     crate::export::check_output_paths(&[&args.model, &args.recipe], &args.output, args.force)?;
@@ -104,23 +140,7 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
         writeln!(out, "{}", summary.to_json(true))?;
         return Ok(());
     }
-    writeln!(
-        out,
-        "{:<28} {:<36} {:>9} {:>10} {:>10} {:>9}",
-        "tensor", "scheme", "sparsity", "before", "after", "SQNR dB"
-    )?;
-    for t in &summary.tensors {
-        writeln!(
-            out,
-            "{:<28} {:<36} {:>8.2}% {:>10} {:>10} {:>9.2}",
-            crate::text::printable(&t.name),
-            t.scheme,
-            100.0 * t.sparsity,
-            human_bytes(t.bytes_before),
-            human_bytes(t.bytes_after),
-            t.fidelity.sqnr_db
-        )?;
-    }
+    print_tensors(&mut out, &summary)?;
     for t in &summary.tensors {
         if let (Some(after), Some((f0, f1))) = (&t.shape_after, t.flops) {
             writeln!(

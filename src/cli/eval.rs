@@ -51,6 +51,7 @@ pub struct EvalArgs {
 pub struct GenerateArgs {
     /// A llama-family GGUF.
     pub model: PathBuf,
+    /// The text to continue (tokenized with the model's own tokenizer).
     #[arg(long)]
     pub prompt: String,
     /// Tokens to generate (greedy).

@@ -173,9 +173,12 @@ fn print_histogram(out: &mut impl Write, r: &TensorReport, log: bool) -> std::io
         .max(1e-12);
     writeln!(
         out,
-        "\nhistogram of `{}` ({:?}, {} bins{}):",
+        "\nhistogram of `{}` ({}, {} bins{}):",
         printable(&r.info.name),
-        h.range,
+        match h.range {
+            crate::stats::HistogramRange::Signed => "values",
+            crate::stats::HistogramRange::Abs => "|w|",
+        },
         h.counts.len(),
         if log { ", log scale" } else { "" }
     )?;

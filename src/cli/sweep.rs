@@ -387,6 +387,14 @@ fn print_summary(report: &Report, allocated: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A point's curve, with the block type for GGUF points (one curve, many types).
+fn point_name(p: &crate::sweep::Point) -> String {
+    match p.config.format {
+        crate::compress::config::Format::Gguf(q) => format!("{} {}", p.curve, q.name()),
+        _ => p.curve.clone(),
+    }
+}
+
 /// The measured speed of each point's artifact beside its quality (`--speed`).
 fn print_speed(out: &mut impl Write, report: &Report, quality_name: &str) -> anyhow::Result<()> {
     let Some(speed) = &report.speed else {
@@ -397,19 +405,53 @@ fn print_speed(out: &mut impl Write, report: &Report, quality_name: &str) -> any
         "\nspeed ({}, each artifact served alone by a fresh process; * latency/quality Pareto):",
         speed.runtime
     )?;
-    let figures = |v: &crate::measure::speed::Variant| -> String {
-        match (v.classifier_figures(), v.generation_speed(), &v.unavailable) {
-            (Some((ms, per_s)), _, _) => format!("{ms:>8.3} ms {per_s:>10.0}/s"),
-            (_, Some(tok), _) => format!("{tok:>8.1} generated tok/s"),
-            (_, _, Some(why)) => crate::text::printable(why).into_owned(),
-            _ => "–".into(),
+    use crate::measure::speed::{Served, Variant};
+    let figures = |v: &Variant| -> String {
+        let noisy = if v.served.as_ref().is_some_and(Served::noisy) {
+            " (noisy)"
+        } else {
+            ""
+        };
+        match (&v.served, &v.unavailable) {
+            (
+                Some(Served::Language {
+                    prompt_tokens_per_second,
+                    generation_tokens_per_second,
+                    ..
+                }),
+                _,
+            ) => format!(
+                "{prompt_tokens_per_second:>8.1} {generation_tokens_per_second:>7.1} tok/s{noisy}"
+            ),
+            (Some(_), _) => match v.classifier_figures() {
+                Some((ms, per_s)) => format!("{ms:>8.3} ms {per_s:>10.0}/s{noisy}"),
+                None => "–".into(),
+            },
+            (None, Some(why)) => crate::text::printable(why).into_owned(),
+            (None, None) => "–".into(),
         }
     };
-    let base = speed.original.classifier_figures().map(|f| f.0);
+    // Latency (classifiers) or time per generated token (language models), as a
+    // ratio to the original's: above 1 is slower.
+    let cost = |v: &Variant| {
+        v.classifier_figures()
+            .map(|f| f.0)
+            .or_else(|| v.generation_speed().map(|t| 1.0 / t.max(1e-12)))
+    };
+    let base = cost(&speed.original);
+    let language = speed.original.generation_speed().is_some();
     writeln!(
         out,
         "{:<26} {:>7} {:>10} {:>22} {:>9}  {quality_name}",
-        "curve", "level", "on disk", "p50 latency, samples/s", "vs orig."
+        "curve",
+        "level",
+        "on disk",
+        if language {
+            "prompt, generation"
+        } else {
+            "p50 latency, samples/s"
+        },
+        "vs orig."
     )?;
     writeln!(
         out,
@@ -421,14 +463,14 @@ fn print_speed(out: &mut impl Write, report: &Report, quality_name: &str) -> any
     )?;
     let front = report.pareto_latency.clone().unwrap_or_default();
     for (i, (r, v)) in report.points.iter().zip(&speed.points).enumerate() {
-        let ratio = match (base, v.classifier_figures()) {
-            (Some(b), Some((ms, _))) if b > 0.0 => format!("{:.2}×", ms / b),
+        let ratio = match (base, cost(v)) {
+            (Some(b), Some(c)) if b > 0.0 => format!("{:.2}×", c / b),
             _ => String::new(),
         };
         writeln!(
             out,
             "{:<26} {:>7.2} {:>10} {} {:>9}  {:.4}{}",
-            crate::text::printable(&r.point.curve),
+            crate::text::printable(&point_name(&r.point)),
             r.point.level,
             human_bytes(v.bytes_on_disk),
             figures(v),
@@ -508,7 +550,7 @@ fn print_points(out: &mut impl Write, report: &Report, quality_name: &str) -> an
         writeln!(
             out,
             "{:<26} {:>7.3} {:>10} {:>9.3} {:>10.3}{}{}",
-            r.point.curve,
+            point_name(&r.point),
             r.point.level,
             if measured {
                 format!("{:.2}%", 100.0 * q)

@@ -22,7 +22,7 @@
 //! `random` (`sparsity`, `seed`); `nm` (`n`, `m`); `structured` (`sparsity`, `axis` 0|1,
 //! `norm` = `l1`|`l2`). Pruning skips 1-D tensors (biases, norms) unless the rule sets
 //! `include_vectors = true`. Quant formats: `none`; `int` (`bits` 2–8, `symmetric`,
-//! `granularity` = `tensor`|`channel`|`group`, `group_size`, `clip` = `none`|`mse`);
+//! `granularity` = `tensor`|`channel` (the default)|`group`, `group_size`, `clip` = `none`|`mse`);
 //! `f16`, `bf16`,
 //! `fp8_e4m3`, `fp8_e5m2`; `gguf` (`type` = Q8_0|Q4_0|Q4_1|Q5_0|Q5_1|Q2_K|Q3_K|Q4_K|
 //! Q5_K|Q6_K; like llama.cpp, only tensors of rank ≥ 2 take a block type, and a
@@ -274,6 +274,8 @@ pub enum QuantSpec {
         bits: Bits,
         #[serde(default = "yes")]
         symmetric: bool,
+        /// Per output channel unless said otherwise (what the app starts with).
+        #[serde(default = "per_channel")]
         granularity: GranularityName,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         group_size: Option<usize>,
@@ -292,6 +294,10 @@ pub enum QuantSpec {
 
 fn yes() -> bool {
     true
+}
+
+fn per_channel() -> GranularityName {
+    GranularityName::Channel
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {

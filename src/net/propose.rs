@@ -104,7 +104,45 @@ pub fn propose(model: &Model, sample_len: usize) -> Result<Proposal> {
         .count();
     let mut choice = (true, false);
     if convs > 0 {
-        let (chosen, note) = conv_choice(&found, &input, &cannot)?;
+        let (chosen, note) = conv_choice(&found, &input, &cannot).map_err(|e| {
+            // Data of another size is likelier than an odd network: say which sizes
+            // the weights fit, if square inputs do.
+            let c = input[0];
+            let fits: Vec<usize> = (1..=1024usize)
+                .filter(|&side| conv_choice(&found, &[c, side, side], &cannot).is_ok())
+                .collect();
+            if fits.is_empty() {
+                return e;
+            }
+            // Runs of consecutive sides (pooling floors make several fit).
+            let mut runs: Vec<(usize, usize)> = Vec::new();
+            for &side in &fits {
+                match runs.last_mut() {
+                    Some(run) if run.1 + 1 == side => run.1 = side,
+                    _ => runs.push((side, side)),
+                }
+            }
+            let sizes: Vec<String> = runs
+                .iter()
+                .take(4)
+                .map(|&(a, b)| match a == b {
+                    true => format!("{c}×{a}×{a}"),
+                    false => format!("{c}×{a}×{a} to {c}×{b}×{b}"),
+                })
+                .collect();
+            Error::Unsupported {
+                path: model.path.clone(),
+                what: format!(
+                    "the samples have {sample_len} values ({c}×{}×{}), but the model's weights \
+                     fit inputs of {}{}: is the data for this model? (or write a spec with \
+                     --arch)",
+                    input[1],
+                    input[2],
+                    sizes.join(", "),
+                    if runs.len() > 4 { ", …" } else { "" }
+                ),
+            }
+        })?;
         choice = chosen;
         notes.push(note);
     }
