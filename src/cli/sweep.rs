@@ -433,11 +433,7 @@ fn print_speed(out: &mut impl Write, report: &Report, quality_name: &str) -> any
     };
     // Latency (classifiers) or time per generated token (language models), as a
     // ratio to the original's: above 1 is slower.
-    let cost = |v: &Variant| {
-        v.classifier_figures()
-            .map(|f| f.0)
-            .or_else(|| v.generation_speed().map(|t| 1.0 / t.max(1e-12)))
-    };
+    let cost = Variant::time_cost;
     let base = cost(&speed.original);
     let language = speed.original.generation_speed().is_some();
     writeln!(

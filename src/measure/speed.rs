@@ -265,6 +265,14 @@ impl Variant {
         }
     }
 
+    /// The time a latency front weighs against quality, in ms: latency p50 at batch 1
+    /// for a classifier, the time per generated token for a language model.
+    pub fn time_cost(&self) -> Option<f64> {
+        self.classifier_figures()
+            .map(|(ms, _)| ms)
+            .or_else(|| self.generation_speed().map(|t| 1e3 / t.max(1e-9)))
+    }
+
     /// Generation tokens/s of a served language model.
     pub fn generation_speed(&self) -> Option<f64> {
         match &self.served {

@@ -29,7 +29,9 @@ pub struct Report<'a> {
     /// Measured speed of each point's artifact (`sweep --speed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub speed: Option<SweepSpeed>,
-    /// Indices into `points` of the latency/quality Pareto front, fastest first.
+    /// Indices into `points` of the latency/quality Pareto front, fastest first
+    /// (latency at batch 1 for classifiers, time per generated token for language
+    /// models: [`crate::measure::speed::Variant::time_cost`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pareto_latency: Option<Vec<usize>>,
 }
@@ -66,7 +68,7 @@ impl<'a> Report<'a> {
         let latency: Vec<Option<f64>> = speed
             .points
             .iter()
-            .map(|v| v.classifier_figures().map(|(ms, _)| ms))
+            .map(crate::measure::speed::Variant::time_cost)
             .collect();
         if latency.iter().any(Option::is_some) {
             self.pareto_latency = Some(latency_front(self.points, &latency));

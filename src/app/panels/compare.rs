@@ -231,14 +231,6 @@ fn speed_rows(v: Option<&Variant>, original: Option<&Variant>) -> Vec<SpeedRow> 
     rows
 }
 
-/// The cost a Pareto front weighs against quality: latency at batch 1 for a
-/// classifier, time per generated token for a language model.
-fn time_cost(v: &Variant) -> Option<f64> {
-    v.classifier_figures()
-        .map(|(ms, _)| ms)
-        .or_else(|| v.generation_speed().map(|t| 1e3 / t.max(1e-9)))
-}
-
 /// The compare tab.
 pub struct ComparePanel<'a> {
     pub compare: &'a mut Compare,
@@ -521,7 +513,7 @@ fn pareto(
     let mut candidates: Vec<(String, f64, [f64; 2])> = Vec::new();
     let mut add = |name: String, quality: Option<f64>, v: Option<&Variant>| {
         if let (Some(q), Some(v)) = (quality, v)
-            && let Some(t) = time_cost(v)
+            && let Some(t) = v.time_cost()
         {
             candidates.push((name, q, [v.bytes_on_disk as f64, t]));
         }
