@@ -231,6 +231,20 @@ where
     T: Send + 'static,
     F: FnOnce(&Progress<T>) -> Result<T> + Send + 'static,
 {
+    spawn_streaming(name, notify, work)
+}
+
+/// [`spawn_job`] for work that sends partial results (`Point`s) on the way.
+pub fn spawn_streaming<T, P, F>(
+    name: &str,
+    notify: impl Fn() + Send + Sync + 'static,
+    work: F,
+) -> JobHandle<T, P>
+where
+    T: Send + 'static,
+    P: Send + 'static,
+    F: FnOnce(&Progress<T, P>) -> Result<T> + Send + 'static,
+{
     let notify: Arc<dyn Fn() + Send + Sync> = Arc::new(notify);
     let n = notify.clone();
     let (handle, run) = prepare(move || n(), work, CancelToken::default());

@@ -1612,3 +1612,44 @@ fn a_user_with_no_file_dialog_opens_a_model_and_attaches_data() {
     });
     assert_eq!(h.state().attached().expect("data").data_path, spec);
 }
+
+/// On a language model the exact sizes show at once after a format change, and the
+/// perplexity follows with its own progress: the size on screen while the text is
+/// being measured is the final evaluation's.
+#[test]
+fn a_language_models_sizes_show_before_its_perplexity() {
+    let mut h = harness();
+    drop_file(&mut h, &fixture("smollm2_q4_1.gguf"));
+    let wait = |h: &mut Harness<'_, SlimApp>, what: &str, done: &dyn Fn(&SlimApp) -> bool| {
+        let start = Instant::now();
+        while !done(h.state()) {
+            assert!(
+                start.elapsed() < Duration::from_secs(600),
+                "timed out waiting for {what}"
+            );
+            h.step();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    wait(&mut h, "SmolLM2 and its baseline", &|a| {
+        a.attached().is_some() && !a.is_attaching() && !a.is_loading()
+    });
+    h.state_mut().document_mut().expect("a model").config = slimscope::compress::config::Config {
+        format: slimscope::compress::config::Format::Gguf(slimscope::dtype::GgmlQuant::Q8_0),
+        ..Default::default()
+    };
+    wait(&mut h, "the sizes", &|a| a.evaluation().is_some());
+    assert!(
+        h.state().evaluation().is_some_and(|e| e.accuracy.is_none())
+            && h.state().document().is_some_and(|d| d.is_evaluating()),
+        "the sizes came with the perplexity, not before it"
+    );
+    h.run_steps(2);
+    let early = shown_size(&h);
+    wait(&mut h, "the perplexity", &|a| {
+        a.evaluation_is_current() && a.evaluation().is_some_and(|e| e.accuracy.is_some())
+    });
+    h.run_steps(2);
+    assert_eq!(shown_size(&h), early);
+    h.get_by_label_contains("nats/token");
+}

@@ -495,3 +495,87 @@ fn the_cli_evaluates_an_onnx_model_with_a_recipe() {
     let int8 = report["compressed"]["top1"].as_f64().expect("compressed");
     assert!((int8 - 0.997).abs() <= 0.002, "{int8}");
 }
+
+/// The app's evaluation tells the exact sizes first, with no task figures, then the
+/// task's progress, then everything: the sizes told early are the final ones, and the
+/// final top-1 is the plain evaluation's on the same data.
+#[test]
+fn an_evaluation_tells_its_sizes_before_its_accuracy() {
+    use slimscope::compress::apply::TensorCache;
+    use slimscope::compress::config::{Config, Format, IntGranularity};
+    use slimscope::measure::evaluation::{Evaluation, Hooks, evaluate as evaluate_config};
+    use slimscope::stats::StatsOptions;
+    let model = Model::open(fixture("digit_cnn.pth")).expect("model");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let arch = dir.path().join("cnn.toml");
+    std::fs::write(&arch, CNN_ARCH).expect("arch");
+    let spec = mnist_spec(dir.path());
+    let attached = slimscope::eval::attach::attach(&model, &spec, Some(&arch), 1, |_, _| true)
+        .expect("attach");
+    let reports = slimscope::inspect::inspect_model(&model, &StatsOptions::default(), |_, _| true)
+        .expect("reports");
+    let config = Config {
+        format: Format::Int {
+            bits: 4,
+            granularity: IntGranularity::Channel,
+            mse_clip: false,
+        },
+        ..Default::default()
+    };
+    let events = std::sync::Mutex::new(Vec::<String>::new());
+    let early = std::sync::Mutex::new(None::<Evaluation>);
+    let mut sizes = |e: &Evaluation| {
+        events.lock().expect("lock").push("sizes".into());
+        *early.lock().expect("lock") = Some(e.clone());
+    };
+    let mut progress = |done: usize, total: usize| {
+        events.lock().expect("lock").push(format!("{done}/{total}"));
+        true
+    };
+    let cache = TensorCache::new(1 << 28);
+    let hooks = Hooks {
+        cancelled: &|| false,
+        sizes: &mut sizes,
+        progress: &mut progress,
+    };
+    let e = evaluate_config(
+        &model,
+        &reports,
+        &config,
+        256,
+        &cache,
+        Some((1, &attached.evaluator)),
+        hooks,
+    )
+    .expect("evaluate");
+    let events = events.into_inner().expect("lock");
+    assert_eq!(
+        events.first().map(String::as_str),
+        Some("sizes"),
+        "{events:?}"
+    );
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("5000/5000"),
+        "{events:?}"
+    );
+    let early = early.into_inner().expect("lock").expect("sizes told");
+    assert!(early.accuracy.is_none());
+    assert_eq!(early.totals, e.totals);
+    let (_, m) = e.accuracy.expect("accuracy");
+    let applied = apply_recipe(
+        &model,
+        &config.to_recipe(Path::new("(test)")).expect("recipe"),
+    )
+    .expect("apply");
+    let runner = attached.evaluator.network();
+    let Network::Sequential(arch_spec) = runner else {
+        panic!("a sequential network");
+    };
+    let weights = slimscope::net::weights::ModelWeights::new(&model, &applied);
+    let plain =
+        slimscope::net::sequential_runner(arch_spec, &weights, &model.path).expect("runner");
+    let want =
+        evaluate(plain.as_ref(), attached.evaluator.data(), 500, |_, _| true).expect("plain");
+    assert_eq!(m.top1, want.top1);
+}

@@ -19,7 +19,7 @@ use super::speeds::Speeds;
 use super::{LoadedModel, TENSOR_CACHE_BYTES};
 use crate::compress::apply::TensorCache;
 use crate::compress::config::Config;
-use crate::jobs::{JobEvent, JobHandle, spawn_job};
+use crate::jobs::{JobEvent, JobHandle, spawn_job, spawn_streaming};
 use crate::measure::evaluation::{self, Evaluation};
 use crate::stats::{Histogram, HistogramRange, StatsOptions};
 
@@ -35,10 +35,12 @@ struct HistogramJob {
     job: JobHandle<Histogram>,
 }
 
-/// A compression evaluation running for its key.
+/// A compression evaluation running for its key: it sends the sizes first (a
+/// `Point`), then progress through the task, then the whole evaluation.
 struct Evaluating {
     key: EvalKey,
-    job: JobHandle<Evaluation>,
+    job: JobHandle<Evaluation, Evaluation>,
+    progress: (usize, usize),
 }
 
 /// A data set being attached: loading, then the baseline evaluation.
@@ -146,6 +148,12 @@ impl Document {
         self.attaching.as_ref().map(|a| a.progress)
     }
 
+    /// How far the running evaluation's task figures are: (done, total) samples,
+    /// windows or pairs.
+    pub fn evaluation_progress(&self) -> Option<(usize, usize)> {
+        self.evaluating.as_ref().map(|e| e.progress)
+    }
+
     /// Whether an evaluation is running.
     pub fn is_evaluating(&self) -> bool {
         self.evaluating.is_some()
@@ -222,13 +230,26 @@ impl Document {
         let (config, bins, version) = key.clone();
         let evaluator = self.attached.as_ref().map(|a| a.evaluator.clone());
         let cache = self.tensor_cache.clone();
-        let job = spawn_job("compress", notify, move |progress| {
+        let job = spawn_streaming("compress", notify, move |progress| {
             let accuracy = evaluator.as_deref().map(|e| (version, e));
-            evaluation::evaluate(&model, &reports, &config, bins, &cache, accuracy, || {
-                progress.is_cancelled()
-            })
+            let cancelled = || progress.is_cancelled();
+            // The exact sizes go on screen at once; the task's figures follow.
+            let mut sizes = |e: &Evaluation| {
+                progress.point(e.clone());
+            };
+            let mut report = |done, total| progress.report(done, total);
+            let hooks = evaluation::Hooks {
+                cancelled: &cancelled,
+                sizes: &mut sizes,
+                progress: &mut report,
+            };
+            evaluation::evaluate(&model, &reports, &config, bins, &cache, accuracy, hooks)
         });
-        self.evaluating = Some(Evaluating { key, job });
+        self.evaluating = Some(Evaluating {
+            key,
+            job,
+            progress: (0, 0),
+        });
     }
 
     /// The histogram for tensor `index` under `key`'s bins and range, if computed.
@@ -294,8 +315,20 @@ impl Document {
                 _ => {}
             }
         }
+        let mut ended = None;
+        if let Some(running) = &mut self.evaluating {
+            while let Ok(event) = running.job.events.try_recv() {
+                match event {
+                    JobEvent::Progress { done, total, .. } => running.progress = (done, total),
+                    // The sizes, before the task's figures.
+                    JobEvent::Point(sizes) => self.evaluation = Some(Arc::new(sizes)),
+                    end if end.is_end() => ended = Some(end),
+                    _ => {}
+                }
+            }
+        }
         if let Some(running) = &self.evaluating
-            && let Some(event) = running.job.try_end()
+            && let Some(event) = ended
         {
             let key = running.key.clone();
             self.evaluating = None;

@@ -109,7 +109,7 @@ impl SlimApp {
                             attached: doc.attached.as_ref(),
                             attaching: doc.attaching(),
                             evaluation: doc.evaluation.as_deref(),
-                            evaluating: busy,
+                            evaluating: doc.evaluation_progress(),
                         }
                         .ui(ui, commands);
                         ui.separator();

@@ -145,10 +145,23 @@ fn tensor_result(
     }
 }
 
+/// What [`evaluate`] tells its caller on the way.
+pub struct Hooks<'a> {
+    /// Asked between the steps: stop when it says so.
+    pub cancelled: &'a (dyn Fn() -> bool + Sync),
+    /// Given the sizes, fidelity and per-tensor details as soon as they are known,
+    /// before the slower task figures (no `accuracy` yet).
+    pub sizes: &'a mut dyn FnMut(&Evaluation),
+    /// Samples (or windows, or pairs) of the task measured so far, and in all;
+    /// returns false to stop.
+    pub progress: &'a mut dyn FnMut(usize, usize) -> bool,
+}
+
 /// Compress `model` as `config` says and measure the result (run on a worker): sizes
-/// and fidelity always, accuracy when a data set is attached (`accuracy`: its version
-/// and evaluator). Tensors and accuracy already computed for another configuration
-/// are reused, so returning to a level is instant.
+/// and fidelity always (told to `hooks.sizes` at once), accuracy when a data set is
+/// attached (`accuracy`: its version and evaluator). Tensors and accuracy already
+/// computed for another configuration are reused, so returning to a level is
+/// instant.
 pub fn evaluate(
     model: &Model,
     reports: &[TensorReport],
@@ -156,33 +169,17 @@ pub fn evaluate(
     bins: usize,
     cache: &TensorCache,
     accuracy: Option<(u64, &Evaluator)>,
-    cancelled: impl Fn() -> bool + Sync,
+    hooks: Hooks,
 ) -> Result<Evaluation> {
+    let Hooks {
+        cancelled,
+        sizes,
+        progress,
+    } = hooks;
     let recipe = config.to_recipe(Path::new(SETTINGS_ORIGIN))?;
-    let calibration = recipe
-        .activations
-        .as_ref()
-        .map_or(0, |a| a.calibration_samples());
-    let split = match accuracy {
-        Some((_, e)) if calibration > 0 => Some(e.keeping_apart(calibration)?),
-        _ => None,
-    };
-    let evaluator = split.as_deref().or(accuracy.map(|(_, e)| e));
-    let with = crate::measure::With {
-        cache: Some(cache),
-        evaluator,
-        batch: crate::eval::DEFAULT_BATCH,
-    };
-    let measured = crate::measure::measure(model, &recipe, with, &cancelled)?;
-    let kept_apart = match &split {
-        Some(e) => {
-            let original = e.measure(model, &[], with.batch, |_, _| !cancelled())?;
-            Some((calibration, original))
-        }
-        None => None,
-    };
-    let results: Vec<(usize, TensorResult)> = measured
-        .applied
+    let (applied, totals) =
+        crate::measure::measure_weights(model, &recipe, Some(cache), cancelled)?;
+    let results: Vec<(usize, TensorResult)> = applied
         .par_iter()
         .map(|(i, t)| {
             let original = model.tensor_f32(*i)?;
@@ -191,7 +188,7 @@ pub fn evaluate(
         .collect::<Result<_>>()?;
     let nonzero = |r: &TensorReport| r.info.numel - r.stats.as_ref().map_or(0, |s| s.zeros);
     let mut nonzero_after: u64 = reports.iter().map(nonzero).sum();
-    for (i, t) in &measured.applied {
+    for (i, t) in &applied {
         let after = ((1.0 - t.sparsity) * t.values.len() as f64).round() as u64;
         nonzero_after = nonzero_after - nonzero(&reports[*i]) + after;
     }
@@ -199,14 +196,40 @@ pub fn evaluate(
     for (i, r) in results {
         tensors[i] = Some(r);
     }
-    let totals = measured.totals;
-    Ok(Evaluation {
+    let mut evaluation = Evaluation {
         config: config.clone(),
         bins,
         tensors,
         totals,
         nonzero_after,
-        accuracy: accuracy.zip(measured.metrics).map(|((v, _), m)| (v, m)),
-        kept_apart,
-    })
+        accuracy: None,
+        kept_apart: None,
+    };
+    let Some((version, base)) = accuracy else {
+        return Ok(evaluation);
+    };
+    sizes(&evaluation);
+    if cancelled() {
+        return Err(crate::Error::Cancelled);
+    }
+    // Static activation quantization calibrates on samples kept apart: every figure
+    // then covers the rest, the original's too.
+    let calibration = recipe
+        .activations
+        .as_ref()
+        .map_or(0, |a| a.calibration_samples());
+    let split = match calibration {
+        0 => None,
+        n => Some(base.keeping_apart(n)?),
+    };
+    let evaluator = split.as_deref().unwrap_or(base);
+    let batch = crate::eval::DEFAULT_BATCH;
+    let metrics =
+        crate::measure::measure_task(model, &recipe, &applied, evaluator, batch, progress)?;
+    if let Some(e) = &split {
+        let original = e.measure(model, &[], batch, |_, _| !cancelled())?;
+        evaluation.kept_apart = Some((calibration, original));
+    }
+    evaluation.accuracy = Some((version, metrics));
+    Ok(evaluation)
 }

@@ -117,17 +117,16 @@ pub fn measure(
     with: With,
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<Measurement> {
-    let applied = apply_recipe_cached(model, recipe, with.cache)?;
-    if cancelled() {
-        return Err(Error::Cancelled);
-    }
-    let totals = Totals::of(model, &applied);
+    let (applied, totals) = measure_weights(model, recipe, with.cache, cancelled)?;
     let metrics = match with.evaluator {
-        Some(evaluator) => {
-            let batch = with.batch.max(1);
-            let activations = recipe.activations.as_ref();
-            Some(evaluator.measure_with(model, &applied, activations, batch, |_, _| !cancelled())?)
-        }
+        Some(evaluator) => Some(measure_task(
+            model,
+            recipe,
+            &applied,
+            evaluator,
+            with.batch,
+            &mut |_, _| !cancelled(),
+        )?),
         None => None,
     };
     Ok(Measurement {
@@ -135,4 +134,35 @@ pub fn measure(
         totals,
         metrics,
     })
+}
+
+/// The first, fast part of [`measure`]: the compressed tensors and what they add up
+/// to (exact sizes and weight fidelity, no data needed).
+pub fn measure_weights(
+    model: &Model,
+    recipe: &Recipe,
+    cache: Option<&TensorCache>,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<(Vec<(usize, AppliedTensor)>, Totals)> {
+    let applied = apply_recipe_cached(model, recipe, cache)?;
+    if cancelled() {
+        return Err(Error::Cancelled);
+    }
+    let totals = Totals::of(model, &applied);
+    Ok((applied, totals))
+}
+
+/// The second, slower part of [`measure`]: the task's figures with `applied` in
+/// place (and the recipe's activation quantization), in batches of `batch`;
+/// `progress(done, total)` returns false to cancel.
+pub fn measure_task(
+    model: &Model,
+    recipe: &Recipe,
+    applied: &[(usize, AppliedTensor)],
+    evaluator: &Evaluator,
+    batch: usize,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Metrics> {
+    let activations = recipe.activations.as_ref();
+    evaluator.measure_with(model, applied, activations, batch.max(1), progress)
 }

@@ -15,7 +15,9 @@ pub struct AccuracyPanel<'a> {
     pub attached: Option<&'a Attached>,
     pub attaching: Option<(usize, usize)>,
     pub evaluation: Option<&'a Evaluation>,
-    pub evaluating: bool,
+    /// Whether the current configuration is being measured, and how far its task
+    /// figures are (done, total).
+    pub evaluating: Option<(usize, usize)>,
 }
 
 impl super::Panel for AccuracyPanel<'_> {
@@ -207,7 +209,7 @@ fn compressed_row(
     ui: &mut egui::Ui,
     a: &Attached,
     evaluation: Option<&Evaluation>,
-    evaluating: bool,
+    evaluating: Option<(usize, usize)>,
 ) {
     let current = evaluation
         .and_then(|e| e.accuracy)
@@ -253,8 +255,20 @@ fn compressed_row(
                 m.loss
             ));
         }
-        None if evaluating => {
-            ui.spinner();
+        None if evaluating.is_some() => {
+            // The sizes are on screen already; the task's figures take longer.
+            match evaluating {
+                Some((done, total)) if total > 0 => {
+                    ui.add(
+                        egui::ProgressBar::new(done as f32 / total as f32)
+                            .desired_width(180.0)
+                            .text(format!("measuring: {done}/{total}")),
+                    );
+                }
+                _ => {
+                    ui.spinner();
+                }
+            }
         }
         None => {
             ui.label("same as the original");
