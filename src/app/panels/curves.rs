@@ -543,8 +543,9 @@ fn axis_y(label: &str) -> AxisHints<'static> {
         .label_spacing(15.0..=25.0)
 }
 
-/// A plot of the curves tab: legend (in `corner`, where its curves rarely go),
-/// labelled axes, no scroll-zoom (the tab scrolls).
+/// A plot of the curves tab: labelled axes, no scroll-zoom (the tab scrolls). The
+/// main plots draw their legend above themselves ([`legend_row`]), off the data;
+/// the others put egui_plot's in `corner`.
 fn plot(id: &str, height: f32, x: &str, y: &str, corner: egui_plot::Corner) -> Plot<'static> {
     Plot::new(id.to_owned())
         .height(height)
@@ -552,6 +553,172 @@ fn plot(id: &str, height: f32, x: &str, y: &str, corner: egui_plot::Corner) -> P
         .custom_x_axes(vec![axis_x(x)])
         .custom_y_axes(vec![axis_y(y)])
         .allow_scroll(false)
+}
+
+/// One of the three main plots: [`plot`] with its legend drawn above it instead.
+fn main_plot<'a>(id: &str, height: f32, x: &str, y: &str) -> Plot<'a> {
+    Plot::new(id.to_owned())
+        .height(height)
+        .custom_x_axes(vec![axis_x(x)])
+        .custom_y_axes(vec![axis_y(y)])
+        .allow_scroll(false)
+}
+
+/// Curve `i`'s colour (Tableau 10, distinguishable and colour-blind tolerant) and
+/// marker shape: a line and its points share them, so the legend shows the colour.
+fn series(i: usize) -> (egui::Color32, egui_plot::MarkerShape) {
+    use egui_plot::MarkerShape::{Circle, Diamond, Down, Square, Up};
+    const COLORS: [(u8, u8, u8); 10] = [
+        (31, 119, 180),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+        (127, 127, 127),
+        (188, 189, 34),
+        (23, 190, 207),
+    ];
+    const SHAPES: [egui_plot::MarkerShape; 5] = [Circle, Square, Diamond, Up, Down];
+    let (r, g, b) = COLORS[i % COLORS.len()];
+    (egui::Color32::from_rgb(r, g, b), SHAPES[i % SHAPES.len()])
+}
+
+/// A marker of `shape` in `color` around `c`, as the plots draw it.
+fn paint_marker(
+    painter: &egui::Painter,
+    c: egui::Pos2,
+    r: f32,
+    shape: egui_plot::MarkerShape,
+    color: egui::Color32,
+) {
+    use egui::pos2;
+    use egui_plot::MarkerShape as M;
+    let polygon = |points: Vec<egui::Pos2>| {
+        painter.add(egui::Shape::convex_polygon(
+            points,
+            color,
+            egui::Stroke::NONE,
+        ));
+    };
+    match shape {
+        M::Square => {
+            painter.rect_filled(
+                egui::Rect::from_center_size(c, egui::vec2(1.6 * r, 1.6 * r)),
+                0.0,
+                color,
+            );
+        }
+        M::Diamond => polygon(vec![
+            pos2(c.x, c.y - r),
+            pos2(c.x + r, c.y),
+            pos2(c.x, c.y + r),
+            pos2(c.x - r, c.y),
+        ]),
+        M::Up => polygon(vec![
+            pos2(c.x, c.y - r),
+            pos2(c.x + r, c.y + r),
+            pos2(c.x - r, c.y + r),
+        ]),
+        M::Down => polygon(vec![
+            pos2(c.x - r, c.y - r),
+            pos2(c.x + r, c.y - r),
+            pos2(c.x, c.y + r),
+        ]),
+        _ => {
+            painter.circle_filled(c, r, color);
+        }
+    }
+}
+
+/// A plot's legend as a row above it, so it never covers the data: `names` in the
+/// curves' colours, then the `extras` markers.
+fn legend_row(
+    ui: &mut egui::Ui,
+    names: &mut dyn Iterator<Item = String>,
+    extras: &[(&str, egui_plot::MarkerShape)],
+) {
+    let mut entries: Vec<(String, egui::Color32, egui_plot::MarkerShape)> = names
+        .enumerate()
+        .map(|(i, name)| {
+            let (c, s) = series(i);
+            (name, c, s)
+        })
+        .collect();
+    entries.extend(
+        extras
+            .iter()
+            .map(|(name, shape)| ((*name).to_owned(), CURRENT_COLOR, *shape)),
+    );
+    ui.horizontal_wrapped(|ui| {
+        for (name, color, shape) in &entries {
+            let (rect, _) = ui.allocate_exact_size(egui::vec2(12.0, 12.0), egui::Sense::hover());
+            paint_marker(ui.painter(), rect.center(), 5.0, *shape, *color);
+            ui.label(name);
+            ui.add_space(6.0);
+        }
+    });
+}
+
+/// Curve `i`: its line and its points, in its colour and marker.
+fn draw_curve(plot: &mut egui_plot::PlotUi<'_>, i: usize, name: &str, pts: &[[f64; 2]]) {
+    let (color, shape) = series(i);
+    plot.line(Line::new(name.to_owned(), PlotPoints::from(pts.to_vec())).color(color));
+    plot.points(
+        Points::new(name.to_owned(), PlotPoints::from(pts.to_vec()))
+            .color(color)
+            .shape(shape)
+            .filled(true)
+            .radius(3.5),
+    );
+}
+
+/// A main plot's hover text: [`point_hover`] of the point under the pointer.
+fn hover_text<'a>(
+    snap: &'a Snapshot,
+    points: &'a [([f64; 2], usize)],
+    quality: &'static str,
+) -> impl Fn(&egui_plot::HoverPosition<'_>) -> Option<String> + 'a {
+    move |h| match h {
+        egui_plot::HoverPosition::NearDataPoint { position, .. } => {
+            point_hover(&snap.results, points, quality, *position)
+        }
+        egui_plot::HoverPosition::Elsewhere { .. } => None,
+    }
+}
+
+/// The hover text of the point at `position` of one of the main plots: its curve and
+/// level, quality, size and bits per weight (`None` off the sweep's points).
+fn point_hover(
+    results: &[PointResult],
+    points: &[([f64; 2], usize)],
+    quality: &str,
+    position: egui_plot::PlotPoint,
+) -> Option<String> {
+    let (_, i) = points
+        .iter()
+        .find(|(xy, _)| xy[0] == position.x && xy[1] == position.y)?;
+    let r = results.get(*i)?;
+    let level = match r.point.axis {
+        crate::sweep::Axis::Sparsity => format!("{:.0}% sparse", 100.0 * r.point.level),
+        crate::sweep::Axis::Bits => match r.point.config.format {
+            crate::compress::config::Format::Gguf(q) => q.name().to_owned(),
+            _ => format!("{} bits", r.point.level),
+        },
+    };
+    let layer = r
+        .point
+        .layer
+        .as_ref()
+        .map_or(String::new(), |l| format!(" · {l} alone"));
+    Some(format!(
+        "{} · {level}{layer}\n{quality}: {:.2}\n{} · {:.2} bits/weight",
+        r.point.curve,
+        position.y,
+        crate::units::human_bytes(r.bytes),
+        r.bits_per_weight
+    ))
 }
 
 /// A recovered configuration on the curves, beside its one-shot point (top-1 as a
@@ -580,6 +747,7 @@ fn recovered_points(
     plot.points(
         Points::new("one-shot", PlotPoints::from(at(|m| m.one_shot_top1)))
             .radius(6.0)
+            .color(CURRENT_COLOR)
             .shape(egui_plot::MarkerShape::Down),
     );
     plot.points(
@@ -588,6 +756,7 @@ fn recovered_points(
             PlotPoints::from(at(|m| m.recovered_top1)),
         )
         .radius(6.0)
+        .color(CURRENT_COLOR)
         .shape(egui_plot::MarkerShape::Up),
     );
 }
@@ -624,6 +793,8 @@ fn nearest(positions: &[egui::Pos2], pointer: egui::Pos2, radius: f32) -> Option
 fn current_marker(at: [f64; 2]) -> Points<'static> {
     Points::new("current", PlotPoints::from(vec![at]))
         .radius(6.0)
+        .color(CURRENT_COLOR)
+        .filled(true)
         .shape(egui_plot::MarkerShape::Diamond)
 }
 
@@ -698,8 +869,13 @@ impl super::Panel for CurvesPanel<'_> {
     }
 }
 
+/// Colour of the markers that are not curves (the current configuration, recovered
+/// points).
+const CURRENT_COLOR: egui::Color32 = egui::Color32::from_rgb(230, 230, 60);
+
 /// The three plots. With data, only measured points are drawn (fidelity-only heatmap
-/// points belong to the heatmap).
+/// points belong to the heatmap). Each curve has its own colour and marker, the
+/// legend sits above its plot, and hovering a point says what it is.
 fn plots_ui(
     ui: &mut egui::Ui,
     snap: &Snapshot,
@@ -709,7 +885,7 @@ fn plots_ui(
 ) {
     let measured = snap.measured || !recovered.is_empty();
     ui.label(format!(
-        "{} points measured · click a point to make its configuration the current one",
+        "{} points measured · hover a point to see it, click it to make its configuration the current one",
         snap.results.len()
     ));
     if snap.results.is_empty() && recovered.is_empty() {
@@ -723,7 +899,8 @@ fn plots_ui(
         _ => "weight SQNR (dB, fidelity)",
     };
     let rows = if snap.kl_lines.is_empty() { 3.0 } else { 4.0 };
-    let height = ((ui.available_height() - 40.0) / rows).max(140.0);
+    // Tall enough for a y label every few ticks (the tab scrolls).
+    let height = ((ui.available_height() - 100.0) / rows).max(190.0);
     // On the plots' own axis: accuracy where points are measured, else fidelity.
     let current_top1 = current.and_then(|e| {
         if measured {
@@ -732,77 +909,92 @@ fn plots_ui(
             Some(e.totals.weight_sqnr_db().min(80.0))
         }
     });
-    let curve = |plot: &mut egui_plot::PlotUi<'_>, name: &str, pts: &[[f64; 2]]| {
-        plot.line(Line::new(name.to_owned(), PlotPoints::from(pts.to_vec())));
-        plot.points(Points::new(name.to_owned(), PlotPoints::from(pts.to_vec())).radius(2.5));
+    let curve = draw_curve;
+    // The markers besides the curves, for the legends.
+    let mut extras: Vec<(&str, egui_plot::MarkerShape)> = Vec::new();
+    if current.is_some() && current_top1.is_some() {
+        extras.push(("current", egui_plot::MarkerShape::Diamond));
+    }
+    if measured && !recovered.is_empty() {
+        extras.push(("one-shot", egui_plot::MarkerShape::Down));
+        extras.push(("recovered (fine-tuned)", egui_plot::MarkerShape::Up));
+    }
+    let legend = |ui: &mut egui::Ui, names: &mut dyn Iterator<Item = String>| {
+        legend_row(ui, names, &extras);
     };
 
     // Accuracy vs sparsity: global curves solid, the most sensitive layers dashed.
-    plot(
-        "vs sparsity",
-        height,
-        "sparsity (%)",
-        y_label,
-        egui_plot::Corner::LeftBottom,
-    )
-    .show(ui, |plot| {
-        for (name, pts) in &snap.sparsity_lines {
-            curve(plot, name, pts);
-        }
-        for (name, pts) in &snap.layer_lines {
-            plot.line(
-                Line::new(name.clone(), PlotPoints::from(pts.clone()))
-                    .style(LineStyle::dashed_loose()),
-            );
-        }
-        if let (Some(e), Some(y)) = (current, current_top1) {
-            plot.points(current_marker([e.config.sparsity_pct, y]));
-        }
-        if measured {
-            recovered_points(plot, recovered, |m| m.sparsity_pct);
-        }
-        chosen = chosen
-            .take()
-            .or_else(|| clicked_point(plot, &snap.by_sparsity));
-    });
+    legend(ui, &mut snap.sparsity_lines.iter().map(|(n, _)| n.clone()));
+    main_plot("vs sparsity", height, "sparsity (%)", y_label)
+        .label_formatter(hover_text(snap, &snap.by_sparsity, y_label))
+        .show(ui, |plot| {
+            for (i, (name, pts)) in snap.sparsity_lines.iter().enumerate() {
+                curve(plot, i, name, pts);
+            }
+            for (name, pts) in &snap.layer_lines {
+                plot.line(
+                    Line::new(name.clone(), PlotPoints::from(pts.clone()))
+                        .style(LineStyle::dashed_loose()),
+                );
+            }
+            if let (Some(e), Some(y)) = (current, current_top1) {
+                plot.points(current_marker([e.config.sparsity_pct, y]));
+            }
+            if measured {
+                recovered_points(plot, recovered, |m| m.sparsity_pct);
+            }
+            chosen = chosen
+                .take()
+                .or_else(|| clicked_point(plot, &snap.by_sparsity));
+        });
     if snap.ranking.len() > LAYER_LINES {
         ui.label(format!(
             "Dashed: the {LAYER_LINES} most sensitive of {} layers alone; all of them are in the Layers view.",
             snap.ranking.len()
         ));
     }
-    plot(
-        "vs bits",
-        height,
-        "bits per weight (nominal)",
-        y_label,
-        egui_plot::Corner::RightBottom,
-    )
-    .show(ui, |plot| {
-        for (name, pts) in &snap.bits_lines {
-            curve(plot, name, pts);
-        }
-        chosen = chosen.take().or_else(|| clicked_point(plot, &snap.by_bits));
-    });
-    plot(
-        "size vs accuracy",
-        height,
-        "model size (MB)",
-        y_label,
-        egui_plot::Corner::RightBottom,
-    )
-    .show(ui, |plot| {
-        let all: Vec<[f64; 2]> = snap.by_size.iter().map(|(xy, _)| *xy).collect();
-        plot.points(Points::new("configurations", PlotPoints::from(all)).radius(2.5));
-        plot.line(Line::new("Pareto front", PlotPoints::from(snap.front.clone())).width(2.0));
-        if let (Some(e), Some(y)) = (current, current_top1) {
-            plot.points(current_marker([e.totals.bytes_after as f64 / 1e6, y]));
-        }
-        if measured {
-            recovered_points(plot, recovered, |m| m.bytes as f64 / 1e6);
-        }
-        chosen = chosen.take().or_else(|| clicked_point(plot, &snap.by_size));
-    });
+    // No current-configuration marker here: its nominal bits are not a point.
+    legend_row(ui, &mut snap.bits_lines.iter().map(|(n, _)| n.clone()), &[]);
+    main_plot("vs bits", height, "bits per weight (nominal)", y_label)
+        .label_formatter(hover_text(snap, &snap.by_bits, y_label))
+        .show(ui, |plot| {
+            for (i, (name, pts)) in snap.bits_lines.iter().enumerate() {
+                curve(plot, i, name, pts);
+            }
+            chosen = chosen.take().or_else(|| clicked_point(plot, &snap.by_bits));
+        });
+    legend(
+        ui,
+        &mut ["configurations", "Pareto front"]
+            .into_iter()
+            .map(str::to_owned),
+    );
+    main_plot("size vs accuracy", height, "model size (MB)", y_label)
+        .label_formatter(hover_text(snap, &snap.by_size, y_label))
+        .show(ui, |plot| {
+            let all: Vec<[f64; 2]> = snap.by_size.iter().map(|(xy, _)| *xy).collect();
+            let (c0, s0) = series(0);
+            let (c1, _) = series(1);
+            plot.points(
+                Points::new("configurations", PlotPoints::from(all))
+                    .color(c0)
+                    .shape(s0)
+                    .filled(true)
+                    .radius(3.0),
+            );
+            plot.line(
+                Line::new("Pareto front", PlotPoints::from(snap.front.clone()))
+                    .color(c1)
+                    .width(2.0),
+            );
+            if let (Some(e), Some(y)) = (current, current_top1) {
+                plot.points(current_marker([e.totals.bytes_after as f64 / 1e6, y]));
+            }
+            if measured {
+                recovered_points(plot, recovered, |m| m.bytes as f64 / 1e6);
+            }
+            chosen = chosen.take().or_else(|| clicked_point(plot, &snap.by_size));
+        });
     if !snap.kl_lines.is_empty() {
         language_plots_ui(ui, snap, height);
     }
@@ -846,9 +1038,16 @@ fn sensitive_layers_line(ui: &mut egui::Ui, snap: &Snapshot) {
 fn language_plots_ui(ui: &mut egui::Ui, snap: &Snapshot, height: f32) {
     let x = "bits per weight (whole model)";
     let draw = |plot: &mut egui_plot::PlotUi<'_>, lines: &[(String, Vec<[f64; 2]>)]| {
-        for (name, pts) in lines {
-            plot.line(Line::new(name.clone(), PlotPoints::from(pts.clone())));
-            plot.points(Points::new(name.clone(), PlotPoints::from(pts.clone())).radius(2.5));
+        for (i, (name, pts)) in lines.iter().enumerate() {
+            let (color, shape) = series(i);
+            plot.line(Line::new(name.clone(), PlotPoints::from(pts.clone())).color(color));
+            plot.points(
+                Points::new(name.clone(), PlotPoints::from(pts.clone()))
+                    .color(color)
+                    .shape(shape)
+                    .filled(true)
+                    .radius(3.5),
+            );
         }
     };
     ui.columns(2, |cols| {
