@@ -1653,3 +1653,38 @@ fn a_language_models_sizes_show_before_its_perplexity() {
     assert_eq!(shown_size(&h), early);
     h.get_by_label_contains("nats/token");
 }
+
+/// With only a per-tensor override (fc_layers.0.weight at 95 %), the app says what the
+/// configuration effectively does: hand-derived, torch's count round(0.95 · 294,912)
+/// = 280,166 zeros over the five weight matrices' 389,920 values (288 + 18,432 +
+/// 73,728 + 294,912 + 2,560) is 71.85 %; the current marker sits there, and the
+/// Training tab says so instead of "Magnitude 0% · as stored".
+#[test]
+fn an_override_only_configuration_is_described_by_what_it_does() {
+    let mut h = harness();
+    open_demo(&mut h);
+    let mut config = slimscope::compress::config::Config::default();
+    config.overrides.insert(
+        "fc_layers.0.weight".into(),
+        slimscope::compress::config::Override {
+            sparsity_pct: 95.0,
+            format: slimscope::compress::config::Format::Keep,
+        },
+    );
+    h.state_mut().document_mut().expect("a model").config = config;
+    step_until(&mut h, "the evaluation", |a| {
+        a.evaluation_is_current() && a.evaluation().is_some_and(|e| e.accuracy.is_some())
+    });
+    let e = h.state().evaluation().expect("evaluation");
+    let want = 280_166.0 / 389_920.0;
+    assert!(
+        (e.matrix_sparsity - want).abs() < 1e-12,
+        "{} vs {want}",
+        e.matrix_sparsity
+    );
+    h.get_by_label("Training").click();
+    h.run_steps(3);
+    h.get_by_label_contains(
+        "1 tensor(s) with their own settings — effectively 71.9% of the weight matrices zero",
+    );
+}

@@ -197,12 +197,19 @@ impl SlimApp {
     pub(super) fn training_tab_ui(&mut self, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
         let blocker = self.training_blocker();
         let config = self.doc.as_ref().map_or(&NO_CONFIG, |d| &d.config);
+        // The evaluation of this very configuration, for what it effectively does.
+        let evaluation = self
+            .doc
+            .as_ref()
+            .and_then(|d| d.evaluation.as_deref())
+            .filter(|e| e.config == *config);
         egui::ScrollArea::vertical()
             .id_salt("training")
             .show(ui, |ui| {
                 TrainingPanel {
                     training: &mut self.training,
                     config,
+                    evaluation,
                     can_train: blocker,
                 }
                 .ui(ui, commands);

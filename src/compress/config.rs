@@ -286,6 +286,15 @@ impl Config {
         if self.is_identity() {
             return "nothing compressed".into();
         }
+        let global_prunes = self.method == Method::TwoFour || self.sparsity_pct > 0.0;
+        if !global_prunes && self.format == Format::Keep && !self.overrides.is_empty() {
+            // Only some tensors change: say so, not "0% · as stored".
+            let mut words = format!("{} tensor(s) with their own settings", self.overrides.len());
+            if let Some(a) = &self.activations {
+                words.push_str(&format!(" · {}", a.describe()));
+            }
+            return words;
+        }
         let mut words = if self.method == Method::TwoFour {
             self.method.label().to_owned()
         } else {

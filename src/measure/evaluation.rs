@@ -67,6 +67,10 @@ pub struct Evaluation {
     pub totals: crate::measure::Totals,
     /// Non-zero weights of the whole model after compression.
     pub nonzero_after: u64,
+    /// The share of zeros over every weight matrix (rank ≥ 2, the tensors pruning
+    /// touches), compressed or not: what the configuration effectively prunes, on the
+    /// sweeps' sparsity axis, whatever mix of global level and overrides makes it.
+    pub matrix_sparsity: f64,
     /// Accuracy of the compressed model on the attached data set, if one is attached
     /// (with the attachment's version, so a newer data set triggers a new evaluation).
     pub accuracy: Option<(u64, Metrics)>,
@@ -188,10 +192,21 @@ pub fn evaluate(
         .collect::<Result<_>>()?;
     let nonzero = |r: &TensorReport| r.info.numel - r.stats.as_ref().map_or(0, |s| s.zeros);
     let mut nonzero_after: u64 = reports.iter().map(nonzero).sum();
+    let matrix = |r: &TensorReport| r.info.shape.len() >= 2;
+    let mut matrix_nonzero: u64 = reports.iter().filter(|r| matrix(r)).map(nonzero).sum();
     for (i, t) in &applied {
         let after = ((1.0 - t.sparsity) * t.values.len() as f64).round() as u64;
         nonzero_after = nonzero_after - nonzero(&reports[*i]) + after;
+        if matrix(&reports[*i]) {
+            matrix_nonzero = matrix_nonzero - nonzero(&reports[*i]) + after;
+        }
     }
+    let matrix_params: u64 = reports
+        .iter()
+        .filter(|r| matrix(r))
+        .map(|r| r.info.numel)
+        .sum();
+    let matrix_sparsity = 1.0 - matrix_nonzero as f64 / matrix_params.max(1) as f64;
     let mut tensors: Vec<Option<TensorResult>> = vec![None; model.tensors.len()];
     for (i, r) in results {
         tensors[i] = Some(r);
@@ -202,6 +217,7 @@ pub fn evaluate(
         tensors,
         totals,
         nonzero_after,
+        matrix_sparsity,
         accuracy: None,
         kept_apart: None,
     };

@@ -938,7 +938,8 @@ fn plots_ui(
                 );
             }
             if let (Some(e), Some(y)) = (current, current_top1) {
-                plot.points(current_marker([e.config.sparsity_pct, y]));
+                // At what the configuration effectively prunes (overrides included).
+                plot.points(current_marker([100.0 * e.matrix_sparsity, y]));
             }
             if measured {
                 recovered_points(plot, recovered, |m| m.sparsity_pct);

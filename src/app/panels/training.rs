@@ -285,6 +285,8 @@ fn percent(v: f64) -> String {
 pub struct TrainingPanel<'a> {
     pub training: &'a mut Training,
     pub config: &'a Config,
+    /// The configuration's evaluation, when it is on screen.
+    pub evaluation: Option<&'a crate::measure::evaluation::Evaluation>,
     pub can_train: Option<&'a str>,
 }
 
@@ -293,6 +295,7 @@ impl super::Panel for TrainingPanel<'_> {
         let TrainingPanel {
             training,
             config,
+            evaluation,
             can_train,
         } = self;
         ui.label(format!(
@@ -306,7 +309,14 @@ impl super::Panel for TrainingPanel<'_> {
         let idle = !training.is_running() && can_train.is_none();
         ui.add_space(6.0);
         ui.heading("Recover the current configuration");
-        ui.label(format!("Configuration: {}", config_words(config)));
+        let effect = evaluation.map_or(String::new(), |e| {
+            format!(
+                " — effectively {:.1}% of the weight matrices zero, {} (estimate)",
+                100.0 * e.matrix_sparsity,
+                crate::units::human_bytes(e.totals.bytes_after)
+            )
+        });
+        ui.label(format!("Configuration: {}{effect}", config_words(config)));
         ui.horizontal(|ui| {
             ui.add(egui::Slider::new(&mut training.recover.epochs, 1..=20).text("epochs"))
                 .on_hover_text("Passes over the training part of the data");
