@@ -738,6 +738,9 @@ fn recover_and_distill_in_the_training_tab_put_the_recovered_point_on_the_curves
     assert_eq!(markers.len(), 1);
     assert_eq!(markers[0].sparsity_pct, 90.0);
     assert!(markers[0].recovered_top1 > markers[0].one_shot_top1);
+    // Only held-out figures go on the curves: the rest of the data trained it.
+    assert_eq!(markers[0].recovered_top1, r.held_out.recovered.top1);
+    assert_eq!(markers[0].one_shot_top1, r.held_out.one_shot.top1);
     h.get_by_label("Curves").click();
     h.run_steps(2);
     h.get_by_label("Training").click();

@@ -722,7 +722,7 @@ fn point_hover(
 }
 
 /// A recovered configuration on the curves, beside its one-shot point (top-1 as a
-/// fraction, on the whole attached data).
+/// fraction, on the held-out part of the data training never saw).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RecoveredMarker {
     pub sparsity_pct: f64,
