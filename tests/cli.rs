@@ -163,3 +163,80 @@ fn an_integer_quant_defaults_to_per_channel() {
         parse("{ format = \"int\", bits = 8, granularity = \"channel\" }")
     );
 }
+
+/// Weights inside control-flow subgraphs (silero-vad keeps its 2.3 MB in `If`
+/// branches) are said, not silently missing: a hand-made ONNX with one main
+/// initializer (2 floats), an `If` whose then-branch holds a 4-float initializer and
+/// whose else-branch holds a Constant of 3 floats inside a nested `Loop` body: 2
+/// hidden tensors of 16 + 12 = 28 bytes.
+#[test]
+fn weights_inside_subgraphs_are_counted() {
+    use common::{field_bytes, field_varint};
+    let tensor = |name: &[u8], values: usize| {
+        let mut t = Vec::new();
+        field_varint(1, values as u64, &mut t);
+        field_varint(2, 1, &mut t);
+        field_bytes(8, name, &mut t);
+        field_bytes(9, &vec![0u8; 4 * values], &mut t);
+        t
+    };
+    let graph_attr = |name: &[u8], graph: &[u8]| {
+        let mut a = Vec::new();
+        field_bytes(1, name, &mut a);
+        field_bytes(6, graph, &mut a);
+        a
+    };
+    let node = |op: &[u8], attrs: &[Vec<u8>]| {
+        let mut n = Vec::new();
+        field_bytes(4, op, &mut n);
+        for a in attrs {
+            field_bytes(5, a, &mut n);
+        }
+        n
+    };
+    let mut then_branch = Vec::new();
+    field_bytes(5, &tensor(b"then_w", 4), &mut then_branch);
+    let mut constant_attr = Vec::new();
+    field_bytes(1, b"value", &mut constant_attr);
+    field_bytes(5, &tensor(b"c", 3), &mut constant_attr);
+    let mut loop_body = Vec::new();
+    field_bytes(1, &node(b"Constant", &[constant_attr]), &mut loop_body);
+    let mut else_branch = Vec::new();
+    field_bytes(
+        1,
+        &node(b"Loop", &[graph_attr(b"body", &loop_body)]),
+        &mut else_branch,
+    );
+    let mut graph = Vec::new();
+    field_bytes(
+        1,
+        &node(
+            b"If",
+            &[
+                graph_attr(b"then_branch", &then_branch),
+                graph_attr(b"else_branch", &else_branch),
+            ],
+        ),
+        &mut graph,
+    );
+    field_bytes(5, &tensor(b"main_w", 2), &mut graph);
+    let mut model = Vec::new();
+    field_varint(1, 8, &mut model);
+    field_bytes(7, &graph, &mut model);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("control_flow.onnx");
+    std::fs::write(&path, model).expect("write");
+    let (code, stdout, stderr) = slimscope(&["inspect", path.to_str().expect("path"), "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(
+        report["tensors"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    assert_eq!(
+        report["metadata"]["subgraph_weights"],
+        "2 tensors, 28 B inside If/Loop/Scan subgraphs: not listed, not compressed",
+        "{report}"
+    );
+}

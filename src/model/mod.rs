@@ -12,7 +12,7 @@ mod gguf;
 pub use gguf::{RawEntry, raw_metadata};
 mod layers;
 mod npy;
-mod onnx;
+pub mod onnx;
 mod pickle;
 mod pth;
 mod safetensors;

@@ -97,6 +97,11 @@ struct AttributeProto {
     floats: Vec<f32>,
     #[prost(int64, repeated, tag = "8")]
     ints: Vec<i64>,
+    /// A control-flow node's body (`If`'s branches, `Loop`'s and `Scan`'s body).
+    #[prost(message, optional, boxed, tag = "6")]
+    g: Option<Box<GraphProto>>,
+    #[prost(message, repeated, tag = "11")]
+    graphs: Vec<GraphProto>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -184,6 +189,7 @@ pub(crate) fn open(ctx: &Ctx) -> Result<Loaded> {
     }
     let constants = tensors.len() - initializers;
     let layers = node_layers(&graph.node, &tensors);
+    let hidden = subgraph_weights(&graph);
     let mut metadata = vec![
         ("ir_version".to_owned(), json!(model.ir_version)),
         (
@@ -224,6 +230,16 @@ pub(crate) fn open(ctx: &Ctx) -> Result<Loaded> {
     if model.model_version != 0 {
         metadata.push(("model_version".to_owned(), json!(model.model_version)));
     }
+    if hidden.0 > 0 {
+        metadata.push((
+            SUBGRAPH_WEIGHTS.to_owned(),
+            json!(format!(
+                "{} tensors, {} inside If/Loop/Scan subgraphs: not listed, not compressed",
+                hidden.0,
+                crate::units::human_bytes(hidden.1)
+            )),
+        ));
+    }
     metadata.extend(
         model
             .metadata_props
@@ -235,6 +251,54 @@ pub(crate) fn open(ctx: &Ctx) -> Result<Loaded> {
         tensors,
         layers: Some(layers),
     })
+}
+
+/// The metadata key saying how many weights subgraphs hold (the app warns of it).
+pub const SUBGRAPH_WEIGHTS: &str = "subgraph_weights";
+
+/// Tensors (initializers and Constant values) inside control-flow subgraphs, at any
+/// depth, and their bytes: slimscope lists the main graph's weights only, so these
+/// are said, not silently missing.
+fn subgraph_weights(graph: &GraphProto) -> (usize, u64) {
+    let bytes = |t: &TensorProto| -> u64 {
+        if !t.raw_data.is_empty() {
+            return t.raw_data.len() as u64;
+        }
+        let numel = t.dims.iter().try_fold(1u64, |n, &d| {
+            u64::try_from(d).ok().and_then(|d| n.checked_mul(d))
+        });
+        numel
+            .and_then(|n| dtype(t.data_type).size_bytes(n))
+            .unwrap_or(0)
+    };
+    let (mut count, mut total) = (0usize, 0u64);
+    // Depth-first without recursion; prost already bounds the nesting.
+    let mut pending: Vec<&GraphProto> = graph
+        .node
+        .iter()
+        .flat_map(|n| &n.attribute)
+        .flat_map(|a| a.g.as_deref().into_iter().chain(&a.graphs))
+        .collect();
+    while let Some(g) = pending.pop() {
+        for t in &g.initializer {
+            count += 1;
+            total = total.saturating_add(bytes(t));
+        }
+        for node in &g.node {
+            if node.op_type == "Constant"
+                && let Some(t) = node.attribute.iter().find_map(|a| a.t.as_ref())
+            {
+                count += 1;
+                total = total.saturating_add(bytes(t));
+            }
+            pending.extend(
+                node.attribute
+                    .iter()
+                    .flat_map(|a| a.g.as_deref().into_iter().chain(&a.graphs)),
+            );
+        }
+    }
+    (count, total)
 }
 
 fn tensor(ctx: &Ctx, file: &Bytes, t: &TensorProto, name: &str) -> Result<(TensorInfo, Data)> {

@@ -34,6 +34,17 @@ impl super::Panel for SummaryPanel<'_> {
                 ui.label(format!("{} / {}", totals.tensors, model.layers.len()));
                 ui.end_row();
             });
+        // Weights the table cannot show, said where the totals are.
+        if let Some((_, hidden)) = model
+            .metadata
+            .iter()
+            .find(|(k, _)| k == crate::model::onnx::SUBGRAPH_WEIGHTS)
+        {
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                format!("Not shown: {}", hidden.as_str().unwrap_or_default()),
+            );
+        }
         ui.add_space(6.0);
         ui.strong("By element type");
         egui::Grid::new("by_dtype")
