@@ -378,8 +378,11 @@ fn the_demo_opens_evaluated_and_95_percent_sparsity_costs_accuracy() {
     let node = h.get_by_label_contains(&shown);
     let ak = node.accesskit_node();
     let text = ak.label().or_else(|| ak.value()).unwrap_or_default();
-    assert!(text.contains("pts)"), "{text}");
+    assert!(text.contains("pts, beyond noise)"), "{text}");
     assert!(text.contains('-'), "accuracy fell: {text}");
+    // The 95 % interval, hand-derived: 1.96 · √(p(1 − p)/n) in points, n = 5,000.
+    let half = 196.0 * (m.top1 * (1.0 - m.top1) / 5000.0).sqrt();
+    assert!(text.contains(&format!("±{half:.2}")), "{text}");
 }
 
 #[test]
@@ -718,7 +721,9 @@ fn recover_and_distill_in_the_training_tab_put_the_recovered_point_on_the_curves
         .expect("a model")
         .config
         .sparsity_pct = 90.0;
-    h.run_steps(2);
+    step_until(&mut h, "the 90 % evaluation", |a| {
+        a.evaluation_is_current() && a.evaluation().is_some_and(|e| e.accuracy.is_some())
+    });
     h.state_mut().training_mut().recover.epochs = 4;
     h.get_by_label("Recover").click();
     h.run_steps(2);
@@ -800,7 +805,10 @@ fn recover_and_distill_in_the_training_tab_put_the_recovered_point_on_the_curves
         ..Default::default()
     };
     h.state_mut().training_mut().distill.from_current = true;
-    h.run_steps(2);
+    // The tab's words change when the figures arrive: click once they are in.
+    step_until(&mut h, "the structured evaluation", |a| {
+        a.evaluation_is_current() && a.evaluation().is_some_and(|e| e.accuracy.is_some())
+    });
     h.get_by_label("Distill").click();
     h.run_steps(2);
     step_until(&mut h, "the shrunk distillation", |a| {
@@ -1059,7 +1067,7 @@ fn a_restored_configuration_is_measured_once_the_data_arrives() {
     step_until(&mut h, "accuracy of the restored configuration", |a| {
         a.evaluation_is_current() && a.evaluation().is_some_and(|e| e.accuracy.is_some())
     });
-    h.get_by_label_contains("pts) · loss");
+    h.get_by_label_contains("noise) · loss");
 }
 
 /// The workflow on a real model: all-MiniLM-L6-v2 opens with the bundled sentence

@@ -579,3 +579,50 @@ fn an_evaluation_tells_its_sizes_before_its_accuracy() {
         evaluate(plain.as_ref(), attached.evaluator.data(), 500, |_, _| true).expect("plain");
     assert_eq!(m.top1, want.top1);
 }
+
+/// Hand-derived: 4,729 of 4,744 right is p = 0.996838, standard error
+/// √(p(1 − p)/n) = 0.000815; the JSON carries it, and 0.9968 vs 0.9970 on 5,000 is
+/// within noise while 0.9970 vs 0.9500 is not.
+#[test]
+fn accuracy_comes_with_its_standard_error() {
+    let p = 4729.0 / 4744.0;
+    let se = slimscope::eval::binomial_standard_error(p, 4744);
+    assert!((se - 0.000_815_1).abs() < 5e-8, "{se}");
+    assert!(slimscope::eval::within_noise(
+        (p, se),
+        (
+            0.9970,
+            slimscope::eval::binomial_standard_error(0.997, 5000)
+        )
+    ));
+    assert!(!slimscope::eval::within_noise(
+        (0.997, 0.00077),
+        (0.95, 0.0031)
+    ));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let arch = dir.path().join("cnn.toml");
+    std::fs::write(&arch, CNN_ARCH).expect("arch");
+    let spec = mnist_spec(dir.path());
+    let s = |p: &Path| p.to_str().expect("path").to_owned();
+    let (code, stdout, stderr) = slimscope(&[
+        "eval",
+        &s(&fixture("digit_cnn.pth")),
+        "--arch",
+        &s(&arch),
+        "--data",
+        &s(&spec),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let original = &report["original"];
+    let (p, n) = (
+        original["top1"].as_f64().expect("top1"),
+        original["samples"].as_f64().expect("samples"),
+    );
+    let stderr_json = original["top1_stderr"].as_f64().expect("top1_stderr");
+    assert!(
+        (stderr_json - (p * (1.0 - p) / n).sqrt()).abs() < 1e-15,
+        "{original}"
+    );
+}

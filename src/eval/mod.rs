@@ -31,14 +31,14 @@ use data::Dataset;
 /// Samples per forward pass (results do not depend on it).
 pub const DEFAULT_BATCH: usize = 256;
 
-/// What a model gets right on a data set.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// What a model gets right on a data set. Its JSON adds `top1_stderr`, the binomial
+/// standard error of `top1` (see [`Metrics::top1_standard_error`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Metrics {
     pub samples: usize,
     /// Fraction whose highest score is the label.
     pub top1: f64,
     /// Fraction whose label is among the five highest scores (more than 5 classes only).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub top5: Option<f64>,
     /// Mean cross-entropy of softmax(scores) against the labels, nats.
     pub loss: f64,
@@ -46,8 +46,48 @@ pub struct Metrics {
     pub samples_per_second: f64,
     /// The task measured, with its own figures (in JSON a `language` or `embedding`
     /// member; none for classification).
-    #[serde(flatten)]
     pub task: TaskFigures,
+}
+
+impl Serialize for Metrics {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("samples", &self.samples)?;
+        map.serialize_entry("top1", &self.top1)?;
+        map.serialize_entry("top1_stderr", &self.top1_standard_error())?;
+        if let Some(t5) = self.top5 {
+            map.serialize_entry("top5", &t5)?;
+        }
+        map.serialize_entry("loss", &self.loss)?;
+        map.serialize_entry("samples_per_second", &self.samples_per_second)?;
+        match &self.task {
+            TaskFigures::Classification => {}
+            TaskFigures::Language(l) => map.serialize_entry("language", l)?,
+            TaskFigures::Embedding(e) => map.serialize_entry("embedding", e)?,
+        }
+        map.end()
+    }
+}
+
+/// The binomial standard error of a share `p` of `n` trials, `√(p(1 − p)/n)`: how far
+/// a measured accuracy may move on another sample of the same size.
+pub fn binomial_standard_error(p: f64, n: usize) -> f64 {
+    if n == 0 {
+        return f64::NAN;
+    }
+    (p * (1.0 - p) / n as f64).max(0.0).sqrt()
+}
+
+/// Whether `a` and `b`, each with its standard error, differ by less than twice
+/// (1.96×) the standard error of their difference (taken as independent, which
+/// overstates it for two models on the same samples: a conservative "within noise").
+pub fn within_noise(a: (f64, f64), b: (f64, f64)) -> bool {
+    let se = (a.1 * a.1 + b.1 * b.1).sqrt();
+    (a.0 - b.0).abs() < 1.96 * se
 }
 
 /// Which task a measurement is of, with that task's own figures: what every front
@@ -85,6 +125,23 @@ impl Serialize for TaskFigures {
 }
 
 impl Metrics {
+    /// The standard error of `top1` over the `samples` (binomial).
+    pub fn top1_standard_error(&self) -> f64 {
+        binomial_standard_error(self.top1, self.samples)
+    }
+
+    /// The standard error of [`Metrics::quality`], where it is a share of samples
+    /// (top-1, or a language model's top-1 agreement); `None` for a mean cosine.
+    pub fn quality_standard_error(&self) -> Option<f64> {
+        match self.task {
+            TaskFigures::Classification => Some(self.top1_standard_error()),
+            TaskFigures::Language(l) => {
+                Some(binomial_standard_error(l.top1_agreement, self.samples))
+            }
+            TaskFigures::Embedding(_) => None,
+        }
+    }
+
     /// A language model's figures, if these are of one.
     pub fn language(&self) -> Option<causal_lm::LanguageMetrics> {
         match self.task {
@@ -397,7 +454,8 @@ mod tests {
 
     /// The JSON that sweeps, `eval --json` and exports write keeps its shape: the
     /// task's figures are one `language` (or `embedding`) member after the common
-    /// ones, and none for classification (the text written out by hand).
+    /// ones, and none for classification (the text written out by hand; the standard
+    /// error of a half of 4 is √(0.25/4) = 0.25).
     #[test]
     fn metrics_json_has_one_member_per_task() {
         let mut m = Metrics {
@@ -411,7 +469,7 @@ mod tests {
         let json = |m: &Metrics| serde_json::to_string(m).expect("json");
         assert_eq!(
             json(&m),
-            r#"{"samples":4,"top1":0.5,"loss":1.25,"samples_per_second":8.0}"#
+            r#"{"samples":4,"top1":0.5,"top1_stderr":0.25,"loss":1.25,"samples_per_second":8.0}"#
         );
         m.task = TaskFigures::Language(LanguageMetrics {
             perplexity: 12.5,
@@ -421,7 +479,7 @@ mod tests {
         });
         assert_eq!(
             json(&m),
-            r#"{"samples":4,"top1":0.5,"loss":1.25,"samples_per_second":8.0,"language":{"perplexity":12.5,"kl_divergence":0.25,"kl_max":2.0,"top1_agreement":0.75}}"#
+            r#"{"samples":4,"top1":0.5,"top1_stderr":0.25,"loss":1.25,"samples_per_second":8.0,"language":{"perplexity":12.5,"kl_divergence":0.25,"kl_max":2.0,"top1_agreement":0.75}}"#
         );
         m.task = TaskFigures::Embedding(EmbeddingMetrics {
             sentences: 3,
@@ -433,7 +491,7 @@ mod tests {
         });
         assert_eq!(
             json(&m),
-            r#"{"samples":4,"top1":0.5,"loss":1.25,"samples_per_second":8.0,"embedding":{"sentences":3,"mean_cosine":0.5,"min_cosine":0.25,"mean_similarity_change":0.125,"max_similarity_change":0.75}}"#
+            r#"{"samples":4,"top1":0.5,"top1_stderr":0.25,"loss":1.25,"samples_per_second":8.0,"embedding":{"sentences":3,"mean_cosine":0.5,"min_cosine":0.25,"mean_similarity_change":0.125,"max_similarity_change":0.75}}"#
         );
     }
 }

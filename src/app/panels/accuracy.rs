@@ -10,6 +10,50 @@ fn percent(v: f64) -> String {
     format!("{:.2}%", 100.0 * v)
 }
 
+/// A share with its 95 % interval half-width in points: `97.80% ±0.41`.
+fn percent_pm(v: f64, samples: usize) -> String {
+    let half = 196.0 * crate::eval::binomial_standard_error(v, samples);
+    format!("{} ±{half:.2}", percent(v))
+}
+
+/// The 95 % interval of a rank correlation `r` over `n` pairs (Fisher's z), e.g.
+/// `(95 % CI 0.74–0.94, 32 pairs)`.
+fn spearman_interval(r: f64, n: usize) -> String {
+    if n <= 3 || !r.is_finite() {
+        return format!("({n} pairs)");
+    }
+    let z = r.clamp(-0.999_999, 0.999_999).atanh();
+    let half = 1.96 / ((n - 3) as f64).sqrt();
+    format!(
+        "(95 % CI {:.2}–{:.2}, {n} pairs)",
+        (z - half).tanh(),
+        (z + half).tanh()
+    )
+}
+
+/// The sentence pairs a sentence encoder is scored on.
+fn pairs(a: &Attached) -> usize {
+    match a.evaluator.network() {
+        Network::SentenceEncoder(task) => task.set.pairs.len(),
+        _ => 0,
+    }
+}
+
+/// How a difference compares with the noise of two measurements (95 %).
+fn noise_words(a: (f64, f64), b: (f64, f64)) -> &'static str {
+    if crate::eval::within_noise(a, b) {
+        "within noise"
+    } else {
+        "beyond noise"
+    }
+}
+
+/// The hover text of every "±" figure.
+const INTERVAL_TIP: &str = "± is the 95 % interval of a share of this many samples (1.96 binomial \
+     standard errors): another sample of the same size could move the figure that far. A \
+     difference is \"within noise\" when it is smaller than 1.96 standard errors of the \
+     difference (taking the two as independent, which overstates it).";
+
 /// The accuracy section of the right panel.
 pub struct AccuracyPanel<'a> {
     pub attached: Option<&'a Attached>,
@@ -166,7 +210,7 @@ fn original_row(ui: &mut egui::Ui, a: &Attached, kept: Option<Metrics>) {
     if let Some(m) = kept {
         ui.label(format!(
             "top-1 {} · loss {:.4} (on {})",
-            percent(m.top1),
+            percent_pm(m.top1, m.samples),
             m.loss,
             group_digits(m.samples as u64)
         ))
@@ -181,7 +225,10 @@ fn original_row(ui: &mut egui::Ui, a: &Attached, kept: Option<Metrics>) {
         TaskFigures::Embedding(e) => ui
             .label(format!(
                 "Spearman {} with the pair scores",
-                e.spearman.map_or("–".into(), |s| format!("{s:.4}"))
+                e.spearman.map_or("–".into(), |s| format!(
+                    "{s:.4} {}",
+                    spearman_interval(s, pairs(a))
+                ))
             ))
             .on_hover_text(
                 "Rank correlation of the embeddings' cosine similarities with the hand scores",
@@ -196,11 +243,13 @@ fn original_row(ui: &mut egui::Ui, a: &Attached, kept: Option<Metrics>) {
                 "exp(mean loss) over {} tokens; {:.1} tokens/s",
                 a.baseline.samples, a.baseline.samples_per_second
             )),
-        TaskFigures::Classification => ui.label(format!(
-            "top-1 {} · loss {:.4}",
-            percent(a.baseline.top1),
-            a.baseline.loss
-        )),
+        TaskFigures::Classification => ui
+            .label(format!(
+                "top-1 {} · loss {:.4}",
+                percent_pm(a.baseline.top1, a.baseline.samples),
+                a.baseline.loss
+            ))
+            .on_hover_text(INTERVAL_TIP),
     };
 }
 
@@ -223,7 +272,10 @@ fn compressed_row(
                 "mean cosine {:.5} (least {:.4}) · Spearman {} · nearest neighbour kept {}",
                 e.mean_cosine,
                 e.min_cosine,
-                e.spearman.map_or("–".into(), |s| format!("{s:.4}")),
+                e.spearman.map_or("–".into(), |s| format!(
+                    "{s:.4} {}",
+                    spearman_interval(s, pairs(a))
+                )),
                 percent(top1)
             ))
             .on_hover_text(format!(
@@ -232,11 +284,12 @@ fn compressed_row(
             ));
         }
         Some((_, TaskFigures::Language(l))) => {
+            let samples = current.map_or(0, |m| m.samples);
             ui.label(format!(
                 "perplexity {:.2} · KL {:.4} nats/token · top-1 agreement {}",
                 l.perplexity,
                 l.kl_divergence,
-                percent(l.top1_agreement)
+                percent_pm(l.top1_agreement, samples)
             ))
             .on_hover_text(
                 "KL divergence of the compressed model's next-token distributions from the original's, mean over the text's tokens; \
@@ -249,11 +302,16 @@ fn compressed_row(
                 .and_then(|e| e.kept_apart)
                 .map_or(a.baseline, |(_, o)| o);
             let delta = 100.0 * (m.top1 - original.top1);
+            let noise = noise_words(
+                (m.top1, m.top1_standard_error()),
+                (original.top1, original.top1_standard_error()),
+            );
             ui.label(format!(
-                "top-1 {} ({delta:+.2} pts) · loss {:.4}",
-                percent(m.top1),
+                "top-1 {} ({delta:+.2} pts, {noise}) · loss {:.4}",
+                percent_pm(m.top1, m.samples),
                 m.loss
-            ));
+            ))
+            .on_hover_text(INTERVAL_TIP);
         }
         None if evaluating.is_some() => {
             // The sizes are on screen already; the task's figures take longer.
