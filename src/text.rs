@@ -76,6 +76,45 @@ pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
+/// Names in natural order: runs of digits compare as numbers, so `blk.2` comes
+/// before `blk.10` (the rest compares as text).
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (x.first(), y.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(p), Some(q)) if p.is_ascii_digit() && q.is_ascii_digit() => {
+                let run = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (m, n) = (run(x), run(y));
+                // Compare the numbers without parsing them (any length): leading
+                // zeros off, then the length, then the digits; then the zeros.
+                let strip = |d: &[u8]| {
+                    let z = d.iter().take_while(|&&c| c == b'0').count();
+                    (d.len() - z, z)
+                };
+                let ((lx, zx), (ly, zy)) = (strip(&x[..m]), strip(&y[..n]));
+                let by_value = lx
+                    .cmp(&ly)
+                    .then_with(|| x[m - lx..m].cmp(&y[n - ly..n]))
+                    .then(zx.cmp(&zy));
+                if by_value != Ordering::Equal {
+                    return by_value;
+                }
+                (x, y) = (&x[m..], &y[n..]);
+            }
+            (Some(p), Some(q)) => {
+                if p != q {
+                    return p.cmp(q);
+                }
+                (x, y) = (&x[1..], &y[1..]);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +126,32 @@ mod tests {
         assert_eq!(printable("a\nb\tc"), "a\\nb\\tc");
         assert_eq!(printable("x\u{202e}y"), "x\\u{202e}y");
         assert_eq!(printable("gewichte.ä"), "gewichte.ä");
+    }
+
+    /// Hand-ordered: llama.cpp's block names and a few edge cases.
+    #[test]
+    fn names_sort_in_natural_order() {
+        let mut names = vec![
+            "blk.10.attn_q.weight",
+            "blk.2.attn_q.weight",
+            "blk.1.ffn_up.weight",
+            "blk.1.attn_q.weight",
+            "output.weight",
+            "blk.02.x",
+            "blk.2.attn_k.weight",
+        ];
+        names.sort_by(|a, b| super::natural_cmp(a, b));
+        assert_eq!(
+            names,
+            [
+                "blk.1.attn_q.weight",
+                "blk.1.ffn_up.weight",
+                "blk.2.attn_k.weight",
+                "blk.2.attn_q.weight",
+                "blk.02.x",
+                "blk.10.attn_q.weight",
+                "output.weight",
+            ]
+        );
     }
 }

@@ -1656,6 +1656,8 @@ fn a_language_models_sizes_show_before_its_perplexity() {
         "the sizes came with the perplexity, not before it"
     );
     h.run_steps(2);
+    // The file is Q4_1 already: said, as llama.cpp says it.
+    h.get_by_label("Re-quantizes weights already stored as Q4_1");
     let early = shown_size(&h);
     wait(&mut h, "the perplexity", &|a| {
         a.evaluation_is_current() && a.evaluation().is_some_and(|e| e.accuracy.is_some())

@@ -83,13 +83,19 @@ impl Document {
     /// The document of a freshly opened model; `restored` is the configuration last
     /// used with it, one undo away from none.
     pub fn new(loaded: LoadedModel, restored: Option<Config>) -> Document {
-        // The first tensor shown: the first of the first layer (file order for most
-        // formats, graph order for ONNX).
-        let first_shown = loaded
-            .model
-            .layers
-            .first()
-            .and_then(|l| l.tensors.first().copied());
+        // The first tensor shown: the first weight matrix (floating point, rank ≥ 2)
+        // in layer order (file order for most formats, graph order for ONNX), not an
+        // index buffer or a bias; else the first of the first layer.
+        let model = &loaded.model;
+        let in_order = || model.layers.iter().flat_map(|l| l.tensors.iter().copied());
+        let first_shown = in_order()
+            .find(|&i| {
+                model
+                    .tensors
+                    .get(i)
+                    .is_some_and(|t| t.shape.len() >= 2 && t.dtype.is_float())
+            })
+            .or_else(|| in_order().next());
         let selected = first_shown.or((!loaded.reports.is_empty()).then_some(0));
         let mut config = Config::default();
         let mut history = History::default();
@@ -116,6 +122,32 @@ impl Document {
             compare: Compare::default(),
             speeds: Speeds::default(),
         }
+    }
+
+    /// The block type most of the model's weights are already stored in, if they are
+    /// (a quantized GGUF): re-quantizing them compounds two errors.
+    pub fn already_quantized(&self) -> Option<&'static str> {
+        let mut by_type: Vec<(crate::dtype::GgmlQuant, u64)> = Vec::new();
+        let mut total = 0u64;
+        for t in &self.loaded.model.tensors {
+            total += t.numel;
+            if let crate::dtype::DType::Quant(q) = t.dtype {
+                match by_type.iter_mut().find(|(k, _)| *k == q) {
+                    Some((_, n)) => *n += t.numel,
+                    None => by_type.push((q, t.numel)),
+                }
+            }
+        }
+        let quantized: u64 = by_type.iter().map(|(_, n)| n).sum();
+        // Mostly block-quantized: the usual downloaded GGUF.
+        (2 * quantized > total)
+            .then(|| {
+                by_type
+                    .iter()
+                    .max_by_key(|(_, n)| *n)
+                    .map(|(q, _)| q.name())
+            })
+            .flatten()
     }
 
     /// What the open model's activations can be set to: quantized on the network

@@ -87,12 +87,14 @@ impl SlimApp {
                     .id_salt("right")
                     .show(ui, |ui| {
                         let activations = doc.activation_support();
+                        let already_quantized = doc.already_quantized();
                         ControlsPanel {
                             config: &mut doc.config,
                             selected: selected_name.as_deref(),
                             evaluation: doc.evaluation.as_deref(),
                             busy,
                             activations,
+                            already_quantized,
                         }
                         .ui(ui, commands);
                         let can_pin =

@@ -33,8 +33,8 @@ pub struct TensorResult {
     pub sqnr_db: f64,
     /// Weights that were non-zero and are zero now.
     pub zeroed: u64,
-    /// The largest |w| that became zero, when a pruning mask was applied (the
-    /// effective pruning threshold).
+    /// The largest |w| that became zero, when magnitude pruning was applied (the
+    /// effective pruning threshold; other masks have none).
     pub threshold: Option<f64>,
     /// Smallest and largest compressed value (the grid's reach).
     pub range: (f64, f64),
@@ -139,7 +139,9 @@ fn tensor_result(
         bytes_after: t.bytes_after,
         sqnr_db: t.fidelity.sqnr_db,
         zeroed,
-        threshold: threshold.filter(|_| t.pruned),
+        // Only magnitude pruning has a |w| threshold; random, N:M and structured
+        // masks zero small and large weights alike.
+        threshold: threshold.filter(|_| t.pruned && t.scheme.starts_with("magnitude")),
         range: (lo, hi),
         quantized,
         grid: if quantized { grid } else { Vec::new() },

@@ -273,6 +273,8 @@ pub struct ControlsPanel<'a> {
     pub evaluation: Option<&'a Evaluation>,
     pub busy: bool,
     pub activations: ActivationSupport,
+    /// The block type most of the model's weights already have (a quantized GGUF).
+    pub already_quantized: Option<&'static str>,
 }
 
 impl super::Panel for ControlsPanel<'_> {
@@ -283,6 +285,7 @@ impl super::Panel for ControlsPanel<'_> {
             evaluation,
             busy,
             activations,
+            already_quantized,
         } = self;
         ui.horizontal(|ui| {
             ui.heading("Compress");
@@ -339,6 +342,17 @@ impl super::Panel for ControlsPanel<'_> {
                 ui.label("Format");
                 ui.vertical(|ui| {
                     format_picker(ui, "format", &mut config.format);
+                    if let Some(q) = already_quantized.filter(|_| config.format != Format::Keep) {
+                        ui.colored_label(
+                            ui.visuals().warn_fg_color,
+                            format!("Re-quantizes weights already stored as {q}"),
+                        )
+                        .on_hover_text(format!(
+                            "The weights are decoded from {q} and quantized again, so the new \
+                             format's error adds to {q}'s: llama.cpp refuses this without \
+                             --allow-requantize. Start from an f16 or f32 model where you can."
+                        ));
+                    }
                 });
                 ui.end_row();
                 ui.label("Activations")
@@ -351,6 +365,15 @@ impl super::Panel for ControlsPanel<'_> {
         }
         ui.add_space(6.0);
         match evaluation {
+            // An older configuration's figures while the current one is computed:
+            // dimmed.
+            Some(e) if busy && e.config != *config => {
+                ui.add_enabled_ui(false, |ui| figures_ui(ui, e))
+                    .response
+                    .on_disabled_hover_text(
+                        "The previous configuration's figures: the current one is being computed",
+                    );
+            }
             Some(e) => figures_ui(ui, e),
             None if busy => {
                 ui.label("Computing…");

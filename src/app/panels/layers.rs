@@ -147,7 +147,7 @@ impl TableState {
             rows.sort_by(|&a, &b| {
                 let (ra, rb) = (&reports[a], &reports[b]);
                 let ord = match col {
-                    0 => ra.info.name.cmp(&rb.info.name),
+                    0 => crate::text::natural_cmp(&ra.info.name, &rb.info.name),
                     1 => ra.info.shape.cmp(&rb.info.shape),
                     2 => ra.info.dtype.cmp(&rb.info.dtype),
                     3 => ra.info.numel.cmp(&rb.info.numel),
