@@ -106,6 +106,8 @@ pub struct Curves {
     pub view: CurvesView,
     /// The allocation slider: average sparsity, percent.
     pub target_pct: f64,
+    /// The level last asked to allocate (a typed level is asked once typed).
+    allocated_pct: Option<f64>,
     /// Where the plots were drawn last frame (points), for saving them as PNG.
     pub plots_rect: Option<egui::Rect>,
     /// What the plots and the heatmap draw, derived from the points (see [`Snapshot`]).
@@ -274,6 +276,7 @@ impl Curves {
             runs: Vec::new(),
             view: CurvesView::Plots,
             target_pct: 70.0,
+            allocated_pct: None,
             plots_rect: None,
             snapshot: None,
             deriving: None,
@@ -445,10 +448,20 @@ impl Curves {
     }
 }
 
-/// The jobs list: progress, ETA and cancel for running sweeps; how the others ended.
+/// The jobs list: progress, ETA and cancel for running sweeps; how the newest run of
+/// each kind ended (older ones are counted, their points stay on the plots).
 fn jobs_ui(ui: &mut egui::Ui, curves: &mut Curves) {
     let mut cancel = None;
+    let mut ended_kinds: Vec<SweepKind> = Vec::new();
+    let mut older = 0;
     for (i, run) in curves.runs.iter().enumerate().rev() {
+        if !run.is_running() && run.state != RunState::Queued {
+            if ended_kinds.contains(&run.kind) {
+                older += 1;
+                continue;
+            }
+            ended_kinds.push(run.kind);
+        }
         ui.horizontal(|ui| {
             let state = match &run.state {
                 RunState::Queued => "queued".to_owned(),
@@ -481,6 +494,11 @@ fn jobs_ui(ui: &mut egui::Ui, curves: &mut Curves) {
                 cancel = Some(i);
             }
         });
+    }
+    if older > 0 {
+        ui.weak(format!(
+            "{older} earlier run(s) ended; their points stay on the plots"
+        ));
     }
     if let Some(i) = cancel {
         curves.cancel(i);
@@ -1243,7 +1261,12 @@ fn allocation_ui(
                 "Spread this average sparsity over the layers three ways — by {} sensitivity, one global magnitude threshold, and uniformly — and measure each",
                 if measured { "measured" } else { "weight-SQNR (proxy)" }
             ));
-        if slider.changed() {
+        // Not while a level is being typed: each keystroke would start a
+        // measurement (and the growing jobs list would move the field away).
+        let typing = ui.ctx().egui_wants_keyboard_input();
+        let asked = curves.allocated_pct == Some(curves.target_pct);
+        if (slider.changed() || curves.allocated_pct.is_some()) && !typing && !asked {
+            curves.allocated_pct = Some(curves.target_pct);
             actions.push(Command::Allocate(curves.target_pct / 100.0));
         }
     });
