@@ -217,6 +217,9 @@ fn a_large_gguf_loads_with_every_block_listed() {
     h.get_by_label("Histogram of token_embd.weight");
     h.get_by_label("272 tensors in 32 layers");
     h.get_by_label("general.architecture");
+    // The file stores blk.0, blk.1, blk.10, …: the table shows them by number.
+    h.get_by_label("blk.2  (block)");
+    assert!(h.query_by_label("blk.10  (block)").is_none());
 }
 
 /// The "Model size" figure as shown.

@@ -105,6 +105,31 @@ impl super::Panel for TablePanel<'_> {
     }
 }
 
+/// Layer indices in file order, except that layers numbered under one prefix (GGUF's
+/// `blk.0`, `blk.1`, … `blk.10`, which files often store in text order) take their
+/// slots in numeric order.
+fn numbered_order(layers: &[crate::model::Layer]) -> Vec<usize> {
+    let prefix = |name: &str| {
+        let digits = name.bytes().rev().take_while(u8::is_ascii_digit).count();
+        (digits > 0).then(|| name[..name.len() - digits].to_owned())
+    };
+    let mut order: Vec<usize> = (0..layers.len()).collect();
+    let mut groups: std::collections::HashMap<String, Vec<usize>> = Default::default();
+    for (i, layer) in layers.iter().enumerate() {
+        if let Some(p) = prefix(&layer.name) {
+            groups.entry(p).or_default().push(i);
+        }
+    }
+    for slots in groups.into_values() {
+        let mut sorted = slots.clone();
+        sorted.sort_by(|&a, &b| crate::text::natural_cmp(&layers[a].name, &layers[b].name));
+        for (slot, layer) in slots.into_iter().zip(sorted) {
+            order[slot] = layer;
+        }
+    }
+    order
+}
+
 impl TableState {
     /// The rows to show: tensors filtered and sorted, under their layers when grouped.
     /// A layer is shown when its name or any of its tensors' names match the filter.
@@ -119,7 +144,8 @@ impl TableState {
             rank[t] = r;
         }
         let mut rows = Vec::new();
-        for (l, layer) in loaded.model.layers.iter().enumerate() {
+        for l in numbered_order(&loaded.model.layers) {
+            let layer = &loaded.model.layers[l];
             let layer_matches = !needle.is_empty() && layer.name.to_lowercase().contains(&needle);
             let mut members: Vec<usize> = layer
                 .tensors
