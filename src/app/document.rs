@@ -77,6 +77,8 @@ pub struct Document {
     pub compare: Compare,
     /// The exports' measured speed, for the compare tab.
     pub speeds: Speeds,
+    /// The block type most weights already have (decided once: the model is fixed).
+    already_quantized: Option<&'static str>,
 }
 
 impl Document {
@@ -97,6 +99,7 @@ impl Document {
             })
             .or_else(|| in_order().next());
         let selected = first_shown.or((!loaded.reports.is_empty()).then_some(0));
+        let already_quantized = majority_block_type(&loaded.model);
         let mut config = Config::default();
         let mut history = History::default();
         history.reset(&config);
@@ -121,33 +124,14 @@ impl Document {
             tensor_cache: Arc::new(TensorCache::new(TENSOR_CACHE_BYTES)),
             compare: Compare::default(),
             speeds: Speeds::default(),
+            already_quantized,
         }
     }
 
     /// The block type most of the model's weights are already stored in, if they are
     /// (a quantized GGUF): re-quantizing them compounds two errors.
     pub fn already_quantized(&self) -> Option<&'static str> {
-        let mut by_type: Vec<(crate::dtype::GgmlQuant, u64)> = Vec::new();
-        let mut total = 0u64;
-        for t in &self.loaded.model.tensors {
-            total += t.numel;
-            if let crate::dtype::DType::Quant(q) = t.dtype {
-                match by_type.iter_mut().find(|(k, _)| *k == q) {
-                    Some((_, n)) => *n += t.numel,
-                    None => by_type.push((q, t.numel)),
-                }
-            }
-        }
-        let quantized: u64 = by_type.iter().map(|(_, n)| n).sum();
-        // Mostly block-quantized: the usual downloaded GGUF.
-        (2 * quantized > total)
-            .then(|| {
-                by_type
-                    .iter()
-                    .max_by_key(|(_, n)| *n)
-                    .map(|(q, _)| q.name())
-            })
-            .flatten()
+        self.already_quantized
     }
 
     /// What the open model's activations can be set to: quantized on the network
@@ -385,4 +369,30 @@ impl Document {
         }
         error
     }
+}
+
+/// The block type most of `model`'s weights are stored in, if most are (a quantized
+/// GGUF): re-quantizing them compounds two errors.
+fn majority_block_type(model: &crate::model::Model) -> Option<&'static str> {
+    let mut by_type: Vec<(crate::dtype::GgmlQuant, u64)> = Vec::new();
+    let mut total = 0u64;
+    for t in &model.tensors {
+        total += t.numel;
+        if let crate::dtype::DType::Quant(q) = t.dtype {
+            match by_type.iter_mut().find(|(k, _)| *k == q) {
+                Some((_, n)) => *n += t.numel,
+                None => by_type.push((q, t.numel)),
+            }
+        }
+    }
+    let quantized: u64 = by_type.iter().map(|(_, n)| n).sum();
+    // Mostly block-quantized: the usual downloaded GGUF.
+    (2 * quantized > total)
+        .then(|| {
+            by_type
+                .iter()
+                .max_by_key(|(_, n)| *n)
+                .map(|(q, _)| q.name())
+        })
+        .flatten()
 }

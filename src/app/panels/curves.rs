@@ -1058,15 +1058,7 @@ fn language_plots_ui(ui: &mut egui::Ui, snap: &Snapshot, height: f32) {
     let x = "bits per weight (whole model)";
     let draw = |plot: &mut egui_plot::PlotUi<'_>, lines: &[(String, Vec<[f64; 2]>)]| {
         for (i, (name, pts)) in lines.iter().enumerate() {
-            let (color, shape) = series(i);
-            plot.line(Line::new(name.clone(), PlotPoints::from(pts.clone())).color(color));
-            plot.points(
-                Points::new(name.clone(), PlotPoints::from(pts.clone()))
-                    .color(color)
-                    .shape(shape)
-                    .filled(true)
-                    .radius(3.5),
-            );
+            draw_curve(plot, i, name, pts);
         }
     };
     ui.columns(2, |cols| {
