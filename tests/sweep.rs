@@ -456,7 +456,7 @@ fn the_tensor_cache_gives_what_a_fresh_apply_gives() {
             .collect();
         let plans = recipe.resolve(&names).expect("plans");
         let fresh = apply(&model, &plans).expect("apply");
-        let cached = apply_cached(&model, &plans, Some(&cache)).expect("apply cached");
+        let cached = apply_cached(&model, &plans, Some(&cache), None).expect("apply cached");
         assert_eq!(fresh.len(), cached.len());
         for ((i, a), (j, b)) in fresh.iter().zip(&cached) {
             assert_eq!(i, j);

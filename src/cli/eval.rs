@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::compress::apply::{AppliedTensor, apply_recipe};
+use crate::compress::apply::{AppliedTensor, apply_recipe, apply_recipe_cached};
 use crate::compress::recipe::Recipe;
 use crate::eval::causal_lm::{self, is_causal_lm};
 use crate::eval::embeddings::is_sentence_encoder;
@@ -116,14 +116,25 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     // Static activation quantization calibrates on samples kept apart: both rows
     // are measured on the rest.
     let network = Arc::new(network);
-    let evaluator = match activations.as_ref().map(|a| a.calibration_samples()) {
-        Some(n @ 1..) => Evaluator::with_calibration(network, &data, n)?,
-        _ => Evaluator::new(network, Arc::new(data)),
+    if recipe
+        .as_ref()
+        .is_some_and(|r| r.statistics_needed().is_some())
+        && !network.collects_statistics()
+    {
+        return Err(crate::eval::statistics_unsupported(&model).into());
+    }
+    let evaluator = match recipe.as_ref().map_or(0, Recipe::kept_apart) {
+        n @ 1.. => Evaluator::with_calibration(network, &data, n)?,
+        0 => Evaluator::new(network, Arc::new(data)),
     };
     let base = evaluator.measure(&model, &[], args.batch, |_, _| true)?;
     let compressed = match &recipe {
         Some(recipe) => {
-            let applied = apply_recipe(&model, recipe)?;
+            let stats = recipe
+                .statistics_needed()
+                .map(|need| evaluator.statistics(&model, need, |_, _| true))
+                .transpose()?;
+            let applied = apply_recipe_cached(&model, recipe, None, stats.as_deref())?;
             Some(evaluator.measure_with(
                 &model,
                 &applied,
@@ -136,9 +147,19 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     };
     let calibration_note = evaluator.calibration().map(|c| {
         format!(
-            "{} samples of {} kept apart to calibrate activations; both rows measured on the other {}",
+            "{} samples of {} kept apart to calibrate {}; both rows measured on the other {}",
             c.len(),
             data_path.display(),
+            match (
+                activations
+                    .as_ref()
+                    .is_some_and(|a| a.calibration_samples() > 0),
+                recipe.as_ref().and_then(Recipe::statistics_needed)
+            ) {
+                (true, Some(_)) => "activations and data-aware pruning",
+                (false, Some(_)) => "data-aware pruning",
+                _ => "activations",
+            },
             evaluator.data().len()
         )
     });

@@ -9,9 +9,10 @@
 
 use serde::Serialize;
 
+use super::calibration::{Statistics, WeightLayout};
 use super::float::{FloatFormat, fake_quant_float};
 use super::gguf_blocks;
-use super::prune::{self, Mask, Norm};
+use super::prune::{self, Mask, Norm, Pattern};
 use super::quant::{self, Fidelity, IntScheme, fidelity};
 use super::recipe::{NormName, PruneSpec, QuantSpec, Recipe, Scope, TensorPlan};
 use super::size::{self, Layout, Storage};
@@ -73,26 +74,51 @@ struct Quantized {
     grid: Option<quant::IntGrid>,
 }
 
+/// Calibration statistics, and the recipe's settings for them, for data-aware
+/// methods (Wanda, SparseGPT).
+#[derive(Clone, Copy)]
+pub struct Calibrated<'a> {
+    pub stats: &'a Statistics,
+    pub dampening: f64,
+}
+
+impl Calibrated<'_> {
+    /// What results computed with these statistics depend on, for cache keys.
+    fn key(&self) -> (u64, usize, u64) {
+        (
+            self.stats.data_key,
+            self.stats.samples,
+            self.dampening.to_bits(),
+        )
+    }
+}
+
 /// Resolve `recipe` against `model`'s tensors and apply it: what `slimscope apply`,
-/// `eval` and the app all do with a recipe.
+/// `eval` and the app all do with a recipe. A data-aware method needs `stats`.
 pub fn apply_recipe(model: &Model, recipe: &Recipe) -> Result<Vec<(usize, AppliedTensor)>> {
-    apply_recipe_cached(model, recipe, None)
+    apply_recipe_cached(model, recipe, None, None)
 }
 
 /// [`apply_recipe`], reusing (and filling) `cache`: sweeps and sliders come back to
-/// the same (tensor, method, level) again and again.
+/// the same (tensor, method, level) again and again; data-aware methods read
+/// `stats`.
 pub fn apply_recipe_cached(
     model: &Model,
     recipe: &Recipe,
     cache: Option<&TensorCache>,
+    stats: Option<&Statistics>,
 ) -> Result<Vec<(usize, AppliedTensor)>> {
     let plans = recipe.plan(model)?;
-    apply_cached(model, &plans, cache)
+    let calibrated = stats.map(|stats| Calibrated {
+        stats,
+        dampening: recipe.dampening(),
+    });
+    apply_cached(model, &plans, cache, calibrated)
 }
 
 /// The compressed tensors (in model order), by index into `model.tensors`.
 pub fn apply(model: &Model, plans: &[TensorPlan]) -> Result<Vec<(usize, AppliedTensor)>> {
-    apply_cached(model, plans, None)
+    apply_cached(model, plans, None, None)
 }
 
 /// What a tensor's result depends on: its index, its plan and, for a global
@@ -103,6 +129,8 @@ pub struct CacheKey {
     prune: Option<PruneSpec>,
     quant: Option<QuantSpec>,
     group: Vec<usize>,
+    /// The statistics a data-aware method's result depends on.
+    calibration: Option<(u64, usize, u64)>,
 }
 
 /// The rule index of a global magnitude plan (its tensors share one threshold).
@@ -119,7 +147,12 @@ fn global_rule(plan: &TensorPlan) -> Option<usize> {
     }
 }
 
-fn cache_key(i: usize, plans: &[TensorPlan], touched: &[usize]) -> CacheKey {
+fn cache_key(
+    i: usize,
+    plans: &[TensorPlan],
+    touched: &[usize],
+    calibrated: Option<Calibrated>,
+) -> CacheKey {
     let plan = &plans[i];
     let group = match global_rule(plan) {
         Some(rule) => touched
@@ -134,6 +167,11 @@ fn cache_key(i: usize, plans: &[TensorPlan], touched: &[usize]) -> CacheKey {
         prune: plan.prune.as_ref().map(|p| p.0.clone()),
         quant: plan.quant.clone(),
         group,
+        calibration: plan
+            .prune
+            .as_ref()
+            .and_then(|(p, _)| p.needs())
+            .and(calibrated.map(|c| c.key())),
     }
 }
 
@@ -188,11 +226,18 @@ struct Pruned {
     shape_after: Option<Vec<u64>>,
     /// Why an N:M rule left the tensor dense.
     skipped: Option<String>,
+    /// Weights a method updated besides masking them (SparseGPT).
+    updated: Option<Vec<f32>>,
 }
 
 /// Prune `values` (of tensor `info`) as `spec` says; a global magnitude spec is
 /// decided for the whole group elsewhere and gives no mask here.
-fn prune_one(values: &[f32], info: &crate::model::TensorInfo, spec: &PruneSpec) -> Result<Pruned> {
+fn prune_one(
+    values: &[f32],
+    info: &crate::model::TensorInfo,
+    spec: &PruneSpec,
+    calibrated: Option<Calibrated>,
+) -> Result<Pruned> {
     let shape: Vec<usize> = info.shape.iter().map(|&d| d as usize).collect();
     let err = |e: prune::PruneError| bad(&info.name, e.to_string());
     let mut pruned = Pruned::default();
@@ -236,8 +281,115 @@ fn prune_one(values: &[f32], info: &crate::model::TensorInfo, spec: &PruneSpec) 
             pruned.shape_after = Some(s.shape.iter().map(|&d| d as u64).collect());
             Some(s.mask)
         }
+        PruneSpec::Wanda { .. } | PruneSpec::SparseGpt { .. } => {
+            return prune_with_data(values, info, spec, calibrated);
+        }
     };
     Ok(pruned)
+}
+
+/// Wanda's or SparseGPT's mask (and SparseGPT's updated weights) for one tensor,
+/// from the calibration statistics of the layer it is the weight of.
+fn prune_with_data(
+    values: &[f32],
+    info: &crate::model::TensorInfo,
+    spec: &PruneSpec,
+    calibrated: Option<Calibrated>,
+) -> Result<Pruned> {
+    let method = match spec {
+        PruneSpec::SparseGpt { .. } => "SparseGPT",
+        _ => "Wanda",
+    };
+    let pattern = match spec.pattern() {
+        Some(Ok(p)) => p,
+        Some(Err(problem)) => return Err(bad(&info.name, problem)),
+        None => unreachable!("only data-aware specs come here"),
+    };
+    let Some(calibrated) = calibrated else {
+        return Err(bad(
+            &info.name,
+            format!(
+                "{method} learns from calibration data: attach a data set (--data) the \
+                 model runs on"
+            ),
+        ));
+    };
+    let Some(layer) = calibrated.stats.layer(&info.name) else {
+        return Err(bad(
+            &info.name,
+            format!(
+                "{method} needs the inputs of the layer a weight belongs to, and this tensor \
+                 is not the weight of a convolution, Gemm or MatMul the data runs through"
+            ),
+        ));
+    };
+    let n = values.len();
+    let (outputs, columns) = match layer.layout {
+        WeightLayout::OutIn => {
+            let rows = info.shape.first().copied().unwrap_or(1).max(1) as usize;
+            (rows, n / rows)
+        }
+        WeightLayout::InOut => {
+            let cols = info.shape.last().copied().unwrap_or(1).max(1) as usize;
+            (cols, n / cols)
+        }
+    };
+    if columns != layer.columns || outputs * columns != n {
+        return Err(Error::Internal(format!(
+            "tensor `{}`: {columns} inputs per output, its layer's statistics have {}",
+            info.name, layer.columns
+        )));
+    }
+    // The methods work on outputs × inputs.
+    let out_in: std::borrow::Cow<[f32]> = match layer.layout {
+        WeightLayout::OutIn => values.into(),
+        WeightLayout::InOut => transpose(values, columns, outputs).into(),
+    };
+    if let Pattern::NOfM { n, m } = pattern
+        && !columns.is_multiple_of(m)
+    {
+        return Ok(Pruned {
+            skipped: Some(format!(
+                "{n}:{m} skipped (rows of {columns} are not whole groups of {m})"
+            )),
+            ..Pruned::default()
+        });
+    }
+    let fail = |e: String| bad(&info.name, format!("{method}: {e}"));
+    let (updated, kept) = match spec {
+        PruneSpec::SparseGpt { .. } => {
+            let (w, kept) =
+                super::sparsegpt::prune(&out_in, outputs, layer, pattern, calibrated.dampening)
+                    .map_err(|e| fail(e.to_string()))?;
+            (Some(w), kept)
+        }
+        _ => (
+            None,
+            super::wanda::keep(&out_in, outputs, layer, pattern)
+                .map_err(|e| fail(e.to_string()))?,
+        ),
+    };
+    let back = |v: Vec<bool>| match layer.layout {
+        WeightLayout::OutIn => v,
+        WeightLayout::InOut => transpose(&v, outputs, columns),
+    };
+    Ok(Pruned {
+        mask: Some(Mask::from_kept(&back(kept))),
+        updated: updated.map(|w| match layer.layout {
+            WeightLayout::OutIn => w,
+            WeightLayout::InOut => transpose(&w, outputs, columns),
+        }),
+        ..Pruned::default()
+    })
+}
+
+/// `rows × cols` row-major, transposed.
+fn transpose<T: Copy>(v: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(v.len());
+    for c in 0..cols {
+        out.extend((0..rows).map(|r| v[r * cols + c]));
+    }
+    out
 }
 
 /// [`apply`] with a cache of finished tensors.
@@ -245,12 +397,13 @@ pub fn apply_cached(
     model: &Model,
     plans: &[TensorPlan],
     cache: Option<&TensorCache>,
+    calibrated: Option<Calibrated>,
 ) -> Result<Vec<(usize, AppliedTensor)>> {
     let touched = touched_tensors(model, plans)?;
     let mut work: Vec<Work> = touched
         .iter()
         .map(|&i| {
-            let key = cache_key(i, plans, &touched);
+            let key = cache_key(i, plans, &touched, calibrated);
             Work {
                 index: i,
                 done: cache.and_then(|c| c.get(&key)),
@@ -274,7 +427,7 @@ pub fn apply_cached(
     }
     for w in &mut work {
         if let (Some(values), Some((spec, _))) = (&w.original, &plans[w.index].prune) {
-            w.pruned = prune_one(values, &model.tensors[w.index], spec)?;
+            w.pruned = prune_one(values, &model.tensors[w.index], spec, calibrated)?;
         }
     }
     prune_global_groups(&mut work, plans)?;
@@ -345,10 +498,11 @@ fn compress_one(
         mask,
         shape_after,
         skipped,
+        updated,
     } = pruned;
     let rows = info.shape.first().copied().unwrap_or(1).max(1);
     let row_len = (info.numel / rows).max(1);
-    let mut values = original.clone();
+    let mut values = updated.unwrap_or_else(|| original.clone());
     if let Some(m) = &mask {
         m.apply(&mut values);
     }
@@ -689,6 +843,18 @@ fn describe_prune(p: &PruneSpec) -> String {
         PruneSpec::Nm { n, m } => format!("{n}:{m}"),
         PruneSpec::Structured { sparsity, axis, .. } => {
             format!("structured {:.0}% (axis {axis})", 100.0 * sparsity.get())
+        }
+        PruneSpec::Wanda { .. } | PruneSpec::SparseGpt { .. } => {
+            let method = if matches!(p, PruneSpec::Wanda { .. }) {
+                "Wanda"
+            } else {
+                "SparseGPT"
+            };
+            match p.pattern() {
+                Some(Ok(Pattern::Unstructured(s))) => format!("{method} {:.0}%", 100.0 * s),
+                Some(Ok(Pattern::NOfM { n, m })) => format!("{method} {n}:{m}"),
+                _ => method.to_owned(),
+            }
         }
     }
 }

@@ -355,6 +355,7 @@ impl Config {
             source: None,
             rules,
             activations: self.activations.clone(),
+            calibration: None,
             origin: origin.to_owned(),
         };
         recipe.check()?;

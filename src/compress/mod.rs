@@ -3,12 +3,14 @@
 //! pruning masks ([`prune`]), size accounting ([`size`]), recipes ([`recipe`]), the
 //! configurations the app and sweeps turn into recipes ([`config`]) and applying a
 //! recipe to a model ([`apply`]); activation settings ([`activations`]) and their
-//! calibration ([`observers`]). Everything in this module works on
+//! calibration ([`observers`]); data-aware pruning ([`wanda`], [`sparsegpt`]) from
+//! calibration statistics ([`calibration`]). Everything in this module works on
 //! `f32` slices, byte buffers and recipe text: it knows nothing about model files
 //! (see `model/`) or any UI.
 
 pub mod activations;
 pub mod apply;
+pub mod calibration;
 pub mod config;
 pub mod float;
 pub mod gguf_blocks;
@@ -18,3 +20,5 @@ pub mod prune;
 pub mod quant;
 pub mod recipe;
 pub mod size;
+pub mod sparsegpt;
+pub mod wanda;

@@ -42,6 +42,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::activations::ActivationSpec;
+use super::calibration::{CalibrationSpec, Need};
+use super::prune::Pattern;
 use super::quant::{Clip, Granularity};
 use crate::dtype::GgmlQuant;
 
@@ -70,6 +72,9 @@ pub struct Recipe {
     /// Activation quantization (weighted layers' inputs), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activations: Option<ActivationSpec>,
+    /// What data-aware methods learn from (see [`super::calibration`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationSpec>,
     /// Where the recipe came from (a file, or words like `(sweep)`), named in errors.
     #[serde(skip)]
     pub origin: PathBuf,
@@ -254,6 +259,53 @@ pub enum PruneSpec {
         #[serde(default)]
         norm: NormName,
     },
+    /// Wanda: per output, the weights of least `|w|·‖x‖` over the calibration data
+    /// (`sparsity`, or `n` and `m` for N:M); see [`super::wanda`].
+    Wanda {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sparsity: Option<Fraction>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        n: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        m: Option<usize>,
+    },
+    /// SparseGPT: OBS pruning with the weights that stay updated to keep the
+    /// layer's output on the calibration data; see [`super::sparsegpt`].
+    #[serde(rename = "sparsegpt")]
+    SparseGpt {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sparsity: Option<Fraction>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        n: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        m: Option<usize>,
+    },
+}
+
+impl PruneSpec {
+    /// What a data-aware method needs of the calibration data (none for the
+    /// data-free methods).
+    pub fn needs(&self) -> Option<Need> {
+        match self {
+            PruneSpec::Wanda { .. } => Some(Need::Diagonal),
+            PruneSpec::SparseGpt { .. } => Some(Need::Gram),
+            _ => None,
+        }
+    }
+
+    /// A data-aware method's pattern: its `sparsity`, or `n` of every `m`.
+    pub fn pattern(&self) -> Option<Result<Pattern, String>> {
+        let (PruneSpec::Wanda { sparsity, n, m } | PruneSpec::SparseGpt { sparsity, n, m }) = self
+        else {
+            return None;
+        };
+        Some(match (sparsity, n, m) {
+            (Some(s), None, None) => Ok(Pattern::Unstructured(s.get())),
+            (None, Some(n), Some(m)) if *n > 0 && n <= m => Ok(Pattern::NOfM { n: *n, m: *m }),
+            (None, Some(n), Some(m)) => Err(format!("N:M needs 0 < N <= M, got {n}:{m}")),
+            _ => Err("give `sparsity`, or `n` and `m` for N:M (not both)".into()),
+        })
+    }
 }
 
 /// Scale granularity names in recipes.
@@ -394,8 +446,34 @@ impl Recipe {
         {
             return Err(err(None, problem));
         }
+        if let Some(problem) = recipe
+            .calibration
+            .as_ref()
+            .and_then(CalibrationSpec::problem)
+        {
+            return Err(err(None, problem));
+        }
+        if let (Some(w), Some(a)) = (
+            recipe.calibration.as_ref().and_then(|c| c.samples),
+            recipe.activations.as_ref().map(|a| a.calibration_samples()),
+        ) && a > 0
+            && w != a
+            && recipe.statistics_needed().is_some()
+        {
+            return Err(err(
+                None,
+                format!(
+                    "[calibration] samples = {w}, but static activations calibrate on {a}: one \
+                     slice of the data is kept apart for both, so set [activations] \
+                     calibration = {w} too"
+                ),
+            ));
+        }
         for (i, rule) in recipe.rules.iter().enumerate() {
             let at = rule.line;
+            if let Some(Err(problem)) = rule.prune.as_ref().and_then(PruneSpec::pattern) {
+                return Err(err(at, format!("rule {}: {problem}", i + 1)));
+            }
             match (&rule.glob, &rule.regex) {
                 (Some(_), Some(_)) => {
                     return Err(err(
@@ -445,6 +523,36 @@ impl Recipe {
             }
         }
         Ok(())
+    }
+
+    /// The most that the recipe's data-aware methods need of the calibration data.
+    pub fn statistics_needed(&self) -> Option<Need> {
+        self.rules
+            .iter()
+            .filter_map(|r| r.prune.as_ref().and_then(PruneSpec::needs))
+            .max()
+    }
+
+    /// Samples of the attached data kept apart for calibration: those static
+    /// activation quantization calibrates on, else those data-aware methods learn
+    /// from, else none. Every figure of the run is measured on the rest.
+    pub fn kept_apart(&self) -> usize {
+        match self.activations.as_ref().map(|a| a.calibration_samples()) {
+            Some(n @ 1..) => n,
+            _ if self.statistics_needed().is_some() => self
+                .calibration
+                .as_ref()
+                .map_or(CalibrationSpec::DEFAULT_SAMPLES, CalibrationSpec::samples),
+            _ => 0,
+        }
+    }
+
+    /// GPTQ's and SparseGPT's Hessian dampening.
+    pub fn dampening(&self) -> f64 {
+        self.calibration.as_ref().map_or(
+            CalibrationSpec::DEFAULT_DAMPENING,
+            CalibrationSpec::dampening,
+        )
     }
 
     /// Read and parse a recipe file.

@@ -73,7 +73,8 @@ impl Dataset {
                 path: self.source.clone(),
                 problem: format!(
                     "holds {total} samples: too few to keep {n} apart for calibration and \
-                     evaluate on the rest (lower `calibration` in the recipe's [activations])"
+                     evaluate on the rest (lower the recipe's [calibration] samples or [activations] \
+                     calibration)"
                 ),
             });
         }

@@ -18,6 +18,7 @@ use super::data::Dataset;
 use super::{Metrics, Network, evaluate};
 use crate::compress::activations::{ActivationSpec, Mode};
 use crate::compress::apply::AppliedTensor;
+use crate::compress::calibration::{Need, Statistics};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::net::qdq::Activations;
@@ -58,6 +59,9 @@ pub struct Evaluator {
     /// Evaluators of the same network that keep samples apart, by how many (the
     /// newest few; see [`Evaluator::keeping_apart`]).
     kept_apart: Mutex<Vec<(usize, Arc<Evaluator>)>>,
+    /// Calibration statistics collected on `calibration`, by what they hold; the
+    /// lock is held while collecting, so parallel variants wait for one collection.
+    statistics: Mutex<HashMap<Need, Arc<Statistics>>>,
 }
 
 /// Calibration splits an evaluator keeps at hand (each holds a copy of the data).
@@ -107,6 +111,7 @@ impl Evaluator {
             calibration: None,
             activations: Mutex::new(HashMap::new()),
             kept_apart: Mutex::new(Vec::new()),
+            statistics: Mutex::new(HashMap::new()),
         }
     }
 
@@ -146,6 +151,37 @@ impl Evaluator {
         }
         kept.push((calibration, made.clone()));
         Ok(made)
+    }
+
+    /// What data-aware methods learn from, over the samples kept apart (see
+    /// [`Network::statistics`]): collected once, a Gram matrix serving a diagonal
+    /// request too.
+    pub fn statistics(
+        &self,
+        model: &Model,
+        need: Need,
+        progress: impl FnMut(usize, usize) -> bool,
+    ) -> Result<Arc<Statistics>> {
+        let mut held = lock(&self.statistics);
+        let hit = held
+            .get(&Need::Gram)
+            .or_else(|| held.get(&need).filter(|_| need == Need::Diagonal));
+        if let Some(s) = hit {
+            return Ok(s.clone());
+        }
+        let Some(calibration) = &self.calibration else {
+            return Err(Error::InvalidSetting(format!(
+                "{}: data-aware methods learn from calibration samples kept apart from the \
+                 evaluation data; none were set aside for this evaluation",
+                model.path.display()
+            )));
+        };
+        let stats = Arc::new(
+            self.network
+                .statistics(model, calibration, need, progress)?,
+        );
+        held.insert(need, stats.clone());
+        Ok(stats)
     }
 
     /// The samples kept apart for calibration, if any.

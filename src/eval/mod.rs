@@ -21,6 +21,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::compress::apply::AppliedTensor;
+use crate::compress::calibration::{Need, Statistics};
 use crate::error::{Error, Result};
 use crate::model::{Format, Model};
 use crate::net::spec::ArchSpec;
@@ -311,6 +312,17 @@ pub enum Network {
     SentenceEncoder(Box<embeddings::SentenceTask>),
 }
 
+/// Data-aware methods cannot learn from `model`'s network yet.
+pub fn statistics_unsupported(model: &Model) -> Error {
+    Error::Unsupported {
+        path: model.path.clone(),
+        what: "data-aware methods (Wanda, SparseGPT) learn from the layer inputs of \
+               sequential networks and ONNX graphs; a language model's or sentence \
+               encoder's are not collected yet"
+            .into(),
+    }
+}
+
 /// The data at `path` as `model` reads it: a text cut into token windows for a
 /// language model, else a labelled data set (see [`data::load`]).
 pub fn load_data(model: &Model, path: &Path) -> Result<data::Dataset> {
@@ -398,6 +410,40 @@ impl Network {
                 });
             }
         })
+    }
+
+    /// Whether data-aware methods can learn from this network's layer inputs (see
+    /// [`Network::statistics`]): sequential networks and ONNX graphs.
+    pub fn collects_statistics(&self) -> bool {
+        matches!(self, Network::Sequential(_) | Network::Onnx(_))
+    }
+
+    /// What data-aware methods learn from: the statistics `need` asks for of every
+    /// weighted layer, over the calibration samples `calibration`, with the
+    /// original weights (see `net::capture`). `progress(done, total)` returns false to
+    /// cancel.
+    pub fn statistics(
+        &self,
+        model: &Model,
+        calibration: &data::Dataset,
+        need: Need,
+        progress: impl FnMut(usize, usize) -> bool,
+    ) -> Result<Statistics> {
+        let bound = self
+            .onnx_graph(model, &[])?
+            .ok_or_else(|| statistics_unsupported(model))?;
+        check_input(bound.graph.input_shape(), calibration)?;
+        let weights: Vec<String> = model.tensors.iter().map(|t| t.name.clone()).collect();
+        let mut h = std::hash::DefaultHasher::new();
+        for chunk in calibration.x.chunks(4096) {
+            let bytes: Vec<u8> = chunk
+                .iter()
+                .flat_map(|v| v.to_bits().to_le_bytes())
+                .collect();
+            std::hash::Hasher::write(&mut h, &bytes);
+        }
+        let key = std::hash::Hasher::finish(&h);
+        crate::net::capture::collect(&bound.graph, &calibration.x, &weights, need, key, progress)
     }
 
     /// The network as an ONNX graph with `model`'s weights, `applied`'s in their

@@ -183,8 +183,19 @@ pub fn evaluate(
         progress,
     } = hooks;
     let recipe = config.to_recipe(Path::new(SETTINGS_ORIGIN))?;
+    // Calibration (static activations, data-aware methods) keeps samples apart:
+    // every figure then covers the rest, the original's too.
+    let calibration = recipe.kept_apart();
+    let split = match (calibration, accuracy) {
+        (1.., Some((_, base))) => Some(base.keeping_apart(calibration)?),
+        _ => None,
+    };
+    let stats = match (recipe.statistics_needed(), &split) {
+        (Some(need), Some(e)) => Some(e.statistics(model, need, |_, _| !cancelled())?),
+        _ => None,
+    };
     let (applied, totals) =
-        crate::measure::measure_weights(model, &recipe, Some(cache), cancelled)?;
+        crate::measure::measure_weights(model, &recipe, Some(cache), stats.as_deref(), cancelled)?;
     let results: Vec<(usize, TensorResult)> = applied
         .par_iter()
         .map(|(i, t)| {
@@ -230,16 +241,6 @@ pub fn evaluate(
     if cancelled() {
         return Err(crate::Error::Cancelled);
     }
-    // Static activation quantization calibrates on samples kept apart: every figure
-    // then covers the rest, the original's too.
-    let calibration = recipe
-        .activations
-        .as_ref()
-        .map_or(0, |a| a.calibration_samples());
-    let split = match calibration {
-        0 => None,
-        n => Some(base.keeping_apart(n)?),
-    };
     let evaluator = split.as_deref().unwrap_or(base);
     let batch = crate::eval::DEFAULT_BATCH;
     let metrics =

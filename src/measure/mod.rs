@@ -8,6 +8,7 @@ pub mod evaluation;
 pub mod speed;
 
 use crate::compress::apply::{AppliedTensor, TensorCache, apply_recipe_cached};
+use crate::compress::calibration::Statistics;
 use crate::compress::recipe::Recipe;
 use crate::error::{Error, Result};
 use crate::eval::Metrics;
@@ -117,7 +118,12 @@ pub fn measure(
     with: With,
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<Measurement> {
-    let (applied, totals) = measure_weights(model, recipe, with.cache, cancelled)?;
+    let stats = match (recipe.statistics_needed(), with.evaluator) {
+        (Some(need), Some(e)) => Some(e.statistics(model, need, |_, _| !cancelled())?),
+        _ => None,
+    };
+    let (applied, totals) =
+        measure_weights(model, recipe, with.cache, stats.as_deref(), cancelled)?;
     let metrics = match with.evaluator {
         Some(evaluator) => Some(measure_task(
             model,
@@ -137,14 +143,16 @@ pub fn measure(
 }
 
 /// The first, fast part of [`measure`]: the compressed tensors and what they add up
-/// to (exact sizes and weight fidelity, no data needed).
+/// to (exact sizes and weight fidelity; no data needed but the calibration
+/// statistics of data-aware methods).
 pub fn measure_weights(
     model: &Model,
     recipe: &Recipe,
     cache: Option<&TensorCache>,
+    stats: Option<&Statistics>,
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<(Vec<(usize, AppliedTensor)>, Totals)> {
-    let applied = apply_recipe_cached(model, recipe, cache)?;
+    let applied = apply_recipe_cached(model, recipe, cache, stats)?;
     if cancelled() {
         return Err(Error::Cancelled);
     }

@@ -12,6 +12,7 @@
 //! Training's differentiable network is `train::trainable`, built on the same spec.
 
 pub mod candle;
+pub mod capture;
 pub mod first_conv;
 pub mod init;
 pub mod onnx;

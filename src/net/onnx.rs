@@ -443,6 +443,50 @@ impl OnnxGraph {
         if spec.mode == Mode::Dynamic {
             return Ok(Activations::Dynamic);
         }
+        let names = match self.proto.graph.as_ref() {
+            Some(graph) => qdq::quantized_inputs(graph),
+            None => return Err(onnx_error(&self.path, "no graph")),
+        };
+        let mut observers = vec![RangeObserver::default(); names.len()];
+        let passes = if needs_histogram(spec) { 2 } else { 1 };
+        let n = xs.len() / self.sample.iter().product::<usize>().max(1);
+        for pass in 0..passes {
+            self.capture(
+                xs,
+                &names,
+                |done, _| progress(pass * n + done, passes * n),
+                |k, _, values| {
+                    if pass == 0 {
+                        observers[k].observe_range(values);
+                    } else {
+                        observers[k].observe_histogram(values, spec);
+                    }
+                    Ok(())
+                },
+            )?;
+        }
+        Ok(Activations::Static(
+            names
+                .into_iter()
+                .zip(&observers)
+                .map(|(name, o)| (name, o.params(spec)))
+                .collect(),
+        ))
+    }
+
+    /// Run the graph with its own weights on the samples `xs` (row-major, each of
+    /// [`OnnxGraph::input_shape`]), a micro-batch at a time, and hand `visit` the
+    /// values of each tensor `names[k]` (an intermediate result or the input itself)
+    /// for the real samples of the batch: `visit(k, shape, values)`, the shape's
+    /// first dimension being the number of samples. `progress(done, total)` returns
+    /// false to cancel.
+    pub fn capture(
+        &self,
+        xs: &[f32],
+        names: &[String],
+        mut progress: impl FnMut(usize, usize) -> bool,
+        mut visit: impl FnMut(usize, &[usize], &[f32]) -> Result<()>,
+    ) -> Result<()> {
         let len: usize = self.sample.iter().product();
         if len == 0 || xs.is_empty() || !xs.len().is_multiple_of(len) {
             return Err(Error::Internal(format!(
@@ -456,14 +500,13 @@ impl OnnxGraph {
             .graph
             .as_mut()
             .ok_or_else(|| onnx_error(&self.path, "no graph"))?;
-        let names = qdq::quantized_inputs(graph);
         let input = graph
             .input
             .iter()
             .find(|i| !graph.initializer.iter().any(|t| t.name == i.name))
             .map(|i| i.name.clone())
             .unwrap_or_default();
-        // Every observed tensor but the input itself becomes an output of the plan.
+        // Every captured tensor but the input itself becomes an output of the plan.
         let computed: Vec<&String> = names.iter().filter(|n| **n != input).collect();
         graph.output = computed
             .iter()
@@ -477,63 +520,62 @@ impl OnnxGraph {
         } else {
             Some(self.plan(&proto, self.micro)?)
         };
-        let mut observers = vec![RangeObserver::default(); names.len()];
-        let passes = if needs_histogram(spec) { 2 } else { 1 };
+        let engine = |cause: String| Error::Engine {
+            context: "ONNX calibration pass".into(),
+            cause,
+        };
         let n = xs.len() / len;
         let mut shape = vec![self.micro];
         shape.extend(&self.sample);
-        for pass in 0..passes {
-            for start in (0..n).step_by(self.micro) {
-                if !progress(pass * n + start, passes * n) {
-                    return Err(Error::Cancelled);
+        for start in (0..n).step_by(self.micro) {
+            if !progress(start, n) {
+                return Err(Error::Cancelled);
+            }
+            let m = self.micro.min(n - start);
+            let xs = &xs[start * len..(start + m) * len];
+            let outputs = match &plan {
+                Some(plan) => {
+                    let mut padded = xs.to_vec();
+                    padded.resize(self.micro * len, 0.0);
+                    let x = tract_ndarray::ArrayD::from_shape_vec(shape.as_slice(), padded)
+                        .map_err(|e| onnx_error(&self.path, e))?;
+                    plan.run(tvec!(Tensor::from(x).into()))
+                        .map_err(|e| engine(format!("{e:#}")))?
                 }
-                let m = self.micro.min(n - start);
-                let xs = &xs[start * len..(start + m) * len];
-                let outputs = match &plan {
-                    Some(plan) => {
-                        let mut padded = xs.to_vec();
-                        padded.resize(self.micro * len, 0.0);
-                        let x = tract_ndarray::ArrayD::from_shape_vec(shape.as_slice(), padded)
-                            .map_err(|e| onnx_error(&self.path, e))?;
-                        plan.run(tvec!(Tensor::from(x).into()))
-                            .map_err(|e| Error::Engine {
-                                context: "ONNX calibration pass".into(),
-                                cause: format!("{e:#}"),
-                            })?
-                    }
-                    None => tvec![],
-                };
-                let mut out = outputs.iter();
-                for (name, o) in names.iter().zip(observers.iter_mut()) {
-                    let values: Vec<f32> = if *name == input {
-                        xs.to_vec()
-                    } else {
-                        let t = out.next().ok_or_else(|| {
-                            Error::Internal(format!("calibration: no output for `{name}`"))
-                        })?;
-                        let view = t.to_plain_array_view::<f32>().map_err(|e| Error::Engine {
-                            context: "ONNX calibration pass".into(),
-                            cause: format!("`{name}`: {e:#}"),
-                        })?;
-                        // Only the real samples' rows (the last batch is padded).
-                        let all: Vec<f32> = view.iter().copied().collect();
-                        all[..all.len() / self.micro * m].to_vec()
-                    };
-                    if pass == 0 {
-                        o.observe_range(&values);
-                    } else {
-                        o.observe_histogram(&values, spec);
-                    }
+                None => tvec![],
+            };
+            let mut out = outputs.iter();
+            for (k, name) in names.iter().enumerate() {
+                if *name == input {
+                    let mut dims = vec![m];
+                    dims.extend(&self.sample);
+                    visit(k, &dims, xs)?;
+                    continue;
                 }
+                let t = out.next().ok_or_else(|| {
+                    Error::Internal(format!("calibration: no output for `{name}`"))
+                })?;
+                let view = t
+                    .to_plain_array_view::<f32>()
+                    .map_err(|e| engine(format!("`{name}`: {e:#}")))?;
+                let mut dims = view.shape().to_vec();
+                let all = view
+                    .as_slice()
+                    .ok_or_else(|| engine(format!("`{name}`: not contiguous")))?;
+                // Only the real samples' rows (the last batch is padded).
+                let per = all.len() / self.micro.max(1);
+                if let Some(first) = dims.first_mut() {
+                    *first = m;
+                }
+                visit(k, &dims, &all[..per * m])?;
             }
         }
-        Ok(Activations::Static(
-            names
-                .into_iter()
-                .zip(&observers)
-                .map(|(name, o)| (name, o.params(spec)))
-                .collect(),
-        ))
+        Ok(())
+    }
+
+    /// The ONNX model itself.
+    pub fn proto(&self) -> &ModelProto {
+        &self.proto
     }
 
     fn runner_of(&self, proto: &ModelProto, micro: usize) -> Result<OnnxRunner> {

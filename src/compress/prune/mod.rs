@@ -104,6 +104,25 @@ impl Mask {
     }
 }
 
+/// Which weights of each output a data-aware method removes: a fraction of them, or
+/// all but `n` of every `m` consecutive ones (N:M, as `nm` counts).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pattern {
+    Unstructured(f64),
+    NOfM { n: usize, m: usize },
+}
+
+impl Mask {
+    /// The mask keeping exactly the weights where `kept` is true.
+    pub fn from_kept(kept: &[bool]) -> Mask {
+        let mut mask = Mask::keep_all(kept.len());
+        for (i, _) in kept.iter().enumerate().filter(|(_, k)| !**k) {
+            mask.prune(i);
+        }
+        mask
+    }
+}
+
 /// `round(target · n)` with Python's rounding (half to even), as torch's
 /// `_compute_nparams_toprune` computes it, after checking the target.
 pub fn count_to_prune(n: usize, target_sparsity: f64) -> Result<usize, PruneError> {
