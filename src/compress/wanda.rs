@@ -102,10 +102,11 @@ mod tests {
         let w = [1.5, 0.2, 3.0, 0.1, /* row 2 */ 0.5, 0.5, 0.5, 0.5];
         let kept = keep(&w, 2, &s, Pattern::Unstructured(0.5)).expect("wanda");
         // Row 1 scores 1.5, 2, 3, 0.1: the 0.1 and 1.5 go. Row 2 scores 0.5, 5, 0.5,
-        // 0.5: the first two 0.5s go (ties by position).
-        assert_eq!(kept, [false, true, true, false, false, true, true, false]);
-        let kept = keep(&w, 2, &s, Pattern::NOfM { n: 1, m: 2 }).expect("2:4");
-        assert_eq!(kept, [false, true, true, false, false, true, true, false]);
+        // 0.5: the first two 0.5s (positions 0 and 2) go, ties by position.
+        assert_eq!(kept, [false, true, true, false, false, true, false, true]);
+        // 1:2: each pair keeps its larger score, the first of a tie going.
+        let kept = keep(&w, 2, &s, Pattern::NOfM { n: 1, m: 2 }).expect("1:2");
+        assert_eq!(kept, [false, true, true, false, false, true, false, true]);
         assert!(keep(&w, 2, &s, Pattern::NOfM { n: 2, m: 3 }).is_err());
     }
 }
