@@ -1704,3 +1704,57 @@ fn an_override_only_configuration_is_described_by_what_it_does() {
         "1 tensor(s) with their own settings — effectively 71.9% of the weight matrices zero",
     );
 }
+
+/// SparseGPT picked in the method picker as a user picks it: the app learns from
+/// 128 samples of the attached data kept apart (the original re-measured on the
+/// other 4,872), and the weights it exports are those a float64 numpy SparseGPT
+/// written from the paper computes from onnxruntime's activations on those samples.
+#[test]
+fn sparsegpt_picked_in_the_app_prunes_as_the_paper_does() {
+    let mut h = harness();
+    open_demo(&mut h);
+    h.state_mut().document_mut().expect("a model").config = slimscope::compress::config::Config {
+        sparsity_pct: 60.0,
+        ..Default::default()
+    };
+    h.run_steps(2);
+    h.get_by_value("Magnitude").click();
+    h.run_steps(2);
+    h.get_by_label("SparseGPT").click();
+    h.run_steps(2);
+    assert_eq!(
+        h.state().config().method,
+        slimscope::compress::config::Method::SparseGpt
+    );
+    step_until(&mut h, "the SparseGPT evaluation", |a| {
+        a.evaluation_is_current() && a.evaluation().is_some_and(|e| e.accuracy.is_some())
+    });
+    let e = h.state().evaluation().expect("evaluation").clone();
+    let (_, m) = e.accuracy.expect("accuracy");
+    let (kept, original) = e.kept_apart.expect("calibration kept apart");
+    assert_eq!((kept, m.samples, original.samples), (128, 4872, 4872));
+    h.get_by_label("128 samples kept apart");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("demo.sparsegpt.safetensors");
+    h.state_mut()
+        .apply(slimscope::app::Command::Export(out.clone()));
+    step_until(&mut h, "the export", |a| !a.is_exporting());
+    assert!(h.state().error().is_none(), "{:?}", h.state().error());
+    let report = common::reference_script(
+        "data_aware.py",
+        &[
+            fixture("digit_cnn.onnx").to_str().expect("path"),
+            out.to_str().expect("path"),
+            fixture("mnist_5k.csv.gz").to_str().expect("path"),
+            "128",
+            "sparsegpt",
+            "0.6",
+        ],
+    );
+    let layers = report.as_object().expect("layers");
+    assert_eq!(layers.len(), 5, "{report}");
+    for (name, l) in layers {
+        assert!(l["mask_differs"].as_f64() <= Some(1e-3), "{name}: {l}");
+        assert!(l["max_difference"].as_f64() <= Some(1e-5), "{name}: {l}");
+    }
+}

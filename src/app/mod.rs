@@ -31,7 +31,7 @@ mod window;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::compress::apply::apply_recipe;
+use crate::compress::apply::apply_recipe_cached;
 use crate::compress::config::Config;
 use crate::inspect::{TensorReport, inspect_model};
 use crate::jobs::spawn_job;
@@ -301,7 +301,16 @@ impl SlimApp {
             let text = config.recipe_text(Some((&file_name(&model.path), Some(&sha))));
             let recipe_path = out.with_extension("recipe.toml");
             let recipe = config.to_recipe(&recipe_path)?;
-            let applied = apply_recipe(&model, &recipe)?;
+            // Data-aware methods learn from the samples the measurement kept apart.
+            let stats = match (recipe.statistics_needed(), evaluator.as_deref()) {
+                (Some(need), Some(e)) => Some(e.keeping_apart(recipe.kept_apart())?.statistics(
+                    &model,
+                    need,
+                    |_, _| true,
+                )?),
+                _ => None,
+            };
+            let applied = apply_recipe_cached(&model, &recipe, None, stats.as_deref())?;
             let mut notes = Vec::new();
             if format == crate::export::OutputFormat::Onnx {
                 let activations = recipe.activations.as_ref();

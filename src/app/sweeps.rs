@@ -12,7 +12,16 @@ impl SlimApp {
         let Some(model) = self.loaded().map(|l| l.model.clone()) else {
             return;
         };
-        let points = kind.points(&model);
+        let mut points = kind.points(&model);
+        // Data-aware curves beside the data-free ones, where attached data can
+        // calibrate them.
+        if kind == curves::SweepKind::Curves
+            && self
+                .attached()
+                .is_some_and(|a| a.evaluator.network().collects_statistics())
+        {
+            points.extend(crate::sweep::data_aware_points());
+        }
         self.start_points(kind, points, model);
     }
 

@@ -136,7 +136,8 @@ pub fn serve_variants(
     let mut points = Vec::with_capacity(recipes.len());
     for (i, (recipe, text)) in recipes.iter().enumerate() {
         progress(i + 1, total);
-        let applied = apply_recipe(model, recipe)?;
+        let applied =
+            crate::measure::apply_calibrated(model, recipe, serving.network, serving.data)?;
         let out = dir.path().join(format!("point.{extension}"));
         write(Some(recipe), &applied, text, &out)?;
         points.push(serve(&out, format!("point {i}"), false)?);
@@ -255,7 +256,7 @@ fn classifier_artifacts(
     let Some((recipe, text)) = recipe else {
         return Ok((original, None));
     };
-    let applied = apply_recipe(model, recipe)?;
+    let applied = crate::measure::apply_calibrated(model, recipe, Some(&network), data.as_ref())?;
     let activations = recipe.activations.as_ref();
     if activations.is_some_and(|a| a.calibration_samples() > 0) && data.is_none() {
         anyhow::bail!(

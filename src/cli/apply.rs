@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use crate::compress::apply::{AppliedTensor, apply_recipe_cached};
+use crate::compress::apply::AppliedTensor;
 use crate::compress::recipe::Recipe;
 use crate::export::{
     LlamaQuantize, OutputFormat, calibration_set, check_output_paths, embedded, export_network,
     safetensors_metadata, summary, write_compressed_tensors, write_model,
 };
+use crate::measure::apply_calibrated;
 use crate::model::Model;
 use crate::units::human_bytes;
 
@@ -134,11 +135,14 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
         );
     }
     recipe.check_source(&args.model)?;
-    let stats = match data_aware {
-        Some(need) => Some(statistics(args, &model, &recipe, need)?),
-        None => None,
+    let applied = match (data_aware, &args.data) {
+        (Some(_), Some(path)) => {
+            let data = crate::eval::load_data(&model, path)?;
+            let (network, _) = crate::eval::Network::resolve(&model, args.arch.as_deref(), &data)?;
+            apply_calibrated(&model, &recipe, Some(&network), Some(&data))?
+        }
+        _ => apply_calibrated(&model, &recipe, None, None)?,
     };
-    let applied = apply_recipe_cached(&model, &recipe, None, stats.as_ref())?;
     let written = write_output(args, &model, &recipe, &text, &applied, format)?;
     let summary = summary(&model, &applied);
     let (before, after) = (summary.bytes_before, summary.bytes_after);
@@ -292,31 +296,6 @@ fn write_output(
             Written::Estimated
         }
     })
-}
-
-/// What the recipe's data-aware methods learn from: the network (the ONNX graph, or
-/// the spec at --arch or proposed) over the samples of --data that `eval` keeps
-/// apart with this recipe.
-fn statistics(
-    args: &ApplyArgs,
-    model: &Model,
-    recipe: &Recipe,
-    need: crate::compress::calibration::Need,
-) -> anyhow::Result<crate::compress::calibration::Statistics> {
-    let Some(path) = &args.data else {
-        anyhow::bail!(
-            "{}: data-aware pruning (Wanda, SparseGPT) learns from calibration data: give \
-             --data (the samples `slimscope eval` keeps apart with this recipe are used)",
-            args.recipe.display()
-        );
-    };
-    let data = crate::eval::load_data(model, path)?;
-    let (network, _) = crate::eval::Network::resolve(model, args.arch.as_deref(), &data)?;
-    if !network.collects_statistics() {
-        return Err(crate::eval::statistics_unsupported(model).into());
-    }
-    let (_, apart) = data.split_apart(recipe.kept_apart())?;
-    Ok(network.statistics(model, &apart, need, |_, _| true)?)
 }
 
 /// The `.onnx` export: the model's graph or its spec's, calibrated on the samples

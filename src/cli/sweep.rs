@@ -38,7 +38,9 @@ pub struct SweepArgs {
     /// The architecture spec (TOML) of a state_dict; proposed when left out.
     #[arg(long)]
     pub arch: Option<PathBuf>,
-    /// Pruning methods, comma-separated: global, magnitude, random, structured, 2:4.
+    /// Pruning methods, comma-separated: global, magnitude, random, structured, 2:4,
+    /// and the data-aware wanda and sparsegpt (these need --data; with one of them
+    /// the whole sweep is measured on the samples calibration does not see).
     #[arg(long, default_value = "global,magnitude,random,structured,2:4")]
     pub prune: String,
     /// Sparsity levels: start:end:step, or a comma list.
@@ -169,7 +171,23 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
             let data = crate::eval::load_data(&model, path)?;
             super::warn_about(&data);
             let (network, _) = Network::resolve(&model, args.arch.as_deref(), &data)?;
-            Some(Arc::new(Evaluator::new(Arc::new(network), Arc::new(data))))
+            // One slice kept apart for every curve, so they compare on the same samples.
+            let kept = points
+                .iter()
+                .map(|p| {
+                    p.config
+                        .to_recipe(Path::new("(sweep)"))
+                        .map(|r| r.kept_apart())
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?
+                .into_iter()
+                .max()
+                .unwrap_or(0);
+            let network = Arc::new(network);
+            Some(Arc::new(match kept {
+                0 => Evaluator::new(network, Arc::new(data)),
+                n => Evaluator::with_calibration(network, &data, n)?,
+            }))
         }
         None => None,
     };

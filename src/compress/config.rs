@@ -28,14 +28,20 @@ pub enum Method {
     TwoFour,
     /// Whole output rows (neurons / filters) by L2 norm.
     Structured,
+    /// |w|·‖x‖ per output, learnt from calibration samples (data-aware).
+    Wanda,
+    /// OBS pruning with the remaining weights updated (data-aware).
+    SparseGpt,
 }
 
 impl Method {
-    pub const ALL: [Method; 4] = [
+    pub const ALL: [Method; 6] = [
         Method::Magnitude,
         Method::Random,
         Method::TwoFour,
         Method::Structured,
+        Method::Wanda,
+        Method::SparseGpt,
     ];
     pub fn label(self) -> &'static str {
         match self {
@@ -43,7 +49,14 @@ impl Method {
             Method::Random => "Random",
             Method::TwoFour => "2:4 (N:M)",
             Method::Structured => "Structured rows",
+            Method::Wanda => "Wanda",
+            Method::SparseGpt => "SparseGPT",
         }
+    }
+
+    /// Whether the method learns from calibration samples.
+    pub fn is_data_aware(self) -> bool {
+        matches!(self, Method::Wanda | Method::SparseGpt)
     }
 }
 
@@ -258,6 +271,16 @@ fn prune_spec(method: Method, sparsity_pct: f64, global: bool) -> PruneSpec {
             axis: 0,
             norm: NormName::L2,
         },
+        Method::Wanda => PruneSpec::Wanda {
+            sparsity: Some(sparsity),
+            n: None,
+            m: None,
+        },
+        Method::SparseGpt => PruneSpec::SparseGpt {
+            sparsity: Some(sparsity),
+            n: None,
+            m: None,
+        },
     }
 }
 
@@ -276,6 +299,8 @@ fn prune_table(method: Method, sparsity_pct: f64, global: bool) -> String {
         Method::Structured => {
             format!("{{ method = \"structured\", sparsity = {fraction}, axis = 0, norm = \"l2\" }}")
         }
+        Method::Wanda => format!("{{ method = \"wanda\", sparsity = {fraction} }}"),
+        Method::SparseGpt => format!("{{ method = \"sparsegpt\", sparsity = {fraction} }}"),
     }
 }
 

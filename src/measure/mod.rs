@@ -160,6 +160,33 @@ pub fn measure_weights(
     Ok((applied, totals))
 }
 
+/// [`crate::compress::apply::apply_recipe`] for a recipe that may hold data-aware
+/// methods: those learn from the samples of `data` that `eval` keeps apart with the
+/// recipe, run through `network`. What exports and served variants apply.
+pub fn apply_calibrated(
+    model: &Model,
+    recipe: &Recipe,
+    network: Option<&crate::eval::Network>,
+    data: Option<&crate::eval::data::Dataset>,
+) -> Result<Vec<(usize, AppliedTensor)>> {
+    let Some(need) = recipe.statistics_needed() else {
+        return apply_recipe_cached(model, recipe, None, None);
+    };
+    let (Some(network), Some(data)) = (network, data) else {
+        return Err(Error::InvalidSetting(format!(
+            "{}: data-aware pruning (Wanda, SparseGPT) learns from calibration data: give \
+             --data (the samples `slimscope eval` keeps apart with this recipe are used)",
+            recipe.origin.display()
+        )));
+    };
+    if !network.collects_statistics() {
+        return Err(crate::eval::statistics_unsupported(model));
+    }
+    let (_, apart) = data.split_apart(recipe.kept_apart())?;
+    let stats = network.statistics(model, &apart, need, |_, _| true)?;
+    apply_recipe_cached(model, recipe, None, Some(&stats))
+}
+
 /// The second, slower part of [`measure`]: the task's figures with `applied` in
 /// place (and the recipe's activation quantization), in batches of `batch`;
 /// `progress(done, total)` returns false to cancel.

@@ -101,16 +101,32 @@ pub enum SweepMethod {
     Structured,
     /// 2 of every 4: one point at 50%.
     TwoFour,
+    /// Data-aware: |w|·‖x‖ per output (learns from calibration samples).
+    Wanda,
+    /// Data-aware: OBS pruning with weight updates.
+    SparseGpt,
 }
 
 impl SweepMethod {
-    pub const ALL: [SweepMethod; 5] = [
+    pub const ALL: [SweepMethod; 7] = [
+        SweepMethod::Global,
+        SweepMethod::Magnitude,
+        SweepMethod::Random,
+        SweepMethod::Structured,
+        SweepMethod::TwoFour,
+        SweepMethod::Wanda,
+        SweepMethod::SparseGpt,
+    ];
+    /// The methods that need no data (what a sweep without calibration runs).
+    pub const DATA_FREE: [SweepMethod; 5] = [
         SweepMethod::Global,
         SweepMethod::Magnitude,
         SweepMethod::Random,
         SweepMethod::Structured,
         SweepMethod::TwoFour,
     ];
+    /// The methods that learn from calibration samples kept apart.
+    pub const DATA_AWARE: [SweepMethod; 2] = [SweepMethod::Wanda, SweepMethod::SparseGpt];
 
     /// The name on the command line and in results.
     pub fn name(self) -> &'static str {
@@ -120,7 +136,13 @@ impl SweepMethod {
             SweepMethod::Random => "random",
             SweepMethod::Structured => "structured",
             SweepMethod::TwoFour => "2:4",
+            SweepMethod::Wanda => "wanda",
+            SweepMethod::SparseGpt => "sparsegpt",
         }
+    }
+
+    pub fn is_data_aware(self) -> bool {
+        SweepMethod::DATA_AWARE.contains(&self)
     }
 
     pub fn parse(name: &str) -> Result<SweepMethod> {
@@ -142,6 +164,8 @@ impl SweepMethod {
             SweepMethod::Random => "random",
             SweepMethod::Structured => "structured rows (L2)",
             SweepMethod::TwoFour => "2:4",
+            SweepMethod::Wanda => "Wanda",
+            SweepMethod::SparseGpt => "SparseGPT",
         }
     }
 
@@ -152,6 +176,8 @@ impl SweepMethod {
             SweepMethod::Random => (Method::Random, false),
             SweepMethod::Structured => (Method::Structured, false),
             SweepMethod::TwoFour => (Method::TwoFour, false),
+            SweepMethod::Wanda => (Method::Wanda, false),
+            SweepMethod::SparseGpt => (Method::SparseGpt, false),
         };
         Config {
             sparsity_pct: 100.0 * sparsity,
@@ -285,7 +311,14 @@ pub fn full_global_points() -> Vec<Point> {
             mse_clip: false,
         })
         .to_vec();
-    global_points(&SweepMethod::ALL, &levels, &formats)
+    global_points(&SweepMethod::DATA_FREE, &levels, &formats)
+}
+
+/// The data-aware curves beside [`full_global_points`]: Wanda and SparseGPT at
+/// 10, 20, …, 90% (each point learns from the calibration samples kept apart).
+pub fn data_aware_points() -> Vec<Point> {
+    let levels: Vec<f64> = (1..10).map(|i| f64::from(i) * 0.1).collect();
+    global_points(&SweepMethod::DATA_AWARE, &levels, &[])
 }
 
 /// A language model's curves: re-quantization to llama.cpp's block types from
@@ -385,9 +418,19 @@ pub struct SweepContext<'a> {
 /// Apply `point`'s configuration and measure it ([`crate::measure::measure`]).
 pub fn measure(ctx: &SweepContext, point: &Point, cancel: &CancelToken) -> Result<PointResult> {
     let recipe = point.config.to_recipe(std::path::Path::new(ORIGIN))?;
+    // A data-aware point learns from samples kept apart and is measured on the
+    // rest, unless the whole sweep already keeps them apart.
+    let split;
+    let evaluator = match (ctx.accuracy, recipe.kept_apart()) {
+        (Some(e), n @ 1..) if e.calibration().map(|c| c.len()) != Some(n) => {
+            split = e.keeping_apart(n)?;
+            Some(split.as_ref())
+        }
+        (e, _) => e,
+    };
     let with = crate::measure::With {
         cache: Some(ctx.cache),
-        evaluator: ctx.accuracy,
+        evaluator,
         batch: SWEEP_BATCH,
     };
     let m = crate::measure::measure(ctx.model, &recipe, with, &|| cancel.is_cancelled())?;

@@ -21,6 +21,12 @@ fn method_tip(m: Method) -> &'static str {
         Method::Structured => {
             "Remove whole output rows (neurons, conv filters) of smallest L2 norm: the layer physically shrinks"
         }
+        Method::Wanda => {
+            "Data-aware (Wanda): per output, zero the weights of smallest |w|·‖x‖, the input norms learnt from 128 samples of the attached data, kept apart from the evaluation"
+        }
+        Method::SparseGpt => {
+            "Data-aware (SparseGPT): zero weights one column at a time and update the rest so each layer's output on 128 calibration samples of the attached data (kept apart) moves least"
+        }
     }
 }
 
