@@ -156,8 +156,8 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
                     .is_some_and(|a| a.calibration_samples() > 0),
                 recipe.as_ref().and_then(Recipe::statistics_needed)
             ) {
-                (true, Some(_)) => "activations and data-aware pruning",
-                (false, Some(_)) => "data-aware pruning",
+                (true, Some(_)) => "activations and data-aware methods",
+                (false, Some(_)) => "data-aware methods",
                 _ => "activations",
             },
             evaluator.data().len()

@@ -171,6 +171,7 @@ fn cache_key(
             .prune
             .as_ref()
             .and_then(|(p, _)| p.needs())
+            .or(plan.quant.as_ref().and_then(QuantSpec::needs))
             .and(calibrated.map(|c| c.key())),
     }
 }
@@ -437,7 +438,14 @@ pub fn apply_cached(
         }
         let original = w.original.take().unwrap_or_default();
         let pruned = std::mem::take(&mut w.pruned);
-        let tensor = compress_one(model, w.index, &plans[w.index], original, pruned)?;
+        let tensor = compress_one(
+            model,
+            w.index,
+            &plans[w.index],
+            original,
+            pruned,
+            calibrated,
+        )?;
         if let Some(c) = cache {
             c.insert(w.key.clone(), &tensor);
         }
@@ -492,6 +500,7 @@ fn compress_one(
     plan: &TensorPlan,
     original: Vec<f32>,
     pruned: Pruned,
+    calibrated: Option<Calibrated>,
 ) -> Result<AppliedTensor> {
     let info = &model.tensors[i];
     let Pruned {
@@ -514,13 +523,18 @@ fn compress_one(
         stored,
         packed,
         grid,
-    } = quantize(
-        &values,
-        plan.quant.as_ref(),
-        info.dtype,
-        (row_len, last_dim),
-        &info.name,
-    )?;
+    } = match &plan.quant {
+        Some(q @ QuantSpec::Int { .. }) if q.needs().is_some() => {
+            gptq_grid(&values, info, q, calibrated, mask.as_ref())?
+        }
+        q => quantize(
+            &values,
+            q.as_ref(),
+            info.dtype,
+            (row_len, last_dim),
+            &info.name,
+        )?,
+    };
     if let (Some(m), None) = (&mask, &packed) {
         m.apply(&mut values);
     }
@@ -794,6 +808,103 @@ fn int_grid(values: &[f32], scheme: &IntScheme, row_len: u64, name: &str) -> Res
         grid: Some(grid),
         ..Quantized::plain(y, storage, Some(words), DType::F32)
     })
+}
+
+/// GPTQ's codes for one tensor (see [`super::gptq`]) on the grid `spec` names, from
+/// the calibration statistics of the layer it is the weight of; pruned weights
+/// (`mask`) stay zero.
+fn gptq_grid(
+    values: &[f32],
+    info: &crate::model::TensorInfo,
+    spec: &QuantSpec,
+    calibrated: Option<Calibrated>,
+    mask: Option<&Mask>,
+) -> Result<Quantized> {
+    let QuantSpec::Int {
+        bits,
+        symmetric,
+        clip,
+        act_order,
+        ..
+    } = spec
+    else {
+        unreachable!("only integer specs take GPTQ");
+    };
+    let scheme = IntScheme {
+        bits: bits.get(),
+        symmetric: *symmetric,
+        granularity: spec.granularity().unwrap_or(quant::Granularity::PerTensor),
+        clip: *clip,
+    };
+    let outputs = info.shape.first().copied().unwrap_or(1).max(1) as usize;
+    if info.shape.len() < 2 {
+        // Biases and norms feed no layer input: rounded to nearest, and said so.
+        let mut q = int_grid(
+            values,
+            &scheme,
+            outputs_row_len(values, outputs),
+            &info.name,
+        )?;
+        q.words = q
+            .words
+            .map(|w| format!("{w} (nearest: GPTQ is for layer weights)"));
+        return Ok(q);
+    }
+    let Some(calibrated) = calibrated else {
+        return Err(bad(
+            &info.name,
+            "GPTQ learns from calibration data: attach a data set (--data) the model runs on"
+                .into(),
+        ));
+    };
+    let layer = calibrated.stats.layer(&info.name).ok_or_else(|| {
+        bad(
+            &info.name,
+            "GPTQ needs the inputs of the layer a weight belongs to, and this tensor is not \
+             the weight of a convolution, Gemm or MatMul the data runs through"
+                .into(),
+        )
+    })?;
+    if layer.layout != WeightLayout::OutIn {
+        return Err(bad(
+            &info.name,
+            "GPTQ on a weight stored inputs first ([in, out], a MatMul's) is not supported \
+             yet: its grid is per output"
+                .into(),
+        ));
+    }
+    if outputs * layer.columns != values.len() {
+        return Err(Error::Internal(format!(
+            "tensor `{}`: {} values, its layer's statistics have {} inputs per output",
+            info.name,
+            values.len(),
+            layer.columns
+        )));
+    }
+    let kept: Option<Vec<bool>> = mask.map(|m| (0..m.len()).map(|i| m.keeps(i)).collect());
+    let settings = super::gptq::GptqSettings {
+        act_order: *act_order,
+        dampening: calibrated.dampening,
+    };
+    let (y, grid) =
+        super::gptq::quantize(values, outputs, layer, &scheme, settings, kept.as_deref())
+            .map_err(|e| bad(&info.name, format!("GPTQ: {e}")))?;
+    let mut quantized = int_grid(
+        values,
+        &scheme,
+        outputs_row_len(values, outputs),
+        &info.name,
+    )?;
+    quantized.values = y;
+    quantized.grid = Some(grid);
+    quantized.words = quantized
+        .words
+        .map(|w| format!("{w} GPTQ{}", if *act_order { " (act order)" } else { "" }));
+    Ok(quantized)
+}
+
+fn outputs_row_len(values: &[f32], outputs: usize) -> u64 {
+    (values.len() / outputs.max(1)) as u64
 }
 
 /// ggml blocks of type `t`, or llama.cpp's fallbacks when rows are not whole blocks.

@@ -158,6 +158,8 @@ impl Format {
                     IntGranularity::Group128 => GranularityName::Group,
                 },
                 group_size: (granularity == IntGranularity::Group128).then_some(128),
+                method: Default::default(),
+                act_order: false,
                 clip: if mse_clip {
                     super::quant::Clip::Mse
                 } else {

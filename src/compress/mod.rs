@@ -3,8 +3,8 @@
 //! pruning masks ([`prune`]), size accounting ([`size`]), recipes ([`recipe`]), the
 //! configurations the app and sweeps turn into recipes ([`config`]) and applying a
 //! recipe to a model ([`apply`]); activation settings ([`activations`]) and their
-//! calibration ([`observers`]); data-aware pruning ([`wanda`], [`sparsegpt`]) from
-//! calibration statistics ([`calibration`]). Everything in this module works on
+//! calibration ([`observers`]); data-aware pruning ([`wanda`], [`sparsegpt`]) and
+//! quantization ([`gptq`]) from calibration statistics ([`calibration`]). Everything in this module works on
 //! `f32` slices, byte buffers and recipe text: it knows nothing about model files
 //! (see `model/`) or any UI.
 
@@ -14,6 +14,7 @@ pub mod calibration;
 pub mod config;
 pub mod float;
 pub mod gguf_blocks;
+pub mod gptq;
 pub mod k_quants;
 pub mod observers;
 pub mod prune;

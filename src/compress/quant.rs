@@ -70,9 +70,9 @@ pub enum QuantError {
 
 /// How one group maps values: `x̂ = (clamp(rint(x/scale) + zp, lo, hi) − zp)·scale`.
 #[derive(Debug, Clone, Copy)]
-struct Params {
-    scale: f32,
-    zero_point: f32,
+pub(crate) struct Params {
+    pub(crate) scale: f32,
+    pub(crate) zero_point: f32,
     lo: f32,
     hi: f32,
     /// The value a zero-scale group reproduces.
@@ -80,8 +80,9 @@ struct Params {
 }
 
 impl Params {
+    /// The grid `group` is put on (GPTQ asks for one group at a time).
     #[inline(always)]
-    fn of(group: &[f32], bits: u8, symmetric: bool, clip: Clip) -> Params {
+    pub(crate) fn of(group: &[f32], bits: u8, symmetric: bool, clip: Clip) -> Params {
         let (min, max) = min_max(group);
         match clip {
             Clip::None => Self::from_range(min, max, bits, symmetric),
@@ -165,7 +166,7 @@ impl Params {
     }
 
     #[inline(always)]
-    fn apply(&self, x: f32) -> f32 {
+    pub(crate) fn apply(&self, x: f32) -> f32 {
         if self.scale == 0.0 {
             return self.constant;
         }

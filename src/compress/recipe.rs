@@ -20,9 +20,12 @@
 //!
 //! Prune methods: `none`; `magnitude` (`sparsity`, `scope` = `tensor`|`global`);
 //! `random` (`sparsity`, `seed`); `nm` (`n`, `m`); `structured` (`sparsity`, `axis` 0|1,
-//! `norm` = `l1`|`l2`). Pruning skips 1-D tensors (biases, norms) unless the rule sets
-//! `include_vectors = true`. Quant formats: `none`; `int` (`bits` 2–8, `symmetric`,
-//! `granularity` = `tensor`|`channel` (the default)|`group`, `group_size`, `clip` = `none`|`mse`);
+//! `norm` = `l1`|`l2`); the data-aware `wanda` and `sparsegpt` (`sparsity`, or `n` and
+//! `m`), which learn from calibration data. Pruning skips 1-D tensors (biases, norms)
+//! unless the rule sets `include_vectors = true`. Quant formats: `none`; `int` (`bits`
+//! 2–8, `symmetric`, `granularity` = `tensor`|`channel` (the default)|`group`,
+//! `group_size`, `clip` = `none`|`mse`, `method` = `rtn` (the default)|`gptq` with
+//! `act_order`);
 //! `f16`, `bf16`,
 //! `fp8_e4m3`, `fp8_e5m2`; `gguf` (`type` = Q8_0|Q4_0|Q4_1|Q5_0|Q5_1|Q2_K|Q3_K|Q4_K|
 //! Q5_K|Q6_K; like llama.cpp, only tensors of rank ≥ 2 take a block type, and a
@@ -32,7 +35,9 @@
 //! channel's flattened row and leaves tensors whose rows are not whole groups dense.
 //! Integer tensors (ids, masks) are never compressed, whatever the rules match.
 //! An `[activations]` section quantizes the inputs of weighted layers too (static with
-//! calibration, or dynamic; see [`super::activations`]).
+//! calibration, or dynamic; see [`super::activations`]). A `[calibration]` section
+//! sets what data-aware methods learn from (`samples` of the attached data, kept
+//! apart from the evaluation; `dampening`; see [`super::calibration`]).
 //!
 //! Every error names the recipe file and the line: unknown keys, bad values
 //! (sparsity 1.5, bits 0), and patterns that match no tensor of the model.
@@ -333,6 +338,12 @@ pub enum QuantSpec {
         group_size: Option<usize>,
         #[serde(default, skip_serializing_if = "is_default")]
         clip: Clip,
+        /// How codes are chosen: round to nearest, or GPTQ from calibration data.
+        #[serde(default, skip_serializing_if = "is_default")]
+        method: IntMethod,
+        /// GPTQ: quantize inputs in descending order of their Hessian diagonal.
+        #[serde(default, skip_serializing_if = "is_default")]
+        act_order: bool,
     },
     F16,
     Bf16,
@@ -356,7 +367,30 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
 
+/// How an integer grid's codes are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntMethod {
+    /// Each weight to its nearest code.
+    #[default]
+    Rtn,
+    /// GPTQ: rounding errors compensated on calibration data (see
+    /// [`super::gptq`]).
+    Gptq,
+}
+
 impl QuantSpec {
+    /// What a data-aware quantizer needs of the calibration data.
+    pub fn needs(&self) -> Option<Need> {
+        match self {
+            QuantSpec::Int {
+                method: IntMethod::Gptq,
+                ..
+            } => Some(Need::Gram),
+            _ => None,
+        }
+    }
+
     /// The integer granularity this spec asks for (`None` for non-integer formats).
     pub fn granularity(&self) -> Option<Granularity> {
         match self {
@@ -511,6 +545,20 @@ impl Recipe {
                 ));
             }
             if let Some(QuantSpec::Int {
+                method: IntMethod::Rtn,
+                act_order: true,
+                ..
+            }) = &rule.quant
+            {
+                return Err(err(
+                    at,
+                    format!(
+                        "rule {}: act_order is a GPTQ setting: add method = \"gptq\"",
+                        i + 1
+                    ),
+                ));
+            }
+            if let Some(QuantSpec::Int {
                 granularity: GranularityName::Group,
                 group_size: Some(0),
                 ..
@@ -529,7 +577,13 @@ impl Recipe {
     pub fn statistics_needed(&self) -> Option<Need> {
         self.rules
             .iter()
-            .filter_map(|r| r.prune.as_ref().and_then(PruneSpec::needs))
+            .flat_map(|r| {
+                [
+                    r.prune.as_ref().and_then(PruneSpec::needs),
+                    r.quant.as_ref().and_then(QuantSpec::needs),
+                ]
+            })
+            .flatten()
             .max()
     }
 

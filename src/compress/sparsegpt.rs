@@ -24,7 +24,7 @@ use super::prune::{Pattern, PruneError, count_to_prune};
 /// groups).
 pub const BLOCK: usize = 128;
 
-/// Why SparseGPT cannot prune a layer.
+/// Why an OBS method (SparseGPT, GPTQ) cannot compress a layer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ObsError {
     #[error(transparent)]
@@ -33,6 +33,8 @@ pub enum ObsError {
     Hessian(#[from] NotPositiveDefinite),
     #[error("its calibration statistics hold no Hessian (collected for Wanda only)")]
     NoGram,
+    #[error(transparent)]
+    Quant(#[from] super::quant::QuantError),
 }
 
 /// The pruned and updated weights of `w` (`outputs × columns`, row-major) and which

@@ -1,0 +1,251 @@
+//! GPTQ (Frantar, Ashkboos, Hoefler, Alistarh 2022, "GPTQ: Accurate Post-Training
+//! Quantization for Generative Pre-trained Transformers"): integer quantization as a
+//! sequence of optimal-brain-surgeon updates. Columns are quantized left to right
+//! (or, with `act_order`, in descending order of the Hessian's diagonal); each
+//! column's rounding error `(w − q) / U_ii` is spread over the row's columns not yet
+//! quantized along row `i` of `U`, the upper Cholesky factor of the dampened `H⁻¹`
+//! (`H = Σ x xᵀ` of the layer's inputs), in lazy blocks of
+//! [`super::sparsegpt::BLOCK`] columns as the reference code does.
+//!
+//! The grids are slimscope's integer grids (see [`super::quant`]), so an export stores
+//! GPTQ's codes with their scales exactly:
+//! - per tensor and per channel: computed from the original weights before the
+//!   sweep (the reference's `find_params(W)`);
+//! - per group: computed when the sweep reaches a group's first column, from the
+//!   row's weights as updated so far (the reference's default); with `act_order`,
+//!   from the original weights up front (its `static_groups`), so that a group stays
+//!   `group_size` consecutive inputs.
+//!
+//! Weights a pruning mask removed stay exactly zero (0 is on every grid) and their
+//! zeroing error is compensated like a rounding error. Computed in float64, each
+//! quantization in float32 exactly as the grid's round-to-nearest does it.
+
+use rayon::prelude::*;
+
+use super::calibration::{LayerStatistics, NotPositiveDefinite, dampen, inverse_upper_cholesky};
+use super::quant::{Granularity, IntGrid, IntScheme, Params, QuantError};
+use super::sparsegpt::{BLOCK, ObsError};
+
+/// GPTQ's settings beyond the grid.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GptqSettings {
+    pub act_order: bool,
+    pub dampening: f64,
+}
+
+/// The GPTQ-quantized values of `w` (`outputs × columns`, row-major) on `scheme`'s
+/// grid and the grid itself; `kept` (when pruned) marks the weights that survive.
+pub fn quantize(
+    w: &[f32],
+    outputs: usize,
+    stats: &LayerStatistics,
+    scheme: &IntScheme,
+    settings: GptqSettings,
+    kept: Option<&[bool]>,
+) -> Result<(Vec<f32>, IntGrid), ObsError> {
+    let d = stats.columns;
+    let groups = stats.groups.max(1);
+    if d == 0 || w.len() != outputs * d || !outputs.is_multiple_of(groups) {
+        return Err(super::prune::PruneError::BadShape {
+            shape: vec![outputs, d],
+            len: w.len(),
+            axis: 0,
+        }
+        .into());
+    }
+    if !(2..=8).contains(&scheme.bits) {
+        return Err(ObsError::Quant(QuantError::BadBits(scheme.bits)));
+    }
+    let group = match scheme.granularity {
+        Granularity::PerTensor => w.len(),
+        Granularity::PerChannel => d,
+        Granularity::Group(g) if g > 0 && d.is_multiple_of(g) => g,
+        Granularity::Group(g) => {
+            return Err(ObsError::Quant(QuantError::BadGroup {
+                group: g,
+                row_len: d,
+            }));
+        }
+    };
+    let dynamic = matches!(scheme.granularity, Granularity::Group(_)) && !settings.act_order;
+    // Grids fixed before the sweep: one per tensor, row or (static) group.
+    let fixed: Vec<Params> = if dynamic {
+        Vec::new()
+    } else {
+        w.chunks(group)
+            .map(|g| Params::of(g, scheme.bits, scheme.symmetric, scheme.clip))
+            .collect()
+    };
+    let per_group = outputs / groups;
+    let mut values: Vec<f64> = w.iter().map(|&x| f64::from(x)).collect();
+    let mut out = vec![0f32; w.len()];
+    // Per row, the grids of its groups as the sweep computes them (one slot per row
+    // when the grids are fixed, so that every row has a slot to zip with).
+    let grids_per_row = if dynamic { d / group } else { 1 };
+    let mut dynamic_grids: Vec<(f32, f32)> = vec![(0.0, 0.0); outputs * grids_per_row];
+    for g in 0..groups {
+        let mut h = stats.gram(g).ok_or(ObsError::NoGram)?.to_vec();
+        let dead = dampen(&mut h, d, settings.dampening);
+        // The order columns are quantized in, and H in that order.
+        let mut order: Vec<usize> = (0..d).collect();
+        if settings.act_order {
+            order.sort_by(|&a, &b| h[b * d + b].total_cmp(&h[a * d + a]).then(a.cmp(&b)));
+            let mut permuted = vec![0.0; d * d];
+            for (i, &a) in order.iter().enumerate() {
+                for (j, &b) in order.iter().enumerate() {
+                    permuted[i * d + j] = h[a * d + b];
+                }
+            }
+            h = permuted;
+        }
+        let u = inverse_upper_cholesky(h, d).map_err(|pivot| NotPositiveDefinite {
+            pivot,
+            dampening: settings.dampening,
+        })?;
+        let rows = g * per_group..(g + 1) * per_group;
+        let span = rows.start * d..rows.end * d;
+        let grid_span = rows.start * grids_per_row..rows.end * grids_per_row;
+        values[span.clone()]
+            .par_chunks_mut(d)
+            .zip(out[span.clone()].par_chunks_mut(d))
+            .zip(dynamic_grids[grid_span].par_chunks_mut(grids_per_row))
+            .enumerate()
+            .for_each(|(r, ((row, out), grids))| {
+                let sweep = Sweep {
+                    d,
+                    order: &order,
+                    u: &u,
+                    dead: &dead,
+                    group,
+                    dynamic,
+                    fixed: &fixed,
+                    scheme,
+                    kept,
+                };
+                sweep.row(rows.start + r, row, out, grids);
+            });
+    }
+    let (scales, zero_points) = if dynamic {
+        dynamic_grids.into_iter().unzip()
+    } else {
+        fixed.iter().map(|p| (p.scale, p.zero_point)).unzip()
+    };
+    Ok((
+        out,
+        IntGrid {
+            bits: scheme.bits,
+            symmetric: scheme.symmetric,
+            group,
+            scales,
+            zero_points,
+        },
+    ))
+}
+
+/// What every row's sweep shares.
+struct Sweep<'a> {
+    d: usize,
+    /// The columns in quantization order; `u` is in that order too.
+    order: &'a [usize],
+    u: &'a [f64],
+    dead: &'a [usize],
+    group: usize,
+    /// Group grids computed as the sweep reaches them (else `fixed`).
+    dynamic: bool,
+    fixed: &'a [Params],
+    scheme: &'a IntScheme,
+    kept: Option<&'a [bool]>,
+}
+
+impl Sweep<'_> {
+    /// Row `index` (`row`, its values) quantized into `out`; `grids` receives the
+    /// row's dynamic group grids.
+    fn row(&self, index: usize, row: &mut [f64], out: &mut [f32], grids: &mut [(f32, f32)]) {
+        let (d, u, group) = (self.d, self.u, self.group);
+        let IntScheme {
+            bits,
+            symmetric,
+            clip,
+            ..
+        } = *self.scheme;
+        for &j in self.dead {
+            row[j] = 0.0;
+        }
+        let mut x: Vec<f64> = self.order.iter().map(|&j| row[j]).collect();
+        let keep = |j: usize| self.kept.is_none_or(|k| k[index * d + j]);
+        let mut grid: Option<Params> = None;
+        for i1 in (0..d).step_by(BLOCK) {
+            let i2 = (i1 + BLOCK).min(d);
+            let mut errors = vec![0.0; i2 - i1];
+            for i in i1..i2 {
+                let j = self.order[i];
+                let p = if self.dynamic {
+                    if j.is_multiple_of(group) {
+                        let current: Vec<f32> = x[i..i + group].iter().map(|&v| v as f32).collect();
+                        let p = Params::of(&current, bits, symmetric, clip);
+                        grids[j / group] = (p.scale, p.zero_point);
+                        grid = Some(p);
+                    }
+                    grid.unwrap_or_else(|| unreachable!("a group starts at its first column"))
+                } else {
+                    self.fixed[(index * d + j) / group]
+                };
+                let q = if keep(j) {
+                    f64::from(p.apply(x[i] as f32))
+                } else {
+                    0.0
+                };
+                let err = (x[i] - q) / u[i * d + i];
+                x[i] = q;
+                if err != 0.0 {
+                    for k in i + 1..i2 {
+                        x[k] -= err * u[i * d + k];
+                    }
+                }
+                errors[i - i1] = err;
+            }
+            for (c, &err) in errors.iter().enumerate().filter(|(_, e)| **e != 0.0) {
+                let ui = &u[(i1 + c) * d..(i1 + c + 1) * d];
+                for k in i2..d {
+                    x[k] -= err * ui[k];
+                }
+            }
+        }
+        for (i, &j) in self.order.iter().enumerate() {
+            out[j] = x[i] as f32;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::calibration::{Need, WeightLayout};
+    use crate::compress::quant::Clip;
+
+    /// Hand-derived on two inputs with H = [[4, 2], [2, 3]] (U = [[√(3/8), −2/√24],
+    /// [0, 1/√3]]) on a symmetric 2-bit grid per tensor (absmax 1.5: scale 1.5,
+    /// values −1.5, 0, 1.5). Row (1, 0.9): its first weight rounds to 1.5 (error
+    /// −0.5), which moves the second to 0.9 − 0.5·(2/√24)/√(3/8) = 0.9 − 1/3 ≈ 0.567,
+    /// rounded to 0 — round-to-nearest would give 1.5.
+    #[test]
+    fn rounding_errors_move_the_next_weight() {
+        let mut s = LayerStatistics::new(2, 1, WeightLayout::OutIn, Need::Gram);
+        s.sums.copy_from_slice(&[4.0, 2.0, 2.0, 3.0]);
+        let scheme = IntScheme {
+            bits: 2,
+            symmetric: true,
+            granularity: Granularity::PerTensor,
+            clip: Clip::None,
+        };
+        let settings = GptqSettings {
+            act_order: false,
+            dampening: 0.0,
+        };
+        // One row (1, 0.9) and a second (1.5, 0) fixing the tensor's absmax at 1.5.
+        let (q, grid) =
+            quantize(&[1.0, 0.9, 1.5, 0.0], 2, &s, &scheme, settings, None).expect("gptq");
+        assert_eq!(grid.scales, vec![1.5]);
+        assert_eq!(&q[..2], &[1.5, 0.0]);
+    }
+}
