@@ -1758,3 +1758,56 @@ fn sparsegpt_picked_in_the_app_prunes_as_the_paper_does() {
         assert!(l["max_difference"].as_f64() <= Some(1e-5), "{name}: {l}");
     }
 }
+
+/// GPTQ ticked beside an int2 format: the app learns from 128 samples kept apart,
+/// keeps the digit CNN working where rounding to nearest breaks it, and its `.onnx`
+/// export (GPTQ's codes behind DequantizeLinear) scores in onnxruntime what the app
+/// shows, on the same samples.
+#[test]
+fn gptq_ticked_in_the_app_is_what_onnxruntime_scores() {
+    use slimscope::compress::config::{Config, Format, IntGranularity};
+    let mut h = harness();
+    open_demo(&mut h);
+    h.state_mut().document_mut().expect("a model").config = Config {
+        format: Format::Int {
+            bits: 2,
+            granularity: IntGranularity::Channel,
+            mse_clip: false,
+        },
+        ..Default::default()
+    };
+    let evaluated = |a: &SlimApp| {
+        a.evaluation_is_current() && a.evaluation().is_some_and(|e| e.accuracy.is_some())
+    };
+    step_until(&mut h, "the int2 evaluation", evaluated);
+    let rtn = h.state().evaluation().and_then(|e| e.accuracy).expect("accuracy").1;
+    h.get_by_label("GPTQ (data-aware)").click();
+    h.run_steps(2);
+    assert!(h.state().config().gptq);
+    step_until(&mut h, "the GPTQ evaluation", evaluated);
+    let e = h.state().evaluation().expect("evaluation").clone();
+    let (_, gptq) = e.accuracy.expect("accuracy");
+    assert_eq!(e.kept_apart.map(|(n, _)| n), Some(128));
+    assert!(gptq.top1 > rtn.top1 + 0.3, "GPTQ {} vs nearest {}", gptq.top1, rtn.top1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("demo.gptq.onnx");
+    h.state_mut()
+        .apply(slimscope::app::Command::Export(out.clone()));
+    step_until(&mut h, "the export", |a| !a.is_exporting());
+    assert!(h.state().error().is_none(), "{:?}", h.state().error());
+    let recipe =
+        std::fs::read_to_string(dir.path().join("demo.gptq.recipe.toml")).expect("recipe");
+    assert!(recipe.contains("method = \"gptq\""), "{recipe}");
+    let ort = common::reference_script(
+        "run_onnx.py",
+        &[
+            out.to_str().expect("path"),
+            fixture("mnist_5k.csv.gz").to_str().expect("path"),
+            "128",
+        ],
+    );
+    assert_eq!(ort["samples"], 4872, "{ort}");
+    let theirs = ort["correct"].as_u64().expect("correct") as usize;
+    let ours = (gptq.top1 * gptq.samples as f64).round() as usize;
+    assert!(theirs.abs_diff(ours) <= 3, "onnxruntime {theirs} vs the app {ours}");
+}

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::activations::ActivationSpec;
 use super::recipe::{
+    IntMethod,
     Bits, Fraction, GranularityName, NormName, PruneSpec, QuantSpec, Recipe, RecipeError, Rule,
     Scope, Source,
 };
@@ -225,6 +226,10 @@ pub struct Config {
     /// Quantization of the weighted layers' inputs (none: float activations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activations: Option<ActivationSpec>,
+    /// Integer formats choose their codes with GPTQ from calibration samples instead
+    /// of rounding to nearest (the global format and every override's).
+    #[serde(default)]
+    pub gptq: bool,
 }
 
 impl Config {
@@ -236,6 +241,7 @@ impl Config {
         format: Format::Keep,
         overrides: BTreeMap::new(),
         activations: None,
+        gptq: false,
     };
 }
 
@@ -331,6 +337,9 @@ impl Config {
             words.push_str(" (global)");
         }
         words.push_str(&format!(" · {}", self.format.label()));
+        if self.gptq && matches!(self.format, Format::Int { .. }) {
+            words.push_str(" GPTQ");
+        }
         if !self.overrides.is_empty() {
             words.push_str(&format!(" · {} per-tensor overrides", self.overrides.len()));
         }
@@ -365,16 +374,25 @@ impl Config {
                 message: format!("sparsity must be a finite number, got {v}"),
             });
         }
+        let quant = |format: Format| -> Result<QuantSpec, RecipeError> {
+            let mut spec = format.quant_spec(origin)?;
+            if let QuantSpec::Int { method, .. } = &mut spec
+                && self.gptq
+            {
+                *method = IntMethod::Gptq;
+            }
+            Ok(spec)
+        };
         let mut rules = vec![Rule::glob(
             "*",
             prune_spec(self.method, self.sparsity_pct, self.global_scope),
-            self.format.quant_spec(origin)?,
+            quant(self.format)?,
         )];
         for (name, o) in &self.overrides {
             rules.push(Rule::regex(
                 &format!("^{}$", regex::escape(name)),
                 prune_spec(Method::Magnitude, o.sparsity_pct, false),
-                o.format.quant_spec(origin)?,
+                quant(o.format)?,
             ));
         }
         let recipe = Recipe {
@@ -417,10 +435,19 @@ impl Config {
                 text += &format!("sha256 = \"{sha}\"\n");
             }
         }
+        let quant = |format: Format| {
+            let table = format.recipe();
+            match (format, self.gptq) {
+                (Format::Int { .. }, true) => {
+                    table.replacen(" }", ", method = \"gptq\" }", 1)
+                }
+                _ => table,
+            }
+        };
         text += &format!(
             "\n[[rule]]\nmatch = \"*\"\nprune = {}\nquant = {}\n",
             prune_table(self.method, self.sparsity_pct, self.global_scope),
-            self.format.recipe()
+            quant(self.format)
         );
         for (name, o) in &self.overrides {
             let pattern = format!("^{}$", regex::escape(name));
@@ -428,7 +455,7 @@ impl Config {
                 "\n[[rule]]\nregex = {}\nprune = {}\nquant = {}\n",
                 toml_string(&pattern),
                 prune_table(Method::Magnitude, o.sparsity_pct, false),
-                o.format.recipe()
+                quant(o.format)
             );
         }
         if let Some(a) = &self.activations {
@@ -467,6 +494,7 @@ mod tests {
                         format,
                         overrides: BTreeMap::new(),
                         activations: None,
+                        gptq: false,
                     });
                 }
             }
@@ -483,6 +511,8 @@ mod tests {
                     granularity,
                     mse_clip: true,
                 },
+                // GPTQ on the group grid; the overrides' int formats would take it too.
+                gptq: granularity == IntGranularity::Group128,
                 ..Config::default()
             };
             c.overrides.insert(

@@ -348,6 +348,14 @@ impl super::Panel for ControlsPanel<'_> {
                 ui.label("Format");
                 ui.vertical(|ui| {
                     format_picker(ui, "format", &mut config.format);
+                    if matches!(config.format, Format::Int { .. }) {
+                        ui.checkbox(&mut config.gptq, "GPTQ (data-aware)").on_hover_text(
+                            "Choose the integer codes column by column so each layer's output on \
+                             128 calibration samples of the attached data (kept apart from the \
+                             evaluation) moves least, instead of rounding each weight to nearest \
+                             (GPTQ, Frantar et al. 2022); overrides' int formats too",
+                        );
+                    }
                     if let Some(q) = already_quantized.filter(|_| config.format != Format::Keep) {
                         ui.colored_label(
                             ui.visuals().warn_fg_color,
