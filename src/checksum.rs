@@ -27,6 +27,20 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         .collect())
 }
 
+/// The lowercase hex sha256 of `values` as float32 little-endian bytes.
+pub fn sha256_f32(values: &[f32]) -> String {
+    let mut hasher = Sha256::new();
+    for chunk in values.chunks(1 << 16) {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
+        hasher.update(&bytes);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

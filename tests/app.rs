@@ -1780,7 +1780,12 @@ fn gptq_ticked_in_the_app_is_what_onnxruntime_scores() {
         a.evaluation_is_current() && a.evaluation().is_some_and(|e| e.accuracy.is_some())
     };
     step_until(&mut h, "the int2 evaluation", evaluated);
-    let rtn = h.state().evaluation().and_then(|e| e.accuracy).expect("accuracy").1;
+    let rtn = h
+        .state()
+        .evaluation()
+        .and_then(|e| e.accuracy)
+        .expect("accuracy")
+        .1;
     h.get_by_label("GPTQ (data-aware)").click();
     h.run_steps(2);
     assert!(h.state().config().gptq);
@@ -1788,15 +1793,19 @@ fn gptq_ticked_in_the_app_is_what_onnxruntime_scores() {
     let e = h.state().evaluation().expect("evaluation").clone();
     let (_, gptq) = e.accuracy.expect("accuracy");
     assert_eq!(e.kept_apart.map(|(n, _)| n), Some(128));
-    assert!(gptq.top1 > rtn.top1 + 0.3, "GPTQ {} vs nearest {}", gptq.top1, rtn.top1);
+    assert!(
+        gptq.top1 > rtn.top1 + 0.3,
+        "GPTQ {} vs nearest {}",
+        gptq.top1,
+        rtn.top1
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("demo.gptq.onnx");
     h.state_mut()
         .apply(slimscope::app::Command::Export(out.clone()));
     step_until(&mut h, "the export", |a| !a.is_exporting());
     assert!(h.state().error().is_none(), "{:?}", h.state().error());
-    let recipe =
-        std::fs::read_to_string(dir.path().join("demo.gptq.recipe.toml")).expect("recipe");
+    let recipe = std::fs::read_to_string(dir.path().join("demo.gptq.recipe.toml")).expect("recipe");
     assert!(recipe.contains("method = \"gptq\""), "{recipe}");
     let ort = common::reference_script(
         "run_onnx.py",
@@ -1809,5 +1818,8 @@ fn gptq_ticked_in_the_app_is_what_onnxruntime_scores() {
     assert_eq!(ort["samples"], 4872, "{ort}");
     let theirs = ort["correct"].as_u64().expect("correct") as usize;
     let ours = (gptq.top1 * gptq.samples as f64).round() as usize;
-    assert!(theirs.abs_diff(ours) <= 3, "onnxruntime {theirs} vs the app {ours}");
+    assert!(
+        theirs.abs_diff(ours) <= 3,
+        "onnxruntime {theirs} vs the app {ours}"
+    );
 }

@@ -80,6 +80,10 @@ fn wanda_and_sparsegpt_prune_as_the_papers_do() {
             assert_eq!(layers.len(), 5, "{report}");
             for (name, l) in layers {
                 let at = format!("{method} {pattern} {} {name}: {l}", model.display());
+                // The export records which samples it learnt from.
+                let recorded = &l["recorded_calibration"];
+                assert_eq!(recorded["samples"], 64, "{at}");
+                assert_eq!(recorded["data_sha256"], l["samples_sha256"], "{at}");
                 let differs = l["mask_differs"].as_f64().expect("fraction");
                 assert!(differs <= 1e-3, "{at}");
                 let (ours, theirs) = (&l["sparsity_ours"], &l["sparsity_reference"]);
@@ -198,6 +202,13 @@ fn bad_calibration_settings_are_refused() {
             "",
             false,
             "give --data",
+        ),
+        (
+            "singular",
+            "{ method = \"sparsegpt\", sparsity = 0.5 }",
+            "[calibration]\nsamples = 1\ndampening = 0.0\n",
+            true,
+            "not positive definite even with dampening 0",
         ),
         (
             "act",

@@ -9,7 +9,7 @@
 
 use serde::Serialize;
 
-use super::calibration::{Statistics, WeightLayout};
+use super::calibration::{Provenance, Statistics, WeightLayout};
 use super::float::{FloatFormat, fake_quant_float};
 use super::gguf_blocks;
 use super::prune::{self, Mask, Norm, Pattern};
@@ -58,6 +58,9 @@ pub struct AppliedTensor {
     /// exports storing integer codes (ONNX QDQ) write beside them.
     #[serde(skip)]
     pub grid: Option<quant::IntGrid>,
+    /// What a data-aware method learnt from (recorded in every export's summary).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Provenance>,
 }
 
 fn display<S: serde::Serializer>(d: &DType, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -577,6 +580,8 @@ fn compress_one(
         Some((PruneSpec::Nm { n, m }, _)) if mask.is_some() => Some((*n, *m)),
         _ => None,
     };
+    let data_aware = plan.prune.as_ref().and_then(|(p, _)| p.needs()).is_some()
+        || plan.quant.as_ref().and_then(QuantSpec::needs).is_some();
     Ok(AppliedTensor {
         name: info.name.clone(),
         shape: info.shape.clone(),
@@ -593,6 +598,14 @@ fn compress_one(
         stored,
         packed,
         grid,
+        calibration: data_aware
+            .then_some(calibrated)
+            .flatten()
+            .map(|c| Provenance {
+                samples: c.stats.samples,
+                data_sha256: c.stats.data_sha256.clone(),
+                dampening: c.dampening,
+            }),
     })
 }
 

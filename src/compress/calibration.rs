@@ -181,9 +181,22 @@ pub struct Statistics {
     pub layers: HashMap<String, Arc<LayerStatistics>>,
     /// Calibration samples the statistics cover.
     pub samples: usize,
-    /// Identifies the calibration data (a hash of its values), so results computed
-    /// with other statistics are never confused with these.
+    /// Identifies the calibration data (the first bytes of [`Self::data_sha256`]), so
+    /// results computed with other statistics are never confused with these.
     pub data_key: u64,
+    /// sha256 of the calibration samples' values (float32, little endian, in order):
+    /// what exports record, so anyone can check which samples a model learnt from.
+    pub data_sha256: String,
+}
+
+/// Where a data-aware tensor's calibration came from, as exports record it (its
+/// scheme names the method).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Provenance {
+    pub samples: usize,
+    /// See [`Statistics::data_sha256`].
+    pub data_sha256: String,
+    pub dampening: f64,
 }
 
 impl Statistics {

@@ -12,9 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::activations::ActivationSpec;
 use super::recipe::{
-    IntMethod,
-    Bits, Fraction, GranularityName, NormName, PruneSpec, QuantSpec, Recipe, RecipeError, Rule,
-    Scope, Source,
+    Bits, Fraction, GranularityName, IntMethod, NormName, PruneSpec, QuantSpec, Recipe,
+    RecipeError, Rule, Scope, Source,
 };
 use crate::dtype::GgmlQuant;
 
@@ -438,9 +437,7 @@ impl Config {
         let quant = |format: Format| {
             let table = format.recipe();
             match (format, self.gptq) {
-                (Format::Int { .. }, true) => {
-                    table.replacen(" }", ", method = \"gptq\" }", 1)
-                }
+                (Format::Int { .. }, true) => table.replacen(" }", ", method = \"gptq\" }", 1),
                 _ => table,
             }
         };

@@ -434,16 +434,18 @@ impl Network {
             .ok_or_else(|| statistics_unsupported(model))?;
         check_input(bound.graph.input_shape(), calibration)?;
         let weights: Vec<String> = model.tensors.iter().map(|t| t.name.clone()).collect();
-        let mut h = std::hash::DefaultHasher::new();
-        for chunk in calibration.x.chunks(4096) {
-            let bytes: Vec<u8> = chunk
-                .iter()
-                .flat_map(|v| v.to_bits().to_le_bytes())
-                .collect();
-            std::hash::Hasher::write(&mut h, &bytes);
-        }
-        let key = std::hash::Hasher::finish(&h);
-        crate::net::capture::collect(&bound.graph, &calibration.x, &weights, need, key, progress)
+        let sha = crate::checksum::sha256_f32(&calibration.x);
+        let key = u64::from_str_radix(&sha[..16], 16).unwrap_or_default();
+        let mut stats = crate::net::capture::collect(
+            &bound.graph,
+            &calibration.x,
+            &weights,
+            need,
+            key,
+            progress,
+        )?;
+        stats.data_sha256 = sha;
+        Ok(stats)
     }
 
     /// The network as an ONNX graph with `model`'s weights, `applied`'s in their

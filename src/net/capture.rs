@@ -299,5 +299,6 @@ pub fn collect(
             .collect(),
         samples,
         data_key,
+        data_sha256: String::new(),
     })
 }
