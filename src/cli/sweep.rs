@@ -52,6 +52,10 @@ pub struct SweepArgs {
     /// Integer scale granularities: tensor, channel, group (of 128), comma-separated.
     #[arg(long, default_value = "channel")]
     pub granularity: String,
+    /// Also quantize every integer width and granularity with GPTQ (data-aware: needs
+    /// --data), a curve beside each round-to-nearest one.
+    #[arg(long)]
+    pub gptq: bool,
     /// GGUF block types to quantize to, comma-separated (e.g. Q8_0,Q4_0,Q4_K).
     #[arg(long, default_value = "")]
     pub gguf: String,
@@ -136,6 +140,21 @@ fn points(args: &SweepArgs, model: &Model) -> anyhow::Result<Vec<Point>> {
         formats.push(Format::Gguf(q));
     }
     let mut points = global_points(&methods, &sparsities, &formats);
+    if args.gptq {
+        let gptq: Vec<Point> = points
+            .iter()
+            .filter(|p| {
+                matches!(p.config.format, Format::Int { .. }) && p.config.sparsity_pct == 0.0
+            })
+            .map(|p| {
+                let mut p = p.clone();
+                p.curve = format!("{} GPTQ", p.curve);
+                p.config.gptq = true;
+                p
+            })
+            .collect();
+        points.extend(gptq);
+    }
     if args.per_layer {
         let levels = sparsity_levels("--layer-sparsity", &args.layer_sparsity)?;
         points.extend(per_layer_points(&sweepable_layers(model), &levels, &bits));

@@ -315,10 +315,30 @@ pub fn full_global_points() -> Vec<Point> {
 }
 
 /// The data-aware curves beside [`full_global_points`]: Wanda and SparseGPT at
-/// 10, 20, …, 90% (each point learns from the calibration samples kept apart).
+/// 10, 20, …, 90%, and GPTQ at int8…int2 per channel (each point learns from the
+/// calibration samples kept apart).
 pub fn data_aware_points() -> Vec<Point> {
     let levels: Vec<f64> = (1..10).map(|i| f64::from(i) * 0.1).collect();
-    global_points(&SweepMethod::DATA_AWARE, &levels, &[])
+    let mut points = global_points(&SweepMethod::DATA_AWARE, &levels, &[]);
+    for bits in [8, 6, 4, 3, 2] {
+        let format = Format::Int {
+            bits,
+            granularity: IntGranularity::Channel,
+            mse_clip: false,
+        };
+        points.push(Point::new(
+            format!("{} GPTQ", format_curve(format)),
+            Axis::Bits,
+            nominal_bits(format),
+            None,
+            Config {
+                format,
+                gptq: true,
+                ..Config::default()
+            },
+        ));
+    }
+    points
 }
 
 /// A language model's curves: re-quantization to llama.cpp's block types from
