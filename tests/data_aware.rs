@@ -361,3 +361,93 @@ fn gptq_rescues_two_bit_weights_and_onnxruntime_agrees() {
         "onnxruntime {theirs}, slimscope {c_gptq}"
     );
 }
+
+/// The same methods on a real ONNX model from another exporter: PaddleOCR's text
+/// angle classifier (MobileNetV3: depthwise convolutions with one Hessian per group,
+/// every weight a `Constant` node, a MatMul head stored [in, out]), calibrated on
+/// deterministic images (the same inputs for both implementations; no accuracy is
+/// claimed from them): its 54 weights equal numpy's. Act order sorts inputs by
+/// their Hessian diagonal, and a depthwise filter's nine taps can tie to the last
+/// bits, where the two implementations' summation orders may pick different orders:
+/// a few codes per thousand may differ, nothing more.
+#[test]
+fn every_method_matches_numpy_on_paddleocrs_classifier() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("images.npz");
+    reference_script("make_images.py", &[s(&data), "48", "3", "48", "192", "7"]);
+    let model = fixture("ppocr_cls.onnx");
+    let cases = [
+        (
+            "prune = { method = \"sparsegpt\", sparsity = 0.5 }",
+            "sparsegpt",
+            "0.5",
+        ),
+        (
+            "prune = { method = \"wanda\", n = 2, m = 4 }",
+            "wanda",
+            "2:4",
+        ),
+        (
+            "quant = { format = \"int\", bits = 4, method = \"gptq\", act_order = true }",
+            "gptq",
+            "4:channel:act",
+        ),
+        (
+            "quant = { format = \"int\", bits = 3, granularity = \"tensor\", method = \"gptq\" }",
+            "gptq",
+            "3:tensor",
+        ),
+    ];
+    for (k, (rule, method, pattern)) in cases.iter().enumerate() {
+        let r = dir.path().join(format!("p{k}.toml"));
+        std::fs::write(
+            &r,
+            format!("version = 1\n[[rule]]\nmatch = \"*\"\n{rule}\n[calibration]\nsamples = 16\n"),
+        )
+        .expect("recipe");
+        let out = dir.path().join(format!("p{k}.safetensors"));
+        let (code, _, stderr) = slimscope(&[
+            "apply",
+            s(&model),
+            "--recipe",
+            s(&r),
+            "--data",
+            s(&data),
+            "-o",
+            s(&out),
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        let report = reference_script(
+            "data_aware.py",
+            &[s(&model), s(&out), s(&data), "16", method, pattern],
+        );
+        let layers = report.as_object().expect("layers");
+        assert_eq!(layers.len(), 54, "{method} {pattern}");
+        let (mut off, mut count) = (0, 0);
+        for (name, l) in layers {
+            let at = format!("{method} {pattern} {name}: {l}");
+            off += l["values_off"].as_u64().expect("off");
+            count += l["count"].as_u64().expect("count");
+            if *method != "gptq" {
+                let d = l["max_difference"].as_f64().expect("some rows agree");
+                assert!(d <= 1e-5, "{at}");
+                assert!(
+                    l["mask_differs"].as_f64().expect("fraction") <= 1e-3,
+                    "{at}"
+                );
+            }
+            assert!(
+                l["values_off"].as_u64() <= Some(l["count"].as_u64().expect("n") / 50),
+                "{at}"
+            );
+            assert_eq!(
+                l["recorded_calibration"]["data_sha256"], l["samples_sha256"],
+                "{at}"
+            );
+        }
+        assert!(
+            off * 1000 <= count * 2,
+            "{method} {pattern}: {off} of {count} off"
+        );
+    }
+}

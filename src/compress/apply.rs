@@ -878,14 +878,14 @@ fn gptq_grid(
                 .into(),
         )
     })?;
-    if layer.layout != WeightLayout::OutIn {
-        return Err(bad(
-            &info.name,
-            "GPTQ on a weight stored inputs first ([in, out], a MatMul's) is not supported \
-             yet: its grid is per output"
-                .into(),
-        ));
-    }
+    // GPTQ works on outputs × inputs; a weight stored [in, out] is transposed.
+    let inputs_first = layer.layout == WeightLayout::InOut;
+    let stored_rows = outputs;
+    let outputs = if inputs_first {
+        info.shape.last().copied().unwrap_or(1).max(1) as usize
+    } else {
+        stored_rows
+    };
     if outputs * layer.columns != values.len() {
         return Err(Error::Internal(format!(
             "tensor `{}`: {} values, its layer's statistics have {} inputs per output",
@@ -895,17 +895,38 @@ fn gptq_grid(
         )));
     }
     let kept: Option<Vec<bool>> = mask.map(|m| (0..m.len()).map(|i| m.keeps(i)).collect());
+    let (w, kept) = if inputs_first {
+        (
+            std::borrow::Cow::Owned(transpose(values, layer.columns, outputs)),
+            kept.map(|k| transpose(&k, layer.columns, outputs)),
+        )
+    } else {
+        (std::borrow::Cow::Borrowed(values), kept)
+    };
     let settings = super::gptq::GptqSettings {
         act_order: *act_order,
         dampening: calibrated.dampening,
     };
-    let (y, grid) =
-        super::gptq::quantize(values, outputs, layer, &scheme, settings, kept.as_deref())
-            .map_err(|e| bad(&info.name, format!("GPTQ: {e}")))?;
+    let (y, grid) = super::gptq::quantize(
+        &w,
+        outputs,
+        layer,
+        &scheme,
+        settings,
+        kept.as_deref(),
+        inputs_first,
+    )
+    .map_err(|e| bad(&info.name, format!("GPTQ: {e}")))?;
+    let y = if inputs_first {
+        transpose(&y, outputs, layer.columns)
+    } else {
+        y
+    };
+    // The storage and words of the same grid rounded to nearest, GPTQ's values in.
     let mut quantized = int_grid(
         values,
         &scheme,
-        outputs_row_len(values, outputs),
+        outputs_row_len(values, stored_rows),
         &info.name,
     )?;
     quantized.values = y;

@@ -35,6 +35,9 @@ pub struct GptqSettings {
 
 /// The GPTQ-quantized values of `w` (`outputs × columns`, row-major) on `scheme`'s
 /// grid and the grid itself; `kept` (when pruned) marks the weights that survive.
+/// With `inputs_first` the tensor is stored `[in, out]` (a MatMul's weight) and its
+/// grid lies along the stored rows, as round-to-nearest puts it: per input, or per
+/// group of outputs of an input, computed from the original weights up front.
 pub fn quantize(
     w: &[f32],
     outputs: usize,
@@ -42,6 +45,7 @@ pub fn quantize(
     scheme: &IntScheme,
     settings: GptqSettings,
     kept: Option<&[bool]>,
+    inputs_first: bool,
 ) -> Result<(Vec<f32>, IntGrid), ObsError> {
     let d = stats.columns;
     let groups = stats.groups.max(1);
@@ -56,23 +60,35 @@ pub fn quantize(
     if !(2..=8).contains(&scheme.bits) {
         return Err(ObsError::Quant(QuantError::BadBits(scheme.bits)));
     }
+    // The stored rows the grid lies along.
+    let row_len = if inputs_first { outputs } else { d };
     let group = match scheme.granularity {
         Granularity::PerTensor => w.len(),
-        Granularity::PerChannel => d,
-        Granularity::Group(g) if g > 0 && d.is_multiple_of(g) => g,
+        Granularity::PerChannel => row_len,
+        Granularity::Group(g) if g > 0 && row_len.is_multiple_of(g) => g,
         Granularity::Group(g) => {
-            return Err(ObsError::Quant(QuantError::BadGroup {
-                group: g,
-                row_len: d,
-            }));
+            return Err(ObsError::Quant(QuantError::BadGroup { group: g, row_len }));
         }
     };
-    let dynamic = matches!(scheme.granularity, Granularity::Group(_)) && !settings.act_order;
-    // Grids fixed before the sweep: one per tensor, row or (static) group.
+    let dynamic =
+        matches!(scheme.granularity, Granularity::Group(_)) && !settings.act_order && !inputs_first;
+    // Grids fixed before the sweep: one per tensor, stored row or (static) group.
+    let stored: std::borrow::Cow<[f32]> = if inputs_first {
+        let mut t = vec![0f32; w.len()];
+        for (r, row) in w.chunks(d).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                t[j * outputs + r] = v;
+            }
+        }
+        t.into()
+    } else {
+        w.into()
+    };
     let fixed: Vec<Params> = if dynamic {
         Vec::new()
     } else {
-        w.chunks(group)
+        stored
+            .chunks(group)
             .map(|g| Params::of(g, scheme.bits, scheme.symmetric, scheme.clip))
             .collect()
     };
@@ -121,6 +137,7 @@ pub fn quantize(
                     fixed: &fixed,
                     scheme,
                     kept,
+                    outputs: inputs_first.then_some(outputs),
                 };
                 sweep.row(rows.start + r, row, out, grids);
             });
@@ -155,6 +172,8 @@ struct Sweep<'a> {
     fixed: &'a [Params],
     scheme: &'a IntScheme,
     kept: Option<&'a [bool]>,
+    /// Outputs, when the tensor is stored `[in, out]` (its grids index stored order).
+    outputs: Option<usize>,
 }
 
 impl Sweep<'_> {
@@ -188,7 +207,11 @@ impl Sweep<'_> {
                     }
                     grid.unwrap_or_else(|| unreachable!("a group starts at its first column"))
                 } else {
-                    self.fixed[(index * d + j) / group]
+                    let stored = match self.outputs {
+                        Some(outputs) => j * outputs + index,
+                        None => index * d + j,
+                    };
+                    self.fixed[stored / group]
                 };
                 let q = if keep(j) {
                     f64::from(p.apply(x[i] as f32))
@@ -244,7 +267,7 @@ mod tests {
         };
         // One row (1, 0.9) and a second (1.5, 0) fixing the tensor's absmax at 1.5.
         let (q, grid) =
-            quantize(&[1.0, 0.9, 1.5, 0.0], 2, &s, &scheme, settings, None).expect("gptq");
+            quantize(&[1.0, 0.9, 1.5, 0.0], 2, &s, &scheme, settings, None, false).expect("gptq");
         assert_eq!(grid.scales, vec![1.5]);
         assert_eq!(&q[..2], &[1.5, 0.0]);
     }

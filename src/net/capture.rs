@@ -56,15 +56,30 @@ fn pair(node: &NodeProto, name: &str, default: usize) -> Option<[usize; 2]> {
     }
 }
 
-/// The weighted layers of `graph` slimscope can collect statistics for, by weight:
-/// Gemm (`transA = 0`), MatMul with a stored 2-D right-hand side, 2-D Conv. Their
-/// weights' shapes come from the initializers.
-pub fn weighted_layers(graph: &GraphProto) -> Vec<WeightedLayer> {
-    let dims: HashMap<&str, &[i64]> = graph
+/// The shapes of the tensors `graph` stores: its initializers and the outputs of
+/// its `Constant` nodes (where exporters such as Paddle's keep every weight).
+fn stored_dims(graph: &GraphProto) -> HashMap<&str, &[i64]> {
+    let mut dims: HashMap<&str, &[i64]> = graph
         .initializer
         .iter()
         .map(|t| (t.name.as_str(), t.dims.as_slice()))
         .collect();
+    for node in graph.node.iter().filter(|n| n.op_type == "Constant") {
+        if let (Some(out), Some(t)) = (
+            node.output.first(),
+            attr(node, "value").and_then(|a| a.t.as_ref()),
+        ) {
+            dims.insert(out.as_str(), t.dims.as_slice());
+        }
+    }
+    dims
+}
+
+/// The weighted layers of `graph` slimscope can collect statistics for, by weight:
+/// Gemm (`transA = 0`), MatMul with a stored 2-D right-hand side, 2-D Conv. Their
+/// weights' shapes come from the stored tensors.
+pub fn weighted_layers(graph: &GraphProto) -> Vec<WeightedLayer> {
+    let dims = stored_dims(graph);
     let mut out = Vec::new();
     for node in &graph.node {
         let (Some(x), Some(w)) = (node.input.first(), node.input.get(1)) else {
@@ -229,14 +244,11 @@ pub fn collect(
     let dims: HashMap<&str, Vec<usize>> = graph
         .proto()
         .graph
-        .iter()
-        .flat_map(|g| &g.initializer)
-        .map(|t| {
-            (
-                t.name.as_str(),
-                t.dims.iter().map(|&d| d as usize).collect(),
-            )
-        })
+        .as_ref()
+        .map(stored_dims)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, d)| (name, d.iter().map(|&d| d.max(0) as usize).collect()))
         .collect();
     let mut inputs: Vec<String> = Vec::new();
     for l in &layers {
