@@ -264,23 +264,24 @@ pub fn cholesky(a: &mut [f64], d: usize) -> Result<(), usize> {
 /// upper=True)` in the reference code).
 pub fn inverse_upper_cholesky(mut h: Vec<f64>, d: usize) -> Result<Vec<f64>, usize> {
     cholesky(&mut h, d)?;
-    // L⁻¹ by forward substitution, column by column of the identity.
+    // (L⁻¹)ᵀ by forward substitution, row c holding column c of L⁻¹, so that every
+    // inner loop below reads contiguous rows.
     let l = h;
-    let mut inv_l = vec![0.0; d * d];
+    let mut inv_t = vec![0.0; d * d];
     for c in 0..d {
+        let row = &mut inv_t[c * d..(c + 1) * d];
         for i in c..d {
-            let mut s = if i == c { 1.0 } else { 0.0 };
-            for k in c..i {
-                s -= l[i * d + k] * inv_l[k * d + c];
-            }
-            inv_l[i * d + c] = s / l[i * d + i];
+            let li = &l[i * d..i * d + i];
+            let s: f64 = (c..i).map(|k| li[k] * row[k]).sum();
+            row[i] = (if i == c { 1.0 } else { 0.0 } - s) / l[i * d + i];
         }
     }
-    // H⁻¹ = L⁻ᵀ L⁻¹ (symmetric).
+    // H⁻¹ = L⁻ᵀ L⁻¹: (H⁻¹)_ij = Σ_k (L⁻¹)_ki (L⁻¹)_kj, k ≥ max(i, j).
     let mut hinv = vec![0.0; d * d];
     for i in 0..d {
         for j in 0..=i {
-            let s: f64 = (i..d).map(|k| inv_l[k * d + i] * inv_l[k * d + j]).sum();
+            let (ri, rj) = (&inv_t[i * d..(i + 1) * d], &inv_t[j * d..(j + 1) * d]);
+            let s: f64 = (i..d).map(|k| ri[k] * rj[k]).sum();
             hinv[i * d + j] = s;
             hinv[j * d + i] = s;
         }
