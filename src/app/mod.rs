@@ -302,7 +302,7 @@ impl SlimApp {
             let recipe_path = out.with_extension("recipe.toml");
             let recipe = config.to_recipe(&recipe_path)?;
             // Data-aware methods learn from the samples the measurement kept apart.
-            let stats = match (recipe.statistics_needed(), evaluator.as_deref()) {
+            let stats = match (recipe.statistics_request(&model)?, evaluator.as_deref()) {
                 (Some(need), Some(e)) => Some(e.keeping_apart(recipe.kept_apart())?.statistics(
                     &model,
                     need,

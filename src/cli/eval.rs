@@ -131,7 +131,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let compressed = match &recipe {
         Some(recipe) => {
             let stats = recipe
-                .statistics_needed()
+                .statistics_request(&model)?
                 .map(|need| evaluator.statistics(&model, need, |_, _| true))
                 .transpose()?;
             let applied = apply_recipe_cached(&model, recipe, None, stats.as_deref())?;

@@ -587,6 +587,28 @@ impl Recipe {
             .max()
     }
 
+    /// The tensors of `model` the recipe's data-aware rules touch, and what they
+    /// need: the statistics to collect (none for a data-free recipe).
+    pub fn statistics_request(
+        &self,
+        model: &crate::model::Model,
+    ) -> Result<Option<(Need, Vec<String>)>, RecipeError> {
+        let Some(need) = self.statistics_needed() else {
+            return Ok(None);
+        };
+        let names = self
+            .plan(model)?
+            .iter()
+            .zip(&model.tensors)
+            .filter(|(plan, _)| {
+                plan.prune.as_ref().and_then(|(p, _)| p.needs()).is_some()
+                    || plan.quant.as_ref().and_then(QuantSpec::needs).is_some()
+            })
+            .map(|(_, t)| t.name.clone())
+            .collect();
+        Ok(Some((need, names)))
+    }
+
     /// Samples of the attached data kept apart for calibration: those static
     /// activation quantization calibrates on, else those data-aware methods learn
     /// from, else none. Every figure of the run is measured on the rest.

@@ -59,10 +59,14 @@ pub struct Evaluator {
     /// Evaluators of the same network that keep samples apart, by how many (the
     /// newest few; see [`Evaluator::keeping_apart`]).
     kept_apart: Mutex<Vec<(usize, Arc<Evaluator>)>>,
-    /// Calibration statistics collected on `calibration`, by what they hold; the
-    /// lock is held while collecting, so parallel variants wait for one collection.
-    statistics: Mutex<HashMap<Need, Arc<Statistics>>>,
+    /// Calibration statistics collected on `calibration` (the newest few), with what
+    /// they hold and of which tensors; the lock is held while collecting, so
+    /// parallel variants wait for one collection.
+    statistics: Mutex<Vec<Collected>>,
 }
+
+/// Statistics collected once: what they hold, of which tensors.
+type Collected = (Need, Vec<String>, Arc<Statistics>);
 
 /// Calibration splits an evaluator keeps at hand (each holds a copy of the data).
 const KEPT_APART: usize = 2;
@@ -111,7 +115,7 @@ impl Evaluator {
             calibration: None,
             activations: Mutex::new(HashMap::new()),
             kept_apart: Mutex::new(Vec::new()),
-            statistics: Mutex::new(HashMap::new()),
+            statistics: Mutex::new(Vec::new()),
         }
     }
 
@@ -159,14 +163,14 @@ impl Evaluator {
     pub fn statistics(
         &self,
         model: &Model,
-        need: Need,
+        (need, tensors): (Need, Vec<String>),
         progress: impl FnMut(usize, usize) -> bool,
     ) -> Result<Arc<Statistics>> {
         let mut held = lock(&self.statistics);
         let hit = held
-            .get(&Need::Gram)
-            .or_else(|| held.get(&need).filter(|_| need == Need::Diagonal));
-        if let Some(s) = hit {
+            .iter()
+            .find(|(n, names, _)| *n >= need && tensors.iter().all(|t| names.contains(t)));
+        if let Some((_, _, s)) = hit {
             return Ok(s.clone());
         }
         let Some(calibration) = &self.calibration else {
@@ -176,11 +180,15 @@ impl Evaluator {
                 model.path.display()
             )));
         };
-        let stats = Arc::new(
-            self.network
-                .statistics(model, calibration, need, progress)?,
-        );
-        held.insert(need, stats.clone());
+        let stats =
+            Arc::new(
+                self.network
+                    .statistics(model, calibration, need, &tensors, progress)?,
+            );
+        if held.len() == KEPT_APART {
+            held.remove(0);
+        }
+        held.push((need, tensors, stats.clone()));
         Ok(stats)
     }
 

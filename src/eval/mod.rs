@@ -418,8 +418,8 @@ impl Network {
         matches!(self, Network::Sequential(_) | Network::Onnx(_))
     }
 
-    /// What data-aware methods learn from: the statistics `need` asks for of every
-    /// weighted layer, over the calibration samples `calibration`, with the
+    /// What data-aware methods learn from: the statistics `need` asks for of the
+    /// weighted layers whose weights are `tensors`, over the calibration samples `calibration`, with the
     /// original weights (see `net::capture`). `progress(done, total)` returns false to
     /// cancel.
     pub fn statistics(
@@ -427,19 +427,19 @@ impl Network {
         model: &Model,
         calibration: &data::Dataset,
         need: Need,
+        tensors: &[String],
         progress: impl FnMut(usize, usize) -> bool,
     ) -> Result<Statistics> {
         let bound = self
             .onnx_graph(model, &[])?
             .ok_or_else(|| statistics_unsupported(model))?;
         check_input(bound.graph.input_shape(), calibration)?;
-        let weights: Vec<String> = model.tensors.iter().map(|t| t.name.clone()).collect();
         let sha = crate::checksum::sha256_f32(&calibration.x);
         let key = u64::from_str_radix(&sha[..16], 16).unwrap_or_default();
         let mut stats = crate::net::capture::collect(
             &bound.graph,
             &calibration.x,
-            &weights,
+            tensors,
             need,
             key,
             progress,

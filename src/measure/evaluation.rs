@@ -190,7 +190,7 @@ pub fn evaluate(
         (1.., Some((_, base))) => Some(base.keeping_apart(calibration)?),
         _ => None,
     };
-    let stats = match (recipe.statistics_needed(), &split) {
+    let stats = match (recipe.statistics_request(model)?, &split) {
         (Some(need), Some(e)) => Some(e.statistics(model, need, |_, _| !cancelled())?),
         _ => None,
     };

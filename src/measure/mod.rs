@@ -118,7 +118,7 @@ pub fn measure(
     with: With,
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<Measurement> {
-    let stats = match (recipe.statistics_needed(), with.evaluator) {
+    let stats = match (recipe.statistics_request(model)?, with.evaluator) {
         (Some(need), Some(e)) => Some(e.statistics(model, need, |_, _| !cancelled())?),
         _ => None,
     };
@@ -169,7 +169,7 @@ pub fn apply_calibrated(
     network: Option<&crate::eval::Network>,
     data: Option<&crate::eval::data::Dataset>,
 ) -> Result<Vec<(usize, AppliedTensor)>> {
-    let Some(need) = recipe.statistics_needed() else {
+    let Some((need, tensors)) = recipe.statistics_request(model)? else {
         return apply_recipe_cached(model, recipe, None, None);
     };
     let (Some(network), Some(data)) = (network, data) else {
@@ -183,7 +183,7 @@ pub fn apply_calibrated(
         return Err(crate::eval::statistics_unsupported(model));
     }
     let (_, apart) = data.split_apart(recipe.kept_apart())?;
-    let stats = network.statistics(model, &apart, need, |_, _| true)?;
+    let stats = network.statistics(model, &apart, need, &tensors, |_, _| true)?;
     apply_recipe_cached(model, recipe, None, Some(&stats))
 }
 

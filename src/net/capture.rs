@@ -15,6 +15,9 @@ use super::onnx::OnnxGraph;
 use crate::compress::calibration::{LayerStatistics, Need, Statistics, WeightLayout};
 use crate::error::{Error, Result};
 
+/// The most memory the statistics of one collection may hold.
+const STATISTICS_BUDGET: u64 = 4 << 30;
+
 /// A weighted layer: which input it reads and how its weight multiplies it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WeightedLayer {
@@ -126,7 +129,9 @@ pub fn weighted_layers(graph: &GraphProto) -> Vec<WeightedLayer> {
                 };
                 let group = attr(node, "group").map_or(1, |a| a.i.max(1) as usize);
                 let (o, kh, kw) = (shape[0] as usize, shape[2] as usize, shape[3] as usize);
-                if o == 0 || !o.is_multiple_of(group) {
+                let degenerate =
+                    [kh, kw, strides[0], strides[1], dilations[0], dilations[1]].contains(&0);
+                if o == 0 || degenerate || !o.is_multiple_of(group) {
                     continue;
                 }
                 LayerKind::Conv(ConvGeometry {
@@ -250,6 +255,35 @@ pub fn collect(
         .into_iter()
         .map(|(name, d)| (name, d.iter().map(|&d| d.max(0) as usize).collect()))
         .collect();
+    // Bounded memory: the sums are held for every layer at once.
+    let bytes: u64 = layers
+        .iter()
+        .map(|l| {
+            let w = &dims[l.weight.as_str()];
+            let (d, groups) = match &l.kind {
+                LayerKind::Linear {
+                    layout: WeightLayout::OutIn,
+                } => (w[1], 1),
+                LayerKind::Linear { .. } => (w[0], 1),
+                LayerKind::Conv(g) => (w[1] * w[2] * w[3], g.group),
+            };
+            let per = match need {
+                Need::Diagonal => d,
+                Need::Gram => d.saturating_mul(d),
+            };
+            (per.saturating_mul(groups) as u64).saturating_mul(8)
+        })
+        .fold(0u64, u64::saturating_add);
+    if bytes > STATISTICS_BUDGET {
+        return Err(Error::InvalidSetting(format!(
+            "calibration statistics of the {} layers the recipe's data-aware rules touch would \
+             hold {} in memory (Σ x xᵀ of each layer's inputs, float64, at most {}): restrict \
+             those rules to fewer layers",
+            layers.len(),
+            crate::units::human_bytes(bytes),
+            crate::units::human_bytes(STATISTICS_BUDGET)
+        )));
+    }
     let mut inputs: Vec<String> = Vec::new();
     for l in &layers {
         if !inputs.contains(&l.input) {
