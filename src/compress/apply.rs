@@ -309,24 +309,7 @@ fn prune_with_data(
         Some(Err(problem)) => return Err(bad(&info.name, problem)),
         None => unreachable!("only data-aware specs come here"),
     };
-    let Some(calibrated) = calibrated else {
-        return Err(bad(
-            &info.name,
-            format!(
-                "{method} learns from calibration data: attach a data set (--data) the \
-                 model runs on"
-            ),
-        ));
-    };
-    let Some(layer) = calibrated.stats.layer(&info.name) else {
-        return Err(bad(
-            &info.name,
-            format!(
-                "{method} needs the inputs of the layer a weight belongs to, and this tensor \
-                 is not the weight of a convolution, Gemm or MatMul the data runs through"
-            ),
-        ));
-    };
+    let (calibrated, layer) = layer_statistics(info, calibrated, method)?;
     let n = values.len();
     let (outputs, columns) = match layer.layout {
         WeightLayout::OutIn => {
@@ -385,6 +368,34 @@ fn prune_with_data(
         }),
         ..Pruned::default()
     })
+}
+
+/// The calibration settings and the statistics of the layer `info` is the weight
+/// of, which `method` learns from, or why there are none.
+fn layer_statistics<'a>(
+    info: &crate::model::TensorInfo,
+    calibrated: Option<Calibrated<'a>>,
+    method: &str,
+) -> Result<(Calibrated<'a>, &'a super::calibration::LayerStatistics)> {
+    let Some(calibrated) = calibrated else {
+        return Err(bad(
+            &info.name,
+            format!(
+                "{method} learns from calibration data: attach a data set (--data) the \
+                 model runs on"
+            ),
+        ));
+    };
+    let Some(layer) = calibrated.stats.layer(&info.name) else {
+        return Err(bad(
+            &info.name,
+            format!(
+                "{method} needs the inputs of the layer a weight belongs to, and this tensor \
+                 is not the weight of a convolution, Gemm or MatMul the data runs through"
+            ),
+        ));
+    };
+    Ok((calibrated, layer))
 }
 
 /// `rows × cols` row-major, transposed.
@@ -863,21 +874,7 @@ fn gptq_grid(
             .map(|w| format!("{w} (nearest: GPTQ is for layer weights)"));
         return Ok(q);
     }
-    let Some(calibrated) = calibrated else {
-        return Err(bad(
-            &info.name,
-            "GPTQ learns from calibration data: attach a data set (--data) the model runs on"
-                .into(),
-        ));
-    };
-    let layer = calibrated.stats.layer(&info.name).ok_or_else(|| {
-        bad(
-            &info.name,
-            "GPTQ needs the inputs of the layer a weight belongs to, and this tensor is not \
-             the weight of a convolution, Gemm or MatMul the data runs through"
-                .into(),
-        )
-    })?;
+    let (calibrated, layer) = layer_statistics(info, calibrated, "GPTQ")?;
     // GPTQ works on outputs × inputs; a weight stored [in, out] is transposed.
     let inputs_first = layer.layout == WeightLayout::InOut;
     let stored_rows = outputs;

@@ -165,6 +165,24 @@ impl LayerStatistics {
         }
     }
 
+    /// That `len` weights over `outputs` rows are this layer's (`outputs × columns`,
+    /// whole groups): what every method checks before reading the statistics.
+    pub fn check_weights(
+        &self,
+        len: usize,
+        outputs: usize,
+    ) -> Result<(), super::prune::PruneError> {
+        let d = self.columns;
+        if d == 0 || len != outputs * d || !outputs.is_multiple_of(self.groups.max(1)) {
+            return Err(super::prune::PruneError::BadShape {
+                shape: vec![outputs, d],
+                len,
+                axis: 0,
+            });
+        }
+        Ok(())
+    }
+
     /// Add another collection's sums (the same layer over other samples).
     pub fn merge(&mut self, other: &LayerStatistics) {
         for (a, b) in self.sums.iter_mut().zip(&other.sums) {

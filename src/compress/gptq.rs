@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 use super::calibration::{LayerStatistics, NotPositiveDefinite, dampen, inverse_upper_cholesky};
 use super::quant::{Granularity, IntGrid, IntScheme, Params, QuantError};
-use super::sparsegpt::{BLOCK, ObsError};
+use super::sparsegpt::{BLOCK, ObsError, obs_step, spread_block};
 
 /// GPTQ's settings beyond the grid.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,16 +47,8 @@ pub fn quantize(
     kept: Option<&[bool]>,
     inputs_first: bool,
 ) -> Result<(Vec<f32>, IntGrid), ObsError> {
-    let d = stats.columns;
-    let groups = stats.groups.max(1);
-    if d == 0 || w.len() != outputs * d || !outputs.is_multiple_of(groups) {
-        return Err(super::prune::PruneError::BadShape {
-            shape: vec![outputs, d],
-            len: w.len(),
-            axis: 0,
-        }
-        .into());
-    }
+    stats.check_weights(w.len(), outputs)?;
+    let (d, groups) = (stats.columns, stats.groups.max(1));
     if !(2..=8).contains(&scheme.bits) {
         return Err(ObsError::Quant(QuantError::BadBits(scheme.bits)));
     }
@@ -218,21 +210,9 @@ impl Sweep<'_> {
                 } else {
                     0.0
                 };
-                let err = (x[i] - q) / u[i * d + i];
-                x[i] = q;
-                if err != 0.0 {
-                    for k in i + 1..i2 {
-                        x[k] -= err * u[i * d + k];
-                    }
-                }
-                errors[i - i1] = err;
+                errors[i - i1] = obs_step(&mut x, i, q, i2, u, d);
             }
-            for (c, &err) in errors.iter().enumerate().filter(|(_, e)| **e != 0.0) {
-                let ui = &u[(i1 + c) * d..(i1 + c + 1) * d];
-                for k in i2..d {
-                    x[k] -= err * ui[k];
-                }
-            }
+            spread_block(&mut x, &errors, (i1, i2), u, d);
         }
         for (i, &j) in self.order.iter().enumerate() {
             out[j] = x[i] as f32;

@@ -46,16 +46,8 @@ pub fn prune(
     pattern: Pattern,
     dampening: f64,
 ) -> Result<(Vec<f32>, Vec<bool>), ObsError> {
-    let d = stats.columns;
-    let groups = stats.groups.max(1);
-    if d == 0 || w.len() != outputs * d || !outputs.is_multiple_of(groups) {
-        return Err(PruneError::BadShape {
-            shape: vec![outputs, d],
-            len: w.len(),
-            axis: 0,
-        }
-        .into());
-    }
+    stats.check_weights(w.len(), outputs)?;
+    let (d, groups) = (stats.columns, stats.groups.max(1));
     let block = match pattern {
         Pattern::Unstructured(s) => {
             count_to_prune(1, s)?;
@@ -156,15 +148,34 @@ fn sweep_block(
         }
         let w = row[i];
         let q = if kept[i] { w } else { 0.0 };
-        let err = (w - q) / u[i * d + i];
-        row[i] = q;
-        if err != 0.0 {
-            for j in i + 1..i2 {
-                row[j] -= err * u[i * d + j];
-            }
-        }
-        errors[i - i1] = err;
+        errors[i - i1] = obs_step(row, i, q, i2, u, d);
     }
+    spread_block(row, &errors, (i1, i2), u, d);
+}
+
+/// Column `i` of a row set to `q` (pruned or rounded), its error spread over the
+/// block's later columns `i + 1..i2` along row `i` of `u`: the OBS update GPTQ and
+/// SparseGPT share. Returns the error, for [`spread_block`].
+pub(crate) fn obs_step(row: &mut [f64], i: usize, q: f64, i2: usize, u: &[f64], d: usize) -> f64 {
+    let err = (row[i] - q) / u[i * d + i];
+    row[i] = q;
+    if err != 0.0 {
+        for j in i + 1..i2 {
+            row[j] -= err * u[i * d + j];
+        }
+    }
+    err
+}
+
+/// The lazy update after a block `i1..i2`: its columns' errors spread over the rest
+/// of the row.
+pub(crate) fn spread_block(
+    row: &mut [f64],
+    errors: &[f64],
+    (i1, i2): (usize, usize),
+    u: &[f64],
+    d: usize,
+) {
     for (c, &err) in errors.iter().enumerate().filter(|(_, e)| **e != 0.0) {
         let ui = &u[(i1 + c) * d..(i1 + c + 1) * d];
         for j in i2..d {

@@ -20,15 +20,8 @@ pub fn keep(
     stats: &LayerStatistics,
     pattern: Pattern,
 ) -> Result<Vec<bool>, PruneError> {
-    let d = stats.columns;
-    let groups = stats.groups.max(1);
-    if d == 0 || w.len() != outputs * d || !outputs.is_multiple_of(groups) {
-        return Err(PruneError::BadShape {
-            shape: vec![outputs, d],
-            len: w.len(),
-            axis: 0,
-        });
-    }
+    stats.check_weights(w.len(), outputs)?;
+    let (d, groups) = (stats.columns, stats.groups.max(1));
     let norms: Vec<Vec<f64>> = (0..groups)
         .map(|g| {
             stats
