@@ -1831,3 +1831,70 @@ fn gptq_ticked_in_the_app_is_what_onnxruntime_scores() {
         "onnxruntime {theirs} vs the app {ours}"
     );
 }
+
+#[test]
+fn curves_add_the_data_aware_methods_only_where_the_data_can_spare_their_samples() {
+    use slimscope::app::panels::curves::SweepKind;
+    let data_free = slimscope::sweep::full_global_points().len();
+    let data_aware = slimscope::sweep::data_aware_points().len();
+    // The demo's 5,000 images: Wanda, SparseGPT and GPTQ join the curves, and every
+    // point, the dense one too, is measured on the 4,872 not kept apart.
+    let mut h = harness();
+    open_demo(&mut h);
+    h.get_by_label("Curves").click();
+    h.run_steps(2);
+    h.get_by_label("Run: Sparsity & bit-width curves").click();
+    h.run_steps(2);
+    // (total points, points measured, samples of the first measured point)
+    let run = |a: &SlimApp| {
+        a.curves()
+            .and_then(|c| c.runs.iter().find(|r| r.kind == SweepKind::Curves))
+            .map(|r| {
+                let samples = r.results.first().and_then(|p| p.metrics.map(|m| m.samples));
+                (r.total, r.results.len(), samples)
+            })
+    };
+    assert_eq!(run(h.state()).map(|r| r.0), Some(data_free + data_aware));
+    assert!(
+        h.state()
+            .curves()
+            .expect("curves")
+            .data_aware_note
+            .is_none()
+    );
+    step_until(&mut h, "a measured point", |a| {
+        run(a).is_some_and(|r| r.1 > 0)
+    });
+    assert_eq!(run(h.state()).and_then(|r| r.2), Some(4872));
+    h.get_by_label("Cancel").click();
+    h.run_steps(2);
+    drop(h);
+
+    // 100 images cannot spare 128: the data-free curves run on all of them and the
+    // tab says why the data-aware ones are missing.
+    let mut h = harness();
+    drop_file(&mut h, &fixture("digit_cnn.pth"));
+    step_until(&mut h, "the model to load", |a| {
+        a.loaded().is_some() && !a.is_loading()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = common::mnist_spec(dir.path());
+    let text = std::fs::read_to_string(&spec).expect("spec");
+    std::fs::write(&spec, format!("{text}limit = 100\n")).expect("write the spec");
+    drop_file(&mut h, &spec);
+    step_until(&mut h, "the data to attach", |a| {
+        a.attached().is_some() && !a.is_attaching()
+    });
+    h.get_by_label("Curves").click();
+    h.run_steps(2);
+    h.get_by_label("Run: Sparsity & bit-width curves").click();
+    h.run_steps(2);
+    assert_eq!(run(h.state()).map(|r| r.0), Some(data_free));
+    h.get_by_label_contains("Data-aware curves (Wanda, SparseGPT, GPTQ) left out: ");
+    step_until(&mut h, "a measured point", |a| {
+        run(a).is_some_and(|r| r.1 > 0)
+    });
+    assert_eq!(run(h.state()).and_then(|r| r.2), Some(100));
+    h.get_by_label("Cancel").click();
+    h.run_steps(2);
+}

@@ -4,7 +4,37 @@
 use std::sync::Arc;
 
 use super::{SlimApp, curves};
+use crate::eval::evaluator::Evaluator;
 use crate::model::Model;
+
+/// The evaluation the curves are measured on when they include the data-aware
+/// methods: every point (the dense one too) on the data less the calibration samples
+/// kept apart, so the curves compare on the same images. Or why the data-aware
+/// curves are left out.
+fn data_aware_evaluator(
+    evaluator: &Arc<Evaluator>,
+    model: &Model,
+) -> Result<Arc<Evaluator>, String> {
+    let left_out = "Data-aware curves (Wanda, SparseGPT, GPTQ) left out";
+    let layers = evaluator
+        .network()
+        .calibrated_layers(model)
+        .map_err(|e| format!("{left_out}: {e}"))?;
+    // The curves' rules cover every sweepable tensor; each must be a layer the data
+    // runs through for its inputs to be learned from.
+    if let Some(other) = crate::sweep::sweepable_layers(model)
+        .into_iter()
+        .find(|t| !layers.contains(t))
+    {
+        return Err(format!(
+            "{left_out}: `{other}` is not the weight of a convolution, Gemm or MatMul the \
+             data runs through, so its inputs cannot be learned from"
+        ));
+    }
+    evaluator
+        .keeping_apart(crate::compress::calibration::CalibrationSpec::DEFAULT_SAMPLES)
+        .map_err(|e| format!("{left_out}: {e}"))
+}
 
 impl SlimApp {
     /// Start a sweep of the open model (with the attached data, if any).
@@ -13,16 +43,26 @@ impl SlimApp {
             return;
         };
         let mut points = kind.points(&model);
-        // Data-aware curves beside the data-free ones, where attached data can
-        // calibrate them.
-        if kind == curves::SweepKind::Curves
-            && self
+        let mut accuracy = None;
+        if kind == curves::SweepKind::Curves {
+            let data_aware = self
                 .attached()
-                .is_some_and(|a| a.evaluator.network().collects_statistics())
-        {
-            points.extend(crate::sweep::data_aware_points());
+                .filter(|a| a.evaluator.network().collects_statistics())
+                .map(|a| data_aware_evaluator(&a.evaluator, &model));
+            let note = match data_aware {
+                Some(Ok(split)) => {
+                    points.extend(crate::sweep::data_aware_points());
+                    accuracy = Some(split);
+                    None
+                }
+                Some(Err(why)) => Some(why),
+                None => None,
+            };
+            if let Some(c) = &mut self.curves {
+                c.data_aware_note = note;
+            }
         }
-        self.start_points(kind, points, model);
+        self.start_points(kind, points, model, accuracy);
     }
 
     /// Measure the allocations of `target` average sparsity over the layers, by the
@@ -39,7 +79,7 @@ impl SlimApp {
             &crate::sweep::layer_sizes(&model),
             &ranking,
         );
-        self.start_points(curves::SweepKind::Allocation, points, model);
+        self.start_points(curves::SweepKind::Allocation, points, model, None);
     }
 
     fn start_points(
@@ -47,12 +87,14 @@ impl SlimApp {
         kind: curves::SweepKind,
         points: Vec<crate::sweep::Point>,
         model: Arc<Model>,
+        accuracy: Option<Arc<Evaluator>>,
     ) {
         // The heatmap is weight fidelity only: seconds, whatever the data.
-        let accuracy = self
-            .attached()
-            .filter(|_| kind != curves::SweepKind::Heatmap)
-            .map(|a| a.evaluator.clone());
+        let accuracy = accuracy.or_else(|| {
+            self.attached()
+                .filter(|_| kind != curves::SweepKind::Heatmap)
+                .map(|a| a.evaluator.clone())
+        });
         let notify = self.notifier();
         if let (Some(c), Some(doc)) = (&mut self.curves, &self.doc) {
             c.start(

@@ -381,8 +381,8 @@ fn layer_statistics<'a>(
         return Err(bad(
             &info.name,
             format!(
-                "{method} learns from calibration data: attach a data set (--data) the \
-                 model runs on"
+                "{method} learns from calibration data: attach a data set the model runs \
+                 on (`--data` on the command line)"
             ),
         ));
     };
@@ -589,6 +589,11 @@ fn compress_one(
         .join(" + ");
     let nm = match &plan.prune {
         Some((PruneSpec::Nm { n, m }, _)) if mask.is_some() => Some((*n, *m)),
+        // Data-aware N:M masks are whole groups in every row (or an error).
+        Some((p, _)) if mask.is_some() => match p.pattern() {
+            Some(Ok(super::prune::Pattern::NOfM { n, m })) => Some((n, m)),
+            _ => None,
+        },
         _ => None,
     };
     let data_aware = plan.prune.as_ref().and_then(|(p, _)| p.needs()).is_some()

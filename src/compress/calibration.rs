@@ -199,8 +199,8 @@ pub struct Statistics {
     pub layers: HashMap<String, Arc<LayerStatistics>>,
     /// Calibration samples the statistics cover.
     pub samples: usize,
-    /// Identifies the calibration data (the first bytes of [`Self::data_sha256`]), so
-    /// results computed with other statistics are never confused with these.
+    /// Identifies the calibration data and the network it ran through, so results
+    /// computed with other statistics are never confused with these.
     pub data_key: u64,
     /// sha256 of the calibration samples' values (float32, little endian, in order):
     /// what exports record, so anyone can check which samples a model learnt from.
@@ -223,21 +223,45 @@ impl Statistics {
     }
 }
 
-/// A damped Hessian that is not positive definite: Cholesky failed at `pivot`.
+/// A damped Hessian that cannot be inverted: Cholesky failed at input `column`, or
+/// the layer's inputs held NaN or infinity there (`non_finite`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error(
-    "its calibration Hessian is not positive definite even with dampening {dampening} \
-     (pivot {pivot}): raise [calibration] dampening or use more samples"
-)]
+#[error("{}", self.describe())]
 pub struct NotPositiveDefinite {
-    pub pivot: usize,
+    pub column: usize,
     pub dampening: f64,
+    pub non_finite: bool,
+}
+
+impl NotPositiveDefinite {
+    fn describe(&self) -> String {
+        if self.non_finite {
+            format!(
+                "the calibration inputs of its input column {} hold NaN or infinity: check \
+                 the data (and the layers before this one) for values that are not finite",
+                self.column
+            )
+        } else {
+            format!(
+                "its calibration Hessian is not positive definite even with dampening {} (at \
+                 input column {}): raise [calibration] dampening or use more samples",
+                self.dampening, self.column
+            )
+        }
+    }
 }
 
 /// `h + λ·mean(diag h)·I` with dead inputs (zero diagonal: the layer never saw them
 /// non-zero) given a diagonal of 1, as GPTQ and SparseGPT prepare the Hessian.
-/// Returns the dead columns.
-pub fn dampen(h: &mut [f64], d: usize, dampening: f64) -> Vec<usize> {
+/// Returns the dead columns, or the first column whose inputs were not finite.
+pub fn dampen(h: &mut [f64], d: usize, dampening: f64) -> Result<Vec<usize>, NotPositiveDefinite> {
+    if let Some(column) = (0..d).find(|&j| !h[j * d + j].is_finite()) {
+        return Err(NotPositiveDefinite {
+            column,
+            dampening,
+            non_finite: true,
+        });
+    }
     let dead: Vec<usize> = (0..d).filter(|&j| h[j * d + j] == 0.0).collect();
     for &j in &dead {
         h[j * d + j] = 1.0;
@@ -246,7 +270,7 @@ pub fn dampen(h: &mut [f64], d: usize, dampening: f64) -> Vec<usize> {
     for j in 0..d {
         h[j * d + j] += dampening * mean;
     }
-    dead
+    Ok(dead)
 }
 
 /// In place, the lower Cholesky factor `L` of the symmetric positive definite `a`
@@ -346,7 +370,7 @@ mod tests {
         d.add_rows(0, &x, 2);
         assert_eq!((d.diagonal(0), d.rows), (vec![10.0, 5.0], 2));
         let mut h = vec![10.0, -1.0, -1.0, 0.0];
-        assert_eq!(dampen(&mut h, 2, 0.1), vec![1]);
+        assert_eq!(dampen(&mut h, 2, 0.1), Ok(vec![1]));
         assert_eq!(h, vec![10.55, -1.0, -1.0, 1.55]);
     }
 }

@@ -93,7 +93,7 @@ pub fn quantize(
     let mut dynamic_grids: Vec<(f32, f32)> = vec![(0.0, 0.0); outputs * grids_per_row];
     for g in 0..groups {
         let mut h = stats.gram(g).ok_or(ObsError::NoGram)?.to_vec();
-        let dead = dampen(&mut h, d, settings.dampening);
+        let dead = dampen(&mut h, d, settings.dampening)?;
         // The order columns are quantized in, and H in that order.
         let mut order: Vec<usize> = (0..d).collect();
         if settings.act_order {
@@ -106,8 +106,10 @@ pub fn quantize(
             }
             h = permuted;
         }
+        // A failing pivot is reported as the input column it stands for.
         let u = inverse_upper_cholesky(h, d).map_err(|pivot| NotPositiveDefinite {
-            pivot,
+            column: order[pivot],
+            non_finite: false,
             dampening: settings.dampening,
         })?;
         let rows = g * per_group..(g + 1) * per_group;

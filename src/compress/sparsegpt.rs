@@ -68,9 +68,12 @@ pub fn prune(
     let mut kept = vec![true; w.len()];
     for g in 0..groups {
         let mut h = stats.gram(g).ok_or(ObsError::NoGram)?.to_vec();
-        let dead = dampen(&mut h, d, dampening);
-        let u = inverse_upper_cholesky(h, d)
-            .map_err(|pivot| NotPositiveDefinite { pivot, dampening })?;
+        let dead = dampen(&mut h, d, dampening)?;
+        let u = inverse_upper_cholesky(h, d).map_err(|column| NotPositiveDefinite {
+            column,
+            dampening,
+            non_finite: false,
+        })?;
         let rows = g * per_group * d..(g + 1) * per_group * d;
         let (values, kept) = (&mut values[rows.clone()], &mut kept[rows]);
         // Inputs the layer never saw non-zero carry nothing: their weights go first.

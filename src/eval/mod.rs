@@ -316,7 +316,7 @@ pub enum Network {
 pub fn statistics_unsupported(model: &Model) -> Error {
     Error::Unsupported {
         path: model.path.clone(),
-        what: "data-aware methods (Wanda, SparseGPT) learn from the layer inputs of \
+        what: "data-aware methods (Wanda, SparseGPT, GPTQ) learn from the layer inputs of \
                sequential networks and ONNX graphs; a language model's or sentence \
                encoder's are not collected yet"
             .into(),
@@ -418,6 +418,24 @@ impl Network {
         matches!(self, Network::Sequential(_) | Network::Onnx(_))
     }
 
+    /// The weights of the layers whose inputs data-aware methods can learn from (see
+    /// `net::capture::weighted_layers`).
+    pub fn calibrated_layers(&self, model: &Model) -> Result<Vec<String>> {
+        let bound = self
+            .onnx_graph(model, &[])?
+            .ok_or_else(|| statistics_unsupported(model))?;
+        Ok(bound
+            .graph
+            .proto()
+            .graph
+            .as_ref()
+            .map(crate::net::capture::weighted_layers)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|l| l.weight)
+            .collect())
+    }
+
     /// What data-aware methods learn from: the statistics `need` asks for of the
     /// weighted layers whose weights are `tensors`, over the calibration samples `calibration`, with the
     /// original weights (see `net::capture`). `progress(done, total)` returns false to
@@ -435,7 +453,17 @@ impl Network {
             .ok_or_else(|| statistics_unsupported(model))?;
         check_input(bound.graph.input_shape(), calibration)?;
         let sha = crate::checksum::sha256_f32(&calibration.x);
-        let key = u64::from_str_radix(&sha[..16], 16).unwrap_or_default();
+        // Results learned from these statistics depend on the samples and on the
+        // network they ran through (another spec gives other layer inputs).
+        let key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            sha.hash(&mut h);
+            if let Network::Sequential(spec) = self {
+                serde_json::to_string(spec).unwrap_or_default().hash(&mut h);
+            }
+            h.finish()
+        };
         let mut stats = crate::net::capture::collect(
             &bound.graph,
             &calibration.x,

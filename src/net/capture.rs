@@ -91,6 +91,10 @@ pub fn weighted_layers(graph: &GraphProto) -> Vec<WeightedLayer> {
         let (Some(shape), false) = (dims.get(w.as_str()), dims.contains_key(x.as_str())) else {
             continue;
         };
+        // An empty weight has nothing to learn (and no input columns to count).
+        if shape.iter().any(|&d| d <= 0) {
+            continue;
+        }
         let kind = match node.op_type.as_str() {
             "Gemm" if attr(node, "transA").is_none_or(|a| a.i == 0) && shape.len() == 2 => {
                 LayerKind::Linear {
@@ -227,7 +231,7 @@ impl ConvGeometry {
 
 /// The statistics `need` asks for of every weighted layer of `graph` whose weight is
 /// in `weights`, over the calibration samples `xs` (with the graph's own weights:
-/// one-shot). `data_key` identifies the samples. `progress(done, total)` returns
+/// one-shot). `data_key` identifies the samples and the network they ran through. `progress(done, total)` returns
 /// false to cancel.
 pub fn collect(
     graph: &OnnxGraph,
@@ -325,6 +329,9 @@ pub fn collect(
                     let s = slot.get_or_insert_with(|| {
                         LayerStatistics::new(d, geometry.group, WeightLayout::OutIn, need)
                     });
+                    if c * h * wd == 0 {
+                        continue;
+                    }
                     for sample in values.chunks_exact(c * h * wd).take(n) {
                         for g in 0..geometry.group {
                             geometry.unfold(sample, c, [h, wd], g, &mut rows);

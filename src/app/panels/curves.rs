@@ -115,6 +115,8 @@ pub struct Curves {
     /// A newer snapshot being derived on a worker, and when the last one started.
     deriving: Option<(SnapshotKey, JobHandle<Snapshot>)>,
     last_derived: Option<std::time::Instant>,
+    /// Why the last curves sweep left the data-aware methods out, if it did.
+    pub data_aware_note: Option<String>,
 }
 
 /// What a snapshot was derived from: runs, points, baseline (bits).
@@ -281,6 +283,7 @@ impl Curves {
             snapshot: None,
             deriving: None,
             last_derived: None,
+            data_aware_note: None,
         }
     }
 
@@ -289,6 +292,7 @@ impl Curves {
         self.runs.clear();
         self.snapshot = None;
         self.deriving = None;
+        self.data_aware_note = None;
     }
 
     /// Start a sweep of `kind` over `points`; a running one of the same kind is
@@ -837,7 +841,7 @@ impl super::Panel for CurvesPanel<'_> {
         ui.horizontal(|ui| {
             for kind in [SweepKind::Curves, SweepKind::Sensitivity, SweepKind::Heatmap] {
                 let tip = match kind {
-                    SweepKind::Curves => "Every pruning method at 0–95% sparsity (global and per-tensor magnitude, random, structured rows, 2:4) and int8…int2 per channel. For a llama GGUF: GGUF Q8_0, Q4_0, Q4_K, Q3_K, Q2_K and magnitude 10–50%, each measured on the text (perplexity, KL)",
+                    SweepKind::Curves => "Every pruning method at 0–95% sparsity (global and per-tensor magnitude, random, structured rows, 2:4) and int8…int2 per channel; with data a network runs on, Wanda, SparseGPT and GPTQ too, learning from 128 samples kept apart (every point is then measured on the rest). For a llama GGUF: GGUF Q8_0, Q4_0, Q4_K, Q3_K, Q2_K and magnitude 10–50%, each measured on the text (perplexity, KL)",
                     SweepKind::Sensitivity => "Each layer alone magnitude-pruned to 10–90%, the others untouched: which layers can take it (measured on the data when attached)",
                     _ => "Each layer alone at 10–90% sparsity and int8…int2: weight SQNR, no data needed, seconds for any model; measured sensitivity refines it",
                 };
@@ -848,6 +852,9 @@ impl super::Panel for CurvesPanel<'_> {
         });
         if !can_measure {
             ui.label("No data attached: the curves show weight SQNR (dB), a fidelity proxy, not accuracy. Attach a data set to measure accuracy.");
+        }
+        if let Some(note) = &curves.data_aware_note {
+            ui.weak(note);
         }
         jobs_ui(ui, curves);
         let snap = curves.snapshot(ui.ctx(), baseline_top1);
