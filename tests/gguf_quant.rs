@@ -152,3 +152,43 @@ fn k_quant_dequantization_equals_gguf_py_and_errors_order_by_bits() {
     }
     assert!(rmse.windows(2).all(|w| w[0] > w[1]), "{rmse:?}");
 }
+
+/// Quantization with an importance matrix against ggml's own compiled
+/// `ggml_quantize_chunk(type, …, imatrix)` (libggml-base 0.13.1 via ctypes, what
+/// `llama-quantize --imatrix` runs): every type byte for byte, row by row, on both
+/// inputs as rows of 512 with one importance per column (zeros, outliers and a whole
+/// zero block among them).
+#[test]
+fn importance_weighted_bytes_equal_ggml_quantize_chunk() {
+    let importance = f32s_of_npy("quant/importance.npy");
+    let row = importance.len();
+    for input in ["input", "k_input"] {
+        let x = f32s_of_npy(&format!("quant/{input}.npy"));
+        for q in TYPES.into_iter().chain(K_TYPES) {
+            let theirs = std::fs::read(fixture(&format!("quant/{input}.{}.imatrix.bin", q.name())))
+                .expect("reference bytes");
+            let row_bytes = row / q.block_len() as usize * q.block_bytes() as usize;
+            let mut ours = vec![0u8; x.len() / row * row_bytes];
+            for (values, out) in x.chunks(row).zip(ours.chunks_mut(row_bytes)) {
+                slimscope::compress::importance::quantize_row(q, values, &importance, out);
+            }
+            assert_eq!(ours.len(), theirs.len(), "{input} {}", q.name());
+            let block = q.block_bytes() as usize;
+            let differing: Vec<usize> = ours
+                .chunks(block)
+                .zip(theirs.chunks(block))
+                .enumerate()
+                .filter(|(_, (o, t))| o != t)
+                .map(|(b, _)| b)
+                .collect();
+            assert!(
+                differing.is_empty(),
+                "{input} {}: {} of {} blocks differ from ggml, first {:?}",
+                q.name(),
+                differing.len(),
+                ours.len() / block,
+                &differing[..differing.len().min(8)]
+            );
+        }
+    }
+}

@@ -16,19 +16,19 @@ use half::f16;
 /// Values per super-block.
 pub const QK_K: usize = 256;
 /// Below this, a group counts as all zeros.
-const GROUP_MAX_EPS: f32 = 1e-15;
+pub(super) const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// ggml's `nearest_int`: round half to even through the 1.5·2²³ trick, bit for bit
 /// (including what it makes of values outside ±2²² and of NaN).
 #[inline]
-fn nearest_int(v: f32) -> i32 {
+pub(super) fn nearest_int(v: f32) -> i32 {
     let bits = (v + 12_582_912.0f32).to_bits() as i32;
     (bits & 0x007f_ffff) - 0x0040_0000
 }
 
 /// The value of largest magnitude (sign kept; the first wins ties) and the magnitude.
 #[inline]
-fn signed_max(x: &[f32]) -> (f32, f32) {
+pub(super) fn signed_max(x: &[f32]) -> (f32, f32) {
     let (mut max, mut amax) = (0f32, 0f32);
     for &v in x {
         if v.abs() > amax {
@@ -41,16 +41,22 @@ fn signed_max(x: &[f32]) -> (f32, f32) {
 
 /// f32 → f16 bits and the f32 the decoder will see.
 #[inline]
-fn half(v: f32) -> ([u8; 2], f32) {
+pub(super) fn half(v: f32) -> ([u8; 2], f32) {
     let h = f16::from_f32(v);
     (h.to_le_bytes(), h.to_f32())
 }
 
-/// Symmetric levels `L ∈ [0, 2·nmax)` with an x²-weighted least-squares scale,
-/// searching 19 candidate scales around `-nmax/max` (`make_qx_quants`, rmse_type 1,
-/// no importance weights).
+/// Symmetric levels `L ∈ [0, 2·nmax)` with a weighted least-squares scale,
+/// searching 19 candidate scales around `-nmax/max` (`make_qx_quants`, rmse_type 1):
+/// value `i` (of value `v`) weighs `weight(i, v)`, `v²` without an importance matrix
+/// and the importance weights with one.
 #[inline]
-fn make_qx_quants(nmax: i32, x: &[f32], levels: &mut [i8]) -> f32 {
+pub(super) fn make_qx_quants_by(
+    nmax: i32,
+    x: &[f32],
+    levels: &mut [i8],
+    weight: impl Fn(usize, f32) -> f32,
+) -> f32 {
     let (max, amax) = signed_max(x);
     if amax < GROUP_MAX_EPS {
         levels.fill(0);
@@ -59,9 +65,9 @@ fn make_qx_quants(nmax: i32, x: &[f32], levels: &mut [i8]) -> f32 {
     let level = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
     let sums = |iscale: f32| {
         let (mut sumlx, mut suml2) = (0f32, 0f32);
-        for &v in x {
+        for (i, &v) in x.iter().enumerate() {
             let l = level(iscale, v) as f32;
-            let w = v * v;
+            let w = weight(i, v);
             sumlx += w * v * l;
             suml2 += w * l * l;
         }
@@ -142,7 +148,7 @@ fn make_q3_quants(nmax: i32, x: &[f32], levels: &mut [i8]) -> f32 {
 /// `(scale, min)`; the search moves `min` as it goes, exactly as ggml does.
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn make_qkx2_quants(
+pub(super) fn make_qkx2_quants(
     nmax: i32,
     x: &[f32],
     weights: &[f32],
@@ -285,7 +291,7 @@ pub fn q2_k(x: &[f32], out: &mut [u8]) {
 
 /// Four 2-bit values per byte: value `j + 32·k` of each 128 in bits `2k..2k+2` of byte j.
 #[inline]
-fn pack_2bit(levels: &[u8; QK_K], qs: &mut [u8]) {
+pub(super) fn pack_2bit(levels: &[u8; QK_K], qs: &mut [u8]) {
     for j in (0..QK_K).step_by(128) {
         for l in 0..32 {
             qs[j / 4 + l] = levels[j + l]
@@ -359,7 +365,7 @@ pub fn q3_k(x: &[f32], out: &mut [u8]) {
 
 /// ggml's 12-byte packing of eight 6-bit scales and eight 6-bit mins.
 #[inline]
-fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8], sb: &mut [u8]) {
+pub(super) fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8], sb: &mut [u8]) {
     for j in 0..8 {
         if j < 4 {
             sb[j] = ls[j];
@@ -374,7 +380,7 @@ fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8], sb: &mut [u8]) {
 
 /// Scale and min of sub-block j from the 12-byte packing (`get_scale_min_k4`).
 #[inline]
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+pub(super) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
@@ -495,14 +501,22 @@ pub fn q5_k(x: &[f32], out: &mut [u8]) {
 /// `ql[128]`, `qh[64]`, `scales[16]`, `d` — 210 bytes.
 #[inline]
 pub fn q6_k(x: &[f32], out: &mut [u8]) {
+    q6_k_by(x, out, |_, v| v * v)
+}
+
+/// [`q6_k`] with value `i` of the super-block weighted by `weight(i, x_i)` in the
+/// sub-block fits (an importance matrix's weights, see `super::importance`).
+#[inline]
+pub(super) fn q6_k_by(x: &[f32], out: &mut [u8], weight: impl Fn(usize, f32) -> f32) {
     let mut levels = [0i8; QK_K];
     let mut scales = [0f32; 16];
     let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
     for ib in 0..16 {
-        let scale = make_qx_quants(
+        let scale = make_qx_quants_by(
             32,
             &x[16 * ib..16 * ib + 16],
             &mut levels[16 * ib..16 * ib + 16],
+            |i, v| weight(16 * ib + i, v),
         );
         scales[ib] = scale;
         if scale.abs() > max_abs_scale {

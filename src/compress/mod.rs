@@ -15,6 +15,7 @@ pub mod config;
 pub mod float;
 pub mod gguf_blocks;
 pub mod gptq;
+pub mod importance;
 pub mod k_quants;
 pub mod observers;
 pub mod prune;

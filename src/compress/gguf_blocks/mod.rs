@@ -233,7 +233,7 @@ fn q4_1(x: &[f32], out: &mut [u8]) {
 /// Five-bit packing shared by Q5_0/Q5_1: low nibbles as in Q4, the fifth bits of all
 /// 32 values in a little-endian u32 `qh` (bit j for value j).
 #[inline(always)]
-fn pack5(q: &[u8; BLOCK], qh: &mut [u8], qs: &mut [u8]) {
+pub(in crate::compress) fn pack5(q: &[u8; BLOCK], qh: &mut [u8], qs: &mut [u8]) {
     let mut bits = 0u32;
     for (j, &v) in q.iter().enumerate() {
         bits |= u32::from((v >> 4) & 1) << j;
