@@ -294,3 +294,115 @@ fn the_llama_quantize_arguments_rebuild_the_mixed_types() {
     );
     assert!(!out.exists());
 }
+
+/// `apply --imatrix` with a GGUF rule `method = "imatrix"`: SmolLM2's ffn_down
+/// re-quantized to Q4_K is byte for byte what ggml's own `ggml_quantize_chunk(Q4_K,
+/// …, imatrix)` makes of gguf-py's dequantized values with that importance, from the
+/// GGUF imatrix and from the legacy .dat alike; a tensor the matrix has no entry for
+/// is quantized as without one and says so; the output carries llama.cpp's
+/// `quantize.imatrix.*` keys.
+#[test]
+fn imatrix_quantization_is_what_llama_quantize_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recipe = dir.path().join("imatrix.toml");
+    std::fs::write(
+        &recipe,
+        "version = 1\n\n[[rule]]\nregex = '^blk\\.0\\.(ffn_down|attn_q)\\.weight$'\n\
+         quant = { format = \"gguf\", type = \"Q4_K\", method = \"imatrix\" }\n",
+    )
+    .expect("recipe");
+    let model = fixture("smollm2_q4_1.gguf");
+    let theirs = std::fs::read(fixture("quant/smollm2.ffn_down.Q4_K.imatrix.bin")).expect("ref");
+    for form in ["gguf", "dat"] {
+        let out = dir.path().join(format!("out.{form}.gguf"));
+        let imatrix = fixture(&format!("quant/smollm2.imatrix.{form}"));
+        let (code, stdout, stderr) = slimscope(&[
+            "apply",
+            model.to_str().expect("path"),
+            "--recipe",
+            recipe.to_str().expect("path"),
+            "--imatrix",
+            imatrix.to_str().expect("path"),
+            "-o",
+            out.to_str().expect("path"),
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains("Q4_K (imatrix)"), "{stdout}");
+        assert!(stdout.contains("no importance entry"), "{stdout}");
+        let written = Model::open(&out).expect("the output opens");
+        let i = written
+            .tensor_index("blk.0.ffn_down.weight")
+            .expect("ffn_down");
+        let ours = written.tensor_bytes(i).expect("bytes");
+        assert_eq!(ours.len(), theirs.len());
+        assert!(ours[..] == theirs[..], "{form}: bytes differ from ggml's");
+        let meta = |k: &str| {
+            written
+                .metadata
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            meta("quantize.imatrix.entries_count"),
+            Some(serde_json::json!(1))
+        );
+        assert_eq!(
+            meta("quantize.imatrix.chunks_count"),
+            Some(serde_json::json!(10))
+        );
+        assert_eq!(
+            meta("quantize.imatrix.dataset"),
+            Some(serde_json::json!("slimscope-fixture"))
+        );
+    }
+    // Without the file, one line naming the tensor and what to give; with a file
+    // and no imatrix rule, one line too.
+    let out = dir.path().join("missing.gguf");
+    let (code, _, stderr) = slimscope(&[
+        "apply",
+        model.to_str().expect("path"),
+        "--recipe",
+        recipe.to_str().expect("path"),
+        "-o",
+        out.to_str().expect("path"),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--imatrix FILE"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(!out.exists());
+    let plain = dir.path().join("plain.toml");
+    std::fs::write(&plain, gguf_recipe("Q4_K")).expect("recipe");
+    let (code, _, stderr) = slimscope(&[
+        "apply",
+        model.to_str().expect("path"),
+        "--recipe",
+        plain.to_str().expect("path"),
+        "--imatrix",
+        fixture("quant/smollm2.imatrix.dat").to_str().expect("path"),
+        "-o",
+        out.to_str().expect("path"),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no rule"), "{stderr}");
+    // A truncated legacy file and a GGUF that is not an imatrix: one line naming it.
+    let dat = std::fs::read(fixture("quant/smollm2.imatrix.dat")).expect("dat");
+    let cut = dir.path().join("cut.dat");
+    std::fs::write(&cut, &dat[..dat.len() / 2]).expect("cut");
+    for bad in [cut, model.clone()] {
+        let (code, _, stderr) = slimscope(&[
+            "apply",
+            model.to_str().expect("path"),
+            "--recipe",
+            recipe.to_str().expect("path"),
+            "--imatrix",
+            bad.to_str().expect("path"),
+            "-o",
+            out.to_str().expect("path"),
+        ]);
+        assert_eq!(code, 2, "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(bad.to_str().expect("path")), "{stderr}");
+        assert!(!out.exists());
+    }
+}

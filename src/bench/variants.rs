@@ -137,7 +137,7 @@ pub fn serve_variants(
     for (i, (recipe, text)) in recipes.iter().enumerate() {
         progress(i + 1, total);
         let applied =
-            crate::measure::apply_calibrated(model, recipe, serving.network, serving.data)?;
+            crate::measure::apply_calibrated(model, recipe, serving.network, serving.data, None)?;
         let out = dir.path().join(format!("point.{extension}"));
         write(Some(recipe), &applied, text, &out)?;
         points.push(serve(&out, format!("point {i}"), false)?);
@@ -256,7 +256,8 @@ fn classifier_artifacts(
     let Some((recipe, text)) = recipe else {
         return Ok((original, None));
     };
-    let applied = crate::measure::apply_calibrated(model, recipe, Some(&network), data.as_ref())?;
+    let applied =
+        crate::measure::apply_calibrated(model, recipe, Some(&network), data.as_ref(), None)?;
     let activations = recipe.activations.as_ref();
     if activations.is_some_and(|a| a.calibration_samples() > 0) && data.is_none() {
         anyhow::bail!(

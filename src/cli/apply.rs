@@ -56,6 +56,10 @@ pub struct ApplyArgs {
     /// next layer's inputs with them).
     #[arg(long)]
     pub keep_shapes: bool,
+    /// llama.cpp's importance matrix (`llama-imatrix` output, GGUF or legacy .dat)
+    /// for GGUF rules with `method = "imatrix"`, as `llama-quantize --imatrix` uses it.
+    #[arg(long)]
+    pub imatrix: Option<PathBuf>,
     /// Print the per-tensor report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -135,15 +139,34 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
         );
     }
     recipe.check_source(&args.model)?;
+    let importance = match (&args.imatrix, recipe.uses_imatrix()) {
+        (Some(path), true) => Some(crate::model::imatrix::Imatrix::open(path)?),
+        (Some(path), false) => anyhow::bail!(
+            "{}: no rule of {} uses it (give a GGUF rule `method = \"imatrix\"`)",
+            path.display(),
+            args.recipe.display()
+        ),
+        (None, _) => None,
+    };
     let applied = match (data_aware, &args.data) {
         (Some(_), Some(path)) => {
             let data = crate::eval::load_data(&model, path)?;
             let (network, _) = crate::eval::Network::resolve(&model, args.arch.as_deref(), &data)?;
-            apply_calibrated(&model, &recipe, Some(&network), Some(&data))?
+            apply_calibrated(
+                &model,
+                &recipe,
+                Some(&network),
+                Some(&data),
+                importance.as_ref(),
+            )?
         }
-        _ => apply_calibrated(&model, &recipe, None, None)?,
+        _ => apply_calibrated(&model, &recipe, None, None, importance.as_ref())?,
     };
-    let written = write_output(args, &model, &recipe, &text, &applied, format)?;
+    let gguf_extra = importance
+        .as_ref()
+        .map(crate::export::imatrix_metadata)
+        .unwrap_or_default();
+    let written = write_output(args, &model, &recipe, &text, &applied, format, &gguf_extra)?;
     let summary = summary(&model, &applied);
     let (before, after) = (summary.bytes_before, summary.bytes_after);
     let mut out = std::io::stdout().lock();
@@ -239,6 +262,7 @@ fn write_output(
     text: &str,
     applied: &[(usize, AppliedTensor)],
     format: OutputFormat,
+    gguf_extra: &[(&str, String)],
 ) -> anyhow::Result<Written> {
     if args.layout != Layout::FakeQuant && format != OutputFormat::Safetensors {
         anyhow::bail!(
@@ -278,7 +302,14 @@ fn write_output(
             if rebuild.is_some() {
                 check_output_paths(&[&args.model, &args.recipe], &types_path, args.force)?;
             }
-            write_model(model, applied, text, &args.output, args.force)?;
+            crate::export::write_model_with(
+                model,
+                applied,
+                text,
+                gguf_extra,
+                &args.output,
+                args.force,
+            )?;
             match rebuild {
                 Some(rebuild) => {
                     crate::export::write_text(

@@ -19,6 +19,8 @@ use super::size::{self, Layout, Storage};
 use crate::dtype::{DType, GgmlQuant, decode};
 use crate::error::{Error, Result};
 use crate::model::Model;
+use crate::model::imatrix::Imatrix;
+use rayon::prelude::*;
 
 /// One compressed tensor.
 #[derive(Debug, Clone, Serialize)]
@@ -81,17 +83,21 @@ struct Quantized {
 /// methods (Wanda, SparseGPT).
 #[derive(Clone, Copy)]
 pub struct Calibrated<'a> {
-    pub stats: &'a Statistics,
+    /// Layer-input statistics (Wanda, SparseGPT, GPTQ).
+    pub stats: Option<&'a Statistics>,
     pub dampening: f64,
+    /// An importance matrix (GGUF `method = "imatrix"`).
+    pub importance: Option<&'a Imatrix>,
 }
 
 impl Calibrated<'_> {
     /// What results computed with these statistics depend on, for cache keys.
-    fn key(&self) -> (u64, usize, u64) {
+    fn key(&self) -> (u64, usize, u64, u64) {
         (
-            self.stats.data_key,
-            self.stats.samples,
+            self.stats.map_or(0, |s| s.data_key),
+            self.stats.map_or(0, |s| s.samples),
             self.dampening.to_bits(),
+            self.importance.map_or(0, Imatrix::key),
         )
     }
 }
@@ -111,10 +117,23 @@ pub fn apply_recipe_cached(
     cache: Option<&TensorCache>,
     stats: Option<&Statistics>,
 ) -> Result<Vec<(usize, AppliedTensor)>> {
+    apply_recipe_with(model, recipe, cache, stats, None)
+}
+
+/// [`apply_recipe_cached`] with an importance matrix for GGUF rules whose method is
+/// `imatrix`.
+pub fn apply_recipe_with(
+    model: &Model,
+    recipe: &Recipe,
+    cache: Option<&TensorCache>,
+    stats: Option<&Statistics>,
+    importance: Option<&Imatrix>,
+) -> Result<Vec<(usize, AppliedTensor)>> {
     let plans = recipe.plan(model)?;
-    let calibrated = stats.map(|stats| Calibrated {
+    let calibrated = (stats.is_some() || importance.is_some()).then(|| Calibrated {
         stats,
         dampening: recipe.dampening(),
+        importance,
     });
     apply_cached(model, &plans, cache, calibrated)
 }
@@ -133,7 +152,7 @@ pub struct CacheKey {
     quant: Option<QuantSpec>,
     group: Vec<usize>,
     /// The statistics a data-aware method's result depends on.
-    calibration: Option<(u64, usize, u64)>,
+    calibration: Option<(u64, usize, u64, u64)>,
 }
 
 /// The rule index of a global magnitude plan (its tensors share one threshold).
@@ -175,6 +194,12 @@ fn cache_key(
             .as_ref()
             .and_then(|(p, _)| p.needs())
             .or(plan.quant.as_ref().and_then(QuantSpec::needs))
+            .map(|_| ())
+            .or(plan
+                .quant
+                .as_ref()
+                .is_some_and(QuantSpec::uses_imatrix)
+                .then_some(()))
             .and(calibrated.map(|c| c.key())),
     }
 }
@@ -386,7 +411,7 @@ fn layer_statistics<'a>(
             ),
         ));
     };
-    let Some(layer) = calibrated.stats.layer(&info.name) else {
+    let Some(layer) = calibrated.stats.and_then(|s| s.layer(&info.name)) else {
         return Err(bad(
             &info.name,
             format!(
@@ -541,6 +566,9 @@ fn compress_one(
         Some(q @ QuantSpec::Int { .. }) if q.needs().is_some() => {
             gptq_grid(&values, info, q, calibrated, mask.as_ref())?
         }
+        Some(q) if q.uses_imatrix() => {
+            importance_grid(&values, info, q, calibrated.and_then(|c| c.importance))?
+        }
         q => quantize(
             &values,
             q.as_ref(),
@@ -614,14 +642,13 @@ fn compress_one(
         stored,
         packed,
         grid,
-        calibration: data_aware
-            .then_some(calibrated)
-            .flatten()
-            .map(|c| Provenance {
-                samples: c.stats.samples,
-                data_sha256: c.stats.data_sha256.clone(),
+        calibration: data_aware.then_some(calibrated).flatten().and_then(|c| {
+            c.stats.map(|s| Provenance {
+                samples: s.samples,
+                data_sha256: s.data_sha256.clone(),
                 dampening: c.dampening,
-            }),
+            })
+        }),
     })
 }
 
@@ -714,7 +741,7 @@ fn quantize(
             };
             int_grid(values, &scheme, row_len, name)
         }
-        Some(q @ QuantSpec::Gguf { block_type }) => {
+        Some(q @ QuantSpec::Gguf { block_type, .. }) => {
             let t = q
                 .gguf_type()
                 .ok_or_else(|| bad(name, format!("unknown GGUF type {block_type}")))?;
@@ -756,6 +783,84 @@ impl Quantized {
             grid: None,
         }
     }
+}
+
+/// `values` in ggml blocks of the spec's type, each row weighted by the importance
+/// of its columns as `llama-quantize --imatrix` does. A tensor the matrix has no
+/// entry for is quantized as without one (llama.cpp does the same), and says so.
+fn importance_grid(
+    values: &[f32],
+    info: &crate::model::TensorInfo,
+    q: &QuantSpec,
+    importance: Option<&Imatrix>,
+) -> Result<Quantized> {
+    let name = &info.name;
+    let Some(t) = q.gguf_type() else {
+        return Err(bad(name, "not a GGUF type".into()));
+    };
+    let Some(importance) = importance else {
+        return Err(bad(
+            name,
+            "method = \"imatrix\" weighs blocks by an importance matrix: give one \
+             (`--imatrix FILE`, llama.cpp's GGUF or legacy .dat)"
+                .into(),
+        ));
+    };
+    let last_dim = info.shape.last().copied().unwrap_or(1).max(1) as usize;
+    let Some(weights) = importance.get(name) else {
+        let mut plain = gguf_grid(values, t, last_dim as u64, name)?;
+        plain.words = plain
+            .words
+            .map(|w| format!("{w} (no importance entry in {})", importance.path.display()));
+        return Ok(plain);
+    };
+    if !last_dim.is_multiple_of(t.block_len() as usize) {
+        return Err(bad(
+            name,
+            format!(
+                "{} needs rows of {}, these have {last_dim}",
+                t.name(),
+                t.block_len()
+            ),
+        ));
+    }
+    // One importance per column of every row; a 3-D expert tensor has one row of
+    // importance per matrix.
+    let rows_per_matrix = if weights.len() == last_dim {
+        values.len() / last_dim
+    } else if info.shape.len() == 3 && weights.len() == last_dim * info.shape[0] as usize {
+        info.shape[1] as usize
+    } else {
+        return Err(bad(
+            name,
+            format!(
+                "its importance entry in {} has {} values for rows of {last_dim}",
+                importance.path.display(),
+                weights.len()
+            ),
+        ));
+    };
+    let row_bytes = last_dim / t.block_len() as usize * t.block_bytes() as usize;
+    let mut bytes = vec![0u8; values.len() / last_dim * row_bytes];
+    bytes
+        .par_chunks_mut(row_bytes)
+        .zip(values.par_chunks(last_dim))
+        .enumerate()
+        .for_each(|(r, (out, row))| {
+            let m = r / rows_per_matrix.max(1);
+            let w = &weights[m * last_dim..(m + 1) * last_dim];
+            super::importance::quantize_row(t, row, w, out);
+        });
+    let mut y = vec![0f32; values.len()];
+    decode(DType::Quant(t), &bytes, &mut y);
+    Ok(Quantized {
+        values: y,
+        storage: Storage::Gguf { quant: t },
+        words: Some(format!("{} (imatrix)", t.name())),
+        stored: DType::Quant(t),
+        packed: Some(bytes),
+        grid: None,
+    })
 }
 
 /// `values` in ggml blocks of type `t`, and what the blocks decode to.

@@ -172,6 +172,7 @@ impl Format {
             Format::Fp8E5m2 => QuantSpec::Fp8E5m2,
             Format::Gguf(q) => QuantSpec::Gguf {
                 block_type: q.name().to_owned(),
+                method: Default::default(),
             },
         })
     }

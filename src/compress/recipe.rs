@@ -352,7 +352,22 @@ pub enum QuantSpec {
     Gguf {
         #[serde(rename = "type")]
         block_type: String,
+        /// Round to nearest, or weighted by an importance matrix (`--imatrix`).
+        #[serde(default, skip_serializing_if = "is_default")]
+        method: GgufMethod,
     },
+}
+
+/// How a GGUF tensor's blocks are fitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GgufMethod {
+    /// llama.cpp's reference quantizers (`llama-quantize` without `--imatrix`).
+    #[default]
+    Rtn,
+    /// llama.cpp's quantizers with an importance matrix (`llama-quantize
+    /// --imatrix`, see [`super::importance`]).
+    Imatrix,
 }
 
 fn yes() -> bool {
@@ -410,10 +425,21 @@ impl QuantSpec {
             _ => None,
         }
     }
+    /// Whether this spec weighs its blocks by an importance matrix.
+    pub fn uses_imatrix(&self) -> bool {
+        matches!(
+            self,
+            QuantSpec::Gguf {
+                method: GgufMethod::Imatrix,
+                ..
+            }
+        )
+    }
+
     /// The ggml block type of a `gguf` spec.
     pub fn gguf_type(&self) -> Option<GgmlQuant> {
         match self {
-            QuantSpec::Gguf { block_type } => (0..=39)
+            QuantSpec::Gguf { block_type, .. } => (0..=39)
                 .filter_map(GgmlQuant::from_type_id)
                 .find(|q| q.name() == block_type),
             _ => None,
@@ -532,7 +558,7 @@ impl Recipe {
                     format!("rule {}: N:M needs 0 < N <= M, got {n}:{m}", i + 1),
                 ));
             }
-            if let Some(q @ QuantSpec::Gguf { block_type }) = &rule.quant
+            if let Some(q @ QuantSpec::Gguf { block_type, .. }) = &rule.quant
                 && q.gguf_type()
                     .is_none_or(|t| !super::gguf_blocks::supports(t))
             {
@@ -574,6 +600,13 @@ impl Recipe {
     }
 
     /// The most that the recipe's data-aware methods need of the calibration data.
+    /// Whether a rule weighs GGUF blocks by an importance matrix.
+    pub fn uses_imatrix(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.quant.as_ref().is_some_and(QuantSpec::uses_imatrix))
+    }
+
     pub fn statistics_needed(&self) -> Option<Need> {
         self.rules
             .iter()

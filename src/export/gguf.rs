@@ -22,6 +22,7 @@ const DEFAULT_ALIGNMENT: u64 = 32;
 /// ggml's `GGML_MAX_NAME` is 64 bytes including the terminating NUL.
 const MAX_NAME_BYTES: usize = 63;
 const TYPE_U32: u32 = 4;
+const TYPE_I32: u32 = 5;
 const TYPE_STRING: u32 = 8;
 
 /// ggml's type id for an element type GGUF can hold as is.
@@ -272,7 +273,13 @@ fn out_metadata(
         );
     }
     for (key, value) in extra {
-        set_entry(&mut entries, key, TYPE_STRING, string_value(value));
+        // llama.cpp's imatrix counts are int32 keys; everything else is a string.
+        match value.parse::<i32>() {
+            Ok(n) if key.ends_with("_count") => {
+                set_entry(&mut entries, key, TYPE_I32, n.to_le_bytes().to_vec())
+            }
+            _ => set_entry(&mut entries, key, TYPE_STRING, string_value(value)),
+        }
     }
     Ok(entries)
 }

@@ -91,16 +91,26 @@ pub fn write_model(
     out: &Path,
     force: bool,
 ) -> Result<()> {
+    write_model_with(model, applied, recipe, &[], out, force)
+}
+
+/// [`write_model`] with more GGUF metadata (`gguf_extra`, for a `.gguf` output).
+pub fn write_model_with(
+    model: &Model,
+    applied: &[(usize, AppliedTensor)],
+    recipe: &str,
+    gguf_extra: &[(&str, String)],
+    out: &Path,
+    force: bool,
+) -> Result<()> {
     let format = OutputFormat::of(out)?;
     check_output(model, out, force)?;
     match format {
-        OutputFormat::Gguf => write_gguf(
-            model,
-            applied,
-            &embedded(model, applied, recipe),
-            out,
-            force,
-        ),
+        OutputFormat::Gguf => {
+            let mut extra = embedded(model, applied, recipe).to_vec();
+            extra.extend_from_slice(gguf_extra);
+            write_gguf(model, applied, &extra, out, force)
+        }
         OutputFormat::Safetensors => write_safetensors(
             model,
             applied,
@@ -143,6 +153,31 @@ pub fn embedded(
         ("slimscope.recipe", recipe.to_owned()),
         ("slimscope.summary", summary(model, applied).to_json(false)),
     ]
+}
+
+/// llama.cpp's own metadata for a GGUF quantized with an importance matrix
+/// (`llama-quantize --imatrix` writes the same keys).
+pub fn imatrix_metadata(
+    importance: &crate::model::imatrix::Imatrix,
+) -> Vec<(&'static str, String)> {
+    let mut out = vec![
+        (
+            "quantize.imatrix.file",
+            importance.path.display().to_string(),
+        ),
+        (
+            "quantize.imatrix.entries_count",
+            importance.entries.len().to_string(),
+        ),
+        (
+            "quantize.imatrix.chunks_count",
+            importance.chunks.to_string(),
+        ),
+    ];
+    if let Some(d) = importance.datasets.first() {
+        out.push(("quantize.imatrix.dataset", d.clone()));
+    }
+    out
 }
 
 /// Write `text` to `out` atomically (a recipe beside an export).

@@ -168,9 +168,10 @@ pub fn apply_calibrated(
     recipe: &Recipe,
     network: Option<&crate::eval::Network>,
     data: Option<&crate::eval::data::Dataset>,
+    importance: Option<&crate::model::imatrix::Imatrix>,
 ) -> Result<Vec<(usize, AppliedTensor)>> {
     let Some((need, tensors)) = recipe.statistics_request(model)? else {
-        return apply_recipe_cached(model, recipe, None, None);
+        return crate::compress::apply::apply_recipe_with(model, recipe, None, None, importance);
     };
     let (Some(network), Some(data)) = (network, data) else {
         return Err(Error::InvalidSetting(format!(
@@ -184,7 +185,7 @@ pub fn apply_calibrated(
     }
     let (_, apart) = data.split_apart(recipe.kept_apart())?;
     let stats = network.statistics(model, &apart, need, &tensors, |_, _| true)?;
-    apply_recipe_cached(model, recipe, None, Some(&stats))
+    crate::compress::apply::apply_recipe_with(model, recipe, None, Some(&stats), importance)
 }
 
 /// The second, slower part of [`measure`]: the task's figures with `applied` in

@@ -10,6 +10,7 @@
 
 mod gguf;
 pub use gguf::{RawEntry, raw_metadata};
+pub mod imatrix;
 mod layers;
 mod npy;
 pub mod onnx;
