@@ -139,29 +139,7 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
         );
     }
     recipe.check_source(&args.model)?;
-    let importance = match (&args.imatrix, recipe.uses_imatrix()) {
-        (Some(path), true) => Some(crate::model::imatrix::Imatrix::open(path)?),
-        (Some(path), false) => anyhow::bail!(
-            "{}: no rule of {} uses it (give a GGUF rule `method = \"imatrix\"`)",
-            path.display(),
-            args.recipe.display()
-        ),
-        (None, _) => None,
-    };
-    let applied = match (data_aware, &args.data) {
-        (Some(_), Some(path)) => {
-            let data = crate::eval::load_data(&model, path)?;
-            let (network, _) = crate::eval::Network::resolve(&model, args.arch.as_deref(), &data)?;
-            apply_calibrated(
-                &model,
-                &recipe,
-                Some(&network),
-                Some(&data),
-                importance.as_ref(),
-            )?
-        }
-        _ => apply_calibrated(&model, &recipe, None, None, importance.as_ref())?,
-    };
+    let (applied, importance) = compress(args, &model, &recipe)?;
     let gguf_extra = importance
         .as_ref()
         .map(crate::export::imatrix_metadata)
@@ -252,6 +230,42 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
     }
     writeln!(out, "SQNR is weight fidelity, not accuracy.")?;
     Ok(())
+}
+
+/// The applied tensors and the importance matrix they were weighted by.
+type Compressed = (
+    Vec<(usize, AppliedTensor)>,
+    Option<crate::model::imatrix::Imatrix>,
+);
+
+/// The recipe applied to the model, with the calibration data or the importance
+/// matrix its data-aware rules learn from.
+fn compress(args: &ApplyArgs, model: &Model, recipe: &Recipe) -> anyhow::Result<Compressed> {
+    let data_aware = recipe.statistics_needed();
+    let importance = match (&args.imatrix, recipe.uses_imatrix()) {
+        (Some(path), true) => Some(crate::model::imatrix::Imatrix::open(path)?),
+        (Some(path), false) => anyhow::bail!(
+            "{}: no rule of {} uses it (give a GGUF rule `method = \"imatrix\"`)",
+            path.display(),
+            args.recipe.display()
+        ),
+        (None, _) => None,
+    };
+    let applied = match (data_aware, &args.data) {
+        (Some(_), Some(path)) => {
+            let data = crate::eval::load_data(model, path)?;
+            let (network, _) = crate::eval::Network::resolve(model, args.arch.as_deref(), &data)?;
+            apply_calibrated(
+                model,
+                recipe,
+                Some(&network),
+                Some(&data),
+                importance.as_ref(),
+            )?
+        }
+        _ => apply_calibrated(model, recipe, None, None, importance.as_ref())?,
+    };
+    Ok((applied, importance))
 }
 
 /// Write the export `args.output` names, as `format` and `--layout` say.
