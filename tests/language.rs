@@ -318,3 +318,72 @@ fn a_gguf_slimscope_wrote_runs_and_keeps_its_answer() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(text.starts_with(" Paris"), "{text:?}");
 }
+
+/// `slimscope imatrix`: SmolLM2's importance matrix on the 12-token sentence the
+/// float64 numpy forward pass scores. gguf-py reads the file as llama.cpp lays it out
+/// (general.type imatrix, chunk count and size, an in_sum2 and a counts tensor per
+/// blk.* matmul), and every column's Σx² equals numpy's within 1e-3 of the tensor's
+/// largest; `apply --imatrix` takes the file.
+#[test]
+fn imatrix_of_smollm2_is_the_sums_numpy_computes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = dir.path().join("sentence.txt");
+    std::fs::write(&text, "The capital of France is Paris. It is known for its").expect("text");
+    let out = dir.path().join("smollm2.imatrix.gguf");
+    let model = fixture("smollm2_q4_1.gguf");
+    let (code, stdout, stderr) = common::slimscope(&[
+        "imatrix",
+        model.to_str().expect("path"),
+        "--data",
+        text.to_str().expect("path"),
+        "--chunk",
+        "12",
+        "-o",
+        out.to_str().expect("path"),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("210 importance entries over 1 chunks"),
+        "{stdout}"
+    );
+    let read = common::reference_script("read_gguf.py", &[out.to_str().expect("path")]);
+    assert_eq!(read["metadata"]["general.type"], "imatrix");
+    assert_eq!(read["metadata"]["imatrix.chunk_count"], 1);
+    assert_eq!(read["metadata"]["imatrix.chunk_size"], 12);
+    assert_eq!(read["tensors"].as_array().map(Vec::len), Some(420));
+    let ours = slimscope::model::imatrix::Imatrix::open(&out).expect("our reader");
+    let reference = slimscope::Model::open(fixture("quant/smollm2_in_sum2.npz")).expect("npz");
+    assert_eq!(reference.tensors.len(), 210);
+    for (i, t) in reference.tensors.iter().enumerate() {
+        let theirs = reference.tensor_f32(i).expect("values");
+        let mean = ours
+            .get(&t.name)
+            .unwrap_or_else(|| panic!("{} missing", t.name));
+        assert_eq!(mean.len(), theirs.len(), "{}", t.name);
+        let largest = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = mean
+            .iter()
+            .zip(&theirs)
+            .map(|(m, s)| (m * 12.0 - s).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 1e-3 * largest, "{}: {worst} of {largest}", t.name);
+    }
+    let recipe = dir.path().join("q4k.toml");
+    std::fs::write(
+        &recipe,
+        "version = 1\n\n[[rule]]\nmatch = \"blk.*.weight\"\nquant = { format = \"gguf\", type = \"Q4_K\", method = \"imatrix\" }\n",
+    )
+    .expect("recipe");
+    let q = dir.path().join("q4k.gguf");
+    let (code, _, stderr) = common::slimscope(&[
+        "apply",
+        model.to_str().expect("path"),
+        "--recipe",
+        recipe.to_str().expect("path"),
+        "--imatrix",
+        out.to_str().expect("path"),
+        "-o",
+        q.to_str().expect("path"),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+}

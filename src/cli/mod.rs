@@ -4,6 +4,7 @@
 mod apply;
 mod embed;
 mod eval;
+mod imatrix;
 mod inspect;
 mod interrupt;
 mod sweep;
@@ -41,6 +42,9 @@ pub enum Command {
     Embed(embed::EmbedArgs),
     /// Continue a prompt with a llama-family GGUF (greedy), compressed or not.
     Generate(eval::GenerateArgs),
+    /// llama.cpp's importance matrix of a llama GGUF on a text (`llama-imatrix`), for
+    /// `apply --imatrix`.
+    Imatrix(imatrix::ImatrixArgs),
     /// Trade-off curves: accuracy (or weight fidelity) against sparsity and bit-width,
     /// per-layer sensitivity and the Pareto front.
     Sweep(sweep::SweepArgs),
@@ -74,6 +78,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(&args),
         Command::Embed(args) => embed::run(&args),
         Command::Generate(args) => eval::generate(&args),
+        Command::Imatrix(args) => imatrix::run(&args),
         Command::Sweep(args) => sweep::run(&args),
         Command::Finetune(args) => train::finetune(&args),
         Command::Distill(args) => train::distill(&args),

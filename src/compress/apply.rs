@@ -814,16 +814,24 @@ fn importance_grid(
             .map(|w| format!("{w} (no importance entry in {})", importance.path.display()));
         return Ok(plain);
     };
-    if !last_dim.is_multiple_of(t.block_len() as usize) {
-        return Err(bad(
-            name,
-            format!(
-                "{} needs rows of {}, these have {last_dim}",
-                t.name(),
-                t.block_len()
+    // llama.cpp's fallback type where rows are not whole blocks (weighted too), or
+    // f16 where none fits.
+    let (t, words) = if last_dim.is_multiple_of(t.block_len() as usize) {
+        (t, format!("{} (imatrix)", t.name()))
+    } else {
+        match k_quant_fallback(t).filter(|f| last_dim.is_multiple_of(f.block_len() as usize)) {
+            Some(f) => (
+                f,
+                format!(
+                    "{} (imatrix; {} needs rows of {})",
+                    f.name(),
+                    t.name(),
+                    t.block_len()
+                ),
             ),
-        ));
-    }
+            None => return gguf_grid(values, t, last_dim as u64, name),
+        }
+    };
     // One importance per column of every row; a 3-D expert tensor has one row of
     // importance per matrix.
     let rows_per_matrix = if weights.len() == last_dim {
@@ -856,7 +864,7 @@ fn importance_grid(
     Ok(Quantized {
         values: y,
         storage: Storage::Gguf { quant: t },
-        words: Some(format!("{} (imatrix)", t.name())),
+        words: Some(words),
         stored: DType::Quant(t),
         packed: Some(bytes),
         grid: None,

@@ -13,6 +13,7 @@ pub mod causal_lm;
 pub mod data;
 pub mod embeddings;
 pub mod evaluator;
+pub mod imatrix;
 
 use std::borrow::Cow;
 use std::path::Path;

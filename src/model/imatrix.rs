@@ -68,6 +68,71 @@ impl Imatrix {
     }
 }
 
+/// An importance matrix as collected, before averaging: what `llama-imatrix` writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sums {
+    /// Per weight tensor: Σx² of each input column, and the tokens counted.
+    pub entries: std::collections::BTreeMap<String, (Vec<f32>, f32)>,
+    /// The calibration text's name.
+    pub dataset: String,
+    pub chunks: u32,
+    pub chunk_size: u32,
+}
+
+impl Sums {
+    /// The file `llama-imatrix` writes (GGUF, `general.type = imatrix`): per entry
+    /// `<name>.in_sum2` (F32, ne = [columns, 1]) and `<name>.counts` (F32, [1, 1]) in
+    /// name order, and the datasets, chunk count and chunk size. Byte-reproducible.
+    pub fn encode_gguf(&self) -> Vec<u8> {
+        const ALIGN: usize = 32;
+        fn string(out: &mut Vec<u8>, s: &str) {
+            out.extend((s.len() as u64).to_le_bytes());
+            out.extend(s.as_bytes());
+        }
+        let mut out = b"GGUF".to_vec();
+        out.extend(3u32.to_le_bytes());
+        out.extend((2 * self.entries.len() as u64).to_le_bytes());
+        out.extend(4u64.to_le_bytes());
+        string(&mut out, "general.type");
+        out.extend(8u32.to_le_bytes());
+        string(&mut out, "imatrix");
+        string(&mut out, "imatrix.datasets");
+        out.extend(9u32.to_le_bytes());
+        out.extend(8u32.to_le_bytes());
+        out.extend(1u64.to_le_bytes());
+        string(&mut out, &self.dataset);
+        for (key, v) in [
+            ("imatrix.chunk_count", self.chunks),
+            ("imatrix.chunk_size", self.chunk_size),
+        ] {
+            string(&mut out, key);
+            out.extend(4u32.to_le_bytes());
+            out.extend(v.to_le_bytes());
+        }
+        let mut data: Vec<u8> = Vec::new();
+        for (name, (sums, count)) in &self.entries {
+            for (suffix, values, ne0) in [
+                ("in_sum2", sums.as_slice(), sums.len()),
+                ("counts", std::slice::from_ref(count), 1),
+            ] {
+                string(&mut out, &format!("{name}.{suffix}"));
+                out.extend(2u32.to_le_bytes());
+                out.extend((ne0 as u64).to_le_bytes());
+                out.extend(1u64.to_le_bytes());
+                out.extend(0u32.to_le_bytes());
+                out.extend((data.len() as u64).to_le_bytes());
+                for v in values {
+                    data.extend(v.to_le_bytes());
+                }
+                data.resize(data.len().next_multiple_of(ALIGN), 0);
+            }
+        }
+        out.resize(out.len().next_multiple_of(ALIGN), 0);
+        out.extend(data);
+        out
+    }
+}
+
 type Read = (HashMap<String, Vec<f32>>, Vec<String>, u64);
 
 fn read_gguf(path: &Path) -> Result<Read> {
