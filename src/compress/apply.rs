@@ -859,31 +859,29 @@ fn importance_grid(
             let w = &weights[m * last_dim..(m + 1) * last_dim];
             super::importance::quantize_row(t, row, w, out);
         });
-    let mut y = vec![0f32; values.len()];
-    decode(DType::Quant(t), &bytes, &mut y);
-    Ok(Quantized {
-        values: y,
-        storage: Storage::Gguf { quant: t },
-        words: Some(words),
-        stored: DType::Quant(t),
-        packed: Some(bytes),
-        grid: None,
-    })
+    Ok(Quantized::blocks(bytes, t, words, values.len()))
 }
 
 /// `values` in ggml blocks of type `t`, and what the blocks decode to.
 fn blocks(values: &[f32], t: GgmlQuant, words: String, name: &str) -> Result<Quantized> {
     let bytes = gguf_blocks::quantize(t, values).map_err(|e| bad(name, e.to_string()))?;
-    let mut y = vec![0f32; values.len()];
-    decode(DType::Quant(t), &bytes, &mut y);
-    Ok(Quantized {
-        values: y,
-        storage: Storage::Gguf { quant: t },
-        words: Some(words),
-        stored: DType::Quant(t),
-        packed: Some(bytes),
-        grid: None,
-    })
+    Ok(Quantized::blocks(bytes, t, words, values.len()))
+}
+
+impl Quantized {
+    /// ggml blocks of type `t` (`len` values) and what they decode to.
+    fn blocks(bytes: Vec<u8>, t: GgmlQuant, words: String, len: usize) -> Self {
+        let mut y = vec![0f32; len];
+        decode(DType::Quant(t), &bytes, &mut y);
+        Quantized {
+            values: y,
+            storage: Storage::Gguf { quant: t },
+            words: Some(words),
+            stored: DType::Quant(t),
+            packed: Some(bytes),
+            grid: None,
+        }
+    }
 }
 
 /// No quant rule: the stored type is kept (a block-quantized source's blocks, a

@@ -13,8 +13,8 @@
 
 use super::gguf_blocks::{BLOCK, pack5};
 use super::k_quants::{
-    GROUP_MAX_EPS, QK_K, half, make_qkx2_quants, make_qx_quants_by, nearest_int, pack_2bit,
-    pack_scale_min_k4, scale_min_k4,
+    GROUP_MAX_EPS, QK_K, half, make_qkx2_quants, make_qx_quants_by, nearest_int, pack_q4_k,
+    pack_q5_k, pack_scale_min_k4, q2_k_finish, q3_k_finish, requantize_k45,
 };
 use crate::dtype::GgmlQuant;
 
@@ -213,17 +213,7 @@ fn q2_k(x: &[f32], qw: &[f32], out: &mut [u8]) {
     for j in 0..16 {
         sb[j] = ls[j] | (lm[j] << 4);
     }
-    for j in 0..16 {
-        let d = dm * f32::from(sb[j] & 0xf);
-        if d == 0.0 {
-            continue;
-        }
-        let m = mm * f32::from(sb[j] >> 4);
-        for ii in 0..16 {
-            levels[16 * j + ii] = nearest_int((x[16 * j + ii] + m) / d).clamp(0, 3) as u8;
-        }
-    }
-    pack_2bit(&levels, qs);
+    q2_k_finish(x, sb, (dm, mm), &mut levels, qs);
 }
 
 /// Q3_K with importance (`quantize_row_q3_K_impl`): 110 bytes per 256 values.
@@ -254,28 +244,7 @@ fn q3_k(x: &[f32], qw: &[f32], out: &mut [u8]) {
     }
     let (bytes, d_all) = half(d_block);
     dd.copy_from_slice(&bytes);
-    for j in 0..16 {
-        let low = if j < 8 { sb[j] & 0xf } else { sb[j - 8] >> 4 };
-        let sc = (low | (((sb[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) as i8 as i32 - 32;
-        let d = d_all * sc as f32;
-        if d == 0.0 {
-            continue;
-        }
-        for ii in 0..16 {
-            levels[16 * j + ii] = (nearest_int(x[16 * j + ii] / d).clamp(-4, 3) + 4) as i8;
-        }
-    }
-    hmask.fill(0);
-    let mut unsigned = [0u8; QK_K];
-    for (j, (&l, u)) in levels.iter().zip(unsigned.iter_mut()).enumerate() {
-        let mut l = l as u8;
-        if l > 3 {
-            hmask[j % 32] |= 1 << (j / 32);
-            l -= 4;
-        }
-        *u = l;
-    }
-    pack_2bit(&unsigned, qs);
+    q3_k_finish(x, sb, d_all, &mut levels, hmask, qs);
 }
 
 /// Q4_K (`nmax` 15, 144 bytes) or Q5_K (`nmax` 31, 176 bytes) with importance
@@ -309,45 +278,11 @@ fn q45_k(x: &[f32], qw: &[f32], nmax: i32, out: &mut [u8]) {
     let (m_bytes, dmin) = half(m_block);
     dd[..2].copy_from_slice(&d_bytes);
     dd[2..].copy_from_slice(&m_bytes);
-    for j in 0..8 {
-        let (sc, m) = scale_min_k4(j, sb);
-        let d = d * f32::from(sc);
-        if d == 0.0 {
-            continue;
-        }
-        let dm = dmin * f32::from(m);
-        for ii in 0..32 {
-            levels[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / d).clamp(0, nmax) as u8;
-        }
-    }
+    requantize_k45(x, sb, (d, dmin), nmax, &mut levels);
     if nmax == 15 {
-        for (chunk, q) in levels.chunks_exact(64).zip(rest.chunks_exact_mut(32)) {
-            for l in 0..32 {
-                q[l] = chunk[l] | (chunk[l + 32] << 4);
-            }
-        }
-        return;
-    }
-    let (qh, qs) = rest.split_at_mut(32);
-    qh.fill(0);
-    for (n, (chunk, q)) in levels
-        .chunks_exact(64)
-        .zip(qs.chunks_exact_mut(32))
-        .enumerate()
-    {
-        let (m1, m2) = (1u8 << (2 * n), 2u8 << (2 * n));
-        for j in 0..32 {
-            let (mut l1, mut l2) = (chunk[j], chunk[j + 32]);
-            if l1 > 15 {
-                l1 -= 16;
-                qh[j] |= m1;
-            }
-            if l2 > 15 {
-                l2 -= 16;
-                qh[j] |= m2;
-            }
-            q[j] = l1 | (l2 << 4);
-        }
+        pack_q4_k(&levels, rest);
+    } else {
+        pack_q5_k(&levels, rest);
     }
 }
 

@@ -276,6 +276,20 @@ pub fn q2_k(x: &[f32], out: &mut [u8]) {
     } else {
         dd[2..].copy_from_slice(&half(0.0).0);
     }
+    q2_k_finish(x, sb, (d, dmin), &mut levels, qs);
+}
+
+/// Q2_K's last steps, shared with the importance-weighted quantizer: every value
+/// re-rounded against the scale and min it will be decoded with (`d`, `dmin` and
+/// the 4-bit pairs in `sb`), then packed four to a byte into `qs`.
+#[inline]
+pub(super) fn q2_k_finish(
+    x: &[f32],
+    sb: &[u8],
+    (d, dmin): (f32, f32),
+    levels: &mut [u8; QK_K],
+    qs: &mut [u8],
+) {
     for j in 0..16 {
         let d = d * f32::from(sb[j] & 0xf);
         if d == 0.0 {
@@ -286,7 +300,7 @@ pub fn q2_k(x: &[f32], out: &mut [u8]) {
             levels[16 * j + ii] = nearest_int((x[16 * j + ii] + dm) / d).clamp(0, 3) as u8;
         }
     }
-    pack_2bit(&levels, qs);
+    pack_2bit(levels, qs);
 }
 
 /// Four 2-bit values per byte: value `j + 32·k` of each 128 in bits `2k..2k+2` of byte j.
@@ -339,6 +353,21 @@ pub fn q3_k(x: &[f32], out: &mut [u8]) {
     } else {
         dd.copy_from_slice(&half(0.0).0);
     }
+    q3_k_finish(x, sb, d_all, &mut levels, hmask, qs);
+}
+
+/// Q3_K's last steps, shared with the importance-weighted quantizer: every value
+/// re-rounded against its decoded 6-bit scale (`sb`, times `d_all`), then split
+/// into the high-bit mask `hmask` and two low bits packed into `qs`.
+#[inline]
+pub(super) fn q3_k_finish(
+    x: &[f32],
+    sb: &[u8],
+    d_all: f32,
+    levels: &mut [i8; QK_K],
+    hmask: &mut [u8],
+    qs: &mut [u8],
+) {
     for j in 0..16 {
         let low = if j < 8 { sb[j] & 0xf } else { sb[j - 8] >> 4 };
         let sc = (low | (((sb[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) as i32 - 32;
@@ -441,6 +470,20 @@ fn qkx_levels(x: &[f32], nmax: i32, rmin: f32, nstep: i32, head: &mut [u8]) -> [
     let (m_bytes, dmin) = half(max_min / 63.0);
     dd[..2].copy_from_slice(&d_bytes);
     dd[2..].copy_from_slice(&m_bytes);
+    requantize_k45(x, sb, (d, dmin), nmax, &mut levels);
+    levels
+}
+
+/// Q4_K's and Q5_K's values re-rounded against the scale and min each will be
+/// decoded with (`d`, `dmin` and the 6-bit pairs packed in `sb`).
+#[inline]
+pub(super) fn requantize_k45(
+    x: &[f32],
+    sb: &[u8],
+    (d, dmin): (f32, f32),
+    nmax: i32,
+    levels: &mut [u8; QK_K],
+) {
     for j in 0..8 {
         let (sc, m) = scale_min_k4(j, sb);
         let d = d * f32::from(sc);
@@ -452,7 +495,6 @@ fn qkx_levels(x: &[f32], nmax: i32, rmin: f32, nstep: i32, head: &mut [u8]) -> [
             levels[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / d).clamp(0, nmax) as u8;
         }
     }
-    levels
 }
 
 /// Four bits per value, 6-bit scale and min per 32 values: `d`, `dmin`,
@@ -461,6 +503,12 @@ fn qkx_levels(x: &[f32], nmax: i32, rmin: f32, nstep: i32, head: &mut [u8]) -> [
 pub fn q4_k(x: &[f32], out: &mut [u8]) {
     let (head, qs) = out.split_at_mut(16);
     let levels = qkx_levels(x, 15, -1.0, 20, head);
+    pack_q4_k(&levels, qs);
+}
+
+/// Q4_K's `qs`: values `l` and `l + 32` of every 64 in one byte.
+#[inline]
+pub(super) fn pack_q4_k(levels: &[u8; QK_K], qs: &mut [u8]) {
     for (chunk, q) in levels.chunks_exact(64).zip(qs.chunks_exact_mut(32)) {
         for l in 0..32 {
             q[l] = chunk[l] | (chunk[l + 32] << 4);
@@ -474,6 +522,12 @@ pub fn q4_k(x: &[f32], out: &mut [u8]) {
 pub fn q5_k(x: &[f32], out: &mut [u8]) {
     let (head, rest) = out.split_at_mut(16);
     let levels = qkx_levels(x, 31, -0.5, 15, head);
+    pack_q5_k(&levels, rest);
+}
+
+/// Q5_K's `qh[32]` (the fifth bits) and `qs[128]` (the low nibbles, as Q4_K's).
+#[inline]
+pub(super) fn pack_q5_k(levels: &[u8; QK_K], rest: &mut [u8]) {
     let (qh, qs) = rest.split_at_mut(32);
     qh.fill(0);
     for (n, (chunk, q)) in levels
