@@ -16,6 +16,13 @@ fn data_aware_evaluator(
     model: &Model,
 ) -> Result<Arc<Evaluator>, String> {
     let left_out = "Data-aware curves (Wanda, SparseGPT, GPTQ) left out";
+    if evaluator.network().learns_block_by_block() {
+        // The bundled text's four windows cannot spare calibration samples.
+        return Err(format!(
+            "{left_out}: a language model calibrates on a text of its own, block by \
+             block (`slimscope eval MODEL --recipe R --calibration TEXT`)"
+        ));
+    }
     let layers = evaluator
         .network()
         .calibrated_layers(model)

@@ -11,6 +11,7 @@
 //! machine: a timing during which other processes used more than a tenth of the
 //! cores is marked noisy.
 
+use crate::measure::Calibration;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -136,8 +137,15 @@ pub fn serve_variants(
     let mut points = Vec::with_capacity(recipes.len());
     for (i, (recipe, text)) in recipes.iter().enumerate() {
         progress(i + 1, total);
-        let applied =
-            crate::measure::apply_calibrated(model, recipe, serving.network, serving.data, None)?;
+        let applied = crate::measure::apply_calibrated(
+            model,
+            recipe,
+            serving.network,
+            serving
+                .data
+                .map_or(Calibration::None, Calibration::KeptApart),
+            None,
+        )?;
         let out = dir.path().join(format!("point.{extension}"));
         write(Some(recipe), &applied, text, &out)?;
         points.push(serve(&out, format!("point {i}"), false)?);
@@ -256,8 +264,14 @@ fn classifier_artifacts(
     let Some((recipe, text)) = recipe else {
         return Ok((original, None));
     };
-    let applied =
-        crate::measure::apply_calibrated(model, recipe, Some(&network), data.as_ref(), None)?;
+    let applied = crate::measure::apply_calibrated(
+        model,
+        recipe,
+        Some(&network),
+        data.as_ref()
+            .map_or(Calibration::None, Calibration::KeptApart),
+        None,
+    )?;
     let activations = recipe.activations.as_ref();
     if activations.is_some_and(|a| a.calibration_samples() > 0) && data.is_none() {
         anyhow::bail!(

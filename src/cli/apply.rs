@@ -12,7 +12,7 @@ use crate::export::{
     LlamaQuantize, OutputFormat, calibration_set, check_output_paths, embedded, export_network,
     safetensors_metadata, summary, write_compressed_tensors, write_model,
 };
-use crate::measure::apply_calibrated;
+use crate::measure::{Calibration, apply_calibrated};
 use crate::model::Model;
 use crate::units::human_bytes;
 
@@ -56,6 +56,11 @@ pub struct ApplyArgs {
     /// next layer's inputs with them).
     #[arg(long)]
     pub keep_shapes: bool,
+    /// The file data-aware methods learn from (a text for a llama GGUF, cut into
+    /// windows of 128 tokens), instead of the --data samples `slimscope eval` keeps
+    /// apart: the recipe's [calibration] samples of it.
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
     /// llama.cpp's importance matrix (`llama-imatrix` output, GGUF or legacy .dat)
     /// for GGUF rules with `method = "imatrix"`, as `llama-quantize --imatrix` uses it.
     #[arg(long)]
@@ -121,9 +126,18 @@ fn print_tensors(out: &mut impl Write, summary: &crate::export::Summary) -> anyh
     Ok(())
 }
 
+/// Every file the command reads, none of which an output may replace.
+fn inputs(args: &ApplyArgs) -> Vec<&Path> {
+    let mut inputs = vec![args.model.as_path(), args.recipe.as_path()];
+    for path in [&args.arch, &args.data, &args.calibration, &args.imatrix] {
+        inputs.extend(path.as_deref());
+    }
+    inputs
+}
+
 pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
     let model = Model::open(&args.model)?;
-    crate::export::check_output_paths(&[&args.model, &args.recipe], &args.output, args.force)?;
+    crate::export::check_output_paths(&inputs(args), &args.output, args.force)?;
     let format = OutputFormat::of(&args.output)?;
     let text = crate::text::read_settings(&args.recipe)?;
     let recipe = Recipe::parse(&text, &args.recipe)?;
@@ -242,28 +256,40 @@ type Compressed = (
 /// matrix its data-aware rules learn from.
 fn compress(args: &ApplyArgs, model: &Model, recipe: &Recipe) -> anyhow::Result<Compressed> {
     let data_aware = recipe.statistics_needed();
-    let importance = match (&args.imatrix, recipe.uses_imatrix()) {
-        (Some(path), true) => Some(crate::model::imatrix::Imatrix::open(path)?),
-        (Some(path), false) => anyhow::bail!(
-            "{}: no rule of {} uses it (give a GGUF rule `method = \"imatrix\"`)",
+    let importance = super::importance_for(args.imatrix.as_deref(), recipe)?;
+    if let (Some(path), None) = (&args.calibration, data_aware) {
+        anyhow::bail!(
+            "{}: --calibration is for recipes with data-aware methods (Wanda, SparseGPT, \
+             GPTQ); {} has none",
             path.display(),
             args.recipe.display()
-        ),
-        (None, _) => None,
-    };
-    let applied = match (data_aware, &args.data) {
-        (Some(_), Some(path)) => {
+        );
+    }
+    let applied = match (data_aware, &args.data, &args.calibration) {
+        (Some(_), _, Some(path)) => {
+            let calibration = crate::eval::load_calibration(model, path, recipe.kept_apart())?;
+            let (network, _) =
+                crate::eval::Network::resolve(model, args.arch.as_deref(), &calibration)?;
+            apply_calibrated(
+                model,
+                recipe,
+                Some(&network),
+                Calibration::Set(&calibration),
+                importance.as_ref(),
+            )?
+        }
+        (Some(_), Some(path), None) => {
             let data = crate::eval::load_data(model, path)?;
             let (network, _) = crate::eval::Network::resolve(model, args.arch.as_deref(), &data)?;
             apply_calibrated(
                 model,
                 recipe,
                 Some(&network),
-                Some(&data),
+                Calibration::KeptApart(&data),
                 importance.as_ref(),
             )?
         }
-        _ => apply_calibrated(model, recipe, None, None, importance.as_ref())?,
+        _ => apply_calibrated(model, recipe, None, Calibration::None, importance.as_ref())?,
     };
     Ok((applied, importance))
 }
@@ -314,7 +340,7 @@ fn write_output(
             let rebuild = LlamaQuantize::of(model, applied);
             let types_path = tensor_types_path(&args.output);
             if rebuild.is_some() {
-                check_output_paths(&[&args.model, &args.recipe], &types_path, args.force)?;
+                check_output_paths(&inputs(args), &types_path, args.force)?;
             }
             crate::export::write_model_with(
                 model,

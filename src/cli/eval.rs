@@ -9,11 +9,10 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::compress::apply::{AppliedTensor, apply_recipe, apply_recipe_cached};
+use crate::compress::apply::{AppliedTensor, apply_recipe, apply_recipe_with};
 use crate::compress::recipe::Recipe;
 use crate::eval::causal_lm::{self, is_causal_lm};
 use crate::eval::embeddings::is_sentence_encoder;
-use crate::eval::evaluator::Evaluator;
 use crate::eval::{DEFAULT_BATCH, Metrics, Network, TaskFigures, load_data};
 use crate::model::Model;
 
@@ -33,6 +32,16 @@ pub struct EvalArgs {
     /// Also evaluate the model compressed with this recipe.
     #[arg(long)]
     pub recipe: Option<PathBuf>,
+    /// The file the recipe's data-aware methods and static activation quantization
+    /// calibrate on (a text for a llama GGUF, cut into windows of 128 tokens):
+    /// the recipe's [calibration] samples of it, and both rows are measured on all
+    /// of --data. Without it those samples are kept apart from --data.
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// llama.cpp's importance matrix for the recipe's GGUF rules with
+    /// `method = "imatrix"` (see `slimscope apply --imatrix`).
+    #[arg(long)]
+    pub imatrix: Option<PathBuf>,
     /// Samples per forward pass (the figures do not depend on it).
     #[arg(long, default_value_t = DEFAULT_BATCH)]
     pub batch: usize,
@@ -88,6 +97,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         let mut inputs = vec![args.model.as_path(), data_path.as_path()];
         inputs.extend(args.arch.as_deref());
         inputs.extend(args.recipe.as_deref());
+        inputs.extend(args.calibration.as_deref());
         crate::export::check_output_paths(&inputs, path, args.force)?;
     }
     let data = load_data(&model, &data_path)?;
@@ -123,18 +133,43 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     {
         return Err(crate::eval::statistics_unsupported(&model).into());
     }
-    let evaluator = match recipe.as_ref().map_or(0, Recipe::kept_apart) {
-        n @ 1.. => Evaluator::with_calibration(network, &data, n)?,
-        0 => Evaluator::new(network, Arc::new(data)),
+    let importance = match &recipe {
+        Some(r) => super::importance_for(args.imatrix.as_deref(), r)?,
+        None => match &args.imatrix {
+            Some(path) => anyhow::bail!(
+                "{}: --imatrix weights a --recipe's GGUF rules; there is no recipe",
+                path.display()
+            ),
+            None => None,
+        },
     };
+    let evaluator = super::evaluator(
+        &model,
+        network,
+        data,
+        recipe.as_ref().map_or(0, Recipe::kept_apart),
+        args.calibration.as_deref(),
+    )?;
     let base = evaluator.measure(&model, &[], args.batch, |_, _| true)?;
     let compressed = match &recipe {
         Some(recipe) => {
-            let stats = recipe
-                .statistics_request(&model)?
-                .map(|need| evaluator.statistics(&model, need, |_, _| true))
-                .transpose()?;
-            let applied = apply_recipe_cached(&model, recipe, None, stats.as_deref())?;
+            let applied = match recipe.statistics_request(&model)? {
+                Some(_) if evaluator.network().learns_block_by_block() => {
+                    crate::measure::block_by_block(
+                        &model,
+                        recipe,
+                        &evaluator,
+                        importance.as_ref(),
+                        &|| false,
+                    )?
+                }
+                need => {
+                    let stats = need
+                        .map(|need| evaluator.statistics(&model, need, |_, _| true))
+                        .transpose()?;
+                    apply_recipe_with(&model, recipe, None, stats.as_deref(), importance.as_ref())?
+                }
+            };
             Some(evaluator.measure_with(
                 &model,
                 &applied,
@@ -146,10 +181,13 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         None => None,
     };
     let calibration_note = evaluator.calibration().map(|c| {
+        let (of, rest) = match &args.calibration {
+            Some(path) => (path.display().to_string(), "all"),
+            None => (format!("{} kept apart", data_path.display()), "the other"),
+        };
         format!(
-            "{} samples of {} kept apart to calibrate {}; both rows measured on the other {}",
+            "{} samples of {of} to calibrate {}; both rows measured on {rest} {}",
             c.len(),
-            data_path.display(),
             match (
                 activations
                     .as_ref()

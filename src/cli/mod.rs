@@ -69,6 +69,50 @@ pub(crate) fn warn_about(data: &crate::eval::data::Dataset) {
     }
 }
 
+/// The evaluator of `network` on `data` for recipes that calibrate on `kept`
+/// samples: those of the `--calibration` file when one is given (all of `data` is
+/// evaluated), else samples kept apart from `data`.
+pub(crate) fn evaluator(
+    model: &crate::model::Model,
+    network: std::sync::Arc<crate::eval::Network>,
+    data: crate::eval::data::Dataset,
+    kept: usize,
+    calibration: Option<&std::path::Path>,
+) -> anyhow::Result<crate::eval::evaluator::Evaluator> {
+    use crate::eval::evaluator::Evaluator;
+    Ok(match (kept, calibration) {
+        (0, Some(path)) => anyhow::bail!(
+            "{}: --calibration is for recipes that calibrate (data-aware methods, static \
+             activation quantization); this one calibrates nothing",
+            path.display()
+        ),
+        (0, None) => Evaluator::new(network, std::sync::Arc::new(data)),
+        (n, Some(path)) => Evaluator::with_calibration_set(
+            network,
+            std::sync::Arc::new(data),
+            crate::eval::load_calibration(model, path, n)?,
+        ),
+        (n, None) => Evaluator::with_calibration(network, &data, n)?,
+    })
+}
+
+/// The importance matrix at `path` for `recipe`, which must have a rule that uses
+/// one (`method = "imatrix"`).
+pub(crate) fn importance_for(
+    path: Option<&std::path::Path>,
+    recipe: &crate::compress::recipe::Recipe,
+) -> anyhow::Result<Option<crate::model::imatrix::Imatrix>> {
+    Ok(match (path, recipe.uses_imatrix()) {
+        (Some(path), true) => Some(crate::model::imatrix::Imatrix::open(path)?),
+        (Some(path), false) => anyhow::bail!(
+            "{}: no rule of {} uses it (give a GGUF rule `method = \"imatrix\"`)",
+            path.display(),
+            recipe.origin.display()
+        ),
+        (None, _) => None,
+    })
+}
+
 /// Run a subcommand. Errors are returned for `main` to print (exit code 2).
 pub fn run(command: Command) -> anyhow::Result<()> {
     interrupt::install();

@@ -38,6 +38,10 @@ pub struct SweepArgs {
     /// The architecture spec (TOML) of a state_dict; proposed when left out.
     #[arg(long)]
     pub arch: Option<PathBuf>,
+    /// The file data-aware curves learn from, instead of samples kept apart from
+    /// --data: the whole sweep is then measured on all of --data.
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
     /// Pruning methods, comma-separated: global, magnitude, random, structured, 2:4,
     /// and the data-aware wanda and sparsegpt (these need --data; with one of them
     /// the whole sweep is measured on the samples calibration does not see).
@@ -171,6 +175,7 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         let mut inputs = vec![args.model.as_path()];
         inputs.extend(args.data.as_deref());
         inputs.extend(args.arch.as_deref());
+        inputs.extend(args.calibration.as_deref());
         crate::export::check_output_paths(&inputs, out, args.force)?;
         if !matches!(
             out.extension().and_then(|e| e.to_str()),
@@ -178,6 +183,12 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         ) {
             anyhow::bail!("{}: the output must end in .json or .csv", out.display());
         }
+    }
+    if let (Some(path), None) = (&args.calibration, &args.data) {
+        anyhow::bail!(
+            "{}: --calibration serves the data-aware curves measured on --data; give --data",
+            path.display()
+        );
     }
     let points = points(args, &model)?;
     if let Some(t) = args.allocate
@@ -202,11 +213,13 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
                 .into_iter()
                 .max()
                 .unwrap_or(0);
-            let network = Arc::new(network);
-            Some(Arc::new(match kept {
-                0 => Evaluator::new(network, Arc::new(data)),
-                n => Evaluator::with_calibration(network, &data, n)?,
-            }))
+            Some(Arc::new(super::evaluator(
+                &model,
+                Arc::new(network),
+                data,
+                kept,
+                args.calibration.as_deref(),
+            )?))
         }
         None => None,
     };

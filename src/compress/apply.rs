@@ -156,7 +156,7 @@ pub struct CacheKey {
 }
 
 /// The rule index of a global magnitude plan (its tensors share one threshold).
-fn global_rule(plan: &TensorPlan) -> Option<usize> {
+pub(crate) fn global_rule(plan: &TensorPlan) -> Option<usize> {
     match &plan.prune {
         Some((
             PruneSpec::Magnitude {
@@ -416,7 +416,8 @@ fn layer_statistics<'a>(
             &info.name,
             format!(
                 "{method} needs the inputs of the layer a weight belongs to, and this tensor \
-                 is not the weight of a convolution, Gemm or MatMul the data runs through"
+                 is not the weight of a convolution, Gemm or MatMul the data runs through \
+                 (of a llama GGUF: a block's attention or feed-forward projection)"
             ),
         ));
     };
@@ -747,6 +748,12 @@ fn quantize(
                 .ok_or_else(|| bad(name, format!("unknown GGUF type {block_type}")))?;
             gguf_grid(values, t, last_dim, name)
         }
+        Some(QuantSpec::F32) => Ok(Quantized::plain(
+            values.to_vec(),
+            Storage::Dense { bits: 32 },
+            Some("f32".into()),
+            DType::F32,
+        )),
         Some(other) => {
             let format = match other {
                 QuantSpec::F16 => FloatFormat::F16,

@@ -13,10 +13,12 @@
 //! dampening = 0.01     # GPTQ / SparseGPT: λ·mean(diag H) added to the diagonal
 //! ```
 //!
-//! Statistics are one-shot: every layer's inputs come from the original model.
-//! (The reference implementations feed each block the outputs of the blocks already
-//! compressed; for the few layers of a classifier the difference is small, and
-//! one-shot lets every level of a sweep share one collection.)
+//! For sequential networks and ONNX graphs statistics are one-shot: every layer's
+//! inputs come from the original model (the reference implementations feed each
+//! block the outputs of the blocks already compressed; for the few layers of a
+//! classifier the difference is small, and one-shot lets every level of a sweep
+//! share one collection). A llama GGUF's thirty-odd blocks are calibrated block by
+//! block as the reference code does (see `eval::llama_inputs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;

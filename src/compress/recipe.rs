@@ -345,6 +345,9 @@ pub enum QuantSpec {
         #[serde(default, skip_serializing_if = "is_default")]
         act_order: bool,
     },
+    /// The values as float32: what keeps a pruned block-quantized (GGUF) tensor's
+    /// zeros exact, its blocks' offsets would round them away.
+    F32,
     F16,
     Bf16,
     Fp8E4m3,

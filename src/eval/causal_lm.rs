@@ -118,6 +118,18 @@ pub fn encode(model: &Model, tokenizer: &Tokenizer, text: &str) -> Result<Vec<u3
 /// most [`MAX_TOKENS`] in all): each sample is one window of token ids. A window has
 /// no label of its own (its tokens are their own targets); `labels` holds zeros.
 pub fn text_dataset(model: &Model, path: &Path) -> Result<Dataset> {
+    windows(model, path, MAX_TOKENS)
+}
+
+/// A text cut into windows of [`WINDOW`] tokens for data-aware methods to learn
+/// from: as [`text_dataset`], without its cap on the tokens scored (the text itself
+/// is at most 64 MiB).
+pub fn calibration_windows(model: &Model, path: &Path) -> Result<Dataset> {
+    windows(model, path, usize::MAX)
+}
+
+/// The text at `path` as windows of [`WINDOW`] tokens, at most `max_tokens` of them.
+fn windows(model: &Model, path: &Path, max_tokens: usize) -> Result<Dataset> {
     // Scoring stops at MAX_TOKENS tokens; 64 MiB of text is far more than that.
     let text = crate::text::read_text(path, 64 << 20).map_err(|e| match e {
         Error::InvalidSetting(m) => Error::InvalidSetting(format!(
@@ -136,7 +148,7 @@ pub fn text_dataset(model: &Model, path: &Path) -> Result<Dataset> {
         });
     }
     let window = WINDOW.min(ids.len());
-    let windows = (ids.len() / window).min(MAX_TOKENS / window).max(1);
+    let windows = (ids.len() / window).min(max_tokens / window).max(1);
     Ok(Dataset {
         source: path.to_owned(),
         x: ids[..windows * window].iter().map(|&t| t as f32).collect(),

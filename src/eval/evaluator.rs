@@ -134,6 +134,19 @@ impl Evaluator {
         })
     }
 
+    /// An evaluator that calibrates on `calibration`, samples of another file, and
+    /// evaluates every variant on all of `data`.
+    pub fn with_calibration_set(
+        network: Arc<Network>,
+        data: Arc<Dataset>,
+        calibration: Dataset,
+    ) -> Self {
+        Evaluator {
+            calibration: Some(Arc::new(calibration)),
+            ..Evaluator::new(network, data)
+        }
+    }
+
     /// This evaluator's network on the same data with `calibration` samples kept
     /// apart ([`Evaluator::with_calibration`]), made once and kept for the next
     /// variant: what the app measures a static activation setting with, the
@@ -173,13 +186,7 @@ impl Evaluator {
         if let Some((_, _, s)) = hit {
             return Ok(s.clone());
         }
-        let Some(calibration) = &self.calibration else {
-            return Err(Error::InvalidSetting(format!(
-                "{}: data-aware methods learn from calibration samples kept apart from the \
-                 evaluation data; none were set aside for this evaluation",
-                model.path.display()
-            )));
-        };
+        let calibration = self.calibration_samples(model)?;
         let stats =
             Arc::new(
                 self.network
@@ -190,6 +197,17 @@ impl Evaluator {
         }
         held.push((need, tensors, stats.clone()));
         Ok(stats)
+    }
+
+    /// The calibration samples data-aware methods learn from, or why there are none.
+    pub fn calibration_samples(&self, model: &Model) -> Result<&Dataset> {
+        self.calibration.as_deref().ok_or_else(|| {
+            Error::InvalidSetting(format!(
+                "{}: data-aware methods learn from calibration samples kept apart from the \
+                 evaluation data; none were set aside for this evaluation",
+                model.path.display()
+            ))
+        })
     }
 
     /// The samples kept apart for calibration, if any.

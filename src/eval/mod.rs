@@ -14,6 +14,7 @@ pub mod data;
 pub mod embeddings;
 pub mod evaluator;
 pub mod imatrix;
+pub mod llama_inputs;
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -318,8 +319,8 @@ pub fn statistics_unsupported(model: &Model) -> Error {
     Error::Unsupported {
         path: model.path.clone(),
         what: "data-aware methods (Wanda, SparseGPT, GPTQ) learn from the layer inputs of \
-               sequential networks and ONNX graphs; a language model's or sentence \
-               encoder's are not collected yet"
+               sequential networks, ONNX graphs and llama GGUFs; a sentence encoder's are \
+               not collected yet"
             .into(),
     }
 }
@@ -334,6 +335,50 @@ pub fn load_data(model: &Model, path: &Path) -> Result<data::Dataset> {
     } else {
         data::load(path)
     }
+}
+
+/// `samples` calibration samples of the file at `path`, read as `model` reads its
+/// data (a text as token windows, without the cap on tokens scored), spread evenly
+/// over the file (see [`data::Dataset::split_apart`]): what data-aware methods and
+/// static activation quantization learn from instead of samples kept apart from
+/// the evaluation data.
+pub fn load_calibration(model: &Model, path: &Path, samples: usize) -> Result<data::Dataset> {
+    let all = if causal_lm::is_causal_lm(model) {
+        causal_lm::calibration_windows(model, path)?
+    } else if embeddings::is_sentence_encoder(model) {
+        embeddings::sentence_dataset(path)?
+    } else {
+        data::load(path)?
+    };
+    let unit = if causal_lm::is_causal_lm(model) {
+        format!("windows of {} tokens", causal_lm::WINDOW)
+    } else {
+        "samples".to_owned()
+    };
+    match samples.cmp(&all.len()) {
+        std::cmp::Ordering::Greater => Err(Error::Data {
+            path: path.to_owned(),
+            problem: format!(
+                "holds {} {unit}, fewer than the {samples} the recipe calibrates on \
+                 (lower [calibration] samples or give a longer calibration file)",
+                all.len()
+            ),
+        }),
+        std::cmp::Ordering::Equal => Ok(all),
+        std::cmp::Ordering::Less => Ok(all.split_apart(samples)?.1),
+    }
+}
+
+/// What results learned from statistics of `calibration` depend on: the samples
+/// and the network they ran through (another spec gives other layer inputs).
+pub fn calibration_key(calibration: &data::Dataset, spec: Option<&ArchSpec>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    crate::checksum::sha256_f32(&calibration.x).hash(&mut h);
+    if let Some(spec) = spec {
+        serde_json::to_string(spec).unwrap_or_default().hash(&mut h);
+    }
+    h.finish()
 }
 
 impl Network {
@@ -414,14 +459,28 @@ impl Network {
     }
 
     /// Whether data-aware methods can learn from this network's layer inputs (see
-    /// [`Network::statistics`]): sequential networks and ONNX graphs.
+    /// [`Network::statistics`]): sequential networks, ONNX graphs and llama GGUFs.
     pub fn collects_statistics(&self) -> bool {
-        matches!(self, Network::Sequential(_) | Network::Onnx(_))
+        matches!(
+            self,
+            Network::Sequential(_) | Network::Onnx(_) | Network::CausalLm(_)
+        )
+    }
+
+    /// Whether data-aware methods learn block by block, each block's inputs coming
+    /// from the blocks before it already compressed (a llama GGUF: see
+    /// [`llama_inputs::apply_block_by_block`]), rather than from statistics of the
+    /// original collected once.
+    pub fn learns_block_by_block(&self) -> bool {
+        matches!(self, Network::CausalLm(_))
     }
 
     /// The weights of the layers whose inputs data-aware methods can learn from (see
     /// `net::capture::weighted_layers`).
     pub fn calibrated_layers(&self, model: &Model) -> Result<Vec<String>> {
+        if let Network::CausalLm(_) = self {
+            return Ok(llama_inputs::calibrated_layers(model));
+        }
         let bound = self
             .onnx_graph(model, &[])?
             .ok_or_else(|| statistics_unsupported(model))?;
@@ -438,8 +497,9 @@ impl Network {
     }
 
     /// What data-aware methods learn from: the statistics `need` asks for of the
-    /// weighted layers whose weights are `tensors`, over the calibration samples `calibration`, with the
-    /// original weights (see `net::capture`). `progress(done, total)` returns false to
+    /// weighted layers whose weights are `tensors`, over the calibration samples
+    /// `calibration`, with the original weights (see `net::capture` and
+    /// [`llama_inputs`]). `progress(done, total)` returns false to
     /// cancel.
     pub fn statistics(
         &self,
@@ -449,30 +509,28 @@ impl Network {
         tensors: &[String],
         progress: impl FnMut(usize, usize) -> bool,
     ) -> Result<Statistics> {
-        let bound = self
-            .onnx_graph(model, &[])?
-            .ok_or_else(|| statistics_unsupported(model))?;
-        check_input(bound.graph.input_shape(), calibration)?;
         let sha = crate::checksum::sha256_f32(&calibration.x);
-        // Results learned from these statistics depend on the samples and on the
-        // network they ran through (another spec gives other layer inputs).
-        let key = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            sha.hash(&mut h);
-            if let Network::Sequential(spec) = self {
-                serde_json::to_string(spec).unwrap_or_default().hash(&mut h);
+        let key = calibration_key(calibration, self.spec());
+        let mut stats = match self {
+            Network::CausalLm(_) => {
+                llama_inputs::statistics(model, calibration, need, tensors, progress)?
             }
-            h.finish()
+            _ => {
+                let bound = self
+                    .onnx_graph(model, &[])?
+                    .ok_or_else(|| statistics_unsupported(model))?;
+                check_input(bound.graph.input_shape(), calibration)?;
+                crate::net::capture::collect(
+                    &bound.graph,
+                    &calibration.x,
+                    tensors,
+                    need,
+                    key,
+                    progress,
+                )?
+            }
         };
-        let mut stats = crate::net::capture::collect(
-            &bound.graph,
-            &calibration.x,
-            tensors,
-            need,
-            key,
-            progress,
-        )?;
+        stats.data_key = key;
         stats.data_sha256 = sha;
         Ok(stats)
     }

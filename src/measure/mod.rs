@@ -118,12 +118,18 @@ pub fn measure(
     with: With,
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<Measurement> {
-    let stats = match (recipe.statistics_request(model)?, with.evaluator) {
-        (Some(need), Some(e)) => Some(e.statistics(model, need, |_, _| !cancelled())?),
-        _ => None,
+    let (applied, totals) = match (recipe.statistics_request(model)?, with.evaluator) {
+        (Some(_), Some(e)) if e.network().learns_block_by_block() => {
+            let applied = block_by_block(model, recipe, e, None, cancelled)?;
+            let totals = Totals::of(model, &applied);
+            (applied, totals)
+        }
+        (Some(need), Some(e)) => {
+            let stats = e.statistics(model, need, |_, _| !cancelled())?;
+            measure_weights(model, recipe, with.cache, Some(&stats), cancelled)?
+        }
+        _ => measure_weights(model, recipe, with.cache, None, cancelled)?,
     };
-    let (applied, totals) =
-        measure_weights(model, recipe, with.cache, stats.as_deref(), cancelled)?;
     let metrics = match with.evaluator {
         Some(evaluator) => Some(measure_task(
             model,
@@ -140,6 +146,25 @@ pub fn measure(
         totals,
         metrics,
     })
+}
+
+/// `recipe` applied to a llama GGUF, its data-aware rules learning block by block
+/// from the calibration samples `evaluator` holds (see
+/// [`crate::eval::llama_inputs::apply_block_by_block`]).
+pub fn block_by_block(
+    model: &Model,
+    recipe: &Recipe,
+    evaluator: &Evaluator,
+    importance: Option<&crate::model::imatrix::Imatrix>,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<Vec<(usize, AppliedTensor)>> {
+    crate::eval::llama_inputs::apply_block_by_block(
+        model,
+        recipe,
+        evaluator.calibration_samples(model)?,
+        importance,
+        |_, _| !cancelled(),
+    )
 }
 
 /// The first, fast part of [`measure`]: the compressed tensors and what they add up
@@ -160,31 +185,59 @@ pub fn measure_weights(
     Ok((applied, totals))
 }
 
+/// Where the data-aware methods of [`apply_calibrated`] learn from.
+#[derive(Clone, Copy)]
+pub enum Calibration<'a> {
+    None,
+    /// The samples `eval` keeps apart from this data set with the recipe.
+    KeptApart(&'a crate::eval::data::Dataset),
+    /// These samples (see [`crate::eval::load_calibration`]).
+    Set(&'a crate::eval::data::Dataset),
+}
+
 /// [`crate::compress::apply::apply_recipe`] for a recipe that may hold data-aware
-/// methods: those learn from the samples of `data` that `eval` keeps apart with the
-/// recipe, run through `network`. What exports and served variants apply.
+/// methods: those learn from `calibration`, run through `network`. What exports
+/// and served variants apply.
 pub fn apply_calibrated(
     model: &Model,
     recipe: &Recipe,
     network: Option<&crate::eval::Network>,
-    data: Option<&crate::eval::data::Dataset>,
+    calibration: Calibration,
     importance: Option<&crate::model::imatrix::Imatrix>,
 ) -> Result<Vec<(usize, AppliedTensor)>> {
     let Some((need, tensors)) = recipe.statistics_request(model)? else {
         return crate::compress::apply::apply_recipe_with(model, recipe, None, None, importance);
     };
-    let (Some(network), Some(data)) = (network, data) else {
+    let apart;
+    let samples = match calibration {
+        Calibration::Set(set) => Some(set),
+        Calibration::KeptApart(data) => {
+            apart = data.split_apart(recipe.kept_apart())?.1;
+            Some(&apart)
+        }
+        Calibration::None => None,
+    };
+    let (Some(network), Some(samples)) = (network, samples) else {
         return Err(Error::InvalidSetting(format!(
-            "{}: data-aware pruning (Wanda, SparseGPT) learns from calibration data: give \
-             --data (the samples `slimscope eval` keeps apart with this recipe are used)",
+            "{}: data-aware methods (Wanda, SparseGPT, GPTQ) learn from calibration data: \
+             give --calibration FILE, or --data (the samples `slimscope eval` keeps apart \
+             with this recipe are used)",
             recipe.origin.display()
         )));
     };
     if !network.collects_statistics() {
         return Err(crate::eval::statistics_unsupported(model));
     }
-    let (_, apart) = data.split_apart(recipe.kept_apart())?;
-    let stats = network.statistics(model, &apart, need, &tensors, |_, _| true)?;
+    if network.learns_block_by_block() {
+        return crate::eval::llama_inputs::apply_block_by_block(
+            model,
+            recipe,
+            samples,
+            importance,
+            |_, _| true,
+        );
+    }
+    let stats = network.statistics(model, samples, need, &tensors, |_, _| true)?;
     crate::compress::apply::apply_recipe_with(model, recipe, None, Some(&stats), importance)
 }
 

@@ -1,0 +1,528 @@
+//! The inputs of every matrix multiplication of a llama-family GGUF on token chunks,
+//! from an f32 llama forward pass of our own over the GGUF's decoded weights
+//! (RMSNorm, RoPE on adjacent pairs, grouped-query causal attention, SwiGLU): what
+//! llama.cpp's importance matrix sums and what Wanda, SparseGPT and GPTQ learn from.
+//!
+//! The pass runs layer by layer over all chunks at once, so memory is one layer's
+//! weights plus the chunks' activations, whatever the model's depth. Each chunk is
+//! scored from its own start (position 0), as `llama-imatrix -c` scores its chunks.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+
+use super::causal_lm;
+use super::data::Dataset;
+use crate::compress::apply::{AppliedTensor, Calibrated, apply_cached, global_rule};
+use crate::compress::calibration::{LayerStatistics, Need, Statistics, WeightLayout};
+use crate::compress::recipe::{Recipe, TensorPlan};
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::model::imatrix::Imatrix;
+
+/// The weight names of one llama block whose inputs are recorded, in the order the
+/// forward pass meets them.
+pub const BLOCK_WEIGHTS: [&str; 7] = [
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+];
+
+fn engine(model: &Model, e: candle_core::Error) -> Error {
+    Error::Engine {
+        context: format!("{}: the layer-input forward pass", model.path.display()),
+        cause: e.to_string(),
+    }
+}
+
+/// A hyper-parameter from the GGUF's `llama.*` metadata.
+fn hyper(model: &Model, key: &str) -> Result<f64> {
+    model
+        .metadata
+        .iter()
+        .find(|(k, _)| k == key)
+        .and_then(|(_, v)| v.as_f64())
+        .ok_or_else(|| Error::Corrupt {
+            path: model.path.clone(),
+            format: "GGUF",
+            problem: format!("no numeric `{key}` in the metadata"),
+        })
+}
+
+/// Tensor `name` decoded to f32 as a candle tensor of its shape.
+fn weight(model: &Model, name: &str) -> Result<Tensor> {
+    let i = model.tensor_index(name).ok_or_else(|| Error::Corrupt {
+        path: model.path.clone(),
+        format: "GGUF",
+        problem: format!("no tensor `{name}` (a llama block needs it)"),
+    })?;
+    let shape: Vec<usize> = model.tensors[i].shape.iter().map(|&d| d as usize).collect();
+    let values = model.tensor_f32(i)?;
+    Tensor::from_vec(values, shape, &Device::Cpu).map_err(|e| engine(model, e))
+}
+
+/// What the pass calls back into.
+pub trait Hooks {
+    /// One matmul input, tokens × columns, and the weights that multiply it (the
+    /// query, key and value projections share theirs; so do gate and up).
+    fn observe(&mut self, names: &[String], x: &Tensor) -> Result<()>;
+
+    /// Block `layer` (weights `names`, in [`BLOCK_WEIGHTS`] order) has shown every
+    /// chunk's inputs: new values for some of its weights (by position in `names`),
+    /// with which the block is run again to give the next block its inputs.
+    fn block_done(&mut self, layer: usize, names: &[String]) -> Result<Vec<(usize, Vec<f32>)>> {
+        let _ = (layer, names);
+        Ok(Vec::new())
+    }
+}
+
+/// The shapes, norm epsilon, RoPE tables and causal mask every layer shares.
+struct Geometry {
+    chunk: usize,
+    d: usize,
+    heads: usize,
+    kv_heads: usize,
+    eps: f32,
+    cos: Tensor,
+    sin: Tensor,
+    mask: Tensor,
+}
+
+/// One llama block's weights (`w` in [`BLOCK_WEIGHTS`] order) and their names.
+struct Layer<'a> {
+    names: &'a [String],
+    w: &'a [Tensor],
+    attn_norm: &'a Tensor,
+    ffn_norm: &'a Tensor,
+}
+
+impl Layer<'_> {
+    /// The block applied to one chunk's hidden states `x` (tokens × width), every
+    /// matmul input shown to `hooks`.
+    fn forward(
+        &self,
+        model: &Model,
+        x: &Tensor,
+        g: &Geometry,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor> {
+        let fail = |e: candle_core::Error| engine(model, e);
+        let (w, names) = (self.w, self.names);
+        let hd = g.d / g.heads;
+        let h = candle_nn::ops::rms_norm(x, self.attn_norm, g.eps).map_err(fail)?;
+        hooks.observe(&names[..3], &h)?;
+        let heads_of = |t: Tensor, n: usize| {
+            t.reshape((g.chunk, n, hd))?
+                .transpose(0, 1)?
+                .contiguous()?
+                .unsqueeze(0)
+        };
+        let attention = || -> candle_core::Result<Tensor> {
+            let q = heads_of(h.matmul(&w[0].t()?)?, g.heads)?;
+            let k = heads_of(h.matmul(&w[1].t()?)?, g.kv_heads)?;
+            let v = heads_of(h.matmul(&w[2].t()?)?, g.kv_heads)?;
+            let q = candle_nn::rotary_emb::rope_i(&q, &g.cos, &g.sin)?.squeeze(0)?;
+            let k = candle_nn::rotary_emb::rope_i(&k, &g.cos, &g.sin)?.squeeze(0)?;
+            let v = v.squeeze(0)?;
+            // Grouped-query attention: each key/value head serves heads/kv_heads.
+            let group = g.heads / g.kv_heads;
+            let repeat = |t: Tensor| -> candle_core::Result<Tensor> {
+                let (n, s, e) = t.dims3()?;
+                t.unsqueeze(1)?
+                    .expand((n, group, s, e))?
+                    .reshape((n * group, s, e))
+            };
+            let (k, v) = (repeat(k)?, repeat(v)?);
+            let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(&g.mask)?;
+            let attn = candle_nn::ops::softmax_last_dim(&scores)?;
+            attn.matmul(&v)?
+                .transpose(0, 1)?
+                .contiguous()?
+                .reshape((g.chunk, g.d))
+        };
+        let o = attention().map_err(fail)?;
+        hooks.observe(&names[3..4], &o)?;
+        let x = o
+            .matmul(&w[3].t().map_err(fail)?)
+            .and_then(|a| x + a)
+            .map_err(fail)?;
+        let h = candle_nn::ops::rms_norm(&x, self.ffn_norm, g.eps).map_err(fail)?;
+        hooks.observe(&names[4..6], &h)?;
+        let a = (|| candle_nn::ops::silu(&h.matmul(&w[4].t()?)?)? * h.matmul(&w[5].t()?)?)()
+            .map_err(fail)?;
+        hooks.observe(&names[6..7], &a)?;
+        a.matmul(&w[6].t().map_err(fail)?)
+            .and_then(|a| x + a)
+            .map_err(fail)
+    }
+}
+
+/// Run `model` (a llama GGUF) over `chunks` (token ids, all of one length, read from
+/// `source`), showing every `blk.*` matmul input to `hooks`, block by block.
+/// `progress(done, total)` counts layers and returns false to cancel.
+pub fn run(
+    model: &Model,
+    source: &Path,
+    chunks: &[&[u32]],
+    hooks: &mut dyn Hooks,
+    mut progress: impl FnMut(usize, usize) -> bool,
+) -> Result<()> {
+    if !causal_lm::is_causal_lm(model) {
+        return Err(Error::Unsupported {
+            path: model.path.clone(),
+            what: "the layer inputs are computed for GGUFs of the llama family".into(),
+        });
+    }
+    let chunk = chunks.first().map_or(0, |c| c.len());
+    if chunk < 2 || chunks.iter().any(|c| c.len() != chunk) {
+        return Err(Error::Data {
+            path: source.to_owned(),
+            problem: "token chunks of at least 2 tokens, all of one length, are needed".into(),
+        });
+    }
+    let fail = |e: candle_core::Error| engine(model, e);
+    let layers = hyper(model, "llama.block_count")? as usize;
+    let heads = hyper(model, "llama.attention.head_count")? as usize;
+    let kv_heads = hyper(model, "llama.attention.head_count_kv")? as usize;
+    let eps = hyper(model, "llama.attention.layer_norm_rms_epsilon")? as f32;
+    let base = hyper(model, "llama.rope.freq_base").unwrap_or(10_000.0);
+    let embed = weight(model, "token_embd.weight")?;
+    let d = embed.dims().get(1).copied().unwrap_or(0);
+    if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) || !d.is_multiple_of(heads) {
+        return Err(Error::Corrupt {
+            path: model.path.clone(),
+            format: "GGUF",
+            problem: format!("{heads} heads, {kv_heads} key/value heads and width {d} do not fit"),
+        });
+    }
+    let hd = d / heads;
+    let vocab = embed.dims()[0];
+    if let Some(&bad) = chunks
+        .iter()
+        .flat_map(|c| c.iter())
+        .find(|&&t| t as usize >= vocab)
+    {
+        return Err(Error::Data {
+            path: source.to_owned(),
+            problem: format!("token {bad} is outside the vocabulary of {vocab}"),
+        });
+    }
+    // RoPE tables for positions 0..chunk (adjacent pairs, θ_i = base^(-2i/hd)).
+    let (mut cos, mut sin) = (Vec::new(), Vec::new());
+    for p in 0..chunk {
+        for i in 0..hd / 2 {
+            let angle = p as f64 * base.powf(-((2 * i) as f64) / hd as f64);
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    let cos = Tensor::from_vec(cos, (chunk, hd / 2), &Device::Cpu).map_err(fail)?;
+    let sin = Tensor::from_vec(sin, (chunk, hd / 2), &Device::Cpu).map_err(fail)?;
+    let mask: Vec<f32> = (0..chunk * chunk)
+        .map(|i| {
+            if i % chunk > i / chunk {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, (chunk, chunk), &Device::Cpu).map_err(fail)?;
+    let geometry = Geometry {
+        chunk,
+        d,
+        heads,
+        kv_heads,
+        eps,
+        cos,
+        sin,
+        mask,
+    };
+    let mut xs: Vec<Tensor> = chunks
+        .iter()
+        .map(|c| {
+            let t = Tensor::new(*c, &Device::Cpu)?;
+            embed.index_select(&t, 0)
+        })
+        .collect::<candle_core::Result<_>>()
+        .map_err(fail)?;
+    drop(embed);
+    for layer in 0..layers {
+        let name = |w: &str| format!("blk.{layer}.{w}.weight");
+        let names: Vec<String> = BLOCK_WEIGHTS.iter().map(|b| name(b)).collect();
+        let mut w: Vec<Tensor> = names
+            .iter()
+            .map(|n| weight(model, n))
+            .collect::<Result<_>>()?;
+        let attn_norm = weight(model, &name("attn_norm"))?;
+        let ffn_norm = weight(model, &name("ffn_norm"))?;
+        let block = Layer {
+            names: &names,
+            w: &w,
+            attn_norm: &attn_norm,
+            ffn_norm: &ffn_norm,
+        };
+        let outputs: Vec<Tensor> = xs
+            .iter()
+            .map(|x| block.forward(model, x, &geometry, hooks))
+            .collect::<Result<_>>()?;
+        let replaced = hooks.block_done(layer, &names)?;
+        if replaced.is_empty() {
+            xs = outputs;
+        } else {
+            drop(outputs);
+            for (k, values) in replaced {
+                let shape = w[k].dims().to_vec();
+                w[k] = Tensor::from_vec(values, shape, &Device::Cpu).map_err(fail)?;
+            }
+            let block = Layer {
+                names: &names,
+                w: &w,
+                attn_norm: &attn_norm,
+                ffn_norm: &ffn_norm,
+            };
+            for x in &mut xs {
+                *x = block.forward(model, x, &geometry, &mut Silent)?;
+            }
+        }
+        if !progress(layer + 1, layers) {
+            return Err(Error::Cancelled);
+        }
+    }
+    Ok(())
+}
+
+/// The weights of `model`'s blocks whose inputs [`run`] shows: what data-aware
+/// methods can learn from.
+pub fn calibrated_layers(model: &Model) -> Vec<String> {
+    model
+        .tensors
+        .iter()
+        .map(|t| &t.name)
+        .filter(|n| {
+            n.strip_prefix("blk.")
+                .and_then(|r| r.split_once('.'))
+                .is_some_and(|(layer, rest)| {
+                    layer.parse::<usize>().is_ok()
+                        && BLOCK_WEIGHTS
+                            .iter()
+                            .any(|b| rest.strip_prefix(b) == Some(".weight"))
+                })
+        })
+        .cloned()
+        .collect()
+}
+
+/// Hooks that observe nothing.
+struct Silent;
+
+impl Hooks for Silent {
+    fn observe(&mut self, _: &[String], _: &Tensor) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Layer-input statistics of the weights `wanted`, one collection per shared input.
+struct Collect<'a> {
+    model: &'a Model,
+    need: Need,
+    wanted: HashSet<&'a str>,
+    /// By the first weight of each shared input: its sums and the wanted weights.
+    collected: HashMap<String, (LayerStatistics, Vec<String>)>,
+}
+
+impl Hooks for Collect<'_> {
+    fn observe(&mut self, names: &[String], x: &Tensor) -> Result<()> {
+        let asked: Vec<String> = names
+            .iter()
+            .filter(|n| self.wanted.contains(n.as_str()))
+            .cloned()
+            .collect();
+        if asked.is_empty() {
+            return Ok(());
+        }
+        let fail = |e: candle_core::Error| engine(self.model, e);
+        let (rows, columns) = x.dims2().map_err(fail)?;
+        let values: Vec<f64> = x
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(fail)?
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let need = self.need;
+        let (stats, _) = self.collected.entry(names[0].clone()).or_insert_with(|| {
+            (
+                LayerStatistics::new(columns, 1, WeightLayout::OutIn, need),
+                asked,
+            )
+        });
+        stats.add_rows(0, &values, rows);
+        Ok(())
+    }
+}
+
+impl Collect<'_> {
+    /// What has been collected, by weight name (weights of one input share it).
+    fn take(&mut self) -> HashMap<String, Arc<LayerStatistics>> {
+        let mut layers = HashMap::new();
+        for (_, (stats, names)) in self.collected.drain() {
+            let stats = Arc::new(stats);
+            for name in names {
+                layers.insert(name, stats.clone());
+            }
+        }
+        layers
+    }
+}
+
+/// The calibration windows of `calibration` as token chunks.
+fn chunks_of(calibration: &Dataset) -> (Vec<u32>, usize) {
+    let ids = calibration.x.iter().map(|&t| t as u32).collect();
+    (ids, calibration.sample_len().max(1))
+}
+
+/// What data-aware methods learn from on a llama GGUF, one-shot: the statistics
+/// `need` asks for of the inputs of the weights `tensors`, over the token windows of
+/// `calibration` (see [`causal_lm::calibration_windows`]), all from the original
+/// weights. Weights that share an input share one collection. With [`Need::Gram`]
+/// memory holds one `columns²` matrix per distinct input of every block that asks
+/// (27 MB a SmolLM2-135M block in float64); [`apply_block_by_block`] holds one
+/// block's.
+pub fn statistics(
+    model: &Model,
+    calibration: &Dataset,
+    need: Need,
+    tensors: &[String],
+    progress: impl FnMut(usize, usize) -> bool,
+) -> Result<Statistics> {
+    let (ids, window) = chunks_of(calibration);
+    let chunks: Vec<&[u32]> = ids.chunks_exact(window).collect();
+    let mut collect = Collect {
+        model,
+        need,
+        wanted: tensors.iter().map(String::as_str).collect(),
+        collected: HashMap::new(),
+    };
+    run(model, &calibration.source, &chunks, &mut collect, progress)?;
+    Ok(Statistics {
+        layers: collect.take(),
+        samples: chunks.len(),
+        data_key: 0,
+        data_sha256: String::new(),
+    })
+}
+
+/// Applying a recipe block by block: each block's statistics are collected with the
+/// blocks before it already compressed, then its weights compressed.
+struct BlockByBlock<'a> {
+    collect: Collect<'a>,
+    recipe: &'a Recipe,
+    plans: Vec<TensorPlan>,
+    importance: Option<&'a Imatrix>,
+    /// The calibration's identity, as [`crate::eval::Network::statistics`] gives it.
+    data_key: u64,
+    data_sha256: String,
+    samples: usize,
+    applied: Vec<(usize, AppliedTensor)>,
+}
+
+impl Hooks for BlockByBlock<'_> {
+    fn observe(&mut self, names: &[String], x: &Tensor) -> Result<()> {
+        self.collect.observe(names, x)
+    }
+
+    fn block_done(&mut self, _: usize, names: &[String]) -> Result<Vec<(usize, Vec<f32>)>> {
+        let model = self.collect.model;
+        let stats = Statistics {
+            layers: self.collect.take(),
+            samples: self.samples,
+            data_key: self.data_key,
+            data_sha256: self.data_sha256.clone(),
+        };
+        // This block's weights, but those sharing a global threshold with others.
+        let mut plans = vec![TensorPlan::default(); self.plans.len()];
+        let mut position = HashMap::new();
+        for (k, name) in names.iter().enumerate() {
+            if let Some(i) = model.tensor_index(name)
+                && global_rule(&self.plans[i]).is_none()
+            {
+                plans[i] = self.plans[i].clone();
+                self.plans[i] = TensorPlan::default();
+                position.insert(i, k);
+            }
+        }
+        let calibrated = Calibrated {
+            stats: Some(&stats),
+            dampening: self.recipe.dampening(),
+            importance: self.importance,
+        };
+        let applied = apply_cached(model, &plans, None, Some(calibrated))?;
+        let mut replaced = Vec::new();
+        for (i, t) in &applied {
+            if t.values.len() as u64 == model.tensors[*i].numel {
+                replaced.push((position[i], t.values.clone()));
+            }
+        }
+        self.applied.extend(applied);
+        Ok(replaced)
+    }
+}
+
+/// `recipe` applied to a llama GGUF whose data-aware rules (Wanda, SparseGPT, GPTQ)
+/// learn from the token windows of `calibration` block by block, as the papers'
+/// reference code does: a block's inputs (all its projections' at once) come from
+/// the blocks before it already compressed, its weights are then compressed and the
+/// block run again for the next one. Every other tensor (embeddings, norms, the
+/// output, rules sharing a global threshold) is applied after. Memory holds one
+/// block's statistics. `progress(done, total)` counts blocks.
+pub fn apply_block_by_block(
+    model: &Model,
+    recipe: &Recipe,
+    calibration: &Dataset,
+    importance: Option<&Imatrix>,
+    progress: impl FnMut(usize, usize) -> bool,
+) -> Result<Vec<(usize, AppliedTensor)>> {
+    let (need, tensors) = recipe
+        .statistics_request(model)?
+        .unwrap_or((Need::Diagonal, Vec::new()));
+    let (ids, window) = chunks_of(calibration);
+    let chunks: Vec<&[u32]> = ids.chunks_exact(window).collect();
+    let mut hooks = BlockByBlock {
+        collect: Collect {
+            model,
+            need,
+            wanted: tensors.iter().map(String::as_str).collect(),
+            collected: HashMap::new(),
+        },
+        recipe,
+        plans: recipe.plan(model)?,
+        importance,
+        data_key: crate::eval::calibration_key(calibration, None),
+        data_sha256: crate::checksum::sha256_f32(&calibration.x),
+        samples: chunks.len(),
+        applied: Vec::new(),
+    };
+    run(model, &calibration.source, &chunks, &mut hooks, progress)?;
+    // The rest, with no statistics: a data-aware rule left here names its tensor.
+    let rest = apply_cached(
+        model,
+        &hooks.plans,
+        None,
+        Some(Calibrated {
+            stats: None,
+            dampening: recipe.dampening(),
+            importance,
+        }),
+    )?;
+    let mut applied = hooks.applied;
+    applied.extend(rest);
+    applied.sort_by_key(|(i, _)| *i);
+    Ok(applied)
+}
