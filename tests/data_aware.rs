@@ -201,7 +201,7 @@ fn bad_calibration_settings_are_refused() {
             "{ method = \"wanda\", sparsity = 0.5 }",
             "",
             false,
-            "give --data",
+            "give --calibration FILE, or --data",
         ),
         (
             "singular",
@@ -598,4 +598,10 @@ fn bad_language_model_calibration_is_refused() {
         assert_eq!(stderr.trim().lines().count(), 1, "{at}");
         assert!(!out.exists(), "{at}");
     }
+    let (code, _, stderr) = slimscope(&["eval", s(&gguf), "--calibration", s(&text)]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("calibrates nothing"), "{stderr}");
+    let (code, _, stderr) = slimscope(&["eval", s(&gguf), "--imatrix", s(&text)]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("there is no recipe"), "{stderr}");
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::compress::apply::{AppliedTensor, apply_recipe, apply_recipe_with};
+use crate::compress::apply::{AppliedTensor, apply_recipe};
 use crate::compress::recipe::Recipe;
 use crate::eval::causal_lm::{self, is_causal_lm};
 use crate::eval::embeddings::is_sentence_encoder;
@@ -133,15 +133,13 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     {
         return Err(crate::eval::statistics_unsupported(&model).into());
     }
-    let importance = match &recipe {
-        Some(r) => super::importance_for(args.imatrix.as_deref(), r)?,
-        None => match &args.imatrix {
-            Some(path) => anyhow::bail!(
-                "{}: --imatrix weights a --recipe's GGUF rules; there is no recipe",
-                path.display()
-            ),
-            None => None,
-        },
+    let importance = match (&recipe, &args.imatrix) {
+        (Some(r), path) => super::importance_for(path.as_deref(), r)?,
+        (None, Some(path)) => anyhow::bail!(
+            "{}: --imatrix weights a --recipe's GGUF rules; there is no recipe",
+            path.display()
+        ),
+        (None, None) => None,
     };
     let evaluator = super::evaluator(
         &model,
@@ -153,23 +151,14 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let base = evaluator.measure(&model, &[], args.batch, |_, _| true)?;
     let compressed = match &recipe {
         Some(recipe) => {
-            let applied = match recipe.statistics_request(&model)? {
-                Some(_) if evaluator.network().learns_block_by_block() => {
-                    crate::measure::block_by_block(
-                        &model,
-                        recipe,
-                        &evaluator,
-                        importance.as_ref(),
-                        &|| false,
-                    )?
-                }
-                need => {
-                    let stats = need
-                        .map(|need| evaluator.statistics(&model, need, |_, _| true))
-                        .transpose()?;
-                    apply_recipe_with(&model, recipe, None, stats.as_deref(), importance.as_ref())?
-                }
-            };
+            let applied = crate::measure::apply_for(
+                &model,
+                recipe,
+                None,
+                &evaluator,
+                importance.as_ref(),
+                &|| false,
+            )?;
             Some(evaluator.measure_with(
                 &model,
                 &applied,
@@ -180,27 +169,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let calibration_note = evaluator.calibration().map(|c| {
-        let (of, rest) = match &args.calibration {
-            Some(path) => (path.display().to_string(), "all"),
-            None => (format!("{} kept apart", data_path.display()), "the other"),
-        };
-        format!(
-            "{} samples of {of} to calibrate {}; both rows measured on {rest} {}",
-            c.len(),
-            match (
-                activations
-                    .as_ref()
-                    .is_some_and(|a| a.calibration_samples() > 0),
-                recipe.as_ref().and_then(Recipe::statistics_needed)
-            ) {
-                (true, Some(_)) => "activations and data-aware methods",
-                (false, Some(_)) => "data-aware methods",
-                _ => "activations",
-            },
-            evaluator.data().len()
-        )
-    });
+    let calibration_note = calibration_note(args, &evaluator, &data_path, recipe.as_ref());
     let mut out = std::io::stdout().lock();
     if args.json {
         let report = serde_json::json!({
@@ -229,6 +198,33 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         print_row(&mut out, "compressed", c)?;
     }
     Ok(())
+}
+
+/// What the evaluation's calibration samples are and calibrate, if there are any.
+fn calibration_note(
+    args: &EvalArgs,
+    evaluator: &crate::eval::evaluator::Evaluator,
+    data_path: &std::path::Path,
+    recipe: Option<&Recipe>,
+) -> Option<String> {
+    let c = evaluator.calibration()?;
+    let (of, rest) = match &args.calibration {
+        Some(path) => (path.display().to_string(), "all"),
+        None => (format!("{} kept apart", data_path.display()), "the other"),
+    };
+    let activations = recipe
+        .and_then(|r| r.activations.as_ref())
+        .is_some_and(|a| a.calibration_samples() > 0);
+    let what = match (activations, recipe.and_then(Recipe::statistics_needed)) {
+        (true, Some(_)) => "activations and data-aware methods",
+        (false, Some(_)) => "data-aware methods",
+        _ => "activations",
+    };
+    Some(format!(
+        "{} samples of {of} to calibrate {what}; both rows measured on {rest} {}",
+        c.len(),
+        evaluator.data().len()
+    ))
 }
 
 /// What the figures are of, and the table's column names.

@@ -169,8 +169,9 @@ fn points(args: &SweepArgs, model: &Model) -> anyhow::Result<Vec<Point>> {
     Ok(points)
 }
 
-pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
-    let model = Arc::new(Model::open(&args.model)?);
+/// The settings' problems that need no model: outputs that would replace an input
+/// or are not .json/.csv, a calibration file with nothing to measure on.
+fn check_args(args: &SweepArgs) -> anyhow::Result<()> {
     if let Some(out) = &args.output {
         let mut inputs = vec![args.model.as_path()];
         inputs.extend(args.data.as_deref());
@@ -190,6 +191,12 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
             path.display()
         );
     }
+    Ok(())
+}
+
+pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
+    check_args(args)?;
+    let model = Arc::new(Model::open(&args.model)?);
     let points = points(args, &model)?;
     if let Some(t) = args.allocate
         && !(0.0..=0.99).contains(&t)

@@ -163,31 +163,15 @@ impl Layer<'_> {
     }
 }
 
-/// Run `model` (a llama GGUF) over `chunks` (token ids, all of one length, read from
-/// `source`), showing every `blk.*` matmul input to `hooks`, block by block.
-/// `progress(done, total)` counts layers and returns false to cancel.
-pub fn run(
+/// The shared geometry of `model`'s blocks for chunks of `chunks`' length, and the
+/// chunks' token embeddings.
+fn embed_chunks(
     model: &Model,
     source: &Path,
     chunks: &[&[u32]],
-    hooks: &mut dyn Hooks,
-    mut progress: impl FnMut(usize, usize) -> bool,
-) -> Result<()> {
-    if !causal_lm::is_causal_lm(model) {
-        return Err(Error::Unsupported {
-            path: model.path.clone(),
-            what: "the layer inputs are computed for GGUFs of the llama family".into(),
-        });
-    }
+) -> Result<(Geometry, Vec<Tensor>)> {
     let chunk = chunks.first().map_or(0, |c| c.len());
-    if chunk < 2 || chunks.iter().any(|c| c.len() != chunk) {
-        return Err(Error::Data {
-            path: source.to_owned(),
-            problem: "token chunks of at least 2 tokens, all of one length, are needed".into(),
-        });
-    }
     let fail = |e: candle_core::Error| engine(model, e);
-    let layers = hyper(model, "llama.block_count")? as usize;
     let heads = hyper(model, "llama.attention.head_count")? as usize;
     let kv_heads = hyper(model, "llama.attention.head_count_kv")? as usize;
     let eps = hyper(model, "llama.attention.layer_norm_rms_epsilon")? as f32;
@@ -244,7 +228,7 @@ pub fn run(
         sin,
         mask,
     };
-    let mut xs: Vec<Tensor> = chunks
+    let xs: Vec<Tensor> = chunks
         .iter()
         .map(|c| {
             let t = Tensor::new(*c, &Device::Cpu)?;
@@ -253,6 +237,35 @@ pub fn run(
         .collect::<candle_core::Result<_>>()
         .map_err(fail)?;
     drop(embed);
+    Ok((geometry, xs))
+}
+
+/// Run `model` (a llama GGUF) over `chunks` (token ids, all of one length, read from
+/// `source`), showing every `blk.*` matmul input to `hooks`, block by block.
+/// `progress(done, total)` counts layers and returns false to cancel.
+pub fn run(
+    model: &Model,
+    source: &Path,
+    chunks: &[&[u32]],
+    hooks: &mut dyn Hooks,
+    mut progress: impl FnMut(usize, usize) -> bool,
+) -> Result<()> {
+    if !causal_lm::is_causal_lm(model) {
+        return Err(Error::Unsupported {
+            path: model.path.clone(),
+            what: "the layer inputs are computed for GGUFs of the llama family".into(),
+        });
+    }
+    let chunk = chunks.first().map_or(0, |c| c.len());
+    if chunk < 2 || chunks.iter().any(|c| c.len() != chunk) {
+        return Err(Error::Data {
+            path: source.to_owned(),
+            problem: "token chunks of at least 2 tokens, all of one length, are needed".into(),
+        });
+    }
+    let (geometry, mut xs) = embed_chunks(model, source, chunks)?;
+    let fail = |e: candle_core::Error| engine(model, e);
+    let layers = hyper(model, "llama.block_count")? as usize;
     for layer in 0..layers {
         let name = |w: &str| format!("blk.{layer}.{w}.weight");
         let names: Vec<String> = BLOCK_WEIGHTS.iter().map(|b| name(b)).collect();

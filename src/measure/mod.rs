@@ -118,17 +118,16 @@ pub fn measure(
     with: With,
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<Measurement> {
-    let (applied, totals) = match (recipe.statistics_request(model)?, with.evaluator) {
-        (Some(_), Some(e)) if e.network().learns_block_by_block() => {
-            let applied = block_by_block(model, recipe, e, None, cancelled)?;
+    let (applied, totals) = match with.evaluator {
+        Some(e) => {
+            let applied = apply_for(model, recipe, with.cache, e, None, cancelled)?;
+            if cancelled() {
+                return Err(Error::Cancelled);
+            }
             let totals = Totals::of(model, &applied);
             (applied, totals)
         }
-        (Some(need), Some(e)) => {
-            let stats = e.statistics(model, need, |_, _| !cancelled())?;
-            measure_weights(model, recipe, with.cache, Some(&stats), cancelled)?
-        }
-        _ => measure_weights(model, recipe, with.cache, None, cancelled)?,
+        None => measure_weights(model, recipe, with.cache, None, cancelled)?,
     };
     let metrics = match with.evaluator {
         Some(evaluator) => Some(measure_task(
@@ -148,23 +147,41 @@ pub fn measure(
     })
 }
 
-/// `recipe` applied to a llama GGUF, its data-aware rules learning block by block
-/// from the calibration samples `evaluator` holds (see
-/// [`crate::eval::llama_inputs::apply_block_by_block`]).
-pub fn block_by_block(
+/// `recipe` applied for a measurement on `evaluator`: data-aware rules learn from
+/// its calibration samples, block by block on a llama GGUF (see
+/// [`crate::eval::llama_inputs::apply_block_by_block`]), elsewhere from statistics of
+/// the original collected once (and shared through `cache`).
+pub fn apply_for(
     model: &Model,
     recipe: &Recipe,
+    cache: Option<&TensorCache>,
     evaluator: &Evaluator,
     importance: Option<&crate::model::imatrix::Imatrix>,
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<Vec<(usize, AppliedTensor)>> {
-    crate::eval::llama_inputs::apply_block_by_block(
-        model,
-        recipe,
-        evaluator.calibration_samples(model)?,
-        importance,
-        |_, _| !cancelled(),
-    )
+    match recipe.statistics_request(model)? {
+        Some(_) if evaluator.network().learns_block_by_block() => {
+            crate::eval::llama_inputs::apply_block_by_block(
+                model,
+                recipe,
+                evaluator.calibration_samples(model)?,
+                importance,
+                |_, _| !cancelled(),
+            )
+        }
+        need => {
+            let stats = need
+                .map(|need| evaluator.statistics(model, need, |_, _| !cancelled()))
+                .transpose()?;
+            crate::compress::apply::apply_recipe_with(
+                model,
+                recipe,
+                cache,
+                stats.as_deref(),
+                importance,
+            )
+        }
+    }
 }
 
 /// The first, fast part of [`measure`]: the compressed tensors and what they add up
