@@ -578,7 +578,7 @@ fn bad_language_model_calibration_is_refused() {
         (
             &embd,
             &text,
-            "not the weight of a convolution, Gemm or MatMul",
+            "is not a block's attention or feed-forward projection",
         ),
     ];
     for (recipe, calibration, want) in cases {

@@ -505,6 +505,22 @@ pub fn apply_block_by_block(
     let (need, tensors) = recipe
         .statistics_request(model)?
         .unwrap_or((Need::Diagonal, Vec::new()));
+    let blocks = calibrated_layers(model);
+    if let Some(other) = tensors.iter().find(|t| !blocks.contains(t)) {
+        return Err(Error::InvalidSetting(format!(
+            "{}: `{other}` is not a block's attention or feed-forward projection, the only \
+             layers of a llama GGUF whose inputs data-aware methods learn from",
+            model.path.display()
+        )));
+    }
+    let blocks = calibrated_layers(model);
+    if let Some(other) = tensors.iter().find(|t| !blocks.contains(t)) {
+        return Err(Error::InvalidSetting(format!(
+            "{}: `{other}` is not a block's attention or feed-forward projection, the only \
+             layers of a llama GGUF whose inputs data-aware methods learn from",
+            model.path.display()
+        )));
+    }
     let (ids, window) = chunks_of(calibration);
     let chunks: Vec<&[u32]> = ids.chunks_exact(window).collect();
     let mut hooks = BlockByBlock {
@@ -523,7 +539,7 @@ pub fn apply_block_by_block(
         applied: Vec::new(),
     };
     run(model, &calibration.source, &chunks, &mut hooks, progress)?;
-    // The rest, with no statistics: a data-aware rule left here names its tensor.
+    // The rest, none of them data-aware.
     let rest = apply_cached(
         model,
         &hooks.plans,
