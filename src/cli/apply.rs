@@ -214,14 +214,24 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
             let size = std::fs::metadata(&args.output)
                 .map(|m| m.len())
                 .unwrap_or(0);
+            let tensors = crate::export::gguf_tensor_bytes(&model, &applied);
             writeln!(
                 out,
-                "model: {} -> {} on disk (GGUF: {} of tensors, the rest metadata); wrote {}",
+                "model: {} -> {} on disk (GGUF: {} of tensors, the rest metadata and \
+                 alignment); wrote {}",
                 human_bytes(before),
                 human_bytes(size),
-                human_bytes(after),
+                human_bytes(tensors),
                 args.output.display()
             )?;
+            if tensors > after {
+                writeln!(
+                    out,
+                    "note: ggml has no type for some of these grids, so they are stored as F32 \
+                     values; in their own storage the tensors would take {} (estimated)",
+                    human_bytes(after)
+                )?;
+            }
             if let Some((rebuild, types)) = rebuild {
                 let text = |p: &Path| crate::text::printable(&p.display().to_string()).into_owned();
                 writeln!(

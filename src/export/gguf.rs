@@ -187,6 +187,37 @@ pub fn encode_gguf(
 
 /// Tensor `i`'s type and bytes in the file: the compressed values in their stored
 /// type, or the model's own bytes when ggml has the type, else f32.
+/// The ggml type a tensor is written as: what [`tensor_data`] encodes.
+fn written_type(info: &crate::model::TensorInfo, compressed: Option<&AppliedTensor>) -> DType {
+    match compressed {
+        Some(t) => match (t.stored, &t.packed) {
+            (DType::Quant(q), Some(_)) => DType::Quant(q),
+            (d @ (DType::F16 | DType::BF16), _) => d,
+            _ => DType::F32,
+        },
+        None if ggml_type_id(info.dtype).is_some() => info.dtype,
+        None => DType::F32,
+    }
+}
+
+/// The bytes of tensor data a GGUF export of `model` with `applied` holds (before
+/// alignment padding): what the file really stores, where a compressed tensor
+/// ggml has no type for (an integer grid) is written as F32 values.
+pub fn tensor_bytes(model: &Model, applied: &[(usize, AppliedTensor)]) -> u64 {
+    let by_index: std::collections::HashMap<usize, &AppliedTensor> =
+        applied.iter().map(|(i, t)| (*i, t)).collect();
+    model
+        .tensors
+        .iter()
+        .enumerate()
+        .map(|(i, info)| {
+            written_type(info, by_index.get(&i).copied())
+                .size_bytes(info.numel)
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
 fn tensor_data<'a>(
     model: &Model,
     i: usize,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 pub use compressed_tensors::{CompressedTensorsExport, write_compressed_tensors};
-pub use gguf::{encode_gguf, write_gguf};
+pub use gguf::{encode_gguf, tensor_bytes as gguf_tensor_bytes, write_gguf};
 pub use llama_quantize::LlamaQuantize;
 pub use onnx::{OnnxExport, OnnxSettings, calibration_set, export_network, write_onnx};
 pub use safetensors::write_safetensors;
