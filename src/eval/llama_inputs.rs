@@ -381,7 +381,16 @@ impl Hooks for Collect<'_> {
     }
 }
 
-impl Collect<'_> {
+impl<'a> Collect<'a> {
+    fn new(model: &'a Model, need: Need, tensors: &'a [String]) -> Self {
+        Collect {
+            model,
+            need,
+            wanted: tensors.iter().map(String::as_str).collect(),
+            collected: HashMap::new(),
+        }
+    }
+
     /// What has been collected, by weight name (weights of one input share it).
     fn take(&mut self) -> HashMap<String, Arc<LayerStatistics>> {
         let mut layers = HashMap::new();
@@ -417,12 +426,7 @@ pub fn statistics(
 ) -> Result<Statistics> {
     let (ids, window) = chunks_of(calibration);
     let chunks: Vec<&[u32]> = ids.chunks_exact(window).collect();
-    let mut collect = Collect {
-        model,
-        need,
-        wanted: tensors.iter().map(String::as_str).collect(),
-        collected: HashMap::new(),
-    };
+    let mut collect = Collect::new(model, need, tensors);
     run(model, &calibration.source, &chunks, &mut collect, progress)?;
     Ok(Statistics {
         layers: collect.take(),
@@ -513,28 +517,16 @@ pub fn apply_block_by_block(
             model.path.display()
         )));
     }
-    let blocks = calibrated_layers(model);
-    if let Some(other) = tensors.iter().find(|t| !blocks.contains(t)) {
-        return Err(Error::InvalidSetting(format!(
-            "{}: `{other}` is not a block's attention or feed-forward projection, the only \
-             layers of a llama GGUF whose inputs data-aware methods learn from",
-            model.path.display()
-        )));
-    }
     let (ids, window) = chunks_of(calibration);
     let chunks: Vec<&[u32]> = ids.chunks_exact(window).collect();
+    let sha = crate::checksum::sha256_f32(&calibration.x);
     let mut hooks = BlockByBlock {
-        collect: Collect {
-            model,
-            need,
-            wanted: tensors.iter().map(String::as_str).collect(),
-            collected: HashMap::new(),
-        },
+        collect: Collect::new(model, need, &tensors),
         recipe,
         plans: recipe.plan(model)?,
         importance,
-        data_key: crate::eval::calibration_key(calibration, None),
-        data_sha256: crate::checksum::sha256_f32(&calibration.x),
+        data_key: crate::eval::calibration_key(&sha, None),
+        data_sha256: sha,
         samples: chunks.len(),
         applied: Vec::new(),
     };

@@ -343,17 +343,13 @@ pub fn load_data(model: &Model, path: &Path) -> Result<data::Dataset> {
 /// static activation quantization learn from instead of samples kept apart from
 /// the evaluation data.
 pub fn load_calibration(model: &Model, path: &Path, samples: usize) -> Result<data::Dataset> {
-    let all = if causal_lm::is_causal_lm(model) {
-        causal_lm::calibration_windows(model, path)?
-    } else if embeddings::is_sentence_encoder(model) {
-        embeddings::sentence_dataset(path)?
+    let (all, unit) = if causal_lm::is_causal_lm(model) {
+        (
+            causal_lm::calibration_windows(model, path)?,
+            format!("windows of {} tokens", causal_lm::WINDOW),
+        )
     } else {
-        data::load(path)?
-    };
-    let unit = if causal_lm::is_causal_lm(model) {
-        format!("windows of {} tokens", causal_lm::WINDOW)
-    } else {
-        "samples".to_owned()
+        (load_data(model, path)?, "samples".to_owned())
     };
     match samples.cmp(&all.len()) {
         std::cmp::Ordering::Greater => Err(Error::Data {
@@ -369,12 +365,13 @@ pub fn load_calibration(model: &Model, path: &Path, samples: usize) -> Result<da
     }
 }
 
-/// What results learned from statistics of `calibration` depend on: the samples
-/// and the network they ran through (another spec gives other layer inputs).
-pub fn calibration_key(calibration: &data::Dataset, spec: Option<&ArchSpec>) -> u64 {
+/// What results learned from statistics of calibration samples depend on: the
+/// samples (their `data_sha256`, see [`Statistics::data_sha256`]) and the network
+/// they ran through (another spec gives other layer inputs).
+pub fn calibration_key(data_sha256: &str, spec: Option<&ArchSpec>) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    crate::checksum::sha256_f32(&calibration.x).hash(&mut h);
+    data_sha256.hash(&mut h);
     if let Some(spec) = spec {
         serde_json::to_string(spec).unwrap_or_default().hash(&mut h);
     }
@@ -510,7 +507,7 @@ impl Network {
         progress: impl FnMut(usize, usize) -> bool,
     ) -> Result<Statistics> {
         let sha = crate::checksum::sha256_f32(&calibration.x);
-        let key = calibration_key(calibration, self.spec());
+        let key = calibration_key(&sha, self.spec());
         let mut stats = match self {
             Network::CausalLm(_) => {
                 llama_inputs::statistics(model, calibration, need, tensors, progress)?
