@@ -185,9 +185,8 @@ pub fn encode_gguf(
     Ok(())
 }
 
-/// Tensor `i`'s type and bytes in the file: the compressed values in their stored
-/// type, or the model's own bytes when ggml has the type, else f32.
-/// The ggml type a tensor is written as: what [`tensor_data`] encodes.
+/// The ggml type a tensor is written as: a compressed tensor's ggml blocks or
+/// half-precision grid, the model's own type when ggml has it, else f32.
 fn written_type(info: &crate::model::TensorInfo, compressed: Option<&AppliedTensor>) -> DType {
     match compressed {
         Some(t) => match (t.stored, &t.packed) {
@@ -218,46 +217,40 @@ pub fn tensor_bytes(model: &Model, applied: &[(usize, AppliedTensor)]) -> u64 {
         .sum()
 }
 
+/// Tensor `i`'s type and bytes in the file (see [`written_type`]).
 fn tensor_data<'a>(
     model: &Model,
     i: usize,
     compressed: Option<&'a AppliedTensor>,
 ) -> Result<(DType, Cow<'a, [u8]>)> {
     let info = &model.tensors[i];
-    Ok(match compressed {
-        Some(t) => match (t.stored, &t.packed) {
-            (DType::Quant(q), Some(packed)) => (DType::Quant(q), Cow::Borrowed(packed)),
-            (DType::F16, _) => (
-                DType::F16,
-                t.values
-                    .iter()
-                    .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-                    .collect(),
-            ),
-            (DType::BF16, _) => (
-                DType::BF16,
-                t.values
-                    .iter()
-                    .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
-                    .collect(),
-            ),
-            _ => (
-                DType::F32,
-                t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ),
-        },
-        None if ggml_type_id(info.dtype).is_some() => {
-            (info.dtype, Cow::Owned(model.tensor_bytes(i)?.to_vec()))
-        }
-        None if info.dtype.is_float() && info.dtype.can_decode() => (
-            DType::F32,
-            model
-                .tensor_f32(i)?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
-        None => {
+    let dtype = written_type(info, compressed);
+    let bytes = match (compressed, dtype) {
+        (
+            Some(AppliedTensor {
+                packed: Some(packed),
+                ..
+            }),
+            DType::Quant(_),
+        ) => Cow::Borrowed(packed.as_slice()),
+        (Some(t), DType::F16) => t
+            .values
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect(),
+        (Some(t), DType::BF16) => t
+            .values
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+            .collect(),
+        (Some(t), _) => t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        (None, d) if d == info.dtype => Cow::Owned(model.tensor_bytes(i)?.to_vec()),
+        (None, _) if info.dtype.is_float() && info.dtype.can_decode() => model
+            .tensor_f32(i)?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        (None, _) => {
             return Err(Error::Unsupported {
                 path: model.path.clone(),
                 what: format!(
@@ -266,7 +259,8 @@ fn tensor_data<'a>(
                 ),
             });
         }
-    })
+    };
+    Ok((dtype, bytes))
 }
 
 /// The output's metadata: the source's (a GGUF's own, or its name), the file type
