@@ -181,17 +181,24 @@ fn make_qp_quants(nmax: i32, x: &[f32], levels: &mut [u8], qw: &[f32]) -> f32 {
     if suml2 > 0.0 { sumlx / suml2 } else { 0.0 }
 }
 
-/// Q2_K with importance (`quantize_row_q2_K_impl`): 84 bytes per 256 values.
-fn q2_k(x: &[f32], qw: &[f32], out: &mut [u8]) {
-    let mut levels = [0u8; QK_K];
-    let (mut scales, mut mins, mut sw) = ([0f32; 16], [0f32; 16], [0f32; 16]);
-    let sigma2 = sigma2(x, 1.0);
-    for j in 0..16 {
-        let span = 16 * j..16 * j + 16;
-        let (weight, sum) = weights::<16>(&x[span.clone()], &qw[span.clone()], sigma2);
+/// The `S` sub-blocks of `N` values of a super-block each fitted to levels
+/// `0..=nmax` with a scale and a min, weighted by importance (the loop
+/// `quantize_row_q2_K_impl` and `quantize_row_q4_K_impl` share): their scales,
+/// mins and weight sums.
+fn fit_with_mins<const N: usize, const S: usize>(
+    x: &[f32],
+    qw: &[f32],
+    nmax: i32,
+    sigma2: f32,
+    levels: &mut [u8],
+) -> ([f32; S], [f32; S], [f32; S]) {
+    let (mut scales, mut mins, mut sw) = ([0f32; S], [0f32; S], [0f32; S]);
+    for j in 0..S {
+        let span = N * j..N * j + N;
+        let (weight, sum) = weights::<N>(&x[span.clone()], &qw[span.clone()], sigma2);
         sw[j] = sum;
         (scales[j], mins[j]) = make_qkx2_quants(
-            3,
+            nmax,
             &x[span.clone()],
             &weight,
             &mut levels[span],
@@ -201,6 +208,13 @@ fn q2_k(x: &[f32], qw: &[f32], out: &mut [u8]) {
             false,
         );
     }
+    (scales, mins, sw)
+}
+
+/// Q2_K with importance (`quantize_row_q2_K_impl`): 84 bytes per 256 values.
+fn q2_k(x: &[f32], qw: &[f32], out: &mut [u8]) {
+    let mut levels = [0u8; QK_K];
+    let (scales, mins, sw) = fit_with_mins::<16, 16>(x, qw, 3, sigma2(x, 1.0), &mut levels);
     let (mut ls, mut lm) = ([0u8; 16], [0u8; 16]);
     let dm = make_qp_quants(15, &scales, &mut ls, &sw);
     let mm = make_qp_quants(15, &mins, &mut lm, &sw);
@@ -251,23 +265,7 @@ fn q3_k(x: &[f32], qw: &[f32], out: &mut [u8]) {
 /// (`quantize_row_q4_K_impl` / `quantize_row_q5_K_impl`).
 fn q45_k(x: &[f32], qw: &[f32], nmax: i32, out: &mut [u8]) {
     let mut levels = [0u8; QK_K];
-    let (mut scales, mut mins, mut sw) = ([0f32; 8], [0f32; 8], [0f32; 8]);
-    let sigma2 = sigma2(x, 2.0);
-    for j in 0..8 {
-        let span = 32 * j..32 * j + 32;
-        let (weight, sum) = weights::<32>(&x[span.clone()], &qw[span.clone()], sigma2);
-        sw[j] = sum;
-        (scales[j], mins[j]) = make_qkx2_quants(
-            nmax,
-            &x[span.clone()],
-            &weight,
-            &mut levels[span],
-            -0.9,
-            0.05,
-            36,
-            false,
-        );
-    }
+    let (scales, mins, sw) = fit_with_mins::<32, 8>(x, qw, nmax, sigma2(x, 2.0), &mut levels);
     let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
     let d_block = make_qp_quants(63, &scales, &mut ls, &sw);
     let m_block = make_qp_quants(63, &mins, &mut lm, &sw);
