@@ -217,6 +217,14 @@ fn bad_calibration_settings_are_refused() {
             true,
             "act_order is a GPTQ setting",
         ),
+        (
+            "awq",
+            "{ method = \"none\" }\nquant = { format = \"int\", bits = 4, method = \"awq\" }",
+            "",
+            true,
+            "AWQ folds its per-input scales into the norm or projection before each weight, \
+             which slimscope does for the blocks of llama-family GGUFs",
+        ),
     ];
     for (name, prune, calibration, with_data, want) in cases {
         let r = recipe(dir.path(), name, prune, calibration);
@@ -463,18 +471,7 @@ fn every_method_matches_numpy_on_paddleocrs_classifier() {
 #[test]
 fn data_aware_methods_on_a_llama_gguf_match_numpys_forward_pass() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let gguf = fixture("smollm2_q4_1.gguf");
-    let text = fixture("calibration/twenty_newsgroups.rst");
-    let model = slimscope::Model::open(&gguf).expect("model");
-    let windows = slimscope::eval::causal_lm::calibration_windows(&model, &text).expect("text");
-    let ids: Vec<Vec<u32>> = windows
-        .x
-        .chunks(windows.sample_len())
-        .map(|w| w.iter().map(|&t| t as u32).collect())
-        .collect();
-    assert!(ids.len() >= 16, "{} windows", ids.len());
-    let ids_path = dir.path().join("windows.json");
-    std::fs::write(&ids_path, serde_json::to_string(&ids).expect("json")).expect("ids");
+    let (gguf, text, ids_path) = llama_calibration(dir.path());
     let weights = r"regex = '^blk\.[01]\.(attn_q|attn_output|ffn_gate|ffn_down)\.weight$'";
     let cases = [
         (
@@ -537,6 +534,81 @@ fn data_aware_methods_on_a_llama_gguf_match_numpys_forward_pass() {
     }
 }
 
+/// SmolLM2, its calibration text and the text's token windows as JSON (written into
+/// `dir`), for the numpy references to pick the same windows from.
+fn llama_calibration(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let gguf = fixture("smollm2_q4_1.gguf");
+    let text = fixture("calibration/twenty_newsgroups.rst");
+    let model = slimscope::Model::open(&gguf).expect("model");
+    let windows = slimscope::eval::causal_lm::calibration_windows(&model, &text).expect("text");
+    let ids: Vec<Vec<u32>> = windows
+        .x
+        .chunks(windows.sample_len())
+        .map(|w| w.iter().map(|&t| t as u32).collect())
+        .collect();
+    assert!(ids.len() >= 16, "{} windows", ids.len());
+    let ids_path = dir.join("windows.json");
+    std::fs::write(&ids_path, serde_json::to_string(&ids).expect("json")).expect("ids");
+    (gguf, text, ids_path)
+}
+
+/// AWQ on SmolLM2's first two blocks against tests/fixtures/awq.py, a float64 numpy
+/// AWQ written from the paper and llm-awq's search: the same α per shared input (or
+/// one numpy finds as good), the same rescaled and rounded weights and norms.
+#[test]
+fn awq_on_a_llama_gguf_matches_numpys_search_and_folding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gguf, text, ids_path) = llama_calibration(dir.path());
+    let r = dir.path().join("awq.toml");
+    std::fs::write(
+        &r,
+        "version = 1\n[[rule]]\nregex = '^blk\\.[01]\\.(attn_[qkv]|attn_output|ffn_gate|ffn_up|ffn_down)\\.weight$'\n\
+         quant = { format = \"int\", bits = 4, granularity = \"group\", group_size = 64, \
+         method = \"awq\" }\n[calibration]\nsamples = 16\n",
+    )
+    .expect("recipe");
+    let out = dir.path().join("awq.gguf");
+    let (code, _, stderr) = slimscope(&[
+        "apply",
+        s(&gguf),
+        "--recipe",
+        s(&r),
+        "--calibration",
+        s(&text),
+        "-o",
+        s(&out),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let report = reference_script(
+        "awq.py",
+        &[s(&gguf), s(&out), s(&ids_path), "16", "4", "64"],
+    );
+    eprintln!("awq: {report}");
+    let tensors = report.as_object().expect("tensors");
+    // Seven projections and two norms in each of the two blocks.
+    assert_eq!(tensors.len(), 18, "{report}");
+    let mut scaled = 0;
+    for (name, t) in tensors {
+        let at = format!("{name}: {t}");
+        assert!(t["values_off"].as_f64() <= Some(1e-4), "{at}");
+        if name.contains("_norm") {
+            assert!(t["max_difference"].as_f64() <= Some(1e-6), "{at}");
+        }
+        if name.contains("attn_output") {
+            // Grouped-query attention: the value projection cannot absorb its scales.
+            assert_eq!(t["rescaled"], false, "{at}");
+        } else if !name.contains("_norm") {
+            assert_eq!(t["rescaled"], true, "{at}");
+            assert!(t["loss_at_theirs"].as_f64() <= Some(1.0 + 1e-4), "{at}");
+            if t["alpha_theirs"].as_f64() > Some(0.0) {
+                scaled += 1;
+                assert!(t["loss_rounding"].as_f64() > Some(1.0), "{at}");
+            }
+        }
+    }
+    assert!(scaled >= 4, "AWQ rescaled only {scaled} weights: {report}");
+}
+
 /// Calibrating a language model on a file that cannot serve: one line, exit 2.
 #[test]
 fn bad_language_model_calibration_is_refused() {
@@ -566,8 +638,17 @@ fn bad_language_model_calibration_is_refused() {
          prune = { method = \"wanda\", sparsity = 0.5 }\n[calibration]\nsamples = 2\n",
     )
     .expect("recipe");
+    let mixed = dir.path().join("mixed.toml");
+    std::fs::write(
+        &mixed,
+        "version = 1\n[[rule]]\nmatch = \"blk.0.attn_q.weight\"\n\
+         quant = { format = \"int\", bits = 4, method = \"awq\" }\n\
+         [[rule]]\nmatch = \"blk.0.attn_k.weight\"\n\
+         prune = { method = \"magnitude\", sparsity = 0.5 }\n[calibration]\nsamples = 2\n",
+    )
+    .expect("recipe");
     let out = dir.path().join("out.gguf");
-    let cases: [(&Path, &Path, &str); 4] = [
+    let cases: [(&Path, &Path, &str); 5] = [
         (&wanda, &text, "fewer than the 200 the recipe calibrates on"),
         (&wanda, &short, "fewer than the 200"),
         (
@@ -579,6 +660,12 @@ fn bad_language_model_calibration_is_refused() {
             &embd,
             &text,
             "is not a block's attention or feed-forward projection",
+        ),
+        (
+            &mixed,
+            &text,
+            "tensor `blk.0.attn_k.weight`: AWQ rescales blk.0.attn_q.weight, \
+             blk.0.attn_k.weight, blk.0.attn_v.weight and `blk.0.attn_norm.weight`",
         ),
     ];
     for (recipe, calibration, want) in cases {

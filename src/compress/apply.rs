@@ -7,6 +7,8 @@
 //! quant rule keeps a block-quantized source's type. Tensors no rule touches are left
 //! as they are. Deterministic for any thread count.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use super::calibration::{Provenance, Statistics, WeightLayout};
@@ -83,7 +85,7 @@ struct Quantized {
 /// methods (Wanda, SparseGPT).
 #[derive(Clone, Copy)]
 pub struct Calibrated<'a> {
-    /// Layer-input statistics (Wanda, SparseGPT, GPTQ).
+    /// Layer-input statistics (Wanda, SparseGPT, GPTQ, AWQ).
     pub stats: Option<&'a Statistics>,
     pub dampening: f64,
     /// An importance matrix (GGUF `method = "imatrix"`).
@@ -433,6 +435,17 @@ fn transpose<T: Copy>(v: &[T], rows: usize, cols: usize) -> Vec<T> {
     out
 }
 
+/// Why `model` cannot take AWQ: only a llama GGUF's blocks have the norms and
+/// projections its scales fold into (see `eval::llama_inputs`).
+pub fn awq_unsupported(model: &Model) -> Error {
+    Error::InvalidSetting(format!(
+        "{}: AWQ folds its per-input scales into the norm or projection before each \
+         weight, which slimscope does for the blocks of llama-family GGUFs; for this model \
+         use method = \"gptq\"",
+        model.path.display()
+    ))
+}
+
 /// [`apply`] with a cache of finished tensors.
 pub fn apply_cached(
     model: &Model,
@@ -440,7 +453,52 @@ pub fn apply_cached(
     cache: Option<&TensorCache>,
     calibrated: Option<Calibrated>,
 ) -> Result<Vec<(usize, AppliedTensor)>> {
-    let touched = touched_tensors(model, plans)?;
+    apply_to(model, plans, &HashMap::new(), cache, calibrated)
+}
+
+/// [`apply`] with some tensors' values replaced before compression (`sources`, by
+/// tensor index: weights an equivalent rescaling changed); those tensors are
+/// compressed as their plans say, or kept in their stored type when they have none.
+pub fn apply_to_values(
+    model: &Model,
+    plans: &[TensorPlan],
+    sources: &HashMap<usize, Vec<f32>>,
+    calibrated: Option<Calibrated>,
+) -> Result<Vec<(usize, AppliedTensor)>> {
+    apply_to(model, plans, sources, None, calibrated)
+}
+
+/// Tensor `info`'s `values` fake-quantized as `spec` says, rounded to nearest.
+pub fn fake_quantize(
+    values: &[f32],
+    spec: &QuantSpec,
+    info: &crate::model::TensorInfo,
+) -> Result<Vec<f32>> {
+    let rows = info.shape.first().copied().unwrap_or(1).max(1);
+    let row_len = (info.numel / rows).max(1);
+    let last_dim = info.shape.last().copied().unwrap_or(1).max(1);
+    let spec = spec.rounded();
+    let q = quantize(
+        values,
+        Some(&spec),
+        info.dtype,
+        (row_len, last_dim),
+        &info.name,
+    )?;
+    Ok(q.values)
+}
+
+fn apply_to(
+    model: &Model,
+    plans: &[TensorPlan],
+    sources: &HashMap<usize, Vec<f32>>,
+    cache: Option<&TensorCache>,
+    calibrated: Option<Calibrated>,
+) -> Result<Vec<(usize, AppliedTensor)>> {
+    let mut touched = touched_tensors(model, plans)?;
+    touched.extend(sources.keys());
+    touched.sort_unstable();
+    touched.dedup();
     let mut work: Vec<Work> = touched
         .iter()
         .map(|&i| {
@@ -462,7 +520,9 @@ pub fn apply_cached(
         .collect();
     for w in &mut work {
         let in_group = global_rule(&plans[w.index]).is_some_and(|r| uncached_groups.contains(&r));
-        if w.done.is_none() || in_group {
+        if let Some(values) = sources.get(&w.index) {
+            w.original = Some(values.clone());
+        } else if w.done.is_none() || in_group {
             w.original = Some(model.tensor_f32(w.index)?);
         }
     }
@@ -564,9 +624,8 @@ fn compress_one(
         packed,
         grid,
     } = match &plan.quant {
-        Some(q @ QuantSpec::Int { .. }) if q.needs().is_some() => {
-            gptq_grid(&values, info, q, calibrated, mask.as_ref())?
-        }
+        Some(q) if q.is_gptq() => gptq_grid(&values, info, q, calibrated, mask.as_ref())?,
+        Some(q) if q.is_awq() => return Err(awq_unsupported(model)),
         Some(q) if q.uses_imatrix() => {
             importance_grid(&values, info, q, calibrated.and_then(|c| c.importance))?
         }

@@ -73,7 +73,7 @@ pub enum WeightLayout {
     InOut,
 }
 
-/// What a method needs of a layer's inputs.
+/// What a method needs of a layer's inputs (every collection also sums `|x_j|`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Need {
     /// `Σ x_j²` per input feature (Wanda).
@@ -96,6 +96,9 @@ pub struct LayerStatistics {
     /// Per group: `Σ x xᵀ` row-major `columns × columns`, or with [`Need::Diagonal`]
     /// its `columns` diagonal values.
     pub sums: Vec<f64>,
+    /// Per group: `Σ |x_j|` of each input feature (AWQ's activation scale is its
+    /// mean), `columns` values.
+    pub abs_sums: Vec<f64>,
     /// Input rows summed per group (samples × output positions).
     pub rows: u64,
 }
@@ -112,6 +115,7 @@ impl LayerStatistics {
             layout,
             need,
             sums: vec![0.0; per * groups],
+            abs_sums: vec![0.0; columns * groups],
             rows: 0,
         }
     }
@@ -130,6 +134,16 @@ impl LayerStatistics {
         }
     }
 
+    /// The mean `|x_j|` of each input feature of group `g` over the rows seen.
+    pub fn mean_abs(&self, g: usize) -> Vec<f64> {
+        let d = self.columns;
+        let n = self.rows.max(1) as f64;
+        self.abs_sums[g * d..(g + 1) * d]
+            .iter()
+            .map(|s| s / n)
+            .collect()
+    }
+
     /// `Σ x xᵀ` of group `g` (row-major), when collected.
     pub fn gram(&self, g: usize) -> Option<&[f64]> {
         (self.need == Need::Gram)
@@ -141,6 +155,11 @@ impl LayerStatistics {
         let d = self.columns;
         debug_assert_eq!(x.len(), n * d);
         let per = self.per_group();
+        for row in x.chunks_exact(d) {
+            for (acc, &v) in self.abs_sums[g * d..(g + 1) * d].iter_mut().zip(row) {
+                *acc += v.abs();
+            }
+        }
         let s = &mut self.sums[g * per..(g + 1) * per];
         match self.need {
             Need::Diagonal => {
@@ -188,6 +207,9 @@ impl LayerStatistics {
     /// Add another collection's sums (the same layer over other samples).
     pub fn merge(&mut self, other: &LayerStatistics) {
         for (a, b) in self.sums.iter_mut().zip(&other.sums) {
+            *a += b;
+        }
+        for (a, b) in self.abs_sums.iter_mut().zip(&other.abs_sums) {
             *a += b;
         }
         self.rows += other.rows;

@@ -4,12 +4,13 @@
 //! configurations the app and sweeps turn into recipes ([`config`]) and applying a
 //! recipe to a model ([`apply`]); activation settings ([`activations`]) and their
 //! calibration ([`observers`]); data-aware pruning ([`wanda`], [`sparsegpt`]) and
-//! quantization ([`gptq`]) from calibration statistics ([`calibration`]). Everything in this module works on
+//! quantization ([`gptq`], [`awq`]) from calibration statistics ([`calibration`]). Everything in this module works on
 //! `f32` slices, byte buffers and recipe text: it knows nothing about model files
 //! (see `model/`) or any UI.
 
 pub mod activations;
 pub mod apply;
+pub mod awq;
 pub mod calibration;
 pub mod config;
 pub mod float;

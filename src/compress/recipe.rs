@@ -25,10 +25,10 @@
 //! unless the rule sets `include_vectors = true`. Quant formats: `none`; `int` (`bits`
 //! 2–8, `symmetric`, `granularity` = `tensor`|`channel` (the default)|`group`,
 //! `group_size`, `clip` = `none`|`mse`, `method` = `rtn` (the default)|`gptq` with
-//! `act_order`);
+//! `act_order`|`awq`);
 //! `f16`, `bf16`,
 //! `fp8_e4m3`, `fp8_e5m2`; `gguf` (`type` = Q8_0|Q4_0|Q4_1|Q5_0|Q5_1|Q2_K|Q3_K|Q4_K|
-//! Q5_K|Q6_K; like llama.cpp, only tensors of rank ≥ 2 take a block type, and a
+//! Q5_K|Q6_K, `method` = `rtn`|`imatrix`|`awq`; like llama.cpp, only tensors of rank ≥ 2 take a block type, and a
 //! K-quant on rows that are not whole 256-value super-blocks falls back as llama.cpp
 //! does, see `apply::k_quant_fallback`; rows no block type fits are stored as f16,
 //! llama.cpp's last resort). `nm` groups consecutive weights within each output
@@ -371,6 +371,9 @@ pub enum GgufMethod {
     /// llama.cpp's quantizers with an importance matrix (`llama-quantize
     /// --imatrix`, see [`super::importance`]).
     Imatrix,
+    /// The reference quantizers on weights AWQ rescaled per input (see
+    /// [`super::awq`]).
+    Awq,
 }
 
 fn yes() -> bool {
@@ -395,6 +398,8 @@ pub enum IntMethod {
     /// GPTQ: rounding errors compensated on calibration data (see
     /// [`super::gptq`]).
     Gptq,
+    /// Round to nearest on weights AWQ rescaled per input (see [`super::awq`]).
+    Awq,
 }
 
 impl QuantSpec {
@@ -402,11 +407,53 @@ impl QuantSpec {
     pub fn needs(&self) -> Option<Need> {
         match self {
             QuantSpec::Int {
-                method: IntMethod::Gptq,
+                method: IntMethod::Gptq | IntMethod::Awq,
+                ..
+            }
+            | QuantSpec::Gguf {
+                method: GgufMethod::Awq,
                 ..
             } => Some(Need::Gram),
             _ => None,
         }
+    }
+
+    /// Whether GPTQ chooses this spec's codes.
+    pub fn is_gptq(&self) -> bool {
+        matches!(
+            self,
+            QuantSpec::Int {
+                method: IntMethod::Gptq,
+                ..
+            }
+        )
+    }
+
+    /// Whether AWQ rescales the weights this spec quantizes.
+    pub fn is_awq(&self) -> bool {
+        matches!(
+            self,
+            QuantSpec::Int {
+                method: IntMethod::Awq,
+                ..
+            } | QuantSpec::Gguf {
+                method: GgufMethod::Awq,
+                ..
+            }
+        )
+    }
+
+    /// The same grid rounded to nearest: what AWQ quantizes its rescaled weights with.
+    pub fn rounded(&self) -> QuantSpec {
+        let mut q = self.clone();
+        match &mut q {
+            QuantSpec::Int { method, .. } => *method = IntMethod::Rtn,
+            QuantSpec::Gguf { method, .. } if *method == GgufMethod::Awq => {
+                *method = GgufMethod::Rtn;
+            }
+            _ => {}
+        }
+        q
     }
 
     /// The integer granularity this spec asks for (`None` for non-integer formats).
@@ -574,7 +621,7 @@ impl Recipe {
                 ));
             }
             if let Some(QuantSpec::Int {
-                method: IntMethod::Rtn,
+                method: IntMethod::Rtn | IntMethod::Awq,
                 act_order: true,
                 ..
             }) = &rule.quant
@@ -643,6 +690,13 @@ impl Recipe {
             .map(|(_, t)| t.name.clone())
             .collect();
         Ok(Some((need, names)))
+    }
+
+    /// Whether a rule quantizes with AWQ.
+    pub fn uses_awq(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.quant.as_ref().is_some_and(QuantSpec::is_awq))
     }
 
     /// Samples of the attached data kept apart for calibration: those static

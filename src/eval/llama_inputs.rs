@@ -7,6 +7,7 @@
 //! weights plus the chunks' activations, whatever the model's depth. Each chunk is
 //! scored from its own start (position 0), as `llama-imatrix -c` scores its chunks.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -15,9 +16,13 @@ use candle_core::{Device, Tensor};
 
 use super::causal_lm;
 use super::data::Dataset;
-use crate::compress::apply::{AppliedTensor, Calibrated, apply_cached, global_rule};
-use crate::compress::calibration::{LayerStatistics, Need, Statistics, WeightLayout};
-use crate::compress::recipe::{Recipe, TensorPlan};
+use crate::compress::apply::{
+    AppliedTensor, Calibrated, apply_cached, apply_to_values, fake_quantize, global_rule,
+};
+use crate::compress::awq;
+use crate::compress::calibration::{LayerStatistics, Need, Provenance, Statistics, WeightLayout};
+use crate::compress::recipe::{PruneSpec, QuantSpec, Recipe, TensorPlan};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::model::imatrix::Imatrix;
@@ -33,6 +38,10 @@ pub const BLOCK_WEIGHTS: [&str; 7] = [
     "ffn_up",
     "ffn_down",
 ];
+
+/// The norms of one llama block, after [`BLOCK_WEIGHTS`] in what
+/// [`Hooks::block_done`] sees: the attention's and the feed-forward's input scales.
+pub const BLOCK_NORMS: [&str; 2] = ["attn_norm", "ffn_norm"];
 
 fn engine(model: &Model, e: candle_core::Error) -> Error {
     Error::Engine {
@@ -73,9 +82,9 @@ pub trait Hooks {
     /// query, key and value projections share theirs; so do gate and up).
     fn observe(&mut self, names: &[String], x: &Tensor) -> Result<()>;
 
-    /// Block `layer` (weights `names`, in [`BLOCK_WEIGHTS`] order) has shown every
-    /// chunk's inputs: new values for some of its weights (by position in `names`),
-    /// with which the block is run again to give the next block its inputs.
+    /// Block `layer` (tensors `names`: [`BLOCK_WEIGHTS`] then [`BLOCK_NORMS`]) has
+    /// shown every chunk's inputs: new values for some of its tensors (by position in
+    /// `names`), with which the block is run again to give the next block its inputs.
     fn block_done(&mut self, layer: usize, names: &[String]) -> Result<Vec<(usize, Vec<f32>)>> {
         let _ = (layer, names);
         Ok(Vec::new())
@@ -102,7 +111,18 @@ struct Layer<'a> {
     ffn_norm: &'a Tensor,
 }
 
-impl Layer<'_> {
+impl<'a> Layer<'a> {
+    /// The block of `names` and `w`, [`BLOCK_WEIGHTS`] then [`BLOCK_NORMS`].
+    fn of(names: &'a [String], w: &'a [Tensor]) -> Self {
+        let n = BLOCK_WEIGHTS.len();
+        Layer {
+            names: &names[..n],
+            w: &w[..n],
+            attn_norm: &w[n],
+            ffn_norm: &w[n + 1],
+        }
+    }
+
     /// The block applied to one chunk's hidden states `x` (tokens × width), every
     /// matmul input shown to `hooks`.
     fn forward(
@@ -267,20 +287,16 @@ pub fn run(
     let fail = |e: candle_core::Error| engine(model, e);
     let layers = hyper(model, "llama.block_count")? as usize;
     for layer in 0..layers {
-        let name = |w: &str| format!("blk.{layer}.{w}.weight");
-        let names: Vec<String> = BLOCK_WEIGHTS.iter().map(|b| name(b)).collect();
+        let names: Vec<String> = BLOCK_WEIGHTS
+            .iter()
+            .chain(&BLOCK_NORMS)
+            .map(|b| format!("blk.{layer}.{b}.weight"))
+            .collect();
         let mut w: Vec<Tensor> = names
             .iter()
             .map(|n| weight(model, n))
             .collect::<Result<_>>()?;
-        let attn_norm = weight(model, &name("attn_norm"))?;
-        let ffn_norm = weight(model, &name("ffn_norm"))?;
-        let block = Layer {
-            names: &names,
-            w: &w,
-            attn_norm: &attn_norm,
-            ffn_norm: &ffn_norm,
-        };
+        let block = Layer::of(&names, &w);
         let outputs: Vec<Tensor> = xs
             .iter()
             .map(|x| block.forward(model, x, &geometry, hooks))
@@ -294,12 +310,7 @@ pub fn run(
                 let shape = w[k].dims().to_vec();
                 w[k] = Tensor::from_vec(values, shape, &Device::Cpu).map_err(fail)?;
             }
-            let block = Layer {
-                names: &names,
-                w: &w,
-                attn_norm: &attn_norm,
-                ffn_norm: &ffn_norm,
-            };
+            let block = Layer::of(&names, &w);
             for x in &mut xs {
                 *x = block.forward(model, x, &geometry, &mut Silent)?;
             }
@@ -463,15 +474,20 @@ impl Hooks for BlockByBlock<'_> {
             data_key: self.data_key,
             data_sha256: self.data_sha256.clone(),
         };
-        // This block's weights, but those sharing a global threshold with others.
+        let rescaled = awq_block(model, &self.plans, names, &stats)?;
+        // This block's weights, but those sharing a global threshold with others, and
+        // whatever AWQ rescaled; AWQ's weights are then rounded to nearest.
         let mut plans = vec![TensorPlan::default(); self.plans.len()];
         let mut position = HashMap::new();
         for (k, name) in names.iter().enumerate() {
             if let Some(i) = model.tensor_index(name)
-                && global_rule(&self.plans[i]).is_none()
+                && ((k < BLOCK_WEIGHTS.len() && global_rule(&self.plans[i]).is_none())
+                    || rescaled.sources.contains_key(&i))
             {
-                plans[i] = self.plans[i].clone();
-                self.plans[i] = TensorPlan::default();
+                plans[i] = std::mem::take(&mut self.plans[i]);
+                if let Some(q) = plans[i].quant.as_mut().filter(|q| q.is_awq()) {
+                    *q = q.rounded();
+                }
                 position.insert(i, k);
             }
         }
@@ -480,9 +496,17 @@ impl Hooks for BlockByBlock<'_> {
             dampening: self.recipe.dampening(),
             importance: self.importance,
         };
-        let applied = apply_cached(model, &plans, None, Some(calibrated))?;
+        let mut applied = apply_to_values(model, &plans, &rescaled.sources, Some(calibrated))?;
         let mut replaced = Vec::new();
-        for (i, t) in &applied {
+        for (i, t) in &mut applied {
+            if let Some(note) = rescaled.notes.get(i) {
+                t.scheme = format!("{}{note}", t.scheme).trim().to_owned();
+                t.calibration = Some(Provenance {
+                    samples: stats.samples,
+                    data_sha256: stats.data_sha256.clone(),
+                    dampening: calibrated.dampening,
+                });
+            }
             if t.values.len() as u64 == model.tensors[*i].numel {
                 replaced.push((position[i], t.values.clone()));
             }
@@ -492,7 +516,171 @@ impl Hooks for BlockByBlock<'_> {
     }
 }
 
-/// `recipe` applied to a llama GGUF whose data-aware rules (Wanda, SparseGPT, GPTQ)
+/// AWQ's scale groups in a block, by position in [`Hooks::block_done`]'s names: the
+/// weights that share an input, and the tensor that makes the input (a norm, or a
+/// projection whose output rows are the input's columns), which absorbs `1/s`.
+const AWQ_GROUPS: [(&[usize], usize); 4] = [(&[0, 1, 2], 7), (&[3], 2), (&[4, 5], 8), (&[6], 5)];
+
+/// What AWQ changed in one block.
+#[derive(Default)]
+struct Rescaled {
+    /// The rescaled values, by tensor index, still to be compressed as planned.
+    sources: HashMap<usize, Vec<f32>>,
+    /// What each rescaled weight's description adds, by tensor index.
+    notes: HashMap<usize, String>,
+}
+
+/// AWQ's scales for the block of `names` (see [`awq`]), searched on the original
+/// weights and this block's `stats`, for every shared input one of whose weights
+/// `plans` quantizes with AWQ, as llm-awq's `auto_scale_block` and `apply_scale` do
+/// for a llama block. The output projection's input is rescaled only when the value
+/// projection has a row per input (no grouped-query attention), as in llm-awq.
+fn awq_block(
+    model: &Model,
+    plans: &[TensorPlan],
+    names: &[String],
+    stats: &Statistics,
+) -> Result<Rescaled> {
+    let mut out = Rescaled::default();
+    let index = |k: usize| {
+        model.tensor_index(&names[k]).ok_or_else(|| Error::Corrupt {
+            path: model.path.clone(),
+            format: "GGUF",
+            problem: format!("no tensor `{}` (a llama block needs it)", names[k]),
+        })
+    };
+    for (members, before) in AWQ_GROUPS {
+        let idx: Vec<usize> = members.iter().map(|&k| index(k)).collect::<Result<_>>()?;
+        let is_awq = |i: &usize| plans[*i].quant.as_ref().is_some_and(QuantSpec::is_awq);
+        let Some(&first) = idx.iter().find(|i| is_awq(i)) else {
+            continue;
+        };
+        let maker = index(before)?;
+        let together = || {
+            let m: Vec<&str> = idx
+                .iter()
+                .map(|&i| model.tensors[i].name.as_str())
+                .collect();
+            format!(
+                "{} and `{}`, which makes their input",
+                m.join(", "),
+                names[before]
+            )
+        };
+        for &i in idx.iter().chain([&maker]) {
+            let plan = &plans[i];
+            if plan
+                .prune
+                .as_ref()
+                .is_some_and(|(p, _)| *p != PruneSpec::None)
+                || plan.quant.as_ref().is_some_and(QuantSpec::is_gptq)
+            {
+                return Err(Error::InvalidSetting(format!(
+                    "{}: tensor `{}`: AWQ rescales {}; pruning or GPTQ on one of them together with AWQ is not supported",
+                    model.path.display(),
+                    model.tensors[i].name,
+                    together()
+                )));
+            }
+        }
+        let columns = model.tensors[first].shape.get(1).copied().unwrap_or(0);
+        let maker_rows = model.tensors[maker].shape.first().copied().unwrap_or(0);
+        if maker_rows != columns {
+            for i in idx.iter().filter(|i| is_awq(i)) {
+                out.notes.insert(
+                    *i,
+                    format!(
+                        " (AWQ: not rescaled, rounded to nearest: `{}` has {maker_rows} rows for these {columns} inputs, as with grouped-query attention)",
+                        names[before]
+                    ),
+                );
+            }
+            continue;
+        }
+        let layer = stats
+            .layer(&model.tensors[first].name)
+            .ok_or_else(|| Error::Internal(format!("no statistics for {}", names[members[0]])))?;
+        let (found, originals) = search_group(model, plans, &idx, layer).map_err(|e| match e {
+            Error::InvalidSetting(m) => {
+                Error::InvalidSetting(format!("{}: {}: {m}", model.path.display(), together()))
+            }
+            e => e,
+        })?;
+        for (&i, original) in idx.iter().zip(originals) {
+            awq::scale_columns(out.sources.entry(i).or_insert(original), &found.scales);
+            let note = if is_awq(&i) {
+                format!(
+                    " AWQ (α = {:.2}; output error {:.3} of rounding's)",
+                    found.ratio,
+                    found.loss / found.loss_rounded.max(f64::MIN_POSITIVE)
+                )
+            } else {
+                " (inputs rescaled by AWQ)".to_owned()
+            };
+            out.notes.insert(i, note);
+        }
+        let v = match out.sources.entry(maker) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(model.tensor_f32(maker)?),
+        };
+        awq::divide_rows(v, &found.scales);
+        out.notes
+            .entry(maker)
+            .or_insert_with(|| " (absorbs AWQ's input scales)".to_owned());
+    }
+    Ok(out)
+}
+
+/// AWQ's scales for the weights `idx` (tensor indices), which share the input
+/// `layer` describes, searched on their original values (returned with them).
+fn search_group(
+    model: &Model,
+    plans: &[TensorPlan],
+    idx: &[usize],
+    layer: &LayerStatistics,
+) -> Result<(awq::Scales, Vec<Vec<f32>>)> {
+    let originals: Vec<Vec<f32>> = idx
+        .iter()
+        .map(|&i| model.tensor_f32(i))
+        .collect::<Result<_>>()?;
+    // Every weight that stays float32 adds no error; the others are rounded as
+    // their plans (or their stored block type) say.
+    let specs: Vec<Option<QuantSpec>> = idx
+        .iter()
+        .map(
+            |&i| match plans[i].quant.clone().unwrap_or(QuantSpec::None) {
+                QuantSpec::None if model.tensors[i].dtype == DType::F32 => None,
+                QuantSpec::F32 => None,
+                q => Some(q),
+            },
+        )
+        .collect();
+    let quantizers: Vec<Option<Box<awq::Quantizer>>> = idx
+        .iter()
+        .zip(&specs)
+        .map(|(&i, spec)| {
+            spec.as_ref().map(|q| {
+                let info = &model.tensors[i];
+                Box::new(move |v: &[f32]| fake_quantize(v, q, info)) as Box<awq::Quantizer>
+            })
+        })
+        .collect();
+    let group: Vec<awq::Member> = idx
+        .iter()
+        .zip(&originals)
+        .zip(&quantizers)
+        .map(|((&i, w), q)| awq::Member {
+            weights: w,
+            outputs: model.tensors[i].shape.first().copied().unwrap_or(1) as usize,
+            quantize: q.as_deref(),
+        })
+        .collect();
+    let found = awq::search(&group, layer)?;
+    drop(group);
+    Ok((found, originals))
+}
+
+/// `recipe` applied to a llama GGUF whose data-aware rules (Wanda, SparseGPT, GPTQ, AWQ)
 /// learn from the token windows of `calibration` block by block, as the papers'
 /// reference code does: a block's inputs (all its projections' at once) come from
 /// the blocks before it already compressed, its weights are then compressed and the

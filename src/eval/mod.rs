@@ -318,7 +318,7 @@ pub enum Network {
 pub fn statistics_unsupported(model: &Model) -> Error {
     Error::Unsupported {
         path: model.path.clone(),
-        what: "data-aware methods (Wanda, SparseGPT, GPTQ) learn from the layer inputs of \
+        what: "data-aware methods (Wanda, SparseGPT, GPTQ, AWQ) learn from the layer inputs of \
                sequential networks, ONNX graphs and llama GGUFs; a sentence encoder's are \
                not collected yet"
             .into(),

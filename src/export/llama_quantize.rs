@@ -139,6 +139,22 @@ impl LlamaQuantize {
                 }
             }
         }
+        let learnt: Vec<&str> = applied
+            .iter()
+            .filter(|(_, t)| t.calibration.is_some())
+            .map(|(_, t)| t.name.as_str())
+            .collect();
+        if let Some(first) = learnt.first() {
+            let others = match learnt.len() {
+                1 => " holds".to_owned(),
+                n => format!(" and {} more hold", n - 1),
+            };
+            out.caveats.push(format!(
+                "`{first}`{others} values a data-aware method learnt from calibration data \
+                 (Wanda, SparseGPT, GPTQ, AWQ); llama-quantize writes their types from the \
+                 original's values, not these"
+            ));
+        }
         Some(out)
     }
 

@@ -169,6 +169,7 @@ pub fn apply_for(
                 |_, _| !cancelled(),
             )
         }
+        _ if recipe.uses_awq() => Err(crate::compress::apply::awq_unsupported(model)),
         need => {
             let stats = need
                 .map(|need| evaluator.statistics(model, need, |_, _| !cancelled()))
@@ -236,7 +237,7 @@ pub fn apply_calibrated(
     };
     let (Some(network), Some(samples)) = (network, samples) else {
         return Err(Error::InvalidSetting(format!(
-            "{}: data-aware methods (Wanda, SparseGPT, GPTQ) learn from calibration data: \
+            "{}: data-aware methods (Wanda, SparseGPT, GPTQ, AWQ) learn from calibration data: \
              give --calibration FILE, or --data (the samples `slimscope eval` keeps apart \
              with this recipe are used)",
             recipe.origin.display()
@@ -244,6 +245,9 @@ pub fn apply_calibrated(
     };
     if !network.collects_statistics() {
         return Err(crate::eval::statistics_unsupported(model));
+    }
+    if recipe.uses_awq() && !network.learns_block_by_block() {
+        return Err(crate::compress::apply::awq_unsupported(model));
     }
     if network.learns_block_by_block() {
         return crate::eval::llama_inputs::apply_block_by_block(
