@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::compress::apply::TensorCache;
-use crate::compress::config::{Format, IntGranularity};
+use crate::compress::config::{Config, Format, IntGranularity};
 use crate::dtype::GgmlQuant;
 use crate::eval::evaluator::Evaluator;
 use crate::eval::{Network, TaskFigures};
@@ -60,6 +60,14 @@ pub struct SweepArgs {
     /// --data), a curve beside each round-to-nearest one.
     #[arg(long)]
     pub gptq: bool,
+    /// Also quantize every integer width and granularity and every GGUF type with AWQ
+    /// (llama GGUFs; data-aware: needs --data), a curve beside each round-to-nearest one.
+    #[arg(long)]
+    pub awq: bool,
+    /// The calibration samples data-aware curves learn from (`[calibration] samples`;
+    /// windows of 128 tokens of a text); the recipe default (128) when left out.
+    #[arg(long)]
+    pub calibration_samples: Option<usize>,
     /// GGUF block types to quantize to, comma-separated (e.g. Q8_0,Q4_0,Q4_K).
     #[arg(long, default_value = "")]
     pub gguf: String,
@@ -144,20 +152,54 @@ fn points(args: &SweepArgs, model: &Model) -> anyhow::Result<Vec<Point>> {
         formats.push(Format::Gguf(q));
     }
     let mut points = global_points(&methods, &sparsities, &formats);
-    if args.gptq {
-        let gptq: Vec<Point> = points
+    let quantized = |p: &&Point, gguf: bool| {
+        p.config.sparsity_pct == 0.0
+            && match p.config.format {
+                Format::Int { .. } => true,
+                Format::Gguf(_) => gguf,
+                _ => false,
+            }
+    };
+    let beside = |points: &[Point], gguf: bool, name: &str, set: fn(&mut Config)| {
+        let more: Vec<Point> = points
             .iter()
-            .filter(|p| {
-                matches!(p.config.format, Format::Int { .. }) && p.config.sparsity_pct == 0.0
-            })
+            .filter(|p| quantized(p, gguf))
             .map(|p| {
-                let mut p = p.clone();
-                p.curve = format!("{} GPTQ", p.curve);
-                p.config.gptq = true;
-                p
+                let mut config = p.config.clone();
+                set(&mut config);
+                Point::new(format!("{} {name}", p.curve), p.axis, p.level, None, config)
             })
             .collect();
-        points.extend(gptq);
+        more
+    };
+    let gptq = if args.gptq {
+        beside(&points, false, "GPTQ", |c| c.gptq = true)
+    } else {
+        Vec::new()
+    };
+    let awq = if args.awq {
+        beside(&points, true, "AWQ", |c| c.awq = true)
+    } else {
+        Vec::new()
+    };
+    points.extend(gptq);
+    points.extend(awq);
+    if let Some(n) = args.calibration_samples {
+        if n == 0 {
+            anyhow::bail!("--calibration-samples: must be at least 1");
+        }
+        for p in &mut points {
+            let learns = p
+                .config
+                .to_recipe(Path::new("(sweep)"))
+                .is_ok_and(|r| r.statistics_needed().is_some());
+            if !learns {
+                continue;
+            }
+            let mut config = p.config.clone();
+            config.calibration_samples = Some(n);
+            *p = Point::new(p.curve.clone(), p.axis, p.level, p.layer.clone(), config);
+        }
     }
     if args.per_layer {
         let levels = sparsity_levels("--layer-sparsity", &args.layer_sparsity)?;

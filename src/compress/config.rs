@@ -11,8 +11,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::activations::ActivationSpec;
+use super::calibration::CalibrationSpec;
 use super::recipe::{
-    Bits, Fraction, GranularityName, IntMethod, NormName, PruneSpec, QuantSpec, Recipe,
+    Bits, Fraction, GgufMethod, GranularityName, IntMethod, NormName, PruneSpec, QuantSpec, Recipe,
     RecipeError, Rule, Scope, Source,
 };
 use crate::dtype::GgmlQuant;
@@ -230,6 +231,14 @@ pub struct Config {
     /// of rounding to nearest (the global format and every override's).
     #[serde(default)]
     pub gptq: bool,
+    /// Integer and GGUF formats quantize weights AWQ rescaled (llama GGUFs; the global
+    /// format and every override's). Wins over `gptq`.
+    #[serde(default)]
+    pub awq: bool,
+    /// What data-aware methods learn from (`[calibration] samples`); the recipe
+    /// default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration_samples: Option<usize>,
 }
 
 impl Config {
@@ -242,6 +251,8 @@ impl Config {
         overrides: BTreeMap::new(),
         activations: None,
         gptq: false,
+        awq: false,
+        calibration_samples: None,
     };
 }
 
@@ -337,7 +348,9 @@ impl Config {
             words.push_str(" (global)");
         }
         words.push_str(&format!(" · {}", self.format.label()));
-        if self.gptq && matches!(self.format, Format::Int { .. }) {
+        if self.awq && matches!(self.format, Format::Int { .. } | Format::Gguf(_)) {
+            words.push_str(" AWQ");
+        } else if self.gptq && matches!(self.format, Format::Int { .. }) {
             words.push_str(" GPTQ");
         }
         if !self.overrides.is_empty() {
@@ -376,10 +389,11 @@ impl Config {
         }
         let quant = |format: Format| -> Result<QuantSpec, RecipeError> {
             let mut spec = format.quant_spec(origin)?;
-            if let QuantSpec::Int { method, .. } = &mut spec
-                && self.gptq
-            {
-                *method = IntMethod::Gptq;
+            match &mut spec {
+                QuantSpec::Int { method, .. } if self.awq => *method = IntMethod::Awq,
+                QuantSpec::Int { method, .. } if self.gptq => *method = IntMethod::Gptq,
+                QuantSpec::Gguf { method, .. } if self.awq => *method = GgufMethod::Awq,
+                _ => {}
             }
             Ok(spec)
         };
@@ -400,7 +414,10 @@ impl Config {
             source: None,
             rules,
             activations: self.activations.clone(),
-            calibration: None,
+            calibration: self.calibration_samples.map(|n| CalibrationSpec {
+                samples: Some(n),
+                dampening: None,
+            }),
             origin: origin.to_owned(),
         };
         recipe.check()?;
@@ -437,8 +454,11 @@ impl Config {
         }
         let quant = |format: Format| {
             let table = format.recipe();
-            match (format, self.gptq) {
-                (Format::Int { .. }, true) => table.replacen(" }", ", method = \"gptq\" }", 1),
+            match (format, self.awq, self.gptq) {
+                (Format::Int { .. } | Format::Gguf(_), true, _) => {
+                    table.replacen(" }", ", method = \"awq\" }", 1)
+                }
+                (Format::Int { .. }, _, true) => table.replacen(" }", ", method = \"gptq\" }", 1),
                 _ => table,
             }
         };
@@ -455,6 +475,9 @@ impl Config {
                 prune_table(Method::Magnitude, o.sparsity_pct, false),
                 quant(o.format)
             );
+        }
+        if let Some(n) = self.calibration_samples {
+            text += &format!("\n[calibration]\nsamples = {n}\n");
         }
         if let Some(a) = &self.activations {
             // A spec always serializes (plain enums and numbers).
@@ -493,6 +516,8 @@ mod tests {
                         overrides: BTreeMap::new(),
                         activations: None,
                         gptq: false,
+                        awq: false,
+                        calibration_samples: None,
                     });
                 }
             }
@@ -528,6 +553,22 @@ mod tests {
                 },
             );
             configs.push(c);
+        }
+        // AWQ on a GGUF type and an integer grid, learning from 24 samples.
+        for format in [
+            Format::Gguf(GgmlQuant::Q3_K),
+            Format::Int {
+                bits: 4,
+                granularity: IntGranularity::Group128,
+                mse_clip: false,
+            },
+        ] {
+            configs.push(Config {
+                format,
+                awq: true,
+                calibration_samples: Some(24),
+                ..Config::default()
+            });
         }
         use crate::compress::activations::{ActivationType, Mode, Observer};
         for (mode, dtype, observer, percentile, calibration) in [

@@ -694,24 +694,47 @@ pub fn apply_block_by_block(
     importance: Option<&Imatrix>,
     progress: impl FnMut(usize, usize) -> bool,
 ) -> Result<Vec<(usize, AppliedTensor)>> {
-    let (need, tensors) = recipe
+    let (need, mut tensors) = recipe
         .statistics_request(model)?
         .unwrap_or((Need::Diagonal, Vec::new()));
-    let blocks = calibrated_layers(model);
-    if let Some(other) = tensors.iter().find(|t| !blocks.contains(t)) {
-        return Err(Error::InvalidSetting(format!(
-            "{}: `{other}` is not a block's attention or feed-forward projection, the only \
-             layers of a llama GGUF whose inputs data-aware methods learn from",
-            model.path.display()
-        )));
+    let blocks: HashSet<String> = calibrated_layers(model).into_iter().collect();
+    let mut plans = recipe.plan(model)?;
+    // GPTQ and AWQ on other tensors (embeddings, norms: what a rule such as `*` also
+    // matches) round to nearest and say so; data-aware pruning there is an error.
+    let mut fallbacks = HashMap::new();
+    for (i, plan) in plans.iter_mut().enumerate() {
+        let name = &model.tensors[i].name;
+        if blocks.contains(name) {
+            continue;
+        }
+        if plan
+            .prune
+            .as_ref()
+            .is_some_and(|(p, _)| p.needs().is_some())
+        {
+            return Err(Error::InvalidSetting(format!(
+                "{}: `{name}` is not a block's attention or feed-forward projection, the only \
+                 layers of a llama GGUF whose inputs data-aware methods learn from",
+                model.path.display()
+            )));
+        }
+        if let Some(q) = plan.quant.as_mut().filter(|q| q.needs().is_some()) {
+            let method = if q.is_awq() { "AWQ" } else { "GPTQ" };
+            *q = q.rounded();
+            fallbacks.insert(
+                i,
+                format!(" (nearest: {method} learns only a block's projections)"),
+            );
+        }
     }
+    tensors.retain(|t| blocks.contains(t));
     let (ids, window) = chunks_of(calibration);
     let chunks: Vec<&[u32]> = ids.chunks_exact(window).collect();
     let sha = crate::checksum::sha256_f32(&calibration.x);
     let mut hooks = BlockByBlock {
         collect: Collect::new(model, need, &tensors),
         recipe,
-        plans: recipe.plan(model)?,
+        plans,
         importance,
         data_key: crate::eval::calibration_key(&sha, None),
         data_sha256: sha,
@@ -731,7 +754,12 @@ pub fn apply_block_by_block(
         }),
     )?;
     let mut applied = hooks.applied;
-    applied.extend(rest);
+    applied.extend(rest.into_iter().map(|(i, mut t)| {
+        if let Some(note) = fallbacks.get(&i) {
+            t.scheme.push_str(note);
+        }
+        (i, t)
+    }));
     applied.sort_by_key(|(i, _)| *i);
     Ok(applied)
 }

@@ -55,7 +55,13 @@ pub struct Point {
 }
 
 impl Point {
-    fn new(curve: String, axis: Axis, level: f64, layer: Option<String>, config: Config) -> Self {
+    pub(crate) fn new(
+        curve: String,
+        axis: Axis,
+        level: f64,
+        layer: Option<String>,
+        config: Config,
+    ) -> Self {
         let recipe = config.recipe_text(None);
         Point {
             curve,
