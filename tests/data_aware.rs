@@ -590,23 +590,25 @@ fn awq_on_a_llama_gguf_matches_numpys_search_and_folding() {
     let mut scaled = 0;
     for (name, t) in tensors {
         let at = format!("{name}: {t}");
-        assert!(t["values_off"].as_f64() <= Some(1e-4), "{at}");
+        let number = |key: &str| t[key].as_f64().unwrap_or_else(|| panic!("{key}: {at}"));
+        assert!(number("values_off") <= 1e-4, "{at}");
         if name.contains("_norm") {
-            assert!(t["max_difference"].as_f64() <= Some(1e-6), "{at}");
+            assert!(number("max_difference") <= 1e-6, "{at}");
         }
         if name.contains("attn_output") {
             // Grouped-query attention: the value projection cannot absorb its scales.
             assert_eq!(t["rescaled"], false, "{at}");
         } else if !name.contains("_norm") {
             assert_eq!(t["rescaled"], true, "{at}");
-            assert!(t["loss_at_theirs"].as_f64() <= Some(1.0 + 1e-4), "{at}");
-            if t["alpha_theirs"].as_f64() > Some(0.0) {
+            assert!(number("loss_at_theirs") <= 1.0 + 1e-4, "{at}");
+            if number("alpha_theirs") > 0.0 {
                 scaled += 1;
-                assert!(t["loss_rounding"].as_f64() > Some(1.0), "{at}");
+                assert!(number("loss_rounding") > 1.0, "{at}");
             }
         }
     }
-    assert!(scaled >= 4, "AWQ rescaled only {scaled} weights: {report}");
+    // Every one of the 12 rescaled projections chose α > 0 on this text.
+    assert!(scaled >= 10, "AWQ rescaled only {scaled} weights: {report}");
 }
 
 /// Calibrating a language model on a file that cannot serve: one line, exit 2.
@@ -665,7 +667,8 @@ fn bad_language_model_calibration_is_refused() {
             &mixed,
             &text,
             "tensor `blk.0.attn_k.weight`: AWQ rescales blk.0.attn_q.weight, \
-             blk.0.attn_k.weight, blk.0.attn_v.weight and `blk.0.attn_norm.weight`",
+             blk.0.attn_k.weight, blk.0.attn_v.weight and `blk.0.attn_norm.weight`, which \
+             makes their input; pruning, GPTQ or an importance matrix on one of them",
         ),
     ];
     for (recipe, calibration, want) in cases {

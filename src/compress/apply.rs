@@ -625,7 +625,15 @@ fn compress_one(
         grid,
     } = match &plan.quant {
         Some(q) if q.is_gptq() => gptq_grid(&values, info, q, calibrated, mask.as_ref())?,
-        Some(q) if q.is_awq() => return Err(awq_unsupported(model)),
+        Some(q) if q.is_awq() => {
+            return Err(bad(
+                &info.name,
+                "AWQ learns its scales from calibration data in the block-by-block pass of a \
+                 llama-family GGUF (`--calibration TEXT`); other models cannot take it: use \
+                 method = \"gptq\""
+                    .into(),
+            ));
+        }
         Some(q) if q.uses_imatrix() => {
             importance_grid(&values, info, q, calibrated.and_then(|c| c.importance))?
         }

@@ -13,7 +13,9 @@
 //! inputs, `Σ tr(ΔW H ΔWᵀ)` with `H = Σ x xᵀ`, summed over the weights sharing the
 //! input; llm-awq measures the attention block's and the MLP's outputs for the
 //! projections that share an input (and each single projection's own output, as
-//! here). Its clipping search (`auto_clip`) is not part of this.
+//! here). Its clipping search (`auto_clip`) is not part of this. llm-awq feeds each
+//! block the float outputs of the block before; slimscope's block-by-block pass feeds
+//! it the compressed ones, as it does for GPTQ (see `eval::llama_inputs`).
 
 use rayon::prelude::*;
 use tract_onnx::prelude::tract_ndarray::{Array2, ArrayView2, linalg};
@@ -79,18 +81,18 @@ pub fn divide_rows(w: &mut [f32], s: &[f32]) {
 }
 
 /// `Σ_rows δ H δᵀ` of `delta` (`rows × d`) with the Gram matrix `h` (`d × d`).
-fn output_error(delta: &[f32], rows: usize, h: &Array2<f32>) -> f64 {
+fn output_error(delta: &[f32], rows: usize, h: &Array2<f32>) -> Result<f64> {
     let d = h.nrows();
-    let Ok(delta) = ArrayView2::from_shape((rows, d), delta) else {
-        unreachable!("the weights were checked against the statistics");
-    };
+    let delta = ArrayView2::from_shape((rows, d), delta).map_err(|e| {
+        Error::Internal(format!("AWQ: a quantizer changed the weights' length: {e}"))
+    })?;
     let mut product = Array2::<f32>::zeros((rows, d));
     linalg::general_mat_mul(1.0, &delta, h, 0.0, &mut product);
-    product
+    Ok(product
         .iter()
         .zip(delta.iter())
         .map(|(&p, &x)| f64::from(p) * f64::from(x))
-        .sum()
+        .sum())
 }
 
 /// The scales of least output error for the weights `members`, which all multiply
@@ -124,7 +126,7 @@ pub fn search(members: &[Member], stats: &LayerStatistics) -> Result<Scales> {
                         *v = *v / k - w;
                     }
                 }
-                loss += output_error(&delta, m.outputs, &h);
+                loss += output_error(&delta, m.outputs, &h)?;
             }
             Ok((loss, s))
         })

@@ -155,6 +155,9 @@ impl LayerStatistics {
         let d = self.columns;
         debug_assert_eq!(x.len(), n * d);
         let per = self.per_group();
+        if d == 0 {
+            return;
+        }
         for row in x.chunks_exact(d) {
             for (acc, &v) in self.abs_sums[g * d..(g + 1) * d].iter_mut().zip(row) {
                 *acc += v.abs();

@@ -21,6 +21,7 @@ use crate::compress::apply::{
 };
 use crate::compress::awq;
 use crate::compress::calibration::{LayerStatistics, Need, Provenance, Statistics, WeightLayout};
+use crate::compress::quant::fidelity;
 use crate::compress::recipe::{PruneSpec, QuantSpec, Recipe, TensorPlan};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -501,6 +502,11 @@ impl Hooks for BlockByBlock<'_> {
         for (i, t) in &mut applied {
             if let Some(note) = rescaled.notes.get(i) {
                 t.scheme = format!("{}{note}", t.scheme).trim().to_owned();
+            }
+            if rescaled.sources.contains_key(i) {
+                // Fidelity against the original weights, comparable with rounding's.
+                let original = model.tensor_f32(*i)?;
+                t.fidelity = fidelity(&original, &rescaled.undone(*i, &t.values));
                 t.calibration = Some(Provenance {
                     samples: stats.samples,
                     data_sha256: stats.data_sha256.clone(),
@@ -528,6 +534,26 @@ struct Rescaled {
     sources: HashMap<usize, Vec<f32>>,
     /// What each rescaled weight's description adds, by tensor index.
     notes: HashMap<usize, String>,
+    /// The scales each tensor's columns were multiplied by, and its rows divided by.
+    columns: HashMap<usize, Vec<f32>>,
+    rows: HashMap<usize, Vec<f32>>,
+}
+
+impl Rescaled {
+    /// `values` of tensor `i` with the rescaling undone: the weights the compressed
+    /// model effectively multiplies by, in the original's frame.
+    fn undone(&self, i: usize, values: &[f32]) -> Vec<f32> {
+        let mut v = values.to_vec();
+        if let Some(s) = self.columns.get(&i) {
+            let inverse: Vec<f32> = s.iter().map(|k| 1.0 / k).collect();
+            awq::scale_columns(&mut v, &inverse);
+        }
+        if let Some(s) = self.rows.get(&i) {
+            let inverse: Vec<f32> = s.iter().map(|k| 1.0 / k).collect();
+            awq::divide_rows(&mut v, &inverse);
+        }
+        v
+    }
 }
 
 /// AWQ's scales for the block of `names` (see [`awq`]), searched on the original
@@ -567,22 +593,6 @@ fn awq_block(
                 names[before]
             )
         };
-        for &i in idx.iter().chain([&maker]) {
-            let plan = &plans[i];
-            if plan
-                .prune
-                .as_ref()
-                .is_some_and(|(p, _)| *p != PruneSpec::None)
-                || plan.quant.as_ref().is_some_and(QuantSpec::is_gptq)
-            {
-                return Err(Error::InvalidSetting(format!(
-                    "{}: tensor `{}`: AWQ rescales {}; pruning or GPTQ on one of them together with AWQ is not supported",
-                    model.path.display(),
-                    model.tensors[i].name,
-                    together()
-                )));
-            }
-        }
         let columns = model.tensors[first].shape.get(1).copied().unwrap_or(0);
         let maker_rows = model.tensors[maker].shape.first().copied().unwrap_or(0);
         if maker_rows != columns {
@@ -597,9 +607,38 @@ fn awq_block(
             }
             continue;
         }
-        let layer = stats
-            .layer(&model.tensors[first].name)
-            .ok_or_else(|| Error::Internal(format!("no statistics for {}", names[members[0]])))?;
+        for &i in idx.iter().chain([&maker]) {
+            let plan = &plans[i];
+            if plan
+                .prune
+                .as_ref()
+                .is_some_and(|(p, _)| *p != PruneSpec::None)
+                || plan
+                    .quant
+                    .as_ref()
+                    .is_some_and(|q| q.is_gptq() || q.uses_imatrix())
+            {
+                return Err(Error::InvalidSetting(format!(
+                    "{}: tensor `{}`: AWQ rescales {}; pruning, GPTQ or an importance matrix on one of them together with AWQ is not supported",
+                    model.path.display(),
+                    model.tensors[i].name,
+                    together()
+                )));
+            }
+        }
+        // A bias after the maker would have to absorb 1/s too; llama blocks have none.
+        let bias = names[before].replace(".weight", ".bias");
+        if model.tensor_index(&bias).is_some() {
+            return Err(Error::InvalidSetting(format!(
+                "{}: `{bias}`: AWQ folds its scales into `{}`, and this model's forward pass \
+                 has no place for that tensor's bias",
+                model.path.display(),
+                names[before]
+            )));
+        }
+        let layer = stats.layer(&model.tensors[first].name).ok_or_else(|| {
+            Error::Internal(format!("no statistics for {}", model.tensors[first].name))
+        })?;
         let (found, originals) = search_group(model, plans, &idx, layer).map_err(|e| match e {
             Error::InvalidSetting(m) => {
                 Error::InvalidSetting(format!("{}: {}: {m}", model.path.display(), together()))
@@ -608,6 +647,7 @@ fn awq_block(
         })?;
         for (&i, original) in idx.iter().zip(originals) {
             awq::scale_columns(out.sources.entry(i).or_insert(original), &found.scales);
+            out.columns.insert(i, found.scales.clone());
             let note = if is_awq(&i) {
                 format!(
                     " AWQ (α = {:.2}; output error {:.3} of rounding's)",
@@ -624,6 +664,7 @@ fn awq_block(
             Entry::Vacant(e) => e.insert(model.tensor_f32(maker)?),
         };
         awq::divide_rows(v, &found.scales);
+        out.rows.insert(maker, found.scales.clone());
         out.notes
             .entry(maker)
             .or_insert_with(|| " (absorbs AWQ's input scales)".to_owned());
