@@ -461,7 +461,7 @@ fn every_method_matches_numpy_on_paddleocrs_classifier() {
 }
 
 /// On SmolLM2 (a llama GGUF), calibrated on a text block by block: Wanda, SparseGPT
-/// and GPTQ give the weights numpy computes from a float64 llama forward pass of its
+/// and GPTQ (an integer grid and ggml's Q4_0 blocks) give the weights numpy computes from a float64 llama forward pass of its
 /// own over gguf-py's dequantized weights (the query, output, gate and down
 /// projections of the first two blocks, the second block's inputs from the first
 /// compressed; 16 windows of 128 tokens). Our pass runs in float32; measured, the
@@ -489,9 +489,22 @@ fn data_aware_methods_on_a_llama_gguf_match_numpys_forward_pass() {
             "gptq",
             "4:channel",
         ),
+        (
+            "quant = { format = \"gguf\", type = \"Q4_0\", method = \"gptq\" }",
+            "gptq",
+            "4:q4_0",
+        ),
     ];
     for (k, (rule, method, pattern)) in cases.iter().enumerate() {
         let r = dir.path().join(format!("r{k}.toml"));
+        // ggml's blocks refit every 32 inputs from the updated row, so one code that
+        // float32 rounds the other way moves the rest of its row, and the next block
+        // learns from slightly different inputs: Q4_0 is compared on the first block.
+        let weights = if *pattern == "4:q4_0" {
+            weights.replace("[01]", "0")
+        } else {
+            weights.to_owned()
+        };
         std::fs::write(
             &r,
             format!("version = 1\n[[rule]]\n{weights}\n{rule}\n[calibration]\nsamples = 16\n"),
@@ -515,7 +528,8 @@ fn data_aware_methods_on_a_llama_gguf_match_numpys_forward_pass() {
         );
         let layers = report.as_object().expect("layers");
         eprintln!("{method} {pattern}: {report}");
-        assert_eq!(layers.len(), 8, "{report}");
+        let count = if *pattern == "4:q4_0" { 4 } else { 8 };
+        assert_eq!(layers.len(), count, "{report}");
         for (name, l) in layers {
             let at = format!("{method} {pattern} {name}: {l}");
             let recorded = &l["recorded_calibration"];
@@ -523,7 +537,12 @@ fn data_aware_methods_on_a_llama_gguf_match_numpys_forward_pass() {
             assert_eq!(recorded["data_sha256"], l["samples_sha256"], "{at}");
             assert!(l["mask_differs"].as_f64() <= Some(1e-3), "{at}");
             assert!(l["rows_agreeing"].as_f64() >= Some(0.99), "{at}");
-            assert!(l["max_difference"].as_f64() <= Some(1e-5), "{at}");
+            if *pattern == "4:q4_0" {
+                // Measured: three layers identical, 0.3 % of ffn_down's values (4 rows).
+                assert!(l["values_differ"].as_f64() <= Some(0.01), "{at}");
+            } else {
+                assert!(l["max_difference"].as_f64() <= Some(1e-5), "{at}");
+            }
             if *method == "gptq" {
                 assert!(l["rtn_differ"].as_f64() > Some(0.05), "{at}");
             } else {

@@ -168,6 +168,11 @@ fn bad_recipes_name_the_line() {
         Some(4),
         "IQ2_XXS",
     );
+    assert_bad(
+        &rule("match = \"*\"\nquant = { format = \"gguf\", type = \"Q4_K\", method = \"gptq\" }"),
+        Some(4),
+        "GPTQ quantizes onto Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 blocks, not Q4_K",
+    );
     assert_bad("version = 2\n", None, "version 2 is not supported");
     assert_bad(
         "version = 1\n[[rule]]\nprune = { method = \"none\" }\n",

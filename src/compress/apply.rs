@@ -1034,6 +1034,9 @@ fn gptq_grid(
     calibrated: Option<Calibrated>,
     mask: Option<&Mask>,
 ) -> Result<Quantized> {
+    if let Some(t) = spec.gguf_type() {
+        return gptq_blocks(values, info, t, calibrated, mask);
+    }
     let QuantSpec::Int {
         bits,
         symmetric,
@@ -1042,7 +1045,7 @@ fn gptq_grid(
         ..
     } = spec
     else {
-        unreachable!("only integer specs take GPTQ");
+        unreachable!("only integer and GGUF specs take GPTQ");
     };
     let scheme = IntScheme {
         bits: bits.get(),
@@ -1121,6 +1124,58 @@ fn gptq_grid(
     quantized.words = quantized
         .words
         .map(|w| format!("{w} GPTQ{}", if *act_order { " (act order)" } else { "" }));
+    Ok(quantized)
+}
+
+/// GPTQ onto ggml blocks of type `t` along each row (see [`super::gptq::quantize_blocks`]):
+/// the blocks packed from GPTQ's codes, and the values they decode to.
+fn gptq_blocks(
+    values: &[f32],
+    info: &crate::model::TensorInfo,
+    t: GgmlQuant,
+    calibrated: Option<Calibrated>,
+    mask: Option<&Mask>,
+) -> Result<Quantized> {
+    let (calibrated, layer) = layer_statistics(info, calibrated, "GPTQ")?;
+    let outputs = info.shape.first().copied().unwrap_or(1).max(1) as usize;
+    if info.shape.len() < 2 || layer.layout == WeightLayout::InOut {
+        return Err(bad(
+            &info.name,
+            "GPTQ onto ggml blocks needs a weight stored [outputs, inputs], its blocks \
+             along the inputs, as GGUF stores them"
+                .into(),
+        ));
+    }
+    let kept: Option<Vec<bool>> = mask.map(|m| (0..m.len()).map(|i| m.keeps(i)).collect());
+    let (mut y, fits) = super::gptq::quantize_blocks(
+        values,
+        outputs,
+        layer,
+        t,
+        calibrated.dampening,
+        kept.as_deref(),
+    )
+    .map_err(|e| bad(&info.name, format!("GPTQ: {e}")))?;
+    let per = t.block_bytes() as usize;
+    let mut packed = vec![0u8; y.len() / gguf_blocks::BLOCK * per];
+    // The values are what the packed blocks decode to (a pruned zero that a block's
+    // minimum cannot hold included).
+    for ((block, &(d, min)), out) in y
+        .chunks_exact_mut(gguf_blocks::BLOCK)
+        .zip(&fits)
+        .zip(packed.chunks_exact_mut(per))
+    {
+        let fit = gguf_blocks::BlockFit::refit(t, d, min);
+        let codes: [u8; gguf_blocks::BLOCK] = std::array::from_fn(|j| fit.code_of(block[j]));
+        fit.pack(&codes, out);
+        for (v, &c) in block.iter_mut().zip(&codes) {
+            *v = fit.value(c);
+        }
+    }
+    // The storage and words of the same type rounded to nearest, GPTQ's blocks in.
+    let mut quantized = blocks(values, t, format!("{} GPTQ", t.name()), &info.name)?;
+    quantized.values = y;
+    quantized.packed = Some(packed);
     Ok(quantized)
 }
 

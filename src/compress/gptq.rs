@@ -23,8 +23,10 @@
 use rayon::prelude::*;
 
 use super::calibration::{LayerStatistics, NotPositiveDefinite, dampen, inverse_upper_cholesky};
+use super::gguf_blocks;
 use super::quant::{Granularity, IntGrid, IntScheme, Params, QuantError};
 use super::sparsegpt::{BLOCK, ObsError, obs_step, spread_block};
+use crate::dtype::GgmlQuant;
 
 /// GPTQ's settings beyond the grid.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,7 +50,7 @@ pub fn quantize(
     inputs_first: bool,
 ) -> Result<(Vec<f32>, IntGrid), ObsError> {
     stats.check_weights(w.len(), outputs)?;
-    let (d, groups) = (stats.columns, stats.groups.max(1));
+    let d = stats.columns;
     if !(2..=8).contains(&scheme.bits) {
         return Err(ObsError::Quant(QuantError::BadBits(scheme.bits)));
     }
@@ -84,12 +86,105 @@ pub fn quantize(
             .map(|g| Params::of(g, scheme.bits, scheme.symmetric, scheme.clip))
             .collect()
     };
+    let layout = Layout {
+        group,
+        dynamic,
+        fixed: &fixed,
+        rule: Rule::Int(scheme),
+        outputs: inputs_first.then_some(outputs),
+    };
+    let (out, dynamic_grids) = sweep_all(w, outputs, stats, settings, kept, &layout)?;
+    let (scales, zero_points) = if dynamic {
+        dynamic_grids.into_iter().unzip()
+    } else {
+        fixed.iter().map(|p| (p.scale, p.zero_point)).unzip()
+    };
+    Ok((
+        out,
+        IntGrid {
+            bits: scheme.bits,
+            symmetric: scheme.symmetric,
+            group,
+            scales,
+            zero_points,
+        },
+    ))
+}
+
+/// GPTQ onto the blocks of ggml type `t` (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) along each
+/// row of `w` (`outputs × columns`): each block's scale (and minimum) fitted as ggml
+/// fits it when the sweep reaches the block, from the row's weights as updated so far
+/// (as GPTQ's groups are), each weight then rounded on it as ggml rounds. Returns the
+/// values and every block's `(d, min)` as fitted (before float16), row by row.
+pub fn quantize_blocks(
+    w: &[f32],
+    outputs: usize,
+    stats: &LayerStatistics,
+    t: GgmlQuant,
+    dampening: f64,
+    kept: Option<&[bool]>,
+) -> Result<Swept, ObsError> {
+    stats.check_weights(w.len(), outputs)?;
+    let d = stats.columns;
+    if !gguf_blocks::fits_with_gptq(t) || !d.is_multiple_of(gguf_blocks::BLOCK) {
+        return Err(ObsError::Quant(QuantError::BadGroup {
+            group: gguf_blocks::BLOCK,
+            row_len: d,
+        }));
+    }
+    let layout = Layout {
+        group: gguf_blocks::BLOCK,
+        dynamic: true,
+        fixed: &[],
+        rule: Rule::Ggml(t),
+        outputs: None,
+    };
+    let settings = GptqSettings {
+        act_order: false,
+        dampening,
+    };
+    sweep_all(w, outputs, stats, settings, kept, &layout)
+}
+
+/// Swept values, and every row's dynamic grids in order: `(scale, zero point)` or a
+/// ggml block's `(d, min)`.
+type Swept = (Vec<f32>, Vec<(f32, f32)>);
+
+/// How the sweep's grids are laid out and fitted.
+struct Layout<'a> {
+    group: usize,
+    /// Group grids computed as the sweep reaches them (else `fixed`).
+    dynamic: bool,
+    fixed: &'a [Params],
+    rule: Rule<'a>,
+    /// Outputs, when the tensor is stored `[in, out]` (its grids index stored order).
+    outputs: Option<usize>,
+}
+
+/// The grid a group's weights round on.
+#[derive(Clone, Copy)]
+enum Rule<'a> {
+    Int(&'a IntScheme),
+    Ggml(GgmlQuant),
+}
+
+/// Every row of `w` swept (see [`Sweep::row`]): the values and each row's dynamic
+/// group grids, `(scale, zero point)` or a ggml block's `(d, min)`.
+fn sweep_all(
+    w: &[f32],
+    outputs: usize,
+    stats: &LayerStatistics,
+    settings: GptqSettings,
+    kept: Option<&[bool]>,
+    layout: &Layout,
+) -> Result<Swept, ObsError> {
+    let (d, groups) = (stats.columns, stats.groups.max(1));
     let per_group = outputs / groups;
     let mut values: Vec<f64> = w.iter().map(|&x| f64::from(x)).collect();
     let mut out = vec![0f32; w.len()];
     // Per row, the grids of its groups as the sweep computes them (one slot per row
     // when the grids are fixed, so that every row has a slot to zip with).
-    let grids_per_row = if dynamic { d / group } else { 1 };
+    let grids_per_row = if layout.dynamic { d / layout.group } else { 1 };
     let mut dynamic_grids: Vec<(f32, f32)> = vec![(0.0, 0.0); outputs * grids_per_row];
     for g in 0..groups {
         let mut h = stats.gram(g).ok_or(ObsError::NoGram)?.to_vec();
@@ -126,31 +221,29 @@ pub fn quantize(
                     order: &order,
                     u: &u,
                     dead: &dead,
-                    group,
-                    dynamic,
-                    fixed: &fixed,
-                    scheme,
+                    layout,
                     kept,
-                    outputs: inputs_first.then_some(outputs),
                 };
                 sweep.row(rows.start + r, row, out, grids);
             });
     }
-    let (scales, zero_points) = if dynamic {
-        dynamic_grids.into_iter().unzip()
-    } else {
-        fixed.iter().map(|p| (p.scale, p.zero_point)).unzip()
-    };
-    Ok((
-        out,
-        IntGrid {
-            bits: scheme.bits,
-            symmetric: scheme.symmetric,
-            group,
-            scales,
-            zero_points,
-        },
-    ))
+    Ok((out, dynamic_grids))
+}
+
+/// One group's grid.
+#[derive(Clone, Copy)]
+enum Grid {
+    Int(Params),
+    Ggml(gguf_blocks::BlockFit),
+}
+
+impl Grid {
+    fn apply(self, x: f32) -> f32 {
+        match self {
+            Grid::Int(p) => p.apply(x),
+            Grid::Ggml(b) => b.value(b.code(x)),
+        }
+    }
 }
 
 /// What every row's sweep shares.
@@ -160,52 +253,51 @@ struct Sweep<'a> {
     order: &'a [usize],
     u: &'a [f64],
     dead: &'a [usize],
-    group: usize,
-    /// Group grids computed as the sweep reaches them (else `fixed`).
-    dynamic: bool,
-    fixed: &'a [Params],
-    scheme: &'a IntScheme,
+    layout: &'a Layout<'a>,
     kept: Option<&'a [bool]>,
-    /// Outputs, when the tensor is stored `[in, out]` (its grids index stored order).
-    outputs: Option<usize>,
 }
 
 impl Sweep<'_> {
     /// Row `index` (`row`, its values) quantized into `out`; `grids` receives the
     /// row's dynamic group grids.
     fn row(&self, index: usize, row: &mut [f64], out: &mut [f32], grids: &mut [(f32, f32)]) {
-        let (d, u, group) = (self.d, self.u, self.group);
-        let IntScheme {
-            bits,
-            symmetric,
-            clip,
-            ..
-        } = *self.scheme;
+        let (d, u, layout) = (self.d, self.u, self.layout);
+        let group = layout.group;
         for &j in self.dead {
             row[j] = 0.0;
         }
         let mut x: Vec<f64> = self.order.iter().map(|&j| row[j]).collect();
         let keep = |j: usize| self.kept.is_none_or(|k| k[index * d + j]);
-        let mut grid: Option<Params> = None;
+        let mut grid: Option<Grid> = None;
         for i1 in (0..d).step_by(BLOCK) {
             let i2 = (i1 + BLOCK).min(d);
             let mut errors = vec![0.0; i2 - i1];
             for i in i1..i2 {
                 let j = self.order[i];
-                let p = if self.dynamic {
+                let p = if layout.dynamic {
                     if j.is_multiple_of(group) {
                         let current: Vec<f32> = x[i..i + group].iter().map(|&v| v as f32).collect();
-                        let p = Params::of(&current, bits, symmetric, clip);
-                        grids[j / group] = (p.scale, p.zero_point);
-                        grid = Some(p);
+                        let fitted = match layout.rule {
+                            Rule::Int(s) => {
+                                let p = Params::of(&current, s.bits, s.symmetric, s.clip);
+                                grids[j / group] = (p.scale, p.zero_point);
+                                Grid::Int(p)
+                            }
+                            Rule::Ggml(t) => {
+                                let b = gguf_blocks::BlockFit::of(t, &current);
+                                grids[j / group] = (b.d, b.min);
+                                Grid::Ggml(b)
+                            }
+                        };
+                        grid = Some(fitted);
                     }
                     grid.unwrap_or_else(|| unreachable!("a group starts at its first column"))
                 } else {
-                    let stored = match self.outputs {
+                    let stored = match layout.outputs {
                         Some(outputs) => j * outputs + index,
                         None => index * d + j,
                     };
-                    self.fixed[stored / group]
+                    Grid::Int(layout.fixed[stored / group])
                 };
                 let q = if keep(j) {
                     f64::from(p.apply(x[i] as f32))

@@ -28,7 +28,7 @@
 //! `act_order`|`awq`);
 //! `f16`, `bf16`,
 //! `fp8_e4m3`, `fp8_e5m2`; `gguf` (`type` = Q8_0|Q4_0|Q4_1|Q5_0|Q5_1|Q2_K|Q3_K|Q4_K|
-//! Q5_K|Q6_K, `method` = `rtn`|`imatrix`|`awq`; like llama.cpp, only tensors of rank ≥ 2 take a block type, and a
+//! Q5_K|Q6_K, `method` = `rtn`|`imatrix`|`awq`|`gptq` (Q8_0…Q5_1); like llama.cpp, only tensors of rank ≥ 2 take a block type, and a
 //! K-quant on rows that are not whole 256-value super-blocks falls back as llama.cpp
 //! does, see `apply::k_quant_fallback`; rows no block type fits are stored as f16,
 //! llama.cpp's last resort). `nm` groups consecutive weights within each output
@@ -374,6 +374,8 @@ pub enum GgufMethod {
     /// The reference quantizers on weights AWQ rescaled per input (see
     /// [`super::awq`]).
     Awq,
+    /// GPTQ onto the blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1; see [`super::gptq`]).
+    Gptq,
 }
 
 fn yes() -> bool {
@@ -411,7 +413,7 @@ impl QuantSpec {
                 ..
             }
             | QuantSpec::Gguf {
-                method: GgufMethod::Awq,
+                method: GgufMethod::Awq | GgufMethod::Gptq,
                 ..
             } => Some(Need::Gram),
             _ => None,
@@ -424,6 +426,9 @@ impl QuantSpec {
             self,
             QuantSpec::Int {
                 method: IntMethod::Gptq,
+                ..
+            } | QuantSpec::Gguf {
+                method: GgufMethod::Gptq,
                 ..
             }
         )
@@ -448,7 +453,9 @@ impl QuantSpec {
         let mut q = self.clone();
         match &mut q {
             QuantSpec::Int { method, .. } => *method = IntMethod::Rtn,
-            QuantSpec::Gguf { method, .. } if *method == GgufMethod::Awq => {
+            QuantSpec::Gguf { method, .. }
+                if matches!(method, GgufMethod::Awq | GgufMethod::Gptq) =>
+            {
                 *method = GgufMethod::Rtn;
             }
             _ => {}
@@ -503,6 +510,27 @@ pub struct TensorPlan {
     /// The prune spec and the index of the rule that set it (global scopes group by it).
     pub prune: Option<(PruneSpec, usize)>,
     pub quant: Option<QuantSpec>,
+}
+
+/// What is wrong with a `gguf` quant spec, if anything.
+fn gguf_problem(q: &QuantSpec) -> Option<String> {
+    let QuantSpec::Gguf { block_type, method } = q else {
+        return None;
+    };
+    match q.gguf_type() {
+        Some(t) if super::gguf_blocks::supports(t) => {
+            (*method == GgufMethod::Gptq && !super::gguf_blocks::fits_with_gptq(t)).then(|| {
+                format!(
+                    "GPTQ quantizes onto Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 blocks, not \
+                     {block_type} (use method = \"imatrix\" or \"awq\" for K-quants)"
+                )
+            })
+        }
+        _ => Some(format!(
+            "GGUF type `{block_type}` is not supported (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, \
+             Q3_K, Q4_K, Q5_K, Q6_K are)"
+        )),
+    }
 }
 
 /// 1-based line of byte `offset` in `text`.
@@ -608,17 +636,8 @@ impl Recipe {
                     format!("rule {}: N:M needs 0 < N <= M, got {n}:{m}", i + 1),
                 ));
             }
-            if let Some(q @ QuantSpec::Gguf { block_type, .. }) = &rule.quant
-                && q.gguf_type()
-                    .is_none_or(|t| !super::gguf_blocks::supports(t))
-            {
-                return Err(err(
-                    at,
-                    format!(
-                        "rule {}: GGUF type `{block_type}` is not supported (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K are)",
-                        i + 1
-                    ),
-                ));
+            if let Some(problem) = rule.quant.as_ref().and_then(gguf_problem) {
+                return Err(err(at, format!("rule {}: {problem}", i + 1)));
             }
             if let Some(QuantSpec::Int {
                 method: IntMethod::Rtn | IntMethod::Awq,

@@ -268,6 +268,122 @@ fn q5_1(x: &[f32], out: &mut [u8]) {
     pack5(&q, qh, qs);
 }
 
+/// Whether GPTQ can quantize onto type `t`'s blocks ([`BlockFit`]): the legacy types
+/// of one scale (and minimum) per 32 values.
+pub fn fits_with_gptq(t: GgmlQuant) -> bool {
+    matches!(
+        t,
+        GgmlQuant::Q8_0 | GgmlQuant::Q4_0 | GgmlQuant::Q4_1 | GgmlQuant::Q5_0 | GgmlQuant::Q5_1
+    )
+}
+
+/// One block's grid as ggml's reference quantizer fits it to 32 values (`d` and, for
+/// Q4_1/Q5_1, `min`, before float16), for rounding values one at a time as GPTQ does:
+/// [`BlockFit::code`] rounds as ggml does, clamped to the type's codes (GPTQ's
+/// updated weights may fall outside the block's first range), and
+/// [`BlockFit::value`] decodes as ggml does, from the float16 `d` and `min`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BlockFit {
+    pub t: GgmlQuant,
+    pub d: f32,
+    pub min: f32,
+    id: f32,
+    d16: f32,
+    m16: f32,
+}
+
+impl BlockFit {
+    pub fn of(t: GgmlQuant, x: &[f32]) -> BlockFit {
+        let (d, min) = match t {
+            GgmlQuant::Q8_0 => (x.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0, 0.0),
+            GgmlQuant::Q4_0 => (signed_absmax(x) / -8.0, 0.0),
+            GgmlQuant::Q5_0 => (signed_absmax(x) / -16.0, 0.0),
+            GgmlQuant::Q4_1 => {
+                let (min, max) = min_max(x);
+                ((max - min) / 15.0, min)
+            }
+            _ => {
+                let (min, max) = min_max(x);
+                ((max - min) / 31.0, min)
+            }
+        };
+        BlockFit::refit(t, d, min)
+    }
+
+    /// The fit of a block whose `d` and `min` (before float16) are known.
+    pub fn refit(t: GgmlQuant, d: f32, min: f32) -> BlockFit {
+        BlockFit {
+            t,
+            d,
+            min,
+            id: inverse(d),
+            d16: f16::from_f32(d).to_f32(),
+            m16: f16::from_f32(min).to_f32(),
+        }
+    }
+
+    /// The code of a value this block decodes to (`value(code_of(value(c))) ==
+    /// value(c)`): the packer's way back from GPTQ's values to its codes.
+    pub fn code_of(&self, value: f32) -> u8 {
+        let step = if self.d16 != 0.0 { 1.0 / self.d16 } else { 0.0 };
+        let (c, top) = match self.t {
+            GgmlQuant::Q8_0 => return ((value * step).round().clamp(-127.0, 127.0) as i8) as u8,
+            GgmlQuant::Q4_0 => (value * step + 8.0, 15.0),
+            GgmlQuant::Q5_0 => (value * step + 16.0, 31.0),
+            GgmlQuant::Q4_1 => ((value - self.m16) * step, 15.0),
+            _ => ((value - self.m16) * step, 31.0),
+        };
+        c.round().clamp(0.0, top) as u8
+    }
+
+    /// The code ggml gives `x` in this block.
+    pub fn code(&self, x: f32) -> u8 {
+        let (shifted, top) = match self.t {
+            GgmlQuant::Q8_0 => return ((x * self.id).round().clamp(-127.0, 127.0) as i8) as u8,
+            GgmlQuant::Q4_0 => (x * self.id + 8.5, 15.0),
+            GgmlQuant::Q5_0 => (x * self.id + 16.5, 31.0),
+            GgmlQuant::Q4_1 => ((x - self.min) * self.id + 0.5, 15.0),
+            _ => ((x - self.min) * self.id + 0.5, 31.0),
+        };
+        // NaN lands on 0, as ggml's C cast of it does.
+        shifted.clamp(0.0, top) as u8
+    }
+
+    /// What `code` decodes to.
+    pub fn value(&self, code: u8) -> f32 {
+        match self.t {
+            GgmlQuant::Q8_0 => f32::from(code as i8) * self.d16,
+            GgmlQuant::Q4_0 => (f32::from(code) - 8.0) * self.d16,
+            GgmlQuant::Q5_0 => (f32::from(code) - 16.0) * self.d16,
+            _ => f32::from(code) * self.d16 + self.m16,
+        }
+    }
+
+    /// The block's bytes for the 32 `codes`.
+    pub fn pack(&self, codes: &[u8; BLOCK], out: &mut [u8]) {
+        out[..2].copy_from_slice(&f16::from_f32(self.d).to_le_bytes());
+        let rest = match self.t {
+            GgmlQuant::Q8_0 => {
+                out[2..2 + BLOCK].copy_from_slice(codes);
+                return;
+            }
+            GgmlQuant::Q4_0 | GgmlQuant::Q5_0 => &mut out[2..],
+            _ => {
+                out[2..4].copy_from_slice(&f16::from_f32(self.min).to_le_bytes());
+                &mut out[4..]
+            }
+        };
+        if matches!(self.t, GgmlQuant::Q4_0 | GgmlQuant::Q4_1) {
+            for j in 0..BLOCK / 2 {
+                rest[j] = codes[j] | (codes[j + BLOCK / 2] << 4);
+            }
+        } else {
+            let (qh, qs) = rest.split_at_mut(4);
+            pack5(codes, qh, &mut qs[..BLOCK / 2]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +395,26 @@ mod tests {
         assert_eq!(c_cast_low_byte(f32::INFINITY), 0);
         assert_eq!(c_cast_low_byte(f32::NAN), 0);
         assert_eq!(c_cast_low_byte(300.0), 44);
+    }
+
+    /// On weights inside a block's first range, [`BlockFit`] rounds and packs as the
+    /// reference quantizers do: the same bytes, for every type GPTQ fits.
+    #[test]
+    fn a_fitted_block_packs_the_reference_bytes() {
+        let x: [f32; BLOCK] = std::array::from_fn(|j| ((j * 37 % 29) as f32 - 13.3) * 0.071);
+        for t in [
+            GgmlQuant::Q8_0,
+            GgmlQuant::Q4_0,
+            GgmlQuant::Q4_1,
+            GgmlQuant::Q5_0,
+            GgmlQuant::Q5_1,
+        ] {
+            let fit = BlockFit::of(t, &x);
+            let codes: [u8; BLOCK] = std::array::from_fn(|j| fit.code(x[j]));
+            let mut ours = vec![0u8; t.block_bytes() as usize];
+            fit.pack(&codes, &mut ours);
+            assert_eq!(ours, quantize(t, &x).unwrap_or_default(), "{t:?}");
+        }
     }
 
     #[test]
