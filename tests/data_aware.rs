@@ -12,6 +12,21 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
+/// `slimscope apply MODEL --recipe RECIPE FLAG DATA -o OUT`: its exit code and stderr.
+fn apply(model: &Path, recipe: &Path, flag: &str, data: &Path, out: &Path) -> (i32, String) {
+    let (code, _, stderr) = slimscope(&[
+        "apply",
+        s(model),
+        "--recipe",
+        s(recipe),
+        flag,
+        s(data),
+        "-o",
+        s(out),
+    ]);
+    (code, stderr)
+}
+
 fn recipe(dir: &Path, name: &str, prune: &str, calibration: &str) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(
@@ -275,16 +290,7 @@ fn gptq_quantizes_as_the_paper_does() {
         )
         .expect("recipe");
         let out = dir.path().join(format!("g{k}.safetensors"));
-        let (code, _, stderr) = slimscope(&[
-            "apply",
-            s(&onnx),
-            "--recipe",
-            s(&r),
-            "--data",
-            s(&data),
-            "-o",
-            s(&out),
-        ]);
+        let (code, stderr) = apply(&onnx, &r, "--data", &data, &out);
         assert_eq!(code, 0, "{stderr}");
         let report = reference_script(
             "data_aware.py",
@@ -346,16 +352,7 @@ fn gptq_rescues_two_bit_weights_and_onnxruntime_agrees() {
         "GPTQ {a_gptq}, round-to-nearest {a_rtn}"
     );
     let out = dir.path().join("gptq.onnx");
-    let (code, _, stderr) = slimscope(&[
-        "apply",
-        s(&model),
-        "--recipe",
-        s(&gptq),
-        "--data",
-        s(&data),
-        "-o",
-        s(&out),
-    ]);
+    let (code, stderr) = apply(&model, &gptq, "--data", &data, &out);
     assert_eq!(code, 0, "{stderr}");
     let ort = reference_script(
         "run_onnx.py",
@@ -414,16 +411,7 @@ fn every_method_matches_numpy_on_paddleocrs_classifier() {
         )
         .expect("recipe");
         let out = dir.path().join(format!("p{k}.safetensors"));
-        let (code, _, stderr) = slimscope(&[
-            "apply",
-            s(&model),
-            "--recipe",
-            s(&r),
-            "--data",
-            s(&data),
-            "-o",
-            s(&out),
-        ]);
+        let (code, stderr) = apply(&model, &r, "--data", &data, &out);
         assert_eq!(code, 0, "{stderr}");
         let report = reference_script(
             "data_aware.py",
@@ -511,16 +499,7 @@ fn data_aware_methods_on_a_llama_gguf_match_numpys_forward_pass() {
         )
         .expect("recipe");
         let out = dir.path().join(format!("out{k}.gguf"));
-        let (code, _, stderr) = slimscope(&[
-            "apply",
-            s(&gguf),
-            "--recipe",
-            s(&r),
-            "--calibration",
-            s(&text),
-            "-o",
-            s(&out),
-        ]);
+        let (code, stderr) = apply(&gguf, &r, "--calibration", &text, &out);
         assert_eq!(code, 0, "{stderr}");
         let report = reference_script(
             "data_aware.py",
@@ -587,16 +566,7 @@ fn awq_on_a_llama_gguf_matches_numpys_search_and_folding() {
     )
     .expect("recipe");
     let out = dir.path().join("awq.gguf");
-    let (code, _, stderr) = slimscope(&[
-        "apply",
-        s(&gguf),
-        "--recipe",
-        s(&r),
-        "--calibration",
-        s(&text),
-        "-o",
-        s(&out),
-    ]);
+    let (code, stderr) = apply(&gguf, &r, "--calibration", &text, &out);
     assert_eq!(code, 0, "{stderr}");
     let report = reference_script(
         "awq.py",
@@ -691,16 +661,7 @@ fn bad_language_model_calibration_is_refused() {
         ),
     ];
     for (recipe, calibration, want) in cases {
-        let (code, _, stderr) = slimscope(&[
-            "apply",
-            s(&gguf),
-            "--recipe",
-            s(recipe),
-            "--calibration",
-            s(calibration),
-            "-o",
-            s(&out),
-        ]);
+        let (code, stderr) = apply(&gguf, recipe, "--calibration", calibration, &out);
         let at = format!("{} {}: {stderr}", recipe.display(), calibration.display());
         assert_eq!(code, 2, "{at}");
         assert!(stderr.contains(want), "{at}");

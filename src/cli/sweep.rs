@@ -161,7 +161,7 @@ fn points(args: &SweepArgs, model: &Model) -> anyhow::Result<Vec<Point>> {
             }
     };
     let beside = |points: &[Point], gguf: bool, name: &str, set: fn(&mut Config)| {
-        let more: Vec<Point> = points
+        points
             .iter()
             .filter(|p| quantized(p, gguf))
             .map(|p| {
@@ -169,8 +169,7 @@ fn points(args: &SweepArgs, model: &Model) -> anyhow::Result<Vec<Point>> {
                 set(&mut config);
                 Point::new(format!("{} {name}", p.curve), p.axis, p.level, None, config)
             })
-            .collect();
-        more
+            .collect::<Vec<Point>>()
     };
     let gptq = if args.gptq {
         beside(&points, false, "GPTQ", |c| c.gptq = true)

@@ -468,15 +468,21 @@ pub fn apply_to_values(
     apply_to(model, plans, sources, None, calibrated)
 }
 
+/// Tensor `info`'s output rows, values per output row (integer grids work per row)
+/// and values per innermost dimension (ggml blocks lie along it), each at least 1.
+fn extent(info: &crate::model::TensorInfo) -> (u64, u64, u64) {
+    let rows = info.shape.first().copied().unwrap_or(1).max(1);
+    let last_dim = info.shape.last().copied().unwrap_or(1).max(1);
+    (rows, (info.numel / rows).max(1), last_dim)
+}
+
 /// Tensor `info`'s `values` fake-quantized as `spec` says, rounded to nearest.
 pub fn fake_quantize(
     values: &[f32],
     spec: &QuantSpec,
     info: &crate::model::TensorInfo,
 ) -> Result<Vec<f32>> {
-    let rows = info.shape.first().copied().unwrap_or(1).max(1);
-    let row_len = (info.numel / rows).max(1);
-    let last_dim = info.shape.last().copied().unwrap_or(1).max(1);
+    let (_, row_len, last_dim) = extent(info);
     let spec = spec.rounded();
     let q = quantize(
         values,
@@ -609,13 +615,11 @@ fn compress_one(
         skipped,
         updated,
     } = pruned;
-    let rows = info.shape.first().copied().unwrap_or(1).max(1);
-    let row_len = (info.numel / rows).max(1);
+    let (rows, row_len, last_dim) = extent(info);
     let mut values = updated.unwrap_or_else(|| original.clone());
     if let Some(m) = &mask {
         m.apply(&mut values);
     }
-    let last_dim = info.shape.last().copied().unwrap_or(1).max(1);
     let Quantized {
         mut values,
         storage,

@@ -65,13 +65,18 @@ fn hyper(model: &Model, key: &str) -> Result<f64> {
         })
 }
 
-/// Tensor `name` decoded to f32 as a candle tensor of its shape.
-fn weight(model: &Model, name: &str) -> Result<Tensor> {
-    let i = model.tensor_index(name).ok_or_else(|| Error::Corrupt {
+/// The index of tensor `name`, which a llama block needs.
+fn block_tensor(model: &Model, name: &str) -> Result<usize> {
+    model.tensor_index(name).ok_or_else(|| Error::Corrupt {
         path: model.path.clone(),
         format: "GGUF",
         problem: format!("no tensor `{name}` (a llama block needs it)"),
-    })?;
+    })
+}
+
+/// Tensor `name` decoded to f32 as a candle tensor of its shape.
+fn weight(model: &Model, name: &str) -> Result<Tensor> {
+    let i = block_tensor(model, name)?;
     let shape: Vec<usize> = model.tensors[i].shape.iter().map(|&d| d as usize).collect();
     let values = model.tensor_f32(i)?;
     Tensor::from_vec(values, shape, &Device::Cpu).map_err(|e| engine(model, e))
@@ -568,13 +573,7 @@ fn awq_block(
     stats: &Statistics,
 ) -> Result<Rescaled> {
     let mut out = Rescaled::default();
-    let index = |k: usize| {
-        model.tensor_index(&names[k]).ok_or_else(|| Error::Corrupt {
-            path: model.path.clone(),
-            format: "GGUF",
-            problem: format!("no tensor `{}` (a llama block needs it)", names[k]),
-        })
-    };
+    let index = |k: usize| block_tensor(model, &names[k]);
     for (members, before) in AWQ_GROUPS {
         let idx: Vec<usize> = members.iter().map(|&k| index(k)).collect::<Result<_>>()?;
         let is_awq = |i: &usize| plans[*i].quant.as_ref().is_some_and(QuantSpec::is_awq);
